@@ -1,0 +1,460 @@
+//! The HTTP client: bearer auth, idempotency keys, timeouts, bounded retries with full-jitter backoff, a
+//! client-side rate limit and a concurrency limit, and decoding into typed models.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use url::{Host, Url};
+
+use super::error::ApiError;
+use super::idempotency::IdempotencyKey;
+use super::models::*;
+use super::ratelimit::RateLimiter;
+use super::retry::{RetryCause, RetryPolicy, parse_retry_after};
+use crate::rng::SplitMix64;
+use crate::secret::ApiKey;
+
+pub const DEFAULT_API_URL: &str = "https://purpleflea.com/api";
+pub const DEFAULT_FAUCET_URL: &str = "https://faucet.purpleflea.com/api";
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// Everything the client needs. `Debug` is safe to log: the key prints as `pf_***`.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub base_url: Url,
+    pub faucet_url: Url,
+    pub api_key: ApiKey,
+    /// Whole-request timeout (connect, send, read the full body).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Requests started per second; `None` for no client-side limit.
+    pub rate_limit_rps: Option<f64>,
+    /// Requests in flight at once.
+    pub max_concurrency: usize,
+    /// A response body larger than this is refused (a hostile or broken server cannot exhaust memory).
+    pub max_body_bytes: usize,
+}
+
+impl ClientConfig {
+    pub fn new(base_url: Url, faucet_url: Url, api_key: ApiKey) -> ClientConfig {
+        ClientConfig {
+            base_url,
+            faucet_url,
+            api_key,
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            rate_limit_rps: None,
+            max_concurrency: 16,
+            max_body_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Refuse anything but https, and plain http to a loopback host (the sandbox).
+pub fn check_url(url: &Url) -> Result<(), ApiError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
+            if loopback { Ok(()) } else { Err(ApiError::InsecureUrl { url: url.to_string() }) }
+        }
+        other => Err(ApiError::BadUrl { url: url.to_string(), reason: format!("scheme {other:?} is not http(s)") }),
+    }
+}
+
+/// Which base a request goes to.
+#[derive(Debug, Clone, Copy)]
+enum Base {
+    Api,
+    Faucet,
+}
+
+/// A Purple Flea client. Cheap to clone; clones share the rate limit and concurrency limit.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    cfg: ClientConfig,
+    auth: HeaderValue,
+    limiter: Option<RateLimiter>,
+    in_flight: Semaphore,
+    jitter: Mutex<SplitMix64>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("cfg", &self.inner.cfg).finish()
+    }
+}
+
+/// One attempt's result, before the retry loop decides.
+enum Attempt {
+    Done(StatusCode, Vec<u8>),
+    Retry { cause: RetryCause, retry_after: Option<Duration>, error: ApiError },
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig) -> Result<Client, ApiError> {
+        check_url(&cfg.base_url)?;
+        check_url(&cfg.faucet_url)?;
+        if cfg.max_concurrency == 0 {
+            return Err(ApiError::BadUrl { url: cfg.base_url.to_string(), reason: "max concurrency is 0".into() });
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", cfg.api_key.expose_for_header()))
+            .map_err(|_| ApiError::Unauthorized)?;
+        auth.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.connect_timeout)
+            // A redirect could carry the Authorization header somewhere else: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("pfsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::BadUrl { url: cfg.base_url.to_string(), reason: e.to_string() })?;
+        let limiter = cfg.rate_limit_rps.and_then(RateLimiter::per_second);
+        let in_flight = Semaphore::new(cfg.max_concurrency);
+        Ok(Client {
+            inner: Arc::new(Inner { http, auth, limiter, in_flight, jitter: Mutex::new(SplitMix64::from_time()), cfg }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    // ---- seed endpoints (POST) ----
+
+    pub async fn payout(&self, req: &PayoutRequest, key: Option<&IdempotencyKey>) -> Result<PayoutResponse, ApiError> {
+        self.post(Base::Api, &["wallet", "payout"], req, key).await
+    }
+
+    pub async fn escrow_create(&self, req: &EscrowCreateRequest, key: Option<&IdempotencyKey>) -> Result<Escrow, ApiError> {
+        self.post(Base::Api, &["escrow", "create"], req, key).await
+    }
+
+    pub async fn escrow_release(
+        &self,
+        escrow_id: &str,
+        req: &EscrowActionRequest,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<EscrowActionResponse, ApiError> {
+        self.post(Base::Api, &["escrow", escrow_id, "release"], req, key).await
+    }
+
+    pub async fn escrow_dispute(
+        &self,
+        escrow_id: &str,
+        req: &EscrowActionRequest,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<EscrowActionResponse, ApiError> {
+        self.post(Base::Api, &["escrow", escrow_id, "dispute"], req, key).await
+    }
+
+    pub async fn faucet_claim(&self, agent_id: &str, key: Option<&IdempotencyKey>) -> Result<FaucetClaimResponse, ApiError> {
+        self.post(Base::Faucet, &["claim"], &FaucetClaimRequest { agent_id: agent_id.to_string() }, key).await
+    }
+
+    // ---- ext endpoints (GET) ----
+
+    pub async fn wallet(&self, agent_id: &str) -> Result<Wallet, ApiError> {
+        self.get(&["wallet", agent_id], &[]).await
+    }
+
+    pub async fn escrow(&self, escrow_id: &str) -> Result<Escrow, ApiError> {
+        self.get(&["escrow", escrow_id], &[]).await
+    }
+
+    /// One page of a list endpoint; each row decoded on its own (see [`decode_rows`]).
+    pub async fn list<T: Listed>(&self, query: &ListQuery) -> Result<Page<T>, ApiError> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if let Some(l) = query.limit {
+            params.push(("limit", l.to_string()));
+        }
+        if let Some(c) = &query.cursor {
+            params.push(("cursor", c.clone()));
+        }
+        if let Some(s) = &query.since {
+            params.push((T::SINCE_PARAM, s.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+        }
+        if let Some(k) = &query.idempotency_key {
+            params.push(("idempotency_key", k.clone()));
+        }
+        let raw: RawPage = self.get(&[T::PATH], &params).await?;
+        Ok(decode_rows(raw))
+    }
+
+    /// Every page of a list endpoint, following `next_cursor` until it is null.
+    pub fn pages<T: Listed>(&self, query: ListQuery) -> impl Stream<Item = Result<Page<T>, ApiError>> + Send + '_ {
+        futures::stream::try_unfold(Some(query), move |state| async move {
+            let Some(query) = state else { return Ok(None) };
+            let page = self.list::<T>(&query).await?;
+            let next = page.next_cursor.clone().map(|c| ListQuery { cursor: Some(c), ..query.clone() });
+            Ok(Some((page, next)))
+        })
+    }
+
+    // ---- plumbing ----
+
+    fn url(&self, base: Base, segments: &[&str], params: &[(&str, String)]) -> Result<Url, ApiError> {
+        let mut url = match base {
+            Base::Api => self.inner.cfg.base_url.clone(),
+            Base::Faucet => self.inner.cfg.faucet_url.clone(),
+        };
+        {
+            let shown = url.to_string();
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|_| ApiError::BadUrl { url: shown, reason: "cannot be a base URL".into() })?;
+            path.pop_if_empty();
+            for s in segments {
+                // Percent-encoded as one segment: an id like `../x` or `a/b` cannot change the route.
+                path.push(s);
+            }
+        }
+        if !params.is_empty() {
+            url.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        Ok(url)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, segments: &[&str], params: &[(&str, String)]) -> Result<T, ApiError> {
+        let url = self.url(Base::Api, segments, params)?;
+        self.execute(Method::GET, url, None, None).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        base: Base,
+        segments: &[&str],
+        body: &B,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<T, ApiError> {
+        let url = self.url(base, segments, &[])?;
+        let bytes = serde_json::to_vec(body).map_err(|e| ApiError::InvalidRequest { message: e.to_string() })?;
+        self.execute(Method::POST, url, Some(bytes), key).await
+    }
+
+    /// Send with retries. A GET, or a POST with an idempotency key, is repeated on any transient failure; a
+    /// POST without a key only when the failure proves it was not applied (see [`RetryCause`]).
+    async fn execute<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<T, ApiError> {
+        let endpoint = format!("{method} {}", url.path());
+        let repeatable = method == Method::GET || key.is_some();
+        let policy = &self.inner.cfg.retry;
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let outcome = self.attempt(&method, &url, body.as_deref(), key, &endpoint).await;
+            let (cause, retry_after, error) = match outcome {
+                Attempt::Done(status, bytes) => match self.decode::<T>(&endpoint, status, &bytes) {
+                    Ok(v) => return Ok(v),
+                    // A success whose body cannot be read: the operation happened. Repeat only when the
+                    // repeat is a harmless read or an idempotent replay.
+                    Err(e @ (ApiError::Decode { .. } | ApiError::Unexpected { .. })) if status.is_success() => {
+                        (RetryCause::NoAnswer, None, e)
+                    }
+                    Err(e) => return Err(e),
+                },
+                Attempt::Retry { cause, retry_after, error } => (cause, retry_after, error),
+            };
+            if !(repeatable || cause.safe_without_key()) {
+                return Err(error);
+            }
+            let unit = self.inner.jitter.lock().map(|mut r| r.next_f64()).unwrap_or(0.5);
+            let wait = policy.delay(attempts, retry_after, unit);
+            if !policy.allows(attempts, started.elapsed(), wait) {
+                return Err(final_error(error, &endpoint, attempts, started.elapsed(), policy));
+            }
+            tracing::debug!(%endpoint, attempts, ?cause, wait_ms = wait.as_millis() as u64, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        key: Option<&IdempotencyKey>,
+        endpoint: &str,
+    ) -> Attempt {
+        let _permit = self.inner.in_flight.acquire().await;
+        if let Some(l) = &self.inner.limiter {
+            l.acquire().await;
+        }
+        let mut req = self.inner.http.request(method.clone(), url.clone()).header(AUTHORIZATION, self.inner.auth.clone());
+        if let Some(k) = key {
+            req = req.header(IDEMPOTENCY_HEADER, k.as_str());
+        }
+        if let Some(b) = body {
+            req = req.header(CONTENT_TYPE, "application/json").body(b.to_vec());
+        }
+        let transport = |e: reqwest::Error| {
+            let cause = if e.is_connect() { RetryCause::ConnectFailed } else { RetryCause::NoAnswer };
+            Attempt::Retry {
+                cause,
+                retry_after: None,
+                error: ApiError::Transport {
+                    endpoint: endpoint.to_string(),
+                    detail: error_chain(&e),
+                    attempts: 1,
+                    connected: cause != RetryCause::ConnectFailed,
+                },
+            }
+        };
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return transport(e),
+        };
+        let status = resp.status();
+        let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let limit = self.inner.cfg.max_body_bytes;
+        let mut bytes = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if bytes.len() + chunk.len() > limit {
+                        return Attempt::Retry {
+                            cause: RetryCause::NoAnswer,
+                            retry_after: None,
+                            error: ApiError::TooLarge { endpoint: endpoint.to_string(), limit },
+                        };
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return transport(e),
+            }
+        }
+        let code = status.as_u16();
+        if code == 429 {
+            let error = ApiError::RateLimited { endpoint: endpoint.to_string(), attempts: 1 };
+            return Attempt::Retry { cause: RetryCause::RateLimited, retry_after, error };
+        }
+        if status.is_server_error() {
+            let message = error_body(&bytes).map(|b| b.message).unwrap_or_else(|| snippet(&bytes));
+            let error = ApiError::Server { endpoint: endpoint.to_string(), status: code, message, attempts: 1 };
+            return Attempt::Retry { cause: RetryCause::ServerError, retry_after, error };
+        }
+        if code == 409 && error_body(&bytes).is_some_and(|b| b.error == "idempotency_key_in_use") {
+            return Attempt::Retry { cause: RetryCause::KeyInUse, retry_after, error: ApiError::IdempotencyKeyInUse };
+        }
+        Attempt::Done(status, bytes)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, endpoint: &str, status: StatusCode, bytes: &[u8]) -> Result<T, ApiError> {
+        let code = status.as_u16();
+        if status.is_success() {
+            return serde_json::from_slice(bytes).map_err(|e| ApiError::Decode {
+                endpoint: endpoint.to_string(),
+                status: code,
+                detail: e.to_string(),
+            });
+        }
+        match error_body(bytes) {
+            Some(b) => Err(ApiError::from_code(endpoint, code, &b.error, b.message)),
+            None if code == 401 => Err(ApiError::Unauthorized),
+            None => Err(ApiError::Unexpected { endpoint: endpoint.to_string(), status: code, detail: snippet(bytes) }),
+        }
+    }
+}
+
+/// Put the final attempt count (and the give-up reason) into the last error.
+fn final_error(error: ApiError, endpoint: &str, attempts: u32, elapsed: Duration, policy: &RetryPolicy) -> ApiError {
+    let error = match error {
+        ApiError::RateLimited { endpoint, .. } => ApiError::RateLimited { endpoint, attempts },
+        ApiError::Server { endpoint, status, message, .. } => ApiError::Server { endpoint, status, message, attempts },
+        ApiError::Transport { endpoint, detail, connected, .. } => ApiError::Transport { endpoint, detail, attempts, connected },
+        other => other,
+    };
+    if attempts < policy.max_attempts && !matches!(error, ApiError::IdempotencyKeyInUse) {
+        return ApiError::GaveUp { endpoint: endpoint.to_string(), elapsed, attempts, last: error.to_string() };
+    }
+    error
+}
+
+fn error_body(bytes: &[u8]) -> Option<ErrorBody> {
+    serde_json::from_slice::<ErrorBody>(bytes).ok()
+}
+
+/// The start of a body for an error message; a body can be megabytes of garbage.
+fn snippet(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+    let mut s: String = text.chars().filter(|c| !c.is_control()).collect();
+    if bytes.len() > 200 {
+        s.push_str("...");
+    }
+    s
+}
+
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(check_url(&url("https://purpleflea.com/api")).is_ok());
+        assert!(check_url(&url("http://127.0.0.1:8080/api")).is_ok());
+        assert!(check_url(&url("http://127.9.0.1/api")).is_ok());
+        assert!(check_url(&url("http://[::1]:1/api")).is_ok());
+        assert!(check_url(&url("http://localhost:1/api")).is_ok());
+        assert!(matches!(check_url(&url("http://purpleflea.com/api")), Err(ApiError::InsecureUrl { .. })));
+        assert!(matches!(check_url(&url("http://10.0.0.1/api")), Err(ApiError::InsecureUrl { .. })));
+        assert!(matches!(check_url(&url("http://localhost.evil.com/api")), Err(ApiError::InsecureUrl { .. })));
+        assert!(matches!(check_url(&url("ftp://x/api")), Err(ApiError::BadUrl { .. })));
+    }
+
+    #[test]
+    fn ids_cannot_change_the_route() {
+        let key = ApiKey::new("pf_test_x", "test").unwrap();
+        let c = Client::new(ClientConfig::new(url("http://127.0.0.1:1/api/"), url("http://127.0.0.1:1/"), key)).unwrap();
+        let u = c.url(Base::Api, &["escrow", "../wallet/x", "release"], &[]).unwrap();
+        assert_eq!(u.path(), "/api/escrow/..%2Fwallet%2Fx/release");
+        let u = c.url(Base::Faucet, &["claim"], &[("a", "b c".into())]).unwrap();
+        assert_eq!(u.as_str(), "http://127.0.0.1:1/claim?a=b+c");
+    }
+
+    #[test]
+    fn debug_of_client_hides_the_key() {
+        let key = ApiKey::new("pf_test_topsecret", "test").unwrap();
+        let c = Client::new(ClientConfig::new(url("http://127.0.0.1:1/api"), url("http://127.0.0.1:1/api"), key)).unwrap();
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,263 @@
+//! Request and response bodies of the contract (`shared/api/purpleflea-api.md`), shared by the client and
+//! the sandbox so the two cannot disagree on a field name.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::money::Usd;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wallet {
+    pub agent_id: String,
+    pub wallet_address: Option<String>,
+    pub balance_usd: Usd,
+    pub active_escrow_count: i32,
+    pub total_earned_usd: Usd,
+    pub referral_code: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscrowStatus {
+    Funded,
+    Released,
+    Refunded,
+}
+
+impl EscrowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscrowStatus::Funded => "funded",
+            EscrowStatus::Released => "released",
+            EscrowStatus::Refunded => "refunded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Escrow {
+    pub escrow_id: String,
+    pub buyer_agent_id: String,
+    pub seller_agent_id: String,
+    pub amount_usd: Usd,
+    pub description: String,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    pub status: EscrowStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub tx_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxKind {
+    Payout,
+    EscrowLock,
+    EscrowRelease,
+    EscrowRefund,
+    Faucet,
+}
+
+impl TxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxKind::Payout => "payout",
+            TxKind::EscrowLock => "escrow_lock",
+            TxKind::EscrowRelease => "escrow_release",
+            TxKind::EscrowRefund => "escrow_refund",
+            TxKind::Faucet => "faucet",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub tx_id: String,
+    pub kind: TxKind,
+    pub agent_id: String,
+    pub counterparty_agent_id: Option<String>,
+    pub amount_usd: Usd,
+    pub idempotency_key: Option<String>,
+    pub reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRequest {
+    pub agent_id: String,
+    pub amount_usd: Usd,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutResponse {
+    pub tx_id: String,
+    pub agent_id: String,
+    pub amount_usd: Usd,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscrowCreateRequest {
+    pub buyer_agent_id: String,
+    pub seller_agent_id: String,
+    pub amount_usd: Usd,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// Body of `release` and `dispute`: a reason, and for `release` any extra fields (the seed's MLflow
+/// callback sends `mlflow_run_id` and `step`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscrowActionRequest {
+    pub reason: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowActionResponse {
+    pub tx_id: String,
+    pub escrow_id: String,
+    pub status: EscrowStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaucetClaimRequest {
+    pub agent_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaucetClaimResponse {
+    pub tx_id: String,
+    pub agent_id: String,
+    pub amount_usd: Usd,
+}
+
+/// Every non-2xx body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A list page as it comes off the wire: rows stay raw so that one bad row fails alone, not the page.
+#[derive(Debug, Deserialize)]
+pub struct RawPage {
+    pub data: Vec<Box<serde_json::value::RawValue>>,
+    pub next_cursor: Option<String>,
+}
+
+/// A page whose rows were decoded one by one.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub rows: Vec<Result<T, RowError>>,
+    pub next_cursor: Option<String>,
+}
+
+/// A row the API sent that does not fit the contract: which row (when its id could be read) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{entity} {id}: {reason}")]
+pub struct RowError {
+    pub entity: &'static str,
+    pub id: String,
+    pub reason: String,
+}
+
+/// Query of the three list endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    /// `updated_since` for wallets and escrows, `since` for transactions.
+    pub since: Option<DateTime<Utc>>,
+    /// Transactions only.
+    pub idempotency_key: Option<String>,
+}
+
+/// What a list endpoint lists; fixes the path, the entity's id field and its `since` parameter name.
+pub trait Listed: serde::de::DeserializeOwned + Send + 'static {
+    const PATH: &'static str;
+    const ENTITY: &'static str;
+    const ID_FIELD: &'static str;
+    const SINCE_PARAM: &'static str;
+}
+
+impl Listed for Wallet {
+    const PATH: &'static str = "wallets";
+    const ENTITY: &'static str = "wallet";
+    const ID_FIELD: &'static str = "agent_id";
+    const SINCE_PARAM: &'static str = "updated_since";
+}
+
+impl Listed for Escrow {
+    const PATH: &'static str = "escrows";
+    const ENTITY: &'static str = "escrow";
+    const ID_FIELD: &'static str = "escrow_id";
+    const SINCE_PARAM: &'static str = "updated_since";
+}
+
+impl Listed for Transaction {
+    const PATH: &'static str = "transactions";
+    const ENTITY: &'static str = "transaction";
+    const ID_FIELD: &'static str = "tx_id";
+    const SINCE_PARAM: &'static str = "since";
+}
+
+/// Decode each raw row of a page on its own.
+pub fn decode_rows<T: Listed>(page: RawPage) -> Page<T> {
+    let rows = page
+        .data
+        .into_iter()
+        .map(|raw| {
+            serde_json::from_str::<T>(raw.get()).map_err(|e| {
+                let id = serde_json::from_str::<Map<String, Value>>(raw.get())
+                    .ok()
+                    .and_then(|m| m.get(T::ID_FIELD).and_then(|v| v.as_str().map(clip_id)))
+                    .unwrap_or_else(|| "<unknown id>".to_string());
+                RowError { entity: T::ENTITY, id, reason: e.to_string() }
+            })
+        })
+        .collect();
+    Page { rows, next_cursor: page.next_cursor }
+}
+
+fn clip_id(id: &str) -> String {
+    id.chars().take(128).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_row_fails_alone_and_names_its_id() {
+        let body = r#"{"data":[
+            {"agent_id":"a1","wallet_address":null,"balance_usd":1.5,"active_escrow_count":0,
+             "total_earned_usd":2,"referral_code":null,"registered_at":"2026-01-01T00:00:00Z",
+             "updated_at":"2026-01-01T00:00:00Z","surprise":"ignored"},
+            {"agent_id":"a2","balance_usd":"lots"}
+        ],"next_cursor":null}"#;
+        let page: Page<Wallet> = decode_rows(serde_json::from_str(body).unwrap());
+        assert!(page.rows[0].is_ok());
+        let err = page.rows[1].as_ref().unwrap_err();
+        assert_eq!(err.id, "a2");
+        assert!(err.reason.contains("lots") || err.reason.contains("number"), "{}", err.reason);
+    }
+
+    #[test]
+    fn escrow_action_keeps_extra_fields() {
+        let r: EscrowActionRequest =
+            serde_json::from_str(r#"{"reason":"hit","mlflow_run_id":"r1","step":3}"#).unwrap();
+        assert_eq!(r.extra.len(), 2);
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["step"], 3);
+    }
+}

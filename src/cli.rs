@@ -1,0 +1,271 @@
+//! Commands and flags. Each flag's doc comment is its `--help` text.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{ApiSection, Overrides};
+
+const AFTER_HELP: &str = "\
+Environment:
+  PURPLEFLEA_API_KEY   the API key (or --api-key-file); never accepted as a flag value
+  PFSYNC_WAREHOUSE, PFSYNC_API_URL, PFSYNC_FAUCET_URL, PFSYNC_CONFIG: defaults for the flags of the same name
+  RUST_LOG             fine-grained log filter (overrides -v/-q)
+
+Exit codes:
+  0  success
+  1  unexpected internal error
+  2  usage or configuration error (nothing was touched)
+  3  the Purple Flea API failed or refused the key
+  4  a Delta table could not be read or written (storage, incompatible schema)
+  5  the run finished but some rows failed (each is logged with its id and reason)
+
+Start here: `pfsync demo` runs everything against an in-process sandbox and a local warehouse.";
+
+/// pfsync: Purple Flea <-> Delta Lake. Syncs wallets into Delta tables, executes payouts exactly once,
+/// and reconciles what was paid.
+#[derive(Debug, Parser)]
+#[command(name = "pfsync", version, about, long_about = None, after_long_help = AFTER_HELP, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines on stderr.
+    Text,
+    /// One JSON object per line on stderr (for log shippers and the Databricks run UI).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Warehouse root: a local folder or an object-store URI (s3://, abfss://, gs://). Tables live at
+    /// <warehouse>/<catalog>/<schema>/<table> unless the config file maps them elsewhere.
+    /// [default: ./pfsync-warehouse]
+    #[arg(long, global = true, env = "PFSYNC_WAREHOUSE", value_name = "PATH|URI")]
+    pub warehouse: Option<String>,
+
+    /// Purple Flea API base URL. Plain http is refused except to a loopback host.
+    /// [default: https://purpleflea.com/api]
+    #[arg(long, global = true, env = "PFSYNC_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+
+    /// Faucet base URL. [default: https://faucet.purpleflea.com/api]
+    #[arg(long, global = true, env = "PFSYNC_FAUCET_URL", value_name = "URL")]
+    pub faucet_url: Option<String>,
+
+    /// Read the API key from this file instead of PURPLEFLEA_API_KEY (surrounding whitespace is ignored).
+    #[arg(long, global = true, env = "PFSYNC_API_KEY_FILE", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// TOML config file: warehouse, api_url, faucet_url, [api] tuning, [tables."c.s.t"] location
+    /// overrides, [storage] object-store options. Flags win over it.
+    #[arg(long, global = true, env = "PFSYNC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only warnings and errors on stderr; no progress bar.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Id of this run, written into every Delta commit's metadata [default: a new UUID v7]. A Databricks
+    /// job passes its own ({{job.run_id}}).
+    #[arg(long, global = true, value_name = "ID")]
+    pub run_id: Option<String>,
+
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// HTTP client tuning; each may also be set in the config file's [api] section.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Whole-request timeout in seconds [default: 30].
+    #[arg(long, global = true, value_name = "SECS")]
+    pub timeout_secs: Option<f64>,
+
+    /// Connection timeout in seconds [default: 10].
+    #[arg(long, global = true, value_name = "SECS")]
+    pub connect_timeout_secs: Option<f64>,
+
+    /// Attempts per request, the first included, on 429, 5xx and connection errors [default: 8].
+    #[arg(long, global = true, value_name = "N")]
+    pub max_attempts: Option<u32>,
+
+    /// Stop retrying a request after this many seconds [default: 120].
+    #[arg(long, global = true, value_name = "SECS")]
+    pub max_elapsed_secs: Option<f64>,
+
+    /// Client-side limit on requests started per second; 0 = none [default: none].
+    #[arg(long, global = true, value_name = "RPS")]
+    pub rate_limit_rps: Option<f64>,
+
+    /// Requests in flight at once [default: 16].
+    #[arg(long, global = true, value_name = "N")]
+    pub max_concurrency: Option<usize>,
+}
+
+impl GlobalArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            warehouse: self.warehouse.clone(),
+            api_url: self.api_url.clone(),
+            faucet_url: self.faucet_url.clone(),
+            api_key_file: self.api_key_file.clone(),
+            api: ApiSection {
+                timeout_secs: self.api.timeout_secs,
+                connect_timeout_secs: self.api.connect_timeout_secs,
+                max_attempts: self.api.max_attempts,
+                max_elapsed_secs: self.api.max_elapsed_secs,
+                rate_limit_rps: self.api.rate_limit_rps,
+                max_concurrency: self.api.max_concurrency,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull state from the API into Delta tables.
+    Sync(SyncArgs),
+    /// Serve an in-memory Purple Flea sandbox (for trying pfsync without an account, and for tests).
+    Sandbox(SandboxArgs),
+    /// Run the whole job end to end against an in-process sandbox and a local warehouse.
+    Demo(DemoArgs),
+    /// Run a SQL query (DataFusion) over pfsync's tables, addressed by their three-level names.
+    Sql(SqlArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncTarget {
+    /// purpleflea.agents.wallets: one row per agent, upserted by agent_id.
+    Wallets,
+    /// Every synced table.
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// What to sync.
+    #[arg(value_enum, default_value_t = SyncTarget::All)]
+    pub target: SyncTarget,
+
+    /// Rows per API page (1..=1000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub page_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address to listen on. Loopback by default: the sandbox accepts a well-known test key.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on; 0 picks a free one (the URL is printed when ready).
+    #[arg(long, default_value_t = 8787)]
+    pub port: u16,
+
+    /// Seeded agents (agent-000001...), plus the funded `databricks-pipeline-orchestrator`.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+
+    /// Seed for agents, balances and injected faults: the same seed gives the same world.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Amount the faucet credits, once per agent.
+    #[arg(long, default_value = "10.00", value_name = "USD")]
+    pub faucet_amount: String,
+
+    /// How long idempotency keys and their stored responses are kept, in seconds.
+    #[arg(long, default_value_t = 86_400, value_name = "SECS")]
+    pub idempotency_retention_secs: u64,
+
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+/// Injected faults (probabilities per request, 0..=1), reproducible from --seed.
+#[derive(Debug, Args, Clone)]
+pub struct FaultArgs {
+    /// Every fault below at a modest rate (latency 20%, 429 5%, 5xx before 3%, 5xx after commit 3%,
+    /// dropped connection after commit 3%, slow body 2%, malformed JSON 2%); explicit flags override.
+    #[arg(long)]
+    pub chaos: bool,
+    /// Share of requests delayed by 5..50 ms.
+    #[arg(long, value_name = "P")]
+    pub fault_latency: Option<f64>,
+    /// Share answered 429 rate_limited (half with Retry-After, half without).
+    #[arg(long, value_name = "P")]
+    pub fault_rate_limit: Option<f64>,
+    /// A real rate limit: requests beyond this many per second get 429 with Retry-After: 1.
+    #[arg(long, value_name = "RPS")]
+    pub fault_max_rps: Option<u32>,
+    /// Share answered 500 before the operation runs.
+    #[arg(long, value_name = "P")]
+    pub fault_error_before: Option<f64>,
+    /// Share answered 500 after the operation committed.
+    #[arg(long, value_name = "P")]
+    pub fault_error_after: Option<f64>,
+    /// Share whose connection is dropped after the operation committed.
+    #[arg(long, value_name = "P")]
+    pub fault_drop_after: Option<f64>,
+    /// Share whose body is trickled out slowly.
+    #[arg(long, value_name = "P")]
+    pub fault_slow_body: Option<f64>,
+    /// Share answered with truncated JSON (after the commit, for a POST).
+    #[arg(long, value_name = "P")]
+    pub fault_malformed: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Agents in the in-process sandbox.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+
+    /// Sandbox seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query, e.g. "SELECT count(*) FROM purpleflea.agents.wallets".
+    pub query: String,
+
+    /// Print at most this many rows.
+    #[arg(long, default_value_t = 100)]
+    pub max_rows: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn there_is_no_api_key_flag() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("--api-key "));
+        assert!(Cli::try_parse_from(["pfsync", "--api-key", "pf_live_x", "sync"]).is_err());
+    }
+}

@@ -1,0 +1,231 @@
+//! Settings from flags, environment and an optional TOML file (flags win, then the environment, then the
+//! file, then defaults), validated in full before any work starts. Every refusal names what to fix.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::api::{ClientConfig, DEFAULT_API_URL, DEFAULT_FAUCET_URL, RetryPolicy};
+use crate::secret::{ApiKey, SecretError};
+use crate::tables::{TableName, Warehouse};
+
+pub const DEFAULT_WAREHOUSE: &str = "./pfsync-warehouse";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Unreadable { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{field}: {message}")]
+    Value { field: String, message: String },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+fn value_error(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value { field: field.to_string(), message: message.into() }
+}
+
+/// The `[api]` section; every field optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    pub timeout_secs: Option<f64>,
+    pub connect_timeout_secs: Option<f64>,
+    pub max_attempts: Option<u32>,
+    pub max_elapsed_secs: Option<f64>,
+    pub rate_limit_rps: Option<f64>,
+    pub max_concurrency: Option<usize>,
+}
+
+/// A `[tables."catalog.schema.table"]` entry.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSection {
+    pub location: Option<String>,
+}
+
+/// The TOML file, as written by a user. Unknown keys are refused so a typo cannot be silently ignored.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub warehouse: Option<String>,
+    pub api_url: Option<String>,
+    pub faucet_url: Option<String>,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableSection>,
+    /// Object-store options handed to delta-rs (credentials, endpoints). Never logged.
+    #[serde(default)]
+    pub storage: BTreeMap<String, String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Unreadable { path: path.display().to_string(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.display().to_string(), message: e.to_string() })
+    }
+}
+
+/// What the flags and environment said (clap fills this; `None` = not given).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub warehouse: Option<String>,
+    pub api_url: Option<String>,
+    pub faucet_url: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub api: ApiSection,
+}
+
+/// Validated settings for a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub warehouse: Warehouse,
+    pub api_url: Url,
+    pub faucet_url: Url,
+    pub api_key_file: Option<PathBuf>,
+    pub api: ApiSection,
+}
+
+impl Settings {
+    pub fn resolve(o: &Overrides) -> Result<Settings, ConfigError> {
+        let file = match &o.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let warehouse_text = o.warehouse.clone().or(file.warehouse.clone()).unwrap_or_else(|| DEFAULT_WAREHOUSE.to_string());
+        let mut overrides = BTreeMap::new();
+        for (name, section) in &file.tables {
+            let table = TableName::parse(name).map_err(|e| value_error(&format!("[tables.\"{name}\"]"), e))?;
+            if let Some(loc) = &section.location {
+                let url = crate::tables::location_url(loc)
+                    .map_err(|e| value_error(&format!("[tables.\"{name}\"].location"), e))?;
+                overrides.insert(table, url);
+            }
+        }
+        let root = crate::tables::location_url(&warehouse_text).map_err(|e| value_error("--warehouse", e))?;
+        let warehouse = Warehouse::new(root, overrides, file.storage.clone().into_iter().collect());
+        let api_url = parse_api_url("--api-url", o.api_url.as_deref().or(file.api_url.as_deref()).unwrap_or(DEFAULT_API_URL))?;
+        let faucet_url = parse_api_url(
+            "--faucet-url",
+            o.faucet_url.as_deref().or(file.faucet_url.as_deref()).unwrap_or(DEFAULT_FAUCET_URL),
+        )?;
+        let api = merge_api(&o.api, &file.api);
+        validate_api(&api)?;
+        Ok(Settings { warehouse, api_url, faucet_url, api_key_file: o.api_key_file.clone(), api })
+    }
+
+    /// The client configuration; reads the key (file, then `PURPLEFLEA_API_KEY`) only now, so commands
+    /// that need no API never ask for one.
+    pub fn client_config(&self) -> Result<ClientConfig, ConfigError> {
+        let key = ApiKey::resolve(self.api_key_file.as_deref(), std::env::var(crate::secret::API_KEY_ENV).ok())?;
+        Ok(self.client_config_with_key(self.api_url.clone(), self.faucet_url.clone(), key))
+    }
+
+    /// The client configuration against given URLs and key (the demo's in-process sandbox).
+    pub fn client_config_with_key(&self, api_url: Url, faucet_url: Url, key: ApiKey) -> ClientConfig {
+        let mut c = ClientConfig::new(api_url, faucet_url, key);
+        let a = &self.api;
+        let defaults = RetryPolicy::default();
+        c.timeout = a.timeout_secs.map(Duration::from_secs_f64).unwrap_or(c.timeout);
+        c.connect_timeout = a.connect_timeout_secs.map(Duration::from_secs_f64).unwrap_or(c.connect_timeout);
+        c.retry.max_attempts = a.max_attempts.unwrap_or(defaults.max_attempts);
+        c.retry.max_elapsed = a.max_elapsed_secs.map(Duration::from_secs_f64).unwrap_or(defaults.max_elapsed);
+        c.rate_limit_rps = a.rate_limit_rps.filter(|r| *r > 0.0);
+        c.max_concurrency = a.max_concurrency.unwrap_or(c.max_concurrency);
+        c
+    }
+}
+
+fn merge_api(flags: &ApiSection, file: &ApiSection) -> ApiSection {
+    ApiSection {
+        timeout_secs: flags.timeout_secs.or(file.timeout_secs),
+        connect_timeout_secs: flags.connect_timeout_secs.or(file.connect_timeout_secs),
+        max_attempts: flags.max_attempts.or(file.max_attempts),
+        max_elapsed_secs: flags.max_elapsed_secs.or(file.max_elapsed_secs),
+        rate_limit_rps: flags.rate_limit_rps.or(file.rate_limit_rps),
+        max_concurrency: flags.max_concurrency.or(file.max_concurrency),
+    }
+}
+
+fn validate_api(a: &ApiSection) -> Result<(), ConfigError> {
+    let positive = |field: &str, v: Option<f64>, max: f64| match v {
+        Some(x) if !(x.is_finite() && x > 0.0 && x <= max) => {
+            Err(value_error(field, format!("must be a number of seconds in (0, {max}], got {x}")))
+        }
+        _ => Ok(()),
+    };
+    positive("--timeout-secs", a.timeout_secs, 3600.0)?;
+    positive("--connect-timeout-secs", a.connect_timeout_secs, 3600.0)?;
+    positive("--max-elapsed-secs", a.max_elapsed_secs, 86_400.0)?;
+    if let Some(r) = a.rate_limit_rps {
+        if !(r.is_finite() && r >= 0.0) {
+            return Err(value_error("--rate-limit-rps", format!("must be >= 0 (0 = no limit), got {r}")));
+        }
+    }
+    if a.max_attempts == Some(0) {
+        return Err(value_error("--max-attempts", "must be at least 1"));
+    }
+    if matches!(a.max_concurrency, Some(0) | Some(1025..)) {
+        return Err(value_error("--max-concurrency", "must be within 1..=1024"));
+    }
+    Ok(())
+}
+
+fn parse_api_url(field: &str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| value_error(field, format!("{text:?} is not a URL: {e}")))?;
+    crate::api::check_url(&url).map_err(|e| value_error(field, e.to_string()))?;
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_typos_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pfsync.toml");
+        std::fs::write(
+            &p,
+            r#"
+warehouse = "/tmp/wh-from-file"
+api_url = "https://api.example.com/api"
+[api]
+max_attempts = 3
+rate_limit_rps = 20
+[tables."purpleflea.agents.wallets"]
+location = "/tmp/elsewhere/wallets"
+"#,
+        )
+        .unwrap();
+        let o = Overrides { config: Some(p.clone()), warehouse: Some("/tmp/wh-flag".into()), ..Overrides::default() };
+        let s = Settings::resolve(&o).unwrap();
+        assert_eq!(s.warehouse.root().path(), "/tmp/wh-flag");
+        assert_eq!(s.api_url.as_str(), "https://api.example.com/api");
+        assert_eq!(s.api.max_attempts, Some(3));
+        let wallets = TableName::parse("purpleflea.agents.wallets").unwrap();
+        assert_eq!(s.warehouse.location(&wallets).path(), "/tmp/elsewhere/wallets");
+
+        std::fs::write(&p, "warehose = \"/tmp/x\"\n").unwrap();
+        let err = Settings::resolve(&Overrides { config: Some(p), ..Overrides::default() }).unwrap_err().to_string();
+        assert!(err.contains("warehose"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let o = Overrides { api_url: Some("http://purpleflea.com/api".into()), ..Overrides::default() };
+        assert!(Settings::resolve(&o).unwrap_err().to_string().starts_with("--api-url"));
+        let o = Overrides { api: ApiSection { max_concurrency: Some(0), ..ApiSection::default() }, ..Overrides::default() };
+        assert!(Settings::resolve(&o).unwrap_err().to_string().starts_with("--max-concurrency"));
+        let o = Overrides { api: ApiSection { timeout_secs: Some(f64::NAN), ..ApiSection::default() }, ..Overrides::default() };
+        assert!(Settings::resolve(&o).unwrap_err().to_string().starts_with("--timeout-secs"));
+    }
+}

@@ -1,0 +1,151 @@
+//! The sandbox: an in-memory Purple Flea that follows the contract (idempotency, pagination, the closed
+//! ledger) and injects faults on demand. `pfsync sandbox` serves it on a port; tests and `pfsync demo`
+//! start it in-process with [`Sandbox::start`].
+
+pub mod cursor;
+pub mod faults;
+pub mod idempotency;
+pub mod ledger;
+pub mod server;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use url::Url;
+
+pub use faults::{Fault, FaultConfig, FaultPlan};
+pub use ledger::{Ledger, ORCHESTRATOR_AGENT, SeedConfig};
+pub use server::StatsSnapshot;
+
+use crate::secret::ApiKey;
+
+/// The key the sandbox accepts when `PURPLEFLEA_API_KEY` is not set.
+pub const DEFAULT_SANDBOX_KEY: &str = "pf_test_sandbox";
+
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub host: IpAddr,
+    /// 0 picks a free port.
+    pub port: u16,
+    pub world: SeedConfig,
+    pub api_key: ApiKey,
+    pub idempotency_retention: Duration,
+    pub faults: FaultConfig,
+}
+
+impl SandboxConfig {
+    /// Loopback, a free port, the default key and world, no faults: what a test wants.
+    pub fn for_tests(agents: usize) -> SandboxConfig {
+        SandboxConfig {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            world: SeedConfig { agents, ..SeedConfig::default() },
+            api_key: default_key(),
+            idempotency_retention: Duration::from_secs(24 * 3600),
+            faults: FaultConfig::default(),
+        }
+    }
+}
+
+/// The sandbox's default key, always valid.
+pub fn default_key() -> ApiKey {
+    ApiKey::new(DEFAULT_SANDBOX_KEY, "built in").unwrap_or_else(|_| unreachable_key())
+}
+
+fn unreachable_key() -> ApiKey {
+    // DEFAULT_SANDBOX_KEY is a valid literal; this exists only so no `unwrap` sits on a code path.
+    ApiKey::new("pf_test_x", "built in").unwrap_or_else(|_| std::process::abort())
+}
+
+/// A running sandbox. Dropping it stops the server.
+pub struct Sandbox {
+    addr: SocketAddr,
+    state: Arc<server::SandboxState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Seed the world, bind, and serve in the background on the current tokio runtime.
+    pub async fn start(cfg: SandboxConfig) -> std::io::Result<Sandbox> {
+        cfg.faults.validate().map_err(std::io::Error::other)?;
+        let world = cfg.world.clone();
+        // Seeding a large world is CPU work; keep it off the async workers.
+        let ledger = tokio::task::spawn_blocking(move || Ledger::seeded(&world)).await.map_err(std::io::Error::other)?;
+        let state = Arc::new(server::SandboxState {
+            ledger: Mutex::new(ledger),
+            idempotency: Mutex::new(idempotency::IdempotencyStore::new(cfg.idempotency_retention)),
+            faults: FaultPlan::new(cfg.faults.clone()),
+            stats: server::SandboxStats::default(),
+            api_key: cfg.api_key.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
+        let addr = listener.local_addr()?;
+        let app = axum::Router::new().fallback(server::handle).with_state(Arc::clone(&state));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "sandbox server stopped");
+            }
+        });
+        Ok(Sandbox { addr, state, stop: Some(stop), task: Some(task) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT/api`: both the API and the faucet base URL.
+    pub fn base_url(&self) -> Url {
+        let host = match self.addr.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        };
+        Url::parse(&format!("http://{host}:{}/api", self.addr.port())).unwrap_or_else(|_| {
+            // An IP and a port always form a valid URL.
+            Url::parse("http://127.0.0.1/api").unwrap_or_else(|_| std::process::abort())
+        })
+    }
+
+    /// The books, locked: read them, or change them underneath a client (tests do).
+    pub fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.state.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn faults(&self) -> &FaultPlan {
+        &self.state.faults
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.state.stats.snapshot()
+    }
+
+    /// Stop serving and wait for open connections to close.
+    pub async fn shutdown(mut self) {
+        self.stop_now();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop_now();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

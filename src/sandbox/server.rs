@@ -1,0 +1,359 @@
+//! The HTTP face of the sandbox: auth, routing, idempotency and injected faults around the [`Ledger`].
+//! One handler routes by hand so that every endpoint passes through the same auth, fault and idempotency
+//! steps in the same order a real payments API would: auth, rate limit, pre-execution faults, idempotency,
+//! execution (committed even if the client hangs up), post-commit faults.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::faults::{Fault, FaultPlan};
+use super::idempotency::{Begin, Fingerprint, IdempotencyStore, Stored};
+use super::ledger::{ContractError, Ledger, reason_of};
+use crate::api::idempotency::MAX_KEY_LEN;
+use crate::api::models::*;
+use crate::secret::ApiKey;
+
+/// Largest request body accepted.
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Counters a test or the simulation reads to know what the sandbox did.
+#[derive(Debug, Default)]
+pub struct SandboxStats {
+    pub requests: AtomicU64,
+    pub unauthorized: AtomicU64,
+    /// POSTs that ran against the ledger (not replays, not refused before running).
+    pub executed: AtomicU64,
+    pub replays: AtomicU64,
+    pub faults: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub unauthorized: u64,
+    pub executed: u64,
+    pub replays: u64,
+    pub faults: u64,
+}
+
+impl SandboxStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            executed: self.executed.load(Ordering::Relaxed),
+            replays: self.replays.load(Ordering::Relaxed),
+            faults: self.faults.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub struct SandboxState {
+    pub ledger: Mutex<Ledger>,
+    pub idempotency: Mutex<IdempotencyStore>,
+    pub faults: FaultPlan,
+    pub stats: SandboxStats,
+    pub api_key: ApiKey,
+}
+
+#[derive(Debug)]
+enum Route {
+    Payout,
+    EscrowCreate,
+    EscrowSettle { escrow_id: String, to_seller: bool },
+    FaucetClaim,
+    Wallet(String),
+    Escrow(String),
+    Wallets,
+    Escrows,
+    Transactions,
+}
+
+fn route(method: &Method, path: &str) -> Option<Route> {
+    let segs: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let r = match (method.as_str(), segs.as_slice()) {
+        ("POST", ["api", "wallet", "payout"]) => Route::Payout,
+        ("POST", ["api", "escrow", "create"]) => Route::EscrowCreate,
+        ("POST", ["api", "escrow", id, "release"]) => Route::EscrowSettle { escrow_id: id.to_string(), to_seller: true },
+        ("POST", ["api", "escrow", id, "dispute"]) => Route::EscrowSettle { escrow_id: id.to_string(), to_seller: false },
+        ("POST", ["api", "claim"]) => Route::FaucetClaim,
+        ("GET", ["api", "wallet", id]) => Route::Wallet(id.to_string()),
+        ("GET", ["api", "escrow", id]) => Route::Escrow(id.to_string()),
+        ("GET", ["api", "wallets"]) => Route::Wallets,
+        ("GET", ["api", "escrows"]) => Route::Escrows,
+        ("GET", ["api", "transactions"]) => Route::Transactions,
+        _ => return None,
+    };
+    Some(r)
+}
+
+fn json_bytes<T: Serialize>(v: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+fn error_parts(e: &ContractError) -> (u16, Bytes) {
+    (e.status, json_bytes(&ErrorBody { error: e.code.to_string(), message: e.message.clone() }))
+}
+
+fn plain(status: u16, body: Bytes, extra: Option<(&'static str, String)>) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some((name, value)) = extra {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
+}
+
+fn refuse(e: ContractError) -> Response {
+    let (s, b) = error_parts(&e);
+    plain(s, b, None)
+}
+
+fn authorized(headers: &HeaderMap, key: &ApiKey) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| key.matches(token.trim()))
+}
+
+/// The single entry point of the sandbox's router.
+pub async fn handle(State(st): State<Arc<SandboxState>>, req: Request) -> Response {
+    st.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = req.into_parts();
+    if !authorized(&parts.headers, &st.api_key) {
+        st.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return refuse(ContractError::new(401, "unauthorized", "missing or invalid API key"));
+    }
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let Some(route) = route(&parts.method, &path) else {
+        return refuse(ContractError::new(404, "invalid_request", format!("no endpoint {} {}", parts.method, path)));
+    };
+    let key = match parts.headers.get(crate::api::IDEMPOTENCY_HEADER) {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN => Some(k.to_string()),
+            _ => return refuse(ContractError::invalid(format!("Idempotency-Key must be 1..={MAX_KEY_LEN} visible characters"))),
+        },
+    };
+    let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return refuse(ContractError::invalid(format!("request body is larger than {MAX_REQUEST_BYTES} bytes"))),
+    };
+
+    // Faults are decided from the request's identity: a retry with the same key is the same identity,
+    // seen once more, so it meets the next fault in that identity's sequence.
+    let identity = match &key {
+        Some(k) => format!("{} {}?{} key={}", parts.method, path, query, k),
+        None => format!("{} {}?{} body={}", parts.method, path, query, String::from_utf8_lossy(&body)),
+    };
+    let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let decision = st.faults.decide(&path, identity.as_bytes(), now_secs);
+    if decision.fault.is_some() {
+        st.stats.faults.fetch_add(1, Ordering::Relaxed);
+    }
+    match decision.fault {
+        Some(Fault::RateLimited { retry_after }) => {
+            let e = ContractError::new(429, "rate_limited", "slow down");
+            let (s, b) = error_parts(&e);
+            return plain(s, b, retry_after.map(|r| ("retry-after", r.to_string())));
+        }
+        Some(Fault::ErrorBefore) => {
+            return refuse(ContractError::new(500, "internal", "injected failure before the operation ran"));
+        }
+        _ => {}
+    }
+
+    let (status, bytes, replayed) = if parts.method == Method::POST {
+        match execute_post(&st, route, &path, &body, key, decision.latency).await {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        }
+    } else {
+        if let Some(l) = decision.latency {
+            tokio::time::sleep(l).await;
+        }
+        let (s, b) = read(&st, route, &query);
+        (s, b, false)
+    };
+    let slow_total = if decision.fault == Some(Fault::SlowBody) { st.faults.config().slow_body } else { Duration::ZERO };
+    wire(status, bytes, replayed, decision.fault, slow_total)
+}
+
+/// Run a POST under its idempotency key. The ledger work runs in its own task so it commits even when the
+/// client disconnects mid-request, as a real server would.
+async fn execute_post(
+    st: &Arc<SandboxState>,
+    route: Route,
+    path: &str,
+    body: &Bytes,
+    key: Option<String>,
+    latency: Option<Duration>,
+) -> Result<(u16, Bytes, bool), Response> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| refuse(ContractError::invalid(format!("body is not valid JSON: {e}"))))?;
+    if let Some(k) = &key {
+        let fp = Fingerprint { method: "POST".into(), path: path.to_string(), body: value.clone() };
+        let begin = st.idempotency.lock().unwrap_or_else(|p| p.into_inner()).begin(k, fp, Instant::now());
+        match begin {
+            Begin::Execute => {}
+            Begin::Replay(s, b) => {
+                st.stats.replays.fetch_add(1, Ordering::Relaxed);
+                return Ok((s, b, true));
+            }
+            Begin::InUse => {
+                return Err(refuse(ContractError::new(409, "idempotency_key_in_use", "a request with this key is still running")));
+            }
+            Begin::Reused => {
+                return Err(refuse(ContractError::new(
+                    422,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request",
+                )));
+            }
+        }
+    }
+    let st2 = Arc::clone(st);
+    let body = body.clone();
+    let task = tokio::spawn(async move {
+        if let Some(l) = latency {
+            tokio::time::sleep(l).await;
+        }
+        let (status, bytes) = {
+            let mut ledger = st2.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            run_operation(&mut ledger, &route, &body, &value, key.as_deref())
+        };
+        st2.stats.executed.fetch_add(1, Ordering::Relaxed);
+        if let Some(k) = &key {
+            let stored = Stored { status, body: bytes.clone() };
+            st2.idempotency.lock().unwrap_or_else(|p| p.into_inner()).finish(k, stored, Instant::now());
+        }
+        (status, bytes)
+    });
+    match task.await {
+        Ok((s, b)) => Ok((s, b, false)),
+        Err(_) => Err(refuse(ContractError::new(500, "internal", "operation task failed"))),
+    }
+}
+
+fn run_operation(ledger: &mut Ledger, route: &Route, body: &[u8], value: &Value, key: Option<&str>) -> (u16, Bytes) {
+    fn typed<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ContractError> {
+        serde_json::from_slice(body).map_err(|e| ContractError::invalid(e.to_string()))
+    }
+    let result: Result<Bytes, ContractError> = match route {
+        Route::Payout => typed::<PayoutRequest>(body)
+            .and_then(|r| ledger.payout(&r.agent_id, r.amount_usd, &r.reason, key))
+            .map(|r| json_bytes(&r)),
+        Route::EscrowCreate => typed::<EscrowCreateRequest>(body)
+            .and_then(|r| ledger.escrow_create(&r, key))
+            .map(|r| json_bytes(&r)),
+        Route::EscrowSettle { escrow_id, to_seller } => reason_of(value)
+            .and_then(|reason| ledger.escrow_settle(escrow_id, reason, *to_seller, key))
+            .map(|r| json_bytes(&r)),
+        Route::FaucetClaim => typed::<FaucetClaimRequest>(body)
+            .and_then(|r| ledger.faucet_claim(&r.agent_id, key))
+            .map(|r| json_bytes(&r)),
+        _ => Err(ContractError::invalid("not a POST endpoint")),
+    };
+    match result {
+        Ok(b) => (200, b),
+        Err(e) => error_parts(&e),
+    }
+}
+
+fn parse_list_query(query: &str) -> Result<ListQuery, ContractError> {
+    let mut q = ListQuery::default();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "limit" => q.limit = Some(v.parse().map_err(|_| ContractError::invalid(format!("limit {v:?} is not a number")))?),
+            "cursor" => q.cursor = Some(v.into_owned()),
+            "updated_since" | "since" => {
+                let t = chrono::DateTime::parse_from_rfc3339(&v)
+                    .map_err(|_| ContractError::invalid(format!("{k} {v:?} is not an RFC 3339 timestamp")))?;
+                q.since = Some(t.with_timezone(&chrono::Utc));
+            }
+            "idempotency_key" => q.idempotency_key = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+#[derive(Serialize)]
+struct PageBody<T> {
+    data: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+fn page_bytes<T: Serialize>(r: Result<(Vec<T>, Option<String>), ContractError>) -> Result<Bytes, ContractError> {
+    r.map(|(data, next_cursor)| json_bytes(&PageBody { data, next_cursor }))
+}
+
+fn read(st: &SandboxState, route: Route, query: &str) -> (u16, Bytes) {
+    let ledger = st.ledger.lock().unwrap_or_else(|p| p.into_inner());
+    let result = match route {
+        Route::Wallet(id) => ledger.wallet(&id).map(|w| json_bytes(&w)),
+        Route::Escrow(id) => ledger.escrow(&id).map(|e| json_bytes(&e)),
+        Route::Wallets => parse_list_query(query).and_then(|q| page_bytes(ledger.list_wallets(&q))),
+        Route::Escrows => parse_list_query(query).and_then(|q| page_bytes(ledger.list_escrows(&q))),
+        Route::Transactions => parse_list_query(query).and_then(|q| page_bytes(ledger.list_transactions(&q))),
+        _ => Err(ContractError::invalid("not a GET endpoint")),
+    };
+    match result {
+        Ok(b) => (200, b),
+        Err(e) => error_parts(&e),
+    }
+}
+
+/// Put a response on the wire, damaged as the post-commit fault says.
+fn wire(status: u16, bytes: Bytes, replayed: bool, fault: Option<Fault>, slow_total: Duration) -> Response {
+    let replay_header = replayed.then(|| ("idempotent-replayed", "true".to_string()));
+    match fault {
+        Some(Fault::ErrorAfter) => refuse(ContractError::new(500, "internal", "injected failure after the operation committed")),
+        Some(Fault::DropAfter) => {
+            let stream = futures::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped")) });
+            let mut resp = Response::new(Body::from_stream(stream));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        Some(Fault::Malformed) => {
+            let cut = (bytes.len() / 2).max(1).min(bytes.len());
+            let broken = if bytes.is_empty() { Bytes::from_static(b"{") } else { bytes.slice(..cut) };
+            plain(200, broken, None)
+        }
+        Some(Fault::SlowBody) => {
+            const PIECES: usize = 8;
+            let step = bytes.len().div_ceil(PIECES).max(1);
+            let chunks: Vec<Bytes> = (0..bytes.len()).step_by(step).map(|i| bytes.slice(i..(i + step).min(bytes.len()))).collect();
+            let pause = slow_total / PIECES as u32;
+            let stream = futures::stream::unfold(chunks.into_iter(), move |mut it| async move {
+                let next = it.next()?;
+                tokio::time::sleep(pause).await;
+                Some((Ok::<Bytes, std::io::Error>(next), it))
+            });
+            let mut resp = Response::new(Body::from_stream(stream));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        _ => plain(status, bytes, replay_header),
+    }
+}

@@ -1,0 +1,106 @@
+//! The API key: held in one type whose `Debug` and `Display` never show it.
+//!
+//! Only [`ApiKey::expose_for_header`] returns the text, and only the HTTP client and the sandbox's key check
+//! call it. Anything else that formats a config, an error or a panic message sees `pf_***`.
+
+use std::fmt;
+use std::path::Path;
+
+/// Environment variable the key is read from.
+pub const API_KEY_ENV: &str = "PURPLEFLEA_API_KEY";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "no API key: set {API_KEY_ENV} or pass --api-key-file PATH (a key is never accepted as a flag value)"
+    )]
+    Missing,
+    #[error("cannot read the API key file {path}: {source}")]
+    Unreadable { path: String, source: std::io::Error },
+    #[error("the API key {origin} is empty or has whitespace or control characters inside it")]
+    Malformed { origin: &'static str },
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// A key from text; surrounding whitespace (a trailing newline in a file) is dropped.
+    pub fn new(text: &str, origin: &'static str) -> Result<ApiKey, SecretError> {
+        let key = text.trim();
+        if key.is_empty() || key.len() > 1024 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(SecretError::Malformed { origin });
+        }
+        Ok(ApiKey(key.to_string()))
+    }
+
+    /// From `--api-key-file` when given, else from `PURPLEFLEA_API_KEY`.
+    pub fn resolve(file: Option<&Path>, env_value: Option<String>) -> Result<ApiKey, SecretError> {
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| SecretError::Unreadable {
+                path: path.display().to_string(),
+                source,
+            })?;
+            return ApiKey::new(&text, "in --api-key-file");
+        }
+        match env_value {
+            Some(v) => ApiKey::new(&v, "in PURPLEFLEA_API_KEY"),
+            None => Err(SecretError::Missing),
+        }
+    }
+
+    /// The key's text, for an `Authorization` header or a constant-time comparison. Nothing else.
+    pub fn expose_for_header(&self) -> &str {
+        &self.0
+    }
+
+    /// Compare with a presented bearer token without an early exit on the first differing byte.
+    pub fn matches(&self, presented: &str) -> bool {
+        let a = self.0.as_bytes();
+        let b = presented.as_bytes();
+        let mut diff = a.len() ^ b.len();
+        for i in 0..a.len().max(b.len()) {
+            diff |= (*a.get(i).unwrap_or(&0) ^ *b.get(i).unwrap_or(&0)) as usize;
+        }
+        diff == 0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(pf_***)")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("pf_***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_redact() {
+        let k = ApiKey::new("pf_live_supersecret", "test").unwrap();
+        assert!(!format!("{k:?} {k}").contains("supersecret"));
+        assert!(k.matches("pf_live_supersecret"));
+        assert!(!k.matches("pf_live_supersecreT"));
+        assert!(!k.matches("pf_live_supersecret2"));
+    }
+
+    #[test]
+    fn resolves_file_before_env_and_refuses_junk() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "pf_test_fromfile\n").unwrap();
+        let k = ApiKey::resolve(Some(&p), Some("pf_test_env".into())).unwrap();
+        assert_eq!(k.expose_for_header(), "pf_test_fromfile");
+        assert!(matches!(ApiKey::resolve(None, None), Err(SecretError::Missing)));
+        assert!(matches!(ApiKey::resolve(None, Some("a b".into())), Err(SecretError::Malformed { .. })));
+        let missing = ApiKey::resolve(Some(&dir.path().join("nope")), None).unwrap_err().to_string();
+        assert!(missing.contains("nope"));
+    }
+}

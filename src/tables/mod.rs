@@ -1,0 +1,9 @@
+//! The tables pfsync owns: names and locations, declared schemas, and opening/creating them.
+
+pub mod name;
+pub mod spec;
+pub mod store;
+
+pub use name::{TableName, Warehouse, location_url};
+pub use spec::{ALL, ColumnSpec, ColumnType, TableSpec, WALLETS};
+pub use store::{CommitInfo, TableError, open_existing, open_or_create, sql_context};

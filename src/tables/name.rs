@@ -1,0 +1,141 @@
+//! Three-level table names (`catalog.schema.table`) and where their Delta tables live.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use url::Url;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub catalog: String,
+    pub schema: String,
+    pub table: String,
+}
+
+impl TableName {
+    /// `purpleflea.agents.wallets`: three parts of lowercase letters, digits and `_`, as Unity Catalog
+    /// names them.
+    pub fn parse(text: &str) -> Result<TableName, String> {
+        let parts: Vec<&str> = text.split('.').collect();
+        let [catalog, schema, table] = parts.as_slice() else {
+            return Err(format!("{text:?} is not a three-level name like purpleflea.agents.wallets"));
+        };
+        for p in [catalog, schema, table] {
+            if p.is_empty() || p.len() > 255 || !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                return Err(format!("{text:?}: each part must be lowercase letters, digits or _"));
+            }
+        }
+        Ok(TableName { catalog: catalog.to_string(), schema: schema.to_string(), table: table.to_string() })
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.catalog, self.schema, self.table)
+    }
+}
+
+/// A local path or an object-store URI as a URL. Local paths are made absolute (they need not exist yet).
+pub fn location_url(text: &str) -> Result<Url, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("location is empty".to_string());
+    }
+    if let Ok(url) = Url::parse(text) {
+        // A Windows drive letter parses as a one-letter scheme; everything else with a scheme is a URI.
+        if url.scheme().len() > 1 {
+            return match url.scheme() {
+                "file" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "adl" | "azure" | "memory" => Ok(url),
+                other => Err(format!("unsupported storage scheme {other:?} in {text:?}")),
+            };
+        }
+    }
+    let path = std::path::Path::new(text);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| format!("cannot resolve {text:?}: {e}"))?.join(path)
+    };
+    Url::from_directory_path(&abs).map_err(|_| format!("{text:?} is not a usable path"))
+}
+
+/// The warehouse root, per-table location overrides, and storage options for the object store.
+#[derive(Clone)]
+pub struct Warehouse {
+    root: Url,
+    overrides: BTreeMap<TableName, Url>,
+    storage_options: HashMap<String, String>,
+}
+
+impl fmt::Debug for Warehouse {
+    /// Storage options hold credentials: only their keys are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Warehouse")
+            .field("root", &self.root.as_str())
+            .field("overrides", &self.overrides)
+            .field("storage_option_keys", &self.storage_options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Warehouse {
+    pub fn new(root: Url, overrides: BTreeMap<TableName, Url>, storage_options: HashMap<String, String>) -> Warehouse {
+        let mut root = root;
+        if !root.path().ends_with('/') {
+            root.set_path(&format!("{}/", root.path()));
+        }
+        Warehouse { root, overrides, storage_options }
+    }
+
+    pub fn local(dir: &std::path::Path) -> Result<Warehouse, String> {
+        Ok(Warehouse::new(location_url(&dir.to_string_lossy())?, BTreeMap::new(), HashMap::new()))
+    }
+
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.storage_options
+    }
+
+    /// `<warehouse>/<catalog>/<schema>/<table>/`, unless the config maps the name elsewhere.
+    pub fn location(&self, name: &TableName) -> Url {
+        if let Some(u) = self.overrides.get(name) {
+            return u.clone();
+        }
+        let mut u = self.root.clone();
+        if let Ok(mut segs) = u.path_segments_mut() {
+            segs.pop_if_empty().push(&name.catalog).push(&name.schema).push(&name.table).push("");
+        }
+        u
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_locations() {
+        let n = TableName::parse("purpleflea.agents.wallets").unwrap();
+        assert_eq!(n.to_string(), "purpleflea.agents.wallets");
+        assert!(TableName::parse("agents.wallets").is_err());
+        assert!(TableName::parse("a.b.C").is_err());
+        assert!(TableName::parse("a..c").is_err());
+        let wh = Warehouse::new(Url::parse("s3://bucket/lake").unwrap(), BTreeMap::new(), HashMap::new());
+        assert_eq!(wh.location(&n).as_str(), "s3://bucket/lake/purpleflea/agents/wallets/");
+        let local = location_url("/tmp/wh").unwrap();
+        assert_eq!(local.as_str(), "file:///tmp/wh/");
+        assert!(location_url("ftp://x/y").is_err());
+        assert!(location_url("relative/dir").unwrap().path().ends_with("/relative/dir/"));
+    }
+
+    #[test]
+    fn debug_hides_storage_secrets() {
+        let mut opts = HashMap::new();
+        opts.insert("aws_secret_access_key".to_string(), "hunter2".to_string());
+        let wh = Warehouse::new(Url::parse("s3://b/").unwrap(), BTreeMap::new(), opts);
+        assert!(!format!("{wh:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,200 @@
+//! Every table pfsync owns, declared once: columns with types, nullability and comments, partitioning,
+//! the table comment and its properties. The Arrow schema, the Delta schema and (tested against them) the
+//! DDL in `sql/` all come from these declarations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::kernel::{DataType as DeltaType, StructField};
+
+use super::name::TableName;
+use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE};
+
+/// The column types pfsync uses, with their Spark SQL, Delta and Arrow spellings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    String,
+    /// Only the seed's published wallet columns.
+    Double,
+    Int,
+    Long,
+    Boolean,
+    /// UTC instant, microseconds.
+    Timestamp,
+    Date,
+    /// Money: DECIMAL(18,2).
+    Money,
+}
+
+impl ColumnType {
+    pub fn arrow(self) -> ArrowType {
+        match self {
+            ColumnType::String => ArrowType::Utf8,
+            ColumnType::Double => ArrowType::Float64,
+            ColumnType::Int => ArrowType::Int32,
+            ColumnType::Long => ArrowType::Int64,
+            ColumnType::Boolean => ArrowType::Boolean,
+            ColumnType::Timestamp => ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::Date => ArrowType::Date32,
+            ColumnType::Money => ArrowType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE),
+        }
+    }
+
+    pub fn delta(self) -> DeltaType {
+        match self {
+            ColumnType::String => DeltaType::STRING,
+            ColumnType::Double => DeltaType::DOUBLE,
+            ColumnType::Int => DeltaType::INTEGER,
+            ColumnType::Long => DeltaType::LONG,
+            ColumnType::Boolean => DeltaType::BOOLEAN,
+            ColumnType::Timestamp => DeltaType::TIMESTAMP,
+            ColumnType::Date => DeltaType::DATE,
+            ColumnType::Money => {
+                DeltaType::decimal(DECIMAL_PRECISION, DECIMAL_SCALE as u8).unwrap_or(DeltaType::STRING)
+            }
+        }
+    }
+
+    /// As written in Databricks SQL DDL.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnType::String => "STRING",
+            ColumnType::Double => "DOUBLE",
+            ColumnType::Int => "INT",
+            ColumnType::Long => "BIGINT",
+            ColumnType::Boolean => "BOOLEAN",
+            ColumnType::Timestamp => "TIMESTAMP",
+            ColumnType::Date => "DATE",
+            ColumnType::Money => "DECIMAL(18,2)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnSpec {
+    pub name: &'static str,
+    pub kind: ColumnType,
+    pub nullable: bool,
+    pub comment: &'static str,
+}
+
+const fn col(name: &'static str, kind: ColumnType, nullable: bool, comment: &'static str) -> ColumnSpec {
+    ColumnSpec { name, kind, nullable, comment }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSpec {
+    /// Three-level name.
+    pub name: &'static str,
+    pub comment: &'static str,
+    pub columns: &'static [ColumnSpec],
+    pub partition_columns: &'static [&'static str],
+    pub properties: &'static [(&'static str, &'static str)],
+}
+
+/// Field metadata key under which Delta (and Spark) keep a column comment.
+pub const COMMENT_KEY: &str = "comment";
+
+impl TableSpec {
+    pub fn table_name(&self) -> TableName {
+        // Every spec below is a literal three-level name; the test `every_spec_is_consistent` proves it.
+        TableName::parse(self.name).unwrap_or_else(|_| TableName {
+            catalog: "invalid".into(),
+            schema: "invalid".into(),
+            table: self.name.replace('.', "_"),
+        })
+    }
+
+    pub fn arrow_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| {
+                Field::new(c.name, c.kind.arrow(), c.nullable)
+                    .with_metadata(HashMap::from([(COMMENT_KEY.to_string(), c.comment.to_string())]))
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    pub fn delta_columns(&self) -> Vec<StructField> {
+        self.columns
+            .iter()
+            .map(|c| StructField::new(c.name, c.kind.delta(), c.nullable).with_metadata([(COMMENT_KEY, c.comment)]))
+            .collect()
+    }
+
+    pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    pub fn property(&self, key: &str) -> Option<&'static str> {
+        self.properties.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+use ColumnType::*;
+
+/// `purpleflea.agents.wallets`: exactly the seed's published table (column names, types, comments, table
+/// comment, change data feed). `balance_usd` and `total_earned_usd` are DOUBLE because the seed says so;
+/// pfsync computes nothing in them.
+pub const WALLETS: TableSpec = TableSpec {
+    name: "purpleflea.agents.wallets",
+    comment: "Purple Flea agent wallets synced from purpleflea.com/api",
+    columns: &[
+        col("agent_id", String, false, "Purple Flea agent identifier (NOT NULL, PK)"),
+        col("wallet_address", String, true, "On-chain wallet address"),
+        col("balance_usd", Double, true, "Current USD-equivalent balance (refreshed hourly)"),
+        col("active_escrow_count", Int, true, "Number of open escrow contracts"),
+        col("total_earned_usd", Double, true, "Lifetime earnings through Purple Flea"),
+        col("referral_code", String, true, "Agent referral code for 15% fee sharing"),
+        col("registered_at", Timestamp, true, "Agent registration timestamp"),
+        col("last_synced_at", Timestamp, true, "Last balance sync from Purple Flea API"),
+    ],
+    partition_columns: &[],
+    properties: &[("delta.enableChangeDataFeed", "true")],
+};
+
+/// Every table pfsync owns, in creation order.
+pub const ALL: &[&TableSpec] = &[&WALLETS];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_is_consistent() {
+        for spec in ALL {
+            assert!(TableName::parse(spec.name).is_ok(), "{}", spec.name);
+            for p in spec.partition_columns {
+                assert!(spec.column(p).is_some(), "{}: partition column {p} is declared", spec.name);
+            }
+            let mut names: Vec<_> = spec.columns.iter().map(|c| c.name).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), spec.columns.len(), "{}: column names are unique", spec.name);
+            assert_eq!(spec.arrow_schema().fields().len(), spec.delta_columns().len());
+        }
+    }
+
+    #[test]
+    fn wallets_is_the_seed_table() {
+        let ddl: Vec<(&str, &str)> = WALLETS.columns.iter().map(|c| (c.name, c.kind.sql())).collect();
+        assert_eq!(
+            ddl,
+            [
+                ("agent_id", "STRING"),
+                ("wallet_address", "STRING"),
+                ("balance_usd", "DOUBLE"),
+                ("active_escrow_count", "INT"),
+                ("total_earned_usd", "DOUBLE"),
+                ("referral_code", "STRING"),
+                ("registered_at", "TIMESTAMP"),
+                ("last_synced_at", "TIMESTAMP"),
+            ]
+        );
+        assert!(!WALLETS.columns[0].nullable);
+        assert_eq!(WALLETS.property("delta.enableChangeDataFeed"), Some("true"));
+    }
+}

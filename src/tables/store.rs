@@ -1,0 +1,189 @@
+//! Opening, creating and checking Delta tables, and the commit metadata every write carries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{DataType as DeltaType, StructField};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use serde_json::Value;
+use url::Url;
+
+use super::name::{TableName, Warehouse};
+use super::spec::{ALL, TableSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error(
+        "table {table} at {location} exists with an incompatible schema ({details}); pfsync never rewrites a schema: \
+         migrate or move the table, or map {table} to another location in the config file"
+    )]
+    IncompatibleSchema { table: String, location: String, details: String },
+    #[error("table {table} at {location}: {source}")]
+    Delta { table: String, location: String, source: DeltaTableError },
+    #[error("cannot prepare the folder for {table} at {location}: {source}")]
+    Folder { table: String, location: String, source: std::io::Error },
+    #[error("query failed: {0}")]
+    Query(String),
+}
+
+/// Commit metadata written into every commit pfsync makes, so `DESCRIBE HISTORY` shows which run and step
+/// wrote what.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub run_id: String,
+    pub step: &'static str,
+}
+
+impl CommitInfo {
+    pub fn properties(&self) -> CommitProperties {
+        CommitProperties::default().with_metadata([
+            ("pfsync.run_id".to_string(), Value::String(self.run_id.clone())),
+            ("pfsync.step".to_string(), Value::String(self.step.to_string())),
+            ("pfsync.version".to_string(), Value::String(env!("CARGO_PKG_VERSION").to_string())),
+        ])
+    }
+}
+
+fn delta_err(spec: &TableSpec, location: &Url) -> impl FnOnce(DeltaTableError) -> TableError {
+    let table = spec.name.to_string();
+    let location = location.to_string();
+    move |source| TableError::Delta { table, location, source }
+}
+
+/// Open the table at its warehouse location, creating it from its spec when absent. An existing table
+/// whose columns differ from the spec is refused, never altered.
+pub async fn open_or_create(wh: &Warehouse, spec: &TableSpec, commit: &CommitInfo) -> Result<DeltaTable, TableError> {
+    let location = wh.location(&spec.table_name());
+    if location.scheme() == "file" {
+        if let Ok(path) = location.to_file_path() {
+            std::fs::create_dir_all(&path).map_err(|source| TableError::Folder {
+                table: spec.name.to_string(),
+                location: location.to_string(),
+                source,
+            })?;
+        }
+    }
+    let table = open_at(wh, spec, &location).await?;
+    let table = if table.version().is_none() {
+        let created = table
+            .create()
+            .with_table_name(spec.table_name().table)
+            .with_comment(spec.comment)
+            .with_columns(spec.delta_columns())
+            .with_partition_columns(spec.partition_columns.iter().map(|c| c.to_string()))
+            .with_configuration(spec.properties.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))))
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .with_commit_properties(commit.properties())
+            .await;
+        match created {
+            Ok(t) => {
+                tracing::info!(table = spec.name, %location, "created table");
+                t
+            }
+            // Another run created it between our look and our create: use theirs, after the check below.
+            Err(_) => open_at(wh, spec, &location).await?,
+        }
+    } else {
+        table
+    };
+    check_schema(&table, spec, &location)?;
+    Ok(table)
+}
+
+/// Open an existing table (or an empty location) without creating anything.
+pub async fn open_at(wh: &Warehouse, spec: &TableSpec, location: &Url) -> Result<DeltaTable, TableError> {
+    let mut table = deltalake::DeltaTableBuilder::from_url(location.clone())
+        .and_then(|b| b.with_storage_options(wh.storage_options().clone()).build())
+        .map_err(delta_err(spec, location))?;
+    // Look before loading: loading an empty location makes delta-rs log an error for what is, here, the
+    // normal first run.
+    if table.verify_deltatable_existence().await.map_err(delta_err(spec, location))? {
+        table.load().await.map_err(delta_err(spec, location))?;
+    }
+    Ok(table)
+}
+
+/// Open a table that must exist.
+pub async fn open_existing(wh: &Warehouse, spec: &TableSpec) -> Result<Option<DeltaTable>, TableError> {
+    let location = wh.location(&spec.table_name());
+    let table = open_at(wh, spec, &location).await?;
+    Ok(table.version().map(|_| table))
+}
+
+/// Compare column names, types and nullability, in order; comments and properties may differ (an admin
+/// may have edited them in Unity Catalog).
+pub fn check_schema(table: &DeltaTable, spec: &TableSpec, location: &Url) -> Result<(), TableError> {
+    let snapshot = table.snapshot().map_err(delta_err(spec, location))?;
+    let actual: Vec<StructField> = snapshot.schema().fields().cloned().collect();
+    let expected = spec.delta_columns();
+    let describe = |f: &StructField| format!("{} {}{}", f.name(), type_name(f.data_type()), if f.is_nullable() { "" } else { " NOT NULL" });
+    let mut problems = Vec::new();
+    for (i, e) in expected.iter().enumerate() {
+        match actual.get(i) {
+            Some(a) if a.name() == e.name() && a.data_type() == e.data_type() && a.is_nullable() == e.is_nullable() => {}
+            Some(a) => problems.push(format!("column {} is `{}`, expected `{}`", i + 1, describe(a), describe(e))),
+            None => problems.push(format!("column `{}` is missing", describe(e))),
+        }
+    }
+    for a in actual.iter().skip(expected.len()) {
+        problems.push(format!("unexpected column `{}`", describe(a)));
+    }
+    let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+    let want: Vec<String> = spec.partition_columns.iter().map(|s| s.to_string()).collect();
+    if partitions != want {
+        problems.push(format!("partitioned by {partitions:?}, expected {want:?}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(TableError::IncompatibleSchema {
+            table: spec.name.to_string(),
+            location: location.to_string(),
+            details: problems.join("; "),
+        })
+    }
+}
+
+fn type_name(t: &DeltaType) -> String {
+    match t {
+        DeltaType::Primitive(p) => serde_json::to_value(p)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_uppercase))
+            .unwrap_or_else(|| format!("{p:?}")),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A DataFusion session in which every existing pfsync table is registered under its three-level name
+/// (`SELECT ... FROM purpleflea.agents.wallets`), so analyst queries from `sql/` run as written.
+pub async fn sql_context(wh: &Warehouse) -> Result<SessionContext, TableError> {
+    use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+
+    let config = datafusion::prelude::SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    let mut catalogs: HashMap<String, Arc<MemoryCatalogProvider>> = HashMap::new();
+    for spec in ALL {
+        let Some(table) = open_existing(wh, spec).await? else { continue };
+        let name: TableName = spec.table_name();
+        let location = wh.location(&name);
+        table.update_datafusion_session(&ctx.state()).map_err(delta_err(spec, &location))?;
+        let provider = table.table_provider().await.map_err(|e| TableError::Query(e.to_string()))?;
+        let catalog = catalogs.entry(name.catalog.clone()).or_insert_with(|| Arc::new(MemoryCatalogProvider::new()));
+        let schema = match catalog.schema(&name.schema) {
+            Some(s) => s,
+            None => {
+                let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+                catalog.register_schema(&name.schema, Arc::clone(&s)).map_err(|e| TableError::Query(e.to_string()))?;
+                s
+            }
+        };
+        schema.register_table(name.table.clone(), provider).map_err(|e| TableError::Query(e.to_string()))?;
+    }
+    for (name, catalog) in catalogs {
+        ctx.register_catalog(name, catalog);
+    }
+    Ok(ctx)
+}
