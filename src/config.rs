@@ -208,11 +208,11 @@ location = "/tmp/elsewhere/wallets"
         .unwrap();
         let o = Overrides { config: Some(p.clone()), warehouse: Some("/tmp/wh-flag".into()), ..Overrides::default() };
         let s = Settings::resolve(&o).unwrap();
-        assert_eq!(s.warehouse.root().path(), "/tmp/wh-flag");
+        assert_eq!(s.warehouse.root().path(), "/tmp/wh-flag/");
         assert_eq!(s.api_url.as_str(), "https://api.example.com/api");
         assert_eq!(s.api.max_attempts, Some(3));
         let wallets = TableName::parse("purpleflea.agents.wallets").unwrap();
-        assert_eq!(s.warehouse.location(&wallets).path(), "/tmp/elsewhere/wallets");
+        assert_eq!(s.warehouse.location(&wallets).path(), "/tmp/elsewhere/wallets/");
 
         std::fs::write(&p, "warehose = \"/tmp/x\"\n").unwrap();
         let err = Settings::resolve(&Overrides { config: Some(p), ..Overrides::default() }).unwrap_err().to_string();

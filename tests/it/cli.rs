@@ -1,0 +1,113 @@
+//! The binary as a user meets it: the demo, help, flag validation and the sandbox command.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::common::sandbox;
+
+fn pfsync() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+    c.env_remove("PURPLEFLEA_API_KEY").env_remove("RUST_LOG");
+    c
+}
+
+#[test]
+fn demo_runs_end_to_end_in_a_fresh_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pfsync().args(["demo", "--agents", "300"]).current_dir(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("purpleflea.agents.wallets"), "{stdout}");
+    assert!(stdout.contains("301 rows"), "{stdout}");
+    assert!(stdout.contains("pfsync --warehouse"), "prints a query to try: {stdout}");
+    assert!(dir.path().join("pfsync-warehouse/purpleflea/agents/wallets/_delta_log").is_dir());
+    // Running it again is fine: still one row per agent.
+    let out = pfsync().args(["demo", "--agents", "300"]).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("301 rows"));
+}
+
+#[test]
+fn help_documents_commands_flags_and_exit_codes() {
+    let out = pfsync().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["sync", "sandbox", "demo", "sql", "--warehouse", "--api-url", "--config", "--log-format", "Exit codes", "PURPLEFLEA_API_KEY"] {
+        assert!(help.contains(word), "--help mentions {word}");
+    }
+}
+
+#[test]
+fn bad_flags_and_config_stop_with_exit_2_and_say_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["sync", "--page-size", "0"], "--page-size"),
+        (vec!["--max-concurrency", "0", "sync"], "--max-concurrency"),
+        (vec!["--timeout-secs=-1", "sync"], "--timeout-secs"),
+        (vec!["--api-url", "not a url", "sync"], "--api-url"),
+        (vec!["--warehouse", "ftp://x/y", "sync"], "--warehouse"),
+        (vec!["sync"], "PURPLEFLEA_API_KEY"),
+        (vec!["sandbox", "--fault-malformed", "2"], "malformed"),
+        (vec!["--run-id", "", "sync"], "--run-id"),
+    ];
+    for (args, needle) in cases {
+        let out = pfsync().args(&args).current_dir(dir.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?} names {needle}: {err}");
+    }
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[api]\nmax_atempts = 3\n").unwrap();
+    let out = pfsync().arg("--config").arg(&cfg).arg("sync").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_atempts"));
+    assert!(!dir.path().join("pfsync-warehouse").exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn sync_command_against_a_sandbox_prints_a_summary() {
+    let sb = sandbox(40).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sb.base_url().to_string();
+    let wh = dir.path().join("wh");
+    let out = tokio::task::spawn_blocking(move || {
+        pfsync()
+            .args(["--api-url", &url, "--log-format", "json", "--run-id", "job-77", "sync", "wallets"])
+            .arg("--warehouse")
+            .arg(&wh)
+            .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("purpleflea.agents.wallets: read 41 rows"), "{stdout}");
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+    assert!(stderr.contains("job-77"), "json logs carry the run id: {stderr}");
+}
+
+#[test]
+fn sandbox_command_prints_its_url_and_serves() {
+    let mut child = pfsync()
+        .args(["sandbox", "--port", "0", "--agents", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")).unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new().get(format!("{url}/wallets")).bearer_auth("pf_test_sandbox").send().await.unwrap().status()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{line}");
+}

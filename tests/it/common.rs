@@ -1,0 +1,36 @@
+//! Shared set-up: a sandbox, a client for it, a temp warehouse.
+
+use std::time::Duration;
+
+use pfsync::api::{Client, ClientConfig, RetryPolicy};
+use pfsync::sandbox::{Sandbox, SandboxConfig, default_key};
+use pfsync::tables::Warehouse;
+
+pub async fn sandbox(agents: usize) -> Sandbox {
+    Sandbox::start(SandboxConfig::for_tests(agents)).await.expect("sandbox starts")
+}
+
+/// A client with quick retries, so fault tests finish fast.
+pub fn client(sb: &Sandbox) -> Client {
+    Client::new(client_config(sb)).expect("client")
+}
+
+pub fn client_config(sb: &Sandbox) -> ClientConfig {
+    let mut cfg = ClientConfig::new(sb.base_url(), sb.base_url(), default_key());
+    cfg.timeout = Duration::from_secs(5);
+    cfg.retry = RetryPolicy {
+        max_attempts: 6,
+        max_elapsed: Duration::from_secs(20),
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+    };
+    cfg
+}
+
+pub fn warehouse(dir: &tempfile::TempDir) -> Warehouse {
+    Warehouse::local(dir.path()).expect("warehouse")
+}
+
+pub fn usd(s: &str) -> pfsync::money::Usd {
+    pfsync::money::Usd::parse(s).expect("amount")
+}

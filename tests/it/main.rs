@@ -1,0 +1,11 @@
+//! Integration tests: the sandbox on 127.0.0.1 port 0, real Delta tables in temp folders. One binary so the
+//! deltalake+datafusion link happens once.
+
+mod api_contract;
+mod cli;
+mod common;
+mod idempotency;
+mod pagination;
+mod resilience;
+mod secrets;
+mod wallet_sync;

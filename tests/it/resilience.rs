@@ -1,0 +1,139 @@
+//! Retries, backoff, limits and garbage from the wire: typed errors, never panics, never a double payment.
+
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use pfsync::api::*;
+use pfsync::sandbox::{Fault, FaultConfig, Sandbox, SandboxConfig};
+
+use crate::common::{client, client_config, sandbox, usd};
+
+#[tokio::test]
+async fn rate_limits_are_retried_honouring_retry_after() {
+    let sb = sandbox(3).await;
+    let c = client(&sb);
+    sb.faults().inject_next("/wallets", Some(Fault::RateLimited { retry_after: Some(1) }), None);
+    let t = Instant::now();
+    c.list::<Wallet>(&ListQuery::default()).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
+    sb.faults().inject_next("/wallets", Some(Fault::RateLimited { retry_after: None }), None);
+    c.list::<Wallet>(&ListQuery::default()).await.unwrap();
+    assert_eq!(sb.stats().faults, 2);
+}
+
+#[tokio::test]
+async fn server_errors_before_the_operation_are_retried() {
+    let sb = sandbox(3).await;
+    let c = client(&sb);
+    for _ in 0..3 {
+        sb.faults().inject_next("/wallet/agent-000001", Some(Fault::ErrorBefore), None);
+    }
+    c.wallet("agent-000001").await.unwrap();
+    // A keyed POST through the same faults executes exactly once.
+    for _ in 0..2 {
+        sb.faults().inject_next("/wallet/payout", Some(Fault::ErrorBefore), None);
+    }
+    let k = IdempotencyKey::new("k-5xx").unwrap();
+    let req = PayoutRequest { agent_id: "agent-000001".into(), amount_usd: usd("1"), reason: "r".into() };
+    c.payout(&req, Some(&k)).await.unwrap();
+    assert_eq!(sb.ledger().transactions().filter(|t| t.idempotency_key.as_deref() == Some("k-5xx")).count(), 1);
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_attempt_bound_with_a_typed_error() {
+    let mut cfg = SandboxConfig::for_tests(3);
+    cfg.faults = FaultConfig { seed: 1, malformed_prob: 1.0, ..FaultConfig::default() };
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let mut ccfg = client_config(&sb);
+    ccfg.retry.max_attempts = 3;
+    let c = Client::new(ccfg).unwrap();
+    let e = c.list::<Wallet>(&ListQuery::default()).await.unwrap_err();
+    assert!(matches!(e, ApiError::Decode { status: 200, .. }), "{e}");
+    assert_eq!(sb.stats().requests, 3);
+
+    sb.faults().set(FaultConfig { seed: 1, rate_limit_prob: 1.0, retry_after_prob: 0.0, ..FaultConfig::default() });
+    let e = c.wallet("agent-000001").await.unwrap_err();
+    assert!(matches!(e, ApiError::RateLimited { attempts: 3, .. }), "{e}");
+}
+
+#[tokio::test]
+async fn max_elapsed_bounds_the_retrying() {
+    let mut cfg = SandboxConfig::for_tests(3);
+    cfg.faults = FaultConfig { seed: 1, error_before_prob: 1.0, ..FaultConfig::default() };
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let mut ccfg = client_config(&sb);
+    ccfg.retry = RetryPolicy {
+        max_attempts: 1000,
+        max_elapsed: Duration::from_millis(300),
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(50),
+    };
+    let c = Client::new(ccfg).unwrap();
+    let e = c.wallet("agent-000001").await.unwrap_err();
+    assert!(matches!(e, ApiError::GaveUp { .. }), "{e}");
+    assert!(sb.stats().requests < 100);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_not_buffered() {
+    let sb = sandbox(50).await;
+    let mut ccfg = client_config(&sb);
+    ccfg.max_body_bytes = 1024;
+    ccfg.retry.max_attempts = 1;
+    let c = Client::new(ccfg).unwrap();
+    let e = c.list::<Wallet>(&ListQuery { limit: Some(50), ..ListQuery::default() }).await.unwrap_err();
+    assert!(matches!(e, ApiError::TooLarge { limit: 1024, .. }), "{e}");
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_failure_with_no_unknown_outcome() {
+    let sb = sandbox(1).await;
+    let mut ccfg = client_config(&sb);
+    sb.shutdown().await;
+    ccfg.retry.max_attempts = 2;
+    let c = Client::new(ccfg).unwrap();
+    let e = c.payout(&PayoutRequest { agent_id: "a".into(), amount_usd: usd("1"), reason: "r".into() }, None).await.unwrap_err();
+    assert!(matches!(e, ApiError::Transport { connected: false, .. }), "{e}");
+    assert!(!e.outcome_unknown());
+}
+
+#[tokio::test]
+async fn client_side_rate_and_concurrency_limits_hold() {
+    let sb = sandbox(3).await;
+    let mut ccfg = client_config(&sb);
+    ccfg.rate_limit_rps = Some(20.0);
+    let c = Client::new(ccfg).unwrap();
+    let t = Instant::now();
+    for _ in 0..6 {
+        c.wallet("agent-000001").await.unwrap();
+    }
+    assert!(t.elapsed() >= Duration::from_millis(240), "6 starts at 20/s span at least 250 ms: {:?}", t.elapsed());
+
+    let mut ccfg = client_config(&sb);
+    ccfg.max_concurrency = 1;
+    let c = Client::new(ccfg).unwrap();
+    for _ in 0..4 {
+        sb.faults().inject_next("/wallet/agent-000002", None, Some(Duration::from_millis(100)));
+    }
+    let t = Instant::now();
+    let calls = (0..4).map(|_| c.wallet("agent-000002"));
+    futures::future::try_join_all(calls).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(400), "one at a time: {:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn a_full_listing_through_chaos_is_complete_and_correct() {
+    let mut cfg = SandboxConfig::for_tests(300);
+    cfg.faults = FaultConfig { slow_body: Duration::from_millis(16), ..FaultConfig::chaos(7) };
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let mut ccfg = client_config(&sb);
+    ccfg.retry.max_attempts = 20;
+    let c = Client::new(ccfg).unwrap();
+    let pages: Vec<Page<Wallet>> =
+        c.pages::<Wallet>(ListQuery { limit: Some(20), ..ListQuery::default() }).try_collect().await.unwrap();
+    let mut ids: Vec<String> = pages.into_iter().flat_map(|p| p.rows).map(|r| r.unwrap().agent_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 301);
+    assert!(sb.stats().faults > 0, "chaos injected faults");
+}
