@@ -92,14 +92,26 @@ fn rows_failed(reports: &[SyncReport]) -> Result<(), AppError> {
     if failed > 0 { Err(AppError::RowsFailed { failed }) } else { Ok(()) }
 }
 
-async fn run_sync(ctx: &Context, client: &Client, target: SyncTarget, page_size: u32) -> Result<Vec<SyncReport>, AppError> {
+async fn run_sync(
+    ctx: &Context,
+    client: &Client,
+    target: SyncTarget,
+    page_size: u32,
+) -> Result<Vec<SyncReport>, AppError> {
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "sync.wallets" };
     let opts = SyncOptions { page_size, ..SyncOptions::default() };
     let mut reports = Vec::new();
     if matches!(target, SyncTarget::Wallets | SyncTarget::All) {
         let progress = Progress::new(ctx.progress, "wallets");
         let r = sync_wallets(client, &ctx.settings.warehouse, &commit, &opts, &progress).await?;
-        tracing::info!(table = r.table, rows = r.rows_read, inserted = r.inserted, updated = r.updated, failed = r.failed, "synced");
+        tracing::info!(
+            table = r.table,
+            rows = r.rows_read,
+            inserted = r.inserted,
+            updated = r.updated,
+            failed = r.failed,
+            "synced"
+        );
         reports.push(r);
     }
     Ok(reports)
@@ -130,8 +142,8 @@ fn fault_config(seed: u64, f: &FaultArgs) -> Result<FaultConfig, AppError> {
 }
 
 async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
-    let faucet_amount = Usd::parse_positive(&args.faucet_amount)
-        .map_err(|e| AppError::Usage(format!("--faucet-amount: {e}")))?;
+    let faucet_amount =
+        Usd::parse_positive(&args.faucet_amount).map_err(|e| AppError::Usage(format!("--faucet-amount: {e}")))?;
     let api_key = match std::env::var(API_KEY_ENV) {
         Ok(k) => ApiKey::new(&k, "in PURPLEFLEA_API_KEY").map_err(|e| AppError::Usage(e.to_string()))?,
         Err(_) => crate::sandbox::default_key(),
@@ -145,7 +157,12 @@ async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
         faults: fault_config(args.seed, &args.faults)?,
     };
     let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Usage(format!("cannot start the sandbox: {e}")))?;
-    println!("pfsync sandbox ready at {} ({} agents, seed {}); Ctrl-C stops it", sb.base_url(), args.agents + 1, args.seed);
+    println!(
+        "pfsync sandbox ready at {} ({} agents, seed {}); Ctrl-C stops it",
+        sb.base_url(),
+        args.agents + 1,
+        args.seed
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
     shutdown_signal().await;
@@ -222,9 +239,18 @@ async fn query_count(ctx: &datafusion::prelude::SessionContext, table: &str) -> 
     Ok(n)
 }
 
-async fn print_query(ctx: &datafusion::prelude::SessionContext, query: &str, max_rows: usize) -> Result<usize, AppError> {
+async fn print_query(
+    ctx: &datafusion::prelude::SessionContext,
+    query: &str,
+    max_rows: usize,
+) -> Result<usize, AppError> {
     let df = ctx.sql(query).await.map_err(|e| TableError::Query(e.to_string()))?;
-    let batches = df.limit(0, Some(max_rows)).map_err(|e| TableError::Query(e.to_string()))?.collect().await.map_err(|e| TableError::Query(e.to_string()))?;
+    let batches = df
+        .limit(0, Some(max_rows))
+        .map_err(|e| TableError::Query(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| TableError::Query(e.to_string()))?;
     let rows = batches.iter().map(|b| b.num_rows()).sum();
     let table = arrow::util::pretty::pretty_format_batches(&batches).map_err(|e| AppError::Internal(e.to_string()))?;
     println!("{table}");

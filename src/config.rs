@@ -69,7 +69,8 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Unreadable { path: path.display().to_string(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.display().to_string(), message: e.to_string() })
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { path: path.display().to_string(), message: e.to_string() })
     }
 }
 
@@ -100,7 +101,8 @@ impl Settings {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        let warehouse_text = o.warehouse.clone().or(file.warehouse.clone()).unwrap_or_else(|| DEFAULT_WAREHOUSE.to_string());
+        let warehouse_text =
+            o.warehouse.clone().or(file.warehouse.clone()).unwrap_or_else(|| DEFAULT_WAREHOUSE.to_string());
         let mut overrides = BTreeMap::new();
         for (name, section) in &file.tables {
             let table = TableName::parse(name).map_err(|e| value_error(&format!("[tables.\"{name}\"]"), e))?;
@@ -112,7 +114,8 @@ impl Settings {
         }
         let root = crate::tables::location_url(&warehouse_text).map_err(|e| value_error("--warehouse", e))?;
         let warehouse = Warehouse::new(root, overrides, file.storage.clone().into_iter().collect());
-        let api_url = parse_api_url("--api-url", o.api_url.as_deref().or(file.api_url.as_deref()).unwrap_or(DEFAULT_API_URL))?;
+        let api_url =
+            parse_api_url("--api-url", o.api_url.as_deref().or(file.api_url.as_deref()).unwrap_or(DEFAULT_API_URL))?;
         let faucet_url = parse_api_url(
             "--faucet-url",
             o.faucet_url.as_deref().or(file.faucet_url.as_deref()).unwrap_or(DEFAULT_FAUCET_URL),
@@ -165,10 +168,10 @@ fn validate_api(a: &ApiSection) -> Result<(), ConfigError> {
     positive("--timeout-secs", a.timeout_secs, 3600.0)?;
     positive("--connect-timeout-secs", a.connect_timeout_secs, 3600.0)?;
     positive("--max-elapsed-secs", a.max_elapsed_secs, 86_400.0)?;
-    if let Some(r) = a.rate_limit_rps {
-        if !(r.is_finite() && r >= 0.0) {
-            return Err(value_error("--rate-limit-rps", format!("must be >= 0 (0 = no limit), got {r}")));
-        }
+    if let Some(r) = a.rate_limit_rps
+        && !(r.is_finite() && r >= 0.0)
+    {
+        return Err(value_error("--rate-limit-rps", format!("must be >= 0 (0 = no limit), got {r}")));
     }
     if a.max_attempts == Some(0) {
         return Err(value_error("--max-attempts", "must be at least 1"));
@@ -223,9 +226,13 @@ location = "/tmp/elsewhere/wallets"
     fn bad_values_name_the_flag() {
         let o = Overrides { api_url: Some("http://purpleflea.com/api".into()), ..Overrides::default() };
         assert!(Settings::resolve(&o).unwrap_err().to_string().starts_with("--api-url"));
-        let o = Overrides { api: ApiSection { max_concurrency: Some(0), ..ApiSection::default() }, ..Overrides::default() };
+        let o =
+            Overrides { api: ApiSection { max_concurrency: Some(0), ..ApiSection::default() }, ..Overrides::default() };
         assert!(Settings::resolve(&o).unwrap_err().to_string().starts_with("--max-concurrency"));
-        let o = Overrides { api: ApiSection { timeout_secs: Some(f64::NAN), ..ApiSection::default() }, ..Overrides::default() };
+        let o = Overrides {
+            api: ApiSection { timeout_secs: Some(f64::NAN), ..ApiSection::default() },
+            ..Overrides::default()
+        };
         assert!(Settings::resolve(&o).unwrap_err().to_string().starts_with("--timeout-secs"));
     }
 }

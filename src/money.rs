@@ -126,11 +126,7 @@ impl Usd {
 
     /// `Ok(self)` when greater than zero.
     pub fn positive(self) -> Result<Usd, MoneyError> {
-        if self.0 <= 0 {
-            Err(MoneyError::NotPositive(self))
-        } else {
-            Ok(self)
-        }
+        if self.0 <= 0 { Err(MoneyError::NotPositive(self)) } else { Ok(self) }
     }
 
     /// A `DOUBLE` from an upstream table, accepted only when it is exactly a number of cents: the value's
@@ -146,14 +142,12 @@ impl Usd {
     /// The value of a `Decimal128(_, scale)` cell, exact or refused.
     pub fn from_decimal128(raw: i128, scale: i8) -> Result<Usd, MoneyError> {
         let cents: i128 = if scale <= DECIMAL_SCALE {
-            let factor = 10i128
-                .checked_pow((DECIMAL_SCALE - scale) as u32)
-                .ok_or(MoneyError::DecimalScale { scale })?;
+            let factor =
+                10i128.checked_pow((DECIMAL_SCALE - scale) as u32).ok_or(MoneyError::DecimalScale { scale })?;
             raw.checked_mul(factor).ok_or_else(|| MoneyError::Overflow(raw.to_string()))?
         } else {
-            let factor = 10i128
-                .checked_pow((scale - DECIMAL_SCALE) as u32)
-                .ok_or(MoneyError::DecimalScale { scale })?;
+            let factor =
+                10i128.checked_pow((scale - DECIMAL_SCALE) as u32).ok_or(MoneyError::DecimalScale { scale })?;
             if raw % factor != 0 {
                 return Err(MoneyError::DecimalScale { scale });
             }

@@ -11,9 +11,7 @@ pub const API_KEY_ENV: &str = "PURPLEFLEA_API_KEY";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error(
-        "no API key: set {API_KEY_ENV} or pass --api-key-file PATH (a key is never accepted as a flag value)"
-    )]
+    #[error("no API key: set {API_KEY_ENV} or pass --api-key-file PATH (a key is never accepted as a flag value)")]
     Missing,
     #[error("cannot read the API key file {path}: {source}")]
     Unreadable { path: String, source: std::io::Error },
@@ -37,10 +35,8 @@ impl ApiKey {
     /// From `--api-key-file` when given, else from `PURPLEFLEA_API_KEY`.
     pub fn resolve(file: Option<&Path>, env_value: Option<String>) -> Result<ApiKey, SecretError> {
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| SecretError::Unreadable {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| SecretError::Unreadable { path: path.display().to_string(), source })?;
             return ApiKey::new(&text, "in --api-key-file");
         }
         match env_value {

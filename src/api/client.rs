@@ -144,7 +144,11 @@ impl Client {
         self.post(Base::Api, &["wallet", "payout"], req, key).await
     }
 
-    pub async fn escrow_create(&self, req: &EscrowCreateRequest, key: Option<&IdempotencyKey>) -> Result<Escrow, ApiError> {
+    pub async fn escrow_create(
+        &self,
+        req: &EscrowCreateRequest,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Escrow, ApiError> {
         self.post(Base::Api, &["escrow", "create"], req, key).await
     }
 
@@ -166,7 +170,11 @@ impl Client {
         self.post(Base::Api, &["escrow", escrow_id, "dispute"], req, key).await
     }
 
-    pub async fn faucet_claim(&self, agent_id: &str, key: Option<&IdempotencyKey>) -> Result<FaucetClaimResponse, ApiError> {
+    pub async fn faucet_claim(
+        &self,
+        agent_id: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<FaucetClaimResponse, ApiError> {
         self.post(Base::Faucet, &["claim"], &FaucetClaimRequest { agent_id: agent_id.to_string() }, key).await
     }
 
@@ -304,7 +312,8 @@ impl Client {
         if let Some(l) = &self.inner.limiter {
             l.acquire().await;
         }
-        let mut req = self.inner.http.request(method.clone(), url.clone()).header(AUTHORIZATION, self.inner.auth.clone());
+        let mut req =
+            self.inner.http.request(method.clone(), url.clone()).header(AUTHORIZATION, self.inner.auth.clone());
         if let Some(k) = key {
             req = req.header(IDEMPOTENCY_HEADER, k.as_str());
         }
@@ -386,7 +395,9 @@ fn final_error(error: ApiError, endpoint: &str, attempts: u32, elapsed: Duration
     let error = match error {
         ApiError::RateLimited { endpoint, .. } => ApiError::RateLimited { endpoint, attempts },
         ApiError::Server { endpoint, status, message, .. } => ApiError::Server { endpoint, status, message, attempts },
-        ApiError::Transport { endpoint, detail, connected, .. } => ApiError::Transport { endpoint, detail, attempts, connected },
+        ApiError::Transport { endpoint, detail, connected, .. } => {
+            ApiError::Transport { endpoint, detail, attempts, connected }
+        }
         other => other,
     };
     if attempts < policy.max_attempts && !matches!(error, ApiError::IdempotencyKeyInUse) {
@@ -444,7 +455,8 @@ mod tests {
     #[test]
     fn ids_cannot_change_the_route() {
         let key = ApiKey::new("pf_test_x", "test").unwrap();
-        let c = Client::new(ClientConfig::new(url("http://127.0.0.1:1/api/"), url("http://127.0.0.1:1/"), key)).unwrap();
+        let c =
+            Client::new(ClientConfig::new(url("http://127.0.0.1:1/api/"), url("http://127.0.0.1:1/"), key)).unwrap();
         let u = c.url(Base::Api, &["escrow", "../wallet/x", "release"], &[]).unwrap();
         assert_eq!(u.path(), "/api/escrow/..%2Fwallet%2Fx/release");
         let u = c.url(Base::Faucet, &["claim"], &[("a", "b c".into())]).unwrap();
@@ -454,7 +466,8 @@ mod tests {
     #[test]
     fn debug_of_client_hides_the_key() {
         let key = ApiKey::new("pf_test_topsecret", "test").unwrap();
-        let c = Client::new(ClientConfig::new(url("http://127.0.0.1:1/api"), url("http://127.0.0.1:1/api"), key)).unwrap();
+        let c =
+            Client::new(ClientConfig::new(url("http://127.0.0.1:1/api"), url("http://127.0.0.1:1/api"), key)).unwrap();
         assert!(!format!("{c:?}").contains("topsecret"));
     }
 }

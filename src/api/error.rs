@@ -87,11 +87,7 @@ impl ApiError {
             (_, "invalid_state") => ApiError::InvalidState { message },
             (_, "idempotency_key_in_use") => ApiError::IdempotencyKeyInUse,
             (_, "idempotency_key_reused") => ApiError::IdempotencyKeyReused { message },
-            _ => ApiError::Unexpected {
-                endpoint: endpoint.to_string(),
-                status,
-                detail: format!("{code}: {message}"),
-            },
+            _ => ApiError::Unexpected { endpoint: endpoint.to_string(), status, detail: format!("{code}: {message}") },
         }
     }
 }

@@ -254,8 +254,7 @@ mod tests {
 
     #[test]
     fn escrow_action_keeps_extra_fields() {
-        let r: EscrowActionRequest =
-            serde_json::from_str(r#"{"reason":"hit","mlflow_run_id":"r1","step":3}"#).unwrap();
+        let r: EscrowActionRequest = serde_json::from_str(r#"{"reason":"hit","mlflow_run_id":"r1","step":3}"#).unwrap();
         assert_eq!(r.extra.len(), 2);
         let back = serde_json::to_value(&r).unwrap();
         assert_eq!(back["step"], 3);

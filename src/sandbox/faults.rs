@@ -96,7 +96,9 @@ impl FaultConfig {
             + self.slow_body_prob
             + self.malformed_prob;
         if outcome_sum > 1.0 {
-            return Err(format!("fault probabilities (other than latency and retry-after) add up to {outcome_sum}, more than 1"));
+            return Err(format!(
+                "fault probabilities (other than latency and retry-after) add up to {outcome_sum}, more than 1"
+            ));
         }
         if self.latency_min > self.latency_max {
             return Err("latency min is larger than latency max".into());
@@ -163,20 +165,18 @@ impl FaultPlan {
 
     /// Make the next request whose path contains `path_contains` meet `fault` (and `latency`).
     pub fn inject_next(&self, path_contains: &str, fault: Option<Fault>, latency: Option<Duration>) {
-        lock(&self.script).push_back(Scripted {
-            path_contains: path_contains.to_string(),
-            decision: Decision { latency, fault },
-        });
+        lock(&self.script)
+            .push_back(Scripted { path_contains: path_contains.to_string(), decision: Decision { latency, fault } });
     }
 
     /// Decide the fate of one request. `identity` names the request (see module docs).
     pub fn decide(&self, path: &str, identity: &[u8], now_secs: u64) -> Decision {
         {
             let mut script = lock(&self.script);
-            if let Some(i) = script.iter().position(|s| path.contains(&s.path_contains)) {
-                if let Some(s) = script.remove(i) {
-                    return s.decision;
-                }
+            if let Some(i) = script.iter().position(|s| path.contains(&s.path_contains))
+                && let Some(s) = script.remove(i)
+            {
+                return s.decision;
             }
         }
         let cfg = lock(&self.config).clone();

@@ -63,7 +63,11 @@ impl IdempotencyStore {
                 if *f == fingerprint { Begin::Replay(response.status, response.body.clone()) } else { Begin::Reused }
             }
             Some(Entry::InFlight { fingerprint: f, .. }) => {
-                if *f == fingerprint { Begin::InUse } else { Begin::Reused }
+                if *f == fingerprint {
+                    Begin::InUse
+                } else {
+                    Begin::Reused
+                }
             }
             _ => {
                 self.entries.insert(key.to_string(), Entry::InFlight { fingerprint, since: now });

@@ -66,9 +66,19 @@ impl Default for SeedConfig {
             agents: 100,
             seed: 42,
             faucet_amount: Usd::from_cents(10_00).unwrap_or(Usd::ZERO),
-            orchestrator_balance: Usd::from_cents(1_000_000_00).unwrap_or(Usd::ZERO),
+            orchestrator_balance: Usd::from_cents(100_000_000).unwrap_or(Usd::ZERO),
         }
     }
+}
+
+/// A transaction about to be appended.
+struct TxDraft<'a> {
+    kind: TxKind,
+    agent_id: &'a str,
+    counterparty: Option<&'a str>,
+    amount: Usd,
+    key: Option<&'a str>,
+    reference: &'a str,
 }
 
 struct AgentState {
@@ -121,7 +131,8 @@ impl Ledger {
         let epoch = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).single().unwrap_or_default();
         let enrol = |ledger: &mut Ledger, id: String, opening: Usd, rng: &mut SplitMix64| {
             let registered_at = epoch + ChronoDuration::seconds(rng.range(0, 300 * 86_400) as i64);
-            let wallet_address = format!("0x{:016x}{:016x}{:08x}", rng.next_u64(), rng.next_u64(), rng.next_u64() as u32);
+            let wallet_address =
+                format!("0x{:016x}{:016x}{:08x}", rng.next_u64(), rng.next_u64(), rng.next_u64() as u32);
             let referral_code = format!("PF{:08X}", rng.next_u64() as u32);
             let now = ledger.tick();
             let wallet = Wallet {
@@ -143,7 +154,7 @@ impl Ledger {
         };
         enrol(&mut ledger, ORCHESTRATOR_AGENT.to_string(), cfg.orchestrator_balance, &mut rng);
         for i in 1..=cfg.agents {
-            let opening = Usd::from_cents(rng.range(0, 500_00) as i64).unwrap_or(Usd::ZERO);
+            let opening = Usd::from_cents(rng.range(0, 50_000) as i64).unwrap_or(Usd::ZERO);
             enrol(&mut ledger, format!("agent-{i:06}"), opening, &mut rng);
         }
         ledger
@@ -172,16 +183,8 @@ impl Ledger {
         }
     }
 
-    fn record_tx(
-        &mut self,
-        now: i64,
-        kind: TxKind,
-        agent_id: &str,
-        counterparty: Option<&str>,
-        amount: Usd,
-        key: Option<&str>,
-        reference: &str,
-    ) -> Transaction {
+    fn record_tx(&mut self, now: i64, draft: TxDraft<'_>) -> Transaction {
+        let TxDraft { kind, agent_id, counterparty, amount, key, reference } = draft;
         let tx = Transaction {
             tx_id: format!("tx_{:012}", self.next_tx),
             kind,
@@ -203,7 +206,13 @@ impl Ledger {
     // ---- operations ----
 
     /// Treasury-funded: raises the agent's balance and lifetime earnings.
-    pub fn payout(&mut self, agent_id: &str, amount: Usd, reason: &str, key: Option<&str>) -> Result<PayoutResponse, ContractError> {
+    pub fn payout(
+        &mut self,
+        agent_id: &str,
+        amount: Usd,
+        reason: &str,
+        key: Option<&str>,
+    ) -> Result<PayoutResponse, ContractError> {
         check_text("reason", reason)?;
         let amount = positive(amount)?;
         let a = self.agent_mut(agent_id)?;
@@ -214,7 +223,10 @@ impl Ledger {
             w.balance_usd = balance;
             w.total_earned_usd = earned;
         });
-        let tx = self.record_tx(now, TxKind::Payout, agent_id, None, amount, key, reason);
+        let tx = self.record_tx(
+            now,
+            TxDraft { kind: TxKind::Payout, agent_id, counterparty: None, amount, key, reference: reason },
+        );
         Ok(PayoutResponse {
             tx_id: tx.tx_id,
             agent_id: agent_id.to_string(),
@@ -257,7 +269,15 @@ impl Ledger {
             w.active_escrow_count += 1;
         });
         self.touch_wallet(&req.seller_agent_id, now, |w| w.active_escrow_count += 1);
-        self.record_tx(now, TxKind::EscrowLock, &req.buyer_agent_id, Some(&req.seller_agent_id), amount, key, &escrow_id);
+        let draft = TxDraft {
+            kind: TxKind::EscrowLock,
+            agent_id: &req.buyer_agent_id,
+            counterparty: Some(&req.seller_agent_id),
+            amount,
+            key,
+            reference: &escrow_id,
+        };
+        self.record_tx(now, draft);
         let escrow = Escrow {
             escrow_id: escrow_id.clone(),
             buyer_agent_id: req.buyer_agent_id.clone(),
@@ -300,7 +320,8 @@ impl Ledger {
         };
         let payee_wallet = &self.agent_mut(payee)?.wallet;
         let balance = add(payee_wallet.balance_usd, amount)?;
-        let earned = if to_seller { add(payee_wallet.total_earned_usd, amount)? } else { payee_wallet.total_earned_usd };
+        let earned =
+            if to_seller { add(payee_wallet.total_earned_usd, amount)? } else { payee_wallet.total_earned_usd };
         let now = self.tick();
         self.touch_wallet(payee, now, |w| {
             w.balance_usd = balance;
@@ -308,7 +329,10 @@ impl Ledger {
             w.active_escrow_count -= 1;
         });
         self.touch_wallet(other, now, |w| w.active_escrow_count -= 1);
-        let tx = self.record_tx(now, kind, payee, Some(other), amount, key, escrow_id);
+        let tx = self.record_tx(
+            now,
+            TxDraft { kind, agent_id: payee, counterparty: Some(other), amount, key, reference: escrow_id },
+        );
         if let Some(e) = self.escrows.get_mut(escrow_id) {
             let old = e.updated_at.timestamp_micros();
             e.status = status;
@@ -325,13 +349,20 @@ impl Ledger {
         let amount = self.faucet_amount;
         let a = self.agent_mut(agent_id)?;
         if a.faucet_claimed {
-            return Err(ContractError::new(409, "invalid_state", format!("agent {agent_id:?} already claimed the faucet")));
+            return Err(ContractError::new(
+                409,
+                "invalid_state",
+                format!("agent {agent_id:?} already claimed the faucet"),
+            ));
         }
         a.faucet_claimed = true;
         let balance = add(a.wallet.balance_usd, amount)?;
         let now = self.tick();
         self.touch_wallet(agent_id, now, |w| w.balance_usd = balance);
-        let tx = self.record_tx(now, TxKind::Faucet, agent_id, None, amount, key, "faucet");
+        let tx = self.record_tx(
+            now,
+            TxDraft { kind: TxKind::Faucet, agent_id, counterparty: None, amount, key, reference: "faucet" },
+        );
         Ok(FaucetClaimResponse { tx_id: tx.tx_id, agent_id: agent_id.to_string(), amount_usd: amount })
     }
 
@@ -414,7 +445,10 @@ impl Ledger {
 }
 
 /// One page of an `(updated_at, id)` index.
-fn page_of<'a>(index: &'a BTreeSet<(i64, String)>, q: &ListQuery) -> Result<(Vec<&'a (i64, String)>, Option<String>), ContractError> {
+/// Index keys of one page, and the cursor of the next page.
+type PageKeys<'a> = (Vec<&'a (i64, String)>, Option<String>);
+
+fn page_of<'a>(index: &'a BTreeSet<(i64, String)>, q: &ListQuery) -> Result<PageKeys<'a>, ContractError> {
     let limit = page_limit(q.limit)?;
     if q.idempotency_key.is_some() {
         return Err(ContractError::invalid("idempotency_key filters transactions only"));
@@ -517,7 +551,10 @@ mod tests {
         let b = world();
         let wa = a.wallet("agent-000007").unwrap();
         let wb = b.wallet("agent-000007").unwrap();
-        assert_eq!((wa.wallet_address, wa.balance_usd, wa.registered_at), (wb.wallet_address, wb.balance_usd, wb.registered_at));
+        assert_eq!(
+            (wa.wallet_address, wa.balance_usd, wa.registered_at),
+            (wb.wallet_address, wb.balance_usd, wb.registered_at)
+        );
         assert_eq!(a.agent_count(), 21);
         assert_books_balance(&a);
     }
@@ -609,9 +646,8 @@ mod tests {
     fn transactions_filter_by_key_and_since() {
         let mut l = world();
         l.payout("agent-000001", usd("1"), "r", Some("key-a")).unwrap();
-        let (rows, next) = l
-            .list_transactions(&ListQuery { idempotency_key: Some("key-a".into()), ..ListQuery::default() })
-            .unwrap();
+        let (rows, next) =
+            l.list_transactions(&ListQuery { idempotency_key: Some("key-a".into()), ..ListQuery::default() }).unwrap();
         assert_eq!(rows.len(), 1);
         assert!(next.is_none());
         let since = rows[0].created_at;
@@ -620,7 +656,8 @@ mod tests {
         let mut all = 0;
         let mut cursor = None;
         loop {
-            let (rows, next) = l.list_transactions(&ListQuery { limit: Some(7), cursor, ..ListQuery::default() }).unwrap();
+            let (rows, next) =
+                l.list_transactions(&ListQuery { limit: Some(7), cursor, ..ListQuery::default() }).unwrap();
             all += rows.len();
             if next.is_none() {
                 break;

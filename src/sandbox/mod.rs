@@ -74,7 +74,8 @@ impl Sandbox {
         cfg.faults.validate().map_err(std::io::Error::other)?;
         let world = cfg.world.clone();
         // Seeding a large world is CPU work; keep it off the async workers.
-        let ledger = tokio::task::spawn_blocking(move || Ledger::seeded(&world)).await.map_err(std::io::Error::other)?;
+        let ledger =
+            tokio::task::spawn_blocking(move || Ledger::seeded(&world)).await.map_err(std::io::Error::other)?;
         let state = Arc::new(server::SandboxState {
             ledger: Mutex::new(ledger),
             idempotency: Mutex::new(idempotency::IdempotencyStore::new(cfg.idempotency_retention)),

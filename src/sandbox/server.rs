@@ -88,8 +88,12 @@ fn route(method: &Method, path: &str) -> Option<Route> {
     let r = match (method.as_str(), segs.as_slice()) {
         ("POST", ["api", "wallet", "payout"]) => Route::Payout,
         ("POST", ["api", "escrow", "create"]) => Route::EscrowCreate,
-        ("POST", ["api", "escrow", id, "release"]) => Route::EscrowSettle { escrow_id: id.to_string(), to_seller: true },
-        ("POST", ["api", "escrow", id, "dispute"]) => Route::EscrowSettle { escrow_id: id.to_string(), to_seller: false },
+        ("POST", ["api", "escrow", id, "release"]) => {
+            Route::EscrowSettle { escrow_id: id.to_string(), to_seller: true }
+        }
+        ("POST", ["api", "escrow", id, "dispute"]) => {
+            Route::EscrowSettle { escrow_id: id.to_string(), to_seller: false }
+        }
         ("POST", ["api", "claim"]) => Route::FaucetClaim,
         ("GET", ["api", "wallet", id]) => Route::Wallet(id.to_string()),
         ("GET", ["api", "escrow", id]) => Route::Escrow(id.to_string()),
@@ -113,10 +117,10 @@ fn plain(status: u16, body: Bytes, extra: Option<(&'static str, String)>) -> Res
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some((name, value)) = extra {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            resp.headers_mut().insert(name, v);
-        }
+    if let Some((name, value)) = extra
+        && let Ok(v) = HeaderValue::from_str(&value)
+    {
+        resp.headers_mut().insert(name, v);
     }
     resp
 }
@@ -151,12 +155,18 @@ pub async fn handle(State(st): State<Arc<SandboxState>>, req: Request) -> Respon
         None => None,
         Some(v) => match v.to_str() {
             Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN => Some(k.to_string()),
-            _ => return refuse(ContractError::invalid(format!("Idempotency-Key must be 1..={MAX_KEY_LEN} visible characters"))),
+            _ => {
+                return refuse(ContractError::invalid(format!(
+                    "Idempotency-Key must be 1..={MAX_KEY_LEN} visible characters"
+                )));
+            }
         },
     };
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
         Ok(b) => b,
-        Err(_) => return refuse(ContractError::invalid(format!("request body is larger than {MAX_REQUEST_BYTES} bytes"))),
+        Err(_) => {
+            return refuse(ContractError::invalid(format!("request body is larger than {MAX_REQUEST_BYTES} bytes")));
+        }
     };
 
     // Faults are decided from the request's identity: a retry with the same key is the same identity,
@@ -194,7 +204,8 @@ pub async fn handle(State(st): State<Arc<SandboxState>>, req: Request) -> Respon
         let (s, b) = read(&st, route, &query);
         (s, b, false)
     };
-    let slow_total = if decision.fault == Some(Fault::SlowBody) { st.faults.config().slow_body } else { Duration::ZERO };
+    let slow_total =
+        if decision.fault == Some(Fault::SlowBody) { st.faults.config().slow_body } else { Duration::ZERO };
     wire(status, bytes, replayed, decision.fault, slow_total)
 }
 
@@ -220,7 +231,11 @@ async fn execute_post(
                 return Ok((s, b, true));
             }
             Begin::InUse => {
-                return Err(refuse(ContractError::new(409, "idempotency_key_in_use", "a request with this key is still running")));
+                return Err(refuse(ContractError::new(
+                    409,
+                    "idempotency_key_in_use",
+                    "a request with this key is still running",
+                )));
             }
             Begin::Reused => {
                 return Err(refuse(ContractError::new(
@@ -262,9 +277,9 @@ fn run_operation(ledger: &mut Ledger, route: &Route, body: &[u8], value: &Value,
         Route::Payout => typed::<PayoutRequest>(body)
             .and_then(|r| ledger.payout(&r.agent_id, r.amount_usd, &r.reason, key))
             .map(|r| json_bytes(&r)),
-        Route::EscrowCreate => typed::<EscrowCreateRequest>(body)
-            .and_then(|r| ledger.escrow_create(&r, key))
-            .map(|r| json_bytes(&r)),
+        Route::EscrowCreate => {
+            typed::<EscrowCreateRequest>(body).and_then(|r| ledger.escrow_create(&r, key)).map(|r| json_bytes(&r))
+        }
         Route::EscrowSettle { escrow_id, to_seller } => reason_of(value)
             .and_then(|reason| ledger.escrow_settle(escrow_id, reason, *to_seller, key))
             .map(|r| json_bytes(&r)),
@@ -283,7 +298,9 @@ fn parse_list_query(query: &str) -> Result<ListQuery, ContractError> {
     let mut q = ListQuery::default();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
-            "limit" => q.limit = Some(v.parse().map_err(|_| ContractError::invalid(format!("limit {v:?} is not a number")))?),
+            "limit" => {
+                q.limit = Some(v.parse().map_err(|_| ContractError::invalid(format!("limit {v:?} is not a number")))?)
+            }
             "cursor" => q.cursor = Some(v.into_owned()),
             "updated_since" | "since" => {
                 let t = chrono::DateTime::parse_from_rfc3339(&v)
@@ -327,9 +344,13 @@ fn read(st: &SandboxState, route: Route, query: &str) -> (u16, Bytes) {
 fn wire(status: u16, bytes: Bytes, replayed: bool, fault: Option<Fault>, slow_total: Duration) -> Response {
     let replay_header = replayed.then(|| ("idempotent-replayed", "true".to_string()));
     match fault {
-        Some(Fault::ErrorAfter) => refuse(ContractError::new(500, "internal", "injected failure after the operation committed")),
+        Some(Fault::ErrorAfter) => {
+            refuse(ContractError::new(500, "internal", "injected failure after the operation committed"))
+        }
         Some(Fault::DropAfter) => {
-            let stream = futures::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped")) });
+            let stream = futures::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped"))
+            });
             let mut resp = Response::new(Body::from_stream(stream));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
@@ -342,7 +363,8 @@ fn wire(status: u16, bytes: Bytes, replayed: bool, fault: Option<Fault>, slow_to
         Some(Fault::SlowBody) => {
             const PIECES: usize = 8;
             let step = bytes.len().div_ceil(PIECES).max(1);
-            let chunks: Vec<Bytes> = (0..bytes.len()).step_by(step).map(|i| bytes.slice(i..(i + step).min(bytes.len()))).collect();
+            let chunks: Vec<Bytes> =
+                (0..bytes.len()).step_by(step).map(|i| bytes.slice(i..(i + step).min(bytes.len()))).collect();
             let pause = slow_total / PIECES as u32;
             let stream = futures::stream::unfold(chunks.into_iter(), move |mut it| async move {
                 let next = it.next()?;

@@ -17,14 +17,14 @@ pub enum SyncError {
     #[error(transparent)]
     Table(#[from] TableError),
     #[error("writing {table} failed: {source}")]
-    Write { table: &'static str, source: deltalake::DeltaTableError },
+    Write { table: &'static str, source: Box<deltalake::DeltaTableError> },
     #[error("building a batch failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }
 
 impl SyncError {
     pub(crate) fn write(table: &'static str, source: deltalake::DeltaTableError) -> SyncError {
-        SyncError::Write { table, source }
+        SyncError::Write { table, source: Box::new(source) }
     }
 }
 

@@ -21,7 +21,10 @@ impl TableName {
             return Err(format!("{text:?} is not a three-level name like purpleflea.agents.wallets"));
         };
         for p in [catalog, schema, table] {
-            if p.is_empty() || p.len() > 255 || !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            if p.is_empty()
+                || p.len() > 255
+                || !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
                 return Err(format!("{text:?}: each part must be lowercase letters, digits or _"));
             }
         }

@@ -22,7 +22,7 @@ pub enum TableError {
     )]
     IncompatibleSchema { table: String, location: String, details: String },
     #[error("table {table} at {location}: {source}")]
-    Delta { table: String, location: String, source: DeltaTableError },
+    Delta { table: String, location: String, source: Box<DeltaTableError> },
     #[error("cannot prepare the folder for {table} at {location}: {source}")]
     Folder { table: String, location: String, source: std::io::Error },
     #[error("query failed: {0}")]
@@ -50,21 +50,21 @@ impl CommitInfo {
 fn delta_err(spec: &TableSpec, location: &Url) -> impl FnOnce(DeltaTableError) -> TableError {
     let table = spec.name.to_string();
     let location = location.to_string();
-    move |source| TableError::Delta { table, location, source }
+    move |source| TableError::Delta { table, location, source: Box::new(source) }
 }
 
 /// Open the table at its warehouse location, creating it from its spec when absent. An existing table
 /// whose columns differ from the spec is refused, never altered.
 pub async fn open_or_create(wh: &Warehouse, spec: &TableSpec, commit: &CommitInfo) -> Result<DeltaTable, TableError> {
     let location = wh.location(&spec.table_name());
-    if location.scheme() == "file" {
-        if let Ok(path) = location.to_file_path() {
-            std::fs::create_dir_all(&path).map_err(|source| TableError::Folder {
-                table: spec.name.to_string(),
-                location: location.to_string(),
-                source,
-            })?;
-        }
+    if location.scheme() == "file"
+        && let Ok(path) = location.to_file_path()
+    {
+        std::fs::create_dir_all(&path).map_err(|source| TableError::Folder {
+            table: spec.name.to_string(),
+            location: location.to_string(),
+            source,
+        })?;
     }
     let table = open_at(wh, spec, &location).await?;
     let table = if table.version().is_none() {
@@ -119,11 +119,14 @@ pub fn check_schema(table: &DeltaTable, spec: &TableSpec, location: &Url) -> Res
     let snapshot = table.snapshot().map_err(delta_err(spec, location))?;
     let actual: Vec<StructField> = snapshot.schema().fields().cloned().collect();
     let expected = spec.delta_columns();
-    let describe = |f: &StructField| format!("{} {}{}", f.name(), type_name(f.data_type()), if f.is_nullable() { "" } else { " NOT NULL" });
+    let describe = |f: &StructField| {
+        format!("{} {}{}", f.name(), type_name(f.data_type()), if f.is_nullable() { "" } else { " NOT NULL" })
+    };
     let mut problems = Vec::new();
     for (i, e) in expected.iter().enumerate() {
         match actual.get(i) {
-            Some(a) if a.name() == e.name() && a.data_type() == e.data_type() && a.is_nullable() == e.is_nullable() => {}
+            Some(a) if a.name() == e.name() && a.data_type() == e.data_type() && a.is_nullable() == e.is_nullable() => {
+            }
             Some(a) => problems.push(format!("column {} is `{}`, expected `{}`", i + 1, describe(a), describe(e))),
             None => problems.push(format!("column `{}` is missing", describe(e))),
         }
@@ -166,7 +169,9 @@ pub async fn sql_context(wh: &Warehouse) -> Result<SessionContext, TableError> {
     let ctx = SessionContext::new_with_config(config);
     let mut catalogs: HashMap<String, Arc<MemoryCatalogProvider>> = HashMap::new();
     for spec in ALL {
-        let Some(table) = open_existing(wh, spec).await? else { continue };
+        let Some(table) = open_existing(wh, spec).await? else {
+            continue;
+        };
         let name: TableName = spec.table_name();
         let location = wh.location(&name);
         table.update_datafusion_session(&ctx.state()).map_err(delta_err(spec, &location))?;

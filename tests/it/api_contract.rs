@@ -22,7 +22,10 @@ async fn payout_moves_money_and_records_a_transaction() {
     let txs: Page<Transaction> =
         c.list(&ListQuery { idempotency_key: Some(key.as_str().into()), ..ListQuery::default() }).await.unwrap();
     let tx = txs.rows[0].as_ref().unwrap();
-    assert_eq!((tx.tx_id.as_str(), tx.kind, tx.reference.as_deref()), (r.tx_id.as_str(), TxKind::Payout, Some("task-9")));
+    assert_eq!(
+        (tx.tx_id.as_str(), tx.kind, tx.reference.as_deref()),
+        (r.tx_id.as_str(), TxKind::Payout, Some("task-9"))
+    );
     assert_eq!(tx.idempotency_key.as_deref(), Some(key.as_str()));
 }
 
@@ -62,7 +65,8 @@ async fn escrow_create_release_and_dispute_follow_the_contract() {
     assert_eq!(c.escrow(&e.escrow_id).await.unwrap().tx_id.as_deref(), Some(r.tx_id.as_str()));
 
     let e2 = c.escrow_create(&create, None).await.unwrap();
-    let dispute = EscrowActionRequest { reason: "Quality rate 61.0% below 80% threshold".into(), extra: Default::default() };
+    let dispute =
+        EscrowActionRequest { reason: "Quality rate 61.0% below 80% threshold".into(), extra: Default::default() };
     let before = c.wallet(ORCHESTRATOR_AGENT).await.unwrap().balance_usd;
     let d = c.escrow_dispute(&e2.escrow_id, &dispute, None).await.unwrap();
     assert_eq!(d.status, EscrowStatus::Refunded);
@@ -87,7 +91,8 @@ async fn faucet_pays_once_per_agent() {
 async fn every_error_code_is_typed() {
     let sb = sandbox(3).await;
     let c = client(&sb);
-    let pay = |agent: &str, amount: Usd| PayoutRequest { agent_id: agent.into(), amount_usd: amount, reason: "r".into() };
+    let pay =
+        |agent: &str, amount: Usd| PayoutRequest { agent_id: agent.into(), amount_usd: amount, reason: "r".into() };
 
     let e = c.payout(&pay("nobody", usd("1")), None).await.unwrap_err();
     assert_eq!(e.code(), Some("agent_not_found"));

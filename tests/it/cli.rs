@@ -32,7 +32,18 @@ fn help_documents_commands_flags_and_exit_codes() {
     let out = pfsync().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for word in ["sync", "sandbox", "demo", "sql", "--warehouse", "--api-url", "--config", "--log-format", "Exit codes", "PURPLEFLEA_API_KEY"] {
+    for word in [
+        "sync",
+        "sandbox",
+        "demo",
+        "sql",
+        "--warehouse",
+        "--api-url",
+        "--config",
+        "--log-format",
+        "Exit codes",
+        "PURPLEFLEA_API_KEY",
+    ] {
         assert!(help.contains(word), "--help mentions {word}");
     }
 }
@@ -105,7 +116,13 @@ fn sandbox_command_prints_its_url_and_serves() {
     let url = line.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")).unwrap().to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let status = rt.block_on(async {
-        reqwest::Client::new().get(format!("{url}/wallets")).bearer_auth("pf_test_sandbox").send().await.unwrap().status()
+        reqwest::Client::new()
+            .get(format!("{url}/wallets"))
+            .bearer_auth("pf_test_sandbox")
+            .send()
+            .await
+            .unwrap()
+            .status()
     });
     let _ = child.kill();
     let _ = child.wait();

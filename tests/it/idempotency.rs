@@ -8,7 +8,6 @@ use pfsync::sandbox::{Fault, Sandbox, SandboxConfig};
 
 use crate::common::{client, sandbox, usd};
 
-
 fn payout(agent: &str, amount: &str) -> PayoutRequest {
     PayoutRequest { agent_id: agent.into(), amount_usd: usd(amount), reason: "bonus".into() }
 }
@@ -41,7 +40,8 @@ async fn a_repeat_with_the_same_key_replays_byte_for_byte_and_moves_no_money() {
     let (s1, b1) = raw_post(&sb, "k-replay", body).await;
     let balance = sb.ledger().wallet("agent-000001").unwrap().balance_usd;
     // Same JSON, other key order and spacing: the same request.
-    let (s2, b2) = raw_post(&sb, "k-replay", r#"{ "reason": "r", "amount_usd": 5.25, "agent_id": "agent-000001" }"#).await;
+    let (s2, b2) =
+        raw_post(&sb, "k-replay", r#"{ "reason": "r", "amount_usd": 5.25, "agent_id": "agent-000001" }"#).await;
     assert_eq!((s1, s2), (200, 200));
     assert_eq!(b1, b2);
     assert_eq!(sb.ledger().wallet("agent-000001").unwrap().balance_usd, balance);

@@ -92,7 +92,10 @@ async fn a_closed_port_is_a_connect_failure_with_no_unknown_outcome() {
     sb.shutdown().await;
     ccfg.retry.max_attempts = 2;
     let c = Client::new(ccfg).unwrap();
-    let e = c.payout(&PayoutRequest { agent_id: "a".into(), amount_usd: usd("1"), reason: "r".into() }, None).await.unwrap_err();
+    let e = c
+        .payout(&PayoutRequest { agent_id: "a".into(), amount_usd: usd("1"), reason: "r".into() }, None)
+        .await
+        .unwrap_err();
     assert!(matches!(e, ApiError::Transport { connected: false, .. }), "{e}");
     assert!(!e.outcome_unknown());
 }

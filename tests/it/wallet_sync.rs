@@ -84,10 +84,7 @@ async fn a_synced_wallets_table_is_readable_by_another_engine() {
     assert_eq!(table.version(), report.version);
     let snapshot = table.snapshot().unwrap();
     assert_eq!(snapshot.metadata().description(), Some(WALLETS.comment));
-    assert_eq!(
-        snapshot.metadata().configuration().get("delta.enableChangeDataFeed").map(String::as_str),
-        Some("true")
-    );
+    assert_eq!(snapshot.metadata().configuration().get("delta.enableChangeDataFeed").map(String::as_str), Some("true"));
 
     // 2. Raw files: Parquet data and the JSON log, no Delta library involved.
     let path = location.to_file_path().unwrap();
@@ -99,7 +96,9 @@ async fn a_synced_wallets_table_is_readable_by_another_engine() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["name"].as_str().unwrap().into(), f["type"].as_str().unwrap().into(), f["nullable"].as_bool().unwrap()))
+        .map(|f| {
+            (f["name"].as_str().unwrap().into(), f["type"].as_str().unwrap().into(), f["nullable"].as_bool().unwrap())
+        })
         .collect();
     let expected: Vec<(String, String, bool)> = [
         ("agent_id", "string", false),
