@@ -77,6 +77,12 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Sandbox(args) => sandbox(&args).await,
         Command::Demo(args) => demo(&ctx, &args).await,
         Command::Sql(args) => sql(&ctx, &args).await,
+        Command::Ddl => {
+            for spec in crate::tables::ALL {
+                println!("{}", crate::tables::ddl::render(spec));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -188,10 +194,7 @@ async fn shutdown_signal() {
 }
 
 /// The seed's analyst query, verbatim: DataFusion accepts the Databricks spelling.
-pub const SEED_QUERY: &str = "SELECT agent_id, wallet_address, ROUND(balance_usd, 2) AS balance_usd, active_escrow_count, \
-ROUND(total_earned_usd, 2) AS total_earned_usd FROM purpleflea.agents.wallets \
-WHERE balance_usd > 100 AND last_synced_at >= CURRENT_TIMESTAMP() - INTERVAL 1 HOUR \
-ORDER BY total_earned_usd DESC LIMIT 50";
+pub const SEED_QUERY: &str = include_str!("../sql/analyst/high_balances_ready_for_payout.sql");
 
 async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
     let mut cfg = SandboxConfig::for_tests(args.agents);
@@ -211,8 +214,12 @@ async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
         let count = query_count(&sql, spec.name).await?;
         println!("  {:<32} {:>8} rows  at {}", spec.name, count, ctx.settings.warehouse.location(&spec.table_name()));
     }
-    println!("\ntry:\n  pfsync --warehouse {} sql \"{SEED_QUERY}\"\n", display_location(&ctx.settings.warehouse));
+    println!("\nthe guide's high-balance query (sql/analyst/high_balances_ready_for_payout.sql), first 5 rows:");
     print_query(&sql, SEED_QUERY, 5).await?;
+    println!(
+        "\ntry your own:\n  pfsync --warehouse {} sql \"SELECT agent_id, balance_usd FROM purpleflea.agents.wallets ORDER BY balance_usd DESC LIMIT 5\"",
+        display_location(&ctx.settings.warehouse)
+    );
     sb.shutdown().await;
     rows_failed(&reports)
 }

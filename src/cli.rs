@@ -147,6 +147,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run a SQL query (DataFusion) over pfsync's tables, addressed by their three-level names.
     Sql(SqlArgs),
+    /// Print the Unity Catalog DDL of every table pfsync owns (the files in sql/ddl/ are checked against it).
+    Ddl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,6 @@
 //! The tables pfsync owns: names and locations, declared schemas, and opening/creating them.
 
+pub mod ddl;
 pub mod name;
 pub mod spec;
 pub mod store;

@@ -8,4 +8,5 @@ mod idempotency;
 mod pagination;
 mod resilience;
 mod secrets;
+mod sql_files;
 mod wallet_sync;

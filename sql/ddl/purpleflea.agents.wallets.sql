@@ -1,0 +1,19 @@
+-- purpleflea.agents.wallets: the guide's published wallet table, exactly (columns, types, comments,
+-- change data feed). Mirrors WALLETS in src/tables/spec.rs; tests/it/sql_files.rs checks the two match.
+-- balance_usd and total_earned_usd are DOUBLE because the published table says so; pfsync does no
+-- arithmetic in them (money columns in every other table are DECIMAL(18,2)).
+CREATE TABLE IF NOT EXISTS purpleflea.agents.wallets (
+  agent_id STRING NOT NULL COMMENT 'Purple Flea agent identifier (NOT NULL, PK)',
+  wallet_address STRING COMMENT 'On-chain wallet address',
+  balance_usd DOUBLE COMMENT 'Current USD-equivalent balance (refreshed hourly)',
+  active_escrow_count INT COMMENT 'Number of open escrow contracts',
+  total_earned_usd DOUBLE COMMENT 'Lifetime earnings through Purple Flea',
+  referral_code STRING COMMENT 'Agent referral code for 15% fee sharing',
+  registered_at TIMESTAMP COMMENT 'Agent registration timestamp',
+  last_synced_at TIMESTAMP COMMENT 'Last balance sync from Purple Flea API'
+)
+USING DELTA
+COMMENT 'Purple Flea agent wallets synced from purpleflea.com/api'
+TBLPROPERTIES (
+  'delta.enableChangeDataFeed' = 'true'
+);
