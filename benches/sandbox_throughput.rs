@@ -47,9 +47,14 @@ async fn run(sb: &Sandbox, mix: Mix, secs: u64, conns: usize) -> (u64, u64, Dura
                         .header("content-type", "application/json")
                         .body(format!(r#"{{"agent_id":"{agent}","amount_usd":0.01,"reason":"bench"}}"#)),
                 };
-                match req.bearer_auth("pf_test_sandbox").send().await {
-                    Ok(r) if r.status().is_success() && r.bytes().await.is_ok() => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => bad.fetch_add(1, Ordering::Relaxed),
+                let done = match req.bearer_auth("pf_test_sandbox").send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if done {
+                    ok.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    bad.fetch_add(1, Ordering::Relaxed)
                 };
             }
         }));

@@ -9,7 +9,7 @@ use crate::money::Usd;
 use crate::progress::Progress;
 use crate::sandbox::{FaultConfig, Sandbox, SandboxConfig, SeedConfig};
 use crate::secret::{API_KEY_ENV, ApiKey};
-use crate::sync::{SyncError, SyncOptions, SyncReport, sync_wallets};
+use crate::sync::{SyncError, SyncOptions, SyncReport, sync_escrows, sync_transactions, sync_wallets};
 use crate::tables::{CommitInfo, TableError, Warehouse, sql_context};
 
 /// Documented exit codes (see `pfsync --help`).
@@ -102,31 +102,53 @@ async fn run_sync(
     ctx: &Context,
     client: &Client,
     target: SyncTarget,
-    page_size: u32,
+    opts: &SyncOptions,
 ) -> Result<Vec<SyncReport>, AppError> {
-    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "sync.wallets" };
-    let opts = SyncOptions { page_size, ..SyncOptions::default() };
+    let wanted = |t: SyncTarget| target == t || target == SyncTarget::All;
     let mut reports = Vec::new();
-    if matches!(target, SyncTarget::Wallets | SyncTarget::All) {
-        let progress = Progress::new(ctx.progress, "wallets");
-        let r = sync_wallets(client, &ctx.settings.warehouse, &commit, &opts, &progress).await?;
+    let wh = &ctx.settings.warehouse;
+    if wanted(SyncTarget::Wallets) {
+        let (commit, progress) = step(ctx, "sync.wallets", "wallets");
+        reports.push(sync_wallets(client, wh, &commit, opts, &progress).await?);
+    }
+    if wanted(SyncTarget::Escrows) {
+        let (commit, progress) = step(ctx, "sync.escrows", "escrows");
+        reports.push(sync_escrows(client, wh, &commit, opts, &progress).await?);
+    }
+    if wanted(SyncTarget::Transactions) {
+        let (commit, progress) = step(ctx, "sync.transactions", "transactions");
+        reports.push(sync_transactions(client, wh, &commit, opts, &progress).await?);
+    }
+    for r in &reports {
         tracing::info!(
             table = r.table,
             rows = r.rows_read,
             inserted = r.inserted,
             updated = r.updated,
+            unchanged = r.unchanged,
             failed = r.failed,
+            version = r.version,
             "synced"
         );
-        reports.push(r);
     }
     Ok(reports)
+}
+
+fn step(ctx: &Context, step: &'static str, label: &str) -> (CommitInfo, Progress) {
+    (CommitInfo { run_id: ctx.run_id.clone(), step }, Progress::new(ctx.progress, label))
 }
 
 async fn sync(ctx: &Context, args: &SyncArgs) -> Result<(), AppError> {
     // Everything that can be wrong with the configuration is checked before a table is touched.
     let client = Client::new(ctx.settings.client_config()?)?;
-    let reports = run_sync(ctx, &client, args.target, args.page_size).await?;
+    let opts = SyncOptions {
+        page_size: args.page_size,
+        batch_rows: args.batch_rows as usize,
+        full: args.full,
+        overlap: Duration::from_secs(args.overlap_secs),
+        fail_after_pages: None,
+    };
+    let reports = run_sync(ctx, &client, args.target, &opts).await?;
     summarize(&reports)
 }
 
@@ -204,7 +226,7 @@ async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
     println!("pfsync demo: in-process sandbox at {base} ({} agents, seed {})", args.agents + 1, args.seed);
     println!("warehouse: {}", display_location(&ctx.settings.warehouse));
     let client = Client::new(ctx.settings.client_config_with_key(base.clone(), base, crate::sandbox::default_key()))?;
-    let reports = run_sync(ctx, &client, SyncTarget::All, 1000).await?;
+    let reports = run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
     for r in &reports {
         println!("  {r}");
     }

@@ -155,6 +155,10 @@ pub enum Command {
 pub enum SyncTarget {
     /// purpleflea.agents.wallets: one row per agent, upserted by agent_id.
     Wallets,
+    /// purpleflea.agents.escrows: one row per escrow, upserted by escrow_id.
+    Escrows,
+    /// purpleflea.ledger.transactions: append-only copy of the provider's ledger.
+    Transactions,
     /// Every synced table.
     All,
 }
@@ -168,6 +172,21 @@ pub struct SyncArgs {
     /// Rows per API page (1..=1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
+
+    /// Ignore the stored sync position and list everything. Every listed row is rewritten (its
+    /// last_synced_at moves); rows the API no longer lists are kept and counted. The first sync of a
+    /// table is always full.
+    #[arg(long)]
+    pub full: bool,
+
+    /// How far before the stored position an incremental sync starts reading, in seconds, so rows the
+    /// provider committed late are not missed (re-read rows are de-duplicated by key).
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub overlap_secs: u64,
+
+    /// Rows per Delta commit; memory is bounded by this, not by the table's size.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000), value_name = "N")]
+    pub batch_rows: u64,
 }
 
 #[derive(Debug, Args)]

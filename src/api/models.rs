@@ -160,9 +160,12 @@ pub struct RawPage {
 pub struct Page<T> {
     pub rows: Vec<Result<T, RowError>>,
     pub next_cursor: Option<String>,
+    /// Fields the first row carried that the contract does not define (ignored, reported for logging).
+    pub unknown_fields: Vec<String>,
 }
 
-/// A row the API sent that does not fit the contract: which row (when its id could be read) and why.
+/// A row the API sent that does not fit the contract: which row (when its id could be read) and why,
+/// naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{entity} {id}: {reason}")]
 pub struct RowError {
@@ -182,12 +185,14 @@ pub struct ListQuery {
     pub idempotency_key: Option<String>,
 }
 
-/// What a list endpoint lists; fixes the path, the entity's id field and its `since` parameter name.
+/// What a list endpoint lists; fixes the path, the entity's id field, its `since` parameter name and the
+/// fields the contract defines.
 pub trait Listed: serde::de::DeserializeOwned + Send + 'static {
     const PATH: &'static str;
     const ENTITY: &'static str;
     const ID_FIELD: &'static str;
     const SINCE_PARAM: &'static str;
+    const FIELDS: &'static [&'static str];
 }
 
 impl Listed for Wallet {
@@ -195,6 +200,16 @@ impl Listed for Wallet {
     const ENTITY: &'static str = "wallet";
     const ID_FIELD: &'static str = "agent_id";
     const SINCE_PARAM: &'static str = "updated_since";
+    const FIELDS: &'static [&'static str] = &[
+        "agent_id",
+        "wallet_address",
+        "balance_usd",
+        "active_escrow_count",
+        "total_earned_usd",
+        "referral_code",
+        "registered_at",
+        "updated_at",
+    ];
 }
 
 impl Listed for Escrow {
@@ -202,6 +217,18 @@ impl Listed for Escrow {
     const ENTITY: &'static str = "escrow";
     const ID_FIELD: &'static str = "escrow_id";
     const SINCE_PARAM: &'static str = "updated_since";
+    const FIELDS: &'static [&'static str] = &[
+        "escrow_id",
+        "buyer_agent_id",
+        "seller_agent_id",
+        "amount_usd",
+        "description",
+        "metadata",
+        "status",
+        "created_at",
+        "updated_at",
+        "tx_id",
+    ];
 }
 
 impl Listed for Transaction {
@@ -209,24 +236,47 @@ impl Listed for Transaction {
     const ENTITY: &'static str = "transaction";
     const ID_FIELD: &'static str = "tx_id";
     const SINCE_PARAM: &'static str = "since";
+    const FIELDS: &'static [&'static str] = &[
+        "tx_id",
+        "kind",
+        "agent_id",
+        "counterparty_agent_id",
+        "amount_usd",
+        "idempotency_key",
+        "reference",
+        "created_at",
+    ];
 }
 
-/// Decode each raw row of a page on its own.
+/// Decode one row; on failure, say which field (serde's own message does not always).
+fn decode_row<T: Listed>(raw: &str) -> Result<T, RowError> {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let id = serde_json::from_str::<Map<String, Value>>(raw)
+            .ok()
+            .and_then(|m| m.get(T::ID_FIELD).and_then(|v| v.as_str().map(clip_id)))
+            .unwrap_or_else(|| "<unknown id>".to_string());
+        let inner = e.into_inner().to_string();
+        let reason = if field == "." { inner } else { format!("field `{field}`: {inner}") };
+        RowError { entity: T::ENTITY, id, reason }
+    })
+}
+
+/// Keys of a JSON object that the contract does not define (read without building values).
+fn unknown_fields<T: Listed>(raw: &str) -> Vec<String> {
+    match serde_json::from_str::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(raw) {
+        Ok(m) => m.into_keys().filter(|k| !T::FIELDS.contains(&k.as_str())).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Decode each raw row of a page on its own. Drift is checked on the first row only: a schema change is
+/// API-wide, and checking every row would parse the page twice.
 pub fn decode_rows<T: Listed>(page: RawPage) -> Page<T> {
-    let rows = page
-        .data
-        .into_iter()
-        .map(|raw| {
-            serde_json::from_str::<T>(raw.get()).map_err(|e| {
-                let id = serde_json::from_str::<Map<String, Value>>(raw.get())
-                    .ok()
-                    .and_then(|m| m.get(T::ID_FIELD).and_then(|v| v.as_str().map(clip_id)))
-                    .unwrap_or_else(|| "<unknown id>".to_string());
-                RowError { entity: T::ENTITY, id, reason: e.to_string() }
-            })
-        })
-        .collect();
-    Page { rows, next_cursor: page.next_cursor }
+    let unknown = page.data.first().map(|r| unknown_fields::<T>(r.get())).unwrap_or_default();
+    let rows = page.data.iter().map(|raw| decode_row::<T>(raw.get())).collect();
+    Page { rows, next_cursor: page.next_cursor, unknown_fields: unknown }
 }
 
 fn clip_id(id: &str) -> String {
@@ -249,7 +299,8 @@ mod tests {
         assert!(page.rows[0].is_ok());
         let err = page.rows[1].as_ref().unwrap_err();
         assert_eq!(err.id, "a2");
-        assert!(err.reason.contains("lots") || err.reason.contains("number"), "{}", err.reason);
+        assert!(err.reason.contains("balance_usd"), "names the field: {}", err.reason);
+        assert_eq!(page.unknown_fields, vec!["surprise".to_string()]);
     }
 
     #[test]

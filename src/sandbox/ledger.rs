@@ -58,6 +58,9 @@ pub struct SeedConfig {
     /// Opening balance of the orchestrator agent (funded through an opening payout, as the closed ledger
     /// requires).
     pub orchestrator_balance: Usd,
+    /// Escrows the orchestrator opens with seeded agents at start: a third stay funded, a third are
+    /// released, a third refunded. `None`: one per ten agents.
+    pub escrows: Option<usize>,
 }
 
 impl Default for SeedConfig {
@@ -67,6 +70,7 @@ impl Default for SeedConfig {
             seed: 42,
             faucet_amount: Usd::from_cents(10_00).unwrap_or(Usd::ZERO),
             orchestrator_balance: Usd::from_cents(100_000_000).unwrap_or(Usd::ZERO),
+            escrows: None,
         }
     }
 }
@@ -156,6 +160,26 @@ impl Ledger {
         for i in 1..=cfg.agents {
             let opening = Usd::from_cents(rng.range(0, 50_000) as i64).unwrap_or(Usd::ZERO);
             enrol(&mut ledger, format!("agent-{i:06}"), opening, &mut rng);
+        }
+        let escrows = if cfg.agents == 0 { 0 } else { cfg.escrows.unwrap_or(cfg.agents / 10) };
+        for n in 0..escrows {
+            let seller = format!("agent-{:06}", rng.range(1, cfg.agents as u64));
+            let req = EscrowCreateRequest {
+                buyer_agent_id: ORCHESTRATOR_AGENT.to_string(),
+                seller_agent_id: seller,
+                amount_usd: Usd::from_cents(rng.range(100, 20_000) as i64).unwrap_or(Usd::ZERO),
+                description: format!("Data labeling task seed-{n}"),
+                metadata: Some(serde_json::json!({"task_id": format!("seed-{n}"), "source": "sandbox-seed"})),
+            };
+            if let Ok(e) = ledger.escrow_create(&req, None) {
+                match n % 3 {
+                    1 => drop(ledger.escrow_settle(&e.escrow_id, "Quality rate 92.0% passed threshold", true, None)),
+                    2 => {
+                        drop(ledger.escrow_settle(&e.escrow_id, "Quality rate 61.0% below 80% threshold", false, None))
+                    }
+                    _ => {}
+                }
+            }
         }
         ledger
     }

@@ -1,14 +1,21 @@
-//! Pulling API state into Delta tables.
+//! Pulling API state into Delta tables: wallets and escrows (current state) and the transaction ledger
+//! (append-only), incrementally, exactly once (see `position.rs`), in bounded batches.
 
-pub mod wallets;
+pub mod engine;
+pub mod entity;
+pub mod position;
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::api::ApiError;
-use crate::tables::TableError;
+use chrono::{DateTime, Utc};
 
-pub use wallets::sync_wallets;
+use crate::api::{ApiError, Client, Escrow, Transaction, Wallet};
+use crate::progress::Progress;
+use crate::tables::{CommitInfo, TableError, Warehouse};
+
+pub use engine::sync_table;
+pub use entity::{Synced, WriteMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -20,6 +27,8 @@ pub enum SyncError {
     Write { table: &'static str, source: Box<deltalake::DeltaTableError> },
     #[error("building a batch failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("{table}: injected failure after {pages} pages (fault injection)")]
+    Injected { table: &'static str, pages: u64 },
 }
 
 impl SyncError {
@@ -32,13 +41,25 @@ impl SyncError {
 pub struct SyncOptions {
     /// Rows per API page (1..=1000).
     pub page_size: u32,
-    /// Rows per Arrow batch handed to the writer.
-    pub write_batch_rows: usize,
+    /// Rows per commit: memory stays bounded by this, whatever the table's size.
+    pub batch_rows: usize,
+    /// Ignore the stored position and list everything (rows not listed any more are counted, kept).
+    pub full: bool,
+    /// Read back this far before the stored position, so rows committed late at the provider are not lost.
+    pub overlap: Duration,
+    /// Fault injection for tests and the simulation: fail after this many pages.
+    pub fail_after_pages: Option<u64>,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { page_size: 1000, write_batch_rows: 65_536 }
+        SyncOptions {
+            page_size: 1000,
+            batch_rows: 100_000,
+            full: false,
+            overlap: Duration::from_secs(300),
+            fail_after_pages: None,
+        }
     }
 }
 
@@ -46,37 +67,66 @@ impl Default for SyncOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
     pub table: &'static str,
+    pub full: bool,
+    /// Where an incremental sync started reading (stored position less the overlap).
+    pub since: Option<DateTime<Utc>>,
     pub pages: u64,
     pub rows_read: u64,
     pub inserted: u64,
     pub updated: u64,
     pub unchanged: u64,
     pub failed: u64,
+    /// Rows the table holds that a full listing did not return (kept; see the README).
+    pub missing: u64,
     pub version: Option<u64>,
     pub elapsed: Duration,
-}
-
-impl SyncReport {
-    pub fn new(table: &'static str) -> SyncReport {
-        SyncReport { table, ..SyncReport::default() }
-    }
 }
 
 impl fmt::Display for SyncReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let version = self.version.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        let mode = match (self.full, self.since) {
+            (true, _) | (false, None) => "full".to_string(),
+            (false, Some(s)) => format!("since {}", s.format("%Y-%m-%dT%H:%M:%SZ")),
+        };
         write!(
             f,
-            "{}: read {} rows in {} pages, inserted {}, updated {}, unchanged {}, failed {}; table version {} ({:.1}s)",
-            self.table,
-            self.rows_read,
-            self.pages,
-            self.inserted,
-            self.updated,
-            self.unchanged,
-            self.failed,
-            version,
-            self.elapsed.as_secs_f64()
-        )
+            "{} ({mode}): read {} rows in {} pages, inserted {}, updated {}, unchanged {}, failed {}",
+            self.table, self.rows_read, self.pages, self.inserted, self.updated, self.unchanged, self.failed
+        )?;
+        if self.missing > 0 {
+            write!(f, ", no longer listed {}", self.missing)?;
+        }
+        write!(f, "; table version {version} ({:.1}s)", self.elapsed.as_secs_f64())
     }
+}
+
+pub async fn sync_wallets(
+    client: &Client,
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    opts: &SyncOptions,
+    progress: &Progress,
+) -> Result<SyncReport, SyncError> {
+    sync_table::<Wallet>(client, wh, commit, opts, progress).await
+}
+
+pub async fn sync_escrows(
+    client: &Client,
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    opts: &SyncOptions,
+    progress: &Progress,
+) -> Result<SyncReport, SyncError> {
+    sync_table::<Escrow>(client, wh, commit, opts, progress).await
+}
+
+pub async fn sync_transactions(
+    client: &Client,
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    opts: &SyncOptions,
+    progress: &Progress,
+) -> Result<SyncReport, SyncError> {
+    sync_table::<Transaction>(client, wh, commit, opts, progress).await
 }

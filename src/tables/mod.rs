@@ -6,5 +6,5 @@ pub mod spec;
 pub mod store;
 
 pub use name::{TableName, Warehouse, location_url};
-pub use spec::{ALL, ColumnSpec, ColumnType, TableSpec, WALLETS};
+pub use spec::{ALL, ColumnSpec, ColumnType, ESCROWS, TRANSACTIONS, TableSpec, WALLETS};
 pub use store::{CommitInfo, TableError, open_existing, open_or_create, sql_context};

@@ -156,8 +156,49 @@ pub const WALLETS: TableSpec = TableSpec {
     properties: &[("delta.enableChangeDataFeed", "true")],
 };
 
+/// `purpleflea.agents.escrows`: one row per escrow, its current state, upserted by `escrow_id`.
+pub const ESCROWS: TableSpec = TableSpec {
+    name: "purpleflea.agents.escrows",
+    comment: "Purple Flea escrows (current state) synced from purpleflea.com/api",
+    columns: &[
+        col("escrow_id", String, false, "Purple Flea escrow identifier (NOT NULL, PK)"),
+        col("buyer_agent_id", String, false, "Agent whose funds are locked"),
+        col("seller_agent_id", String, false, "Agent paid on release"),
+        col("amount_usd", Money, false, "Escrowed amount in USD, exact cents"),
+        col("description", String, true, "Description given at creation"),
+        col("metadata", String, true, "Metadata object given at creation, as JSON text"),
+        col("status", String, false, "funded | released | refunded"),
+        col("created_at", Timestamp, false, "When the escrow was created"),
+        col("updated_at", Timestamp, false, "Last change at Purple Flea"),
+        col("tx_id", String, true, "Release or refund transaction (null while funded)"),
+        col("last_synced_at", Timestamp, true, "When pfsync last wrote this row"),
+    ],
+    partition_columns: &[],
+    properties: &[("delta.enableChangeDataFeed", "true")],
+};
+
+/// `purpleflea.ledger.transactions`: an append-only copy of the provider's transaction list.
+pub const TRANSACTIONS: TableSpec = TableSpec {
+    name: "purpleflea.ledger.transactions",
+    comment: "Purple Flea transaction ledger, append-only copy of purpleflea.com/api/transactions",
+    columns: &[
+        col("tx_id", String, false, "Purple Flea transaction identifier (NOT NULL, PK)"),
+        col("kind", String, false, "payout | escrow_lock | escrow_release | escrow_refund | faucet"),
+        col("agent_id", String, false, "Agent whose balance the transaction moves"),
+        col("counterparty_agent_id", String, true, "Other agent of an escrow transaction"),
+        col("amount_usd", Money, false, "Amount in USD, exact cents, always positive (kind gives the direction)"),
+        col("idempotency_key", String, true, "Idempotency-Key the request carried (null when none)"),
+        col("reference", String, true, "Payout reason or escrow id"),
+        col("created_at", Timestamp, false, "When the transaction happened at Purple Flea"),
+        col("created_date", Date, false, "Day (UTC) of created_at; the partition column"),
+        col("synced_at", Timestamp, false, "When pfsync appended this row"),
+    ],
+    partition_columns: &["created_date"],
+    properties: &[("delta.appendOnly", "true"), ("delta.enableChangeDataFeed", "false")],
+};
+
 /// Every table pfsync owns, in creation order.
-pub const ALL: &[&TableSpec] = &[&WALLETS];
+pub const ALL: &[&TableSpec] = &[&WALLETS, &ESCROWS, &TRANSACTIONS];
 
 #[cfg(test)]
 mod tests {

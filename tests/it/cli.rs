@@ -95,7 +95,7 @@ async fn sync_command_against_a_sandbox_prints_a_summary() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("purpleflea.agents.wallets: read 41 rows"), "{stdout}");
+    assert!(stdout.contains("purpleflea.agents.wallets (full): read 41 rows"), "{stdout}");
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v.get("level").is_some(), "{line}");

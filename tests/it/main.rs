@@ -9,4 +9,5 @@ mod pagination;
 mod resilience;
 mod secrets;
 mod sql_files;
+mod sync_incremental;
 mod wallet_sync;

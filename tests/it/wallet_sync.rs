@@ -157,9 +157,9 @@ async fn syncing_twice_leaves_one_row_per_agent_with_the_latest_values() {
         l.payout("agent-000005", usd("100.01"), "bonus", None).unwrap();
         l.faucet_claim("agent-000006", None).unwrap();
     }
-    let opts = SyncOptions { page_size: 7, write_batch_rows: 50 };
+    let opts = SyncOptions { page_size: 7, batch_rows: 50, ..SyncOptions::default() };
     let r = sync_wallets(&c, &wh, &commit("b"), &opts, &Progress::hidden()).await.unwrap();
-    assert_eq!((r.inserted, r.updated, r.failed), (0, 121, 0));
+    assert_eq!((r.inserted, r.updated, r.unchanged, r.failed), (0, 2, 119, 0));
     let batches =
         query(&wh, "SELECT count(*) AS n, count(DISTINCT agent_id) AS d FROM purpleflea.agents.wallets").await;
     let n = batches[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0);
