@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use crate::api::{ApiError, Client};
-use crate::cli::{Cli, Command, DemoArgs, FaultArgs, SandboxArgs, SqlArgs, SyncArgs, SyncTarget};
+use crate::cli::{Cli, Command, DemoArgs, FaultArgs, MaintainArgs, SandboxArgs, SqlArgs, SyncArgs, SyncTarget};
 use crate::config::{ConfigError, Settings};
+use crate::maintain::{MaintainError, MaintainOptions, maintain_all};
 use crate::money::Usd;
 use crate::progress::Progress;
 use crate::sandbox::{FaultConfig, Sandbox, SandboxConfig, SeedConfig};
@@ -37,6 +38,8 @@ pub enum AppError {
     Sync(#[from] SyncError),
     #[error("{failed} row(s) failed; the other rows were written (see the warnings above for ids and reasons)")]
     RowsFailed { failed: u64 },
+    #[error(transparent)]
+    Maintain(#[from] MaintainError),
     #[error("{0}")]
     Internal(String),
 }
@@ -49,6 +52,8 @@ impl AppError {
             AppError::Api(_) | AppError::Sync(SyncError::Api(_)) => Exit::Api,
             AppError::Table(_) | AppError::Sync(_) => Exit::Table,
             AppError::RowsFailed { .. } => Exit::RowsFailed,
+            AppError::Maintain(MaintainError::RetentionTooShort(_)) => Exit::Usage,
+            AppError::Maintain(_) => Exit::Table,
             AppError::Internal(_) => Exit::Internal,
         }
     }
@@ -77,6 +82,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Sandbox(args) => sandbox(&args).await,
         Command::Demo(args) => demo(&ctx, &args).await,
         Command::Sql(args) => sql(&ctx, &args).await,
+        Command::Maintain(args) => maintain(&ctx, &args).await,
         Command::Ddl => {
             for spec in crate::tables::ALL {
                 println!("{}", crate::tables::ddl::render(spec));
@@ -290,5 +296,18 @@ async fn sql(ctx: &Context, args: &SqlArgs) -> Result<(), AppError> {
     let sql = sql_context(&ctx.settings.warehouse).await?;
     let rows = print_query(&sql, &args.query, args.max_rows).await?;
     println!("({rows} rows)");
+    Ok(())
+}
+
+async fn maintain(ctx: &Context, args: &MaintainArgs) -> Result<(), AppError> {
+    let opts = MaintainOptions { retention_hours: args.retention_hours, i_know: args.i_know, dry_run: args.dry_run };
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "maintain" };
+    let reports = maintain_all(&ctx.settings.warehouse, &opts, &commit).await?;
+    if reports.is_empty() {
+        println!("no pfsync tables under {}", ctx.settings.warehouse.root());
+    }
+    for r in reports {
+        println!("{r}");
+    }
     Ok(())
 }

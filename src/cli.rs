@@ -147,6 +147,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run a SQL query (DataFusion) over pfsync's tables, addressed by their three-level names.
     Sql(SqlArgs),
+    /// Compact small files, write a checkpoint and vacuum old files of every table pfsync owns.
+    Maintain(MaintainArgs),
     /// Print the Unity Catalog DDL of every table pfsync owns (the files in sql/ddl/ are checked against it).
     Ddl,
 }
@@ -261,6 +263,22 @@ pub struct DemoArgs {
     /// Sandbox seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// Keep files that any version of the last N hours needs. Below 168 (7 days) needs --i-know; tables
+    /// that declare a longer delta.deletedFileRetentionDuration (the audit tables: 365 days) keep theirs.
+    #[arg(long, default_value_t = 168, value_name = "HOURS")]
+    pub retention_hours: u64,
+
+    /// Allow a retention below 7 days (time travel and running readers may break).
+    #[arg(long)]
+    pub i_know: bool,
+
+    /// Report what vacuum would delete without deleting (compaction and checkpoint still run).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod maintain;
 pub mod money;
 pub mod progress;
 pub mod rng;

@@ -1,5 +1,6 @@
 -- purpleflea.ledger.transactions: append-only copy of the provider's transaction list, partitioned by
 -- day. Mirrors TRANSACTIONS in src/tables/spec.rs; tests/it/sql_files.rs checks the two match.
+-- Kept a year: delta.deletedFileRetentionDuration is the floor pfsync maintain vacuums to.
 CREATE TABLE IF NOT EXISTS purpleflea.ledger.transactions (
   tx_id STRING NOT NULL COMMENT 'Purple Flea transaction identifier (NOT NULL, PK)',
   kind STRING NOT NULL COMMENT 'payout | escrow_lock | escrow_release | escrow_refund | faucet',
@@ -17,5 +18,7 @@ PARTITIONED BY (created_date)
 COMMENT 'Purple Flea transaction ledger, append-only copy of purpleflea.com/api/transactions'
 TBLPROPERTIES (
   'delta.appendOnly' = 'true',
-  'delta.enableChangeDataFeed' = 'false'
+  'delta.enableChangeDataFeed' = 'false',
+  'delta.deletedFileRetentionDuration' = 'interval 365 days',
+  'delta.logRetentionDuration' = 'interval 365 days'
 );

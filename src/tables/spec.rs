@@ -194,7 +194,14 @@ pub const TRANSACTIONS: TableSpec = TableSpec {
         col("synced_at", Timestamp, false, "When pfsync appended this row"),
     ],
     partition_columns: &["created_date"],
-    properties: &[("delta.appendOnly", "true"), ("delta.enableChangeDataFeed", "false")],
+    // Append-only and kept a year: vacuum never deletes a file a version from the last 365 days needs, so
+    // auditors can time-travel that far (`pfsync maintain` honours this as a floor).
+    properties: &[
+        ("delta.appendOnly", "true"),
+        ("delta.enableChangeDataFeed", "false"),
+        ("delta.deletedFileRetentionDuration", "interval 365 days"),
+        ("delta.logRetentionDuration", "interval 365 days"),
+    ],
 };
 
 /// Every table pfsync owns, in creation order.

@@ -5,6 +5,7 @@ mod api_contract;
 mod cli;
 mod common;
 mod idempotency;
+mod maintain;
 mod pagination;
 mod resilience;
 mod secrets;
