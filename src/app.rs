@@ -3,10 +3,14 @@
 use std::time::Duration;
 
 use crate::api::{ApiError, Client};
-use crate::cli::{Cli, Command, DemoArgs, FaultArgs, MaintainArgs, SandboxArgs, SqlArgs, SyncArgs, SyncTarget};
+use crate::cli::{
+    Cli, Command, DemoArgs, FaultArgs, MaintainArgs, PayoutsArgs, SandboxArgs, SqlArgs, StatusArgs, SyncArgs,
+    SyncTarget,
+};
 use crate::config::{ConfigError, Settings};
 use crate::maintain::{MaintainError, MaintainOptions, maintain_all};
 use crate::money::Usd;
+use crate::payouts::{PausePoint, PayoutError, PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
 use crate::sandbox::{FaultConfig, Sandbox, SandboxConfig, SeedConfig};
 use crate::secret::{API_KEY_ENV, ApiKey};
@@ -22,6 +26,8 @@ pub enum Exit {
     Api = 3,
     Table = 4,
     RowsFailed = 5,
+    OutcomeUnknown = 6,
+    BrakeHeld = 7,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,14 @@ pub enum AppError {
     RowsFailed { failed: u64 },
     #[error(transparent)]
     Maintain(#[from] MaintainError),
+    #[error(transparent)]
+    Payout(#[from] PayoutError),
+    #[error(
+        "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice)"
+    )]
+    OutcomeUnknown { unknown: u64 },
+    #[error("the safety brake held back {held} operation(s); raise --max-total-usd / --max-count or check the source")]
+    BrakeHeld { held: u64 },
     #[error("{0}")]
     Internal(String),
 }
@@ -54,6 +68,11 @@ impl AppError {
             AppError::RowsFailed { .. } => Exit::RowsFailed,
             AppError::Maintain(MaintainError::RetentionTooShort(_)) => Exit::Usage,
             AppError::Maintain(_) => Exit::Table,
+            AppError::Payout(PayoutError::Config(_) | PayoutError::Source(_)) => Exit::Usage,
+            AppError::Payout(PayoutError::Api(_)) => Exit::Api,
+            AppError::Payout(_) => Exit::Table,
+            AppError::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
+            AppError::BrakeHeld { .. } => Exit::BrakeHeld,
             AppError::Internal(_) => Exit::Internal,
         }
     }
@@ -83,6 +102,8 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Demo(args) => demo(&ctx, &args).await,
         Command::Sql(args) => sql(&ctx, &args).await,
         Command::Maintain(args) => maintain(&ctx, &args).await,
+        Command::Payouts(args) => payouts(&ctx, &args).await,
+        Command::Status(args) => status(&ctx, &args).await,
         Command::Ddl => {
             for spec in crate::tables::ALL {
                 println!("{}", crate::tables::ddl::render(spec));
@@ -225,31 +246,74 @@ async fn shutdown_signal() {
 pub const SEED_QUERY: &str = include_str!("../sql/analyst/high_balances_ready_for_payout.sql");
 
 async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
+    let wh = &ctx.settings.warehouse;
+    // Checked before the sandbox starts: the demo only ever clears a folder it made itself.
+    if let Ok(dir) = wh.root().to_file_path() {
+        crate::demo::prepare_warehouse(&dir).map_err(|e| AppError::Usage(e.to_string()))?;
+    }
     let mut cfg = SandboxConfig::for_tests(args.agents);
     cfg.world.seed = args.seed;
     let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Internal(format!("cannot start the sandbox: {e}")))?;
     let base = sb.base_url();
     println!("pfsync demo: in-process sandbox at {base} ({} agents, seed {})", args.agents + 1, args.seed);
-    println!("warehouse: {}", display_location(&ctx.settings.warehouse));
+    println!("warehouse: {}\n", display_location(wh));
     let client = Client::new(ctx.settings.client_config_with_key(base.clone(), base, crate::sandbox::default_key()))?;
+
+    println!("1. sync");
     let reports = run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
     for r in &reports {
-        println!("  {r}");
+        println!("   {r}");
     }
-    let sql = sql_context(&ctx.settings.warehouse).await?;
+
+    println!("2. payouts: {} pending payouts (4 of them bad) and {} escrow bounties", args.payouts + 4, args.bounties);
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "demo.seed" };
+    crate::demo::seed_sources(wh, args.agents, args.payouts, args.bounties, args.seed, &commit)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let opts = PayoutOptions { namespace: "demo".into(), ..PayoutOptions::default() };
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
+    let report = run_payouts(&client, wh, &commit, &opts, &Progress::new(ctx.progress, "payouts")).await?;
+    println!("   {report}");
+
+    println!("3. sync again (the payouts moved balances)");
+    let after = run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
+    for r in &after {
+        println!("   {r}");
+    }
+
+    let sql = sql_context(wh).await?;
     println!("\ntables:");
     for spec in crate::tables::ALL {
-        let count = query_count(&sql, spec.name).await?;
-        println!("  {:<32} {:>8} rows  at {}", spec.name, count, ctx.settings.warehouse.location(&spec.table_name()));
+        if sql.table_exist(spec.name).unwrap_or(false) {
+            let count = query_count(&sql, spec.name).await?;
+            println!("  {:<32} {:>8} rows  at {}", spec.name, count, wh.location(&spec.table_name()));
+        }
     }
     println!("\nthe guide's high-balance query (sql/analyst/high_balances_ready_for_payout.sql), first 5 rows:");
     print_query(&sql, SEED_QUERY, 5).await?;
+    println!("\npayout status (the purpleflea.payouts.status view):");
+    print_query(
+        &sql,
+        "SELECT kind, status, count(*) AS operations, sum(amount_usd) AS amount_usd FROM purpleflea.payouts.status \
+         GROUP BY kind, status ORDER BY kind, status",
+        20,
+    )
+    .await?;
+    println!("rejected rows (purpleflea.payouts.rejects):");
+    print_query(&sql, "SELECT operation_id, code, message FROM purpleflea.payouts.rejects ORDER BY operation_id", 10)
+        .await?;
     println!(
         "\ntry your own:\n  pfsync --warehouse {} sql \"SELECT agent_id, balance_usd FROM purpleflea.agents.wallets ORDER BY balance_usd DESC LIMIT 5\"",
-        display_location(&ctx.settings.warehouse)
+        display_location(wh)
     );
     sb.shutdown().await;
-    rows_failed(&reports)
+    rows_failed(&reports)?;
+    rows_failed(&after)?;
+    // The bad rows are there on purpose; anything still unknown is not.
+    if report.unknown > 0 {
+        return Err(AppError::OutcomeUnknown { unknown: report.unknown });
+    }
+    Ok(())
 }
 
 fn display_location(wh: &Warehouse) -> String {
@@ -308,6 +372,112 @@ async fn maintain(ctx: &Context, args: &MaintainArgs) -> Result<(), AppError> {
     }
     for r in reports {
         println!("{r}");
+    }
+    Ok(())
+}
+
+/// Flags of `pfsync payouts` as engine options; everything is checked here, before any table is touched.
+pub fn payout_options(args: &PayoutsArgs) -> Result<PayoutOptions, AppError> {
+    crate::payouts::check_namespace(&args.namespace)?;
+    let max_total = match &args.max_total_usd {
+        Some(t) => Some(crate::money::Usd::parse(t).map_err(|e| AppError::Usage(format!("--max-total-usd: {e}")))?),
+        None => None,
+    };
+    let shard = match &args.shard {
+        None => None,
+        Some(s) => {
+            let parsed = s
+                .split_once('/')
+                .and_then(|(i, n)| Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)));
+            match parsed {
+                Some((i, n)) if n > 0 && i < n => Some((i, n)),
+                _ => return Err(AppError::Usage(format!("--shard {s:?}: expected I/N with 0 <= I < N, e.g. 0/4"))),
+            }
+        }
+    };
+    let mut extra_tables = Vec::new();
+    for r in &args.register {
+        let (name, loc) =
+            r.split_once('=').ok_or_else(|| AppError::Usage(format!("--register {r:?}: expected NAME=PATH|URI")))?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(AppError::Usage(format!("--register {r:?}: the name must be letters, digits and _")));
+        }
+        let url = crate::tables::location_url(loc).map_err(|e| AppError::Usage(format!("--register {r:?}: {e}")))?;
+        extra_tables.push((name.to_string(), url));
+    }
+    let pause_at = std::env::var("PFSYNC_PAUSE_AT").ok().and_then(|p| PausePoint::parse(&p));
+    Ok(PayoutOptions {
+        namespace: args.namespace.clone(),
+        batch_size: args.batch_size as usize,
+        concurrency: args.concurrency as usize,
+        max_total,
+        max_count: args.max_count,
+        dry_run: args.dry_run,
+        payout_sql: args.payouts_sql.clone(),
+        action_sql: args.actions_sql.clone(),
+        check_agents: !args.no_agent_check,
+        shard,
+        extra_tables,
+        pause_at,
+    })
+}
+
+/// Exit status of a payouts run: unknown outcomes (retry), then brake, then refusals.
+pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
+    if r.unknown > 0 {
+        return Err(AppError::OutcomeUnknown { unknown: r.unknown });
+    }
+    if r.held_by_brake > 0 {
+        return Err(AppError::BrakeHeld { held: r.held_by_brake });
+    }
+    let refused = r.rejected_rows + r.rejected_by_api;
+    if refused > 0 {
+        return Err(AppError::RowsFailed { failed: refused });
+    }
+    Ok(())
+}
+
+async fn payouts(ctx: &Context, args: &PayoutsArgs) -> Result<(), AppError> {
+    let opts = payout_options(args)?;
+    let client = Client::new(ctx.settings.client_config()?)?;
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
+    let progress = Progress::new(ctx.progress, "payouts");
+    let report = run_payouts(&client, &ctx.settings.warehouse, &commit, &opts, &progress).await?;
+    if report.dry_run {
+        for p in &report.plan {
+            println!(
+                "would {} {:<14} {:<32} {:>16} {}",
+                if p.resolve_first { "resolve" } else { "send   " },
+                p.kind,
+                p.operation_id,
+                p.amount.map(|a| a.to_string()).unwrap_or_default(),
+                p.agent_id.as_deref().unwrap_or("")
+            );
+        }
+    }
+    println!("{report}");
+    payout_outcome(&report)
+}
+
+async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppError> {
+    let sql = sql_context(&ctx.settings.warehouse).await?;
+    if sql.table_exist("purpleflea.payouts.status").unwrap_or(false) {
+        print_query(
+            &sql,
+            "SELECT kind, status, count(*) AS operations, sum(amount_usd) AS amount_usd FROM purpleflea.payouts.status \
+             GROUP BY kind, status ORDER BY kind, status",
+            1000,
+        )
+        .await?;
+        let open = format!(
+            "SELECT operation_id, kind, status, attempts, amount_usd, error_code, last_recorded_at \
+             FROM purpleflea.payouts.status WHERE status IN ('unknown', 'in_flight') ORDER BY last_recorded_at LIMIT {}",
+            args.show
+        );
+        println!("not final:");
+        print_query(&sql, &open, args.show).await?;
+    } else {
+        println!("no payout log under {} yet", ctx.settings.warehouse.root());
     }
     Ok(())
 }

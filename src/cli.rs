@@ -141,6 +141,10 @@ impl GlobalArgs {
 pub enum Command {
     /// Pull state from the API into Delta tables.
     Sync(SyncArgs),
+    /// Execute pending payouts and escrow actions exactly once, logging every step.
+    Payouts(PayoutsArgs),
+    /// Current status of every payout and escrow action (the purpleflea.payouts.status view).
+    Status(StatusArgs),
     /// Serve an in-memory Purple Flea sandbox (for trying pfsync without an account, and for tests).
     Sandbox(SandboxArgs),
     /// Run the whole job end to end against an in-process sandbox and a local warehouse.
@@ -263,6 +267,74 @@ pub struct DemoArgs {
     /// Sandbox seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+
+    /// Good pending payouts the demo writes (four bad rows are added to show the rejects table).
+    #[arg(long, default_value_t = 200)]
+    pub payouts: usize,
+
+    /// Escrow bounties the demo writes (a create, then a release or a dispute, each).
+    #[arg(long, default_value_t = 10)]
+    pub bounties: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PayoutsArgs {
+    /// Namespace in every idempotency key (pfsync:<namespace>:<kind>:<id>). Keep it fixed per provider
+    /// account and environment: changing it makes every operation look new to the provider.
+    #[arg(long, env = "PFSYNC_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// Source of payouts: a SQL query (DataFusion) producing payout_id, agent_id, amount_usd, reason
+    /// [, requested_at, requested_by]. Tables are addressed by three-level name; more can be added with
+    /// --register. [default: SELECT * FROM purpleflea.payouts.pending]
+    #[arg(long, value_name = "SQL")]
+    pub payouts_sql: Option<String>,
+
+    /// Source of escrow actions: a SQL query producing action_id, action (create|release|dispute),
+    /// escrow_id or create_action_id, buyer_agent_id, seller_agent_id, amount_usd, description, metadata,
+    /// reason. [default: SELECT * FROM purpleflea.escrow.actions]
+    #[arg(long, value_name = "SQL")]
+    pub actions_sql: Option<String>,
+
+    /// Register another Delta table for the source queries, as NAME=PATH|URI (repeatable), e.g.
+    /// labeling_completions=/delta/labeling_completions.
+    #[arg(long = "register", value_name = "NAME=LOCATION")]
+    pub register: Vec<String>,
+
+    /// Safety brake: stop before new payouts and escrow funding in this run exceed this many USD.
+    #[arg(long, value_name = "USD")]
+    pub max_total_usd: Option<String>,
+
+    /// Safety brake: stop before more than this many new operations are sent in this run.
+    #[arg(long, value_name = "N")]
+    pub max_count: Option<u64>,
+
+    /// Validate and print what would be paid; write nothing, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Operations per log commit pair (intents, then outcomes).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000), value_name = "N")]
+    pub batch_size: u64,
+
+    /// Payout requests in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024), value_name = "N")]
+    pub concurrency: u64,
+
+    /// Do not refuse agents missing from purpleflea.agents.wallets (the API still refuses unknown ones).
+    #[arg(long)]
+    pub no_agent_check: bool,
+
+    /// Take only the operations whose id hashes to shard I of N (0-based), for N parallel tasks.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Also list this many operations that are not final (unknown or in flight).
+    #[arg(long, default_value_t = 20)]
+    pub show: usize,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,10 @@ pub fn render(spec: &TableSpec) -> String {
     if !spec.partition_columns.is_empty() {
         out.push_str(&format!("PARTITIONED BY ({})\n", spec.partition_columns.join(", ")));
     }
+    if spec.properties.is_empty() {
+        out.push_str(&format!("COMMENT {};\n", quote(spec.comment)));
+        return out;
+    }
     out.push_str(&format!("COMMENT {}\n", quote(spec.comment)));
     let props: Vec<String> = spec.properties.iter().map(|(k, v)| format!("  {} = {}", quote(k), quote(v))).collect();
     out.push_str(&format!("TBLPROPERTIES (\n{}\n);\n", props.join(",\n")));
@@ -91,7 +95,7 @@ pub fn parse(text: &str) -> Result<Ddl, String> {
         if let Some(p) = l.strip_prefix("PARTITIONED BY (") {
             ddl.partitioned_by = p.trim_end_matches(')').split(',').map(|s| s.trim().to_string()).collect();
         } else if let Some(c) = l.strip_prefix("COMMENT ") {
-            ddl.comment = take_quoted(c).ok_or("bad table COMMENT")?.0;
+            ddl.comment = take_quoted(c.trim_end_matches(';')).ok_or("bad table COMMENT")?.0;
         } else if l.starts_with('\'') {
             let (k, rest) = take_quoted(l).ok_or("bad property key")?;
             let rest = rest.trim_start().strip_prefix('=').ok_or("property without =")?;

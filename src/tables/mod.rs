@@ -6,5 +6,8 @@ pub mod spec;
 pub mod store;
 
 pub use name::{TableName, Warehouse, location_url};
-pub use spec::{ALL, ColumnSpec, ColumnType, ESCROWS, TRANSACTIONS, TableSpec, WALLETS};
-pub use store::{CommitInfo, TableError, open_existing, open_or_create, sql_context};
+pub use spec::{
+    ALL, ColumnSpec, ColumnType, ESCROW_ACTIONS, ESCROWS, PAYOUT_LOG, PENDING_PAYOUTS, REJECTS, TRANSACTIONS,
+    TableSpec, WALLETS,
+};
+pub use store::{CommitInfo, TableError, open_existing, open_or_create, register_location, sql_context};

@@ -204,8 +204,99 @@ pub const TRANSACTIONS: TableSpec = TableSpec {
     ],
 };
 
+/// `purpleflea.payouts.pending`: payouts requested upstream (written by other jobs; pfsync only reads it).
+pub const PENDING_PAYOUTS: TableSpec = TableSpec {
+    name: "purpleflea.payouts.pending",
+    comment: "Payouts to execute through Purple Flea; pfsync pays each payout_id exactly once",
+    columns: &[
+        col("payout_id", String, false, "Unique id of the payout; its idempotency key derives from it (NOT NULL, PK)"),
+        col("agent_id", String, true, "Agent to pay"),
+        col("amount_usd", Money, true, "Amount in USD, exact cents, > 0"),
+        col("reason", String, true, "Why the agent is paid (recorded with the payout)"),
+        col("requested_at", Timestamp, true, "When the payout was requested"),
+        col("requested_by", String, true, "Who or what requested it"),
+    ],
+    partition_columns: &[],
+    properties: &[],
+};
+
+/// `purpleflea.escrow.actions`: escrow creations, releases and disputes requested upstream.
+pub const ESCROW_ACTIONS: TableSpec = TableSpec {
+    name: "purpleflea.escrow.actions",
+    comment: "Escrow actions to execute through Purple Flea; pfsync runs each action_id exactly once",
+    columns: &[
+        col("action_id", String, false, "Unique id of the action (NOT NULL, PK)"),
+        col("action", String, true, "create | release | dispute"),
+        col("escrow_id", String, true, "Escrow to release or dispute"),
+        col("create_action_id", String, true, "Or: the create action whose escrow to release or dispute"),
+        col("buyer_agent_id", String, true, "create: agent whose funds are locked"),
+        col("seller_agent_id", String, true, "create: agent paid on release"),
+        col("amount_usd", Money, true, "create: amount in USD, exact cents, > 0"),
+        col("description", String, true, "create: description"),
+        col("metadata", String, true, "create: metadata object as JSON text"),
+        col("reason", String, true, "Why (recorded with the action)"),
+        col("requested_at", Timestamp, true, "When the action was requested"),
+        col("requested_by", String, true, "Who or what requested it"),
+    ],
+    partition_columns: &[],
+    properties: &[],
+};
+
+/// `purpleflea.payouts.log`: every step of every payout and escrow action, append-only.
+pub const PAYOUT_LOG: TableSpec = TableSpec {
+    name: "purpleflea.payouts.log",
+    comment: "Append-only log of every payout and escrow action pfsync executed: intent before money moves, outcome after",
+    columns: &[
+        col("operation_id", String, false, "payout_id or action_id"),
+        col("kind", String, false, "payout | escrow_create | escrow_release | escrow_dispute"),
+        col("event", String, false, "intent | completed | rejected | unknown"),
+        col("attempt", Int, false, "1 for the first send; grows with each resolution attempt"),
+        col("agent_id", String, true, "Payee (payout, release) or buyer (create, dispute)"),
+        col("counterparty_agent_id", String, true, "Seller of an escrow create"),
+        col("amount_usd", Money, true, "Amount in USD, exact cents"),
+        col("reason", String, true, "Recorded reason"),
+        col("idempotency_key", String, false, "Idempotency-Key sent with every attempt of this operation"),
+        col("tx_id", String, true, "Provider transaction of a completed operation"),
+        col("escrow_id", String, true, "Escrow created, released or disputed"),
+        col("http_status", Int, true, "HTTP status of the attempt, when one came back"),
+        col("error_code", String, true, "Contract error code or pfsync's code"),
+        col("error_message", String, true, "Error text"),
+        col("run_id", String, false, "Run that wrote the event"),
+        col("recorded_at", Timestamp, false, "When the event was recorded"),
+        col("recorded_date", Date, false, "Day (UTC) of recorded_at; the partition column"),
+    ],
+    partition_columns: &["recorded_date"],
+    properties: &[
+        ("delta.appendOnly", "true"),
+        ("delta.deletedFileRetentionDuration", "interval 365 days"),
+        ("delta.logRetentionDuration", "interval 365 days"),
+    ],
+};
+
+/// `purpleflea.payouts.rejects`: source rows refused before any money moved, with the reason.
+pub const REJECTS: TableSpec = TableSpec {
+    name: "purpleflea.payouts.rejects",
+    comment: "Pending payouts and escrow actions refused by validation, one row per refusal per run",
+    columns: &[
+        col("operation_id", String, true, "payout_id or action_id as given (null when missing)"),
+        col("kind", String, false, "payout | escrow_create | escrow_release | escrow_dispute | escrow_action"),
+        col("code", String, false, "Machine-readable reason (see README)"),
+        col("message", String, false, "What is wrong and what to fix"),
+        col("source_row", String, true, "The source row as JSON, clipped to 4 KiB"),
+        col("run_id", String, false, "Run that refused it"),
+        col("rejected_at", Timestamp, false, "When"),
+    ],
+    partition_columns: &[],
+    properties: &[
+        ("delta.appendOnly", "true"),
+        ("delta.deletedFileRetentionDuration", "interval 365 days"),
+        ("delta.logRetentionDuration", "interval 365 days"),
+    ],
+};
+
 /// Every table pfsync owns, in creation order.
-pub const ALL: &[&TableSpec] = &[&WALLETS, &ESCROWS, &TRANSACTIONS];
+pub const ALL: &[&TableSpec] =
+    &[&WALLETS, &ESCROWS, &TRANSACTIONS, &PENDING_PAYOUTS, &ESCROW_ACTIONS, &PAYOUT_LOG, &REJECTS];
 
 #[cfg(test)]
 mod tests {

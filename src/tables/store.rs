@@ -190,5 +190,34 @@ pub async fn sql_context(wh: &Warehouse) -> Result<SessionContext, TableError> {
     for (name, catalog) in catalogs {
         ctx.register_catalog(name, catalog);
     }
+    for (name, sql) in VIEWS {
+        // A view whose tables do not exist yet (no payout has run) is simply not there.
+        if let Err(e) = ctx.sql(sql).await {
+            tracing::debug!(view = name, error = %e, "view not registered");
+        }
+    }
     Ok(ctx)
 }
+
+/// Register a Delta table at `location` under a plain `name` (for user source queries).
+pub async fn register_location(
+    ctx: &SessionContext,
+    wh: &Warehouse,
+    name: &str,
+    location: &Url,
+) -> Result<(), TableError> {
+    let err = |e: String| TableError::Query(format!("--register {name}={location}: {e}"));
+    let table = deltalake::DeltaTableBuilder::from_url(location.clone())
+        .and_then(|b| b.with_storage_options(wh.storage_options().clone()).build())
+        .map_err(|e| err(e.to_string()))?;
+    let mut table = table;
+    table.load().await.map_err(|e| err(e.to_string()))?;
+    table.update_datafusion_session(&ctx.state()).map_err(|e| err(e.to_string()))?;
+    let provider = table.table_provider().await.map_err(|e| err(e.to_string()))?;
+    ctx.register_table(name, provider).map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+/// The views in `sql/views/`, registered in every SQL session pfsync opens.
+pub const VIEWS: &[(&str, &str)] =
+    &[("purpleflea.payouts.status", include_str!("../../sql/views/purpleflea.payouts.status.sql"))];

@@ -7,6 +7,7 @@ mod common;
 mod idempotency;
 mod maintain;
 mod pagination;
+mod payouts;
 mod resilience;
 mod secrets;
 mod sql_files;

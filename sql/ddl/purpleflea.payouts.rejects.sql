@@ -1,0 +1,18 @@
+-- purpleflea.payouts.rejects: source rows refused before any money moved, with a code and message, one row
+-- per refusal per run. Mirrors REJECTS in src/tables/spec.rs.
+CREATE TABLE IF NOT EXISTS purpleflea.payouts.rejects (
+  operation_id STRING COMMENT 'payout_id or action_id as given (null when missing)',
+  kind STRING NOT NULL COMMENT 'payout | escrow_create | escrow_release | escrow_dispute | escrow_action',
+  code STRING NOT NULL COMMENT 'Machine-readable reason (see README)',
+  message STRING NOT NULL COMMENT 'What is wrong and what to fix',
+  source_row STRING COMMENT 'The source row as JSON, clipped to 4 KiB',
+  run_id STRING NOT NULL COMMENT 'Run that refused it',
+  rejected_at TIMESTAMP NOT NULL COMMENT 'When'
+)
+USING DELTA
+COMMENT 'Pending payouts and escrow actions refused by validation, one row per refusal per run'
+TBLPROPERTIES (
+  'delta.appendOnly' = 'true',
+  'delta.deletedFileRetentionDuration' = 'interval 365 days',
+  'delta.logRetentionDuration' = 'interval 365 days'
+);

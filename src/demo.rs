@@ -1,0 +1,180 @@
+//! What `pfsync demo` puts in front of a new user: a pending-payouts table and escrow actions (the guide's
+//! bounty flow), including a few bad rows so the rejects table has something to show. Deterministic from
+//! the seed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use chrono::Utc;
+
+use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
+use crate::rng::SplitMix64;
+use crate::sandbox::ORCHESTRATOR_AGENT;
+use crate::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, TableError, Warehouse, open_or_create};
+
+/// A file the demo leaves in its warehouse, so a later demo knows it may start that folder afresh.
+pub const MARKER: &str = ".pfsync-demo";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(
+        "{0} already holds data that `pfsync demo` did not make; the demo starts from an empty warehouse. \
+         Pass --warehouse with another folder"
+    )]
+    NotADemoWarehouse(String),
+    #[error("cannot prepare the demo warehouse {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("writing demo rows failed: {0}")]
+    Write(String),
+}
+
+/// Start the demo's local warehouse afresh: the in-process sandbox is new on every run, so tables left
+/// by an earlier demo would describe another sandbox's money. Only a folder the demo itself made (it has
+/// the marker) is ever cleared.
+pub fn prepare_warehouse(dir: &Path) -> Result<(), DemoError> {
+    let io = |source| DemoError::Io { path: dir.display().to_string(), source };
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir).map_err(io)?.next().is_none();
+        if !empty {
+            if !dir.join(MARKER).exists() {
+                return Err(DemoError::NotADemoWarehouse(dir.display().to_string()));
+            }
+            std::fs::remove_dir_all(dir).map_err(io)?;
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::write(dir.join(MARKER), "made by pfsync demo; the next demo run clears this folder\n").map_err(io)
+}
+
+fn text(v: Vec<Option<String>>) -> ArrayRef {
+    Arc::new(v.into_iter().collect::<StringArray>())
+}
+
+fn money(v: Vec<Option<Usd>>) -> Result<ArrayRef, DemoError> {
+    Ok(Arc::new(
+        v.into_iter()
+            .map(|u| u.map(Usd::to_decimal128))
+            .collect::<Decimal128Array>()
+            .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)
+            .map_err(|e| DemoError::Write(e.to_string()))?,
+    ))
+}
+
+/// Write `payouts` good pending payouts plus four bad rows, and `bounties` escrow bounties (create, then
+/// release or dispute).
+pub async fn seed_sources(
+    wh: &Warehouse,
+    agents: usize,
+    payouts: usize,
+    bounties: usize,
+    seed: u64,
+    commit: &CommitInfo,
+) -> Result<(), DemoError> {
+    let mut rng = SplitMix64::new(seed ^ 0xD3_40);
+    let agent = |rng: &mut SplitMix64| format!("agent-{:06}", rng.range(1, agents.max(1) as u64));
+    let now = Some(Utc::now().timestamp_micros());
+
+    let mut rows: Vec<(String, String, Option<Usd>, Option<String>)> = (1..=payouts)
+        .map(|i| {
+            let amount = Usd::from_cents(rng.range(100, 25_000) as i64).ok();
+            (format!("demo-payout-{i:05}"), agent(&mut rng), amount, Some(format!("labeling task demo-{i}")))
+        })
+        .collect();
+    // Bad rows, refused with a code into purpleflea.payouts.rejects while the rest are paid.
+    rows.push(("demo-bad-negative".into(), agent(&mut rng), Usd::from_cents(-500).ok(), Some("refund?".into())));
+    rows.push(("demo-bad-agent".into(), "agent-999999".into(), Usd::from_cents(100).ok(), Some("who?".into())));
+    rows.push(("demo-bad-dup".into(), agent(&mut rng), Usd::from_cents(100).ok(), Some("twice".into())));
+    rows.push(("demo-bad-dup".into(), agent(&mut rng), Usd::from_cents(900).ok(), Some("twice".into())));
+    let n = rows.len();
+    let columns = vec![
+        text(rows.iter().map(|r| Some(r.0.clone())).collect()),
+        text(rows.iter().map(|r| Some(r.1.clone())).collect()),
+        money(rows.iter().map(|r| r.2).collect())?,
+        text(rows.iter().map(|r| r.3.clone()).collect()),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        text(vec![Some("pfsync demo".into()); n]),
+    ];
+    let batch =
+        RecordBatch::try_new(PENDING_PAYOUTS.arrow_schema(), columns).map_err(|e| DemoError::Write(e.to_string()))?;
+    let table = open_or_create(wh, &PENDING_PAYOUTS, commit).await?;
+    table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+
+    // The guide's bounty flow: fund a task, then release on a passing quality check or dispute a failing one.
+    let mut acts: Vec<[Option<String>; 10]> = Vec::new();
+    for i in 1..=bounties {
+        let task = format!("demo-bounty-{i:03}");
+        let amount = Usd::from_cents(rng.range(1_000, 10_000) as i64).unwrap_or(Usd::ZERO);
+        acts.push([
+            Some(task.clone()),
+            Some("create".into()),
+            None,
+            Some(ORCHESTRATOR_AGENT.into()),
+            Some(agent(&mut rng)),
+            Some(amount.to_string()),
+            Some(format!("Data labeling task {task}")),
+            Some(format!(r#"{{"task_id":"{task}","source":"pfsync-demo"}}"#)),
+            Some("bounty".into()),
+            None,
+        ]);
+        let passed = rng.next_f64() < 0.7;
+        acts.push([
+            Some(format!("{task}-qc")),
+            Some(if passed { "release" } else { "dispute" }.into()),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(
+                if passed { "Quality rate 92.0% passed threshold" } else { "Quality rate 61.0% below 80% threshold" }
+                    .into(),
+            ),
+            Some(task),
+        ]);
+    }
+    let n = acts.len();
+    let col = |i: usize| text(acts.iter().map(|a| a[i].clone()).collect());
+    let columns = vec![
+        col(0),
+        col(1),
+        col(2),
+        col(9),
+        col(3),
+        col(4),
+        money(acts.iter().map(|a| a[5].as_deref().and_then(|s| Usd::parse(s).ok())).collect())?,
+        col(6),
+        col(7),
+        col(8),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        text(vec![Some("pfsync demo".into()); n]),
+    ];
+    let batch =
+        RecordBatch::try_new(ESCROW_ACTIONS.arrow_schema(), columns).map_err(|e| DemoError::Write(e.to_string()))?;
+    let table = open_or_create(wh, &ESCROW_ACTIONS, commit).await?;
+    table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_demo_folder_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = dir.path().join("wh");
+        prepare_warehouse(&wh).unwrap();
+        std::fs::write(wh.join("table"), "x").unwrap();
+        prepare_warehouse(&wh).unwrap();
+        assert!(!wh.join("table").exists(), "a demo folder starts afresh");
+        let other = dir.path().join("real");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("precious"), "x").unwrap();
+        assert!(matches!(prepare_warehouse(&other), Err(DemoError::NotADemoWarehouse(_))));
+        assert!(other.join("precious").exists());
+    }
+}

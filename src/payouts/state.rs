@@ -1,0 +1,203 @@
+//! The state machine of one operation, read from its log events: `intent -> completed | rejected | unknown`,
+//! and what to do next. Pure: the engine feeds it log rows and acts on the answer.
+
+use crate::api::ApiError;
+use crate::money::Usd;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Event {
+    Intent,
+    Completed,
+    Rejected,
+    Unknown,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Intent => "intent",
+            Event::Completed => "completed",
+            Event::Rejected => "rejected",
+            Event::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Event> {
+        Some(match s {
+            "intent" => Event::Intent,
+            "completed" => Event::Completed,
+            "rejected" => Event::Rejected,
+            "unknown" => Event::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// One event of an operation as the log holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub event: Event,
+    pub attempt: i32,
+    pub kind: String,
+    pub agent_id: Option<String>,
+    pub counterparty: Option<String>,
+    pub amount: Option<Usd>,
+    pub reason: Option<String>,
+    pub tx_id: Option<String>,
+    pub escrow_id: Option<String>,
+    pub error_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Never attempted.
+    New,
+    /// Intent recorded, no outcome: the run died, or is running now.
+    InFlight {
+        attempt: i32,
+    },
+    /// Sent, outcome unknown (timeout, 5xx, dropped connection).
+    Unknown {
+        attempt: i32,
+    },
+    Completed {
+        tx_id: Option<String>,
+        escrow_id: Option<String>,
+    },
+    Rejected {
+        code: String,
+    },
+}
+
+impl Status {
+    pub fn is_final(&self) -> bool {
+        matches!(self, Status::Completed { .. } | Status::Rejected { .. })
+    }
+}
+
+/// The status an operation's events add up to. Money having moved is the strongest fact: a `completed`
+/// anywhere wins over everything (two overlapping runs may both log one); then `rejected`; otherwise the
+/// latest attempt's last event decides.
+pub fn status(events: &[Logged]) -> Status {
+    if let Some(done) = events.iter().find(|e| e.event == Event::Completed) {
+        return Status::Completed { tx_id: done.tx_id.clone(), escrow_id: done.escrow_id.clone() };
+    }
+    if let Some(r) = events.iter().find(|e| e.event == Event::Rejected) {
+        return Status::Rejected { code: r.error_code.clone().unwrap_or_else(|| "rejected".into()) };
+    }
+    let Some(attempt) = events.iter().map(|e| e.attempt).max() else { return Status::New };
+    if events.iter().any(|e| e.attempt == attempt && e.event == Event::Unknown) {
+        Status::Unknown { attempt }
+    } else {
+        Status::InFlight { attempt }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Final already: nothing to do.
+    Skip,
+    /// First send: record the intent, then send.
+    Send { attempt: i32 },
+    /// A previous attempt's outcome is not known: look it up by idempotency key first; only if the
+    /// provider has no transaction for it, record a new intent and send again with the same key.
+    Resolve { attempt: i32 },
+}
+
+pub fn next(status: &Status) -> Next {
+    match status {
+        Status::New => Next::Send { attempt: 1 },
+        Status::InFlight { attempt } | Status::Unknown { attempt } => Next::Resolve { attempt: attempt + 1 },
+        Status::Completed { .. } | Status::Rejected { .. } => Next::Skip,
+    }
+}
+
+/// How a failed send is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedOutcome {
+    pub event: Event,
+    pub http_status: Option<i32>,
+    pub code: String,
+    pub message: String,
+}
+
+/// The contract's final refusals become `rejected`; everything that might have moved money, or might
+/// succeed on a later attempt, becomes `unknown` and is resolved by lookup. Never `failed`.
+pub fn classify(e: &ApiError) -> FailedOutcome {
+    let (event, status) = match e {
+        ApiError::InvalidRequest { .. } => (Event::Rejected, Some(400)),
+        ApiError::AgentNotFound { .. } | ApiError::EscrowNotFound { .. } => (Event::Rejected, Some(404)),
+        ApiError::InsufficientFunds { .. } => (Event::Rejected, Some(402)),
+        ApiError::InvalidState { .. } => (Event::Rejected, Some(409)),
+        // Our key with another body: the provider will never run this operation under this key.
+        ApiError::IdempotencyKeyReused { .. } => (Event::Rejected, Some(422)),
+        ApiError::IdempotencyKeyInUse => (Event::Unknown, Some(409)),
+        ApiError::RateLimited { .. } => (Event::Unknown, Some(429)),
+        ApiError::Server { status, .. } => (Event::Unknown, Some(*status as i32)),
+        ApiError::Decode { status, .. } | ApiError::Unexpected { status, .. } => (Event::Unknown, Some(*status as i32)),
+        _ => (Event::Unknown, None),
+    };
+    let code = e.code().map(str::to_string).unwrap_or_else(|| match e {
+        ApiError::Transport { .. } => "transport".into(),
+        ApiError::Decode { .. } => "malformed_response".into(),
+        ApiError::TooLarge { .. } => "response_too_large".into(),
+        ApiError::GaveUp { .. } => "gave_up".into(),
+        _ => "unexpected".into(),
+    });
+    let mut message = e.to_string();
+    message.truncate(1000);
+    FailedOutcome { event, http_status: status, code, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(event: Event, attempt: i32) -> Logged {
+        Logged {
+            event,
+            attempt,
+            kind: "payout".into(),
+            agent_id: None,
+            counterparty: None,
+            amount: None,
+            reason: None,
+            tx_id: (event == Event::Completed).then(|| "tx".into()),
+            escrow_id: None,
+            error_code: (event == Event::Rejected).then(|| "insufficient_funds".into()),
+        }
+    }
+
+    #[test]
+    fn every_history_maps_to_one_next_step() {
+        use Event::*;
+        let cases: Vec<(Vec<Logged>, Next)> = vec![
+            (vec![], Next::Send { attempt: 1 }),
+            (vec![ev(Intent, 1)], Next::Resolve { attempt: 2 }),
+            (vec![ev(Intent, 1), ev(Unknown, 1)], Next::Resolve { attempt: 2 }),
+            (vec![ev(Intent, 1), ev(Unknown, 1), ev(Intent, 2)], Next::Resolve { attempt: 3 }),
+            (vec![ev(Intent, 1), ev(Completed, 1)], Next::Skip),
+            (vec![ev(Intent, 1), ev(Rejected, 1)], Next::Skip),
+            (vec![ev(Intent, 1), ev(Unknown, 1), ev(Intent, 2), ev(Completed, 2)], Next::Skip),
+            // Two overlapping runs: one saw unknown, the other completed: completed wins.
+            (vec![ev(Intent, 1), ev(Intent, 1), ev(Completed, 1), ev(Unknown, 1)], Next::Skip),
+        ];
+        for (events, want) in cases {
+            assert_eq!(next(&status(&events)), want, "{events:?}");
+        }
+    }
+
+    #[test]
+    fn final_refusals_are_rejected_and_the_rest_unknown() {
+        let m = || "m".to_string();
+        assert_eq!(classify(&ApiError::InsufficientFunds { message: m() }).event, Event::Rejected);
+        assert_eq!(classify(&ApiError::AgentNotFound { message: m() }).code, "agent_not_found");
+        assert_eq!(classify(&ApiError::InvalidState { message: m() }).event, Event::Rejected);
+        assert_eq!(classify(&ApiError::InvalidRequest { message: m() }).http_status, Some(400));
+        assert_eq!(classify(&ApiError::IdempotencyKeyInUse).event, Event::Unknown);
+        let t = ApiError::Transport { endpoint: "e".into(), detail: "d".into(), attempts: 3, connected: true };
+        assert_eq!((classify(&t).event, classify(&t).code.as_str()), (Event::Unknown, "transport"));
+        let s = ApiError::Server { endpoint: "e".into(), status: 503, message: m(), attempts: 8 };
+        assert_eq!((classify(&s).event, classify(&s).http_status), (Event::Unknown, Some(503)));
+    }
+}

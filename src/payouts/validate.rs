@@ -1,0 +1,463 @@
+//! Validation of source rows, before any money moves. Pure functions: a raw row in, an operation or a
+//! rejection with a machine-readable code out.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::operation::{EscrowRef, Fingerprint, OpKind, Operation};
+use crate::money::{MoneyError, Usd};
+
+pub const MAX_ID_LEN: usize = 128;
+pub const MAX_TEXT_LEN: usize = 4096;
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// A rejected row is stored as JSON, clipped to this many bytes.
+pub const MAX_SOURCE_ROW_BYTES: usize = 4096;
+
+/// Why a row was refused. The string form is what the rejects table's `code` column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectCode {
+    MissingId,
+    InvalidId,
+    InvalidAgentId,
+    MissingAmount,
+    InvalidAmount,
+    MissingReason,
+    FieldTooLong,
+    DuplicateIdConflict,
+    IdReused,
+    UnknownAgent,
+    UnknownAction,
+    MissingEscrow,
+    InvalidMetadata,
+    SameBuyerAndSeller,
+}
+
+impl RejectCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::MissingId => "missing_id",
+            RejectCode::InvalidId => "invalid_id",
+            RejectCode::InvalidAgentId => "invalid_agent_id",
+            RejectCode::MissingAmount => "missing_amount",
+            RejectCode::InvalidAmount => "invalid_amount",
+            RejectCode::MissingReason => "missing_reason",
+            RejectCode::FieldTooLong => "field_too_long",
+            RejectCode::DuplicateIdConflict => "duplicate_id_conflict",
+            RejectCode::IdReused => "id_reused",
+            RejectCode::UnknownAgent => "unknown_agent",
+            RejectCode::UnknownAction => "unknown_action",
+            RejectCode::MissingEscrow => "missing_escrow",
+            RejectCode::InvalidMetadata => "invalid_metadata",
+            RejectCode::SameBuyerAndSeller => "same_buyer_and_seller",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub operation_id: Option<String>,
+    pub kind: &'static str,
+    pub code: RejectCode,
+    pub message: String,
+    pub source_row: String,
+}
+
+/// An amount as read from a source column, already converted exactly (or refused) by the reader.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawAmount {
+    Missing,
+    Value(Result<Usd, MoneyError>),
+}
+
+/// A row of the pending-payouts source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPayout {
+    pub payout_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub amount: RawAmount,
+    pub reason: Option<String>,
+    pub requested_at: Option<DateTime<Utc>>,
+    pub source_row: String,
+}
+
+/// A row of the escrow-actions source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawAction {
+    pub action_id: Option<String>,
+    pub action: Option<String>,
+    pub escrow_id: Option<String>,
+    pub create_action_id: Option<String>,
+    pub buyer_agent_id: Option<String>,
+    pub seller_agent_id: Option<String>,
+    pub amount: RawAmount,
+    pub description: Option<String>,
+    pub metadata: Option<String>,
+    pub reason: Option<String>,
+    pub requested_at: Option<DateTime<Utc>>,
+    pub source_row: String,
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// Ids become part of an idempotency key and a URL: ASCII letters, digits and `._:-`, 1..=128 long.
+/// Look-alike letters from other scripts (a Cyrillic `а` in `agent-00а`) are refused, not normalised.
+pub fn check_id(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("is empty".into());
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(format!("is {} bytes long, more than {MAX_ID_LEN}", value.len()));
+    }
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
+        return Err(format!("contains {c:?} (U+{:04X}); only ASCII letters, digits and . _ : - are allowed", c as u32));
+    }
+    Ok(())
+}
+
+struct RowCtx<'a> {
+    id: Option<&'a str>,
+    kind: &'static str,
+    source_row: &'a str,
+}
+
+impl RowCtx<'_> {
+    fn reject(&self, code: RejectCode, message: impl Into<String>) -> Reject {
+        Reject {
+            operation_id: self.id.map(|i| clip(i, MAX_ID_LEN * 2)),
+            kind: self.kind,
+            code,
+            message: message.into(),
+            source_row: clip(self.source_row, MAX_SOURCE_ROW_BYTES),
+        }
+    }
+
+    fn agent(&self, field: &str, value: &Option<String>) -> Result<String, Reject> {
+        let v =
+            value.as_deref().ok_or_else(|| self.reject(RejectCode::InvalidAgentId, format!("{field} is missing")))?;
+        check_id(v).map_err(|e| self.reject(RejectCode::InvalidAgentId, format!("{field} {:?} {e}", clip(v, 64))))?;
+        Ok(v.to_string())
+    }
+
+    fn amount(&self, raw: &RawAmount) -> Result<Usd, Reject> {
+        match raw {
+            RawAmount::Missing => Err(self.reject(RejectCode::MissingAmount, "amount_usd is missing")),
+            RawAmount::Value(Err(e)) => Err(self.reject(RejectCode::InvalidAmount, format!("amount_usd: {e}"))),
+            RawAmount::Value(Ok(u)) => {
+                u.positive().map_err(|e| self.reject(RejectCode::InvalidAmount, format!("amount_usd: {e}")))
+            }
+        }
+    }
+
+    fn text(&self, field: &str, value: &Option<String>, required: bool) -> Result<Option<String>, Reject> {
+        match value.as_deref().map(str::trim) {
+            None | Some("") if required => Err(self.reject(RejectCode::MissingReason, format!("{field} is missing"))),
+            None | Some("") => Ok(None),
+            Some(v) if v.chars().count() > MAX_TEXT_LEN => Err(self.reject(
+                RejectCode::FieldTooLong,
+                format!("{field} is {} characters long, more than {MAX_TEXT_LEN}", v.chars().count()),
+            )),
+            Some(v) => Ok(Some(v.to_string())),
+        }
+    }
+}
+
+fn id_of<'a>(
+    ctx_kind: &'static str,
+    id: &'a Option<String>,
+    source_row: &'a str,
+    field: &str,
+) -> Result<&'a str, Reject> {
+    let ctx = RowCtx { id: id.as_deref(), kind: ctx_kind, source_row };
+    let v = id.as_deref().ok_or_else(|| ctx.reject(RejectCode::MissingId, format!("{field} is missing")))?;
+    check_id(v).map_err(|e| ctx.reject(RejectCode::InvalidId, format!("{field} {:?} {e}", clip(v, 64))))?;
+    Ok(v)
+}
+
+pub fn validate_payout(raw: &RawPayout) -> Result<Operation, Reject> {
+    let id = id_of("payout", &raw.payout_id, &raw.source_row, "payout_id")?;
+    let ctx = RowCtx { id: Some(id), kind: "payout", source_row: &raw.source_row };
+    let agent = ctx.agent("agent_id", &raw.agent_id)?;
+    let amount = ctx.amount(&raw.amount)?;
+    let reason = ctx.text("reason", &raw.reason, true)?.unwrap_or_default();
+    Ok(Operation {
+        id: id.to_string(),
+        kind: OpKind::Payout,
+        agent_id: Some(agent),
+        counterparty: None,
+        amount: Some(amount),
+        reason,
+        escrow: None,
+        description: None,
+        metadata: None,
+        requested_at: raw.requested_at,
+    })
+}
+
+pub fn validate_action(raw: &RawAction) -> Result<Operation, Reject> {
+    let id = id_of("escrow_action", &raw.action_id, &raw.source_row, "action_id")?;
+    let kind = match raw.action.as_deref().map(|a| a.trim().to_ascii_lowercase()).as_deref() {
+        Some("create") => OpKind::EscrowCreate,
+        Some("release") => OpKind::EscrowRelease,
+        Some("dispute") => OpKind::EscrowDispute,
+        other => {
+            let ctx = RowCtx { id: Some(id), kind: "escrow_action", source_row: &raw.source_row };
+            return Err(ctx.reject(
+                RejectCode::UnknownAction,
+                format!("action {:?} is not create, release or dispute", other.map(|o| clip(o, 32))),
+            ));
+        }
+    };
+    let ctx = RowCtx { id: Some(id), kind: kind.as_str(), source_row: &raw.source_row };
+    let reason = ctx.text("reason", &raw.reason, true)?.unwrap_or_default();
+    let mut op = Operation {
+        id: id.to_string(),
+        kind,
+        agent_id: None,
+        counterparty: None,
+        amount: None,
+        reason,
+        escrow: None,
+        description: None,
+        metadata: None,
+        requested_at: raw.requested_at,
+    };
+    match kind {
+        OpKind::EscrowCreate => {
+            let buyer = ctx.agent("buyer_agent_id", &raw.buyer_agent_id)?;
+            let seller = ctx.agent("seller_agent_id", &raw.seller_agent_id)?;
+            if buyer == seller {
+                return Err(
+                    ctx.reject(RejectCode::SameBuyerAndSeller, "buyer_agent_id and seller_agent_id are the same")
+                );
+            }
+            op.amount = Some(ctx.amount(&raw.amount)?);
+            op.description =
+                Some(ctx.text("description", &raw.description, false)?.unwrap_or_else(|| op.reason.clone()));
+            op.metadata = match raw.metadata.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+                None => None,
+                Some(m) if m.len() > MAX_METADATA_BYTES => {
+                    return Err(ctx.reject(
+                        RejectCode::InvalidMetadata,
+                        format!("metadata is larger than {MAX_METADATA_BYTES} bytes"),
+                    ));
+                }
+                Some(m) => match serde_json::from_str::<Value>(m) {
+                    Ok(v @ Value::Object(_)) => Some(v),
+                    _ => return Err(ctx.reject(RejectCode::InvalidMetadata, "metadata is not a JSON object")),
+                },
+            };
+            op.agent_id = Some(buyer);
+            op.counterparty = Some(seller);
+        }
+        OpKind::EscrowRelease | OpKind::EscrowDispute => {
+            op.escrow = match (raw.escrow_id.as_deref(), raw.create_action_id.as_deref()) {
+                (Some(e), _) => {
+                    check_id(e)
+                        .map_err(|m| ctx.reject(RejectCode::InvalidId, format!("escrow_id {:?} {m}", clip(e, 64))))?;
+                    Some(EscrowRef::Id(e.to_string()))
+                }
+                (None, Some(c)) => {
+                    check_id(c).map_err(|m| {
+                        ctx.reject(RejectCode::InvalidId, format!("create_action_id {:?} {m}", clip(c, 64)))
+                    })?;
+                    Some(EscrowRef::CreatedBy(c.to_string()))
+                }
+                (None, None) => {
+                    return Err(ctx.reject(RejectCode::MissingEscrow, "escrow_id or create_action_id is required"));
+                }
+            };
+        }
+        OpKind::Payout => {}
+    }
+    Ok(op)
+}
+
+/// Checks across rows: an id twice in one batch with different values (all copies refused; identical
+/// copies count once), an id the log already holds with other values, an agent the wallets table does not
+/// know (when the table is there to ask).
+pub fn check_batch(
+    ops: Vec<Operation>,
+    logged: &HashMap<String, Fingerprint>,
+    known_agents: Option<&HashSet<String>>,
+    source_rows: &HashMap<String, String>,
+) -> (Vec<Operation>, Vec<Reject>) {
+    let mut by_id: HashMap<String, Vec<Operation>> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for op in ops {
+        if !by_id.contains_key(&op.id) {
+            order.push(op.id.clone());
+        }
+        by_id.entry(op.id.clone()).or_default().push(op);
+    }
+    let mut keep = Vec::new();
+    let mut rejects = Vec::new();
+    for id in order {
+        let copies = by_id.remove(&id).unwrap_or_default();
+        let Some(first) = copies.first().cloned() else { continue };
+        let row = source_rows.get(&id).cloned().unwrap_or_default();
+        let reject = |code, message: String| Reject {
+            operation_id: Some(id.clone()),
+            kind: first.kind.as_str(),
+            code,
+            message,
+            source_row: clip(&row, MAX_SOURCE_ROW_BYTES),
+        };
+        if copies.iter().any(|c| c.fingerprint() != first.fingerprint() || c.kind != first.kind) {
+            rejects.push(reject(
+                RejectCode::DuplicateIdConflict,
+                format!("{} rows share this id with different values; none is executed", copies.len()),
+            ));
+            continue;
+        }
+        if let Some(f) = logged.get(&id)
+            && *f != first.fingerprint()
+        {
+            rejects.push(reject(
+                RejectCode::IdReused,
+                format!(
+                    "this id was already used for {} {} to {}: an id cannot be reused with other values",
+                    f.kind,
+                    f.amount.map(|a| a.to_string()).unwrap_or_default(),
+                    f.agent_id.as_deref().unwrap_or("-")
+                ),
+            ));
+            continue;
+        }
+        if let Some(agents) = known_agents {
+            let unknown = [first.agent_id.as_deref(), first.counterparty.as_deref()]
+                .into_iter()
+                .flatten()
+                .find(|a| !agents.contains(*a));
+            if let Some(a) = unknown {
+                rejects
+                    .push(reject(RejectCode::UnknownAgent, format!("agent {a:?} is not in purpleflea.agents.wallets")));
+                continue;
+            }
+        }
+        keep.push(first);
+    }
+    (keep, rejects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payout(id: &str, agent: &str, amount: &str, reason: &str) -> RawPayout {
+        RawPayout {
+            payout_id: Some(id.into()),
+            agent_id: Some(agent.into()),
+            amount: RawAmount::Value(Usd::parse(amount)),
+            reason: Some(reason.into()),
+            requested_at: None,
+            source_row: "{}".into(),
+        }
+    }
+
+    fn code(r: Result<Operation, Reject>) -> &'static str {
+        r.unwrap_err().code.as_str()
+    }
+
+    #[test]
+    fn every_bad_payout_class_has_its_code() {
+        assert!(validate_payout(&payout("p1", "agent-1", "1.00", "r")).is_ok());
+        assert_eq!(code(validate_payout(&payout("p1", "agent-1", "-1", "r"))), "invalid_amount");
+        assert_eq!(code(validate_payout(&payout("p1", "agent-1", "0", "r"))), "invalid_amount");
+        assert_eq!(code(validate_payout(&payout("p1", "agent-1", "0.001", "r"))), "invalid_amount");
+        assert_eq!(code(validate_payout(&payout("p1", "agent-1", "NaN", "r"))), "invalid_amount");
+        assert_eq!(code(validate_payout(&payout("p1", "agent-1", "1e300", "r"))), "invalid_amount");
+        assert_eq!(code(validate_payout(&payout("", "agent-1", "1", "r"))), "invalid_id");
+        assert_eq!(code(validate_payout(&payout("p 1", "agent-1", "1", "r"))), "invalid_id");
+        assert_eq!(code(validate_payout(&payout("p1", "agent-00\u{430}", "1", "r"))), "invalid_agent_id");
+        assert_eq!(code(validate_payout(&payout("p1", "agent-1; DROP TABLE x", "1", "r"))), "invalid_agent_id");
+        assert_eq!(code(validate_payout(&payout(&"x".repeat(129), "agent-1", "1", "r"))), "invalid_id");
+        assert_eq!(code(validate_payout(&payout("p1", "agent-1", "1", ""))), "missing_reason");
+        assert_eq!(code(validate_payout(&payout("p1", "agent-1", "1", &"r".repeat(10_000_000)))), "field_too_long");
+        let mut missing = payout("p1", "agent-1", "1", "r");
+        missing.amount = RawAmount::Missing;
+        assert_eq!(code(validate_payout(&missing)), "missing_amount");
+        missing.payout_id = None;
+        assert_eq!(code(validate_payout(&missing)), "missing_id");
+    }
+
+    #[test]
+    fn a_rejection_never_carries_megabytes() {
+        let mut p = payout("p1", "agent-1", "1", &"r".repeat(10_000_000));
+        p.source_row = "x".repeat(10_000_000);
+        let r = validate_payout(&p).unwrap_err();
+        assert!(r.source_row.len() <= MAX_SOURCE_ROW_BYTES + 3 && r.message.len() < 200);
+    }
+
+    #[test]
+    fn escrow_actions_validate_by_action() {
+        let base = RawAction {
+            action_id: Some("a1".into()),
+            action: Some("create".into()),
+            escrow_id: None,
+            create_action_id: None,
+            buyer_agent_id: Some("buyer".into()),
+            seller_agent_id: Some("seller".into()),
+            amount: RawAmount::Value(Usd::parse("50")),
+            description: Some("task".into()),
+            metadata: Some(r#"{"task_id":"t1"}"#.into()),
+            reason: Some("bounty".into()),
+            requested_at: None,
+            source_row: "{}".into(),
+        };
+        let op = validate_action(&base).unwrap();
+        assert_eq!((op.kind, op.counterparty.as_deref()), (OpKind::EscrowCreate, Some("seller")));
+        assert_eq!(
+            code(validate_action(&RawAction { metadata: Some("[1]".into()), ..base.clone() })),
+            "invalid_metadata"
+        );
+        assert_eq!(
+            code(validate_action(&RawAction { seller_agent_id: Some("buyer".into()), ..base.clone() })),
+            "same_buyer_and_seller"
+        );
+        assert_eq!(
+            code(validate_action(&RawAction { action: Some("refund".into()), ..base.clone() })),
+            "unknown_action"
+        );
+        let release = RawAction { action: Some("release".into()), create_action_id: Some("a1".into()), ..base.clone() };
+        assert_eq!(validate_action(&release).unwrap().escrow, Some(EscrowRef::CreatedBy("a1".into())));
+        let orphan = RawAction { action: Some("dispute".into()), ..base };
+        assert_eq!(code(validate_action(&orphan)), "missing_escrow");
+    }
+
+    #[test]
+    fn batch_checks_duplicates_reuse_and_agents() {
+        let a = validate_payout(&payout("p1", "agent-1", "1.00", "r")).unwrap();
+        let same = a.clone();
+        let other = validate_payout(&payout("p2", "agent-2", "2.00", "r")).unwrap();
+        let conflict1 = validate_payout(&payout("p3", "agent-1", "1.00", "r")).unwrap();
+        let conflict2 = validate_payout(&payout("p3", "agent-1", "9.00", "r")).unwrap();
+        let reused = validate_payout(&payout("p4", "agent-1", "5.00", "r")).unwrap();
+        let stranger = validate_payout(&payout("p5", "nobody", "1.00", "r")).unwrap();
+        let mut logged = HashMap::new();
+        logged.insert("p4".to_string(), validate_payout(&payout("p4", "agent-1", "4.00", "r")).unwrap().fingerprint());
+        logged.insert("p1".to_string(), a.fingerprint());
+        let agents: HashSet<String> = ["agent-1", "agent-2"].iter().map(|s| s.to_string()).collect();
+        let (keep, rejects) = check_batch(
+            vec![a, same, other, conflict1, conflict2, reused, stranger],
+            &logged,
+            Some(&agents),
+            &HashMap::new(),
+        );
+        let kept: Vec<&str> = keep.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(kept, ["p1", "p2"]);
+        let codes: Vec<(&str, &str)> =
+            rejects.iter().map(|r| (r.operation_id.as_deref().unwrap(), r.code.as_str())).collect();
+        assert_eq!(codes, [("p3", "duplicate_id_conflict"), ("p4", "id_reused"), ("p5", "unknown_agent")]);
+    }
+}

@@ -1,0 +1,448 @@
+//! Payouts and escrow actions: exactly once against the sandbox's own ledger, whatever happens.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray};
+use pfsync::api::Client;
+use pfsync::payouts::{PayoutOptions, PayoutReport, run_payouts};
+use pfsync::progress::Progress;
+use pfsync::sandbox::{Fault, ORCHESTRATOR_AGENT, Sandbox, SandboxConfig};
+use pfsync::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, Warehouse, open_or_create, sql_context};
+
+use crate::common::{client, client_config, warehouse};
+
+/// A pending payout: (payout_id, agent_id, amount, reason).
+type PendingRow<'a> = (&'a str, &'a str, &'a str, &'a str);
+/// An escrow action: (action_id, action, escrow_id, create_action_id, seller, amount, reason).
+type ActionRow<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str, &'a str, &'a str);
+
+/// Rows for purpleflea.payouts.pending.
+pub async fn write_pending(wh: &Warehouse, rows: &[PendingRow<'_>]) {
+    let commit = CommitInfo { run_id: "upstream".into(), step: "test" };
+    let table = open_or_create(wh, &PENDING_PAYOUTS, &commit).await.unwrap();
+    let s = |f: &dyn Fn(&PendingRow<'_>) -> Option<String>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<StringArray>())
+    };
+    let amounts: Decimal128Array = rows
+        .iter()
+        .map(|r| Some(pfsync::money::Usd::parse(r.2).unwrap().to_decimal128()))
+        .collect::<Decimal128Array>()
+        .with_precision_and_scale(18, 2)
+        .unwrap();
+    let n = rows.len();
+    let columns: Vec<ArrayRef> = vec![
+        s(&|r| Some(r.0.to_string())),
+        s(&|r| Some(r.1.to_string())),
+        Arc::new(amounts),
+        s(&|r| Some(r.3.to_string())),
+        Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![None; n]).with_timezone("UTC")),
+        s(&|_| Some("tests".to_string())),
+    ];
+    let batch = RecordBatch::try_new(PENDING_PAYOUTS.arrow_schema(), columns).unwrap();
+    table.write(vec![batch]).await.unwrap();
+}
+
+/// Rows for purpleflea.escrow.actions.
+async fn write_actions(wh: &Warehouse, rows: &[ActionRow<'_>]) {
+    let commit = CommitInfo { run_id: "upstream".into(), step: "test" };
+    let table = open_or_create(wh, &ESCROW_ACTIONS, &commit).await.unwrap();
+    let text = |v: Vec<Option<String>>| -> ArrayRef { Arc::new(v.into_iter().collect::<StringArray>()) };
+    let n = rows.len();
+    let create = |r: &ActionRow<'_>| r.1 == "create";
+    let columns: Vec<ArrayRef> = vec![
+        text(rows.iter().map(|r| Some(r.0.to_string())).collect()),
+        text(rows.iter().map(|r| Some(r.1.to_string())).collect()),
+        text(rows.iter().map(|r| r.2.map(str::to_string)).collect()),
+        text(rows.iter().map(|r| r.3.map(str::to_string)).collect()),
+        text(rows.iter().map(|r| create(r).then(|| ORCHESTRATOR_AGENT.to_string())).collect()),
+        text(rows.iter().map(|r| create(r).then(|| r.4.to_string())).collect()),
+        Arc::new(
+            rows.iter()
+                .map(|r| create(r).then(|| pfsync::money::Usd::parse(r.5).unwrap().to_decimal128()))
+                .collect::<Decimal128Array>()
+                .with_precision_and_scale(18, 2)
+                .unwrap(),
+        ),
+        text(rows.iter().map(|r| create(r).then(|| format!("Data labeling task {}", r.0))).collect()),
+        text(rows.iter().map(|r| create(r).then(|| format!(r#"{{"task_id":"{}"}}"#, r.0))).collect()),
+        text(rows.iter().map(|r| Some(r.6.to_string())).collect()),
+        Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![None; n]).with_timezone("UTC")),
+        text(vec![Some("tests".to_string()); n]),
+    ];
+    let batch = RecordBatch::try_new(ESCROW_ACTIONS.arrow_schema(), columns).unwrap();
+    table.write(vec![batch]).await.unwrap();
+}
+
+async fn pay(c: &Client, wh: &Warehouse, opts: &PayoutOptions) -> PayoutReport {
+    let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
+    run_payouts(c, wh, &commit, opts, &Progress::hidden()).await.unwrap()
+}
+
+/// Transactions per idempotency key in the sandbox's own ledger.
+fn paid_per_key(sb: &Sandbox) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for t in sb.ledger().transactions() {
+        if let Some(k) = &t.idempotency_key {
+            *out.entry(k.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn assert_each_paid_once(sb: &Sandbox, ids: &[String]) {
+    let paid = paid_per_key(sb);
+    for id in ids {
+        let key = format!("pfsync:default:payout:{id}");
+        assert_eq!(paid.get(&key).copied().unwrap_or(0), 1, "{id} paid exactly once");
+    }
+}
+
+fn n_payouts(n: usize, prefix: &str) -> Vec<(String, String, String, String)> {
+    (1..=n)
+        .map(|i| {
+            (
+                format!("{prefix}-{i}"),
+                format!("agent-{:06}", 1 + i % 50),
+                format!("{}.{:02}", i % 7 + 1, i % 100),
+                format!("task-{i}"),
+            )
+        })
+        .collect()
+}
+
+fn as_refs(v: &[(String, String, String, String)]) -> Vec<(&str, &str, &str, &str)> {
+    v.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect()
+}
+
+#[tokio::test]
+async fn pays_each_payout_once_and_a_rerun_pays_nothing() {
+    let sb = Sandbox::start(SandboxConfig::for_tests(60)).await.unwrap();
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let rows = n_payouts(40, "p");
+    write_pending(&wh, &as_refs(&rows)).await;
+    let r = pay(&c, &wh, &PayoutOptions::default()).await;
+    assert_eq!((r.completed, r.unknown, r.rejected_rows, r.log_commits), (40, 0, 0, 2), "{r}");
+    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_each_paid_once(&sb, &ids);
+    let executed = sb.stats().executed;
+    let again = pay(&c, &wh, &PayoutOptions::default()).await;
+    assert_eq!((again.completed, again.already_final, again.log_commits), (0, 40, 0), "{again}");
+    assert_eq!(sb.stats().executed, executed, "a rerun sends nothing");
+    // The status view agrees.
+    let ctx = sql_context(&wh).await.unwrap();
+    let b = ctx
+        .sql("SELECT count(*) FROM purpleflea.payouts.status WHERE status = 'completed' AND tx_id IS NOT NULL")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(b[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0), 40);
+}
+
+#[tokio::test]
+async fn every_bad_row_class_is_rejected_with_its_code_while_good_rows_are_paid() {
+    let sb = Sandbox::start(SandboxConfig::for_tests(20)).await.unwrap();
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let sql = r#"SELECT * FROM (VALUES
+        ('good-1', 'agent-000001', CAST(12.5 AS DOUBLE), 'task-1'),
+        ('neg', 'agent-000001', CAST(-5 AS DOUBLE), 'r'),
+        ('zero', 'agent-000001', CAST(0 AS DOUBLE), 'r'),
+        ('milli', 'agent-000001', CAST(0.001 AS DOUBLE), 'r'),
+        ('nan', 'agent-000001', CAST('NaN' AS DOUBLE), 'r'),
+        ('huge', 'agent-000001', CAST(1e300 AS DOUBLE), 'r'),
+        ('', 'agent-000001', CAST(1 AS DOUBLE), 'r'),
+        ('sql; DROP TABLE x', 'agent-000001', CAST(1 AS DOUBLE), 'r'),
+        ('good-2', 'agent-00000\u{0430}', CAST(1 AS DOUBLE), 'r'),
+        ('ghost', 'agent-999999', CAST(1 AS DOUBLE), 'r'),
+        ('dup', 'agent-000002', CAST(1 AS DOUBLE), 'r'),
+        ('dup', 'agent-000002', CAST(2 AS DOUBLE), 'r'),
+        ('noreason', 'agent-000003', CAST(1 AS DOUBLE), NULL),
+        ('long', 'agent-000003', CAST(1 AS DOUBLE), repeat('x', 5000000)),
+        ('good-3', 'agent-000004', CAST(19.99 AS DOUBLE), 'task-3')
+    ) AS t(payout_id, agent_id, amount_usd, reason)"#;
+    // The wallets table must exist for the unknown-agent check.
+    let sc = CommitInfo { run_id: "s".into(), step: "sync" };
+    pfsync::sync::sync_wallets(&c, &wh, &sc, &Default::default(), &Progress::hidden()).await.unwrap();
+    let opts = PayoutOptions { payout_sql: Some(sql.into()), ..PayoutOptions::default() };
+    let r = pay(&c, &wh, &opts).await;
+    assert_eq!((r.completed, r.rejected_rows), (2, 12), "{r}");
+    let ctx = sql_context(&wh).await.unwrap();
+    let b = ctx
+        .sql("SELECT coalesce(operation_id, '<null>'), code FROM purpleflea.payouts.rejects ORDER BY 1")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut codes: HashMap<String, String> = HashMap::new();
+    for batch in &b {
+        let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+        let cs = arrow::compute::cast(batch.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+        let cs = cs.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..batch.num_rows() {
+            codes.insert(ids.value(i).to_string(), cs.value(i).to_string());
+        }
+    }
+    let want = [
+        ("neg", "invalid_amount"),
+        ("zero", "invalid_amount"),
+        ("milli", "invalid_amount"),
+        ("nan", "invalid_amount"),
+        ("huge", "invalid_amount"),
+        ("", "invalid_id"),
+        ("sql; DROP TABLE x", "invalid_id"),
+        ("good-2", "invalid_agent_id"),
+        ("ghost", "unknown_agent"),
+        ("dup", "duplicate_id_conflict"),
+        ("noreason", "missing_reason"),
+        ("long", "field_too_long"),
+    ];
+    for (id, code) in want {
+        assert_eq!(codes.get(id).map(String::as_str), Some(code), "{id}: {codes:?}");
+    }
+    assert_each_paid_once(&sb, &["good-1".into(), "good-3".into()]);
+    let paid = paid_per_key(&sb);
+    assert_eq!(paid.len(), 2, "nothing else moved");
+}
+
+#[tokio::test]
+async fn an_id_reused_with_other_values_is_rejected_and_nothing_is_paid() {
+    let sb = Sandbox::start(SandboxConfig::for_tests(5)).await.unwrap();
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    write_pending(&wh, &[("p-1", "agent-000001", "1.00", "first")]).await;
+    pay(&c, &wh, &PayoutOptions::default()).await;
+    let sql = "SELECT 'p-1' AS payout_id, 'agent-000001' AS agent_id, CAST(2.00 AS DECIMAL(18,2)) AS amount_usd, 'first' AS reason";
+    let r = pay(&c, &wh, &PayoutOptions { payout_sql: Some(sql.into()), ..PayoutOptions::default() }).await;
+    assert_eq!((r.completed, r.rejected_rows), (0, 1), "{r}");
+    assert_each_paid_once(&sb, &["p-1".into()]);
+}
+
+#[tokio::test]
+async fn post_commit_failures_never_cause_a_second_payment() {
+    let sb = Sandbox::start(SandboxConfig::for_tests(20)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let rows = n_payouts(12, "f");
+    write_pending(&wh, &as_refs(&rows)).await;
+    for fault in [Fault::ErrorAfter, Fault::DropAfter, Fault::Malformed, Fault::ErrorAfter] {
+        sb.faults().inject_next("/wallet/payout", Some(fault), None);
+    }
+    // With client retries the same key replays the committed result.
+    let r = pay(&client(&sb), &wh, &PayoutOptions::default()).await;
+    assert_eq!((r.completed, r.unknown), (12, 0), "{r}");
+    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_each_paid_once(&sb, &ids);
+
+    // Without client retries: outcomes stay unknown, and the next run resolves them by lookup.
+    let more = n_payouts(6, "g");
+    write_pending(&wh, &as_refs(&more)).await;
+    for _ in 0..6 {
+        sb.faults().inject_next("/wallet/payout", Some(Fault::DropAfter), None);
+    }
+    let mut cfg = client_config(&sb);
+    cfg.retry.max_attempts = 1;
+    let once = Client::new(cfg).unwrap();
+    let r = pay(&once, &wh, &PayoutOptions::default()).await;
+    assert_eq!(r.unknown, 6, "{r}");
+    let r = pay(&client(&sb), &wh, &PayoutOptions::default()).await;
+    assert_eq!((r.completed, r.resolved_by_lookup, r.unknown), (6, 6, 0), "{r}");
+    let ids: Vec<String> = more.iter().map(|r| r.0.clone()).collect();
+    assert_each_paid_once(&sb, &ids);
+}
+
+#[tokio::test]
+async fn the_safety_brake_stops_before_the_limit() {
+    let sb = Sandbox::start(SandboxConfig::for_tests(10)).await.unwrap();
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let rows: Vec<(String, String, String, String)> =
+        (1..=10).map(|i| (format!("b-{i:02}"), "agent-000001".into(), "5.00".into(), "r".into())).collect();
+    write_pending(&wh, &as_refs(&rows)).await;
+    let usd = |s: &str| pfsync::money::Usd::parse(s).unwrap();
+    let r = pay(&c, &wh, &PayoutOptions { max_total: Some(usd("22.00")), ..PayoutOptions::default() }).await;
+    assert_eq!((r.completed, r.held_by_brake), (4, 6), "{r}");
+    assert_eq!(r.usd_moved, usd("20.00"));
+    let r = pay(&c, &wh, &PayoutOptions { max_count: Some(3), ..PayoutOptions::default() }).await;
+    assert_eq!((r.completed, r.held_by_brake, r.already_final), (3, 3, 4), "{r}");
+    assert_eq!(paid_per_key(&sb).len(), 7);
+}
+
+#[tokio::test]
+async fn a_dry_run_validates_and_moves_nothing() {
+    let sb = Sandbox::start(SandboxConfig::for_tests(10)).await.unwrap();
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    write_pending(&wh, &[("d-1", "agent-000001", "1.00", "r"), ("d-2", "agent-000002", "2.00", "r")]).await;
+    let before = sb.stats().executed;
+    let r = pay(&c, &wh, &PayoutOptions { dry_run: true, ..PayoutOptions::default() }).await;
+    assert_eq!(r.plan.len(), 2);
+    assert_eq!(sb.stats().executed, before);
+    assert!(!dir.path().join("purpleflea/payouts/log").exists(), "nothing written");
+}
+
+#[tokio::test]
+async fn the_seed_bounty_flow_runs_from_the_actions_table() {
+    let sb = Sandbox::start(SandboxConfig {
+        world: pfsync::sandbox::SeedConfig { agents: 10, escrows: Some(0), ..Default::default() },
+        ..SandboxConfig::for_tests(10)
+    })
+    .await
+    .unwrap();
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    write_actions(
+        &wh,
+        &[
+            ("task-a", "create", None, None, "agent-000001", "50.00", "bounty"),
+            ("task-b", "create", None, None, "agent-000002", "30.00", "bounty"),
+            ("qc-a", "release", None, Some("task-a"), "", "", "Quality rate 92.0% passed threshold"),
+            ("qc-b", "dispute", None, Some("task-b"), "", "", "Quality rate 61.0% below 80% threshold"),
+        ],
+    )
+    .await;
+    let seller_before = sb.ledger().wallet("agent-000001").unwrap().balance_usd;
+    let r = pay(&c, &wh, &PayoutOptions::default()).await;
+    assert_eq!((r.completed, r.waiting, r.unknown), (4, 0, 0), "{r}");
+    {
+        let l = sb.ledger();
+        let mut statuses: Vec<&str> = l.escrows().map(|e| e.status.as_str()).collect();
+        statuses.sort();
+        assert_eq!(statuses, ["refunded", "released"]);
+        assert_eq!(l.wallet("agent-000001").unwrap().balance_usd.cents() - seller_before.cents(), 5000);
+    }
+    let again = pay(&c, &wh, &PayoutOptions::default()).await;
+    assert_eq!((again.completed, again.already_final), (0, 4), "{again}");
+}
+
+#[tokio::test]
+async fn a_seed_style_double_table_is_paid_when_exact_in_cents() {
+    let sb = Sandbox::start(SandboxConfig::for_tests(10)).await.unwrap();
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    // The seed's labeling_completions: earned_usd DOUBLE, task_id.
+    let loc = dir.path().join("delta/labeling_completions");
+    std::fs::create_dir_all(&loc).unwrap();
+    let url = url::Url::from_directory_path(&loc).unwrap();
+    let batch = RecordBatch::try_from_iter(vec![
+        ("agent_id", Arc::new(StringArray::from(vec!["agent-000001", "agent-000002", "agent-000003"])) as ArrayRef),
+        ("earned_usd", Arc::new(arrow::array::Float64Array::from(vec![0.1, 19.99, 0.125])) as ArrayRef),
+        ("task_id", Arc::new(StringArray::from(vec!["t-1", "t-2", "t-3"])) as ArrayRef),
+    ])
+    .unwrap();
+    deltalake::DeltaTable::try_from_url(url.clone()).await.unwrap().write(vec![batch]).await.unwrap();
+    let opts = PayoutOptions {
+        payout_sql: Some(
+            "SELECT task_id AS payout_id, agent_id, earned_usd AS amount_usd, task_id AS reason FROM labeling_completions".into(),
+        ),
+        extra_tables: vec![("labeling_completions".into(), url)],
+        ..PayoutOptions::default()
+    };
+    let r = pay(&c, &wh, &opts).await;
+    assert_eq!((r.completed, r.rejected_rows), (2, 1), "0.125 is not whole cents: {r}");
+    let tx: Vec<String> = sb
+        .ledger()
+        .transactions()
+        .filter(|t| t.reference.as_deref() == Some("t-1"))
+        .map(|t| t.amount_usd.to_string())
+        .collect();
+    assert_eq!(tx, ["0.10"]);
+}
+
+/// `pfsync payouts` as a child process against this test's sandbox.
+fn payouts_cmd(sb: &Sandbox, wh: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+    let url = sb.base_url().to_string();
+    c.args(["--api-url", &url, "--faucet-url", &url, "-q", "payouts"])
+        .arg("--warehouse")
+        .arg(wh)
+        .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
+        .env_remove("PFSYNC_PAUSE_AT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Start the child paused at `point`, wait for it to get there, then `kill -9` it.
+fn run_and_kill_at(sb: &Sandbox, wh: &std::path::Path, point: &str) {
+    let mut child = payouts_cmd(sb, wh).env("PFSYNC_PAUSE_AT", point).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut line = String::new();
+    let mut reader = BufReader::new(stderr);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("child ended before reaching {point}");
+        }
+        if line.contains("paused at") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL on Unix: no destructor, no flush, nothing runs.
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_intents_and_after_the_api_committed_then_rerun_pays_exactly_once() {
+    let sb = Sandbox::start(SandboxConfig::for_tests(30)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let rows = n_payouts(25, "k");
+    write_pending(&wh, &as_refs(&rows)).await;
+    let path = dir.path().to_path_buf();
+    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+
+    let executed = sb.stats().executed;
+    tokio::task::block_in_place(|| run_and_kill_at(&sb, &path, "after_intents"));
+    assert_eq!(sb.stats().executed, executed, "killed before anything was sent");
+    tokio::task::block_in_place(|| run_and_kill_at(&sb, &path, "after_send"));
+    assert_eq!(paid_per_key(&sb).len(), 25, "the API committed every payout before the kill");
+    let status = tokio::task::block_in_place(|| payouts_cmd(&sb, &path).status().unwrap());
+    assert_eq!(status.code(), Some(0));
+    assert_each_paid_once(&sb, &ids);
+    let c = client(&sb);
+    let r = pay(&c, &warehouse(&dir), &PayoutOptions::default()).await;
+    assert_eq!((r.completed, r.already_final), (0, 25), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_at_once_pay_each_payout_once() {
+    let mut cfg = SandboxConfig::for_tests(50);
+    cfg.faults.latency_prob = 1.0;
+    cfg.faults.latency_min = Duration::from_millis(5);
+    cfg.faults.latency_max = Duration::from_millis(20);
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let rows = n_payouts(150, "c");
+    write_pending(&wh, &as_refs(&rows)).await;
+    let path = dir.path().to_path_buf();
+    let (a, b) = tokio::task::block_in_place(|| {
+        let mut a = payouts_cmd(&sb, &path).arg("--batch-size").arg("40").spawn().unwrap();
+        let mut b = payouts_cmd(&sb, &path).arg("--batch-size").arg("40").spawn().unwrap();
+        (a.wait().unwrap(), b.wait().unwrap())
+    });
+    // Either may see the other's requests in flight (409 -> unknown, exit 6); neither pays twice.
+    for s in [a, b] {
+        assert!(matches!(s.code(), Some(0) | Some(6)), "{s:?}");
+    }
+    let status = tokio::task::block_in_place(|| payouts_cmd(&sb, &path).status().unwrap());
+    assert_eq!(status.code(), Some(0));
+    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_each_paid_once(&sb, &ids);
+}
