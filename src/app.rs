@@ -4,14 +4,15 @@ use std::time::Duration;
 
 use crate::api::{ApiError, Client};
 use crate::cli::{
-    Cli, Command, DemoArgs, FaultArgs, MaintainArgs, PayoutsArgs, SandboxArgs, SqlArgs, StatusArgs, SyncArgs,
-    SyncTarget,
+    Cli, Command, DemoArgs, FaultArgs, MaintainArgs, PayoutsArgs, ReconcileArgs, SandboxArgs, SqlArgs, StatusArgs,
+    SyncArgs, SyncTarget,
 };
 use crate::config::{ConfigError, Settings};
 use crate::maintain::{MaintainError, MaintainOptions, maintain_all};
 use crate::money::Usd;
 use crate::payouts::{PausePoint, PayoutError, PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
+use crate::reconcile::{Class, FINDING_CLASSES, ReconcileError, ReconcileOptions, ReconcileReport};
 use crate::sandbox::{FaultConfig, Sandbox, SandboxConfig, SeedConfig};
 use crate::secret::{API_KEY_ENV, ApiKey};
 use crate::sync::{SyncError, SyncOptions, SyncReport, sync_escrows, sync_transactions, sync_wallets};
@@ -28,6 +29,7 @@ pub enum Exit {
     RowsFailed = 5,
     OutcomeUnknown = 6,
     BrakeHeld = 7,
+    FindingsOpen = 8,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,10 @@ pub enum AppError {
         "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice)"
     )]
     OutcomeUnknown { unknown: u64 },
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("{open} reconciliation finding(s) open; see the report or the purpleflea.payouts.open_findings view")]
+    FindingsOpen { open: u64 },
     #[error("the safety brake held back {held} operation(s); raise --max-total-usd / --max-count or check the source")]
     BrakeHeld { held: u64 },
     #[error("{0}")]
@@ -73,6 +79,9 @@ impl AppError {
             AppError::Payout(_) => Exit::Table,
             AppError::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
             AppError::BrakeHeld { .. } => Exit::BrakeHeld,
+            AppError::Reconcile(ReconcileError::Report { .. }) => Exit::Usage,
+            AppError::Reconcile(_) => Exit::Table,
+            AppError::FindingsOpen { .. } => Exit::FindingsOpen,
             AppError::Internal(_) => Exit::Internal,
         }
     }
@@ -104,6 +113,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Maintain(args) => maintain(&ctx, &args).await,
         Command::Payouts(args) => payouts(&ctx, &args).await,
         Command::Status(args) => status(&ctx, &args).await,
+        Command::Reconcile(args) => reconcile(&ctx, &args).await.map(|_| ()),
         Command::Ddl => {
             for spec in crate::tables::ALL {
                 println!("{}", crate::tables::ddl::render(spec));
@@ -210,6 +220,7 @@ async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
         api_key,
         idempotency_retention: Duration::from_secs(args.idempotency_retention_secs),
         faults: fault_config(args.seed, &args.faults)?,
+        admin: args.admin,
     };
     let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Usage(format!("cannot start the sandbox: {e}")))?;
     println!(
@@ -281,6 +292,17 @@ async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
         println!("   {r}");
     }
 
+    println!("4. reconcile");
+    let report_path = wh.root().to_file_path().ok().map(|p| p.join("reconciliation.html"));
+    let rargs = ReconcileArgs {
+        namespace: "demo".into(),
+        stale_after_secs: 3600,
+        report: report_path.clone(),
+        fail_on: Vec::new(),
+        no_sync: true,
+    };
+    let reconciled = reconcile_and_report(ctx, &rargs, FINDING_CLASSES).await;
+
     let sql = sql_context(wh).await?;
     println!("\ntables:");
     for spec in crate::tables::ALL {
@@ -306,7 +328,11 @@ async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
         "\ntry your own:\n  pfsync --warehouse {} sql \"SELECT agent_id, balance_usd FROM purpleflea.agents.wallets ORDER BY balance_usd DESC LIMIT 5\"",
         display_location(wh)
     );
+    if let Some(p) = &report_path {
+        println!("\nreconciliation report: {}", p.display());
+    }
     sb.shutdown().await;
+    reconciled?;
     rows_failed(&reports)?;
     rows_failed(&after)?;
     // The bad rows are there on purpose; anything still unknown is not.
@@ -480,4 +506,56 @@ async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppError> {
         println!("no payout log under {} yet", ctx.settings.warehouse.root());
     }
     Ok(())
+}
+
+/// The classes `--fail-on` names, checked before anything runs.
+pub fn fail_on(names: &[String]) -> Result<Vec<Class>, AppError> {
+    if names.is_empty() {
+        return Ok(FINDING_CLASSES.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            Class::parse(n.trim()).filter(|c| c.is_finding()).ok_or_else(|| {
+                let all: Vec<&str> = FINDING_CLASSES.iter().map(|c| c.as_str()).collect();
+                AppError::Usage(format!("--fail-on: {n:?} is not a finding class ({})", all.join(", ")))
+            })
+        })
+        .collect()
+}
+
+/// Sync, reconcile, report. Returns the report; fails with exit 8 when findings of the `--fail-on`
+/// classes are open.
+pub async fn reconcile(ctx: &Context, args: &ReconcileArgs) -> Result<ReconcileReport, AppError> {
+    crate::payouts::check_namespace(&args.namespace)?;
+    let classes = fail_on(&args.fail_on)?;
+    if !args.no_sync {
+        let client = Client::new(ctx.settings.client_config()?)?;
+        for r in run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await? {
+            println!("{r}");
+        }
+    }
+    reconcile_and_report(ctx, args, &classes).await
+}
+
+async fn reconcile_and_report(
+    ctx: &Context,
+    args: &ReconcileArgs,
+    classes: &[Class],
+) -> Result<ReconcileReport, AppError> {
+    let opts =
+        ReconcileOptions { namespace: args.namespace.clone(), stale_after: Duration::from_secs(args.stale_after_secs) };
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "reconcile" };
+    let report = crate::reconcile::reconcile(&ctx.settings.warehouse, &commit, &opts).await?;
+    print!("{}", crate::reconcile::report::text(&report));
+    if let Some(path) = &args.report {
+        std::fs::write(path, crate::reconcile::report::html(&report))
+            .map_err(|source| ReconcileError::Report { path: path.display().to_string(), source })?;
+        println!("report: {}", path.display());
+    }
+    let open = report.failing(classes);
+    if open > 0 {
+        return Err(AppError::FindingsOpen { open });
+    }
+    Ok(report)
 }

@@ -143,6 +143,9 @@ pub enum Command {
     Sync(SyncArgs),
     /// Execute pending payouts and escrow actions exactly once, logging every step.
     Payouts(PayoutsArgs),
+    /// Sync the ledger and wallets, then match the payout log against the provider's transactions and
+    /// record every discrepancy in purpleflea.payouts.reconciliation.
+    Reconcile(ReconcileArgs),
     /// Current status of every payout and escrow action (the purpleflea.payouts.status view).
     Status(StatusArgs),
     /// Serve an in-memory Purple Flea sandbox (for trying pfsync without an account, and for tests).
@@ -220,6 +223,13 @@ pub struct SandboxArgs {
     /// How long idempotency keys and their stored responses are kept, in seconds.
     #[arg(long, default_value_t = 86_400, value_name = "SECS")]
     pub idempotency_retention_secs: u64,
+
+    /// Serve admin controls that plant discrepancies for reconciliation tests: POST /api/admin/transactions
+    /// (insert any transaction, e.g. a duplicate or one with a key nobody logged; the agent's balance
+    /// follows) and POST /api/admin/wallets/{agent_id}/balance (set a balance with no transaction). Off by
+    /// default.
+    #[arg(long)]
+    pub admin: bool,
 
     #[command(flatten)]
     pub faults: FaultArgs,
@@ -328,6 +338,29 @@ pub struct PayoutsArgs {
     /// Take only the operations whose id hashes to shard I of N (0-based), for N parallel tasks.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Namespace whose idempotency keys are ours (as given to `pfsync payouts`).
+    #[arg(long, env = "PFSYNC_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// An operation with no final outcome older than this many seconds is a stale_unknown finding.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub stale_after_secs: u64,
+
+    /// Write a self-contained HTML report here.
+    #[arg(long, value_name = "PATH.html")]
+    pub report: Option<std::path::PathBuf>,
+
+    /// Finding classes that make the run exit 8 (comma-separated) [default: every finding class].
+    #[arg(long, value_name = "CLASS,...", value_delimiter = ',')]
+    pub fail_on: Vec<String>,
+
+    /// Skip the sync of transactions and wallets that normally comes first.
+    #[arg(long)]
+    pub no_sync: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ pub mod maintain;
 pub mod money;
 pub mod payouts;
 pub mod progress;
+pub mod reconcile;
 pub mod rng;
 pub mod sandbox;
 pub mod secret;

@@ -449,6 +449,47 @@ impl Ledger {
         Ok((out.into_iter().map(|r| r.tx.clone()).collect(), next))
     }
 
+    // ---- admin controls: plant discrepancies for reconciliation tests (`pfsync sandbox --admin`) ----
+
+    /// Signed effect of a transaction on its agent's balance.
+    fn effect(kind: TxKind, amount: Usd) -> i64 {
+        match kind {
+            TxKind::EscrowLock => -amount.cents(),
+            _ => amount.cents(),
+        }
+    }
+
+    fn adjust_balance(&mut self, agent_id: &str, delta_cents: i64) -> Result<(), ContractError> {
+        let a = self.agent_mut(agent_id)?;
+        let b = Usd::from_cents(a.wallet.balance_usd.cents() + delta_cents)
+            .map_err(|_| ContractError::invalid("balance out of range"))?;
+        let now = self.tick();
+        self.touch_wallet(agent_id, now, |w| w.balance_usd = b);
+        Ok(())
+    }
+
+    /// Append a transaction outside the contract's operations (the agent's balance follows, so the books
+    /// stay closed): a duplicate, or one carrying a key nobody logged.
+    pub fn admin_insert_tx(
+        &mut self,
+        kind: TxKind,
+        agent_id: &str,
+        counterparty: Option<&str>,
+        amount: Usd,
+        key: Option<&str>,
+        reference: &str,
+    ) -> Result<Transaction, ContractError> {
+        self.adjust_balance(agent_id, Self::effect(kind, amount))?;
+        let now = self.tick();
+        Ok(self.record_tx(now, TxDraft { kind, agent_id, counterparty, amount, key, reference }))
+    }
+
+    /// Set a balance without a transaction: the one control that opens the books (a balance mismatch).
+    pub fn admin_set_balance(&mut self, agent_id: &str, balance: Usd) -> Result<(), ContractError> {
+        let current = self.wallet(agent_id)?.balance_usd;
+        self.adjust_balance(agent_id, balance.cents() - current.cents())
+    }
+
     // ---- views for tests and the demo ----
 
     pub fn agent_count(&self) -> usize {

@@ -34,6 +34,8 @@ pub struct SandboxConfig {
     pub api_key: ApiKey,
     pub idempotency_retention: Duration,
     pub faults: FaultConfig,
+    /// Serve `/api/admin/...` (plant discrepancies for reconciliation tests). Off unless asked for.
+    pub admin: bool,
 }
 
 impl SandboxConfig {
@@ -46,6 +48,7 @@ impl SandboxConfig {
             api_key: default_key(),
             idempotency_retention: Duration::from_secs(24 * 3600),
             faults: FaultConfig::default(),
+            admin: false,
         }
     }
 }
@@ -82,6 +85,7 @@ impl Sandbox {
             faults: FaultPlan::new(cfg.faults.clone()),
             stats: server::SandboxStats::default(),
             api_key: cfg.api_key.clone(),
+            admin: cfg.admin,
         });
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
         let addr = listener.local_addr()?;

@@ -63,6 +63,8 @@ pub struct SandboxState {
     pub faults: FaultPlan,
     pub stats: SandboxStats,
     pub api_key: ApiKey,
+    /// `/api/admin/...` controls answer only when the sandbox was started with `--admin`.
+    pub admin: bool,
 }
 
 #[derive(Debug)]
@@ -76,6 +78,8 @@ enum Route {
     Wallets,
     Escrows,
     Transactions,
+    AdminInsertTx,
+    AdminSetBalance(String),
 }
 
 fn route(method: &Method, path: &str) -> Option<Route> {
@@ -100,6 +104,8 @@ fn route(method: &Method, path: &str) -> Option<Route> {
         ("GET", ["api", "wallets"]) => Route::Wallets,
         ("GET", ["api", "escrows"]) => Route::Escrows,
         ("GET", ["api", "transactions"]) => Route::Transactions,
+        ("POST", ["api", "admin", "transactions"]) => Route::AdminInsertTx,
+        ("POST", ["api", "admin", "wallets", id, "balance"]) => Route::AdminSetBalance(id.to_string()),
         _ => return None,
     };
     Some(r)
@@ -168,6 +174,17 @@ pub async fn handle(State(st): State<Arc<SandboxState>>, req: Request) -> Respon
             return refuse(ContractError::invalid(format!("request body is larger than {MAX_REQUEST_BYTES} bytes")));
         }
     };
+    if matches!(route, Route::AdminInsertTx | Route::AdminSetBalance(_)) {
+        if !st.admin {
+            return refuse(ContractError::new(
+                404,
+                "invalid_request",
+                "admin controls are off (start the sandbox with --admin)",
+            ));
+        }
+        let (s, b) = admin(&st, route, &body);
+        return plain(s, b, None);
+    }
 
     // Faults are decided from the request's identity: a retry with the same key is the same identity,
     // seen once more, so it meets the next fault in that identity's sequence.
@@ -289,6 +306,49 @@ fn run_operation(ledger: &mut Ledger, route: &Route, body: &[u8], value: &Value,
         _ => Err(ContractError::invalid("not a POST endpoint")),
     };
     match result {
+        Ok(b) => (200, b),
+        Err(e) => error_parts(&e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct AdminTx {
+    kind: TxKind,
+    agent_id: String,
+    counterparty_agent_id: Option<String>,
+    amount_usd: crate::money::Usd,
+    idempotency_key: Option<String>,
+    reference: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct AdminBalance {
+    balance_usd: crate::money::Usd,
+}
+
+/// The admin controls (plant discrepancies); see `Ledger::admin_*`.
+fn admin(st: &SandboxState, route: Route, body: &[u8]) -> (u16, Bytes) {
+    fn typed<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ContractError> {
+        serde_json::from_slice(body).map_err(|e| ContractError::invalid(e.to_string()))
+    }
+    let mut l = st.ledger.lock().unwrap_or_else(|p| p.into_inner());
+    let r: Result<Bytes, ContractError> = match route {
+        Route::AdminInsertTx => typed::<AdminTx>(body).and_then(|t| {
+            l.admin_insert_tx(
+                t.kind,
+                &t.agent_id,
+                t.counterparty_agent_id.as_deref(),
+                t.amount_usd,
+                t.idempotency_key.as_deref(),
+                t.reference.as_deref().unwrap_or(""),
+            )
+            .map(|tx| json_bytes(&tx))
+        }),
+        Route::AdminSetBalance(id) => typed::<AdminBalance>(body)
+            .and_then(|b| l.admin_set_balance(&id, b.balance_usd).map(|()| Bytes::from_static(b"{}"))),
+        _ => Err(ContractError::invalid("not an admin endpoint")),
+    };
+    match r {
         Ok(b) => (200, b),
         Err(e) => error_parts(&e),
     }

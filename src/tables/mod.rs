@@ -7,7 +7,7 @@ pub mod store;
 
 pub use name::{TableName, Warehouse, location_url};
 pub use spec::{
-    ALL, ColumnSpec, ColumnType, ESCROW_ACTIONS, ESCROWS, PAYOUT_LOG, PENDING_PAYOUTS, REJECTS, TRANSACTIONS,
-    TableSpec, WALLETS,
+    ALL, ColumnSpec, ColumnType, DAILY_TOTALS, ESCROW_ACTIONS, ESCROWS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION,
+    REJECTS, RUNS, TRANSACTIONS, TableSpec, WALLETS,
 };
 pub use store::{CommitInfo, TableError, open_existing, open_or_create, register_location, sql_context};

@@ -294,9 +294,89 @@ pub const REJECTS: TableSpec = TableSpec {
     ],
 };
 
+/// `purpleflea.payouts.reconciliation`: every finding of every reconcile run, append-only.
+pub const RECONCILIATION: TableSpec = TableSpec {
+    name: "purpleflea.payouts.reconciliation",
+    comment: "Reconciliation findings: one row per open finding per run, and one when a finding is resolved",
+    columns: &[
+        col("run_id", String, false, "Reconcile run that wrote the row"),
+        col("finding_key", String, false, "Stable identity of the finding across runs (class and subject)"),
+        col(
+            "class",
+            String,
+            false,
+            "amount_mismatch | agent_mismatch | missing_at_provider | unlogged_at_provider | duplicate_at_provider | status_mismatch | stale_unknown | unattributed_payout | balance_mismatch",
+        ),
+        col("operation_id", String, true, "payout_id or action_id"),
+        col("kind", String, true, "Operation kind or provider transaction kind"),
+        col("idempotency_key", String, true, "Key of the operation or transaction"),
+        col("tx_ids", String, true, "Provider transactions involved, comma-separated"),
+        col("agent_id", String, true, "Agent concerned"),
+        col("expected_agent_id", String, true, "Agent the log recorded"),
+        col("actual_agent_id", String, true, "Agent the provider shows"),
+        col("expected_amount_usd", Money, true, "Amount the log (or the ledger) implies"),
+        col("actual_amount_usd", Money, true, "Amount the provider (or the wallet) shows"),
+        col("detail", String, false, "What differs, in words"),
+        col("first_seen_run", String, false, "Run that first reported this finding"),
+        col("first_seen_at", Timestamp, false, "When it was first reported"),
+        col("resolved_at", Timestamp, true, "Set on the row that records the finding's disappearance"),
+        col("recorded_at", Timestamp, false, "When this row was written (one value per run)"),
+    ],
+    partition_columns: &[],
+    properties: &[
+        ("delta.appendOnly", "true"),
+        ("delta.deletedFileRetentionDuration", "interval 365 days"),
+        ("delta.logRetentionDuration", "interval 365 days"),
+    ],
+};
+
+/// `purpleflea.ops.runs`: one summary row per step of every run.
+pub const RUNS: TableSpec = TableSpec {
+    name: "purpleflea.ops.runs",
+    comment: "One row per pfsync step run: when, how much, what it found, how it exited",
+    columns: &[
+        col("run_id", String, false, "Run id (--run-id; a Databricks job passes its own)"),
+        col("step", String, false, "sync | payouts | reconcile | maintain"),
+        col("started_at", Timestamp, false, "Step start"),
+        col("finished_at", Timestamp, false, "Step end"),
+        col("rows", Long, true, "Rows or operations handled"),
+        col("amount_usd", Money, true, "Money moved (payouts) or matched (reconcile)"),
+        col("counts", String, true, "Counts per outcome or finding class, as a JSON object"),
+        col("exit_code", Int, false, "Exit code the step ended with"),
+    ],
+    partition_columns: &[],
+    properties: &[("delta.appendOnly", "true")],
+};
+
+/// `purpleflea.ops.daily_totals`: provider money per day and kind, recomputed by each reconcile run.
+pub const DAILY_TOTALS: TableSpec = TableSpec {
+    name: "purpleflea.ops.daily_totals",
+    comment: "Provider transactions per day and kind, and the part matched to pfsync's log; rewritten by reconcile",
+    columns: &[
+        col("day", Date, false, "Day (UTC)"),
+        col("kind", String, false, "payout | escrow_lock | escrow_release | escrow_refund | faucet"),
+        col("transactions", Long, false, "Provider transactions"),
+        col("amount_usd", Money, false, "Their total, exact cents"),
+        col("matched_usd", Money, false, "Of which matched to a completed pfsync operation"),
+        col("computed_run_id", String, false, "Reconcile run that computed the row"),
+    ],
+    partition_columns: &[],
+    properties: &[],
+};
+
 /// Every table pfsync owns, in creation order.
-pub const ALL: &[&TableSpec] =
-    &[&WALLETS, &ESCROWS, &TRANSACTIONS, &PENDING_PAYOUTS, &ESCROW_ACTIONS, &PAYOUT_LOG, &REJECTS];
+pub const ALL: &[&TableSpec] = &[
+    &WALLETS,
+    &ESCROWS,
+    &TRANSACTIONS,
+    &PENDING_PAYOUTS,
+    &ESCROW_ACTIONS,
+    &PAYOUT_LOG,
+    &REJECTS,
+    &RECONCILIATION,
+    &RUNS,
+    &DAILY_TOTALS,
+];
 
 #[cfg(test)]
 mod tests {

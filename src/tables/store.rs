@@ -219,5 +219,7 @@ pub async fn register_location(
 }
 
 /// The views in `sql/views/`, registered in every SQL session pfsync opens.
-pub const VIEWS: &[(&str, &str)] =
-    &[("purpleflea.payouts.status", include_str!("../../sql/views/purpleflea.payouts.status.sql"))];
+pub const VIEWS: &[(&str, &str)] = &[
+    ("purpleflea.payouts.status", include_str!("../../sql/views/purpleflea.payouts.status.sql")),
+    ("purpleflea.payouts.open_findings", include_str!("../../sql/views/purpleflea.payouts.open_findings.sql")),
+];

@@ -1,0 +1,12 @@
+-- purpleflea.ops.daily_totals: provider money per day and kind, rewritten by each reconcile run.
+-- Mirrors DAILY_TOTALS in src/tables/spec.rs.
+CREATE TABLE IF NOT EXISTS purpleflea.ops.daily_totals (
+  day DATE NOT NULL COMMENT 'Day (UTC)',
+  kind STRING NOT NULL COMMENT 'payout | escrow_lock | escrow_release | escrow_refund | faucet',
+  transactions BIGINT NOT NULL COMMENT 'Provider transactions',
+  amount_usd DECIMAL(18,2) NOT NULL COMMENT 'Their total, exact cents',
+  matched_usd DECIMAL(18,2) NOT NULL COMMENT 'Of which matched to a completed pfsync operation',
+  computed_run_id STRING NOT NULL COMMENT 'Reconcile run that computed the row'
+)
+USING DELTA
+COMMENT 'Provider transactions per day and kind, and the part matched to pfsync\'s log; rewritten by reconcile';

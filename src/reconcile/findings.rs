@@ -1,0 +1,159 @@
+//! Findings: their classes, and how one run's findings carry the first-seen time of the same finding in
+//! the run before, or mark a finding that disappeared as resolved. Pure.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use crate::money::Usd;
+
+/// Every class an operation or provider transaction can end in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    Matched,
+    /// An operation still running, younger than the stale threshold: not a finding.
+    InProgress,
+    AmountMismatch,
+    AgentMismatch,
+    MissingAtProvider,
+    UnloggedAtProvider,
+    DuplicateAtProvider,
+    StatusMismatch,
+    StaleUnknown,
+    UnattributedPayout,
+    BalanceMismatch,
+}
+
+pub const FINDING_CLASSES: &[Class] = &[
+    Class::AmountMismatch,
+    Class::AgentMismatch,
+    Class::MissingAtProvider,
+    Class::UnloggedAtProvider,
+    Class::DuplicateAtProvider,
+    Class::StatusMismatch,
+    Class::StaleUnknown,
+    Class::UnattributedPayout,
+    Class::BalanceMismatch,
+];
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Matched => "matched",
+            Class::InProgress => "in_progress",
+            Class::AmountMismatch => "amount_mismatch",
+            Class::AgentMismatch => "agent_mismatch",
+            Class::MissingAtProvider => "missing_at_provider",
+            Class::UnloggedAtProvider => "unlogged_at_provider",
+            Class::DuplicateAtProvider => "duplicate_at_provider",
+            Class::StatusMismatch => "status_mismatch",
+            Class::StaleUnknown => "stale_unknown",
+            Class::UnattributedPayout => "unattributed_payout",
+            Class::BalanceMismatch => "balance_mismatch",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Class> {
+        [Class::Matched, Class::InProgress].iter().chain(FINDING_CLASSES).copied().find(|c| c.as_str() == s)
+    }
+
+    pub fn is_finding(self) -> bool {
+        !matches!(self, Class::Matched | Class::InProgress)
+    }
+}
+
+/// One finding of this run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Finding {
+    pub class: Option<Class>,
+    pub operation_id: Option<String>,
+    pub kind: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub tx_ids: Option<String>,
+    pub agent_id: Option<String>,
+    pub expected_agent: Option<String>,
+    pub actual_agent: Option<String>,
+    pub expected_amount: Option<Usd>,
+    pub actual_amount: Option<Usd>,
+    pub detail: String,
+}
+
+impl Finding {
+    /// Identity across runs: the class and what it is about.
+    pub fn key(&self) -> String {
+        let subject =
+            self.operation_id.as_deref().or(self.tx_ids.as_deref()).or(self.agent_id.as_deref()).unwrap_or("-");
+        format!("{}:{subject}", self.class.map(Class::as_str).unwrap_or("unknown"))
+    }
+}
+
+/// A row for the reconciliation table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingRow {
+    pub finding: Finding,
+    pub key: String,
+    pub first_seen_run: String,
+    pub first_seen_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// This run's rows: every current finding (with its first sighting carried from the previous run's open
+/// row of the same key), and a resolution row for every previously open finding that is gone.
+pub fn carry_forward(
+    previous_open: &[FindingRow],
+    current: Vec<Finding>,
+    run_id: &str,
+    now: DateTime<Utc>,
+) -> Vec<FindingRow> {
+    let prev: HashMap<&str, &FindingRow> = previous_open.iter().map(|r| (r.key.as_str(), r)).collect();
+    let mut seen: BTreeMap<String, FindingRow> = BTreeMap::new();
+    for f in current {
+        let key = f.key();
+        let (first_run, first_at) = match prev.get(key.as_str()) {
+            Some(p) => (p.first_seen_run.clone(), p.first_seen_at),
+            None => (run_id.to_string(), now),
+        };
+        seen.entry(key.clone()).or_insert(FindingRow {
+            finding: f,
+            key,
+            first_seen_run: first_run,
+            first_seen_at: first_at,
+            resolved_at: None,
+        });
+    }
+    let mut rows: Vec<FindingRow> = seen.into_values().collect();
+    for p in previous_open {
+        if !rows.iter().any(|r| r.key == p.key) {
+            rows.push(FindingRow { resolved_at: Some(now), ..p.clone() });
+        }
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(class: Class, op: &str) -> Finding {
+        Finding { class: Some(class), operation_id: Some(op.into()), detail: "d".into(), ..Finding::default() }
+    }
+
+    #[test]
+    fn first_seen_is_carried_and_gone_findings_are_resolved() {
+        let t1 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let t2 = t1 + chrono::Duration::hours(1);
+        let run1 = carry_forward(&[], vec![f(Class::AmountMismatch, "p1"), f(Class::StaleUnknown, "p2")], "r1", t1);
+        assert_eq!(run1.len(), 2);
+        let run2 = carry_forward(&run1, vec![f(Class::AmountMismatch, "p1"), f(Class::AgentMismatch, "p3")], "r2", t2);
+        let by_key: HashMap<&str, &FindingRow> = run2.iter().map(|r| (r.key.as_str(), r)).collect();
+        assert_eq!(by_key["amount_mismatch:p1"].first_seen_run, "r1");
+        assert_eq!(by_key["amount_mismatch:p1"].first_seen_at, t1);
+        assert_eq!(by_key["agent_mismatch:p3"].first_seen_run, "r2");
+        assert_eq!(by_key["stale_unknown:p2"].resolved_at, Some(t2));
+        assert_eq!(run2.len(), 3);
+        for c in FINDING_CLASSES {
+            assert_eq!(Class::parse(c.as_str()), Some(*c));
+            assert!(c.is_finding());
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Reconciliation: one planted example of every class gives exactly those findings; a clean run gives none;
+//! a fixed finding is marked resolved in the next run.
+
+use std::collections::BTreeMap;
+
+use pfsync::api::{Client, PayoutRequest};
+use pfsync::payouts::log::{LogEvent, append_events};
+use pfsync::payouts::state::Event;
+use pfsync::payouts::{PayoutOptions, run_payouts};
+use pfsync::progress::Progress;
+use pfsync::reconcile::{ReconcileOptions, ReconcileReport, reconcile, report};
+use pfsync::sandbox::{Sandbox, SandboxConfig, SeedConfig};
+use pfsync::sync::{SyncOptions, sync_escrows, sync_transactions, sync_wallets};
+use pfsync::tables::{CommitInfo, PAYOUT_LOG, Warehouse, open_existing};
+use serde_json::json;
+
+use crate::common::{client, usd, warehouse};
+use crate::payouts::write_pending;
+
+fn commit(step: &'static str) -> CommitInfo {
+    CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step }
+}
+
+async fn sync_and_reconcile(c: &Client, wh: &Warehouse) -> ReconcileReport {
+    let p = Progress::hidden();
+    let o = SyncOptions::default();
+    sync_wallets(c, wh, &commit("sync"), &o, &p).await.unwrap();
+    sync_escrows(c, wh, &commit("sync"), &o, &p).await.unwrap();
+    sync_transactions(c, wh, &commit("sync"), &o, &p).await.unwrap();
+    reconcile(wh, &commit("reconcile"), &ReconcileOptions::default()).await.unwrap()
+}
+
+fn open_classes(r: &ReconcileReport) -> BTreeMap<String, String> {
+    r.open()
+        .map(|f| {
+            let subject = f
+                .finding
+                .operation_id
+                .clone()
+                .or(f.finding.tx_ids.clone())
+                .or(f.finding.agent_id.clone())
+                .unwrap_or_default();
+            (f.finding.class.unwrap().as_str().to_string(), subject)
+        })
+        .collect()
+}
+
+async fn admin(sb: &Sandbox, method: reqwest::Method, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .request(method, format!("{}/admin/{path}", sb.base_url()))
+        .bearer_auth("pf_test_sandbox")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "admin {path}");
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
+    let cfg = SandboxConfig {
+        world: SeedConfig { agents: 30, escrows: Some(0), ..SeedConfig::default() },
+        admin: true,
+        ..SandboxConfig::for_tests(30)
+    };
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    write_pending(
+        &wh,
+        &[
+            ("p-ok", "agent-000001", "1.00", "ok"),
+            ("p-dup", "agent-000005", "5.00", "dup"),
+            ("p-unattr", "agent-000006", "6.00", "bonus week 12"),
+            ("p-rej", "agent-999999", "7.00", "rejected"),
+        ],
+    )
+    .await;
+    let opts = PayoutOptions { check_agents: false, ..PayoutOptions::default() };
+    let r = run_payouts(&c, &wh, &commit("payouts"), &opts, &Progress::hidden()).await.unwrap();
+    assert_eq!((r.completed, r.rejected_by_api), (3, 1), "{r}");
+
+    // A clean state first: everything matched.
+    let clean = sync_and_reconcile(&c, &wh).await;
+    assert_eq!(clean.open().count(), 0, "{}", report::text(&clean));
+    assert_eq!(clean.counts.get("matched"), Some(&4));
+
+    // Plant one of each, in the provider's ledger (admin controls) and in the log.
+    use reqwest::Method;
+    let insert = |agent: &str, amount: f64, key: &str| json!({"kind": "payout", "agent_id": agent, "amount_usd": amount, "idempotency_key": key, "reference": "planted"});
+    admin(&sb, Method::POST, "transactions", insert("agent-000002", 2.00, "pfsync:default:payout:p-amt")).await;
+    admin(&sb, Method::POST, "transactions", insert("agent-000010", 3.00, "pfsync:default:payout:p-agent")).await;
+    admin(&sb, Method::POST, "transactions", insert("agent-000005", 5.00, "pfsync:default:payout:p-dup")).await;
+    admin(&sb, Method::POST, "transactions", insert("agent-000007", 9.99, "pfsync:default:payout:ghost")).await;
+    admin(&sb, Method::POST, "transactions", insert("agent-000008", 7.00, "pfsync:default:payout:p-rej")).await;
+    let log = open_existing(&wh, &PAYOUT_LOG).await.unwrap().unwrap();
+    let ev = |op: &str, event: Event, agent: &str, amount: &str, tx: Option<&str>, hours_ago: i64| LogEvent {
+        operation_id: op.into(),
+        kind: "payout",
+        event,
+        attempt: 1,
+        agent_id: Some(agent.into()),
+        counterparty: None,
+        amount: Some(usd(amount)),
+        reason: Some("planted".into()),
+        idempotency_key: format!("pfsync:default:payout:{op}"),
+        tx_id: tx.map(str::to_string),
+        escrow_id: None,
+        http_status: None,
+        error_code: None,
+        error_message: None,
+        run_id: "planted-run".into(),
+        recorded_at: chrono::Utc::now() - chrono::Duration::hours(hours_ago),
+    };
+    let planted = [
+        // The log says 2.50, the provider has 2.00.
+        ev("p-amt", Event::Intent, "agent-000002", "2.50", None, 0),
+        ev("p-amt", Event::Completed, "agent-000002", "2.50", None, 0),
+        // The log says agent-000003, the provider paid agent-000010.
+        ev("p-agent", Event::Intent, "agent-000003", "3.00", None, 0),
+        ev("p-agent", Event::Completed, "agent-000003", "3.00", None, 0),
+        // The log says completed as tx_999999999999, which the provider does not have.
+        ev("p-missing", Event::Intent, "agent-000004", "4.00", None, 0),
+        ev("p-missing", Event::Completed, "agent-000004", "4.00", Some("tx_999999999999"), 0),
+        // An intent two hours old with no outcome.
+        ev("p-stale", Event::Intent, "agent-000009", "9.00", None, 2),
+    ];
+    append_events(log, &planted, &commit("plant")).await.unwrap();
+    let original = sb.ledger().wallet("agent-000020").unwrap().balance_usd;
+    admin(&sb, Method::POST, "wallets/agent-000020/balance", json!({"balance_usd": 12345.67})).await;
+    // Paid again by hand, outside pfsync: same agent, amount and reason, no key.
+    c.payout(
+        &PayoutRequest { agent_id: "agent-000006".into(), amount_usd: usd("6.00"), reason: "bonus week 12".into() },
+        None,
+    )
+    .await
+    .unwrap();
+
+    let first = sync_and_reconcile(&c, &wh).await;
+    let want: BTreeMap<String, String> = [
+        ("amount_mismatch", "p-amt"),
+        ("agent_mismatch", "p-agent"),
+        ("missing_at_provider", "p-missing"),
+        ("duplicate_at_provider", "p-dup"),
+        ("status_mismatch", "p-rej"),
+        ("stale_unknown", "p-stale"),
+        ("unattributed_payout", "p-unattr"),
+        ("balance_mismatch", "agent-000020"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let mut got = open_classes(&first);
+    let unlogged = got.remove("unlogged_at_provider").expect("the ghost transaction is unlogged");
+    assert!(unlogged.starts_with("tx_"), "{unlogged}");
+    assert_eq!(got, want, "{}", report::text(&first));
+    assert_eq!(first.open().count(), 9, "exactly one finding per class");
+    let amt = first.open().find(|f| f.finding.operation_id.as_deref() == Some("p-amt")).unwrap();
+    assert_eq!((amt.finding.expected_amount, amt.finding.actual_amount), (Some(usd("2.50")), Some(usd("2.00"))));
+
+    // The HTML report is self-contained and shows every finding.
+    let html = report::html(&first);
+    for class in want.keys() {
+        assert!(html.contains(class.as_str()), "{class}");
+    }
+    assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("src=\"http"));
+
+    // Fix one: the balance; the next run resolves it and carries the others' first sighting.
+    admin(
+        &sb,
+        Method::POST,
+        "wallets/agent-000020/balance",
+        json!({"balance_usd": original.to_string().parse::<f64>().unwrap()}),
+    )
+    .await;
+    let second = sync_and_reconcile(&c, &wh).await;
+    let resolved: Vec<&str> = second.resolved().filter_map(|f| f.finding.agent_id.as_deref()).collect();
+    assert_eq!(resolved, ["agent-000020"]);
+    assert!(second.resolved().all(|f| f.resolved_at.is_some()));
+    assert_eq!(second.open().count(), 8);
+    let first_run = &first.run_id;
+    assert!(second.open().all(|f| &f.first_seen_run == first_run), "first_seen carried forward");
+
+    // The auditors' view agrees.
+    let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
+    let b = ctx.sql("SELECT count(*) FROM purpleflea.payouts.open_findings").await.unwrap().collect().await.unwrap();
+    assert_eq!(b[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0), 8);
+}
