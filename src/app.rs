@@ -1,15 +1,17 @@
 //! The commands, run from parsed flags, and the mapping of their failures to exit codes.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::api::{ApiError, Client};
 use crate::cli::{
-    Cli, Command, DemoArgs, FaultArgs, MaintainArgs, PayoutsArgs, ReconcileArgs, SandboxArgs, SqlArgs, StatusArgs,
-    SyncArgs, SyncTarget,
+    Cli, Command, DemoArgs, FaultArgs, MaintainArgs, PayoutsArgs, ReconcileArgs, RunArgs, SandboxArgs, SqlArgs,
+    StatusArgs, Step, SyncArgs, SyncTarget,
 };
 use crate::config::{ConfigError, Settings};
 use crate::maintain::{MaintainError, MaintainOptions, maintain_all};
 use crate::money::Usd;
+use crate::ops::RunRecord;
 use crate::payouts::{PausePoint, PayoutError, PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
 use crate::reconcile::{Class, FINDING_CLASSES, ReconcileError, ReconcileOptions, ReconcileReport};
@@ -106,14 +108,26 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     let span = tracing::info_span!("run", run_id = %ctx.run_id);
     let _guard = span.enter();
     match cli.command {
-        Command::Sync(args) => sync(&ctx, &args).await,
+        Command::Run(args) => run_steps(&ctx, &args).await,
+        Command::Sync(args) => {
+            let client = Client::new(ctx.settings.client_config()?)?;
+            recorded(&ctx, "sync", sync_step(&ctx, &client, args.target, &sync_options(&args))).await
+        }
         Command::Sandbox(args) => sandbox(&args).await,
         Command::Demo(args) => demo(&ctx, &args).await,
         Command::Sql(args) => sql(&ctx, &args).await,
         Command::Maintain(args) => maintain(&ctx, &args).await,
-        Command::Payouts(args) => payouts(&ctx, &args).await,
+        Command::Payouts(args) => {
+            let opts = payout_options(&args)?;
+            let client = Client::new(ctx.settings.client_config()?)?;
+            recorded(&ctx, "payouts", payouts_step(&ctx, &client, &opts)).await
+        }
         Command::Status(args) => status(&ctx, &args).await,
-        Command::Reconcile(args) => reconcile(&ctx, &args).await.map(|_| ()),
+        Command::Reconcile(args) => {
+            crate::payouts::check_namespace(&args.namespace)?;
+            let classes = fail_on(&args.fail_on)?;
+            recorded(&ctx, "reconcile", reconcile_step(&ctx, &args, &classes)).await
+        }
         Command::Ddl => {
             for spec in crate::tables::ALL {
                 println!("{}", crate::tables::ddl::render(spec));
@@ -121,13 +135,6 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
     }
-}
-
-fn summarize(reports: &[SyncReport]) -> Result<(), AppError> {
-    for r in reports {
-        println!("{r}");
-    }
-    rows_failed(reports)
 }
 
 fn rows_failed(reports: &[SyncReport]) -> Result<(), AppError> {
@@ -175,18 +182,89 @@ fn step(ctx: &Context, step: &'static str, label: &str) -> (CommitInfo, Progress
     (CommitInfo { run_id: ctx.run_id.clone(), step }, Progress::new(ctx.progress, label))
 }
 
-async fn sync(ctx: &Context, args: &SyncArgs) -> Result<(), AppError> {
-    // Everything that can be wrong with the configuration is checked before a table is touched.
-    let client = Client::new(ctx.settings.client_config()?)?;
-    let opts = SyncOptions {
+fn sync_options(args: &SyncArgs) -> SyncOptions {
+    SyncOptions {
         page_size: args.page_size,
         batch_rows: args.batch_rows as usize,
         full: args.full,
         overlap: Duration::from_secs(args.overlap_secs),
         fail_after_pages: None,
+    }
+}
+
+/// What one step did (for `purpleflea.ops.runs`) and how it ended.
+pub struct StepOutcome {
+    pub rows: Option<i64>,
+    pub amount: Option<Usd>,
+    pub counts: BTreeMap<String, u64>,
+    /// A step can finish its work and still end non-zero (rows refused, outcomes unknown, findings open).
+    pub result: Result<(), AppError>,
+}
+
+async fn sync_step(
+    ctx: &Context,
+    client: &Client,
+    target: SyncTarget,
+    opts: &SyncOptions,
+) -> Result<StepOutcome, AppError> {
+    let reports = run_sync(ctx, client, target, opts).await?;
+    let mut counts = BTreeMap::new();
+    for r in &reports {
+        println!("{r}");
+        for (k, v) in
+            [("inserted", r.inserted), ("updated", r.updated), ("unchanged", r.unchanged), ("failed", r.failed)]
+        {
+            *counts.entry(k.to_string()).or_default() += v;
+        }
+    }
+    let rows = reports.iter().map(|r| r.rows_read as i64).sum();
+    Ok(StepOutcome { rows: Some(rows), amount: None, counts, result: rows_failed(&reports) })
+}
+
+/// Run a step and record it in `purpleflea.ops.runs` (not for usage errors: those touch nothing).
+async fn recorded(
+    ctx: &Context,
+    step: &'static str,
+    work: impl std::future::Future<Output = Result<StepOutcome, AppError>>,
+) -> Result<(), AppError> {
+    let started_at = chrono::Utc::now();
+    let (record, result) = match work.await {
+        Ok(o) => {
+            let exit = o.result.as_ref().err().map(|e| e.exit() as i32).unwrap_or(0);
+            (
+                RunRecord {
+                    step,
+                    started_at,
+                    finished_at: chrono::Utc::now(),
+                    rows: o.rows,
+                    amount: o.amount,
+                    counts: o.counts,
+                    exit_code: exit,
+                },
+                o.result,
+            )
+        }
+        Err(e) => {
+            let exit = e.exit() as i32;
+            let r = RunRecord {
+                step,
+                started_at,
+                finished_at: chrono::Utc::now(),
+                rows: None,
+                amount: None,
+                counts: BTreeMap::new(),
+                exit_code: exit,
+            };
+            (r, Err(e))
+        }
     };
-    let reports = run_sync(ctx, &client, args.target, &opts).await?;
-    summarize(&reports)
+    if record.exit_code != Exit::Usage as i32 {
+        let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "ops.runs" };
+        if let Err(e) = crate::ops::record(&ctx.settings.warehouse, &commit, &record).await {
+            tracing::warn!(error = %e, "could not record the step in purpleflea.ops.runs");
+        }
+    }
+    result
 }
 
 fn fault_config(seed: u64, f: &FaultArgs) -> Result<FaultConfig, AppError> {
@@ -301,7 +379,10 @@ async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
         fail_on: Vec::new(),
         no_sync: true,
     };
-    let reconciled = reconcile_and_report(ctx, &rargs, FINDING_CLASSES).await;
+    let reconciled = reconcile_and_report(ctx, &rargs).await.and_then(|r| match r.failing(FINDING_CLASSES) {
+        0 => Ok(()),
+        open => Err(AppError::FindingsOpen { open }),
+    });
 
     let sql = sql_context(wh).await?;
     println!("\ntables:");
@@ -463,12 +544,10 @@ pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn payouts(ctx: &Context, args: &PayoutsArgs) -> Result<(), AppError> {
-    let opts = payout_options(args)?;
-    let client = Client::new(ctx.settings.client_config()?)?;
+async fn payouts_step(ctx: &Context, client: &Client, opts: &PayoutOptions) -> Result<StepOutcome, AppError> {
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
     let progress = Progress::new(ctx.progress, "payouts");
-    let report = run_payouts(&client, &ctx.settings.warehouse, &commit, &opts, &progress).await?;
+    let report = run_payouts(client, &ctx.settings.warehouse, &commit, opts, &progress).await?;
     if report.dry_run {
         for p in &report.plan {
             println!(
@@ -482,7 +561,26 @@ async fn payouts(ctx: &Context, args: &PayoutsArgs) -> Result<(), AppError> {
         }
     }
     println!("{report}");
-    payout_outcome(&report)
+    let counts = [
+        ("completed", report.completed),
+        ("resolved_by_lookup", report.resolved_by_lookup),
+        ("rejected_by_api", report.rejected_by_api),
+        ("refused_by_validation", report.rejected_rows),
+        ("unknown", report.unknown),
+        ("waiting", report.waiting),
+        ("held_by_brake", report.held_by_brake),
+        ("already_final", report.already_final),
+        ("log_commits", report.log_commits),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), *v))
+    .collect();
+    Ok(StepOutcome {
+        rows: Some(report.source_rows as i64),
+        amount: Some(report.usd_moved),
+        counts,
+        result: payout_outcome(&report),
+    })
 }
 
 async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppError> {
@@ -524,25 +622,27 @@ pub fn fail_on(names: &[String]) -> Result<Vec<Class>, AppError> {
         .collect()
 }
 
-/// Sync, reconcile, report. Returns the report; fails with exit 8 when findings of the `--fail-on`
-/// classes are open.
-pub async fn reconcile(ctx: &Context, args: &ReconcileArgs) -> Result<ReconcileReport, AppError> {
-    crate::payouts::check_namespace(&args.namespace)?;
-    let classes = fail_on(&args.fail_on)?;
+async fn reconcile_step(ctx: &Context, args: &ReconcileArgs, classes: &[Class]) -> Result<StepOutcome, AppError> {
     if !args.no_sync {
         let client = Client::new(ctx.settings.client_config()?)?;
         for r in run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await? {
             println!("{r}");
         }
     }
-    reconcile_and_report(ctx, args, &classes).await
+    let report = reconcile_and_report(ctx, args).await?;
+    let mut counts: BTreeMap<String, u64> = report.counts.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    counts.insert("open_findings".into(), report.open().count() as u64);
+    counts.insert("resolved".into(), report.resolved().count() as u64);
+    let open = report.failing(classes);
+    Ok(StepOutcome {
+        rows: Some(report.operations as i64),
+        amount: Some(report.matched_usd),
+        counts,
+        result: if open > 0 { Err(AppError::FindingsOpen { open }) } else { Ok(()) },
+    })
 }
 
-async fn reconcile_and_report(
-    ctx: &Context,
-    args: &ReconcileArgs,
-    classes: &[Class],
-) -> Result<ReconcileReport, AppError> {
+async fn reconcile_and_report(ctx: &Context, args: &ReconcileArgs) -> Result<ReconcileReport, AppError> {
     let opts =
         ReconcileOptions { namespace: args.namespace.clone(), stale_after: Duration::from_secs(args.stale_after_secs) };
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "reconcile" };
@@ -553,9 +653,61 @@ async fn reconcile_and_report(
             .map_err(|source| ReconcileError::Report { path: path.display().to_string(), source })?;
         println!("report: {}", path.display());
     }
-    let open = report.failing(classes);
-    if open > 0 {
-        return Err(AppError::FindingsOpen { open });
-    }
     Ok(report)
+}
+
+/// The most useful exit for a scheduler among steps that finished: retry-worthy first.
+fn worst(results: Vec<Result<(), AppError>>) -> Result<(), AppError> {
+    let rank = |e: &AppError| match e.exit() {
+        Exit::OutcomeUnknown => 0,
+        Exit::FindingsOpen => 1,
+        Exit::BrakeHeld => 2,
+        Exit::RowsFailed => 3,
+        _ => 4,
+    };
+    let mut errors: Vec<AppError> = results.into_iter().filter_map(Result::err).collect();
+    errors.sort_by_key(rank);
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `pfsync run`: the steps in order under one run id. A step that fails hard stops the run (later steps
+/// build on it); one that finishes with refusals, unknown outcomes or findings lets the next step run.
+async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppError> {
+    // Every flag is checked before any step touches anything.
+    let popts = payout_options(&args.payouts)?;
+    let classes = fail_on(&args.fail_on)?;
+    let client = Client::new(ctx.settings.client_config()?)?;
+    let rargs = ReconcileArgs {
+        namespace: args.payouts.namespace.clone(),
+        stale_after_secs: args.stale_after_secs,
+        report: args.report.clone(),
+        fail_on: args.fail_on.clone(),
+        // The ledger moved during payouts: reconcile always syncs it again first.
+        no_sync: false,
+    };
+    let mut results = Vec::new();
+    for step in &args.steps {
+        let r = match step {
+            Step::Sync => {
+                recorded(ctx, "sync", sync_step(ctx, &client, SyncTarget::All, &SyncOptions::default())).await
+            }
+            Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, &client, &popts)).await,
+            Step::Reconcile => recorded(ctx, "reconcile", reconcile_step(ctx, &rargs, &classes)).await,
+        };
+        match r {
+            Err(e)
+                if !matches!(
+                    e.exit(),
+                    Exit::RowsFailed | Exit::OutcomeUnknown | Exit::BrakeHeld | Exit::FindingsOpen
+                ) =>
+            {
+                return Err(e);
+            }
+            r => results.push(r),
+        }
+    }
+    worst(results)
 }

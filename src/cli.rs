@@ -139,6 +139,8 @@ impl GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The Workflow entry point: sync, then payouts, then reconcile, with one run id across the steps.
+    Run(RunArgs),
     /// Pull state from the API into Delta tables.
     Sync(SyncArgs),
     /// Execute pending payouts and escrow actions exactly once, logging every step.
@@ -338,6 +340,35 @@ pub struct PayoutsArgs {
     /// Take only the operations whose id hashes to shard I of N (0-based), for N parallel tasks.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Step {
+    Sync,
+    Payouts,
+    Reconcile,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Steps to run, in this order (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sync,payouts,reconcile")]
+    pub steps: Vec<Step>,
+
+    #[command(flatten)]
+    pub payouts: PayoutsArgs,
+
+    /// An operation with no final outcome older than this many seconds is a stale_unknown finding.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub stale_after_secs: u64,
+
+    /// Write the reconciliation report (self-contained HTML) here.
+    #[arg(long, value_name = "PATH.html")]
+    pub report: Option<std::path::PathBuf>,
+
+    /// Finding classes that make the run exit 8 (comma-separated) [default: every finding class].
+    #[arg(long, value_name = "CLASS,...", value_delimiter = ',')]
+    pub fail_on: Vec<String>,
 }
 
 #[derive(Debug, Args)]

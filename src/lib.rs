@@ -8,6 +8,7 @@ pub mod demo;
 pub mod logging;
 pub mod maintain;
 pub mod money;
+pub mod ops;
 pub mod payouts;
 pub mod progress;
 pub mod reconcile;

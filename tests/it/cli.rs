@@ -128,3 +128,60 @@ fn sandbox_command_prints_its_url_and_serves() {
     let _ = child.wait();
     assert_eq!(status, 200, "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_executes_every_step_under_one_run_id_and_records_them() {
+    let sb = sandbox(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = crate::common::warehouse(&dir);
+    crate::payouts::write_pending(&wh, &[("r-1", "agent-000001", "1.00", "a"), ("r-2", "agent-000002", "2.00", "b")])
+        .await;
+    let url = sb.base_url().to_string();
+    let path = dir.path().to_path_buf();
+    let out = tokio::task::block_in_place(|| {
+        pfsync()
+            .args(["--api-url", &url, "--faucet-url", &url, "--run-id", "job-42", "-q", "run"])
+            .arg("--warehouse")
+            .arg(&path)
+            .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("open findings 0"), "{stdout}");
+    let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
+    let b = ctx
+        .sql("SELECT step, exit_code FROM purpleflea.ops.runs WHERE run_id = 'job-42' ORDER BY started_at")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let steps = arrow::compute::cast(b[0].column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+    let steps: Vec<&str> =
+        steps.as_any().downcast_ref::<arrow::array::StringArray>().unwrap().iter().flatten().collect();
+    assert_eq!(steps, ["sync", "payouts", "reconcile"]);
+}
+
+#[tokio::test]
+async fn shards_split_the_payouts_disjointly_and_together_take_all() {
+    use pfsync::payouts::{PayoutOptions, run_payouts};
+    let sb = sandbox(30).await;
+    let c = crate::common::client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = crate::common::warehouse(&dir);
+    let rows: Vec<(String, String)> = (0..40).map(|i| (format!("s-{i}"), format!("agent-{:06}", 1 + i % 30))).collect();
+    let refs: Vec<(&str, &str, &str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str(), "1.00", "r")).collect();
+    crate::payouts::write_pending(&wh, &refs).await;
+    let mut total = 0;
+    for i in 0..3 {
+        let opts = PayoutOptions { shard: Some((i, 3)), ..PayoutOptions::default() };
+        let commit = pfsync::tables::CommitInfo { run_id: format!("shard-{i}"), step: "payouts" };
+        let r = run_payouts(&c, &wh, &commit, &opts, &pfsync::progress::Progress::hidden()).await.unwrap();
+        assert!(r.completed > 0 && r.already_final == 0, "shard {i}: {r}");
+        total += r.completed;
+    }
+    assert_eq!(total, 40);
+    assert_eq!(sb.ledger().transactions().filter(|t| t.idempotency_key.is_some()).count(), 40);
+}

@@ -5,6 +5,7 @@ mod api_contract;
 mod cli;
 mod common;
 mod idempotency;
+mod jobs_bundle;
 mod maintain;
 mod pagination;
 pub mod payouts;
