@@ -128,6 +128,20 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             let classes = fail_on(&args.fail_on)?;
             recorded(&ctx, "reconcile", reconcile_step(&ctx, &args, &classes)).await
         }
+        Command::Init => {
+            let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "init" };
+            for spec in crate::tables::ALL {
+                let t = crate::tables::open_or_create(&ctx.settings.warehouse, spec, &commit).await?;
+                println!(
+                    "{:<36} version {:<4} {}",
+                    spec.name,
+                    t.version().unwrap_or(0),
+                    ctx.settings.warehouse.location(&spec.table_name())
+                );
+            }
+            Ok(())
+        }
+        Command::Tables => tables(&ctx).await,
         Command::Ddl => {
             for spec in crate::tables::ALL {
                 println!("{}", crate::tables::ddl::render(spec));
@@ -710,4 +724,30 @@ async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppError> {
         }
     }
     worst(results)
+}
+
+async fn tables(ctx: &Context) -> Result<(), AppError> {
+    use futures::TryStreamExt;
+    let wh = &ctx.settings.warehouse;
+    let sql = sql_context(wh).await?;
+    println!("{:<36} {:>8} {:>10}  {:<38} location", "table", "version", "rows", "last commit's run id");
+    for spec in crate::tables::ALL {
+        let location = wh.location(&spec.table_name());
+        match crate::tables::open_existing(wh, spec).await? {
+            None => println!("{:<36} {:>8} {:>10}  {:<38} {location}", spec.name, "-", "-", "(not created)"),
+            Some(t) => {
+                let rows = query_count(&sql, spec.name).await?;
+                let last: Vec<deltalake::kernel::CommitInfo> =
+                    t.history(Some(1)).try_collect().await.map_err(|e| TableError::Query(e.to_string()))?;
+                let run = last
+                    .first()
+                    .and_then(|c| c.info.get("pfsync.run_id"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("-")
+                    .to_string();
+                println!("{:<36} {:>8} {:>10}  {:<38} {location}", spec.name, t.version().unwrap_or(0), rows, run);
+            }
+        }
+    }
+    Ok(())
 }

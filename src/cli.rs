@@ -158,6 +158,10 @@ pub enum Command {
     Sql(SqlArgs),
     /// Compact small files, write a checkpoint and vacuum old files of every table pfsync owns.
     Maintain(MaintainArgs),
+    /// Create every table pfsync owns, empty, so a Unity Catalog admin can register them before the first run.
+    Init,
+    /// List every table pfsync owns: location, version, row count, and the run id of its last commit.
+    Tables,
     /// Print the Unity Catalog DDL of every table pfsync owns (the files in sql/ddl/ are checked against it).
     Ddl,
 }
