@@ -4,7 +4,6 @@
 //!
 //! `cargo bench --bench payouts` (PFSYNC_BENCH_PAYOUTS, default 100000).
 
-#[path = "common.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};

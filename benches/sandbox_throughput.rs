@@ -4,7 +4,6 @@
 //!
 //! `cargo bench --bench sandbox_throughput` (PFSYNC_BENCH_SECS, PFSYNC_BENCH_CONNS to change the run).
 
-#[path = "common.rs"]
 mod common;
 
 use std::sync::Arc;

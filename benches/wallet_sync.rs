@@ -5,7 +5,6 @@
 //!
 //! `cargo bench --bench wallet_sync` (PFSYNC_BENCH_SIZES=100000,1000000 by default).
 
-#[path = "common.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -409,13 +409,7 @@ async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
     println!("\nthe guide's high-balance query (sql/analyst/high_balances_ready_for_payout.sql), first 5 rows:");
     print_query(&sql, SEED_QUERY, 5).await?;
     println!("\npayout status (the purpleflea.payouts.status view):");
-    print_query(
-        &sql,
-        "SELECT kind, status, count(*) AS operations, sum(amount_usd) AS amount_usd FROM purpleflea.payouts.status \
-         GROUP BY kind, status ORDER BY kind, status",
-        20,
-    )
-    .await?;
+    print_query(&sql, STATUS_SUMMARY, 20).await?;
     println!("rejected rows (purpleflea.payouts.rejects):");
     print_query(&sql, "SELECT operation_id, code, message FROM purpleflea.payouts.rejects ORDER BY operation_id", 10)
         .await?;
@@ -597,16 +591,14 @@ async fn payouts_step(ctx: &Context, client: &Client, opts: &PayoutOptions) -> R
     })
 }
 
+/// Operations per kind and status, from the status view.
+const STATUS_SUMMARY: &str = "SELECT kind, status, count(*) AS operations, sum(amount_usd) AS amount_usd \
+     FROM purpleflea.payouts.status GROUP BY kind, status ORDER BY kind, status";
+
 async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppError> {
     let sql = sql_context(&ctx.settings.warehouse).await?;
     if sql.table_exist("purpleflea.payouts.status").unwrap_or(false) {
-        print_query(
-            &sql,
-            "SELECT kind, status, count(*) AS operations, sum(amount_usd) AS amount_usd FROM purpleflea.payouts.status \
-             GROUP BY kind, status ORDER BY kind, status",
-            1000,
-        )
-        .await?;
+        print_query(&sql, STATUS_SUMMARY, 1000).await?;
         let open = format!(
             "SELECT operation_id, kind, status, attempts, amount_usd, error_code, last_recorded_at \
              FROM purpleflea.payouts.status WHERE status IN ('unknown', 'in_flight') ORDER BY last_recorded_at LIMIT {}",
