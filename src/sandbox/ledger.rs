@@ -490,6 +490,37 @@ impl Ledger {
         self.adjust_balance(agent_id, balance.cents() - current.cents())
     }
 
+    /// The closed-ledger invariant: every balance is the sum of its transactions, and the money in the
+    /// system is what came in (payouts from the treasury, faucet) less what funded escrows hold. The fault
+    /// simulation checks it after every scenario.
+    pub fn check_books(&self) -> Result<(), String> {
+        let mut per_agent: HashMap<&str, i64> = HashMap::new();
+        let (mut inflow, mut held, mut total) = (0i64, 0i64, 0i64);
+        for t in self.transactions() {
+            let c = t.amount_usd.cents();
+            if matches!(t.kind, TxKind::Payout | TxKind::Faucet) {
+                inflow += c;
+            }
+            *per_agent.entry(&t.agent_id).or_default() += Self::effect(t.kind, t.amount_usd);
+        }
+        for e in self.escrows() {
+            if e.status == EscrowStatus::Funded {
+                held += e.amount_usd.cents();
+            }
+        }
+        for w in self.wallets() {
+            let implied = per_agent.get(w.agent_id.as_str()).copied().unwrap_or(0);
+            if w.balance_usd.cents() != implied {
+                return Err(format!("{}: balance {} but transactions imply {}", w.agent_id, w.balance_usd, implied));
+            }
+            total += w.balance_usd.cents();
+        }
+        if total + held != inflow {
+            return Err(format!("balances {total} + held in escrow {held} != money paid in {inflow} (cents)"));
+        }
+        Ok(())
+    }
+
     // ---- views for tests and the demo ----
 
     pub fn agent_count(&self) -> usize {
@@ -581,33 +612,8 @@ mod tests {
         Ledger::seeded(&SeedConfig { agents: 20, ..SeedConfig::default() })
     }
 
-    /// The closed ledger: every balance is the sum of its transactions, and the money in the system is
-    /// what came in from the treasury and the faucet less what escrows hold.
     fn assert_books_balance(l: &Ledger) {
-        let mut per_agent: HashMap<&str, i64> = HashMap::new();
-        let (mut inflow, mut held) = (0i64, 0i64);
-        for t in l.transactions() {
-            let c = t.amount_usd.cents();
-            match t.kind {
-                TxKind::Payout | TxKind::Faucet => {
-                    inflow += c;
-                    *per_agent.entry(&t.agent_id).or_default() += c;
-                }
-                TxKind::EscrowLock => *per_agent.entry(&t.agent_id).or_default() -= c,
-                TxKind::EscrowRelease | TxKind::EscrowRefund => *per_agent.entry(&t.agent_id).or_default() += c,
-            }
-        }
-        for e in l.escrows() {
-            if e.status == EscrowStatus::Funded {
-                held += e.amount_usd.cents();
-            }
-        }
-        let mut total = 0;
-        for w in l.wallets() {
-            assert_eq!(w.balance_usd.cents(), *per_agent.get(w.agent_id.as_str()).unwrap_or(&0), "{}", w.agent_id);
-            total += w.balance_usd.cents();
-        }
-        assert_eq!(total + held, inflow);
+        l.check_books().unwrap();
     }
 
     #[test]

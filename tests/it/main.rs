@@ -12,6 +12,7 @@ pub mod payouts;
 mod reconcile;
 mod resilience;
 mod secrets;
+mod simulation;
 mod sql_files;
 mod sync_incremental;
 mod wallet_sync;
