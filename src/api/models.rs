@@ -303,6 +303,46 @@ mod tests {
         assert_eq!(page.unknown_fields, vec!["surprise".to_string()]);
     }
 
+    /// Any JSON value in any field of a page: decoding gives rows or row errors, never a panic.
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| Value::from(i)),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| serde_json::json!(f)),
+            ".{0,20}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,12}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_any_page_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Ok(raw) = serde_json::from_slice::<RawPage>(&bytes) {
+                let _ = decode_rows::<Wallet>(raw);
+            }
+        }
+
+        #[test]
+        fn any_field_values_fail_their_row_only(values in proptest::collection::vec(arb_json(), 8)) {
+            let mut row = Map::new();
+            for (name, v) in <Wallet as Listed>::FIELDS.iter().zip(values) {
+                row.insert(name.to_string(), v);
+            }
+            let body = serde_json::json!({"data": [Value::Object(row)], "next_cursor": null}).to_string();
+            let raw: RawPage = serde_json::from_str(&body).unwrap();
+            let page = decode_rows::<Wallet>(raw);
+            proptest::prop_assert_eq!(page.rows.len(), 1);
+        }
+    }
+
     #[test]
     fn escrow_action_keeps_extra_fields() {
         let r: EscrowActionRequest = serde_json::from_str(r#"{"reason":"hit","mlflow_run_id":"r1","step":3}"#).unwrap();

@@ -165,27 +165,28 @@ pub async fn run_payouts(
     let mut ops = Vec::new();
     let mut rejects: Vec<Reject> = Vec::new();
     let mut rows: HashMap<String, String> = HashMap::new();
-    for p in &payouts {
+    // Raw rows are consumed as they are validated: only a refused row's source text is kept.
+    for p in payouts {
         if !p.payout_id.as_deref().is_none_or(|id| in_shard(id, opts.shard)) {
             continue;
         }
         report.source_rows += 1;
-        match validate_payout(p) {
+        match validate_payout(&p) {
             Ok(op) => {
-                rows.insert(op.id.clone(), p.source_row.clone());
+                rows.insert(op.id.clone(), p.source_row);
                 ops.push(op);
             }
             Err(r) => rejects.push(r),
         }
     }
-    for a in &actions {
+    for a in actions {
         if !a.action_id.as_deref().is_none_or(|id| in_shard(id, opts.shard)) {
             continue;
         }
         report.source_rows += 1;
-        match validate_action(a) {
+        match validate_action(&a) {
             Ok(op) => {
-                rows.insert(op.id.clone(), a.source_row.clone());
+                rows.insert(op.id.clone(), a.source_row);
                 ops.push(op);
             }
             Err(r) => rejects.push(r),
@@ -201,6 +202,7 @@ pub async fn run_payouts(
         past.iter().filter_map(|(id, ev)| logged_fingerprint(ev).map(|f| (id.clone(), f))).collect();
     let known = if opts.check_agents { agents_known(wh).await? } else { None };
     let (ops, more) = check_batch(ops, &logged, known.as_ref(), &rows);
+    drop((rows, known, logged, ctx));
     rejects.extend(more);
     report.rejected_rows = rejects.len() as u64;
     for r in &rejects {
