@@ -11,6 +11,8 @@ mod pagination;
 pub mod payouts;
 mod reconcile;
 mod resilience;
+#[cfg(feature = "s3")]
+mod s3;
 mod secrets;
 mod simulation;
 mod sql_files;
