@@ -166,7 +166,7 @@ async fn every_bad_row_class_is_rejected_with_its_code_while_good_rows_are_paid(
         ('dup', 'agent-000002', CAST(1 AS DOUBLE), 'r'),
         ('dup', 'agent-000002', CAST(2 AS DOUBLE), 'r'),
         ('noreason', 'agent-000003', CAST(1 AS DOUBLE), NULL),
-        ('long', 'agent-000003', CAST(1 AS DOUBLE), repeat('x', 5000000)),
+        ('long', 'agent-000003', CAST(1 AS DOUBLE), repeat('x', 10000000)),
         ('good-3', 'agent-000004', CAST(19.99 AS DOUBLE), 'task-3')
     ) AS t(payout_id, agent_id, amount_usd, reason)"#;
     // The wallets table must exist for the unknown-agent check.

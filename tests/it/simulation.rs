@@ -40,6 +40,7 @@ async fn seeded_fault_simulation_never_pays_twice_or_loses_a_payout() {
     let seeds = seeds();
     for &seed in &seeds {
         let t = scenario(seed).await;
+        println!("seed {seed}: ok ({} runs, {} SIGKILLs, {} faults)", t.runs, t.kills, t.faults);
         total.runs += t.runs;
         total.kills += t.kills;
         total.faults += t.faults;
@@ -105,6 +106,7 @@ async fn scenario(seed: u64) -> Tally {
     let mut rows: Vec<(String, String, String, String)> = (0..n_good)
         .map(|i| {
             let cents = rng.range(1, 50_000);
+            // Ids, agents and amounts all come from the seed.
             (
                 format!("sim{seed}-p{i}"),
                 format!("agent-{:06}", rng.range(1, 40)),
