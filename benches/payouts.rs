@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::BufRead;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,27 +21,9 @@ use pfsync::tables::{CommitInfo, PENDING_PAYOUTS, Warehouse, open_or_create};
 fn main() {
     let n = common::env_or("PFSYNC_BENCH_PAYOUTS", 100_000usize);
     let agents = 10_000usize;
-    let mut sandbox = Command::new(env!("CARGO_BIN_EXE_pfsync"))
-        .args([
-            "sandbox",
-            "--port",
-            "0",
-            "--agents",
-            &agents.to_string(),
-            "--fault-latency",
-            "1",
-            "--fault-max-rps",
-            "2000",
-        ])
-        .env_remove("PURPLEFLEA_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sandbox");
-    let mut line = String::new();
-    let mut sandbox_out = BufReader::new(sandbox.stdout.take().expect("stdout"));
-    sandbox_out.read_line(&mut line).expect("ready line");
-    let url: url::Url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("url").parse().expect("url");
+    let agents_arg = agents.to_string();
+    let (mut sandbox, mut sandbox_out, url) =
+        common::spawn_sandbox(&["--agents", &agents_arg, "--fault-latency", "1", "--fault-max-rps", "2000"]);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");

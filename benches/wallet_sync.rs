@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use pfsync::api::{Client, ClientConfig, PayoutRequest};
@@ -35,16 +34,8 @@ fn main() {
 }
 
 fn run_one(agents: usize) {
-    let mut sandbox = Command::new(env!("CARGO_BIN_EXE_pfsync"))
-        .args(["sandbox", "--port", "0", "--agents", &agents.to_string()])
-        .env_remove("PURPLEFLEA_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sandbox");
-    let mut line = String::new();
-    BufReader::new(sandbox.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-    let url: url::Url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("url").parse().expect("url");
+    let agents_arg = agents.to_string();
+    let (mut sandbox, _out, url) = common::spawn_sandbox(&["--agents", &agents_arg]);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let client = Client::new(ClientConfig::new(url.clone(), url, default_key())).expect("client");

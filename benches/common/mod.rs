@@ -13,3 +13,22 @@ pub fn peak_rss_mib() -> Option<f64> {
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// A `pfsync sandbox` in its own process on a free loopback port (so its memory is not the bench's):
+/// the child, its stdout (for the stop summary) and its base URL.
+pub fn spawn_sandbox(args: &[&str]) -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>, url::Url) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pfsync"))
+        .args(["sandbox", "--port", "0"])
+        .args(args)
+        .env_remove("PURPLEFLEA_API_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sandbox");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready line");
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("url").parse().expect("url");
+    (child, out, url)
+}
