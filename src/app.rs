@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::api::{ApiError, Client};
 use crate::cli::{
-    Cli, Command, DemoArgs, FaultArgs, MaintainArgs, PayoutsArgs, ReconcileArgs, RunArgs, SandboxArgs, SqlArgs,
-    StatusArgs, Step, SyncArgs, SyncTarget,
+    Cli, Command, DemoArgs, FaultArgs, MaintainArgs, PayoutsArgs, ReconcileArgs, ReconcileFlags, RunArgs, SandboxArgs,
+    SqlArgs, StatusArgs, Step, SyncArgs, SyncTarget,
 };
 use crate::config::{ConfigError, Settings};
 use crate::maintain::{MaintainError, MaintainOptions, maintain_all};
@@ -125,7 +125,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Status(args) => status(&ctx, &args).await,
         Command::Reconcile(args) => {
             crate::payouts::check_namespace(&args.namespace)?;
-            let classes = fail_on(&args.fail_on)?;
+            let classes = fail_on(&args.flags.fail_on)?;
             recorded(&ctx, "reconcile", reconcile_step(&ctx, &args, &classes)).await
         }
         Command::Init => {
@@ -388,9 +388,7 @@ async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
     let report_path = wh.root().to_file_path().ok().map(|p| p.join("reconciliation.html"));
     let rargs = ReconcileArgs {
         namespace: "demo".into(),
-        stale_after_secs: 3600,
-        report: report_path.clone(),
-        fail_on: Vec::new(),
+        flags: ReconcileFlags { stale_after_secs: 3600, report: report_path.clone(), fail_on: Vec::new() },
         no_sync: true,
     };
     let reconciled = reconcile_and_report(ctx, &rargs).await.and_then(|r| match r.failing(FINDING_CLASSES) {
@@ -649,12 +647,14 @@ async fn reconcile_step(ctx: &Context, args: &ReconcileArgs, classes: &[Class]) 
 }
 
 async fn reconcile_and_report(ctx: &Context, args: &ReconcileArgs) -> Result<ReconcileReport, AppError> {
-    let opts =
-        ReconcileOptions { namespace: args.namespace.clone(), stale_after: Duration::from_secs(args.stale_after_secs) };
+    let opts = ReconcileOptions {
+        namespace: args.namespace.clone(),
+        stale_after: Duration::from_secs(args.flags.stale_after_secs),
+    };
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "reconcile" };
     let report = crate::reconcile::reconcile(&ctx.settings.warehouse, &commit, &opts).await?;
     print!("{}", crate::reconcile::report::text(&report));
-    if let Some(path) = &args.report {
+    if let Some(path) = &args.flags.report {
         std::fs::write(path, crate::reconcile::report::html(&report))
             .map_err(|source| ReconcileError::Report { path: path.display().to_string(), source })?;
         println!("report: {}", path.display());
@@ -684,13 +684,11 @@ fn worst(results: Vec<Result<(), AppError>>) -> Result<(), AppError> {
 async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppError> {
     // Every flag is checked before any step touches anything.
     let popts = payout_options(&args.payouts)?;
-    let classes = fail_on(&args.fail_on)?;
+    let classes = fail_on(&args.reconcile.fail_on)?;
     let client = Client::new(ctx.settings.client_config()?)?;
     let rargs = ReconcileArgs {
         namespace: args.payouts.namespace.clone(),
-        stale_after_secs: args.stale_after_secs,
-        report: args.report.clone(),
-        fail_on: args.fail_on.clone(),
+        flags: args.reconcile.clone(),
         // The ledger moved during payouts: reconcile always syncs it again first.
         no_sync: false,
     };

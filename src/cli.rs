@@ -362,6 +362,13 @@ pub struct RunArgs {
     #[command(flatten)]
     pub payouts: PayoutsArgs,
 
+    #[command(flatten)]
+    pub reconcile: ReconcileFlags,
+}
+
+/// Reconcile flags shared by `pfsync reconcile` and `pfsync run`.
+#[derive(Debug, Args, Clone)]
+pub struct ReconcileFlags {
     /// An operation with no final outcome older than this many seconds is a stale_unknown finding.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub stale_after_secs: u64,
@@ -381,17 +388,8 @@ pub struct ReconcileArgs {
     #[arg(long, env = "PFSYNC_NAMESPACE", default_value = "default")]
     pub namespace: String,
 
-    /// An operation with no final outcome older than this many seconds is a stale_unknown finding.
-    #[arg(long, default_value_t = 3600, value_name = "SECS")]
-    pub stale_after_secs: u64,
-
-    /// Write a self-contained HTML report here.
-    #[arg(long, value_name = "PATH.html")]
-    pub report: Option<std::path::PathBuf>,
-
-    /// Finding classes that make the run exit 8 (comma-separated) [default: every finding class].
-    #[arg(long, value_name = "CLASS,...", value_delimiter = ',')]
-    pub fail_on: Vec<String>,
+    #[command(flatten)]
+    pub flags: ReconcileFlags,
 
     /// Skip the sync of transactions and wallets that normally comes first.
     #[arg(long)]
