@@ -32,6 +32,7 @@ pub enum RejectCode {
     MissingEscrow,
     InvalidMetadata,
     SameBuyerAndSeller,
+    UnknownCreateAction,
 }
 
 impl RejectCode {
@@ -51,6 +52,7 @@ impl RejectCode {
             RejectCode::MissingEscrow => "missing_escrow",
             RejectCode::InvalidMetadata => "invalid_metadata",
             RejectCode::SameBuyerAndSeller => "same_buyer_and_seller",
+            RejectCode::UnknownCreateAction => "unknown_create_action",
         }
     }
 }
@@ -347,6 +349,34 @@ pub fn check_batch(
         }
         keep.push(first);
     }
+    // A release or dispute that names its create by action id needs that create: valid in this batch or
+    // already in the log. Otherwise it would wait forever, so it is refused with the reason instead.
+    let creates: HashSet<String> = keep
+        .iter()
+        .filter(|o| o.kind == OpKind::EscrowCreate)
+        .map(|o| &o.id)
+        .chain(logged.iter().filter(|(_, f)| f.kind == OpKind::EscrowCreate.as_str()).map(|(id, _)| id))
+        .cloned()
+        .collect();
+    let (keep, orphans): (Vec<Operation>, Vec<Operation>) = keep.into_iter().partition(|o| match &o.escrow {
+        Some(EscrowRef::CreatedBy(c)) => creates.contains(c),
+        _ => true,
+    });
+    for o in orphans {
+        let c = match &o.escrow {
+            Some(EscrowRef::CreatedBy(c)) => clip(c, 64),
+            _ => String::new(),
+        };
+        rejects.push(Reject {
+            operation_id: Some(o.id.clone()),
+            kind: o.kind.as_str(),
+            code: RejectCode::UnknownCreateAction,
+            message: format!(
+                "create_action_id {c:?} is no valid escrow create in purpleflea.escrow.actions or the payout log"
+            ),
+            source_row: clip(source_rows.get(&o.id).map(String::as_str).unwrap_or_default(), MAX_SOURCE_ROW_BYTES),
+        });
+    }
     (keep, rejects)
 }
 
@@ -459,5 +489,40 @@ mod tests {
         let codes: Vec<(&str, &str)> =
             rejects.iter().map(|r| (r.operation_id.as_deref().unwrap(), r.code.as_str())).collect();
         assert_eq!(codes, [("p3", "duplicate_id_conflict"), ("p4", "id_reused"), ("p5", "unknown_agent")]);
+    }
+
+    #[test]
+    fn a_release_needs_its_create_in_the_batch_or_the_log() {
+        let action = |id: &str, action: &str, create: Option<&str>| RawAction {
+            action_id: Some(id.into()),
+            action: Some(action.into()),
+            escrow_id: None,
+            create_action_id: create.map(Into::into),
+            buyer_agent_id: Some("buyer".into()),
+            seller_agent_id: Some("seller".into()),
+            amount: RawAmount::Value(Usd::parse("5")),
+            description: None,
+            metadata: None,
+            reason: Some("r".into()),
+            requested_at: None,
+            source_row: "{}".into(),
+        };
+        let ops: Vec<Operation> = [
+            action("c1", "create", None),
+            action("r1", "release", Some("c1")),
+            action("r2", "release", Some("c-old")),
+            action("d3", "dispute", Some("c-nowhere")),
+        ]
+        .iter()
+        .map(|a| validate_action(a).unwrap())
+        .collect();
+        let mut logged = HashMap::new();
+        logged.insert("c-old".to_string(), validate_action(&action("c-old", "create", None)).unwrap().fingerprint());
+        let (keep, rejects) = check_batch(ops, &logged, None, &HashMap::new());
+        let kept: Vec<&str> = keep.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(kept, ["c1", "r1", "r2"]);
+        let codes: Vec<(&str, &str)> =
+            rejects.iter().map(|r| (r.operation_id.as_deref().unwrap(), r.code.as_str())).collect();
+        assert_eq!(codes, [("d3", "unknown_create_action")]);
     }
 }

@@ -47,7 +47,7 @@ pub async fn write_pending(wh: &Warehouse, rows: &[PendingRow<'_>]) {
 }
 
 /// Rows for purpleflea.escrow.actions.
-async fn write_actions(wh: &Warehouse, rows: &[ActionRow<'_>]) {
+pub async fn write_actions(wh: &Warehouse, rows: &[ActionRow<'_>]) {
     let commit = CommitInfo { run_id: "upstream".into(), step: "test" };
     let table = open_or_create(wh, &ESCROW_ACTIONS, &commit).await.unwrap();
     let text = |v: Vec<Option<String>>| -> ArrayRef { Arc::new(v.into_iter().collect::<StringArray>()) };

@@ -7,6 +7,8 @@
 //! CI runs a few seeds. The long run, and any failing seed again:
 //!   PFSYNC_SIM_SEEDS=500 cargo test --release --test it simulation -- --nocapture
 //!   PFSYNC_SIM_SEED=1234 cargo test --test it simulation -- --nocapture
+//! `PFSYNC_SIM_BIN` points the scenarios at another `pfsync` binary (a frozen copy, so a long run is not
+//! disturbed by a rebuild of the target dir).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -18,7 +20,7 @@ use pfsync::secret::ApiKey;
 use pfsync::tables::{ALL, open_existing, sql_context};
 
 use crate::common::warehouse;
-use crate::payouts::write_pending;
+use crate::payouts::{write_actions, write_pending};
 
 #[derive(Debug, Default)]
 struct Tally {
@@ -57,7 +59,8 @@ async fn seeded_fault_simulation_never_pays_twice_or_loses_a_payout() {
 
 fn spawn(sb: &Sandbox, wh: &std::path::Path, key: &str, seed: u64, attempt: u32) -> Child {
     let url = sb.base_url().to_string();
-    Command::new(env!("CARGO_BIN_EXE_pfsync"))
+    let bin = std::env::var_os("PFSYNC_SIM_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_pfsync").into());
+    Command::new(bin)
         .args(["--api-url", &url, "--faucet-url", &url, "-q", "--max-attempts", "4", "--max-elapsed-secs", "20"])
         .arg("--run-id")
         .arg(format!("sim-{seed}-{attempt}"))
@@ -127,6 +130,53 @@ async fn scenario(seed: u64) -> Tally {
         rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
     write_pending(&wh, &refs).await;
 
+    // And the escrow actions: creates, each maybe followed by a release or a dispute, plus a bad create
+    // (unknown seller) and a release of an escrow that no action creates; neither may ever move money.
+    let n_escrows = rng.range(0, 6) as usize;
+    let mut actions: Vec<(String, &str, Option<String>, String, String)> = Vec::new();
+    for i in 0..n_escrows {
+        let cents = rng.range(1, 5_000);
+        let seller = format!("agent-{:06}", rng.range(1, 40));
+        actions.push((
+            format!("sim{seed}-e{i}"),
+            "create",
+            None,
+            seller,
+            format!("{}.{:02}", cents / 100, cents % 100),
+        ));
+        match rng.range(0, 3) {
+            0 => actions.push((
+                format!("sim{seed}-r{i}"),
+                "release",
+                Some(format!("sim{seed}-e{i}")),
+                String::new(),
+                String::new(),
+            )),
+            1 => actions.push((
+                format!("sim{seed}-d{i}"),
+                "dispute",
+                Some(format!("sim{seed}-e{i}")),
+                String::new(),
+                String::new(),
+            )),
+            _ => {}
+        }
+    }
+    let n_good_actions = actions.len();
+    actions.push((format!("sim{seed}-ebad"), "create", None, "agent-999999".into(), "1.00".into()));
+    actions.push((
+        format!("sim{seed}-rbad"),
+        "release",
+        Some(format!("sim{seed}-nothing")),
+        String::new(),
+        String::new(),
+    ));
+    let action_refs: Vec<_> = actions
+        .iter()
+        .map(|(id, a, c, s, amt)| (id.as_str(), *a, None, c.as_deref(), s.as_str(), amt.as_str(), "sim"))
+        .collect();
+    write_actions(&wh, &action_refs).await;
+
     let mut tally = Tally::default();
     let path = dir.path().to_path_buf();
     let mut outputs = String::new();
@@ -187,6 +237,15 @@ async fn scenario(seed: u64) -> Tally {
     for (id, ..) in &bad {
         let k = format!("pfsync:default:payout:{id}");
         assert_eq!(per_key.get(&k), None, "seed {seed}: bad row {id} never paid");
+    }
+    for (i, (id, action, ..)) in actions.iter().enumerate() {
+        let k = format!("pfsync:default:escrow_{action}:{id}");
+        let want = usize::from(i < n_good_actions);
+        assert_eq!(
+            per_key.get(&k).copied().unwrap_or(0),
+            want,
+            "seed {seed}: escrow action {id} moved money {want} time(s)"
+        );
     }
     // 2. Money is conserved in the provider's books.
     sb.ledger().check_books().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
