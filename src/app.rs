@@ -62,6 +62,9 @@ pub enum AppError {
     FindingsOpen { open: u64 },
     #[error("the safety brake held back {held} operation(s); raise --max-total-usd / --max-count or check the source")]
     BrakeHeld { held: u64 },
+    #[cfg(feature = "unity")]
+    #[error(transparent)]
+    Unity(#[from] crate::tables::unity::UnityError),
     #[error("{0}")]
     Internal(String),
 }
@@ -84,6 +87,11 @@ impl AppError {
             AppError::Reconcile(ReconcileError::Report { .. }) => Exit::Usage,
             AppError::Reconcile(_) => Exit::Table,
             AppError::FindingsOpen { .. } => Exit::FindingsOpen,
+            // The catalog unreachable: retry; a name it does not know, or a bad setting: fix first.
+            #[cfg(feature = "unity")]
+            AppError::Unity(crate::tables::unity::UnityError::Request { .. }) => Exit::Table,
+            #[cfg(feature = "unity")]
+            AppError::Unity(_) => Exit::Usage,
             AppError::Internal(_) => Exit::Internal,
         }
     }
@@ -96,7 +104,20 @@ pub struct Context {
 }
 
 pub async fn run(cli: Cli) -> Result<(), AppError> {
-    let settings = Settings::resolve(&cli.global.overrides())?;
+    #[allow(unused_mut)] // mutated only by the `unity` feature
+    let mut settings = Settings::resolve(&cli.global.overrides())?;
+    // `init` creates tables at the warehouse's own paths, for an admin to register; every other command that
+    // touches tables finds them through the catalog once they are registered.
+    #[cfg(feature = "unity")]
+    if let Some(section) = settings.unity.clone()
+        && !matches!(cli.command, Command::Sandbox(_) | Command::Init | Command::Ddl)
+    {
+        let names: Vec<_> =
+            crate::tables::ALL.iter().map(|s| s.table_name()).filter(|n| !settings.warehouse.is_mapped(n)).collect();
+        for (name, url) in crate::tables::unity::resolve(&mut settings.warehouse, &section, names).await? {
+            tracing::info!(table = %name, location = %url, "location from Unity Catalog");
+        }
+    }
     let run_id = match &cli.global.run_id {
         Some(id) if id.trim().is_empty() || id.len() > 200 => {
             return Err(AppError::Usage("--run-id must be 1..=200 characters".into()));

@@ -49,6 +49,22 @@ pub struct TableSection {
     pub location: Option<String>,
 }
 
+/// The `[unity]` section: resolve table locations through Unity Catalog (needs the `unity` feature). The
+/// token is never here: it comes from `DATABRICKS_TOKEN` (or the other `DATABRICKS_*` credentials).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitySection {
+    /// Defaults to `DATABRICKS_HOST`.
+    pub workspace_url: Option<String>,
+    /// Ask the catalog for short-lived storage credentials per table (credential vending).
+    #[serde(default = "yes")]
+    pub vend_credentials: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// The TOML file, as written by a user. Unknown keys are refused so a typo cannot be silently ignored.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +79,7 @@ pub struct FileConfig {
     /// Object-store options handed to delta-rs (credentials, endpoints). Never logged.
     #[serde(default)]
     pub storage: BTreeMap<String, String>,
+    pub unity: Option<UnitySection>,
 }
 
 impl FileConfig {
@@ -93,6 +110,8 @@ pub struct Settings {
     pub faucet_url: Url,
     pub api_key_file: Option<PathBuf>,
     pub api: ApiSection,
+    /// Resolve table locations through Unity Catalog before touching any table.
+    pub unity: Option<UnitySection>,
 }
 
 impl Settings {
@@ -122,7 +141,21 @@ impl Settings {
         )?;
         let api = merge_api(&o.api, &file.api);
         validate_api(&api)?;
-        Ok(Settings { warehouse, api_url, faucet_url, api_key_file: o.api_key_file.clone(), api })
+        if file.unity.is_some() && !cfg!(feature = "unity") {
+            return Err(value_error(
+                "[unity]",
+                "this pfsync was built without the `unity` feature: rebuild with --features unity, or map each \
+                 table with [tables.\"catalog.schema.table\"] location = ...",
+            ));
+        }
+        Ok(Settings {
+            warehouse,
+            api_url,
+            faucet_url,
+            api_key_file: o.api_key_file.clone(),
+            api,
+            unity: file.unity.clone(),
+        })
     }
 
     /// The client configuration; reads the key (file, then `PURPLEFLEA_API_KEY`) only now, so commands
@@ -234,5 +267,19 @@ location = "/tmp/elsewhere/wallets"
             ..Overrides::default()
         };
         assert!(Settings::resolve(&o).unwrap_err().to_string().starts_with("--timeout-secs"));
+    }
+
+    #[test]
+    fn a_unity_section_needs_the_unity_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pfsync.toml");
+        std::fs::write(&p, "[unity]\nworkspace_url = \"https://adb.example.com\"\n").unwrap();
+        let r = Settings::resolve(&Overrides { config: Some(p), ..Overrides::default() });
+        if cfg!(feature = "unity") {
+            assert!(r.unwrap().unity.is_some_and(|u| u.vend_credentials));
+        } else {
+            let e = r.unwrap_err().to_string();
+            assert!(e.starts_with("[unity]") && e.contains("--features unity"), "{e}");
+        }
     }
 }

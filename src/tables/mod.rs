@@ -4,6 +4,8 @@ pub mod ddl;
 pub mod name;
 pub mod spec;
 pub mod store;
+#[cfg(feature = "unity")]
+pub mod unity;
 
 pub use name::{TableName, Warehouse, location_url};
 pub use spec::{

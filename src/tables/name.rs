@@ -68,6 +68,8 @@ pub struct Warehouse {
     root: Url,
     overrides: BTreeMap<TableName, Url>,
     storage_options: HashMap<String, String>,
+    /// Options for one table only (credentials Unity Catalog vended for it), over the shared ones.
+    table_options: BTreeMap<TableName, HashMap<String, String>>,
 }
 
 impl fmt::Debug for Warehouse {
@@ -77,6 +79,7 @@ impl fmt::Debug for Warehouse {
             .field("root", &self.root.as_str())
             .field("overrides", &self.overrides)
             .field("storage_option_keys", &self.storage_options.keys().collect::<Vec<_>>())
+            .field("tables_with_own_options", &self.table_options.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -87,7 +90,7 @@ impl Warehouse {
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        Warehouse { root, overrides, storage_options }
+        Warehouse { root, overrides, storage_options, table_options: BTreeMap::new() }
     }
 
     pub fn local(dir: &std::path::Path) -> Result<Warehouse, String> {
@@ -100,6 +103,28 @@ impl Warehouse {
 
     pub fn storage_options(&self) -> &HashMap<String, String> {
         &self.storage_options
+    }
+
+    /// The object-store options for one table: the shared ones, and any of its own over them.
+    pub fn storage_options_for(&self, name: &TableName) -> HashMap<String, String> {
+        let mut o = self.storage_options.clone();
+        if let Some(own) = self.table_options.get(name) {
+            o.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        o
+    }
+
+    /// Point one table at `location`, with options of its own (from the catalog).
+    pub fn set_table(&mut self, name: TableName, location: Url, options: HashMap<String, String>) {
+        if !options.is_empty() {
+            self.table_options.insert(name.clone(), options);
+        }
+        self.overrides.insert(name, location);
+    }
+
+    /// Whether the config file mapped this name to a location itself.
+    pub fn is_mapped(&self, name: &TableName) -> bool {
+        self.overrides.contains_key(name)
     }
 
     /// `<warehouse>/<catalog>/<schema>/<table>/`, unless the config maps the name elsewhere.

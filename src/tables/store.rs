@@ -96,7 +96,7 @@ pub async fn open_or_create(wh: &Warehouse, spec: &TableSpec, commit: &CommitInf
 /// Open an existing table (or an empty location) without creating anything.
 pub async fn open_at(wh: &Warehouse, spec: &TableSpec, location: &Url) -> Result<DeltaTable, TableError> {
     let mut table = deltalake::DeltaTableBuilder::from_url(location.clone())
-        .and_then(|b| b.with_storage_options(wh.storage_options().clone()).build())
+        .and_then(|b| b.with_storage_options(wh.storage_options_for(&spec.table_name())).build())
         .map_err(delta_err(spec, location))?;
     // Look before loading: loading an empty location makes delta-rs log an error for what is, here, the
     // normal first run.

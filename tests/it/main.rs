@@ -17,4 +17,6 @@ mod secrets;
 mod simulation;
 mod sql_files;
 mod sync_incremental;
+#[cfg(feature = "unity")]
+mod unity;
 mod wallet_sync;

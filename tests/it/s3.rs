@@ -14,7 +14,7 @@ use pfsync::tables::{ALL, CommitInfo, Warehouse, sql_context};
 
 use crate::common::{client, sandbox};
 
-struct Moto(Child);
+pub struct Moto(Child);
 
 impl Drop for Moto {
     fn drop(&mut self) {
@@ -23,7 +23,7 @@ impl Drop for Moto {
     }
 }
 
-async fn start_moto() -> (Moto, String) {
+pub async fn start_moto() -> (Moto, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // `python3 -m moto.server` needs only python3 on PATH (pip's script directory may not be).
     let child = Command::new("python3")

@@ -1,0 +1,117 @@
+//! Table locations from Unity Catalog (the `unity` cargo feature), through delta-rs's Unity Catalog
+//! client: each three-level name pfsync owns is looked up once per process, before any table is touched,
+//! and its storage location (plus, when asked, short-lived credentials the catalog vends for it) replaces
+//! the warehouse default. A name the catalog does not know stops the run: writing to a guessed location
+//! would put the money trail where auditors do not look.
+
+use std::collections::HashMap;
+
+use deltalake_catalog_unity::models::{GetTableResponse, TableTempCredentialsResponse};
+use deltalake_catalog_unity::{UnityCatalog, UnityCatalogBuilder};
+use url::Url;
+
+use super::name::{TableName, Warehouse, location_url};
+use crate::config::UnitySection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnityError {
+    #[error(
+        "Unity Catalog is not configured: {0} (set DATABRICKS_HOST and DATABRICKS_TOKEN, or [unity] workspace_url)"
+    )]
+    Setup(String),
+    #[error("Unity Catalog workspace URL {0:?} must be https (plain http only to loopback)")]
+    Insecure(String),
+    #[error(
+        "{table} is not usable in Unity Catalog ({code}: {message}); register it with sql/ddl/{table}.sql, or map \
+         it with [tables.\"{table}\"] location = ..."
+    )]
+    NotRegistered { table: String, code: String, message: String },
+    #[error("{table}: Unity Catalog gives no storage location (a managed or non-Delta table?)")]
+    NoLocation { table: String },
+    #[error("{table}: Unity Catalog location {location:?}: {message}")]
+    BadLocation { table: String, location: String, message: String },
+    #[error(
+        "{table}: Unity Catalog refused credentials ({code}: {message}); grant EXTERNAL USE SCHEMA, or set \
+             [unity] vend_credentials = false to use the cluster's own storage access"
+    )]
+    Credentials { table: String, code: String, message: String },
+    #[error("{table}: Unity Catalog request failed: {message}")]
+    Request { table: String, message: String },
+}
+
+/// The catalog client, from `DATABRICKS_*` / `UNITY_*` environment variables plus the config section. The
+/// token only ever comes from the environment.
+fn catalog(section: &UnitySection) -> Result<UnityCatalog, UnityError> {
+    let mut builder = UnityCatalogBuilder::from_env();
+    let host = match &section.workspace_url {
+        Some(u) => Some(u.clone()),
+        None => std::env::var("DATABRICKS_HOST").ok().or_else(|| std::env::var("UNITY_WORKSPACE_URL").ok()),
+    };
+    let Some(host) = host else {
+        return Err(UnityError::Setup("no workspace URL".into()));
+    };
+    let url = Url::parse(&host).map_err(|e| UnityError::Setup(format!("workspace URL {host:?}: {e}")))?;
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(UnityError::Insecure(host)),
+    }
+    let opts = [("workspace_url", host.clone()), ("allow_http_url", (url.scheme() == "http").to_string())];
+    builder = builder.try_with_options(opts).map_err(|e| UnityError::Setup(e.to_string()))?;
+    builder.build().map_err(|e| UnityError::Setup(e.to_string()))
+}
+
+/// Look up every name in `names` and point the warehouse at what the catalog says.
+pub async fn resolve(
+    wh: &mut Warehouse,
+    section: &UnitySection,
+    names: impl IntoIterator<Item = TableName>,
+) -> Result<Vec<(TableName, Url)>, UnityError> {
+    let uc = catalog(section)?;
+    let mut resolved = Vec::new();
+    for name in names {
+        let table = name.to_string();
+        let request = |e: deltalake_catalog_unity::UnityCatalogError| UnityError::Request {
+            table: table.clone(),
+            message: e.to_string(),
+        };
+        let info = match uc.get_table(&name.catalog, &name.schema, &name.table).await.map_err(request)? {
+            GetTableResponse::Success(t) => t,
+            GetTableResponse::Error(e) => {
+                return Err(UnityError::NotRegistered { table, code: e.error_code, message: e.message });
+            }
+        };
+        let Some(location) = info.storage_location.filter(|l| !l.trim().is_empty()) else {
+            return Err(UnityError::NoLocation { table });
+        };
+        let url = location_url(&location).map_err(|message| UnityError::BadLocation {
+            table: table.clone(),
+            location: location.clone(),
+            message,
+        })?;
+        let mut options = HashMap::new();
+        if section.vend_credentials {
+            let creds = uc
+                .get_temp_table_credentials_with_permission(
+                    name.catalog.as_str(),
+                    name.schema.as_str(),
+                    name.table.as_str(),
+                    "READ_WRITE",
+                )
+                .await
+                .map_err(request)?;
+            match creds {
+                // Credentials for a backend this build lacks come back empty; the open then fails naming
+                // the scheme, which says which feature to build with.
+                TableTempCredentialsResponse::Success(c) => options.extend(c.get_credentials().unwrap_or_default()),
+                TableTempCredentialsResponse::Error(e) => {
+                    return Err(UnityError::Credentials { table, code: e.error_code, message: e.message });
+                }
+            }
+        }
+        wh.set_table(name.clone(), url.clone(), options);
+        resolved.push((name, url));
+    }
+    Ok(resolved)
+}
