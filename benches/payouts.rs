@@ -2,7 +2,8 @@
 //! on every request and a 2,000 requests/s limit (429 beyond it), pfsync's client limited to 1,900/s.
 //! Reports completed payouts/s, 429s seen, log commits per 1,000 payouts and peak RSS.
 //!
-//! `cargo bench --bench payouts` (PFSYNC_BENCH_PAYOUTS, default 100000).
+//! `cargo bench --bench payouts` (PFSYNC_BENCH_SIZES=10000,100000 by default: the payouts issue's 100k and a
+//! tenth of it, each in its own child process).
 
 mod common;
 
@@ -19,13 +20,16 @@ use pfsync::sandbox::default_key;
 use pfsync::tables::{CommitInfo, PENDING_PAYOUTS, Warehouse, open_or_create};
 
 fn main() {
-    let n = common::env_or("PFSYNC_BENCH_PAYOUTS", 100_000usize);
+    common::for_each_size("10000,100000", run_one);
+}
+
+fn run_one(n: usize) {
     let agents = 10_000usize;
     let agents_arg = agents.to_string();
     let (mut sandbox, mut sandbox_out, url) =
         common::spawn_sandbox(&["--agents", &agents_arg, "--fault-latency", "1", "--fault-max-rps", "2000"]);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
+    let figures = rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let wh = Warehouse::local(dir.path()).expect("warehouse");
         let commit = CommitInfo { run_id: "bench".into(), step: "payouts" };
@@ -66,10 +70,16 @@ fn main() {
             r.log_commits,
             r.log_commits as f64 * 1000.0 / r.completed.max(1) as f64
         );
-        println!(
-            "  peak RSS {:.0} MiB (pfsync only; the sandbox is another process)",
-            common::peak_rss_mib().unwrap_or(0.0)
-        );
+        let rss = common::peak_rss_mib().unwrap_or(0.0);
+        println!("  peak RSS {rss:.0} MiB (pfsync only; the sandbox is another process)");
+        vec![
+            ("secs", secs),
+            ("completed", r.completed as f64),
+            ("payouts_per_sec", r.completed as f64 / secs),
+            ("unknown", r.unknown as f64),
+            ("commits_per_1000", r.log_commits as f64 * 1000.0 / r.completed.max(1) as f64),
+            ("rss_mib", rss),
+        ]
     });
     // Stop the sandbox with SIGINT so it prints its request and fault (429) counts.
     let _ = Command::new("kill").args(["-INT", &sandbox.id().to_string()]).status();
@@ -77,4 +87,15 @@ fn main() {
     while sandbox_out.read_line(&mut rest).unwrap_or(0) > 0 {}
     let _ = sandbox.wait();
     print!("  sandbox: {rest}");
+    // "... after N requests (M faults injected)": with only latency and the rate limit configured, every
+    // injected fault is a 429.
+    let throttled = rest
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
+    let mut figures = figures;
+    figures.push(("http_429", throttled));
+    common::record("payouts", n as u64, &figures);
 }

@@ -71,19 +71,21 @@ fn main() {
     rt.block_on(async {
         let sb = Sandbox::start(SandboxConfig::for_tests(1000)).await.expect("sandbox");
         println!("sandbox throughput: {} cores, {conns} keep-alive connections, {secs} s per mix", num_cpus());
-        for (name, mix) in [
-            ("GET /wallet/{id}", Mix::Reads),
-            ("POST /wallet/payout (new key each)", Mix::KeyedPayouts),
-            ("GET /wallets?limit=100", Mix::Pages),
+        let mut figures = Vec::new();
+        for (name, key, mix) in [
+            ("GET /wallet/{id}", "wallet_get_rps", Mix::Reads),
+            ("POST /wallet/payout (new key each)", "keyed_payout_rps", Mix::KeyedPayouts),
+            ("GET /wallets?limit=100", "wallet_page_rps", Mix::Pages),
         ] {
             let (ok, bad, elapsed) = run(&sb, mix, secs, conns).await;
-            println!(
-                "  {name:<38} {:>9.0} req/s  ({ok} ok, {bad} failed, {:.1} s)",
-                ok as f64 / elapsed.as_secs_f64(),
-                elapsed.as_secs_f64()
-            );
+            let rps = ok as f64 / elapsed.as_secs_f64();
+            println!("  {name:<38} {rps:>9.0} req/s  ({ok} ok, {bad} failed, {:.1} s)", elapsed.as_secs_f64());
+            figures.push((key, rps));
         }
-        println!("  peak RSS {:.0} MiB", common::peak_rss_mib().unwrap_or(0.0));
+        let rss = common::peak_rss_mib().unwrap_or(0.0);
+        println!("  peak RSS {rss:.0} MiB");
+        figures.extend([("rss_mib", rss), ("connections", conns as f64), ("secs_per_mix", secs as f64)]);
+        common::record("sandbox_throughput", 0, &figures);
     });
 }
 

@@ -73,7 +73,9 @@ impl AppError {
     pub fn exit(&self) -> Exit {
         match self {
             AppError::Config(_) | AppError::Usage(_) => Exit::Usage,
-            AppError::Api(ApiError::InsecureUrl { .. } | ApiError::BadUrl { .. }) => Exit::Usage,
+            AppError::Api(ApiError::InsecureUrl { .. } | ApiError::BadUrl { .. } | ApiError::BadSetting(_)) => {
+                Exit::Usage
+            }
             AppError::Api(_) | AppError::Sync(SyncError::Api(_)) => Exit::Api,
             AppError::Table(_) | AppError::Sync(_) => Exit::Table,
             AppError::RowsFailed { .. } => Exit::RowsFailed,

@@ -114,7 +114,7 @@ impl Client {
         check_url(&cfg.base_url)?;
         check_url(&cfg.faucet_url)?;
         if cfg.max_concurrency == 0 {
-            return Err(ApiError::BadUrl { url: cfg.base_url.to_string(), reason: "max concurrency is 0".into() });
+            return Err(ApiError::BadSetting("--max-concurrency must be at least 1".into()));
         }
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", cfg.api_key.expose_for_header()))
             .map_err(|_| ApiError::Unauthorized)?;
@@ -126,7 +126,7 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pfsync/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ApiError::BadUrl { url: cfg.base_url.to_string(), reason: e.to_string() })?;
+            .map_err(|e| ApiError::BadSetting(format!("the HTTP client cannot be built: {e}")))?;
         let limiter = cfg.rate_limit_rps.and_then(RateLimiter::per_second);
         let in_flight = Semaphore::new(cfg.max_concurrency);
         Ok(Client {

@@ -9,6 +9,8 @@ pub enum ApiError {
     InsecureUrl { url: String },
     #[error("invalid API URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("invalid client setting: {0}")]
+    BadSetting(String),
     #[error("invalid idempotency key: {0}")]
     BadIdempotencyKey(String),
     #[error("the API refused the key (401 unauthorized): check PURPLEFLEA_API_KEY or --api-key-file")]

@@ -1,0 +1,26 @@
+//! Any bytes as a list page from the API: decoding gives rows or per-row errors, never a panic.
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../../src/api/models.rs"]
+mod models;
+#[allow(dead_code)]
+#[path = "../../src/money.rs"]
+mod money;
+
+use libfuzzer_sys::fuzz_target;
+use models::{Escrow, RawPage, Transaction, Wallet, decode_rows};
+
+fuzz_target!(|data: &[u8]| {
+    let decode = |data: &[u8]| serde_json::from_slice::<RawPage>(data).ok();
+    if let Some(p) = decode(data) {
+        let page = decode_rows::<Wallet>(p);
+        assert!(page.rows.iter().all(|r| r.as_ref().err().is_none_or(|e| e.id.chars().count() <= 128)));
+    }
+    if let Some(p) = decode(data) {
+        let _ = decode_rows::<Escrow>(p);
+    }
+    if let Some(p) = decode(data) {
+        let _ = decode_rows::<Transaction>(p);
+    }
+});
