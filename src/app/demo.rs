@@ -1,0 +1,105 @@
+//! `pfsync demo`: the whole job against an in-process sandbox and a local warehouse.
+
+use super::query::{STATUS_SUMMARY, print_query, query_count};
+use super::reconcile::reconcile_and_report;
+use super::sync::{rows_failed, run_sync};
+use super::{AppError, Context};
+use crate::api::Client;
+use crate::cli::{DemoArgs, ReconcileArgs, ReconcileFlags, SyncTarget};
+use crate::payouts::{PayoutOptions, run_payouts};
+use crate::progress::Progress;
+use crate::reconcile::FINDING_CLASSES;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::sync::SyncOptions;
+use crate::tables::{CommitInfo, Warehouse, sql_context};
+
+/// The seed's analyst query, verbatim: DataFusion accepts the Databricks spelling.
+pub const SEED_QUERY: &str = include_str!("../../sql/analyst/high_balances_ready_for_payout.sql");
+
+pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
+    let wh = &ctx.settings.warehouse;
+    // Checked before the sandbox starts: the demo only ever clears a folder it made itself.
+    if let Ok(dir) = wh.root().to_file_path() {
+        crate::demo::prepare_warehouse(&dir).map_err(|e| AppError::Usage(e.to_string()))?;
+    }
+    let mut cfg = SandboxConfig::for_tests(args.agents);
+    cfg.world.seed = args.seed;
+    let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Internal(format!("cannot start the sandbox: {e}")))?;
+    let base = sb.base_url();
+    println!("pfsync demo: in-process sandbox at {base} ({} agents, seed {})", args.agents + 1, args.seed);
+    println!("warehouse: {}\n", display_location(wh));
+    let client = Client::new(ctx.settings.client_config_with_key(base.clone(), base, crate::sandbox::default_key()))?;
+
+    println!("1. sync");
+    let reports = run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
+    for r in &reports {
+        println!("   {r}");
+    }
+
+    println!("2. payouts: {} pending payouts (4 of them bad) and {} escrow bounties", args.payouts + 4, args.bounties);
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "demo.seed" };
+    crate::demo::seed_sources(wh, args.agents, args.payouts, args.bounties, args.seed, &commit)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let opts = PayoutOptions { namespace: "demo".into(), ..PayoutOptions::default() };
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
+    let report = run_payouts(&client, wh, &commit, &opts, &Progress::new(ctx.progress, "payouts")).await?;
+    println!("   {report}");
+
+    println!("3. sync again (the payouts moved balances)");
+    let after = run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
+    for r in &after {
+        println!("   {r}");
+    }
+
+    println!("4. reconcile");
+    let report_path = wh.root().to_file_path().ok().map(|p| p.join("reconciliation.html"));
+    let rargs = ReconcileArgs {
+        namespace: "demo".into(),
+        flags: ReconcileFlags { stale_after_secs: 3600, report: report_path.clone(), fail_on: Vec::new() },
+        no_sync: true,
+    };
+    let reconciled = reconcile_and_report(ctx, &rargs).await.and_then(|r| match r.failing(FINDING_CLASSES) {
+        0 => Ok(()),
+        open => Err(AppError::FindingsOpen { open }),
+    });
+
+    let sql = sql_context(wh).await?;
+    println!("\ntables:");
+    for spec in crate::tables::ALL {
+        if sql.table_exist(spec.name).unwrap_or(false) {
+            let count = query_count(&sql, spec.name).await?;
+            println!("  {:<32} {:>8} rows  at {}", spec.name, count, wh.location(&spec.table_name()));
+        }
+    }
+    println!("\nthe guide's high-balance query (sql/analyst/high_balances_ready_for_payout.sql), first 5 rows:");
+    print_query(&sql, SEED_QUERY, 5).await?;
+    println!("\npayout status (the purpleflea.payouts.status view):");
+    print_query(&sql, STATUS_SUMMARY, 20).await?;
+    println!("rejected rows (purpleflea.payouts.rejects):");
+    print_query(&sql, "SELECT operation_id, code, message FROM purpleflea.payouts.rejects ORDER BY operation_id", 10)
+        .await?;
+    println!(
+        "\ntry your own:\n  pfsync --warehouse {} sql \"SELECT agent_id, balance_usd FROM purpleflea.agents.wallets ORDER BY balance_usd DESC LIMIT 5\"",
+        display_location(wh)
+    );
+    if let Some(p) = &report_path {
+        println!("\nreconciliation report: {}", p.display());
+    }
+    sb.shutdown().await;
+    reconciled?;
+    rows_failed(&reports)?;
+    rows_failed(&after)?;
+    // The bad rows are there on purpose; anything still unknown is not.
+    if report.unknown > 0 {
+        return Err(AppError::OutcomeUnknown { unknown: report.unknown });
+    }
+    Ok(())
+}
+
+pub(super) fn display_location(wh: &Warehouse) -> String {
+    match wh.root().to_file_path() {
+        Ok(p) => p.display().to_string(),
+        Err(_) => wh.root().to_string(),
+    }
+}

@@ -1,0 +1,263 @@
+//! The commands, run from parsed flags, and the mapping of their failures to exit codes.
+
+mod demo;
+mod payouts;
+mod query;
+mod reconcile;
+mod run;
+mod sandbox;
+mod sync;
+
+use std::collections::BTreeMap;
+
+use crate::api::{ApiError, Client};
+use crate::cli::{Cli, Command};
+use crate::config::{ConfigError, Settings};
+use crate::maintain::MaintainError;
+use crate::money::Usd;
+use crate::ops::RunRecord;
+use crate::payouts::PayoutError;
+use crate::progress::Progress;
+use crate::reconcile::ReconcileError;
+use crate::sync::SyncError;
+use crate::tables::{CommitInfo, TableError};
+pub use demo::SEED_QUERY;
+use demo::demo;
+use payouts::payouts_step;
+pub use payouts::{payout_options, payout_outcome};
+use query::{maintain, sql, status, tables};
+pub use reconcile::fail_on;
+use reconcile::reconcile_step;
+use run::run_steps;
+use sandbox::sandbox;
+use sync::{sync_options, sync_step};
+
+/// Documented exit codes (see `pfsync --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Internal = 1,
+    Usage = 2,
+    Api = 3,
+    Table = 4,
+    RowsFailed = 5,
+    OutcomeUnknown = 6,
+    BrakeHeld = 7,
+    FindingsOpen = 8,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("{failed} row(s) failed; the other rows were written (see the warnings above for ids and reasons)")]
+    RowsFailed { failed: u64 },
+    #[error(transparent)]
+    Maintain(#[from] MaintainError),
+    #[error(transparent)]
+    Payout(#[from] PayoutError),
+    #[error(
+        "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice)"
+    )]
+    OutcomeUnknown { unknown: u64 },
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("{open} reconciliation finding(s) open; see the report or the purpleflea.payouts.open_findings view")]
+    FindingsOpen { open: u64 },
+    #[error("the safety brake held back {held} operation(s); raise --max-total-usd / --max-count or check the source")]
+    BrakeHeld { held: u64 },
+    #[cfg(feature = "unity")]
+    #[error(transparent)]
+    Unity(#[from] crate::tables::unity::UnityError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            AppError::Config(_) | AppError::Usage(_) => Exit::Usage,
+            AppError::Api(ApiError::InsecureUrl { .. } | ApiError::BadUrl { .. } | ApiError::BadSetting(_)) => {
+                Exit::Usage
+            }
+            AppError::Api(_) | AppError::Sync(SyncError::Api(_)) => Exit::Api,
+            AppError::Table(_) | AppError::Sync(_) => Exit::Table,
+            AppError::RowsFailed { .. } => Exit::RowsFailed,
+            AppError::Maintain(MaintainError::RetentionTooShort(_)) => Exit::Usage,
+            AppError::Maintain(_) => Exit::Table,
+            AppError::Payout(PayoutError::Config(_) | PayoutError::Source(_)) => Exit::Usage,
+            AppError::Payout(PayoutError::Api(_)) => Exit::Api,
+            AppError::Payout(_) => Exit::Table,
+            AppError::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
+            AppError::BrakeHeld { .. } => Exit::BrakeHeld,
+            AppError::Reconcile(ReconcileError::Report { .. }) => Exit::Usage,
+            AppError::Reconcile(_) => Exit::Table,
+            AppError::FindingsOpen { .. } => Exit::FindingsOpen,
+            // The catalog unreachable: retry; a name it does not know, or a bad setting: fix first.
+            #[cfg(feature = "unity")]
+            AppError::Unity(crate::tables::unity::UnityError::Request { .. }) => Exit::Table,
+            #[cfg(feature = "unity")]
+            AppError::Unity(_) => Exit::Usage,
+            AppError::Internal(_) => Exit::Internal,
+        }
+    }
+}
+
+pub struct Context {
+    pub settings: Settings,
+    pub run_id: String,
+    pub progress: bool,
+}
+
+pub async fn run(cli: Cli) -> Result<(), AppError> {
+    #[allow(unused_mut)] // mutated only by the `unity` feature
+    let mut settings = Settings::resolve(&cli.global.overrides())?;
+    // `init` creates tables at the warehouse's own paths, for an admin to register; every other command that
+    // touches tables finds them through the catalog once they are registered.
+    #[cfg(feature = "unity")]
+    if let Some(section) = settings.unity.clone()
+        && !matches!(cli.command, Command::Sandbox(_) | Command::Init | Command::Ddl)
+    {
+        let names: Vec<_> =
+            crate::tables::ALL.iter().map(|s| s.table_name()).filter(|n| !settings.warehouse.is_mapped(n)).collect();
+        for (name, url) in crate::tables::unity::resolve(&mut settings.warehouse, &section, names).await? {
+            tracing::info!(table = %name, location = %url, "location from Unity Catalog");
+        }
+    }
+    let run_id = match &cli.global.run_id {
+        Some(id) if id.trim().is_empty() || id.len() > 200 => {
+            return Err(AppError::Usage("--run-id must be 1..=200 characters".into()));
+        }
+        Some(id) => id.clone(),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    let ctx = Context { settings, run_id, progress: !cli.global.quiet };
+    let span = tracing::info_span!("run", run_id = %ctx.run_id);
+    let _guard = span.enter();
+    match cli.command {
+        Command::Run(args) => run_steps(&ctx, &args).await,
+        Command::Sync(args) => {
+            let client = Client::new(ctx.settings.client_config()?)?;
+            recorded(&ctx, "sync", sync_step(&ctx, &client, args.target, &sync_options(&args))).await
+        }
+        Command::Sandbox(args) => sandbox(&args).await,
+        Command::Demo(args) => demo(&ctx, &args).await,
+        Command::Sql(args) => sql(&ctx, &args).await,
+        Command::Maintain(args) => maintain(&ctx, &args).await,
+        Command::Payouts(args) => {
+            let opts = payout_options(&args)?;
+            let client = Client::new(ctx.settings.client_config()?)?;
+            recorded(&ctx, "payouts", payouts_step(&ctx, &client, &opts)).await
+        }
+        Command::Status(args) => status(&ctx, &args).await,
+        Command::Reconcile(args) => {
+            crate::payouts::check_namespace(&args.namespace)?;
+            let classes = fail_on(&args.flags.fail_on)?;
+            recorded(&ctx, "reconcile", reconcile_step(&ctx, &args, &classes)).await
+        }
+        Command::Init => {
+            let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "init" };
+            for spec in crate::tables::ALL {
+                let t = crate::tables::open_or_create(&ctx.settings.warehouse, spec, &commit).await?;
+                println!(
+                    "{:<36} version {:<4} {}",
+                    spec.name,
+                    t.version().unwrap_or(0),
+                    ctx.settings.warehouse.location(&spec.table_name())
+                );
+            }
+            Ok(())
+        }
+        Command::Tables => tables(&ctx).await,
+        Command::Ddl => {
+            for spec in crate::tables::ALL {
+                println!("{}", crate::tables::ddl::render(spec));
+            }
+            Ok(())
+        }
+    }
+}
+
+pub(super) fn step(ctx: &Context, step: &'static str, label: &str) -> (CommitInfo, Progress) {
+    (CommitInfo { run_id: ctx.run_id.clone(), step }, Progress::new(ctx.progress, label))
+}
+
+/// What one step did (for `purpleflea.ops.runs`) and how it ended.
+pub struct StepOutcome {
+    pub rows: Option<i64>,
+    pub amount: Option<Usd>,
+    pub counts: BTreeMap<String, u64>,
+    /// A step can finish its work and still end non-zero (rows refused, outcomes unknown, findings open).
+    pub result: Result<(), AppError>,
+}
+
+/// Run a step and record it in `purpleflea.ops.runs` (not for usage errors: those touch nothing).
+pub(super) async fn recorded(
+    ctx: &Context,
+    step: &'static str,
+    work: impl std::future::Future<Output = Result<StepOutcome, AppError>>,
+) -> Result<(), AppError> {
+    let started_at = chrono::Utc::now();
+    let (record, result) = match work.await {
+        Ok(o) => {
+            let exit = o.result.as_ref().err().map(|e| e.exit() as i32).unwrap_or(0);
+            (
+                RunRecord {
+                    step,
+                    started_at,
+                    finished_at: chrono::Utc::now(),
+                    rows: o.rows,
+                    amount: o.amount,
+                    counts: o.counts,
+                    exit_code: exit,
+                },
+                o.result,
+            )
+        }
+        Err(e) => {
+            let exit = e.exit() as i32;
+            let r = RunRecord {
+                step,
+                started_at,
+                finished_at: chrono::Utc::now(),
+                rows: None,
+                amount: None,
+                counts: BTreeMap::new(),
+                exit_code: exit,
+            };
+            (r, Err(e))
+        }
+    };
+    if record.exit_code != Exit::Usage as i32 {
+        let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "ops.runs" };
+        if let Err(e) = crate::ops::record(&ctx.settings.warehouse, &commit, &record).await {
+            tracing::warn!(error = %e, "could not record the step in purpleflea.ops.runs");
+        }
+    }
+    result
+}
+
+/// The most useful exit for a scheduler among steps that finished: retry-worthy first.
+pub(super) fn worst(results: Vec<Result<(), AppError>>) -> Result<(), AppError> {
+    let rank = |e: &AppError| match e.exit() {
+        Exit::OutcomeUnknown => 0,
+        Exit::FindingsOpen => 1,
+        Exit::BrakeHeld => 2,
+        Exit::RowsFailed => 3,
+        _ => 4,
+    };
+    let mut errors: Vec<AppError> = results.into_iter().filter_map(Result::err).collect();
+    errors.sort_by_key(rank);
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

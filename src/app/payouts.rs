@@ -1,0 +1,112 @@
+//! `pfsync payouts`: flags to options, the step, and its exit code.
+
+use super::{AppError, Context, StepOutcome};
+use crate::api::Client;
+use crate::cli::PayoutsArgs;
+use crate::payouts::{PausePoint, PayoutOptions, PayoutReport, run_payouts};
+use crate::progress::Progress;
+use crate::tables::CommitInfo;
+
+/// Flags of `pfsync payouts` as engine options; everything is checked here, before any table is touched.
+pub fn payout_options(args: &PayoutsArgs) -> Result<PayoutOptions, AppError> {
+    crate::payouts::check_namespace(&args.namespace)?;
+    let max_total = match &args.max_total_usd {
+        Some(t) => Some(crate::money::Usd::parse(t).map_err(|e| AppError::Usage(format!("--max-total-usd: {e}")))?),
+        None => None,
+    };
+    let shard = match &args.shard {
+        None => None,
+        Some(s) => {
+            let parsed = s
+                .split_once('/')
+                .and_then(|(i, n)| Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)));
+            match parsed {
+                Some((i, n)) if n > 0 && i < n => Some((i, n)),
+                _ => return Err(AppError::Usage(format!("--shard {s:?}: expected I/N with 0 <= I < N, e.g. 0/4"))),
+            }
+        }
+    };
+    let mut extra_tables = Vec::new();
+    for r in &args.register {
+        let (name, loc) =
+            r.split_once('=').ok_or_else(|| AppError::Usage(format!("--register {r:?}: expected NAME=PATH|URI")))?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(AppError::Usage(format!("--register {r:?}: the name must be letters, digits and _")));
+        }
+        let url = crate::tables::location_url(loc).map_err(|e| AppError::Usage(format!("--register {r:?}: {e}")))?;
+        extra_tables.push((name.to_string(), url));
+    }
+    let pause_at = std::env::var("PFSYNC_PAUSE_AT").ok().and_then(|p| PausePoint::parse(&p));
+    Ok(PayoutOptions {
+        namespace: args.namespace.clone(),
+        batch_size: args.batch_size as usize,
+        concurrency: args.concurrency as usize,
+        max_total,
+        max_count: args.max_count,
+        dry_run: args.dry_run,
+        payout_sql: args.payouts_sql.clone(),
+        action_sql: args.actions_sql.clone(),
+        check_agents: !args.no_agent_check,
+        shard,
+        extra_tables,
+        pause_at,
+    })
+}
+
+/// Exit status of a payouts run: unknown outcomes (retry), then brake, then refusals.
+pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
+    if r.unknown > 0 {
+        return Err(AppError::OutcomeUnknown { unknown: r.unknown });
+    }
+    if r.held_by_brake > 0 {
+        return Err(AppError::BrakeHeld { held: r.held_by_brake });
+    }
+    let refused = r.rejected_rows + r.rejected_by_api;
+    if refused > 0 {
+        return Err(AppError::RowsFailed { failed: refused });
+    }
+    Ok(())
+}
+
+pub(super) async fn payouts_step(
+    ctx: &Context,
+    client: &Client,
+    opts: &PayoutOptions,
+) -> Result<StepOutcome, AppError> {
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
+    let progress = Progress::new(ctx.progress, "payouts");
+    let report = run_payouts(client, &ctx.settings.warehouse, &commit, opts, &progress).await?;
+    if report.dry_run {
+        for p in &report.plan {
+            println!(
+                "would {} {:<14} {:<32} {:>16} {}",
+                if p.resolve_first { "resolve" } else { "send   " },
+                p.kind,
+                p.operation_id,
+                p.amount.map(|a| a.to_string()).unwrap_or_default(),
+                p.agent_id.as_deref().unwrap_or("")
+            );
+        }
+    }
+    println!("{report}");
+    let counts = [
+        ("completed", report.completed),
+        ("resolved_by_lookup", report.resolved_by_lookup),
+        ("rejected_by_api", report.rejected_by_api),
+        ("refused_by_validation", report.rejected_rows),
+        ("unknown", report.unknown),
+        ("waiting", report.waiting),
+        ("held_by_brake", report.held_by_brake),
+        ("already_final", report.already_final),
+        ("log_commits", report.log_commits),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), *v))
+    .collect();
+    Ok(StepOutcome {
+        rows: Some(report.source_rows as i64),
+        amount: Some(report.usd_moved),
+        counts,
+        result: payout_outcome(&report),
+    })
+}

@@ -1,0 +1,106 @@
+//! The commands that read tables: `sql`, `status`, `tables`, and `maintain`, which compacts them.
+
+use super::{AppError, Context};
+use crate::cli::{MaintainArgs, SqlArgs, StatusArgs};
+use crate::maintain::{MaintainOptions, maintain_all};
+use crate::tables::{CommitInfo, TableError, sql_context};
+
+pub(super) async fn query_count(ctx: &datafusion::prelude::SessionContext, table: &str) -> Result<i64, AppError> {
+    let batches = ctx
+        .sql(&format!("SELECT count(*) AS n FROM {table}"))
+        .await
+        .map_err(|e| TableError::Query(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| TableError::Query(e.to_string()))?;
+    let n = batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0);
+    Ok(n)
+}
+
+pub(super) async fn print_query(
+    ctx: &datafusion::prelude::SessionContext,
+    query: &str,
+    max_rows: usize,
+) -> Result<usize, AppError> {
+    let df = ctx.sql(query).await.map_err(|e| TableError::Query(e.to_string()))?;
+    let batches = df
+        .limit(0, Some(max_rows))
+        .map_err(|e| TableError::Query(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| TableError::Query(e.to_string()))?;
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    let table = arrow::util::pretty::pretty_format_batches(&batches).map_err(|e| AppError::Internal(e.to_string()))?;
+    println!("{table}");
+    Ok(rows)
+}
+
+pub(super) async fn sql(ctx: &Context, args: &SqlArgs) -> Result<(), AppError> {
+    let sql = sql_context(&ctx.settings.warehouse).await?;
+    let rows = print_query(&sql, &args.query, args.max_rows).await?;
+    println!("({rows} rows)");
+    Ok(())
+}
+
+/// Operations per kind and status, from the status view.
+pub(super) const STATUS_SUMMARY: &str = "SELECT kind, status, count(*) AS operations, sum(amount_usd) AS amount_usd \
+     FROM purpleflea.payouts.status GROUP BY kind, status ORDER BY kind, status";
+
+pub(super) async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppError> {
+    let sql = sql_context(&ctx.settings.warehouse).await?;
+    if sql.table_exist("purpleflea.payouts.status").unwrap_or(false) {
+        print_query(&sql, STATUS_SUMMARY, 1000).await?;
+        let open = format!(
+            "SELECT operation_id, kind, status, attempts, amount_usd, error_code, last_recorded_at \
+             FROM purpleflea.payouts.status WHERE status IN ('unknown', 'in_flight') ORDER BY last_recorded_at LIMIT {}",
+            args.show
+        );
+        println!("not final:");
+        print_query(&sql, &open, args.show).await?;
+    } else {
+        println!("no payout log under {} yet", ctx.settings.warehouse.root());
+    }
+    Ok(())
+}
+
+pub(super) async fn tables(ctx: &Context) -> Result<(), AppError> {
+    use futures::TryStreamExt;
+    let wh = &ctx.settings.warehouse;
+    let sql = sql_context(wh).await?;
+    println!("{:<36} {:>8} {:>10}  {:<38} location", "table", "version", "rows", "last commit's run id");
+    for spec in crate::tables::ALL {
+        let location = wh.location(&spec.table_name());
+        match crate::tables::open_existing(wh, spec).await? {
+            None => println!("{:<36} {:>8} {:>10}  {:<38} {location}", spec.name, "-", "-", "(not created)"),
+            Some(t) => {
+                let rows = query_count(&sql, spec.name).await?;
+                let last: Vec<deltalake::kernel::CommitInfo> =
+                    t.history(Some(1)).try_collect().await.map_err(|e| TableError::Query(e.to_string()))?;
+                let run = last
+                    .first()
+                    .and_then(|c| c.info.get("pfsync.run_id"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("-")
+                    .to_string();
+                println!("{:<36} {:>8} {:>10}  {:<38} {location}", spec.name, t.version().unwrap_or(0), rows, run);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn maintain(ctx: &Context, args: &MaintainArgs) -> Result<(), AppError> {
+    let opts = MaintainOptions { retention_hours: args.retention_hours, i_know: args.i_know, dry_run: args.dry_run };
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "maintain" };
+    let reports = maintain_all(&ctx.settings.warehouse, &opts, &commit).await?;
+    if reports.is_empty() {
+        println!("no pfsync tables under {}", ctx.settings.warehouse.root());
+    }
+    for r in reports {
+        println!("{r}");
+    }
+    Ok(())
+}

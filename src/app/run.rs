@@ -1,0 +1,46 @@
+//! `pfsync run`: the Workflow entry point, the selected steps in order under one run id.
+
+use super::payouts::{payout_options, payouts_step};
+use super::reconcile::{fail_on, reconcile_step};
+use super::sync::sync_step;
+use super::{AppError, Context, Exit, recorded, worst};
+use crate::api::Client;
+use crate::cli::{ReconcileArgs, RunArgs, Step, SyncTarget};
+use crate::sync::SyncOptions;
+
+/// `pfsync run`: the steps in order under one run id. A step that fails hard stops the run (later steps
+/// build on it); one that finishes with refusals, unknown outcomes or findings lets the next step run.
+pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppError> {
+    // Every flag is checked before any step touches anything.
+    let popts = payout_options(&args.payouts)?;
+    let classes = fail_on(&args.reconcile.fail_on)?;
+    let client = Client::new(ctx.settings.client_config()?)?;
+    let rargs = ReconcileArgs {
+        namespace: args.payouts.namespace.clone(),
+        flags: args.reconcile.clone(),
+        // The ledger moved during payouts: reconcile always syncs it again first.
+        no_sync: false,
+    };
+    let mut results = Vec::new();
+    for step in &args.steps {
+        let r = match step {
+            Step::Sync => {
+                recorded(ctx, "sync", sync_step(ctx, &client, SyncTarget::All, &SyncOptions::default())).await
+            }
+            Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, &client, &popts)).await,
+            Step::Reconcile => recorded(ctx, "reconcile", reconcile_step(ctx, &rargs, &classes)).await,
+        };
+        match r {
+            Err(e)
+                if !matches!(
+                    e.exit(),
+                    Exit::RowsFailed | Exit::OutcomeUnknown | Exit::BrakeHeld | Exit::FindingsOpen
+                ) =>
+            {
+                return Err(e);
+            }
+            r => results.push(r),
+        }
+    }
+    worst(results)
+}

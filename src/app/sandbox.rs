@@ -1,0 +1,73 @@
+//! `pfsync sandbox`: the stand-in Purple Flea API as a server, until Ctrl-C or SIGTERM.
+
+use std::time::Duration;
+
+use super::AppError;
+use crate::cli::{FaultArgs, SandboxArgs};
+use crate::money::Usd;
+use crate::sandbox::{FaultConfig, Sandbox, SandboxConfig, SeedConfig};
+use crate::secret::{API_KEY_ENV, ApiKey};
+
+pub(super) fn fault_config(seed: u64, f: &FaultArgs) -> Result<FaultConfig, AppError> {
+    let base = if f.chaos { FaultConfig::chaos(seed) } else { FaultConfig { seed, ..FaultConfig::default() } };
+    let cfg = FaultConfig {
+        latency_prob: f.fault_latency.unwrap_or(base.latency_prob),
+        rate_limit_prob: f.fault_rate_limit.unwrap_or(base.rate_limit_prob),
+        max_rps: f.fault_max_rps.or(base.max_rps),
+        error_before_prob: f.fault_error_before.unwrap_or(base.error_before_prob),
+        error_after_prob: f.fault_error_after.unwrap_or(base.error_after_prob),
+        drop_after_prob: f.fault_drop_after.unwrap_or(base.drop_after_prob),
+        slow_body_prob: f.fault_slow_body.unwrap_or(base.slow_body_prob),
+        malformed_prob: f.fault_malformed.unwrap_or(base.malformed_prob),
+        ..base
+    };
+    cfg.validate().map_err(|e| AppError::Usage(format!("--fault-*: {e}")))?;
+    Ok(cfg)
+}
+
+pub(super) async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
+    let faucet_amount =
+        Usd::parse_positive(&args.faucet_amount).map_err(|e| AppError::Usage(format!("--faucet-amount: {e}")))?;
+    let api_key = match std::env::var(API_KEY_ENV) {
+        Ok(k) => ApiKey::new(&k, "in PURPLEFLEA_API_KEY").map_err(|e| AppError::Usage(e.to_string()))?,
+        Err(_) => crate::sandbox::default_key(),
+    };
+    let cfg = SandboxConfig {
+        host: args.host,
+        port: args.port,
+        world: SeedConfig { agents: args.agents, seed: args.seed, faucet_amount, ..SeedConfig::default() },
+        api_key,
+        idempotency_retention: Duration::from_secs(args.idempotency_retention_secs),
+        faults: fault_config(args.seed, &args.faults)?,
+        admin: args.admin,
+    };
+    let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Usage(format!("cannot start the sandbox: {e}")))?;
+    println!(
+        "pfsync sandbox ready at {} ({} agents, seed {}); Ctrl-C stops it",
+        sb.base_url(),
+        args.agents + 1,
+        args.seed
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    let stats = sb.stats();
+    sb.shutdown().await;
+    println!("pfsync sandbox stopped after {} requests ({} faults injected)", stats.requests, stats.faults);
+    Ok(())
+}
+
+pub(super) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
