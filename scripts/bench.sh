@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 benches=("$@")
-[ ${#benches[@]} -eq 0 ] && benches=(sandbox_throughput wallet_sync payouts reconcile)
+[ ${#benches[@]} -eq 0 ] && benches=(sandbox_throughput wallet_sync tx_sync payouts reconcile)
 target="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target"
 export PFSYNC_BENCH_RESULTS="$(cd "$target" && pwd)/bench-results.jsonl"
