@@ -131,6 +131,7 @@ impl Settings {
                 overrides.insert(table, url);
             }
         }
+        check_storage(&file.storage, std::env::var("AWS_S3_LOCKING_PROVIDER").ok())?;
         let root = crate::tables::location_url(&warehouse_text).map_err(|e| value_error("--warehouse", e))?;
         let warehouse = Warehouse::new(root, overrides, file.storage.clone().into_iter().collect());
         let api_url =
@@ -215,6 +216,33 @@ fn validate_api(a: &ApiSection) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Object-store settings that would make concurrent commits unsafe. delta-rs 1.x commits to S3 with a
+/// conditional put (If-None-Match), which S3 and most S3-compatible stores support; it dropped its DynamoDB
+/// lock, and a leftover `AWS_S3_LOCKING_PROVIDER=dynamodb` now silently selects the unsafe-rename backend,
+/// under which two writers (shards, an overlapping retry) can overwrite each other's commit.
+fn check_storage(storage: &BTreeMap<String, String>, env_locking: Option<String>) -> Result<(), ConfigError> {
+    let locking = storage.iter().find(|(k, _)| k.eq_ignore_ascii_case("aws_s3_locking_provider")).map(|(_, v)| v);
+    if let Some(v) = locking.cloned().or(env_locking).filter(|v| !v.trim().is_empty()) {
+        return Err(value_error(
+            "[storage] aws_s3_locking_provider / AWS_S3_LOCKING_PROVIDER",
+            format!(
+                "{v:?} is not supported: delta-rs 1.x has no DynamoDB lock and would fall back to unsafe renames. \
+                 Remove it: commits use S3 conditional put (for S3-compatible stores without it, see the README)"
+            ),
+        ));
+    }
+    let unsafe_rename = storage
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("aws_s3_allow_unsafe_rename") && v.trim().eq_ignore_ascii_case("true"));
+    if unsafe_rename {
+        tracing::warn!(
+            "aws_s3_allow_unsafe_rename is set: safe for one writer only; never run two pfsync processes (shards, \
+             overlapping retries) against this warehouse"
+        );
+    }
+    Ok(())
+}
+
 fn parse_api_url(field: &str, text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| value_error(field, format!("{text:?} is not a URL: {e}")))?;
     crate::api::check_url(&url).map_err(|e| value_error(field, e.to_string()))?;
@@ -281,5 +309,17 @@ location = "/tmp/elsewhere/wallets"
             let e = r.unwrap_err().to_string();
             assert!(e.starts_with("[unity]") && e.contains("--features unity"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_dynamodb_lock_setting_is_refused_because_it_would_mean_unsafe_renames() {
+        let mut storage = BTreeMap::new();
+        assert!(check_storage(&storage, None).is_ok());
+        storage.insert("AWS_S3_LOCKING_PROVIDER".to_string(), "dynamodb".to_string());
+        let e = check_storage(&storage, None).unwrap_err().to_string();
+        assert!(e.contains("conditional put") && e.contains("dynamodb"), "{e}");
+        assert!(check_storage(&BTreeMap::new(), Some("dynamodb".into())).is_err());
+        let single = BTreeMap::from([("aws_s3_allow_unsafe_rename".to_string(), "true".to_string())]);
+        assert!(check_storage(&single, None).is_ok(), "allowed, with a warning");
     }
 }

@@ -93,7 +93,7 @@ fn paid_per_key(sb: &Sandbox) -> HashMap<String, usize> {
     out
 }
 
-fn assert_each_paid_once(sb: &Sandbox, ids: &[String]) {
+pub fn assert_each_paid_once(sb: &Sandbox, ids: &[String]) {
     let paid = paid_per_key(sb);
     for id in ids {
         let key = format!("pfsync:default:payout:{id}");
@@ -101,7 +101,7 @@ fn assert_each_paid_once(sb: &Sandbox, ids: &[String]) {
     }
 }
 
-fn n_payouts(n: usize, prefix: &str) -> Vec<(String, String, String, String)> {
+pub fn n_payouts(n: usize, prefix: &str) -> Vec<(String, String, String, String)> {
     (1..=n)
         .map(|i| {
             (
@@ -114,7 +114,7 @@ fn n_payouts(n: usize, prefix: &str) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
-fn as_refs(v: &[(String, String, String, String)]) -> Vec<(&str, &str, &str, &str)> {
+pub fn as_refs(v: &[(String, String, String, String)]) -> Vec<(&str, &str, &str, &str)> {
     v.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect()
 }
 

@@ -56,8 +56,6 @@ async fn every_table_is_written_and_read_back_on_s3() {
         ("aws_secret_access_key", "test"),
         ("aws_region", "us-east-1"),
         ("aws_allow_http", "true"),
-        // A single writer in this test; production needs conditional put or a DynamoDB lock (README).
-        ("aws_s3_allow_unsafe_rename", "true"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -106,4 +104,68 @@ async fn every_table_is_written_and_read_back_on_s3() {
             ["purpleflea.escrow.actions", "purpleflea.payouts.rejects", "purpleflea.payouts.reconciliation"];
         assert!(n > 0 || may_be_empty.contains(&spec.name), "{} has rows on s3", spec.name);
     }
+}
+
+/// Two writers at once on S3, with delta-rs's default commit (a conditional put, no lock, no unsafe rename):
+/// both append to the payout log concurrently, and no commit overwrites another. A lost commit would leave
+/// an operation paid at the provider without its `completed` row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_s3_lose_no_commit() {
+    let (_moto, endpoint) = start_moto().await;
+    let bucket = "pfsync-two";
+    let r = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.unwrap();
+    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    let storage = [
+        ("aws_endpoint_url", endpoint.as_str()),
+        ("aws_access_key_id", "test"),
+        ("aws_secret_access_key", "test"),
+        ("aws_region", "us-east-1"),
+        ("aws_allow_http", "true"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pfsync.toml");
+    let body: String = storage.iter().map(|(k, v)| format!("{k} = \"{v}\"\n")).collect();
+    std::fs::write(&config, format!("[storage]\n{body}")).unwrap();
+    let root = format!("s3://{bucket}/lake/");
+    let options = storage.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let wh = Warehouse::new(url::Url::parse(&root).unwrap(), BTreeMap::new(), options);
+
+    let sb = sandbox(50).await;
+    let rows = crate::payouts::n_payouts(120, "s3c");
+    crate::payouts::write_pending(&wh, &crate::payouts::as_refs(&rows)).await;
+    let url = sb.base_url().to_string();
+    let cmd = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+        c.args(["--api-url", &url, "--faucet-url", &url, "-q", "--warehouse", &root])
+            .arg("--config")
+            .arg(&config)
+            .args(["payouts", "--batch-size", "10", "--no-agent-check"])
+            .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    let (a, b) = tokio::task::block_in_place(|| {
+        let a = cmd().spawn().unwrap();
+        let b = cmd().spawn().unwrap();
+        (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())
+    });
+    for o in [&a, &b] {
+        // Either may meet the other's request in flight (409, exit 6); the rerun below settles it.
+        assert!(matches!(o.status.code(), Some(0) | Some(6)), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let again = tokio::task::block_in_place(|| cmd().output().unwrap());
+    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stderr));
+    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    crate::payouts::assert_each_paid_once(&sb, &ids);
+    let ctx = sql_context(&wh).await.unwrap();
+    let b = ctx
+        .sql("SELECT count(DISTINCT operation_id) FROM purpleflea.payouts.log WHERE event = 'completed'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let n = b[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0);
+    assert_eq!(n, 120, "every payout's completed row survived the concurrent commits");
 }

@@ -140,7 +140,7 @@ async fn an_s3_location_from_the_catalog_is_written_with_the_credentials_it_vend
     // The endpoint and region are shared storage options; the keys come from the catalog, per table.
     let config = format!(
         "[unity]\nworkspace_url = \"{uc}\"\n[storage]\naws_endpoint_url = \"{endpoint}\"\naws_region = \"us-east-1\"\n\
-         aws_allow_http = \"true\"\naws_s3_allow_unsafe_rename = \"true\"\n"
+         aws_allow_http = \"true\"\n"
     );
     let out = pfsync(dir.path(), &config, &api, &["sync", "wallets"]).await;
     assert!(out.status.success(), "{}", text(&out));
