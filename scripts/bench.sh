@@ -4,15 +4,24 @@
 # idle machine, since the figures are wall-clock.
 #
 #   scripts/bench.sh                     # everything
-#   scripts/bench.sh wallet_sync payouts # some benches (the report then covers only those)
+#   scripts/bench.sh wallet_sync payouts # rerun some benches; the others keep their last figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
 benches=("$@")
-[ ${#benches[@]} -eq 0 ] && benches=(sandbox_throughput wallet_sync tx_sync payouts reconcile)
 target="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target"
 export PFSYNC_BENCH_RESULTS="$(cd "$target" && pwd)/bench-results.jsonl"
-rm -f "$PFSYNC_BENCH_RESULTS"
+if [ ${#benches[@]} -eq 0 ]; then
+  benches=(sandbox_throughput wallet_sync tx_sync payouts reconcile)
+  rm -f "$PFSYNC_BENCH_RESULTS"
+else
+  # Drop the named benches' old figures; keep the rest.
+  touch "$PFSYNC_BENCH_RESULTS"
+  for b in "${benches[@]}"; do
+    grep -v "\"bench\":\"$b\"" "$PFSYNC_BENCH_RESULTS" > "$PFSYNC_BENCH_RESULTS.tmp" || true
+    mv "$PFSYNC_BENCH_RESULTS.tmp" "$PFSYNC_BENCH_RESULTS"
+  done
+fi
 for b in "${benches[@]}"; do
   echo "== cargo bench --bench $b"
   cargo bench --locked --bench "$b"

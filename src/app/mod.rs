@@ -120,18 +120,6 @@ pub struct Context {
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     #[allow(unused_mut)] // mutated only by the `unity` feature
     let mut settings = Settings::resolve(&cli.global.overrides())?;
-    // `init` creates tables at the warehouse's own paths, for an admin to register; every other command that
-    // touches tables finds them through the catalog once they are registered.
-    #[cfg(feature = "unity")]
-    if let Some(section) = settings.unity.clone()
-        && !matches!(cli.command, Command::Sandbox(_) | Command::Init | Command::Ddl)
-    {
-        let names: Vec<_> =
-            crate::tables::ALL.iter().map(|s| s.table_name()).filter(|n| !settings.warehouse.is_mapped(n)).collect();
-        for (name, url) in crate::tables::unity::resolve(&mut settings.warehouse, &section, names).await? {
-            tracing::info!(table = %name, location = %url, "location from Unity Catalog");
-        }
-    }
     let run_id = match &cli.global.run_id {
         Some(id) if id.trim().is_empty() || id.len() > 200 => {
             return Err(AppError::Usage("--run-id must be 1..=200 characters".into()));
@@ -139,6 +127,19 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Some(id) => id.clone(),
         None => uuid::Uuid::now_v7().to_string(),
     };
+    // After the global flags are checked. `init` creates tables at the warehouse's own paths, for an admin to
+    // register; `demo` makes its own local warehouse; every other command that touches tables finds them
+    // through the catalog once they are registered.
+    #[cfg(feature = "unity")]
+    if let Some(section) = settings.unity.clone()
+        && !matches!(cli.command, Command::Sandbox(_) | Command::Demo(_) | Command::Init | Command::Ddl)
+    {
+        let names: Vec<_> =
+            crate::tables::ALL.iter().map(|s| s.table_name()).filter(|n| !settings.warehouse.is_mapped(n)).collect();
+        for (name, url) in crate::tables::unity::resolve(&mut settings.warehouse, &section, names).await? {
+            tracing::info!(table = %name, location = %url, "location from Unity Catalog");
+        }
+    }
     let ctx = Context { settings, run_id, progress: !cli.global.quiet };
     let span = tracing::info_span!("run", run_id = %ctx.run_id);
     let _guard = span.enter();

@@ -290,6 +290,9 @@ pub async fn run_payouts(
     let total_work = (first.len() + second.len()) as u64;
     let mut done = 0u64;
     let mut auth_failed = false;
+    // Outcomes of the last batch, committed together with the next batch's intents (one log commit per
+    // batch instead of two), or on their own at the end.
+    let mut carried: Vec<LogEvent> = Vec::new();
     for phase in [first, second] {
         for chunk in phase.chunks(opts.batch_size.max(1)) {
             let mut chunk: Vec<Work> = chunk.to_vec();
@@ -307,9 +310,9 @@ pub async fn run_payouts(
                 },
                 _ => true,
             });
-            let (outcomes, stop) =
-                run_batch(client, &mut log_table, chunk, commit, opts, &mut report, &mut created).await?;
-            done += outcomes;
+            let batch = Batch { commit, opts, created: &mut created };
+            let (settled, stop) = run_batch(client, &mut log_table, chunk, &mut carried, batch, &mut report).await?;
+            done += settled;
             progress.rows(done, total_work);
             if stop {
                 auth_failed = true;
@@ -320,6 +323,10 @@ pub async fn run_payouts(
             break;
         }
     }
+    if !carried.is_empty() {
+        append_events(log_table, &carried, commit).await?;
+        report.log_commits += 1;
+    }
     progress.finish();
     if auth_failed {
         return Err(PayoutError::Api(ApiError::Unauthorized));
@@ -327,20 +334,29 @@ pub async fn run_payouts(
     Ok(report)
 }
 
-/// One batch: look up unknowns, commit intents, send, commit outcomes. Returns how many operations were
-/// settled or attempted, and whether the provider refused our key (stop the run).
+/// What every batch of a run shares.
+struct Batch<'a> {
+    commit: &'a CommitInfo,
+    opts: &'a PayoutOptions,
+    /// Escrows made by create actions, by action id (releases in a later batch need them).
+    created: &'a mut HashMap<String, String>,
+}
+
+/// One batch: look up unknowns, commit intents (with the previous batch's outcomes, `carried`), send, and
+/// leave this batch's outcomes in `carried` for the next commit. Returns how many operations were settled
+/// or attempted, and whether the provider refused our key (stop the run).
 async fn run_batch(
     client: &Client,
     log_table: &mut deltalake::DeltaTable,
     chunk: Vec<Work>,
-    commit: &CommitInfo,
-    opts: &PayoutOptions,
+    carried: &mut Vec<LogEvent>,
+    batch: Batch<'_>,
     report: &mut PayoutReport,
-    created: &mut HashMap<String, String>,
 ) -> Result<(u64, bool), PayoutError> {
+    let Batch { commit, opts, created } = batch;
     let run_id = commit.run_id.as_str();
     let n = chunk.len() as u64;
-    let mut outcomes: Vec<LogEvent> = Vec::new();
+    let mut outcomes: Vec<LogEvent> = std::mem::take(carried);
 
     // 1. Unknown outcomes: the provider's transaction list is the truth, kept longer than any key.
     let (resolve, mut send): (Vec<Work>, Vec<Work>) = chunk.into_iter().partition(|w| w.resolve_first);
@@ -383,11 +399,14 @@ async fn run_batch(
         }
     }
 
-    // 2. Intent before money moves: a crash from here on leaves a record that the next run resolves.
+    // 2. Intent before money moves: a crash from here on leaves a record that the next run resolves. The
+    // earlier outcomes (last batch's, and this batch's lookups) ride in the same commit.
     let intents: Vec<LogEvent> = send.iter().map(|w| event(w, Event::Intent, run_id)).collect();
     if !intents.is_empty() {
-        *log_table = append_events(log_table.clone(), &intents, commit).await?;
+        outcomes.extend(intents);
+        *log_table = append_events(log_table.clone(), &outcomes, commit).await?;
         report.log_commits += 1;
+        outcomes.clear();
     }
     pause(opts, PausePoint::AfterIntents).await;
 
@@ -419,11 +438,9 @@ async fn run_batch(
         outcomes.push(s.event);
     }
 
-    // 4. Outcomes.
-    if !outcomes.is_empty() {
-        *log_table = append_events(log_table.clone(), &outcomes, commit).await?;
-        report.log_commits += 1;
-    }
+    // 4. Outcomes: committed with the next batch's intents, or at the end of the run. A crash before then
+    // leaves intents without outcomes, which the next run resolves by lookup, as after any crash mid-batch.
+    *carried = outcomes;
     Ok((n, auth_failed))
 }
 
