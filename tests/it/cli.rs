@@ -185,3 +185,52 @@ async fn shards_split_the_payouts_disjointly_and_together_take_all() {
     assert_eq!(total, 40);
     assert_eq!(sb.ledger().transactions().filter(|t| t.idempotency_key.is_some()).count(), 40);
 }
+
+/// The Databricks for_each shape: `pfsync run --steps payouts --shard I/4` as four processes at once over
+/// 10,000 payouts. Each payout is paid exactly once, and together the shards pay all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_shard_processes_at_once_pay_10000_payouts_each_exactly_once() {
+    let sb = sandbox(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = crate::common::warehouse(&dir);
+    let rows = crate::payouts::n_payouts(10_000, "shard");
+    crate::payouts::write_pending(&wh, &crate::payouts::as_refs(&rows)).await;
+    let url = sb.base_url().to_string();
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            pfsync()
+                .args(["--api-url", &url, "--faucet-url", &url, "-q", "--run-id", &format!("shard-run-{i}")])
+                .arg("--warehouse")
+                .arg(dir.path())
+                .args(["run", "--steps", "payouts", "--shard", &format!("{i}/4"), "--concurrency", "16"])
+                .arg("--batch-size")
+                .arg("500")
+                .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> =
+        tokio::task::block_in_place(|| children.into_iter().map(|c| c.wait_with_output().unwrap()).collect());
+    let mut completed = Vec::new();
+    for (i, o) in outputs.iter().enumerate() {
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "shard {i}: {out}{}", String::from_utf8_lossy(&o.stderr));
+        // "completed N, ..." from the payouts summary line.
+        let n: u64 = out
+            .split("completed ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("shard {i} summary: {out}"));
+        completed.push(n);
+    }
+    println!("payouts per shard: {completed:?}");
+    assert!(completed.iter().all(|&n| n > 1_500), "each shard takes a share: {completed:?}");
+    assert_eq!(completed.iter().sum::<u64>(), 10_000, "together they take all: {completed:?}");
+    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    crate::payouts::assert_each_paid_once(&sb, &ids);
+    assert_eq!(sb.ledger().transactions().filter(|t| t.idempotency_key.is_some()).count(), 10_000);
+}
