@@ -222,4 +222,5 @@ pub async fn register_location(
 pub const VIEWS: &[(&str, &str)] = &[
     ("purpleflea.payouts.status", include_str!("../../sql/views/purpleflea.payouts.status.sql")),
     ("purpleflea.payouts.open_findings", include_str!("../../sql/views/purpleflea.payouts.open_findings.sql")),
+    ("purpleflea.agents.wallet_freshness", include_str!("../../sql/views/purpleflea.agents.wallet_freshness.sql")),
 ];

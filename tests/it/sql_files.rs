@@ -58,6 +58,36 @@ async fn every_analyst_query_runs_against_synced_tables() {
         ran += 1;
     }
     assert!(ran >= 1);
+
+    // The freshness view: every wallet, and the clean sync step that last confirmed them.
+    pfsync::ops::record(
+        &wh,
+        &CommitInfo { run_id: "fresh-run".into(), step: "sync" },
+        &pfsync::ops::RunRecord {
+            step: "sync",
+            started_at: chrono::Utc::now(),
+            finished_at: chrono::Utc::now(),
+            rows: Some(201),
+            amount: None,
+            counts: Default::default(),
+            exit_code: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let ctx = sql_context(&wh).await.unwrap();
+    let b = ctx
+        .sql(
+            "SELECT CAST(wallets AS VARCHAR) AS w, last_clean_sync_run, last_changed_at <= checked_at AS ok \
+              FROM purpleflea.agents.wallet_freshness",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let row = arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string();
+    assert!(row.contains("| 201 | fresh-run           | true |"), "{row}");
 }
 
 /// The auditors' queries run against tables the job wrote (payouts, a planted finding, reconcile); the
@@ -155,4 +185,21 @@ async fn every_auditor_query_runs_against_tables_the_job_wrote() {
     ctx.register_table("log_v1", t).unwrap();
     let b = ctx.sql("SELECT count(*) FROM log_v1 WHERE event = 'intent'").await.unwrap().collect().await.unwrap();
     assert_eq!(b[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0), 2);
+}
+
+/// The views are deployed to Databricks as they are: each file parses in the Databricks dialect too (it
+/// runs in DataFusion in every `sql_context`).
+#[test]
+fn every_view_parses_as_databricks_sql() {
+    use datafusion::sql::sqlparser::{dialect::DatabricksDialect, parser::Parser};
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo("sql/views")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        Parser::parse_sql(&DatabricksDialect {}, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        assert!(pfsync::tables::store::VIEWS.iter().any(|(v, _)| *v == name), "{name} is registered in VIEWS");
+        n += 1;
+    }
+    assert_eq!(n, pfsync::tables::store::VIEWS.len());
 }
