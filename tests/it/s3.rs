@@ -23,7 +23,7 @@ impl Drop for Moto {
     }
 }
 
-pub async fn start_moto() -> (Moto, String) {
+async fn start_moto() -> (Moto, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // `python3 -m moto.server` needs only python3 on PATH (pip's script directory may not be).
     let child = Command::new("python3")
@@ -43,12 +43,18 @@ pub async fn start_moto() -> (Moto, String) {
     panic!("moto's server did not come up on {endpoint}: is it installed? `pip install 'moto[server]'`");
 }
 
+/// A moto server with one empty bucket: the server (stopped on drop) and its endpoint.
+pub async fn moto_with_bucket(bucket: &str) -> (Moto, String) {
+    let (moto, endpoint) = start_moto().await;
+    let r = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.unwrap();
+    assert!(r.status().is_success(), "create bucket {bucket}: {}", r.status());
+    (moto, endpoint)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_table_is_written_and_read_back_on_s3() {
-    let (_moto, endpoint) = start_moto().await;
     let bucket = "pfsync-test";
-    let r = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.unwrap();
-    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    let (_moto, endpoint) = moto_with_bucket(bucket).await;
 
     let options: HashMap<String, String> = [
         ("aws_endpoint_url", endpoint.as_str()),
@@ -111,10 +117,8 @@ async fn every_table_is_written_and_read_back_on_s3() {
 /// an operation paid at the provider without its `completed` row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_on_s3_lose_no_commit() {
-    let (_moto, endpoint) = start_moto().await;
     let bucket = "pfsync-two";
-    let r = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.unwrap();
-    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    let (_moto, endpoint) = moto_with_bucket(bucket).await;
     let storage = [
         ("aws_endpoint_url", endpoint.as_str()),
         ("aws_access_key_id", "test"),

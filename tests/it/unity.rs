@@ -129,9 +129,7 @@ async fn tables_live_where_unity_catalog_says_and_the_token_stays_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_location_from_the_catalog_is_written_with_the_credentials_it_vends() {
-    let (_moto, endpoint) = crate::s3::start_moto().await;
-    let r = reqwest::Client::new().put(format!("{endpoint}/uc-bucket")).send().await.unwrap();
-    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    let (_moto, endpoint) = crate::s3::moto_with_bucket("uc-bucket").await;
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox(10).await;
     let api = sb.base_url().to_string();
