@@ -5,7 +5,7 @@
 //! checks the invariants against the sandbox's own ledger and the tables.
 //!
 //! CI runs a few seeds. The long run, and any failing seed again:
-//!   PFSYNC_SIM_SEEDS=500 cargo test --release --test it simulation -- --nocapture
+//!   PFSYNC_SIM_SEEDS=500 cargo test --test it simulation -- --nocapture
 //!   PFSYNC_SIM_SEED=1234 cargo test --test it simulation -- --nocapture
 //! `PFSYNC_SIM_BIN` points the scenarios at another `pfsync` binary (a frozen copy, so a long run is not
 //! disturbed by a rebuild of the target dir).
@@ -206,8 +206,8 @@ async fn scenario(seed: u64) -> Tally {
             tally.kills += 1;
         }
         outputs.push_str(&out);
-        // The overlapping run may finish last; its verdict counts too (a reconcile racing a payout run can
-        // see a transaction whose outcome is not logged yet: the next run settles it).
+        // The overlapping run may finish last; its verdict counts too (it may meet the other run's requests
+        // in flight, 409 -> unknown, which the next attempt resolves by lookup).
         let mut other_clean = true;
         if let Some(other) = overlap {
             let o = tokio::task::block_in_place(|| other.wait_with_output().expect("wait"));
