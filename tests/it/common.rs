@@ -34,3 +34,19 @@ pub fn warehouse(dir: &tempfile::TempDir) -> Warehouse {
 pub fn usd(s: &str) -> pfsync::money::Usd {
     pfsync::money::Usd::parse(s).expect("amount")
 }
+
+/// A row in purpleflea.ops.runs, as the binary writes one per step: `step` under `run_id`, ending now.
+pub async fn record_step(wh: &Warehouse, run_id: &str, step: &'static str, rows: i64, exit_code: i32) {
+    let now = chrono::Utc::now();
+    let record = pfsync::ops::RunRecord {
+        step,
+        started_at: now,
+        finished_at: now,
+        rows: Some(rows),
+        amount: None,
+        counts: Default::default(),
+        exit_code,
+    };
+    let commit = pfsync::tables::CommitInfo { run_id: run_id.to_string(), step };
+    pfsync::ops::record(wh, &commit, &record).await.expect("record the step");
+}

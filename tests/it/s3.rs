@@ -83,21 +83,7 @@ async fn every_table_is_written_and_read_back_on_s3() {
     sync_transactions(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
     let rec = reconcile(&wh, &commit, &ReconcileOptions::default()).await.unwrap();
     assert_eq!(rec.open().count(), 0);
-    pfsync::ops::record(
-        &wh,
-        &commit,
-        &pfsync::ops::RunRecord {
-            step: "s3",
-            started_at: chrono::Utc::now(),
-            finished_at: chrono::Utc::now(),
-            rows: Some(1),
-            amount: None,
-            counts: Default::default(),
-            exit_code: 0,
-        },
-    )
-    .await
-    .unwrap();
+    crate::common::record_step(&wh, "s3-run", "s3", 1, 0).await;
 
     // Every table exists on S3 and reads back through SQL.
     let ctx = sql_context(&wh).await.unwrap();

@@ -43,21 +43,7 @@ async fn every_analyst_query_runs_against_synced_tables() {
     let commit = CommitInfo { run_id: "sql-files".into(), step: "sync.wallets" };
     sync_wallets(&client(&sb), &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     // The sync step's record, as `pfsync sync` writes it: the freshness view and the queries on it read it.
-    pfsync::ops::record(
-        &wh,
-        &CommitInfo { run_id: "fresh-run".into(), step: "sync" },
-        &pfsync::ops::RunRecord {
-            step: "sync",
-            started_at: chrono::Utc::now(),
-            finished_at: chrono::Utc::now(),
-            rows: Some(201),
-            amount: None,
-            counts: Default::default(),
-            exit_code: 0,
-        },
-    )
-    .await
-    .unwrap();
+    crate::common::record_step(&wh, "fresh-run", "sync", 201, 0).await;
     let ctx = sql_context(&wh).await.unwrap();
     let mut ran = 0;
     for entry in std::fs::read_dir(repo("sql/analyst")).unwrap() {
@@ -127,21 +113,7 @@ async fn every_auditor_query_runs_against_tables_the_job_wrote() {
     let rec = CommitInfo { run_id: "audit-run".into(), step: "reconcile" };
     let report = reconcile(&wh, &rec, &ReconcileOptions::default()).await.unwrap();
     assert_eq!(report.open().count(), 1);
-    pfsync::ops::record(
-        &wh,
-        &rec,
-        &pfsync::ops::RunRecord {
-            step: "reconcile",
-            started_at: chrono::Utc::now(),
-            finished_at: chrono::Utc::now(),
-            rows: Some(2),
-            amount: None,
-            counts: Default::default(),
-            exit_code: 8,
-        },
-    )
-    .await
-    .unwrap();
+    crate::common::record_step(&wh, "audit-run", "reconcile", 2, 8).await;
 
     let ctx = sql_context(&wh).await.unwrap();
     let mut ran = 0;
