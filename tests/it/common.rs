@@ -50,3 +50,9 @@ pub async fn record_step(wh: &Warehouse, run_id: &str, step: &'static str, rows:
     let commit = pfsync::tables::CommitInfo { run_id: run_id.to_string(), step };
     pfsync::ops::record(wh, &commit, &record).await.expect("record the step");
 }
+
+/// The single number a `SELECT count(*) ...` returns.
+pub async fn count(ctx: &datafusion::prelude::SessionContext, sql: &str) -> i64 {
+    let b = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.expect("collect");
+    b[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().expect("a count").value(0)
+}

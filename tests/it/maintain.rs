@@ -41,8 +41,7 @@ async fn ten_incremental_appends_compact_into_few_files_and_stay_readable() {
         "a checkpoint was written"
     );
     let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
-    let n = ctx.sql("SELECT count(*) FROM purpleflea.ledger.transactions").await.unwrap().collect().await.unwrap();
-    let n = n[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0);
+    let n = crate::common::count(&ctx, "SELECT count(*) FROM purpleflea.ledger.transactions").await;
     assert_eq!(n as usize, sb.ledger().transactions().count());
 
     // With --i-know and no retention: the wallets' replaced files go, the audit table keeps its year.

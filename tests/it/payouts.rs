@@ -136,14 +136,8 @@ async fn pays_each_payout_once_and_a_rerun_pays_nothing() {
     assert_eq!(sb.stats().executed, executed, "a rerun sends nothing");
     // The status view agrees.
     let ctx = sql_context(&wh).await.unwrap();
-    let b = ctx
-        .sql("SELECT count(*) FROM purpleflea.payouts.status WHERE status = 'completed' AND tx_id IS NOT NULL")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(b[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0), 40);
+    let sql = "SELECT count(*) FROM purpleflea.payouts.status WHERE status = 'completed' AND tx_id IS NOT NULL";
+    assert_eq!(crate::common::count(&ctx, sql).await, 40);
 }
 
 #[tokio::test]

@@ -88,8 +88,7 @@ async fn every_table_is_written_and_read_back_on_s3() {
     // Every table exists on S3 and reads back through SQL.
     let ctx = sql_context(&wh).await.unwrap();
     for spec in ALL {
-        let b = ctx.sql(&format!("SELECT count(*) FROM {}", spec.name)).await.unwrap().collect().await.unwrap();
-        let n = b[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0);
+        let n = crate::common::count(&ctx, &format!("SELECT count(*) FROM {}", spec.name)).await;
         println!("{} {n} rows on s3", spec.name);
         // Nothing in this flow writes actions, rejects or findings; the tables are there, empty.
         let may_be_empty =
@@ -149,13 +148,10 @@ async fn two_writers_on_s3_lose_no_commit() {
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     crate::payouts::assert_each_paid_once(&sb, &ids);
     let ctx = sql_context(&wh).await.unwrap();
-    let b = ctx
-        .sql("SELECT count(DISTINCT operation_id) FROM purpleflea.payouts.log WHERE event = 'completed'")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let n = b[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0);
+    let n = crate::common::count(
+        &ctx,
+        "SELECT count(DISTINCT operation_id) FROM purpleflea.payouts.log WHERE event = 'completed'",
+    )
+    .await;
     assert_eq!(n, 120, "every payout's completed row survived the concurrent commits");
 }

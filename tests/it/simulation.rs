@@ -19,7 +19,7 @@ use pfsync::sandbox::{FaultConfig, Sandbox, SandboxConfig, SeedConfig};
 use pfsync::secret::ApiKey;
 use pfsync::tables::{ALL, open_existing, sql_context};
 
-use crate::common::warehouse;
+use crate::common::{count, warehouse};
 use crate::payouts::{write_actions, write_pending};
 
 #[derive(Debug, Default)]
@@ -258,27 +258,15 @@ async fn scenario(seed: u64) -> Tally {
     }
     // 4. The log has an intent before every outcome, and reconcile left nothing open.
     let ctx = sql_context(&wh).await.expect("sql");
-    let orphans = ctx
-        .sql(
-            "SELECT count(*) FROM purpleflea.payouts.log o WHERE o.event <> 'intent' AND NOT EXISTS \
-             (SELECT 1 FROM purpleflea.payouts.log i WHERE i.event = 'intent' AND i.operation_id = o.operation_id \
-              AND i.attempt = o.attempt AND i.recorded_at <= o.recorded_at)",
-        )
-        .await
-        .expect("query")
-        .collect()
-        .await
-        .expect("collect");
-    let n = orphans[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().expect("count").value(0);
-    assert_eq!(n, 0, "seed {seed}: outcomes without a prior intent");
-    let open = ctx
-        .sql("SELECT count(*) FROM purpleflea.payouts.open_findings")
-        .await
-        .expect("view")
-        .collect()
-        .await
-        .expect("collect");
-    let open = open[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().expect("count").value(0);
+    let orphans = count(
+        &ctx,
+        "SELECT count(*) FROM purpleflea.payouts.log o WHERE o.event <> 'intent' AND NOT EXISTS \
+         (SELECT 1 FROM purpleflea.payouts.log i WHERE i.event = 'intent' AND i.operation_id = o.operation_id \
+          AND i.attempt = o.attempt AND i.recorded_at <= o.recorded_at)",
+    )
+    .await;
+    assert_eq!(orphans, 0, "seed {seed}: outcomes without a prior intent");
+    let open = count(&ctx, "SELECT count(*) FROM purpleflea.payouts.open_findings").await;
     assert_eq!(open, 0, "seed {seed}: open reconciliation findings");
     // 5. The key never appears in any output.
     assert!(!outputs.contains(&key) && !outputs.contains(&format!("SIMSECRET{seed:x}")), "seed {seed}: API key leaked");
