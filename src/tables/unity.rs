@@ -51,12 +51,8 @@ fn catalog(section: &UnitySection) -> Result<UnityCatalog, UnityError> {
         return Err(UnityError::Setup("no workspace URL".into()));
     };
     let url = Url::parse(&host).map_err(|e| UnityError::Setup(format!("workspace URL {host:?}: {e}")))?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        _ => return Err(UnityError::Insecure(host)),
-    }
+    // The same rule as for the Purple Flea API: https, or plain http to loopback only.
+    crate::api::check_url(&url).map_err(|_| UnityError::Insecure(host.clone()))?;
     let opts = [("workspace_url", host.clone()), ("allow_http_url", (url.scheme() == "http").to_string())];
     builder = builder.try_with_options(opts).map_err(|e| UnityError::Setup(e.to_string()))?;
     builder.build().map_err(|e| UnityError::Setup(e.to_string()))
