@@ -53,13 +53,22 @@ fn run_one(n: usize) {
         open_or_create(&wh, &PENDING_PAYOUTS, &commit).await.expect("table").write(vec![batch]).await.expect("write");
 
         let mut cfg = ClientConfig::new(url.clone(), url.clone(), default_key());
+        cfg.keys_honoured = true;
         cfg.rate_limit_rps = Some(1900.0);
         cfg.max_concurrency = 128;
         let client = Client::new(cfg).expect("client");
         let opts =
             PayoutOptions { concurrency: 128, batch_size: 5000, check_agents: false, ..PayoutOptions::default() };
         let t = Instant::now();
-        let r = run_payouts(&client, &wh, &commit, &opts, &Progress::hidden()).await.expect("payouts");
+        let r = run_payouts(
+            &pfsync::provider::SeedProvider::new(client.clone(), true),
+            &wh,
+            &commit,
+            &opts,
+            &Progress::hidden(),
+        )
+        .await
+        .expect("payouts");
         let secs = t.elapsed().as_secs_f64();
         println!("payouts: {n} pending, sandbox in its own process: 20 ms latency on every request, 2,000 req/s limit");
         println!(

@@ -237,6 +237,18 @@ pub struct SandboxArgs {
     #[arg(long)]
     pub admin: bool,
 
+    /// Behave like a provider without idempotency: Idempotency-Key is neither replayed nor kept on the
+    /// transaction. For trying pfsync against such a provider (declare it with [provider]
+    /// honours_idempotency_keys = false): no POST is then repeated after an ambiguous failure.
+    #[arg(long)]
+    pub ignore_idempotency_keys: bool,
+
+    /// Misbehave on GET /transactions?idempotency_key= (the lookup of unknown outcomes): `garble` makes
+    /// the rows unreadable, `ignore-filter` returns other operations' transactions. pfsync must then leave
+    /// the operation unknown, never send it again.
+    #[arg(long, value_name = "garble|ignore-filter", value_parser = parse_lookup_fault)]
+    pub lookup_fault: Option<crate::sandbox::LookupFault>,
+
     #[command(flatten)]
     pub faults: FaultArgs,
 }
@@ -293,6 +305,10 @@ pub struct DemoArgs {
     pub bounties: usize,
 }
 
+fn parse_lookup_fault(s: &str) -> Result<crate::sandbox::LookupFault, String> {
+    crate::sandbox::LookupFault::parse(s).ok_or_else(|| format!("{s:?} is not garble or ignore-filter"))
+}
+
 #[derive(Debug, Args)]
 pub struct PayoutsArgs {
     /// Namespace in every idempotency key (pfsync:<namespace>:<kind>:<id>). Keep it fixed per provider
@@ -344,6 +360,12 @@ pub struct PayoutsArgs {
     /// Take only the operations whose id hashes to shard I of N (0-based), for N parallel tasks.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+
+    /// An intent with no outcome younger than this many seconds may belong to a run that is still
+    /// sending it: other runs leave it alone, and no run starts a send that late. Must be at least twice
+    /// the longest send ([api] timeout_secs + max_elapsed_secs).
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 86_400), value_name = "SECS")]
+    pub in_flight_timeout: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -42,6 +42,18 @@ pub struct ApiSection {
     pub max_concurrency: Option<usize>,
 }
 
+/// The `[provider]` section: what the payment provider declares about itself. pfsync never assumes a
+/// capability the provider does not declare; the seed's contract declares idempotency keys.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// The provider replays a request repeated with the same `Idempotency-Key` and keeps the key on the
+    /// transaction (so an outcome can be looked up by it). Default: true, as the seed's contract says.
+    /// Set false for a deployment that does not: no POST is then ever repeated after an ambiguous
+    /// failure, and an unknown outcome waits for a person.
+    pub honours_idempotency_keys: Option<bool>,
+}
+
 /// A `[tables."catalog.schema.table"]` entry.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +86,8 @@ pub struct FileConfig {
     pub faucet_url: Option<String>,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub provider: ProviderSection,
     #[serde(default)]
     pub tables: BTreeMap<String, TableSection>,
     /// Object-store options handed to delta-rs (credentials, endpoints). Never logged.
@@ -110,6 +124,7 @@ pub struct Settings {
     pub faucet_url: Url,
     pub api_key_file: Option<PathBuf>,
     pub api: ApiSection,
+    pub provider: ProviderSection,
     /// Resolve table locations through Unity Catalog before touching any table.
     pub unity: Option<UnitySection>,
 }
@@ -154,6 +169,7 @@ impl Settings {
             api_url,
             faucet_url,
             api_key_file: o.api_key_file.clone(),
+            provider: file.provider.clone(),
             api,
             unity: file.unity.clone(),
         })
@@ -177,6 +193,7 @@ impl Settings {
         c.retry.max_elapsed = a.max_elapsed_secs.map(Duration::from_secs_f64).unwrap_or(defaults.max_elapsed);
         c.rate_limit_rps = a.rate_limit_rps.filter(|r| *r > 0.0);
         c.max_concurrency = a.max_concurrency.unwrap_or(c.max_concurrency);
+        c.keys_honoured = self.provider.honours_idempotency_keys.unwrap_or(true);
         c
     }
 }

@@ -40,6 +40,10 @@ pub struct ClientConfig {
     pub max_concurrency: usize,
     /// A response body larger than this is refused (a hostile or broken server cannot exhaust memory).
     pub max_body_bytes: usize,
+    /// The provider declares that it honours `Idempotency-Key` (replays a repeat). Only then is a POST
+    /// with a key repeated after an ambiguous failure (5xx, a lost answer); against a provider that
+    /// ignores keys such a repeat is a second payment. Off unless the provider declares it.
+    pub keys_honoured: bool,
 }
 
 impl ClientConfig {
@@ -54,6 +58,7 @@ impl ClientConfig {
             rate_limit_rps: None,
             max_concurrency: 16,
             max_body_bytes: 64 << 20,
+            keys_honoured: false,
         }
     }
 }
@@ -258,8 +263,9 @@ impl Client {
         self.execute(Method::POST, url, Some(bytes), key).await
     }
 
-    /// Send with retries. A GET, or a POST with an idempotency key, is repeated on any transient failure; a
-    /// POST without a key only when the failure proves it was not applied (see [`RetryCause`]).
+    /// Send with retries. A GET, or a POST with an idempotency key the provider honours, is repeated on any
+    /// transient failure; any other POST only when the failure proves it was not applied (see
+    /// [`RetryCause`]): a key the provider ignores protects nothing.
     async fn execute<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -268,7 +274,7 @@ impl Client {
         key: Option<&IdempotencyKey>,
     ) -> Result<T, ApiError> {
         let endpoint = format!("{method} {}", url.path());
-        let repeatable = method == Method::GET || key.is_some();
+        let repeatable = method == Method::GET || (key.is_some() && self.inner.cfg.keys_honoured);
         let policy = &self.inner.cfg.retry;
         let started = Instant::now();
         let mut attempts = 0u32;

@@ -46,6 +46,18 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Usage for what the user set wrong, Refused for a key the provider will not take, Transient for the
+    /// rest (the provider was unreachable, failing, or answered what the contract does not allow).
+    pub fn class(&self) -> crate::errors::ErrorClass {
+        use crate::errors::ErrorClass;
+        match self {
+            ApiError::InsecureUrl { .. } | ApiError::BadUrl { .. } | ApiError::BadSetting(_) => ErrorClass::Usage,
+            ApiError::BadIdempotencyKey(_) => ErrorClass::Internal,
+            ApiError::Unauthorized => ErrorClass::Refused,
+            _ => ErrorClass::Transient,
+        }
+    }
+
     /// The contract's error code, when the server gave one.
     pub fn code(&self) -> Option<&'static str> {
         Some(match self {

@@ -28,7 +28,11 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     let base = sb.base_url();
     println!("pfsync demo: in-process sandbox at {base} ({} agents, seed {})", args.agents + 1, args.seed);
     println!("warehouse: {}\n", display_location(wh));
-    let client = Client::new(ctx.settings.client_config_with_key(base.clone(), base, crate::sandbox::default_key()))?;
+    let mut cfg = ctx.settings.client_config_with_key(base.clone(), base, crate::sandbox::default_key());
+    // The in-process sandbox keeps keys, as the seed's contract declares.
+    cfg.keys_honoured = true;
+    let client = Client::new(cfg)?;
+    let provider = crate::provider::SeedProvider::new(client.clone(), true);
 
     println!("1. sync");
     let reports = run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
@@ -43,7 +47,7 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
         .map_err(|e| AppError::Internal(e.to_string()))?;
     let opts = PayoutOptions { namespace: "demo".into(), ..PayoutOptions::default() };
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
-    let report = run_payouts(&client, wh, &commit, &opts, &Progress::new(ctx.progress, "payouts")).await?;
+    let report = run_payouts(&provider, wh, &commit, &opts, &Progress::new(ctx.progress, "payouts")).await?;
     println!("   {report}");
 
     println!("3. sync again (the payouts moved balances)");

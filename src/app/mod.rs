@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use crate::api::{ApiError, Client};
 use crate::cli::{Cli, Command};
 use crate::config::{ConfigError, Settings};
+use crate::errors::ErrorClass;
 use crate::maintain::MaintainError;
 use crate::money::Usd;
 use crate::ops::RunRecord;
@@ -81,21 +82,28 @@ pub enum AppError {
     Internal(String),
 }
 
+impl From<ErrorClass> for Exit {
+    fn from(c: ErrorClass) -> Exit {
+        match c {
+            ErrorClass::Usage => Exit::Usage,
+            ErrorClass::Transient | ErrorClass::Refused => Exit::Api,
+            ErrorClass::Storage => Exit::Table,
+            ErrorClass::Internal => Exit::Internal,
+        }
+    }
+}
+
 impl AppError {
     pub fn exit(&self) -> Exit {
         match self {
             AppError::Config(_) | AppError::Usage(_) => Exit::Usage,
-            AppError::Api(ApiError::InsecureUrl { .. } | ApiError::BadUrl { .. } | ApiError::BadSetting(_)) => {
-                Exit::Usage
-            }
-            AppError::Api(_) | AppError::Sync(SyncError::Api(_)) => Exit::Api,
-            AppError::Table(_) | AppError::Sync(_) => Exit::Table,
+            AppError::Api(e) | AppError::Sync(SyncError::Api(e)) => e.class().into(),
+            AppError::Table(e) => e.class().into(),
+            AppError::Sync(_) => Exit::Table,
             AppError::RowsFailed { .. } => Exit::RowsFailed,
             AppError::Maintain(MaintainError::RetentionTooShort(_)) => Exit::Usage,
             AppError::Maintain(_) => Exit::Table,
-            AppError::Payout(PayoutError::Config(_) | PayoutError::Source(_)) => Exit::Usage,
-            AppError::Payout(PayoutError::Api(_)) => Exit::Api,
-            AppError::Payout(_) => Exit::Table,
+            AppError::Payout(e) => e.class().into(),
             AppError::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
             AppError::BrakeHeld { .. } => Exit::BrakeHeld,
             AppError::Reconcile(ReconcileError::Report { .. }) => Exit::Usage,
@@ -156,6 +164,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Payouts(args) => {
             let opts = payout_options(&args)?;
             let client = Client::new(ctx.settings.client_config()?)?;
+            let opts = payouts::with_client(&opts, client.config())?;
             recorded(&ctx, "payouts", payouts_step(&ctx, &client, &opts)).await
         }
         Command::Status(args) => status(&ctx, &args).await,

@@ -1,10 +1,11 @@
 //! `pfsync payouts`: flags to options, the step, and its exit code.
 
 use super::{AppError, Context, StepOutcome};
-use crate::api::Client;
+use crate::api::{Client, ClientConfig};
 use crate::cli::PayoutsArgs;
-use crate::payouts::{PausePoint, PayoutOptions, PayoutReport, run_payouts};
+use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
+use crate::provider::SeedProvider;
 use crate::tables::CommitInfo;
 
 /// Flags of `pfsync payouts` as engine options; everything is checked here, before any table is touched.
@@ -36,7 +37,6 @@ pub fn payout_options(args: &PayoutsArgs) -> Result<PayoutOptions, AppError> {
         let url = crate::tables::location_url(loc).map_err(|e| AppError::Usage(format!("--register {r:?}: {e}")))?;
         extra_tables.push((name.to_string(), url));
     }
-    let pause_at = std::env::var("PFSYNC_PAUSE_AT").ok().and_then(|p| PausePoint::parse(&p));
     Ok(PayoutOptions {
         namespace: args.namespace.clone(),
         batch_size: args.batch_size as usize,
@@ -49,14 +49,24 @@ pub fn payout_options(args: &PayoutsArgs) -> Result<PayoutOptions, AppError> {
         check_agents: !args.no_agent_check,
         shard,
         extra_tables,
-        pause_at,
+        in_flight_timeout: std::time::Duration::from_secs(args.in_flight_timeout),
+        ..PayoutOptions::default()
     })
+}
+
+/// The options as the client will run them: the longest send comes from the client's timeout and retry
+/// budget, and the in-flight timeout must leave room for it. Checked before any step touches anything.
+pub fn with_client(opts: &PayoutOptions, cfg: &ClientConfig) -> Result<PayoutOptions, AppError> {
+    let opts = PayoutOptions { send_budget: cfg.timeout.saturating_add(cfg.retry.max_elapsed), ..opts.clone() };
+    opts.check()?;
+    Ok(opts)
 }
 
 /// Exit status of a payouts run: unknown outcomes (retry), then brake, then refusals.
 pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
-    if r.unknown > 0 {
-        return Err(AppError::OutcomeUnknown { unknown: r.unknown });
+    // Operations another run may still be sending are not settled either: rerun to see them through.
+    if r.unknown + r.in_flight_elsewhere > 0 {
+        return Err(AppError::OutcomeUnknown { unknown: r.unknown + r.in_flight_elsewhere });
     }
     if r.held_by_brake > 0 {
         return Err(AppError::BrakeHeld { held: r.held_by_brake });
@@ -75,13 +85,14 @@ pub(super) async fn payouts_step(
 ) -> Result<StepOutcome, AppError> {
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
     let progress = Progress::new(ctx.progress, "payouts");
-    let report = run_payouts(client, &ctx.settings.warehouse, &commit, opts, &progress).await?;
+    let provider = SeedProvider::new(client.clone(), client.config().keys_honoured);
+    let report = run_payouts(&provider, &ctx.settings.warehouse, &commit, opts, &progress).await?;
     if report.dry_run {
         for p in &report.plan {
             println!(
                 "would {} {:<14} {:<32} {:>16} {}",
                 if p.resolve_first { "resolve" } else { "send   " },
-                p.kind,
+                p.kind.as_str(),
                 p.operation_id,
                 p.amount.map(|a| a.to_string()).unwrap_or_default(),
                 p.agent_id.as_deref().unwrap_or("")
@@ -95,6 +106,9 @@ pub(super) async fn payouts_step(
         ("rejected_by_api", report.rejected_by_api),
         ("refused_by_validation", report.rejected_rows),
         ("unknown", report.unknown),
+        ("needs_person", report.needs_person),
+        ("in_flight_elsewhere", report.in_flight_elsewhere),
+        ("replayed", report.replayed),
         ("waiting", report.waiting),
         ("held_by_brake", report.held_by_brake),
         ("already_final", report.already_final),

@@ -1,6 +1,6 @@
 //! `pfsync run`: the Workflow entry point, the selected steps in order under one run id.
 
-use super::payouts::{payout_options, payouts_step};
+use super::payouts::{payout_options, payouts_step, with_client};
 use super::reconcile::{fail_on, reconcile_step};
 use super::sync::sync_step;
 use super::{AppError, Context, Exit, recorded, worst};
@@ -15,6 +15,7 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     let popts = payout_options(&args.payouts)?;
     let classes = fail_on(&args.reconcile.fail_on)?;
     let client = Client::new(ctx.settings.client_config()?)?;
+    let popts = with_client(&popts, client.config())?;
     let rargs = ReconcileArgs {
         namespace: args.payouts.namespace.clone(),
         flags: args.reconcile.clone(),

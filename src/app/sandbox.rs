@@ -40,6 +40,8 @@ pub(super) async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
         idempotency_retention: Duration::from_secs(args.idempotency_retention_secs),
         faults: fault_config(args.seed, &args.faults)?,
         admin: args.admin,
+        ignore_idempotency_keys: args.ignore_idempotency_keys,
+        lookup_fault: args.lookup_fault,
     };
     let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Usage(format!("cannot start the sandbox: {e}")))?;
     println!(

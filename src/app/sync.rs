@@ -55,7 +55,7 @@ pub(super) fn sync_options(args: &SyncArgs) -> SyncOptions {
         batch_rows: args.batch_rows as usize,
         full: args.full,
         overlap: Duration::from_secs(args.overlap_secs),
-        fail_after_pages: None,
+        ..SyncOptions::default()
     }
 }
 

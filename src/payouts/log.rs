@@ -8,12 +8,15 @@ use arrow::array::{
     Array, ArrayRef, Date32Array, Decimal128Array, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::DataType;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use datafusion::prelude::SessionContext;
-use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
 use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
 
 use super::PayoutError;
+use super::operation::OpKind;
 use super::state::{Event, Logged};
 use super::validate::Reject;
 use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
@@ -23,7 +26,7 @@ use crate::tables::{CommitInfo, PAYOUT_LOG, REJECTS};
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEvent {
     pub operation_id: String,
-    pub kind: &'static str,
+    pub kind: OpKind,
     pub event: Event,
     pub attempt: i32,
     pub agent_id: Option<String>,
@@ -48,7 +51,7 @@ fn events_batch(events: &[LogEvent]) -> Result<RecordBatch, PayoutError> {
     let e = events;
     let columns: Vec<ArrayRef> = vec![
         text(e.iter().map(|x| Some(x.operation_id.as_str()))),
-        text(e.iter().map(|x| Some(x.kind))),
+        text(e.iter().map(|x| Some(x.kind.as_str()))),
         text(e.iter().map(|x| Some(x.event.as_str()))),
         Arc::new(e.iter().map(|x| Some(x.attempt)).collect::<Int32Array>()),
         text(e.iter().map(|x| x.agent_id.as_deref())),
@@ -92,6 +95,55 @@ async fn append(
         .map_err(|e| PayoutError::write(name, e))
 }
 
+/// The Delta application id whose version every intent commit of a namespace advances. Two commits that
+/// carry it conflict when neither saw the other (delta-rs's `ConcurrentTransaction` check), so of two
+/// runs that read the log at the same time only one commits its intents; the other re-reads.
+pub fn intents_app_id(namespace: &str) -> String {
+    format!("pfsync.payouts.{namespace}")
+}
+
+/// The version an intent commit sets: past the table's last, and the commit's time in milliseconds when
+/// that is larger (so the version also tells an auditor when intents were last committed).
+pub async fn next_intents_version(table: &DeltaTable, app_id: &str, now: DateTime<Utc>) -> Result<i64, PayoutError> {
+    let last = match table.snapshot() {
+        Ok(s) => s
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| PayoutError::write(PAYOUT_LOG.name, e))?,
+        // A table with no commit yet has no snapshot and no version.
+        Err(_) => None,
+    };
+    Ok(last.map_or(0, |v| v.saturating_add(1)).max(now.timestamp_millis()))
+}
+
+/// How an intent commit ended.
+pub enum IntentCommit {
+    Committed(DeltaTable),
+    /// Another run committed intents after this one read the log: re-read and decide again.
+    Conflict,
+}
+
+/// Append events with the namespace's application transaction (see [`intents_app_id`]).
+pub async fn append_intents(
+    table: DeltaTable,
+    events: &[LogEvent],
+    commit: &CommitInfo,
+    txn: Transaction,
+) -> Result<IntentCommit, PayoutError> {
+    let result = table
+        .write(vec![events_batch(events)?])
+        .with_save_mode(SaveMode::Append)
+        .with_commit_properties(commit.properties().with_application_transaction(txn))
+        .await;
+    match result {
+        Ok(t) => Ok(IntentCommit::Committed(t)),
+        Err(DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+        }) => Ok(IntentCommit::Conflict),
+        Err(e) => Err(PayoutError::write(PAYOUT_LOG.name, e)),
+    }
+}
+
 /// Append events as one commit (plain appends never conflict, so overlapping runs both land).
 pub async fn append_events(
     table: DeltaTable,
@@ -116,7 +168,7 @@ pub async fn append_rejects(
     let r = rejects;
     let columns: Vec<ArrayRef> = vec![
         text(r.iter().map(|x| x.operation_id.as_deref())),
-        text(r.iter().map(|x| Some(x.kind))),
+        text(r.iter().map(|x| Some(x.kind.as_str()))),
         text(r.iter().map(|x| Some(x.code.as_str()))),
         text(r.iter().map(|x| Some(x.message.as_str()))),
         text(r.iter().map(|x| Some(x.source_row.as_str()))),
@@ -126,21 +178,29 @@ pub async fn append_rejects(
     append(table, RecordBatch::try_new(REJECTS.arrow_schema(), columns)?, commit, REJECTS.name).await
 }
 
+/// A text column by name, as plain `Utf8` (DataFusion may hand out views or large strings).
 fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, PayoutError> {
-    let col = b.column_by_name(name).ok_or_else(|| PayoutError::Source(format!("log has no column {name}")))?;
+    let col = b.column_by_name(name).ok_or_else(|| PayoutError::LogRow(format!("the log has no column {name}")))?;
     let cast = arrow::compute::cast(col, &DataType::Utf8)?;
-    Ok(cast
-        .as_any()
+    cast.as_any()
         .downcast_ref::<StringArray>()
         .cloned()
-        .unwrap_or_else(|| StringArray::from(Vec::<Option<&str>>::new())))
+        .ok_or_else(|| PayoutError::LogRow(format!("log column {name} is not text")))
+}
+
+fn typed<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, PayoutError> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| PayoutError::LogRow(format!("log column {name} does not have the declared type")))
 }
 
 fn opt(a: &StringArray, i: usize) -> Option<String> {
     (!a.is_null(i)).then(|| a.value(i).to_string())
 }
 
-/// Every logged event of the given operations, grouped by operation id.
+/// Every logged event of the given operations, grouped by operation id. Values are decoded with their
+/// declared types; a row that cannot be (an event or kind this version does not know, an amount that is
+/// not whole cents) is an error naming it, never skipped: a skipped intent could mean a second payment.
 pub async fn history(table: &DeltaTable, ids: &[String]) -> Result<HashMap<String, Vec<Logged>>, PayoutError> {
     let mut out: HashMap<String, Vec<Logged>> = HashMap::new();
     if ids.is_empty()
@@ -151,49 +211,55 @@ pub async fn history(table: &DeltaTable, ids: &[String]) -> Result<HashMap<Strin
     }
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state()).map_err(|e| PayoutError::write(PAYOUT_LOG.name, e))?;
-    let provider = table.table_provider().await.map_err(|e| PayoutError::Query(e.to_string()))?;
-    ctx.register_table("log", provider).map_err(|e| PayoutError::Query(e.to_string()))?;
+    let provider = table.table_provider().await.map_err(PayoutError::query("opening the payout log"))?;
+    ctx.register_table("log", provider).map_err(PayoutError::query("registering the payout log"))?;
     let id_batch =
         RecordBatch::try_from_iter(vec![("id", Arc::new(StringArray::from_iter_values(ids.iter())) as ArrayRef)])?;
-    ctx.register_batch("ids", id_batch).map_err(|e| PayoutError::Query(e.to_string()))?;
+    ctx.register_batch("ids", id_batch).map_err(PayoutError::query("registering the operation ids"))?;
     let sql = "SELECT l.operation_id, l.kind, l.event, l.attempt, l.agent_id, l.counterparty_agent_id, \
-               CAST(l.amount_usd AS VARCHAR) AS amount, l.reason, l.tx_id, l.escrow_id, l.error_code \
+               l.amount_usd, l.reason, l.tx_id, l.escrow_id, l.error_code, l.recorded_at \
                FROM log l JOIN ids i ON l.operation_id = i.id";
-    let batches = ctx
-        .sql(sql)
-        .await
-        .map_err(|e| PayoutError::Query(e.to_string()))?
-        .collect()
-        .await
-        .map_err(|e| PayoutError::Query(e.to_string()))?;
+    let what = "reading the payout log history";
+    let batches =
+        ctx.sql(sql).await.map_err(PayoutError::query(what))?.collect().await.map_err(PayoutError::query(what))?;
     for b in &batches {
         let (op, kind, event) = (strings(b, "operation_id")?, strings(b, "kind")?, strings(b, "event")?);
-        let attempt = arrow::compute::cast(b.column(3), &DataType::Int32)?;
-        let attempt = attempt
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .cloned()
-            .unwrap_or_else(|| Int32Array::from(Vec::<i32>::new()));
-        let (agent, cp, amount, reason) = (
-            strings(b, "agent_id")?,
-            strings(b, "counterparty_agent_id")?,
-            strings(b, "amount")?,
-            strings(b, "reason")?,
-        );
+        let attempt = typed::<Int32Array>(b, "attempt")?;
+        let amount = typed::<Decimal128Array>(b, "amount_usd")?;
+        let at = typed::<TimestampMicrosecondArray>(b, "recorded_at")?;
+        let (agent, cp, reason) =
+            (strings(b, "agent_id")?, strings(b, "counterparty_agent_id")?, strings(b, "reason")?);
         let (tx, esc, code) = (strings(b, "tx_id")?, strings(b, "escrow_id")?, strings(b, "error_code")?);
         for i in 0..b.num_rows() {
-            let Some(ev) = Event::parse(event.value(i)) else { continue };
-            out.entry(op.value(i).to_string()).or_default().push(Logged {
+            let id = op.value(i);
+            let bad = |what: String| PayoutError::LogRow(format!("operation {id:?}: {what}"));
+            let ev = Event::parse(event.value(i)).ok_or_else(|| bad(format!("unknown event {:?}", event.value(i))))?;
+            let kind = OpKind::parse(kind.value(i)).ok_or_else(|| bad(format!("unknown kind {:?}", kind.value(i))))?;
+            let amount = if amount.is_null(i) {
+                None
+            } else {
+                Some(Usd::from_decimal128(amount.value(i), amount.scale()).map_err(|e| bad(format!("amount: {e}")))?)
+            };
+            let recorded_at = (!at.is_null(i))
+                .then(|| Utc.timestamp_micros(at.value(i)).single())
+                .flatten()
+                .ok_or_else(|| bad("recorded_at is missing or out of range".into()))?;
+            out.entry(id.to_string()).or_default().push(Logged {
                 event: ev,
-                attempt: if attempt.is_null(i) { 0 } else { attempt.value(i) },
-                kind: kind.value(i).to_string(),
+                attempt: if attempt.is_null(i) {
+                    return Err(bad("attempt is missing".into()));
+                } else {
+                    attempt.value(i)
+                },
+                kind,
                 agent_id: opt(&agent, i),
                 counterparty: opt(&cp, i),
-                amount: opt(&amount, i).and_then(|a| Usd::parse(&a).ok()),
+                amount,
                 reason: opt(&reason, i),
                 tx_id: opt(&tx, i),
                 escrow_id: opt(&esc, i),
                 error_code: opt(&code, i),
+                recorded_at: Some(recorded_at),
             });
         }
     }

@@ -1,44 +1,81 @@
 //! Payouts and escrow actions from Delta tables, executed exactly once, every step in an append-only log.
 //!
-//! The guarantee, and where each part of it lives:
-//! - one idempotency key per operation, derived from namespace + kind + id only (`operation.rs`);
-//! - intent rows committed to the log *before* the batch is sent, outcomes after (`engine.rs`);
-//! - an operation whose outcome is not known (a crash after the intent, a timeout, a 5xx) is resolved on the
-//!   next attempt by looking its key up at the provider, and resent only when the provider has no
-//!   transaction for it, always with the same key (`state.rs`, `engine.rs`);
-//! - rows that cannot be paid are refused before any money moves, with a code, into the rejects table
-//!   (`validate.rs`).
+//! Read -> plan -> execute, one module each:
+//! - `read.rs`: the sources (one seam, `source.rs`), validation into typed operations (`validate.rs`,
+//!   `operation.rs`), and the log history of those operations (`log.rs`);
+//! - `plan.rs`: a pure function from operations + history + options to what to look up, send or hold;
+//! - `engine.rs`: carries the plan out against a [`Provider`](crate::provider::Provider): intents committed
+//!   before money moves, outcomes after, unknown outcomes resolved only from the provider's evidence.
+//!
+//! The exactly-once argument, in full:
+//! - one idempotency key per operation, from namespace + kind + id only (`operation.rs`);
+//! - an operation is sent only by a run that committed its intent, and the commit of intents carries the
+//!   namespace's Delta application transaction, so two runs that read the log at once cannot both commit
+//!   intents for it: the second conflicts, re-reads and drops it (`engine.rs`, `plan::revise`);
+//! - an intent without an outcome is left alone while its run may still be sending (`plan::decide`); the
+//!   sender never starts a send that late (`engine.rs`);
+//! - after that, or after an unknown outcome, the provider is asked; "never executed" is concluded only
+//!   from a successful answer with zero rows at a provider that can look outcomes up (`provider::seed`);
+//!   anything else leaves the operation unknown for a person, never resent;
+//! - the HTTP client repeats a POST after an ambiguous failure only at a provider that declares it
+//!   honours idempotency keys (`api::client`).
+//!
+//! Rows that cannot be paid are refused before any money moves, with a code, into the rejects table.
 
 pub mod engine;
 pub mod log;
 pub mod operation;
+pub mod plan;
+pub mod read;
 pub mod source;
 pub mod state;
 pub mod validate;
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::api::ApiError;
+use crate::errors::ErrorClass;
 use crate::money::Usd;
-use crate::tables::TableError;
-
-pub use engine::run_payouts;
+use crate::progress::Progress;
+use crate::provider::Provider;
+use crate::tables::{CommitInfo, TableError, Warehouse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayoutError {
     #[error("{0}")]
     Config(String),
-    #[error("payout source: {0}")]
-    Source(String),
+    #[error("payout source {source_name}: {message}")]
+    Source { source_name: String, message: String },
+    #[error("payout source {source_name}: the query failed")]
+    SourceQuery {
+        source_name: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error(transparent)]
     Table(#[from] TableError),
-    #[error("writing {table} failed: {source}")]
-    Write { table: &'static str, source: Box<deltalake::DeltaTableError> },
-    #[error("query failed: {0}")]
-    Query(String),
-    #[error("building a batch failed: {0}")]
+    #[error("writing {table} failed")]
+    Write {
+        table: &'static str,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    #[error("{what} failed")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    #[error("a payout log row cannot be read: {0}")]
+    LogRow(String),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error("another run kept committing intents for this namespace; {attempts} commits conflicted")]
+    Contended { attempts: u32 },
+    #[error("building a batch failed")]
     Arrow(#[from] arrow::error::ArrowError),
 }
 
@@ -46,23 +83,22 @@ impl PayoutError {
     pub(crate) fn write(table: &'static str, source: deltalake::DeltaTableError) -> PayoutError {
         PayoutError::Write { table, source: Box::new(source) }
     }
-}
 
-/// Where the engine may stop on purpose so a test can kill the process there (`PFSYNC_PAUSE_AT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PausePoint {
-    /// Intents committed, nothing sent.
-    AfterIntents,
-    /// Everything sent and answered, outcomes not yet committed.
-    AfterSend,
-}
+    pub(crate) fn query(what: &'static str) -> impl FnOnce(datafusion::error::DataFusionError) -> PayoutError {
+        move |source| PayoutError::Query { what, source }
+    }
 
-impl PausePoint {
-    pub fn parse(s: &str) -> Option<PausePoint> {
-        match s {
-            "after_intents" => Some(PausePoint::AfterIntents),
-            "after_send" => Some(PausePoint::AfterSend),
-            _ => None,
+    /// What kind of failure this is; the exit code follows from it alone.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PayoutError::Config(_) | PayoutError::Source { .. } | PayoutError::SourceQuery { .. } => ErrorClass::Usage,
+            PayoutError::Api(e) => e.class(),
+            PayoutError::Table(e) => e.class(),
+            PayoutError::Write { .. }
+            | PayoutError::Query { .. }
+            | PayoutError::LogRow(_)
+            | PayoutError::Contended { .. } => ErrorClass::Storage,
+            PayoutError::Plan(_) | PayoutError::Arrow(_) => ErrorClass::Internal,
         }
     }
 }
@@ -71,7 +107,7 @@ impl PausePoint {
 pub struct PayoutOptions {
     /// Part of every idempotency key: separates environments sharing one provider account.
     pub namespace: String,
-    /// Operations per log commit pair (intents, then outcomes).
+    /// Operations per log commit (intents, with the previous batch's outcomes).
     pub batch_size: usize,
     /// Sends in flight at once (the client's own limits apply too).
     pub concurrency: usize,
@@ -91,7 +127,12 @@ pub struct PayoutOptions {
     pub shard: Option<(u32, u32)>,
     /// More Delta tables for the source queries: `(name, location)`.
     pub extra_tables: Vec<(String, url::Url)>,
-    pub pause_at: Option<PausePoint>,
+    /// An intent younger than this may belong to a run still sending it: other runs leave it alone.
+    pub in_flight_timeout: Duration,
+    /// The longest one send can take, retries included (from the client's settings). No send starts
+    /// later than `in_flight_timeout - send_budget` after its intent, so a run that finds an intent older
+    /// than the timeout knows its sender has stopped.
+    pub send_budget: Duration,
 }
 
 impl Default for PayoutOptions {
@@ -108,9 +149,56 @@ impl Default for PayoutOptions {
             check_agents: true,
             shard: None,
             extra_tables: Vec::new(),
-            pause_at: None,
+            in_flight_timeout: Duration::from_secs(900),
+            send_budget: Duration::from_secs(150),
         }
     }
+}
+
+impl PayoutOptions {
+    /// Checks that need no table or network; run where the options are parsed.
+    pub fn check(&self) -> Result<(), PayoutError> {
+        check_namespace(&self.namespace)?;
+        if let Some((i, n)) = self.shard
+            && (n == 0 || i >= n)
+        {
+            return Err(PayoutError::Config(format!("--shard {i}/{n}: the index must be below the count")));
+        }
+        if self.in_flight_timeout < self.send_budget.saturating_mul(2) {
+            return Err(PayoutError::Config(format!(
+                "--in-flight-timeout {}s must be at least twice the longest send ({}s: the API timeout plus \
+                 max elapsed retry time); raise it or lower [api] timeout_secs / max_elapsed_secs",
+                self.in_flight_timeout.as_secs(),
+                self.send_budget.as_secs_f64()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Read, plan, execute. Everything before the first log commit touches no money.
+pub async fn run_payouts<P: Provider>(
+    provider: &P,
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    opts: &PayoutOptions,
+    progress: &Progress,
+) -> Result<PayoutReport, PayoutError> {
+    let mut report = PayoutReport { run_id: commit.run_id.clone(), dry_run: opts.dry_run, ..PayoutReport::default() };
+    let read = read::read(wh, commit, opts, &mut report).await?;
+    let plan_opts = engine::plan_options(opts, provider.capabilities(), chrono::Utc::now());
+    let plan = plan::plan(read.ops, &read.history, &plan_opts)?;
+    report.note_plan(&plan);
+    if opts.dry_run {
+        report.plan = plan.steps().map(Planned::from).collect();
+        return Ok(report);
+    }
+    let (Some(log), Some(rejects)) = (read.log, read.rejects_table) else {
+        return Err(PayoutError::Config("the payout log or rejects table could not be opened".into()));
+    };
+    log::append_rejects(rejects, &read.rejects, commit, chrono::Utc::now()).await?;
+    engine::Executor::new(provider, log, commit, opts, plan_opts).run(plan, &mut report, progress).await?;
+    Ok(report)
 }
 
 /// Namespaces are part of keys and table values: short, lowercase, no separators.
@@ -129,10 +217,22 @@ pub fn check_namespace(ns: &str) -> Result<(), PayoutError> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
     pub operation_id: String,
-    pub kind: &'static str,
+    pub kind: operation::OpKind,
     pub agent_id: Option<String>,
     pub amount: Option<Usd>,
     pub resolve_first: bool,
+}
+
+impl From<&plan::Step> for Planned {
+    fn from(s: &plan::Step) -> Planned {
+        Planned {
+            operation_id: s.op.id.clone(),
+            kind: s.op.kind(),
+            agent_id: s.op.agent_id().map(str::to_string),
+            amount: s.op.amount(),
+            resolve_first: s.resolve_first,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -147,8 +247,14 @@ pub struct PayoutReport {
     /// Of `completed`: found at the provider by key lookup, not sent again.
     pub resolved_by_lookup: u64,
     pub rejected_by_api: u64,
-    /// Outcome still not known (resolved on the next run).
+    /// Outcome still not known (resolved on the next run, or by a person; see `needs_person`).
     pub unknown: u64,
+    /// Of `unknown`: at a provider that cannot look outcomes up, or where its evidence was inconclusive.
+    pub needs_person: u64,
+    /// Intents of another run that may still be sending them: left alone (retried after the timeout).
+    pub in_flight_elsewhere: u64,
+    /// Of `completed`: answered from the provider's idempotency memory (moved no money in this run).
+    pub replayed: u64,
     /// Releases/disputes whose create has not completed yet.
     pub waiting: u64,
     /// Not sent because the safety brake would have been exceeded.
@@ -158,6 +264,25 @@ pub struct PayoutReport {
     pub log_commits: u64,
     pub dry_run: bool,
     pub plan: Vec<Planned>,
+}
+
+impl PayoutReport {
+    fn note_plan(&mut self, p: &plan::Plan) {
+        self.already_final += p.already_final;
+        self.in_flight_elsewhere += p.in_flight_elsewhere.len() as u64;
+        self.needs_person += p.needs_person.len() as u64;
+        self.unknown += p.needs_person.len() as u64;
+        self.held_by_brake += p.held_by_brake.len() as u64;
+        if !p.held_by_brake.is_empty() {
+            tracing::warn!(
+                held = p.held_by_brake.len(),
+                "safety brake: operations held back to stay within --max-total-usd / --max-count"
+            );
+        }
+        for id in &p.needs_person {
+            tracing::warn!(id = %id, "outcome unknown at a provider that cannot look it up: needs a person, never resent");
+        }
+    }
 }
 
 impl fmt::Display for PayoutReport {
@@ -177,7 +302,8 @@ impl fmt::Display for PayoutReport {
         write!(
             f,
             "payouts {}: {} rows; completed {} (of which {} found by lookup), rejected by API {}, refused by validation {}, \
-             unknown {}, waiting {}, held by brake {}, already final {}; moved {} USD in {} log commits",
+             unknown {} ({} for a person), in flight elsewhere {}, waiting {}, held by brake {}, already final {}; \
+             moved {} USD in {} log commits",
             self.run_id,
             self.source_rows,
             self.completed,
@@ -185,6 +311,8 @@ impl fmt::Display for PayoutReport {
             self.rejected_by_api,
             self.rejected_rows,
             self.unknown,
+            self.needs_person,
+            self.in_flight_elsewhere,
             self.waiting,
             self.held_by_brake,
             self.already_final,

@@ -1,5 +1,5 @@
-//! The operations pfsync executes: payouts and escrow actions, validated, with the one function that
-//! derives their idempotency keys.
+//! The operations pfsync executes: payouts and escrow actions, validated and typed so that each kind
+//! carries exactly the fields it needs, with the one function that derives their idempotency keys.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::api::IdempotencyKey;
 use crate::money::Usd;
 
+/// The kind of an operation, as the log, the rejects table and the status view spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OpKind {
     Payout,
@@ -16,6 +17,8 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    pub const ALL: [OpKind; 4] = [OpKind::Payout, OpKind::EscrowCreate, OpKind::EscrowRelease, OpKind::EscrowDispute];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OpKind::Payout => "payout",
@@ -26,13 +29,12 @@ impl OpKind {
     }
 
     pub fn parse(s: &str) -> Option<OpKind> {
-        Some(match s {
-            "payout" => OpKind::Payout,
-            "escrow_create" => OpKind::EscrowCreate,
-            "escrow_release" => OpKind::EscrowRelease,
-            "escrow_dispute" => OpKind::EscrowDispute,
-            _ => return None,
-        })
+        OpKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Does this kind move money out of the platform or a buyer (what the safety brake counts)?
+    pub fn is_outflow(self) -> bool {
+        matches!(self, OpKind::Payout | OpKind::EscrowCreate)
     }
 }
 
@@ -44,27 +46,29 @@ pub enum EscrowRef {
     CreatedBy(String),
 }
 
+/// What an operation does, with exactly the fields that kind needs: nothing to default at send time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Payout { agent: String, amount: Usd },
+    EscrowCreate { buyer: String, seller: String, amount: Usd, description: String, metadata: Option<Value> },
+    Release { escrow: EscrowRef },
+    Dispute { escrow: EscrowRef },
+}
+
 /// A validated operation: everything needed to send it, nothing left to check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Operation {
     pub id: String,
-    pub kind: OpKind,
-    /// Payee of a payout, buyer of an escrow create.
-    pub agent_id: Option<String>,
-    /// Seller of an escrow create.
-    pub counterparty: Option<String>,
-    pub amount: Option<Usd>,
+    pub action: Action,
+    /// Why the money moves; required for every kind, kept in the log for auditors.
     pub reason: String,
-    pub escrow: Option<EscrowRef>,
-    pub description: Option<String>,
-    pub metadata: Option<Value>,
     pub requested_at: Option<DateTime<Utc>>,
 }
 
 /// What must stay the same when an operation id is seen again (in the same batch or in the log).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Fingerprint {
-    pub kind: &'static str,
+    pub kind: OpKind,
     pub agent_id: Option<String>,
     pub counterparty: Option<String>,
     pub amount: Option<Usd>,
@@ -72,29 +76,81 @@ pub struct Fingerprint {
 }
 
 impl Operation {
+    pub fn kind(&self) -> OpKind {
+        match self.action {
+            Action::Payout { .. } => OpKind::Payout,
+            Action::EscrowCreate { .. } => OpKind::EscrowCreate,
+            Action::Release { .. } => OpKind::EscrowRelease,
+            Action::Dispute { .. } => OpKind::EscrowDispute,
+        }
+    }
+
+    /// Payee of a payout, buyer of an escrow create.
+    pub fn agent_id(&self) -> Option<&str> {
+        match &self.action {
+            Action::Payout { agent, .. } => Some(agent),
+            Action::EscrowCreate { buyer, .. } => Some(buyer),
+            Action::Release { .. } | Action::Dispute { .. } => None,
+        }
+    }
+
+    /// Seller of an escrow create.
+    pub fn counterparty(&self) -> Option<&str> {
+        match &self.action {
+            Action::EscrowCreate { seller, .. } => Some(seller),
+            _ => None,
+        }
+    }
+
+    pub fn amount(&self) -> Option<Usd> {
+        match &self.action {
+            Action::Payout { amount, .. } | Action::EscrowCreate { amount, .. } => Some(*amount),
+            Action::Release { .. } | Action::Dispute { .. } => None,
+        }
+    }
+
+    pub fn escrow(&self) -> Option<&EscrowRef> {
+        match &self.action {
+            Action::Release { escrow } | Action::Dispute { escrow } => Some(escrow),
+            _ => None,
+        }
+    }
+
+    /// The escrow id a release or dispute names directly (not through its create).
+    pub fn escrow_id(&self) -> Option<&str> {
+        match self.escrow() {
+            Some(EscrowRef::Id(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Point a release or dispute that names its create at the escrow that create made.
+    pub fn bind_escrow(&mut self, escrow_id: &str) {
+        if let Action::Release { escrow } | Action::Dispute { escrow } = &mut self.action {
+            *escrow = EscrowRef::Id(escrow_id.to_string());
+        }
+    }
+
     /// The idempotency key of this operation: from the namespace, the kind and the id, nothing else (not
     /// the time, not a random value), so every attempt by every run sends the same key. Ids were
     /// validated to the key alphabet, so this cannot fail for a validated operation.
     pub fn idempotency_key(&self, namespace: &str) -> Result<IdempotencyKey, String> {
-        IdempotencyKey::derive(namespace, self.kind.as_str(), &self.id)
+        IdempotencyKey::derive(namespace, self.kind().as_str(), &self.id)
     }
 
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint {
-            kind: self.kind.as_str(),
-            agent_id: self.agent_id.clone(),
-            counterparty: self.counterparty.clone(),
-            amount: self.amount,
+            kind: self.kind(),
+            agent_id: self.agent_id().map(str::to_string),
+            counterparty: self.counterparty().map(str::to_string),
+            amount: self.amount(),
             reason: self.reason.clone(),
         }
     }
 
     /// Money this operation moves out of the platform or a buyer (counted by the safety brake).
     pub fn outflow(&self) -> Usd {
-        match self.kind {
-            OpKind::Payout | OpKind::EscrowCreate => self.amount.unwrap_or(Usd::ZERO),
-            OpKind::EscrowRelease | OpKind::EscrowDispute => Usd::ZERO,
-        }
+        if self.kind().is_outflow() { self.amount().unwrap_or(Usd::ZERO) } else { Usd::ZERO }
     }
 }
 
@@ -106,14 +162,8 @@ mod tests {
     fn keys_depend_only_on_namespace_kind_and_id() {
         let mut op = Operation {
             id: "p-1".into(),
-            kind: OpKind::Payout,
-            agent_id: Some("a".into()),
-            counterparty: None,
-            amount: Some(Usd::from_cents(100).unwrap()),
+            action: Action::Payout { agent: "a".into(), amount: Usd::from_cents(100).unwrap() },
             reason: "r".into(),
-            escrow: None,
-            description: None,
-            metadata: None,
             requested_at: Some(Utc::now()),
         };
         let k1 = op.idempotency_key("prod").unwrap();
@@ -121,8 +171,22 @@ mod tests {
         op.reason = "other".into();
         assert_eq!(op.idempotency_key("prod").unwrap(), k1);
         assert_ne!(op.idempotency_key("staging").unwrap(), k1);
-        for k in [OpKind::Payout, OpKind::EscrowCreate, OpKind::EscrowRelease, OpKind::EscrowDispute] {
+        for k in OpKind::ALL {
             assert_eq!(OpKind::parse(k.as_str()), Some(k));
         }
+    }
+
+    #[test]
+    fn a_release_binds_to_the_escrow_its_create_made() {
+        let mut op = Operation {
+            id: "r-1".into(),
+            action: Action::Release { escrow: EscrowRef::CreatedBy("c-1".into()) },
+            reason: "done".into(),
+            requested_at: None,
+        };
+        assert_eq!(op.escrow_id(), None);
+        op.bind_escrow("esc_1");
+        assert_eq!(op.escrow_id(), Some("esc_1"));
+        assert_eq!(op.outflow(), Usd::ZERO);
     }
 }

@@ -1,6 +1,10 @@
-//! Reading pending payouts and escrow actions: from their default tables, or from any SQL query
-//! (DataFusion) that produces the same columns. Column types are taken as they come (DECIMAL, DOUBLE,
-//! integers or text for amounts; any string or timestamp type) and converted exactly or refused per row.
+//! Where operations come from, behind one seam: a [`Source`] yields raw rows (payouts or escrow actions)
+//! that the common validation turns into operations. The pending table, the actions table and the
+//! `--payouts-sql` / `--actions-sql` queries are all [`SqlSource`]s; a new kind of source (a change feed,
+//! metric rules) is one new module implementing [`Source`].
+//!
+//! Column types are taken as they come (DECIMAL, DOUBLE, integers or text for amounts; any string or
+//! timestamp type) and converted exactly or refused per row.
 
 use arrow::array::{Array, ArrayRef, Decimal128Array, Float32Array, Float64Array, RecordBatch, StringArray};
 use arrow::array::{Int16Array, Int32Array, Int64Array, TimestampMicrosecondArray};
@@ -10,9 +14,133 @@ use chrono::{DateTime, TimeZone, Utc};
 use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
+use futures::future::BoxFuture;
+
 use super::PayoutError;
-use super::validate::{MAX_SOURCE_ROW_BYTES, RawAction, RawAmount, RawPayout};
+use super::operation::Operation;
+use super::validate::{
+    MAX_SOURCE_ROW_BYTES, RawAction, RawAmount, RawPayout, Reject, validate_action, validate_payout,
+};
 use crate::money::{MoneyError, Usd};
+
+/// One row of any source, before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawRow {
+    Payout(RawPayout),
+    Action(RawAction),
+}
+
+impl RawRow {
+    /// The operation id the row claims, if it has one (for sharding before validation).
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            RawRow::Payout(p) => p.payout_id.as_deref(),
+            RawRow::Action(a) => a.action_id.as_deref(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<Operation, Reject> {
+        match self {
+            RawRow::Payout(p) => validate_payout(p),
+            RawRow::Action(a) => validate_action(a),
+        }
+    }
+
+    /// The row as JSON text, kept for the rejects table.
+    pub fn into_source_row(self) -> String {
+        match self {
+            RawRow::Payout(p) => p.source_row,
+            RawRow::Action(a) => a.source_row,
+        }
+    }
+}
+
+/// A source of operations. Sources read; they never decide what is paid.
+pub trait Source: Send + Sync {
+    /// How the source is named in messages (`purpleflea.payouts.pending`, `--payouts-sql`).
+    fn name(&self) -> String;
+
+    /// Every row the source holds now. `ctx` has the warehouse's tables registered.
+    fn read<'a>(&'a self, ctx: &'a SessionContext) -> BoxFuture<'a, Result<Vec<RawRow>, PayoutError>>;
+}
+
+/// What a SQL source yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowShape {
+    Payouts,
+    Actions,
+}
+
+/// A SQL query over the warehouse's tables whose columns are those of the pending table or the actions
+/// table. A default table that does not exist yet (a dry run creates nothing) is an empty source.
+pub struct SqlSource {
+    pub name: String,
+    pub sql: String,
+    pub shape: RowShape,
+    /// The table the query reads when it is the default one: absent means empty, not an error.
+    pub default_table: Option<&'static str>,
+}
+
+impl SqlSource {
+    pub fn payouts(custom: Option<&str>) -> SqlSource {
+        match custom {
+            Some(sql) => SqlSource {
+                name: "--payouts-sql".into(),
+                sql: sql.into(),
+                shape: RowShape::Payouts,
+                default_table: None,
+            },
+            None => SqlSource {
+                name: "purpleflea.payouts.pending".into(),
+                sql: DEFAULT_PAYOUT_SQL.into(),
+                shape: RowShape::Payouts,
+                default_table: Some("purpleflea.payouts.pending"),
+            },
+        }
+    }
+
+    pub fn actions(custom: Option<&str>) -> SqlSource {
+        match custom {
+            Some(sql) => SqlSource {
+                name: "--actions-sql".into(),
+                sql: sql.into(),
+                shape: RowShape::Actions,
+                default_table: None,
+            },
+            None => SqlSource {
+                name: "purpleflea.escrow.actions".into(),
+                sql: DEFAULT_ACTION_SQL.into(),
+                shape: RowShape::Actions,
+                default_table: Some("purpleflea.escrow.actions"),
+            },
+        }
+    }
+}
+
+impl Source for SqlSource {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn read<'a>(&'a self, ctx: &'a SessionContext) -> BoxFuture<'a, Result<Vec<RawRow>, PayoutError>> {
+        Box::pin(async move {
+            if let Some(t) = self.default_table
+                && !ctx.table_exist(t).unwrap_or(false)
+            {
+                return Ok(Vec::new());
+            }
+            let required = match self.shape {
+                RowShape::Payouts => PAYOUT_COLUMNS,
+                RowShape::Actions => ACTION_COLUMNS,
+            };
+            let batches = query(ctx, &self.name, &self.sql, required).await?;
+            Ok(match self.shape {
+                RowShape::Payouts => payouts_from(&batches)?.into_iter().map(RawRow::Payout).collect(),
+                RowShape::Actions => actions_from(&batches)?.into_iter().map(RawRow::Action).collect(),
+            })
+        })
+    }
+}
 
 pub const PAYOUT_COLUMNS: &[&str] = &["payout_id", "agent_id", "amount_usd", "reason"];
 pub const ACTION_COLUMNS: &[&str] = &["action_id", "action"];
@@ -22,18 +150,24 @@ pub const DEFAULT_ACTION_SQL: &str = "SELECT * FROM purpleflea.escrow.actions";
 
 /// Run a source query; a missing required column is a configuration error, reported before anything
 /// else happens.
-pub async fn query(ctx: &SessionContext, sql: &str, required: &[&str]) -> Result<Vec<RecordBatch>, PayoutError> {
-    let df = ctx.sql(sql).await.map_err(|e| PayoutError::Source(format!("source query {sql:?}: {e}")))?;
+pub async fn query(
+    ctx: &SessionContext,
+    name: &str,
+    sql: &str,
+    required: &[&str],
+) -> Result<Vec<RecordBatch>, PayoutError> {
+    let failed = |source| PayoutError::SourceQuery { source_name: name.to_string(), source };
+    let df = ctx.sql(sql).await.map_err(failed)?;
     let schema = df.schema().clone();
     for c in required {
         if schema.field_with_unqualified_name(c).is_err() {
-            return Err(PayoutError::Source(format!(
-                "source query {sql:?} must produce a column named {c} (required: {})",
-                required.join(", ")
-            )));
+            return Err(PayoutError::Source {
+                source_name: name.to_string(),
+                message: format!("the query must produce a column named {c} (required: {})", required.join(", ")),
+            });
         }
     }
-    df.collect().await.map_err(|e| PayoutError::Source(format!("source query {sql:?}: {e}")))
+    df.collect().await.map_err(failed)
 }
 
 /// Typed access to one batch's columns by name.
@@ -109,6 +243,10 @@ fn time(a: &Option<TimestampMicrosecondArray>, i: usize) -> Option<DateTime<Utc>
     a.as_ref().filter(|a| !a.is_null(i)).and_then(|a| Utc.timestamp_micros(a.value(i)).single())
 }
 
+fn not_typed(t: &str) -> PayoutError {
+    PayoutError::Source { source_name: "amount_usd".into(), message: format!("a {t} column that is not stored as one") }
+}
+
 /// Amount cells, exactly: DECIMAL at any scale (refused if not whole cents), DOUBLE only when it is whole
 /// cents, integers as whole dollars, text parsed as a decimal.
 fn amounts(c: Option<&ArrayRef>) -> Result<Vec<RawAmount>, PayoutError> {
@@ -121,34 +259,33 @@ fn amounts(c: Option<&ArrayRef>) -> Result<Vec<RawAmount>, PayoutError> {
         |v: i64| v.checked_mul(100).ok_or_else(|| MoneyError::Overflow(v.to_string())).and_then(Usd::from_cents);
     Ok(match c.data_type() {
         DataType::Decimal128(_, scale) => {
-            let a =
-                c.as_any().downcast_ref::<Decimal128Array>().ok_or_else(|| PayoutError::Source("decimal".into()))?;
+            let a = c.as_any().downcast_ref::<Decimal128Array>().ok_or_else(|| not_typed("decimal"))?;
             each(&|i| Usd::from_decimal128(a.value(i), *scale))
         }
         DataType::Float64 => {
-            let a = c.as_any().downcast_ref::<Float64Array>().ok_or_else(|| PayoutError::Source("double".into()))?;
+            let a = c.as_any().downcast_ref::<Float64Array>().ok_or_else(|| not_typed("double"))?;
             each(&|i| Usd::from_f64_exact(a.value(i)))
         }
         DataType::Float32 => {
-            let a = c.as_any().downcast_ref::<Float32Array>().ok_or_else(|| PayoutError::Source("float".into()))?;
+            let a = c.as_any().downcast_ref::<Float32Array>().ok_or_else(|| not_typed("float"))?;
             // The float's own shortest decimal form, not its widened double's.
             each(&|i| Usd::parse(&a.value(i).to_string()))
         }
         DataType::Int64 => {
-            let a = c.as_any().downcast_ref::<Int64Array>().ok_or_else(|| PayoutError::Source("bigint".into()))?;
+            let a = c.as_any().downcast_ref::<Int64Array>().ok_or_else(|| not_typed("bigint"))?;
             each(&|i| dollars(a.value(i)))
         }
         DataType::Int32 => {
-            let a = c.as_any().downcast_ref::<Int32Array>().ok_or_else(|| PayoutError::Source("int".into()))?;
+            let a = c.as_any().downcast_ref::<Int32Array>().ok_or_else(|| not_typed("int"))?;
             each(&|i| dollars(a.value(i) as i64))
         }
         DataType::Int16 => {
-            let a = c.as_any().downcast_ref::<Int16Array>().ok_or_else(|| PayoutError::Source("smallint".into()))?;
+            let a = c.as_any().downcast_ref::<Int16Array>().ok_or_else(|| not_typed("smallint"))?;
             each(&|i| dollars(a.value(i) as i64))
         }
         DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
             let cast = arrow::compute::cast(c, &DataType::Utf8)?;
-            let a = cast.as_any().downcast_ref::<StringArray>().ok_or_else(|| PayoutError::Source("text".into()))?;
+            let a = cast.as_any().downcast_ref::<StringArray>().ok_or_else(|| not_typed("text"))?;
             each(&|i| Usd::parse(a.value(i)))
         }
         other => {

@@ -1,6 +1,9 @@
 //! The state machine of one operation, read from its log events: `intent -> completed | rejected | unknown`,
 //! and what to do next. Pure: the engine feeds it log rows and acts on the answer.
 
+use chrono::{DateTime, Utc};
+
+use super::operation::OpKind;
 use crate::api::ApiError;
 use crate::money::Usd;
 
@@ -38,7 +41,7 @@ impl Event {
 pub struct Logged {
     pub event: Event,
     pub attempt: i32,
-    pub kind: String,
+    pub kind: OpKind,
     pub agent_id: Option<String>,
     pub counterparty: Option<String>,
     pub amount: Option<Usd>,
@@ -46,6 +49,12 @@ pub struct Logged {
     pub tx_id: Option<String>,
     pub escrow_id: Option<String>,
     pub error_code: Option<String>,
+    pub recorded_at: Option<DateTime<Utc>>,
+}
+
+/// When the latest intent of an operation was recorded (by any run).
+pub fn last_intent_at(events: &[Logged]) -> Option<DateTime<Utc>> {
+    events.iter().filter(|e| e.event == Event::Intent).filter_map(|e| e.recorded_at).max()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +166,7 @@ mod tests {
         Logged {
             event,
             attempt,
-            kind: "payout".into(),
+            kind: OpKind::Payout,
             agent_id: None,
             counterparty: None,
             amount: None,
@@ -165,6 +174,7 @@ mod tests {
             tx_id: (event == Event::Completed).then(|| "tx".into()),
             escrow_id: None,
             error_code: (event == Event::Rejected).then(|| "insufficient_funds".into()),
+            recorded_at: None,
         }
     }
 

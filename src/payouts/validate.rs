@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::operation::{EscrowRef, Fingerprint, OpKind, Operation};
+use super::operation::{Action, EscrowRef, Fingerprint, OpKind, Operation};
 use crate::money::{MoneyError, Usd};
 
 pub const MAX_ID_LEN: usize = 128;
@@ -57,10 +57,27 @@ impl RejectCode {
     }
 }
 
+/// What a refused row was: an operation of a known kind, or an escrow-action row whose action could not
+/// be read (`escrow_action` in the rejects table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    Op(OpKind),
+    EscrowAction,
+}
+
+impl RowKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowKind::Op(k) => k.as_str(),
+            RowKind::EscrowAction => "escrow_action",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reject {
     pub operation_id: Option<String>,
-    pub kind: &'static str,
+    pub kind: RowKind,
     pub code: RejectCode,
     pub message: String,
     pub source_row: String,
@@ -129,7 +146,7 @@ pub fn check_id(value: &str) -> Result<(), String> {
 
 struct RowCtx<'a> {
     id: Option<&'a str>,
-    kind: &'static str,
+    kind: RowKind,
     source_row: &'a str,
 }
 
@@ -161,6 +178,11 @@ impl RowCtx<'_> {
         }
     }
 
+    fn required_text(&self, field: &str, value: &Option<String>) -> Result<String, Reject> {
+        self.text(field, value, true)?
+            .ok_or_else(|| self.reject(RejectCode::MissingReason, format!("{field} is missing")))
+    }
+
     fn text(&self, field: &str, value: &Option<String>, required: bool) -> Result<Option<String>, Reject> {
         match value.as_deref().map(str::trim) {
             None | Some("") if required => Err(self.reject(RejectCode::MissingReason, format!("{field} is missing"))),
@@ -174,12 +196,7 @@ impl RowCtx<'_> {
     }
 }
 
-fn id_of<'a>(
-    ctx_kind: &'static str,
-    id: &'a Option<String>,
-    source_row: &'a str,
-    field: &str,
-) -> Result<&'a str, Reject> {
+fn id_of<'a>(ctx_kind: RowKind, id: &'a Option<String>, source_row: &'a str, field: &str) -> Result<&'a str, Reject> {
     let ctx = RowCtx { id: id.as_deref(), kind: ctx_kind, source_row };
     let v = id.as_deref().ok_or_else(|| ctx.reject(RejectCode::MissingId, format!("{field} is missing")))?;
     check_id(v).map_err(|e| ctx.reject(RejectCode::InvalidId, format!("{field} {:?} {e}", clip(v, 64))))?;
@@ -187,54 +204,37 @@ fn id_of<'a>(
 }
 
 pub fn validate_payout(raw: &RawPayout) -> Result<Operation, Reject> {
-    let id = id_of("payout", &raw.payout_id, &raw.source_row, "payout_id")?;
-    let ctx = RowCtx { id: Some(id), kind: "payout", source_row: &raw.source_row };
+    let kind = RowKind::Op(OpKind::Payout);
+    let id = id_of(kind, &raw.payout_id, &raw.source_row, "payout_id")?;
+    let ctx = RowCtx { id: Some(id), kind, source_row: &raw.source_row };
     let agent = ctx.agent("agent_id", &raw.agent_id)?;
     let amount = ctx.amount(&raw.amount)?;
-    let reason = ctx.text("reason", &raw.reason, true)?.unwrap_or_default();
+    let reason = ctx.required_text("reason", &raw.reason)?;
     Ok(Operation {
         id: id.to_string(),
-        kind: OpKind::Payout,
-        agent_id: Some(agent),
-        counterparty: None,
-        amount: Some(amount),
+        action: Action::Payout { agent, amount },
         reason,
-        escrow: None,
-        description: None,
-        metadata: None,
         requested_at: raw.requested_at,
     })
 }
 
 pub fn validate_action(raw: &RawAction) -> Result<Operation, Reject> {
-    let id = id_of("escrow_action", &raw.action_id, &raw.source_row, "action_id")?;
+    let id = id_of(RowKind::EscrowAction, &raw.action_id, &raw.source_row, "action_id")?;
     let kind = match raw.action.as_deref().map(|a| a.trim().to_ascii_lowercase()).as_deref() {
         Some("create") => OpKind::EscrowCreate,
         Some("release") => OpKind::EscrowRelease,
         Some("dispute") => OpKind::EscrowDispute,
         other => {
-            let ctx = RowCtx { id: Some(id), kind: "escrow_action", source_row: &raw.source_row };
+            let ctx = RowCtx { id: Some(id), kind: RowKind::EscrowAction, source_row: &raw.source_row };
             return Err(ctx.reject(
                 RejectCode::UnknownAction,
                 format!("action {:?} is not create, release or dispute", other.map(|o| clip(o, 32))),
             ));
         }
     };
-    let ctx = RowCtx { id: Some(id), kind: kind.as_str(), source_row: &raw.source_row };
-    let reason = ctx.text("reason", &raw.reason, true)?.unwrap_or_default();
-    let mut op = Operation {
-        id: id.to_string(),
-        kind,
-        agent_id: None,
-        counterparty: None,
-        amount: None,
-        reason,
-        escrow: None,
-        description: None,
-        metadata: None,
-        requested_at: raw.requested_at,
-    };
-    match kind {
+    let ctx = RowCtx { id: Some(id), kind: RowKind::Op(kind), source_row: &raw.source_row };
+    let reason = ctx.required_text("reason", &raw.reason)?;
+    let action = match kind {
         OpKind::EscrowCreate => {
             let buyer = ctx.agent("buyer_agent_id", &raw.buyer_agent_id)?;
             let seller = ctx.agent("seller_agent_id", &raw.seller_agent_id)?;
@@ -243,10 +243,9 @@ pub fn validate_action(raw: &RawAction) -> Result<Operation, Reject> {
                     ctx.reject(RejectCode::SameBuyerAndSeller, "buyer_agent_id and seller_agent_id are the same")
                 );
             }
-            op.amount = Some(ctx.amount(&raw.amount)?);
-            op.description =
-                Some(ctx.text("description", &raw.description, false)?.unwrap_or_else(|| op.reason.clone()));
-            op.metadata = match raw.metadata.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+            let amount = ctx.amount(&raw.amount)?;
+            let description = ctx.text("description", &raw.description, false)?.unwrap_or_else(|| reason.clone());
+            let metadata = match raw.metadata.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
                 None => None,
                 Some(m) if m.len() > MAX_METADATA_BYTES => {
                     return Err(ctx.reject(
@@ -259,30 +258,36 @@ pub fn validate_action(raw: &RawAction) -> Result<Operation, Reject> {
                     _ => return Err(ctx.reject(RejectCode::InvalidMetadata, "metadata is not a JSON object")),
                 },
             };
-            op.agent_id = Some(buyer);
-            op.counterparty = Some(seller);
+            Action::EscrowCreate { buyer, seller, amount, description, metadata }
         }
         OpKind::EscrowRelease | OpKind::EscrowDispute => {
-            op.escrow = match (raw.escrow_id.as_deref(), raw.create_action_id.as_deref()) {
+            let escrow = match (raw.escrow_id.as_deref(), raw.create_action_id.as_deref()) {
                 (Some(e), _) => {
                     check_id(e)
                         .map_err(|m| ctx.reject(RejectCode::InvalidId, format!("escrow_id {:?} {m}", clip(e, 64))))?;
-                    Some(EscrowRef::Id(e.to_string()))
+                    EscrowRef::Id(e.to_string())
                 }
                 (None, Some(c)) => {
                     check_id(c).map_err(|m| {
                         ctx.reject(RejectCode::InvalidId, format!("create_action_id {:?} {m}", clip(c, 64)))
                     })?;
-                    Some(EscrowRef::CreatedBy(c.to_string()))
+                    EscrowRef::CreatedBy(c.to_string())
                 }
                 (None, None) => {
                     return Err(ctx.reject(RejectCode::MissingEscrow, "escrow_id or create_action_id is required"));
                 }
             };
+            if kind == OpKind::EscrowRelease { Action::Release { escrow } } else { Action::Dispute { escrow } }
         }
-        OpKind::Payout => {}
-    }
-    Ok(op)
+        OpKind::Payout => unreachable_payout(&ctx)?,
+    };
+    Ok(Operation { id: id.to_string(), action, reason, requested_at: raw.requested_at })
+}
+
+/// An escrow-action row never parses to a payout; kept as a refusal rather than a panic should the match
+/// above ever grow.
+fn unreachable_payout(ctx: &RowCtx<'_>) -> Result<Action, Reject> {
+    Err(ctx.reject(RejectCode::UnknownAction, "an escrow action cannot be a payout"))
 }
 
 /// Checks across rows: an id twice in one batch with different values (all copies refused; identical
@@ -310,12 +315,12 @@ pub fn check_batch(
         let row = source_rows.get(&id).cloned().unwrap_or_default();
         let reject = |code, message: String| Reject {
             operation_id: Some(id.clone()),
-            kind: first.kind.as_str(),
+            kind: RowKind::Op(first.kind()),
             code,
             message,
             source_row: clip(&row, MAX_SOURCE_ROW_BYTES),
         };
-        if copies.iter().any(|c| c.fingerprint() != first.fingerprint() || c.kind != first.kind) {
+        if copies.iter().any(|c| c.fingerprint() != first.fingerprint()) {
             rejects.push(reject(
                 RejectCode::DuplicateIdConflict,
                 format!("{} rows share this id with different values; none is executed", copies.len()),
@@ -329,7 +334,7 @@ pub fn check_batch(
                 RejectCode::IdReused,
                 format!(
                     "this id was already used for {} {} to {}: an id cannot be reused with other values",
-                    f.kind,
+                    f.kind.as_str(),
                     f.amount.map(|a| a.to_string()).unwrap_or_default(),
                     f.agent_id.as_deref().unwrap_or("-")
                 ),
@@ -337,10 +342,7 @@ pub fn check_batch(
             continue;
         }
         if let Some(agents) = known_agents {
-            let unknown = [first.agent_id.as_deref(), first.counterparty.as_deref()]
-                .into_iter()
-                .flatten()
-                .find(|a| !agents.contains(*a));
+            let unknown = [first.agent_id(), first.counterparty()].into_iter().flatten().find(|a| !agents.contains(*a));
             if let Some(a) = unknown {
                 rejects
                     .push(reject(RejectCode::UnknownAgent, format!("agent {a:?} is not in purpleflea.agents.wallets")));
@@ -353,23 +355,23 @@ pub fn check_batch(
     // already in the log. Otherwise it would wait forever, so it is refused with the reason instead.
     let creates: HashSet<String> = keep
         .iter()
-        .filter(|o| o.kind == OpKind::EscrowCreate)
+        .filter(|o| o.kind() == OpKind::EscrowCreate)
         .map(|o| &o.id)
-        .chain(logged.iter().filter(|(_, f)| f.kind == OpKind::EscrowCreate.as_str()).map(|(id, _)| id))
+        .chain(logged.iter().filter(|(_, f)| f.kind == OpKind::EscrowCreate).map(|(id, _)| id))
         .cloned()
         .collect();
-    let (keep, orphans): (Vec<Operation>, Vec<Operation>) = keep.into_iter().partition(|o| match &o.escrow {
+    let (keep, orphans): (Vec<Operation>, Vec<Operation>) = keep.into_iter().partition(|o| match o.escrow() {
         Some(EscrowRef::CreatedBy(c)) => creates.contains(c),
         _ => true,
     });
     for o in orphans {
-        let c = match &o.escrow {
+        let c = match o.escrow() {
             Some(EscrowRef::CreatedBy(c)) => clip(c, 64),
             _ => String::new(),
         };
         rejects.push(Reject {
             operation_id: Some(o.id.clone()),
-            kind: o.kind.as_str(),
+            kind: RowKind::Op(o.kind()),
             code: RejectCode::UnknownCreateAction,
             message: format!(
                 "create_action_id {c:?} is no valid escrow create in purpleflea.escrow.actions or the payout log"
@@ -446,7 +448,7 @@ mod tests {
             source_row: "{}".into(),
         };
         let op = validate_action(&base).unwrap();
-        assert_eq!((op.kind, op.counterparty.as_deref()), (OpKind::EscrowCreate, Some("seller")));
+        assert_eq!((op.kind(), op.counterparty()), (OpKind::EscrowCreate, Some("seller")));
         assert_eq!(
             code(validate_action(&RawAction { metadata: Some("[1]".into()), ..base.clone() })),
             "invalid_metadata"
@@ -460,7 +462,7 @@ mod tests {
             "unknown_action"
         );
         let release = RawAction { action: Some("release".into()), create_action_id: Some("a1".into()), ..base.clone() };
-        assert_eq!(validate_action(&release).unwrap().escrow, Some(EscrowRef::CreatedBy("a1".into())));
+        assert_eq!(validate_action(&release).unwrap().escrow(), Some(&EscrowRef::CreatedBy("a1".into())));
         let orphan = RawAction { action: Some("dispute".into()), ..base };
         assert_eq!(code(validate_action(&orphan)), "missing_escrow");
     }

@@ -36,6 +36,30 @@ pub struct SandboxConfig {
     pub faults: FaultConfig,
     /// Serve `/api/admin/...` (plant discrepancies for reconciliation tests). Off unless asked for.
     pub admin: bool,
+    /// Behave like a provider that does not implement idempotency: `Idempotency-Key` is neither replayed
+    /// nor kept on the transaction (so it cannot be looked up either).
+    pub ignore_idempotency_keys: bool,
+    /// Misbehave on `GET /transactions?idempotency_key=` (the lookup pfsync resolves unknowns with).
+    pub lookup_fault: Option<LookupFault>,
+}
+
+/// How a broken provider answers a lookup by idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupFault {
+    /// The matching transactions come back with an amount no client can read.
+    Garble,
+    /// The filter is ignored: the first page of all transactions comes back.
+    IgnoreFilter,
+}
+
+impl LookupFault {
+    pub fn parse(s: &str) -> Option<LookupFault> {
+        match s {
+            "garble" => Some(LookupFault::Garble),
+            "ignore-filter" => Some(LookupFault::IgnoreFilter),
+            _ => None,
+        }
+    }
 }
 
 impl SandboxConfig {
@@ -49,6 +73,8 @@ impl SandboxConfig {
             idempotency_retention: Duration::from_secs(24 * 3600),
             faults: FaultConfig::default(),
             admin: false,
+            ignore_idempotency_keys: false,
+            lookup_fault: None,
         }
     }
 }
@@ -86,6 +112,8 @@ impl Sandbox {
             stats: server::SandboxStats::default(),
             api_key: cfg.api_key.clone(),
             admin: cfg.admin,
+            ignore_idempotency_keys: cfg.ignore_idempotency_keys,
+            lookup_fault: Mutex::new(cfg.lookup_fault),
         });
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
         let addr = listener.local_addr()?;
@@ -121,6 +149,11 @@ impl Sandbox {
     /// The books, locked: read them, or change them underneath a client (tests do).
     pub fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.state.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Change how lookups by idempotency key misbehave, from now on.
+    pub fn set_lookup_fault(&self, fault: Option<LookupFault>) {
+        *self.state.lookup_fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
     }
 
     pub fn faults(&self) -> &FaultPlan {

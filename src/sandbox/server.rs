@@ -65,6 +65,9 @@ pub struct SandboxState {
     pub api_key: ApiKey,
     /// `/api/admin/...` controls answer only when the sandbox was started with `--admin`.
     pub admin: bool,
+    pub ignore_idempotency_keys: bool,
+    /// Switchable while serving (tests change it between runs).
+    pub lookup_fault: Mutex<Option<super::LookupFault>>,
 }
 
 #[derive(Debug)]
@@ -209,6 +212,8 @@ pub async fn handle(State(st): State<Arc<SandboxState>>, req: Request) -> Respon
         _ => {}
     }
 
+    // A provider without idempotency reads no key: every request executes, none carries one.
+    let key = if st.ignore_idempotency_keys && parts.method == Method::POST { None } else { key };
     let (status, bytes, replayed) = if parts.method == Method::POST {
         match execute_post(&st, route, &path, &body, key, decision.latency).await {
             Ok(r) => r,
@@ -384,6 +389,23 @@ fn page_bytes<T: Serialize>(r: Result<(Vec<T>, Option<String>), ContractError>) 
     r.map(|(data, next_cursor)| json_bytes(&PageBody { data, next_cursor }))
 }
 
+fn lock_fault(st: &SandboxState) -> std::sync::MutexGuard<'_, Option<super::LookupFault>> {
+    st.lookup_fault.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every `amount_usd` of a page made unreadable (a provider bug a client must not mistake for "no rows").
+fn garble(page: Bytes) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&page) else { return page };
+    if let Some(rows) = v.get_mut("data").and_then(Value::as_array_mut) {
+        for r in rows {
+            if let Some(o) = r.as_object_mut() {
+                o.insert("amount_usd".into(), Value::String("garbled".into()));
+            }
+        }
+    }
+    json_bytes(&v)
+}
+
 fn read(st: &SandboxState, route: Route, query: &str) -> (u16, Bytes) {
     let ledger = st.ledger.lock().unwrap_or_else(|p| p.into_inner());
     let result = match route {
@@ -391,7 +413,13 @@ fn read(st: &SandboxState, route: Route, query: &str) -> (u16, Bytes) {
         Route::Escrow(id) => ledger.escrow(&id).map(|e| json_bytes(&e)),
         Route::Wallets => parse_list_query(query).and_then(|q| page_bytes(ledger.list_wallets(&q))),
         Route::Escrows => parse_list_query(query).and_then(|q| page_bytes(ledger.list_escrows(&q))),
-        Route::Transactions => parse_list_query(query).and_then(|q| page_bytes(ledger.list_transactions(&q))),
+        Route::Transactions => parse_list_query(query).and_then(|q| match (*lock_fault(st), &q.idempotency_key) {
+            (Some(super::LookupFault::IgnoreFilter), Some(_)) => {
+                page_bytes(ledger.list_transactions(&ListQuery { idempotency_key: None, ..q }))
+            }
+            (Some(super::LookupFault::Garble), Some(_)) => page_bytes(ledger.list_transactions(&q)).map(garble),
+            _ => page_bytes(ledger.list_transactions(&q)),
+        }),
         _ => Err(ContractError::invalid("not a GET endpoint")),
     };
     match result {

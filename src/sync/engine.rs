@@ -138,6 +138,7 @@ async fn sync_once<T: Synced>(
             }
         }
         progress.rows(w.report.rows_read, w.report.pages);
+        #[cfg(feature = "test-hooks")]
         if opts.fail_after_pages.is_some_and(|n| w.report.pages >= n) {
             return Err(SyncError::Injected { table: T::SPEC.name, pages: w.report.pages });
         }

@@ -47,7 +47,9 @@ pub struct SyncOptions {
     pub full: bool,
     /// Read back this far before the stored position, so rows committed late at the provider are not lost.
     pub overlap: Duration,
-    /// Fault injection for tests and the simulation: fail after this many pages.
+    /// Fault injection for tests and the simulation: fail after this many pages. Only in builds with the
+    /// `test-hooks` feature: a release build cannot be told to fail.
+    #[cfg(feature = "test-hooks")]
     pub fail_after_pages: Option<u64>,
 }
 
@@ -58,6 +60,7 @@ impl Default for SyncOptions {
             batch_rows: 100_000,
             full: false,
             overlap: Duration::from_secs(300),
+            #[cfg(feature = "test-hooks")]
             fail_after_pages: None,
         }
     }

@@ -29,6 +29,12 @@ pub enum TableError {
     Query(String),
 }
 
+impl TableError {
+    pub fn class(&self) -> crate::errors::ErrorClass {
+        crate::errors::ErrorClass::Storage
+    }
+}
+
 /// Commit metadata written into every commit pfsync makes, so `DESCRIBE HISTORY` shows which run and step
 /// wrote what.
 #[derive(Debug, Clone)]

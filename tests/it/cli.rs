@@ -178,7 +178,15 @@ async fn shards_split_the_payouts_disjointly_and_together_take_all() {
     for i in 0..3 {
         let opts = PayoutOptions { shard: Some((i, 3)), ..PayoutOptions::default() };
         let commit = pfsync::tables::CommitInfo { run_id: format!("shard-{i}"), step: "payouts" };
-        let r = run_payouts(&c, &wh, &commit, &opts, &pfsync::progress::Progress::hidden()).await.unwrap();
+        let r = run_payouts(
+            &pfsync::provider::SeedProvider::new(c.clone(), true),
+            &wh,
+            &commit,
+            &opts,
+            &pfsync::progress::Progress::hidden(),
+        )
+        .await
+        .unwrap();
         assert!(r.completed > 0 && r.already_final == 0, "shard {i}: {r}");
         total += r.completed;
     }

@@ -18,6 +18,8 @@ pub fn client(sb: &Sandbox) -> Client {
 pub fn client_config(sb: &Sandbox) -> ClientConfig {
     let mut cfg = ClientConfig::new(sb.base_url(), sb.base_url(), default_key());
     cfg.timeout = Duration::from_secs(5);
+    // The sandbox keeps keys, as the seed's contract declares.
+    cfg.keys_honoured = true;
     cfg.retry = RetryPolicy {
         max_attempts: 6,
         max_elapsed: Duration::from_secs(20),

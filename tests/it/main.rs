@@ -4,6 +4,7 @@
 mod api_contract;
 mod cli;
 mod common;
+mod exactly_once;
 mod idempotency;
 mod jobs_bundle;
 mod maintain;

@@ -79,7 +79,9 @@ pub async fn write_actions(wh: &Warehouse, rows: &[ActionRow<'_>]) {
 
 async fn pay(c: &Client, wh: &Warehouse, opts: &PayoutOptions) -> PayoutReport {
     let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
-    run_payouts(c, wh, &commit, opts, &Progress::hidden()).await.unwrap()
+    run_payouts(&pfsync::provider::SeedProvider::new(c.clone(), true), wh, &commit, opts, &Progress::hidden())
+        .await
+        .unwrap()
 }
 
 /// Transactions per idempotency key in the sandbox's own ledger.
@@ -358,11 +360,22 @@ async fn a_seed_style_double_table_is_paid_when_exact_in_cents() {
     assert_eq!(tx, ["0.10"]);
 }
 
+/// How long a killed run's intents are left alone in these tests (`--in-flight-timeout`), with the
+/// client budget (1 s timeout + 1 s of retries) it must be at least twice.
+pub const IN_FLIGHT_SECS: u64 = 4;
+
+/// Wait until the intents of a killed run are past the in-flight timeout.
+pub fn wait_out_in_flight() {
+    std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
+}
+
 /// `pfsync payouts` as a child process against this test's sandbox.
-fn payouts_cmd(sb: &Sandbox, wh: &std::path::Path) -> Command {
+pub fn payouts_cmd(sb: &Sandbox, wh: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
     let url = sb.base_url().to_string();
-    c.args(["--api-url", &url, "--faucet-url", &url, "-q", "payouts"])
+    let in_flight = IN_FLIGHT_SECS.to_string();
+    c.args(["--api-url", &url, "--faucet-url", &url, "--timeout-secs", "1", "--max-elapsed-secs", "1", "-q"])
+        .args(["payouts", "--in-flight-timeout", &in_flight])
         .arg("--warehouse")
         .arg(wh)
         .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
@@ -404,8 +417,13 @@ async fn killed_after_intents_and_after_the_api_committed_then_rerun_pays_exactl
     let executed = sb.stats().executed;
     tokio::task::block_in_place(|| run_and_kill_at(&sb, &path, "after_intents"));
     assert_eq!(sb.stats().executed, executed, "killed before anything was sent");
+    // Right after the kill its intents may still be in flight for all another run can tell: left alone.
+    let status = tokio::task::block_in_place(|| payouts_cmd(&sb, &path).status().unwrap());
+    assert_eq!((status.code(), sb.stats().executed), (Some(6), executed), "a fresh intent is not touched");
+    tokio::task::block_in_place(wait_out_in_flight);
     tokio::task::block_in_place(|| run_and_kill_at(&sb, &path, "after_send"));
     assert_eq!(paid_per_key(&sb).len(), 25, "the API committed every payout before the kill");
+    tokio::task::block_in_place(wait_out_in_flight);
     let status = tokio::task::block_in_place(|| payouts_cmd(&sb, &path).status().unwrap());
     assert_eq!(status.code(), Some(0));
     assert_each_paid_once(&sb, &ids);

@@ -79,7 +79,15 @@ async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
     )
     .await;
     let opts = PayoutOptions { check_agents: false, ..PayoutOptions::default() };
-    let r = run_payouts(&c, &wh, &commit("payouts"), &opts, &Progress::hidden()).await.unwrap();
+    let r = run_payouts(
+        &pfsync::provider::SeedProvider::new(c.clone(), true),
+        &wh,
+        &commit("payouts"),
+        &opts,
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap();
     assert_eq!((r.completed, r.rejected_by_api), (3, 1), "{r}");
 
     // A clean state first: everything matched.
@@ -98,7 +106,7 @@ async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
     let log = open_existing(&wh, &PAYOUT_LOG).await.unwrap().unwrap();
     let ev = |op: &str, event: Event, agent: &str, amount: &str, tx: Option<&str>, hours_ago: i64| LogEvent {
         operation_id: op.into(),
-        kind: "payout",
+        kind: pfsync::payouts::operation::OpKind::Payout,
         event,
         attempt: 1,
         agent_id: Some(agent.into()),

@@ -95,7 +95,9 @@ async fn every_auditor_query_runs_against_tables_the_job_wrote() {
     let p = Progress::hidden();
     let run = CommitInfo { run_id: "audit-run".into(), step: "payouts" };
     sync_wallets(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
-    run_payouts(&c, &wh, &run, &PayoutOptions::default(), &p).await.unwrap();
+    run_payouts(&pfsync::provider::SeedProvider::new(c.clone(), true), &wh, &run, &PayoutOptions::default(), &p)
+        .await
+        .unwrap();
     // A keyless repeat of a-1: an open finding for the auditor queries to show.
     c.payout(
         &pfsync::api::PayoutRequest {

@@ -1,0 +1,395 @@
+//! Read -> **plan** -> execute. A pure function from the validated operations, their log history and the
+//! run's options to a plan: what to look up first, what to send and in which phase, and what is held back
+//! and why. No I/O, no clock (the time is an input), so every exactly-once decision can be checked here.
+//!
+//! The rules, in order, for one operation:
+//! 1. outside this run's shard: not ours;
+//! 2. a final outcome in the log (`completed` or `rejected`): nothing to do, ever;
+//! 3. an intent with no outcome, recorded less than `in_flight_timeout` ago: another run may be sending it
+//!    right now, so this run leaves it alone (the executor never starts a send that late, see
+//!    `engine.rs`, so after the timeout the sender is known to have stopped);
+//! 4. an unknown outcome (or an intent past the timeout): look it up at the provider before anything else;
+//!    at a provider that cannot look outcomes up, it waits for a person and is never resent;
+//! 5. otherwise: a first send, if the safety brake allows it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::operation::{EscrowRef, OpKind, Operation};
+use super::state::{Logged, Status, last_intent_at, status};
+use crate::api::IdempotencyKey;
+use crate::money::Usd;
+
+/// Shard `index` of `count`: operations whose id hashes to `index` (for parallel tasks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub fn new(index: u32, count: u32) -> Option<Shard> {
+        (count > 0 && index < count).then_some(Shard { index, count })
+    }
+
+    pub fn contains(self, id: &str) -> bool {
+        crate::rng::hash_bytes(0, id.as_bytes()) % self.count as u64 == self.index as u64
+    }
+}
+
+pub fn in_shard(id: &str, shard: Option<Shard>) -> bool {
+    shard.is_none_or(|s| s.contains(id))
+}
+
+/// What the plan needs besides the operations and their history.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub namespace: String,
+    pub shard: Option<Shard>,
+    /// Safety brake: new payouts and escrow funding in this run stay within this total.
+    pub max_total: Option<Usd>,
+    /// Safety brake: at most this many new sends in this run.
+    pub max_count: Option<u64>,
+    /// An intent younger than this may belong to a run that is still sending.
+    pub in_flight_timeout: chrono::Duration,
+    /// The provider can look an outcome up by key (see `provider::Capabilities`).
+    pub can_look_up: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// One operation the executor will act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub op: Operation,
+    pub key: IdempotencyKey,
+    /// The attempt number this run's intent will carry.
+    pub attempt: i32,
+    /// An earlier attempt's outcome is unknown: look it up before deciding to send.
+    pub resolve_first: bool,
+}
+
+/// What the log says to do with one operation (rules 2 to 5 above, before the brake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Final,
+    InFlightElsewhere,
+    NeedsPerson,
+    Send { attempt: i32 },
+    Resolve { attempt: i32 },
+}
+
+pub fn decide(events: &[Logged], o: &PlanOptions) -> Decision {
+    match status(events) {
+        Status::Completed { .. } | Status::Rejected { .. } => Decision::Final,
+        Status::New => Decision::Send { attempt: 1 },
+        Status::InFlight { attempt } => {
+            let recent = last_intent_at(events).is_none_or(|at| o.now - at < o.in_flight_timeout);
+            if recent {
+                Decision::InFlightElsewhere
+            } else if o.can_look_up {
+                Decision::Resolve { attempt: attempt + 1 }
+            } else {
+                Decision::NeedsPerson
+            }
+        }
+        Status::Unknown { attempt } => {
+            if o.can_look_up {
+                Decision::Resolve { attempt: attempt + 1 }
+            } else {
+                Decision::NeedsPerson
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Operations with no dependency, in request order.
+    pub first: Vec<Step>,
+    /// Releases and disputes that name their create: after `first`, once the create's escrow is known.
+    pub second: Vec<Step>,
+    /// Escrows made by creates the log shows completed, by create action id.
+    pub created: HashMap<String, String>,
+    pub out_of_shard: u64,
+    pub already_final: u64,
+    /// Intents of another run that may still be sending (retried after the in-flight timeout).
+    pub in_flight_elsewhere: Vec<String>,
+    /// Unknown outcomes at a provider that cannot look them up: for a person, never resent.
+    pub needs_person: Vec<String>,
+    pub held_by_brake: Vec<String>,
+    /// New money the planned first sends move (the brake's running total).
+    pub planned_outflow: Usd,
+}
+
+impl Plan {
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.first.iter().chain(self.second.iter())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("operation {id}: no idempotency key can be derived: {reason}")]
+pub struct PlanError {
+    pub id: String,
+    pub reason: String,
+}
+
+pub fn plan(ops: Vec<Operation>, history: &HashMap<String, Vec<Logged>>, o: &PlanOptions) -> Result<Plan, PlanError> {
+    let mut p = Plan::default();
+    let none: Vec<Logged> = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
+    for op in ops {
+        if !in_shard(&op.id, o.shard) {
+            p.out_of_shard += 1;
+            continue;
+        }
+        let events = history.get(&op.id).unwrap_or(&none);
+        if op.kind() == OpKind::EscrowCreate
+            && let Status::Completed { escrow_id: Some(e), .. } = status(events)
+        {
+            p.created.insert(op.id.clone(), e);
+        }
+        let (attempt, resolve_first) = match decide(events, o) {
+            Decision::Final => {
+                p.already_final += 1;
+                continue;
+            }
+            Decision::InFlightElsewhere => {
+                p.in_flight_elsewhere.push(op.id);
+                continue;
+            }
+            Decision::NeedsPerson => {
+                p.needs_person.push(op.id);
+                continue;
+            }
+            Decision::Send { attempt } => (attempt, false),
+            Decision::Resolve { attempt } => (attempt, true),
+        };
+        let key = op.idempotency_key(&o.namespace).map_err(|reason| PlanError { id: op.id.clone(), reason })?;
+        steps.push(Step { op, key, attempt, resolve_first });
+    }
+    steps.sort_by(|a, b| (a.op.requested_at, &a.op.id).cmp(&(b.op.requested_at, &b.op.id)));
+    let (second, first): (Vec<Step>, Vec<Step>) =
+        steps.into_iter().partition(|s| matches!(s.op.escrow(), Some(EscrowRef::CreatedBy(_))));
+
+    // The brake counts new sends only: a resolution was counted by the run that first sent it.
+    let mut count = 0u64;
+    for step in first.into_iter().chain(second) {
+        if !step.resolve_first {
+            let total = p.planned_outflow.checked_add(step.op.outflow());
+            let over_total = match (o.max_total, total) {
+                (Some(max), Some(t)) => t > max,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if over_total || o.max_count.is_some_and(|m| count + 1 > m) {
+                p.held_by_brake.push(step.op.id);
+                continue;
+            }
+            p.planned_outflow = total.unwrap_or(p.planned_outflow);
+            count += 1;
+        }
+        if matches!(step.op.escrow(), Some(EscrowRef::CreatedBy(_))) {
+            p.second.push(step);
+        } else {
+            p.first.push(step);
+        }
+    }
+    Ok(p)
+}
+
+/// After a conflicting log commit (another run committed intents meanwhile), the batch is checked again
+/// against the log as it is now: a step keeps its place only if the fresh history still calls for exactly
+/// what the step was going to do. Returns the steps to keep and the ids dropped, with the reason.
+pub fn revise(
+    steps: Vec<Step>,
+    fresh: &HashMap<String, Vec<Logged>>,
+    o: &PlanOptions,
+) -> (Vec<Step>, Vec<(String, Decision)>) {
+    let none: Vec<Logged> = Vec::new();
+    let mut keep = Vec::new();
+    let mut dropped = Vec::new();
+    for s in steps {
+        let d = decide(fresh.get(&s.op.id).unwrap_or(&none), o);
+        let same = match d {
+            Decision::Send { attempt } => attempt == s.attempt,
+            // A step that was looked up and found never executed is a send of the next attempt now.
+            Decision::Resolve { attempt } => attempt == s.attempt,
+            _ => false,
+        };
+        if same { keep.push(s) } else { dropped.push((s.op.id.clone(), d)) }
+    }
+    (keep, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payouts::operation::Action;
+    use crate::payouts::state::Event;
+    use proptest::prelude::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn opts() -> PlanOptions {
+        PlanOptions {
+            namespace: "t".into(),
+            shard: None,
+            max_total: None,
+            max_count: None,
+            in_flight_timeout: chrono::Duration::minutes(15),
+            can_look_up: true,
+            now: now(),
+        }
+    }
+
+    fn payout(id: &str, cents: i64) -> Operation {
+        Operation {
+            id: id.into(),
+            action: Action::Payout { agent: "agent-1".into(), amount: Usd::from_cents(cents).unwrap() },
+            reason: "r".into(),
+            requested_at: None,
+        }
+    }
+
+    fn ev(event: Event, attempt: i32, minutes_ago: i64) -> Logged {
+        Logged {
+            event,
+            attempt,
+            kind: OpKind::Payout,
+            agent_id: Some("agent-1".into()),
+            counterparty: None,
+            amount: None,
+            reason: Some("r".into()),
+            tx_id: (event == Event::Completed).then(|| "tx".into()),
+            escrow_id: None,
+            error_code: None,
+            recorded_at: Some(now() - chrono::Duration::minutes(minutes_ago)),
+        }
+    }
+
+    #[test]
+    fn every_history_has_one_decision() {
+        use Event::*;
+        let mut no_lookup = opts();
+        no_lookup.can_look_up = false;
+        // (history, with lookup, without lookup)
+        let cases: Vec<(Vec<Logged>, Decision, Decision)> = vec![
+            (vec![], Decision::Send { attempt: 1 }, Decision::Send { attempt: 1 }),
+            (vec![ev(Intent, 1, 1)], Decision::InFlightElsewhere, Decision::InFlightElsewhere),
+            (vec![ev(Intent, 1, 60)], Decision::Resolve { attempt: 2 }, Decision::NeedsPerson),
+            (vec![ev(Intent, 1, 1), ev(Unknown, 1, 1)], Decision::Resolve { attempt: 2 }, Decision::NeedsPerson),
+            (
+                vec![ev(Intent, 1, 60), ev(Unknown, 1, 60), ev(Intent, 2, 2)],
+                Decision::InFlightElsewhere,
+                Decision::InFlightElsewhere,
+            ),
+            (vec![ev(Intent, 1, 60), ev(Completed, 1, 60)], Decision::Final, Decision::Final),
+            (vec![ev(Intent, 1, 60), ev(Rejected, 1, 60)], Decision::Final, Decision::Final),
+            // Two overlapping runs: one saw unknown, the other completed: completed wins.
+            (
+                vec![ev(Intent, 1, 9), ev(Intent, 1, 9), ev(Completed, 1, 9), ev(Unknown, 1, 9)],
+                Decision::Final,
+                Decision::Final,
+            ),
+        ];
+        for (events, with, without) in cases {
+            assert_eq!(decide(&events, &opts()), with, "{events:?}");
+            assert_eq!(decide(&events, &no_lookup), without, "{events:?}");
+        }
+    }
+
+    #[test]
+    fn the_brake_holds_what_would_cross_the_limits_in_request_order() {
+        let ops = vec![payout("a", 600), payout("b", 500), payout("c", 300)];
+        let mut o = opts();
+        o.max_total = Some(Usd::from_cents(1000).unwrap());
+        let p = plan(ops.clone(), &HashMap::new(), &o).unwrap();
+        let sent: Vec<&str> = p.first.iter().map(|s| s.op.id.as_str()).collect();
+        assert_eq!((sent, p.held_by_brake.clone()), (vec!["a", "c"], vec!["b".to_string()]));
+        let mut o = opts();
+        o.max_count = Some(1);
+        let p = plan(ops, &HashMap::new(), &o).unwrap();
+        assert_eq!((p.first.len(), p.held_by_brake.len()), (1, 2));
+    }
+
+    #[test]
+    fn a_release_naming_its_create_waits_for_the_second_phase() {
+        let rel = Operation {
+            id: "r".into(),
+            action: Action::Release { escrow: EscrowRef::CreatedBy("c".into()) },
+            reason: "r".into(),
+            requested_at: None,
+        };
+        let p = plan(vec![rel, payout("p", 1)], &HashMap::new(), &opts()).unwrap();
+        assert_eq!((p.first.len(), p.second.len()), (1, 1));
+    }
+
+    #[test]
+    fn revise_drops_what_another_run_took_meanwhile() {
+        let p = plan(vec![payout("a", 1), payout("b", 1)], &HashMap::new(), &opts()).unwrap();
+        let mut fresh = HashMap::new();
+        fresh.insert("a".to_string(), vec![ev(Event::Intent, 1, 0)]);
+        let (keep, dropped) = revise(p.first, &fresh, &opts());
+        assert_eq!(keep.iter().map(|s| s.op.id.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(dropped, vec![("a".to_string(), Decision::InFlightElsewhere)]);
+    }
+
+    fn arb_event() -> impl Strategy<Value = (u8, i32, i64)> {
+        (0u8..4, 1i32..4, 0i64..40)
+    }
+
+    proptest! {
+        /// No plan ever sends an operation whose history is final or whose intent may still be in flight,
+        /// resolves without a lookup capability, or lets the brake's totals be crossed.
+        #[test]
+        fn plans_never_send_twice_and_keep_the_brake(
+            histories in proptest::collection::vec(proptest::collection::vec(arb_event(), 0..5), 1..12),
+            cents in proptest::collection::vec(1i64..5000, 12),
+            max_total in proptest::option::of(1i64..20000),
+            max_count in proptest::option::of(0u64..8),
+            can_look_up in any::<bool>(),
+        ) {
+            let mut o = opts();
+            o.max_total = max_total.map(|c| Usd::from_cents(c).unwrap());
+            o.max_count = max_count;
+            o.can_look_up = can_look_up;
+            let mut history = HashMap::new();
+            let mut ops = Vec::new();
+            for (i, h) in histories.iter().enumerate() {
+                let id = format!("op-{i}");
+                let events: Vec<Logged> = h.iter().map(|(e, a, m)| {
+                    let event = [Event::Intent, Event::Completed, Event::Rejected, Event::Unknown][*e as usize];
+                    ev(event, *a, *m)
+                }).collect();
+                history.insert(id.clone(), events);
+                ops.push(payout(&id, cents[i]));
+            }
+            let p = plan(ops, &history, &o).unwrap();
+            let mut new_total = Usd::ZERO;
+            let mut new_count = 0u64;
+            for s in p.steps() {
+                let events = &history[&s.op.id];
+                let st = status(events);
+                prop_assert!(!st.is_final(), "{} is final but planned", s.op.id);
+                let recent = last_intent_at(events).is_some_and(|at| o.now - at < o.in_flight_timeout);
+                if matches!(st, Status::InFlight { .. }) {
+                    prop_assert!(!recent, "{} has a recent intent but is planned", s.op.id);
+                }
+                if s.resolve_first {
+                    prop_assert!(o.can_look_up);
+                } else {
+                    prop_assert_eq!(st, Status::New);
+                    new_total = new_total.checked_add(s.op.outflow()).unwrap();
+                    new_count += 1;
+                }
+            }
+            if let Some(max) = o.max_total { prop_assert!(new_total <= max); }
+            if let Some(max) = o.max_count { prop_assert!(new_count <= max); }
+            prop_assert_eq!(new_total, p.planned_outflow);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Read -> plan -> execute, the **read** step: make sure the log and source tables exist, read every
+//! source, validate rows into operations (refusals kept with their reason), and load the log history of
+//! the operations read. Nothing here sends anything or decides what is sent.
+
+use std::collections::{HashMap, HashSet};
+
+use deltalake::DeltaTable;
+
+use super::log::history;
+use super::operation::{Fingerprint, Operation};
+use super::plan::{Shard, in_shard};
+use super::source::{Source, SqlSource};
+use super::state::{Event, Logged};
+use super::validate::{Reject, check_batch};
+use super::{PayoutError, PayoutOptions, PayoutReport};
+use crate::tables::{
+    CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, REJECTS, WALLETS, Warehouse, open_existing,
+    open_or_create, sql_context,
+};
+
+/// What the read step found.
+pub struct Read {
+    pub ops: Vec<Operation>,
+    pub rejects: Vec<Reject>,
+    pub history: HashMap<String, Vec<Logged>>,
+    /// `None` in a dry run over a warehouse that has no log yet.
+    pub log: Option<DeltaTable>,
+    pub rejects_table: Option<DeltaTable>,
+}
+
+/// The sources a run reads: the two default tables, or the queries that replace them.
+pub fn sources(opts: &PayoutOptions) -> Vec<Box<dyn Source>> {
+    vec![
+        Box::new(SqlSource::payouts(opts.payout_sql.as_deref())),
+        Box::new(SqlSource::actions(opts.action_sql.as_deref())),
+    ]
+}
+
+pub async fn read(
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    opts: &PayoutOptions,
+    report: &mut PayoutReport,
+) -> Result<Read, PayoutError> {
+    // The sources' default tables exist (empty) so upstream jobs and analysts can write and query them.
+    // A dry run creates nothing: it reads what is there.
+    if !opts.dry_run {
+        for spec in [&PAYOUT_LOG, &REJECTS, &PENDING_PAYOUTS, &ESCROW_ACTIONS] {
+            open_or_create(wh, spec, commit).await?;
+        }
+    }
+    let log = open_existing(wh, &PAYOUT_LOG).await?;
+    let rejects_table = if opts.dry_run { None } else { open_existing(wh, &REJECTS).await? };
+
+    let ctx = sql_context(wh).await?;
+    for (name, location) in &opts.extra_tables {
+        crate::tables::register_location(&ctx, wh, name, location).await?;
+    }
+    let shard = opts.shard.and_then(|(i, n)| Shard::new(i, n));
+    let mut ops = Vec::new();
+    let mut rejects: Vec<Reject> = Vec::new();
+    // Only a refused row's source text is kept; the rest is dropped as rows are validated.
+    let mut rows: HashMap<String, String> = HashMap::new();
+    for source in sources(opts) {
+        let raw = source.read(&ctx).await?;
+        tracing::debug!(source = %source.name(), rows = raw.len(), "source read");
+        for row in raw {
+            // Rows of other shards are not ours to validate either (their shard's run reports them).
+            if !row.id().is_none_or(|id| in_shard(id, shard)) {
+                continue;
+            }
+            report.source_rows += 1;
+            match row.validate() {
+                Ok(op) => {
+                    rows.insert(op.id.clone(), row.into_source_row());
+                    ops.push(op);
+                }
+                Err(r) => rejects.push(r),
+            }
+        }
+    }
+
+    let ids: Vec<String> = ops.iter().map(|o| o.id.clone()).collect::<HashSet<_>>().into_iter().collect();
+    let past = match &log {
+        Some(t) => history(t, &ids).await?,
+        None => HashMap::new(),
+    };
+    let logged: HashMap<String, Fingerprint> =
+        past.iter().filter_map(|(id, ev)| logged_fingerprint(ev).map(|f| (id.clone(), f))).collect();
+    let known = if opts.check_agents { agents_known(&ctx).await? } else { None };
+    let (ops, more) = check_batch(ops, &logged, known.as_ref(), &rows);
+    rejects.extend(more);
+    report.rejected_rows = rejects.len() as u64;
+    for r in &rejects {
+        tracing::warn!(id = r.operation_id.as_deref().unwrap_or("-"), code = r.code.as_str(), "refused: {}", r.message);
+    }
+    Ok(Read { ops, rejects, history: past, log, rejects_table })
+}
+
+/// The fingerprint an operation was first logged with.
+fn logged_fingerprint(events: &[Logged]) -> Option<Fingerprint> {
+    let first = events.iter().find(|e| e.event == Event::Intent)?;
+    Some(Fingerprint {
+        kind: first.kind,
+        agent_id: first.agent_id.clone(),
+        counterparty: first.counterparty.clone(),
+        amount: first.amount,
+        reason: first.reason.clone().unwrap_or_default(),
+    })
+}
+
+/// The agents the wallets table lists, or `None` when there is no wallets table to ask (yet).
+async fn agents_known(ctx: &datafusion::prelude::SessionContext) -> Result<Option<HashSet<String>>, PayoutError> {
+    if !ctx.table_exist(WALLETS.name).unwrap_or(false) {
+        return Ok(None);
+    }
+    let what = "reading agent ids from purpleflea.agents.wallets";
+    let batches = ctx
+        .sql("SELECT agent_id FROM purpleflea.agents.wallets")
+        .await
+        .map_err(PayoutError::query(what))?
+        .collect()
+        .await
+        .map_err(PayoutError::query(what))?;
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Ok(None);
+    }
+    let mut out = HashSet::new();
+    for b in batches {
+        let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let s = c
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .ok_or_else(|| PayoutError::LogRow("purpleflea.agents.wallets.agent_id is not text".into()))?;
+        out.extend(s.iter().flatten().map(str::to_string));
+    }
+    Ok(Some(out))
+}

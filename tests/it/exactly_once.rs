@@ -1,0 +1,203 @@
+//! The exactly-once promise against providers that do not help: lookups that garble or ignore their
+//! filter, a provider that forgets keys at once, one that ignores them, and runs that overlap.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use pfsync::api::{Client, RetryPolicy};
+use pfsync::payouts::{PayoutOptions, PayoutReport, run_payouts};
+use pfsync::progress::Progress;
+use pfsync::provider::SeedProvider;
+use pfsync::sandbox::{Fault, LookupFault, Sandbox, SandboxConfig};
+use pfsync::tables::{CommitInfo, Warehouse};
+
+use crate::common::{client_config, count, warehouse};
+use crate::payouts::{as_refs, n_payouts, payouts_cmd, write_pending};
+
+/// Transactions per reference (each test payout has its own reason, which the sandbox keeps as the
+/// reference): the count that must be 1, whatever the provider does with keys.
+fn paid_per_reference(sb: &Sandbox) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for t in sb.ledger().transactions() {
+        if let Some(r) = &t.reference {
+            *out.entry(r.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn assert_paid_once(sb: &Sandbox, rows: &[(String, String, String, String)], why: &str) {
+    let paid = paid_per_reference(sb);
+    for r in rows {
+        assert_eq!(paid.get(&r.3).copied().unwrap_or(0), 1, "{}: paid exactly once ({why})", r.0);
+    }
+}
+
+async fn pay(provider: &SeedProvider, wh: &Warehouse) -> PayoutReport {
+    let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
+    run_payouts(provider, wh, &commit, &PayoutOptions::default(), &Progress::hidden()).await.expect("payouts run")
+}
+
+/// A client that sends each request once: what is under test is the engine's resolution, not retries.
+fn one_shot(sb: &Sandbox, keys_honoured: bool) -> Client {
+    let mut cfg = client_config(sb);
+    cfg.keys_honoured = keys_honoured;
+    cfg.retry = RetryPolicy { max_attempts: 1, ..cfg.retry };
+    Client::new(cfg).expect("client")
+}
+
+/// The provider commits every payout and answers 500; it keeps no key past the request (retention 0),
+/// so any second POST of these operations, now or days later, would be a second payment. Lookups then
+/// come back garbled, or unfiltered: over several reruns nothing is sent again and nothing is recorded
+/// from another operation's transaction. Once lookups answer properly, each resolves to its own.
+#[tokio::test]
+async fn unreadable_or_unfiltered_lookups_leave_operations_unknown_and_never_pay_twice() {
+    for fault in [LookupFault::Garble, LookupFault::IgnoreFilter] {
+        let mut cfg = SandboxConfig::for_tests(20);
+        cfg.idempotency_retention = Duration::ZERO;
+        let sb = Sandbox::start(cfg).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let wh = warehouse(&dir);
+        let rows = n_payouts(10, "u");
+        write_pending(&wh, &as_refs(&rows)).await;
+        for _ in 0..rows.len() {
+            sb.faults().inject_next("/wallet/payout", Some(Fault::ErrorAfter), None);
+        }
+        let provider = SeedProvider::new(one_shot(&sb, true), true);
+        let r = pay(&provider, &wh).await;
+        assert_eq!((r.completed, r.unknown), (0, 10), "{r}");
+        assert_paid_once(&sb, &rows, "the first run");
+
+        sb.set_lookup_fault(Some(fault));
+        let executed = sb.stats().executed;
+        for rerun in 1..=3 {
+            let r = pay(&provider, &wh).await;
+            assert_eq!((r.completed, r.unknown, r.needs_person), (0, 10, 10), "{fault:?} rerun {rerun}: {r}");
+            assert_eq!(sb.stats().executed, executed, "{fault:?} rerun {rerun}: no POST after an inconclusive lookup");
+            assert_paid_once(&sb, &rows, "inconclusive lookups");
+        }
+        let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
+        let why = "SELECT count(*) FROM purpleflea.payouts.log WHERE error_code = 'lookup_inconclusive'";
+        assert_eq!(count(&ctx, why).await, 30, "each inconclusive lookup is logged with its reason");
+
+        sb.set_lookup_fault(None);
+        let r = pay(&provider, &wh).await;
+        assert_eq!((r.completed, r.resolved_by_lookup, r.unknown), (10, 10, 0), "{r}");
+        assert_eq!(sb.stats().executed, executed, "resolved from the provider's records, not by a send");
+        assert_paid_once(&sb, &rows, "after resolution");
+        // Every recorded outcome is a transaction of its own operation.
+        let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
+        let b = ctx
+            .sql("SELECT operation_id, tx_id FROM purpleflea.payouts.log WHERE event = 'completed'")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let txs: HashMap<String, String> =
+            sb.ledger().transactions().filter_map(|t| Some((t.tx_id.clone(), t.idempotency_key.clone()?))).collect();
+        let mut checked = 0;
+        for batch in b {
+            let cast = |i| arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).unwrap();
+            let (ops, tx) = (cast(0), cast(1));
+            let ops = ops.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            let tx = tx.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            for i in 0..batch.num_rows() {
+                assert_eq!(txs[tx.value(i)], format!("pfsync:default:payout:{}", ops.value(i)));
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 10);
+    }
+}
+
+/// A provider that ignores `Idempotency-Key` commits the payout and answers 500. A client that trusted
+/// the key would repeat the POST and pay again (shown first, as the defect was); declared as it is, the
+/// POST is sent once, the outcome stays unknown for a person, and reruns send nothing.
+#[tokio::test]
+async fn a_500_after_the_commit_gets_no_second_post_from_a_provider_that_ignores_keys() {
+    let mut cfg = SandboxConfig::for_tests(20);
+    cfg.ignore_idempotency_keys = true;
+    let sb = Sandbox::start(cfg).await.unwrap();
+
+    // The defect, as it was: a client that trusts keys the provider ignores retries the 500 and pays twice.
+    sb.faults().inject_next("/wallet/payout", Some(Fault::ErrorAfter), None);
+    let trusting = {
+        let mut c = client_config(&sb);
+        c.keys_honoured = true;
+        Client::new(c).unwrap()
+    };
+    let req = pfsync::api::PayoutRequest {
+        agent_id: "agent-000001".into(),
+        amount_usd: crate::common::usd("1.00"),
+        reason: "defect-demo".into(),
+    };
+    let key = pfsync::api::IdempotencyKey::derive("t", "payout", "defect-demo").unwrap();
+    trusting.payout(&req, Some(&key)).await.expect("the retry succeeds");
+    assert_eq!(paid_per_reference(&sb)["defect-demo"], 2, "the trusting client paid twice");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let rows = n_payouts(5, "k");
+    write_pending(&wh, &as_refs(&rows)).await;
+    for _ in 0..rows.len() {
+        sb.faults().inject_next("/wallet/payout", Some(Fault::ErrorAfter), None);
+    }
+    let mut c = client_config(&sb);
+    c.keys_honoured = false; // what `[provider] honours_idempotency_keys = false` sets
+    let provider = SeedProvider::new(Client::new(c).unwrap(), false);
+    let before = sb.stats().executed;
+    let r = pay(&provider, &wh).await;
+    assert_eq!((r.completed, r.unknown), (0, 5), "{r}");
+    assert_eq!(sb.stats().executed - before, 5, "one POST per payout, none repeated");
+    assert_paid_once(&sb, &rows, "a 500 after the commit");
+    for rerun in 1..=2 {
+        let r = pay(&provider, &wh).await;
+        assert_eq!((r.unknown, r.needs_person, r.completed), (5, 5, 0), "rerun {rerun}: {r}");
+        assert_eq!(sb.stats().executed - before, 5, "rerun {rerun}: nothing sent again");
+    }
+    assert_paid_once(&sb, &rows, "after reruns");
+}
+
+/// Two `pfsync payouts` processes at once, and a third half a second later, against a provider that
+/// keeps no keys at all: nothing but the log keeps them from paying the same payout, and each payout is
+/// paid exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_runs_pay_once_against_a_provider_that_ignores_keys() {
+    let mut cfg = SandboxConfig::for_tests(50);
+    cfg.ignore_idempotency_keys = true;
+    cfg.faults.latency_prob = 1.0;
+    cfg.faults.latency_min = Duration::from_millis(2);
+    cfg.faults.latency_max = Duration::from_millis(10);
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let rows = n_payouts(300, "o");
+    write_pending(&wh, &as_refs(&rows)).await;
+    let config = dir.path().join("pfsync.toml");
+    std::fs::write(&config, "[provider]\nhonours_idempotency_keys = false\n").unwrap();
+    let path = dir.path().to_path_buf();
+    let spawn = |c: &std::path::Path| {
+        payouts_cmd(&sb, &path)
+            .arg("--config")
+            .arg(c)
+            .args(["--batch-size", "25", "--concurrency", "8"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let codes = tokio::task::block_in_place(|| {
+        let mut a = spawn(&config);
+        let mut b = spawn(&config);
+        std::thread::sleep(Duration::from_millis(500));
+        let mut c = spawn(&config);
+        [a.wait().unwrap(), b.wait().unwrap(), c.wait().unwrap()].map(|s| s.code())
+    });
+    // A run that met another's intents leaves them to it and says so (exit 6); none fails otherwise.
+    assert!(codes.iter().all(|c| matches!(c, Some(0) | Some(6))), "{codes:?}");
+    assert_paid_once(&sb, &rows, "three overlapping runs");
+    let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
+    let completed = "SELECT count(DISTINCT operation_id) FROM purpleflea.payouts.log WHERE event = 'completed'";
+    assert_eq!(count(&ctx, completed).await, 300, "every payout has its completed row");
+}
