@@ -4,29 +4,42 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use url::Url;
 
+use crate::app::Exit;
 use crate::config::{ApiSection, Overrides};
+use crate::money::Usd;
 
-const AFTER_HELP: &str = "\
+/// The text after the flags in `pfsync --help`: environment, exit codes (from [`Exit::ALL`], so the list
+/// cannot fall behind the code), and where to start.
+pub fn after_help() -> String {
+    let mut text = String::from(
+        "\
 Environment:
   PURPLEFLEA_API_KEY   the API key (or --api-key-file); never accepted as a flag value
   PFSYNC_WAREHOUSE, PFSYNC_API_URL, PFSYNC_FAUCET_URL, PFSYNC_CONFIG: defaults for the flags of the same name
   RUST_LOG             fine-grained log filter (overrides -v/-q)
 
 Exit codes:
-  0  success
-  1  unexpected internal error
-  2  usage or configuration error (nothing was touched)
-  3  the Purple Flea API failed or refused the key
-  4  a Delta table could not be read or written (storage, incompatible schema)
-  5  the run finished but some rows failed (each is logged with its id and reason)
+",
+    );
+    for e in Exit::ALL {
+        text.push_str(&format!("  {}  {}\n", e.code(), e.meaning()));
+    }
+    text.push_str(
+        "
+`pfsync run` exits with the most useful code of the steps that finished: 6, then 8, 7, 5.
 
-Start here: `pfsync demo` runs everything against an in-process sandbox and a local warehouse.";
+Start here: `pfsync demo` runs everything against an in-process sandbox and a local warehouse.",
+    );
+    text
+}
 
 /// pfsync: Purple Flea <-> Delta Lake. Syncs wallets into Delta tables, executes payouts exactly once,
 /// and reconciles what was paid.
 #[derive(Debug, Parser)]
-#[command(name = "pfsync", version, about, long_about = None, after_long_help = AFTER_HELP, after_help = AFTER_HELP)]
+#[command(name = "pfsync", version, about, long_about = None)]
+#[command(after_help = after_help(), after_long_help = after_help())]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -329,13 +342,14 @@ pub struct PayoutsArgs {
     pub actions_sql: Option<String>,
 
     /// Register another Delta table for the source queries, as NAME=PATH|URI (repeatable), e.g.
-    /// labeling_completions=/delta/labeling_completions.
-    #[arg(long = "register", value_name = "NAME=LOCATION")]
-    pub register: Vec<String>,
+    /// labeling_completions=/delta/labeling_completions. NAME is letters, digits and _.
+    #[arg(long = "register", value_name = "NAME=PATH|URI", value_parser = parse_register)]
+    pub register: Vec<(String, Url)>,
 
-    /// Safety brake: stop before new payouts and escrow funding in this run exceed this many USD.
-    #[arg(long, value_name = "USD")]
-    pub max_total_usd: Option<String>,
+    /// Safety brake: stop before new payouts and escrow funding in this run exceed this many USD (exact
+    /// cents, not negative, e.g. 2500.00). Resolving an earlier attempt is not counted.
+    #[arg(long, value_name = "USD", value_parser = parse_brake_usd)]
+    pub max_total_usd: Option<Usd>,
 
     /// Safety brake: stop before more than this many new operations are sent in this run.
     #[arg(long, value_name = "N")]
@@ -357,15 +371,51 @@ pub struct PayoutsArgs {
     #[arg(long)]
     pub no_agent_check: bool,
 
-    /// Take only the operations whose id hashes to shard I of N (0-based), for N parallel tasks.
-    #[arg(long, value_name = "I/N")]
-    pub shard: Option<String>,
+    /// Take only the operations whose id hashes to shard I of N (0-based, 0 <= I < N), for N parallel
+    /// tasks, e.g. 0/4.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
 
     /// An intent with no outcome younger than this many seconds may belong to a run that is still
     /// sending it: other runs leave it alone, and no run starts a send that late. Must be at least twice
     /// the longest send ([api] timeout_secs + max_elapsed_secs).
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 86_400), value_name = "SECS")]
     pub in_flight_timeout: u64,
+}
+
+pub use crate::payouts::plan::Shard;
+
+/// `--shard I/N`. clap puts the flag and the value in front of the message.
+pub fn parse_shard(text: &str) -> Result<Shard, String> {
+    let expected = "expected I/N with 0 <= I < N, e.g. 0/4";
+    let (i, n) = text.split_once('/').ok_or_else(|| expected.to_string())?;
+    let (index, count) = match (i.trim().parse::<u32>(), n.trim().parse::<u32>()) {
+        (Ok(i), Ok(n)) => (i, n),
+        _ => return Err(expected.to_string()),
+    };
+    if index >= count {
+        return Err(format!("shard {index} of {count} does not exist: {expected}"));
+    }
+    Shard::new(index, count).ok_or_else(|| expected.to_string())
+}
+
+/// `--register NAME=PATH|URI`: a name the source queries can use, and the table's location.
+pub fn parse_register(text: &str) -> Result<(String, Url), String> {
+    let (name, location) = text.split_once('=').ok_or("expected NAME=PATH|URI")?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("the name {name:?} must be letters, digits and _"));
+    }
+    let url = crate::tables::location_url(location)?;
+    Ok((name.to_string(), url))
+}
+
+/// `--max-total-usd`: an exact amount, not negative.
+pub fn parse_brake_usd(text: &str) -> Result<Usd, String> {
+    let usd = Usd::parse(text).map_err(|e| e.to_string())?;
+    if usd < Usd::ZERO {
+        return Err(format!("{usd} is negative"));
+    }
+    Ok(usd)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -459,6 +509,25 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn shard_register_and_brake_values_parse_to_their_types() {
+        assert_eq!(parse_shard("0/4"), Ok(Shard::new(0, 4).unwrap()));
+        assert_eq!(parse_shard(" 3 / 4 "), Ok(Shard::new(3, 4).unwrap()));
+        for bad in ["4/4", "1/0", "0/0", "-1/4", "1", "a/b", "1/4/2", ""] {
+            assert!(parse_shard(bad).is_err(), "{bad:?}");
+        }
+        let (name, url) = parse_register("labels=s3://bucket/labels").unwrap();
+        assert_eq!((name.as_str(), url.as_str()), ("labels", "s3://bucket/labels"));
+        for bad in ["labels", "=s3://b/l", "a-b=s3://b/l", "labels=", "labels=ftp://h/l"] {
+            assert!(parse_register(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_brake_usd("2500.5").map(Usd::cents), Ok(250_050));
+        assert_eq!(parse_brake_usd("0"), Ok(Usd::ZERO));
+        for bad in ["-0.01", "1.001", "NaN", "lots", "", "1e20"] {
+            assert!(parse_brake_usd(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

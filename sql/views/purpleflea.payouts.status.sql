@@ -2,6 +2,9 @@
 -- The same rules as src/payouts/state.rs: a `completed` event anywhere wins (money moved), then
 -- `rejected`; otherwise `unknown` when the latest attempt's outcome was not known, else `in_flight`
 -- (an intent with no outcome yet: the run is still going or died; the next run resolves it by lookup).
+-- A rejected operation's error_code is its refusal's, never an earlier attempt's `unknown` code; otherwise
+-- error_code is an `unknown` outcome's. Where overlapping runs logged different answers (two tx ids, two
+-- codes), max() takes the greatest, as state.rs does; tests/it/status_view.rs checks the two agree.
 -- One GROUP BY, no window: every event of an operation carries the same agent, amount and reason (an id
 -- reused with other values is refused before it is logged), and run ids are UUID v7, so the greatest is
 -- the latest. Portable SQL: runs on Databricks SQL and in `pfsync sql` / `pfsync status`.
@@ -20,8 +23,10 @@ SELECT operation_id,
        max(idempotency_key) AS idempotency_key,
        max(CASE WHEN event = 'completed' THEN tx_id END) AS tx_id,
        max(escrow_id) AS escrow_id,
-       max(CASE WHEN event IN ('rejected', 'unknown') THEN error_code END) AS error_code,
-       max(CASE WHEN event IN ('rejected', 'unknown') THEN error_message END) AS error_message,
+       coalesce(max(CASE WHEN event = 'rejected' THEN error_code END),
+                max(CASE WHEN event = 'unknown' THEN error_code END)) AS error_code,
+       coalesce(max(CASE WHEN event = 'rejected' THEN error_message END),
+                max(CASE WHEN event = 'unknown' THEN error_message END)) AS error_message,
        max(run_id) AS last_run_id,
        min(recorded_at) AS first_recorded_at,
        max(recorded_at) AS last_recorded_at

@@ -8,47 +8,22 @@ use crate::progress::Progress;
 use crate::provider::SeedProvider;
 use crate::tables::CommitInfo;
 
-/// Flags of `pfsync payouts` as engine options; everything is checked here, before any table is touched.
+/// Flags of `pfsync payouts` as engine options; everything is checked here or by clap's value parsers
+/// (`--shard`, `--register`, `--max-total-usd`), before any table is touched.
 pub fn payout_options(args: &PayoutsArgs) -> Result<PayoutOptions, AppError> {
     crate::payouts::check_namespace(&args.namespace)?;
-    let max_total = match &args.max_total_usd {
-        Some(t) => Some(crate::money::Usd::parse(t).map_err(|e| AppError::Usage(format!("--max-total-usd: {e}")))?),
-        None => None,
-    };
-    let shard = match &args.shard {
-        None => None,
-        Some(s) => {
-            let parsed = s
-                .split_once('/')
-                .and_then(|(i, n)| Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)));
-            match parsed {
-                Some((i, n)) if n > 0 && i < n => Some((i, n)),
-                _ => return Err(AppError::Usage(format!("--shard {s:?}: expected I/N with 0 <= I < N, e.g. 0/4"))),
-            }
-        }
-    };
-    let mut extra_tables = Vec::new();
-    for r in &args.register {
-        let (name, loc) =
-            r.split_once('=').ok_or_else(|| AppError::Usage(format!("--register {r:?}: expected NAME=PATH|URI")))?;
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(AppError::Usage(format!("--register {r:?}: the name must be letters, digits and _")));
-        }
-        let url = crate::tables::location_url(loc).map_err(|e| AppError::Usage(format!("--register {r:?}: {e}")))?;
-        extra_tables.push((name.to_string(), url));
-    }
     Ok(PayoutOptions {
         namespace: args.namespace.clone(),
         batch_size: args.batch_size as usize,
         concurrency: args.concurrency as usize,
-        max_total,
+        max_total: args.max_total_usd,
         max_count: args.max_count,
         dry_run: args.dry_run,
         payout_sql: args.payouts_sql.clone(),
         action_sql: args.actions_sql.clone(),
         check_agents: !args.no_agent_check,
-        shard,
-        extra_tables,
+        shard: args.shard,
+        extra_tables: args.register.clone(),
         in_flight_timeout: std::time::Duration::from_secs(args.in_flight_timeout),
         ..PayoutOptions::default()
     })

@@ -17,7 +17,7 @@ use super::log::{
     IntentCommit, LogEvent, append_events, append_intents, history, intents_app_id, next_intents_version,
 };
 use super::operation::{EscrowRef, OpKind};
-use super::plan::{Decision, Plan, PlanOptions, Shard, Step, revise};
+use super::plan::{Decision, Plan, PlanOptions, Step, revise};
 use super::state::{Event, classify};
 use super::{PayoutError, PayoutOptions, PayoutReport};
 use crate::api::ApiError;
@@ -32,7 +32,7 @@ const MAX_CONFLICTS: u32 = 20;
 pub fn plan_options(opts: &PayoutOptions, caps: Capabilities, now: DateTime<Utc>) -> PlanOptions {
     PlanOptions {
         namespace: opts.namespace.clone(),
-        shard: opts.shard.and_then(|(i, n)| Shard::new(i, n)),
+        shard: opts.shard,
         max_total: opts.max_total,
         max_count: opts.max_count,
         in_flight_timeout: chrono::Duration::from_std(opts.in_flight_timeout).unwrap_or(chrono::Duration::MAX),

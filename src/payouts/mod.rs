@@ -123,8 +123,8 @@ pub struct PayoutOptions {
     pub action_sql: Option<String>,
     /// Refuse agents the wallets table does not list (when that table exists).
     pub check_agents: bool,
-    /// Only operations whose id hashes to shard `index` of `count` (for parallel tasks).
-    pub shard: Option<(u32, u32)>,
+    /// Only operations whose id hashes to this shard (for parallel tasks).
+    pub shard: Option<plan::Shard>,
     /// More Delta tables for the source queries: `(name, location)`.
     pub extra_tables: Vec<(String, url::Url)>,
     /// An intent younger than this may belong to a run still sending it: other runs leave it alone.
@@ -159,11 +159,6 @@ impl PayoutOptions {
     /// Checks that need no table or network; run where the options are parsed.
     pub fn check(&self) -> Result<(), PayoutError> {
         check_namespace(&self.namespace)?;
-        if let Some((i, n)) = self.shard
-            && (n == 0 || i >= n)
-        {
-            return Err(PayoutError::Config(format!("--shard {i}/{n}: the index must be below the count")));
-        }
         if self.in_flight_timeout < self.send_budget.saturating_mul(2) {
             return Err(PayoutError::Config(format!(
                 "--in-flight-timeout {}s must be at least twice the longest send ({}s: the API timeout plus \

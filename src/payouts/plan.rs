@@ -21,16 +21,25 @@ use super::state::{Logged, Status, last_intent_at, status};
 use crate::api::IdempotencyKey;
 use crate::money::Usd;
 
-/// Shard `index` of `count`: operations whose id hashes to `index` (for parallel tasks).
+/// Shard `index` of `count` (`--shard I/N`): operations whose id hashes to `index`, for parallel tasks.
+/// Built only through [`Shard::new`] (or the CLI's parser), so `index < count` always holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
-    pub index: u32,
-    pub count: u32,
+    index: u32,
+    count: u32,
 }
 
 impl Shard {
     pub fn new(index: u32, count: u32) -> Option<Shard> {
         (count > 0 && index < count).then_some(Shard { index, count })
+    }
+
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    pub fn count(self) -> u32 {
+        self.count
     }
 
     pub fn contains(self, id: &str) -> bool {

@@ -8,7 +8,7 @@ use deltalake::DeltaTable;
 
 use super::log::history;
 use super::operation::{Fingerprint, Operation};
-use super::plan::{Shard, in_shard};
+use super::plan::in_shard;
 use super::source::{Source, SqlSource};
 use super::state::{Event, Logged};
 use super::validate::{Reject, check_batch};
@@ -56,7 +56,7 @@ pub async fn read(
     for (name, location) in &opts.extra_tables {
         crate::tables::register_location(&ctx, wh, name, location).await?;
     }
-    let shard = opts.shard.and_then(|(i, n)| Shard::new(i, n));
+    let shard = opts.shard;
     let mut ops = Vec::new();
     let mut rejects: Vec<Reject> = Vec::new();
     // Only a refused row's source text is kept; the rest is dropped as rows are validated.

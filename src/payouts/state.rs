@@ -87,12 +87,22 @@ impl Status {
 /// The status an operation's events add up to. Money having moved is the strongest fact: a `completed`
 /// anywhere wins over everything (two overlapping runs may both log one); then `rejected`; otherwise the
 /// latest attempt's last event decides.
+///
+/// The events may come in any order: the log is read back without one (Delta files and their rows in any
+/// order). So where overlapping runs logged different answers (two tx ids, two refusal codes) the greatest
+/// is taken, never the first seen: the same log always gives the same status, and the same one the
+/// `purpleflea.payouts.status` view gives with `max()` (a property test checks the two agree).
 pub fn status(events: &[Logged]) -> Status {
-    if let Some(done) = events.iter().find(|e| e.event == Event::Completed) {
-        return Status::Completed { tx_id: done.tx_id.clone(), escrow_id: done.escrow_id.clone() };
+    let of = |event: Event| events.iter().filter(move |e| e.event == event);
+    if of(Event::Completed).next().is_some() {
+        return Status::Completed {
+            tx_id: of(Event::Completed).filter_map(|e| e.tx_id.clone()).max(),
+            escrow_id: of(Event::Completed).filter_map(|e| e.escrow_id.clone()).max(),
+        };
     }
-    if let Some(r) = events.iter().find(|e| e.event == Event::Rejected) {
-        return Status::Rejected { code: r.error_code.clone().unwrap_or_else(|| "rejected".into()) };
+    if of(Event::Rejected).next().is_some() {
+        let code = of(Event::Rejected).filter_map(|e| e.error_code.clone()).max();
+        return Status::Rejected { code: code.unwrap_or_else(|| "rejected".into()) };
     }
     let Some(attempt) = events.iter().map(|e| e.attempt).max() else { return Status::New };
     if events.iter().any(|e| e.attempt == attempt && e.event == Event::Unknown) {

@@ -48,6 +48,101 @@ fn help_documents_commands_flags_and_exit_codes() {
     }
 }
 
+/// `--help` is the exit code documentation a scheduler's author reads: every code of `Exit`, with its
+/// meaning, and no other.
+#[test]
+fn help_lists_every_exit_code_with_its_meaning() {
+    use pfsync::app::Exit;
+    for flag in ["--help", "-h"] {
+        let out = pfsync().arg(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        // Compared with whitespace collapsed, so a narrow terminal's wrapping does not matter.
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for e in Exit::ALL {
+            let line = format!("{} {}", e.code(), e.meaning().split_whitespace().collect::<Vec<_>>().join(" "));
+            assert!(flat.contains(&line), "{flag} documents exit {} ({e:?}) as {:?}:\n{help}", e.code(), e.meaning());
+        }
+        let section = help.split("Exit codes:").nth(1).unwrap_or_else(|| panic!("{flag}: no exit codes:\n{help}"));
+        let listed: Vec<u8> = section
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        let all: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(listed, all, "{flag} lists exactly the codes of Exit, in order:\n{help}");
+    }
+}
+
+/// `--shard`, `--register` and `--max-total-usd` are parsed into typed values by clap: a bad value stops
+/// the binary with exit 2 and a message naming the flag, before any config, key or table is looked at.
+#[test]
+fn bad_payout_flag_values_are_refused_by_clap_with_exit_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["payouts", "--shard", "4/4"], "--shard"),
+        (vec!["payouts", "--shard", "1/0"], "--shard"),
+        (vec!["payouts", "--shard", "two/4"], "--shard"),
+        (vec!["payouts", "--shard", "3"], "--shard"),
+        (vec!["run", "--shard=-1/4"], "--shard"),
+        (vec!["payouts", "--register", "labels"], "--register"),
+        (vec!["payouts", "--register", "bad-name=/tmp/labels"], "--register"),
+        (vec!["payouts", "--register", "=/tmp/labels"], "--register"),
+        (vec!["payouts", "--register", "labels=ftp://host/labels"], "--register"),
+        (vec!["run", "--register", "labels="], "--register"),
+        (vec!["payouts", "--max-total-usd", "lots"], "--max-total-usd"),
+        (vec!["payouts", "--max-total-usd", "10.001"], "--max-total-usd"),
+        (vec!["payouts", "--max-total-usd=-5"], "--max-total-usd"),
+        (vec!["payouts", "--max-total-usd", "NaN"], "--max-total-usd"),
+        (vec!["run", "--max-total-usd", "1e20"], "--max-total-usd"),
+    ];
+    for (args, flag) in cases {
+        // A valid key and warehouse, so only the flag can be what is refused.
+        let out = pfsync()
+            .args(&args)
+            .arg("--warehouse")
+            .arg(dir.path().join("wh"))
+            .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("invalid value") && err.contains(flag), "{args:?} names {flag}: {err}");
+    }
+    assert!(!dir.path().join("wh").exists(), "nothing was created");
+}
+
+#[test]
+fn payout_flags_arrive_in_the_engine_options_as_typed_values() {
+    use clap::Parser;
+    use pfsync::cli::{Cli, Command};
+    let cli = Cli::try_parse_from([
+        "pfsync",
+        "payouts",
+        "--shard",
+        "2/4",
+        "--register",
+        "labels=s3://bucket/labels",
+        "--register",
+        "extra=/data/extra",
+        "--max-total-usd",
+        "2500.5",
+    ])
+    .unwrap();
+    let Command::Payouts(args) = cli.command else { panic!("payouts") };
+    let opts = pfsync::app::payout_options(&args).unwrap();
+    assert_eq!(opts.shard, pfsync::payouts::plan::Shard::new(2, 4));
+    assert_eq!(opts.max_total, Some(crate::common::usd("2500.50")));
+    let tables: Vec<(&str, &str)> = opts.extra_tables.iter().map(|(n, u)| (n.as_str(), u.as_str())).collect();
+    assert_eq!(tables, [("labels", "s3://bucket/labels"), ("extra", "file:///data/extra/")]);
+    let none = Cli::try_parse_from(["pfsync", "payouts"]).unwrap();
+    let Command::Payouts(args) = none.command else { panic!("payouts") };
+    let opts = pfsync::app::payout_options(&args).unwrap();
+    assert_eq!((opts.shard, opts.max_total, opts.extra_tables.len()), (None, None, 0));
+}
+
 #[test]
 fn bad_flags_and_config_stop_with_exit_2_and_say_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,7 +271,7 @@ async fn shards_split_the_payouts_disjointly_and_together_take_all() {
     crate::payouts::write_pending(&wh, &refs).await;
     let mut total = 0;
     for i in 0..3 {
-        let opts = PayoutOptions { shard: Some((i, 3)), ..PayoutOptions::default() };
+        let opts = PayoutOptions { shard: pfsync::payouts::plan::Shard::new(i, 3), ..PayoutOptions::default() };
         let commit = pfsync::tables::CommitInfo { run_id: format!("shard-{i}"), step: "payouts" };
         let r = run_payouts(
             &pfsync::provider::SeedProvider::new(c.clone(), true),

@@ -17,6 +17,7 @@ mod s3;
 mod secrets;
 mod simulation;
 mod sql_files;
+mod status_view;
 mod sync_incremental;
 #[cfg(feature = "unity")]
 mod unity;
