@@ -62,10 +62,11 @@ impl Class {
     }
 }
 
-/// One finding of this run.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// One finding of this run. Its class is always known: the rules give one, and a stored row whose class
+/// no rule gives is refused when read back (`rows.rs`), never recorded as "unknown".
+#[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
-    pub class: Option<Class>,
+    pub class: Class,
     pub operation_id: Option<String>,
     pub kind: Option<String>,
     pub idempotency_key: Option<String>,
@@ -79,11 +80,28 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A finding of `class`, about nothing yet: the caller fills in what it concerns.
+    pub fn new(class: Class, detail: String) -> Finding {
+        Finding {
+            class,
+            operation_id: None,
+            kind: None,
+            idempotency_key: None,
+            tx_ids: None,
+            agent_id: None,
+            expected_agent: None,
+            actual_agent: None,
+            expected_amount: None,
+            actual_amount: None,
+            detail,
+        }
+    }
+
     /// Identity across runs: the class and what it is about.
     pub fn key(&self) -> String {
         let subject =
             self.operation_id.as_deref().or(self.tx_ids.as_deref()).or(self.agent_id.as_deref()).unwrap_or("-");
-        format!("{}:{subject}", self.class.map(Class::as_str).unwrap_or("unknown"))
+        format!("{}:{subject}", self.class.as_str())
     }
 }
 
@@ -135,7 +153,7 @@ mod tests {
     use super::*;
 
     fn f(class: Class, op: &str) -> Finding {
-        Finding { class: Some(class), operation_id: Some(op.into()), detail: "d".into(), ..Finding::default() }
+        Finding { operation_id: Some(op.into()), ..Finding::new(class, "d".into()) }
     }
 
     #[test]

@@ -1,97 +1,126 @@
-//! The matching rules, as DataFusion SQL over the synced ledger and the payout log. Every operation lands
-//! in exactly one class (the `CASE` below); every provider transaction carrying one of our keys either
-//! belongs to an operation or is `unlogged_at_provider`.
+//! The matching rules, as DataFusion SQL in `sql/reconcile/` (compiled in with `include_str!`, like the views
+//! in `sql/views/`). Every operation lands in exactly one class (the `CASE` of `classified.sql`); every
+//! provider transaction carrying one of our keys either belongs to an operation or is
+//! `unlogged_at_provider`. The rows each query returns are decoded, with their types, in `rows.rs`.
 
-/// Operations (from the status view) joined to provider transactions by idempotency key first, then by the
-/// log's tx_id, and classified. `{stale_before}` is an RFC 3339 instant.
-pub const CLASSIFIED_OPERATIONS: &str = "
-WITH ops AS (SELECT * FROM purpleflea.payouts.status),
-tx AS (SELECT tx_id, kind, agent_id, amount_usd, idempotency_key, created_date FROM purpleflea.ledger.transactions),
-by_key AS (
-  SELECT o.operation_id, count(*) AS n, string_agg(t.tx_id, ',') AS tx_ids,
-         min(t.agent_id) AS t_agent, min(t.amount_usd) AS t_amount, min(t.created_date) AS t_day
-  FROM ops o JOIN tx t ON t.idempotency_key = o.idempotency_key
-  GROUP BY o.operation_id
-),
-by_tx AS (
-  SELECT o.operation_id, t.tx_id, t.agent_id AS t_agent, t.amount_usd AS t_amount, t.created_date AS t_day
-  FROM ops o JOIN tx t ON t.tx_id = o.tx_id
-),
-joined AS (
-  SELECT o.operation_id, o.kind, o.status, o.idempotency_key, o.agent_id AS exp_agent, o.amount_usd AS exp_amount,
-         o.tx_id AS log_tx_id, o.last_recorded_at,
-         CASE WHEN k.n IS NOT NULL THEN k.n WHEN b.tx_id IS NOT NULL THEN 1 ELSE 0 END AS n,
-         coalesce(k.tx_ids, b.tx_id) AS tx_ids,
-         coalesce(k.t_agent, b.t_agent) AS t_agent,
-         coalesce(k.t_amount, b.t_amount) AS t_amount,
-         coalesce(k.t_day, b.t_day) AS t_day
-  FROM ops o
-  LEFT JOIN by_key k ON k.operation_id = o.operation_id
-  LEFT JOIN by_tx b ON b.operation_id = o.operation_id
-)
-SELECT *,
-  CASE
-    WHEN status = 'completed' AND n = 0 THEN 'missing_at_provider'
-    WHEN n > 1 THEN 'duplicate_at_provider'
-    WHEN status = 'rejected' AND n >= 1 THEN 'status_mismatch'
-    WHEN status = 'rejected' THEN 'matched'
-    WHEN status IN ('unknown', 'in_flight') AND last_recorded_at < TIMESTAMP '{stale_before}' THEN 'stale_unknown'
-    -- Young and not final, even when the provider already shows the money moved: a payouts run is between
-    -- the API's answer and its log commit, or died there; the next run records it by lookup. Flagging it
-    -- would raise a finding that a concurrent run clears seconds later.
-    WHEN status IN ('unknown', 'in_flight') THEN 'in_progress'
-    WHEN exp_amount IS NOT NULL AND t_amount <> exp_amount THEN 'amount_mismatch'
-    WHEN exp_agent IS NOT NULL AND t_agent <> exp_agent THEN 'agent_mismatch'
-    ELSE 'matched'
-  END AS class
-FROM joined
-";
+use arrow::array::RecordBatch;
+use chrono::{DateTime, Utc};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::prelude::SessionContext;
 
-/// Provider transactions with a key of our namespace that no logged operation carries.
-pub const UNLOGGED_AT_PROVIDER: &str = "
-SELECT t.tx_id, t.kind, t.agent_id, t.amount_usd, t.idempotency_key
-FROM purpleflea.ledger.transactions t
-LEFT JOIN (SELECT DISTINCT idempotency_key FROM purpleflea.payouts.log) l ON l.idempotency_key = t.idempotency_key
-WHERE starts_with(t.idempotency_key, '{prefix}') AND l.idempotency_key IS NULL
-";
+use super::ReconcileError;
+use crate::tables::TableSpec;
 
-/// Keyless provider payouts equal (agent, amount, reason) to a completed logged payout: paid by hand or by
-/// another path, most likely a second payment.
-pub const UNATTRIBUTED_PAYOUTS: &str = "
-SELECT t.tx_id, t.agent_id, t.amount_usd, t.reference, s.operation_id
-FROM purpleflea.ledger.transactions t
-JOIN purpleflea.payouts.status s
-  ON s.kind = 'payout' AND s.status = 'completed'
- AND s.agent_id = t.agent_id AND s.amount_usd = t.amount_usd AND s.reason = t.reference
-WHERE t.kind = 'payout' AND t.idempotency_key IS NULL
-";
+/// One file of `sql/reconcile/`: its path (which errors name) and its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    pub file: &'static str,
+    pub sql: &'static str,
+}
 
-/// Wallet balances that differ from what the synced transactions imply (in cents, so the DOUBLE column is
-/// compared without float arithmetic on the ledger side).
-pub const BALANCE_MISMATCHES: &str = "
-WITH implied AS (
-  SELECT agent_id, sum(CASE WHEN kind = 'escrow_lock' THEN -amount_usd ELSE amount_usd END) AS implied
-  FROM purpleflea.ledger.transactions GROUP BY agent_id
-)
-SELECT w.agent_id,
-       CAST(round(w.balance_usd * 100) AS BIGINT) AS actual_cents,
-       CAST(coalesce(i.implied, 0) * 100 AS BIGINT) AS expected_cents
-FROM purpleflea.agents.wallets w LEFT JOIN implied i ON i.agent_id = w.agent_id
-WHERE CAST(round(w.balance_usd * 100) AS BIGINT) <> CAST(coalesce(i.implied, 0) * 100 AS BIGINT)
-";
+macro_rules! query {
+    ($file:literal) => {
+        Query { file: concat!("sql/reconcile/", $file), sql: include_str!(concat!("../../sql/reconcile/", $file)) }
+    };
+}
 
+/// Operations joined to provider transactions and classified; cached as the table [`CLASSIFIED_TABLE`].
+pub const CLASSIFIED: Query = query!("classified.sql");
+/// Operations per class.
+pub const CLASS_COUNTS: Query = query!("class_counts.sql");
+/// Provider money of matched, completed operations.
+pub const MATCHED_TOTAL: Query = query!("matched_total.sql");
+/// Classified operations that are findings.
+pub const OPERATION_FINDINGS: Query = query!("operation_findings.sql");
+/// Provider transactions with our key that no logged operation carries.
+pub const UNLOGGED_AT_PROVIDER: Query = query!("unlogged_at_provider.sql");
+/// Keyless provider payouts equal to a completed logged payout.
+pub const UNATTRIBUTED_PAYOUTS: Query = query!("unattributed_payouts.sql");
+/// Wallet balances the synced transactions do not explain.
+pub const BALANCE_MISMATCHES: Query = query!("balance_mismatches.sql");
 /// Provider money per day and kind.
-pub const DAILY_TOTALS: &str = "
-SELECT created_date AS day, kind, count(*) AS transactions, sum(amount_usd) AS amount_usd
-FROM purpleflea.ledger.transactions GROUP BY created_date, kind
-";
+pub const DAILY_TOTALS: Query = query!("daily_totals.sql");
+/// Matched money per day and provider kind.
+pub const DAILY_MATCHED: Query = query!("daily_matched.sql");
+/// How many provider transactions there are.
+pub const PROVIDER_TRANSACTIONS: Query = query!("provider_transactions.sql");
+/// The previous run's open findings.
+pub const PREVIOUS_OPEN: Query = query!("previous_open.sql");
 
-/// Matched money per day and provider kind, from the classified operations.
-pub const DAILY_MATCHED: &str = "
-SELECT t_day AS day,
-       CASE kind WHEN 'payout' THEN 'payout' WHEN 'escrow_create' THEN 'escrow_lock'
-                 WHEN 'escrow_release' THEN 'escrow_release' ELSE 'escrow_refund' END AS tx_kind,
-       sum(t_amount) AS matched
-FROM classified WHERE class = 'matched' AND status = 'completed' AND t_day IS NOT NULL
-GROUP BY 1, 2
-";
+/// Every file of `sql/reconcile/`; a test checks the folder holds exactly these.
+pub const QUERIES: &[&Query] = &[
+    &CLASSIFIED,
+    &CLASS_COUNTS,
+    &MATCHED_TOTAL,
+    &OPERATION_FINDINGS,
+    &UNLOGGED_AT_PROVIDER,
+    &UNATTRIBUTED_PAYOUTS,
+    &BALANCE_MISMATCHES,
+    &DAILY_TOTALS,
+    &DAILY_MATCHED,
+    &PROVIDER_TRANSACTIONS,
+    &PREVIOUS_OPEN,
+];
+
+/// The name under which [`CLASSIFIED`]'s result is registered for the queries that read it.
+pub const CLASSIFIED_TABLE: &str = "classified";
+
+/// The values the queries take as named parameters (`$stale_before`, `$key_prefix`). They are bound as typed
+/// values, never spliced into the SQL text: the namespace comes from a flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// An operation with no final outcome recorded before this instant is `stale_unknown`.
+    pub stale_before: DateTime<Utc>,
+    /// Keys starting with this are ours: `pfsync:<namespace>:`.
+    pub key_prefix: String,
+}
+
+impl Params {
+    fn values(&self) -> ParamValues {
+        // Every query gets every value (by name); a query uses the ones it names.
+        ParamValues::from(vec![
+            (
+                "stale_before",
+                ScalarValue::TimestampMicrosecond(Some(self.stale_before.timestamp_micros()), Some("UTC".into())),
+            ),
+            ("key_prefix", ScalarValue::Utf8(Some(self.key_prefix.clone()))),
+        ])
+    }
+}
+
+fn failed(query: &'static str) -> impl FnOnce(datafusion::error::DataFusionError) -> ReconcileError {
+    move |source| ReconcileError::Query { query, source: Box::new(source) }
+}
+
+/// One query's result. The queries return findings and per-class or per-day totals, so the batches are few.
+pub async fn collect(ctx: &SessionContext, query: &Query, params: &Params) -> Result<Vec<RecordBatch>, ReconcileError> {
+    ctx.sql(query.sql)
+        .await
+        .and_then(|df| df.with_param_values(params.values()))
+        .map_err(failed(query.file))?
+        .collect()
+        .await
+        .map_err(failed(query.file))
+}
+
+/// Run [`CLASSIFIED`] once, keep its result in memory and register it as [`CLASSIFIED_TABLE`]: four queries
+/// read it, and the join behind it is the expensive part of a run.
+pub async fn register_classified(ctx: &SessionContext, params: &Params) -> Result<(), ReconcileError> {
+    let classified = ctx
+        .sql(CLASSIFIED.sql)
+        .await
+        .and_then(|df| df.with_param_values(params.values()))
+        .map_err(failed(CLASSIFIED.file))?
+        .cache()
+        .await
+        .map_err(failed(CLASSIFIED.file))?;
+    ctx.register_table(CLASSIFIED_TABLE, classified.into_view()).map_err(failed(CLASSIFIED.file))?;
+    Ok(())
+}
+
+/// Whether a table is registered in the session (the wallets table is there only once wallets were synced).
+/// Looked up level by level: a catalog or schema that is not registered means the table is not there either.
+pub fn table_exists(ctx: &SessionContext, table: &TableSpec) -> bool {
+    let name = table.table_name();
+    ctx.catalog(&name.catalog).and_then(|c| c.schema(&name.schema)).is_some_and(|s| s.table_exist(&name.table))
+}

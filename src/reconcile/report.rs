@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{Class, FINDING_CLASSES, ReconcileReport};
+use super::{FINDING_CLASSES, ReconcileReport};
 use crate::money::Usd;
 
 pub fn text(r: &ReconcileReport) -> String {
@@ -17,13 +17,14 @@ pub fn text(r: &ReconcileReport) -> String {
         r.run_id,
         r.operations,
         r.provider_transactions,
+        // A class no operation fell in has no entry: none matched.
         r.counts.get("matched").copied().unwrap_or(0),
         r.matched_usd,
         open,
         r.resolved().count()
     );
     for c in FINDING_CLASSES {
-        let n = r.open().filter(|f| f.finding.class == Some(*c)).count();
+        let n = r.open().filter(|f| f.finding.class == *c).count();
         if n > 0 {
             let _ = writeln!(s, "  {:<22} {n}", c.as_str());
         }
@@ -32,7 +33,7 @@ pub fn text(r: &ReconcileReport) -> String {
         let _ = writeln!(
             s,
             "  - {} {}: {} (open since {})",
-            f.finding.class.map(Class::as_str).unwrap_or("?"),
+            f.finding.class.as_str(),
             f.finding
                 .operation_id
                 .as_deref()
@@ -50,23 +51,21 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// An amount a finding may not have (a missing_at_provider finding has no provider amount): an empty cell.
 fn amount(u: Option<Usd>) -> String {
     u.map(|a| a.to_string()).unwrap_or_default()
 }
 
 /// Bars of paid out vs matched payouts per day, as inline SVG.
 fn chart(r: &ReconcileReport) -> String {
-    let mut days: BTreeMap<chrono::NaiveDate, (i64, i64)> = BTreeMap::new();
-    for d in r.daily.iter().filter(|d| d.kind == "payout") {
-        let e = days.entry(d.day).or_default();
-        e.0 += d.amount.cents();
-        e.1 += d.matched.cents();
-    }
+    // One row per day and kind (daily_totals.sql groups by both), so one payout row per day.
+    let days: BTreeMap<chrono::NaiveDate, (Usd, Usd)> =
+        r.daily.iter().filter(|d| d.kind == "payout").map(|d| (d.day, (d.amount, d.matched))).collect();
     if days.is_empty() {
         return "<p>No payouts in the ledger yet.</p>".into();
     }
     let days: Vec<_> = days.into_iter().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-    let max = days.iter().map(|(_, (p, m))| (*p).max(*m)).max().unwrap_or(1).max(1) as f64;
+    let max = days.iter().map(|(_, (p, m))| p.cents().max(m.cents())).max().unwrap_or(1).max(1) as f64;
     let (w, h, pad) = (760.0, 220.0, 30.0);
     let slot = (w - 2.0 * pad) / days.len() as f64;
     let bar = (slot / 2.5).min(40.0);
@@ -76,16 +75,16 @@ fn chart(r: &ReconcileReport) -> String {
     );
     for (i, (day, (paid, matched))) in days.iter().enumerate() {
         let x = pad + i as f64 * slot;
-        let hp = (*paid as f64 / max) * h;
-        let hm = (*matched as f64 / max) * h;
+        let hp = (paid.cents() as f64 / max) * h;
+        let hm = (matched.cents() as f64 / max) * h;
         let _ = write!(
             svg,
             r##"<rect x="{x:.1}" y="{:.1}" width="{bar:.1}" height="{hp:.1}" fill="#7c3aed"><title>{day} paid out {} USD</title></rect><rect x="{:.1}" y="{:.1}" width="{bar:.1}" height="{hm:.1}" fill="#10b981"><title>{day} matched {} USD</title></rect><text x="{x:.1}" y="{:.1}" font-size="10">{}</text>"##,
             h - hp + 5.0,
-            Usd::from_cents(*paid).unwrap_or(Usd::ZERO),
+            paid,
             x + bar,
             h - hm + 5.0,
-            Usd::from_cents(*matched).unwrap_or(Usd::ZERO),
+            matched,
             h + 20.0,
             day.format("%m-%d")
         );
@@ -144,10 +143,11 @@ th{{background:#f9fafb}}td.num{{text-align:right;font-variant-numeric:tabular-nu
         h.push_str("<table><tr><th>class</th><th>operation</th><th>provider tx</th><th>agent (expected / actual)</th><th>amount USD (expected / actual)</th><th>detail</th><th>open since</th></tr>");
         for f in &open {
             let x = &f.finding;
+            // Ids, agents and amounts a finding of this class does not have show as empty cells.
             let _ = write!(
                 h,
                 r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td class="num">{} / {}</td><td>{}</td><td>{}</td></tr>"#,
-                x.class.map(Class::as_str).unwrap_or("?"),
+                x.class.as_str(),
                 esc(x.operation_id.as_deref().unwrap_or("")),
                 esc(x.tx_ids.as_deref().unwrap_or("")),
                 esc(x.expected_agent.as_deref().or(x.agent_id.as_deref()).unwrap_or("")),

@@ -40,7 +40,7 @@ fn open_classes(r: &ReconcileReport) -> BTreeMap<String, String> {
                 .or(f.finding.tx_ids.clone())
                 .or(f.finding.agent_id.clone())
                 .unwrap_or_default();
-            (f.finding.class.unwrap().as_str().to_string(), subject)
+            (f.finding.class.as_str().to_string(), subject)
         })
         .collect()
 }
@@ -194,4 +194,105 @@ async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
     // The auditors' view agrees.
     let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
     assert_eq!(crate::common::count(&ctx, "SELECT count(*) FROM purpleflea.payouts.open_findings").await, 8);
+}
+
+/// A finding row the previous run left open, as another writer (or a bad migration) could leave it: the
+/// given class, every optional column NULL.
+async fn plant_open_finding(wh: &Warehouse, class: &str, key: &str) {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::DataType;
+    use pfsync::tables::RECONCILIATION;
+
+    let now = chrono::Utc::now().timestamp_micros();
+    let text = |name: &str| match name {
+        "run_id" | "first_seen_run" => Some("planted-run"),
+        "finding_key" => Some(key),
+        "class" => Some(class),
+        "operation_id" => Some("op-planted"),
+        "detail" => Some("planted"),
+        _ => None,
+    };
+    let schema = RECONCILIATION.arrow_schema();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| -> ArrayRef {
+            match f.data_type() {
+                DataType::Utf8 => Arc::new(StringArray::from(vec![text(f.name())])),
+                DataType::Decimal128(p, s) => {
+                    Arc::new(Decimal128Array::from(vec![None::<i128>]).with_precision_and_scale(*p, *s).unwrap())
+                }
+                DataType::Timestamp(..) => {
+                    let v = (f.name() != "resolved_at").then_some(now);
+                    Arc::new(TimestampMicrosecondArray::from(vec![v]).with_timezone("UTC"))
+                }
+                other => panic!("{}: no planted value for {other}", f.name()),
+            }
+        })
+        .collect();
+    let batch = RecordBatch::try_new(schema, columns).unwrap();
+    let table = pfsync::tables::open_or_create(wh, &RECONCILIATION, &commit("plant")).await.unwrap();
+    table.write(vec![batch]).with_save_mode(deltalake::protocol::SaveMode::Append).await.unwrap();
+}
+
+#[tokio::test]
+async fn reconcile_stops_at_a_finding_row_it_cannot_decode_and_names_it() {
+    use pfsync::reconcile::{CellError, ReconcileError};
+    use pfsync::tables::RECONCILIATION;
+
+    let sb = crate::common::sandbox(10).await;
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    write_pending(&wh, &[("p-1", "agent-000001", "1.00", "r")]).await;
+    run_payouts(&c, &wh, &commit("payouts"), &PayoutOptions::default(), &Progress::hidden()).await.unwrap();
+    let clean = sync_and_reconcile(&c, &wh).await;
+    assert_eq!(clean.open().count(), 0, "{}", report::text(&clean));
+
+    // A class no rule gives. Before typed decoding it was read as "no class" and silently carried along.
+    plant_open_finding(&wh, "no_such_class", "no_such_class:op-planted").await;
+    let version = open_existing(&wh, &RECONCILIATION).await.unwrap().unwrap().version();
+    let err = reconcile(&wh, &commit("reconcile"), &ReconcileOptions::default()).await.unwrap_err();
+    match &err {
+        ReconcileError::Undecodable { query, row, source: CellError::Value { column: "class", value, .. } } => {
+            assert_eq!(*query, "sql/reconcile/previous_open.sql");
+            assert!(row.contains("finding_key=no_such_class:op-planted"), "{row}");
+            assert_eq!(value, "no_such_class");
+        }
+        other => panic!("expected an undecodable class, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("previous_open.sql") && message.contains("no_such_class:op-planted"), "{message}");
+    // Nothing was recorded on top of the row it could not read.
+    assert_eq!(open_existing(&wh, &RECONCILIATION).await.unwrap().unwrap().version(), version);
+}
+
+#[tokio::test]
+async fn reconcile_binds_the_namespace_as_a_value_not_as_sql_text() {
+    let cfg = SandboxConfig {
+        world: SeedConfig { agents: 10, escrows: Some(0), ..SeedConfig::default() },
+        admin: true,
+        ..SandboxConfig::for_tests(10)
+    };
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let ghost = json!({"kind": "payout", "agent_id": "agent-000007", "amount_usd": 9.99,
+        "idempotency_key": "pfsync:default:payout:ghost", "reference": "planted"});
+    admin(&sb, reqwest::Method::POST, "transactions", ghost).await;
+    let p = Progress::hidden();
+    sync_transactions(&c, &wh, &commit("sync"), &SyncOptions::default(), &p).await.unwrap();
+
+    // A quote in the namespace used to end the SQL string literal; as a bound value it is just text that
+    // no key starts with.
+    for namespace in ["o'brien", "x') OR true OR starts_with('"] {
+        let opts = ReconcileOptions { namespace: namespace.into(), ..ReconcileOptions::default() };
+        let r = reconcile(&wh, &commit("reconcile"), &opts).await.unwrap();
+        assert_eq!(r.counts.get("unlogged_at_provider"), None, "{namespace}: {}", report::text(&r));
+    }
+    let ours = reconcile(&wh, &commit("reconcile"), &ReconcileOptions::default()).await.unwrap();
+    assert_eq!(ours.counts.get("unlogged_at_provider"), Some(&1), "{}", report::text(&ours));
 }

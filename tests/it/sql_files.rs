@@ -177,3 +177,70 @@ fn every_view_parses_as_databricks_sql() {
     }
     assert_eq!(n, pfsync::tables::store::VIEWS.len());
 }
+
+/// The reconcile queries are compiled in from `sql/reconcile/` (`include_str!`), exactly the files there, each
+/// saying in its header that it is DataFusion SQL; and each runs, with its parameters bound, against tables
+/// the job wrote (payouts, syncs and a reconcile that found a keyless repeat).
+#[tokio::test]
+async fn every_reconcile_query_is_compiled_in_and_runs_against_tables_the_job_wrote() {
+    use pfsync::payouts::{PayoutOptions, run_payouts};
+    use pfsync::reconcile::matching::{self, Params, QUERIES};
+    use pfsync::reconcile::{ReconcileOptions, reconcile};
+    use pfsync::sync::{sync_escrows, sync_transactions};
+
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(repo("sql/reconcile")).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = format!("sql/reconcile/{}", path.file_name().unwrap().to_string_lossy());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let query = QUERIES.iter().find(|q| q.file == rel).unwrap_or_else(|| panic!("{rel} is not in QUERIES"));
+        assert_eq!(query.sql, text, "{rel} is the text compiled in");
+        let header: String = text.lines().take_while(|l| l.starts_with("--")).collect::<Vec<_>>().join(" ");
+        assert!(header.contains("DataFusion SQL"), "{rel} says in its header where it runs");
+        files.push(rel);
+    }
+    assert_eq!(files.len(), QUERIES.len(), "every query in QUERIES has its file");
+
+    let sb = sandbox(30).await;
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    crate::payouts::write_pending(&wh, &[("r-1", "agent-000001", "1.00", "r"), ("r-2", "agent-000002", "2.00", "r")])
+        .await;
+    let p = Progress::hidden();
+    let run = CommitInfo { run_id: "reconcile-sql".into(), step: "payouts" };
+    run_payouts(&c, &wh, &run, &PayoutOptions::default(), &p).await.unwrap();
+    // A keyless repeat of r-1, so the finding queries have a row to return.
+    c.payout(
+        &pfsync::api::PayoutRequest {
+            agent_id: "agent-000001".into(),
+            amount_usd: crate::common::usd("1.00"),
+            reason: "r".into(),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    sync_wallets(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
+    sync_escrows(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
+    sync_transactions(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
+    let rec = CommitInfo { run_id: "reconcile-sql".into(), step: "reconcile" };
+    let report = reconcile(&wh, &rec, &ReconcileOptions::default()).await.unwrap();
+    assert_eq!(report.open().count(), 1, "{}", pfsync::reconcile::report::text(&report));
+
+    let ctx = sql_context(&wh).await.unwrap();
+    let params =
+        Params { stale_before: chrono::Utc::now() - chrono::Duration::hours(1), key_prefix: "pfsync:default:".into() };
+    matching::register_classified(&ctx, &params).await.unwrap();
+    for query in QUERIES {
+        let batches = matching::collect(&ctx, query, &params).await.unwrap_or_else(|e| panic!("{e}"));
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        // The totals and the previous run's finding are there; other findings are not.
+        if ["class_counts", "matched_total", "provider_transactions", "daily_totals", "previous_open"]
+            .iter()
+            .any(|n| query.file.ends_with(&format!("/{n}.sql")))
+        {
+            assert!(rows > 0, "{} returned rows", query.file);
+        }
+    }
+}
