@@ -247,7 +247,15 @@ async fn reconcile_stops_at_a_finding_row_it_cannot_decode_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
     write_pending(&wh, &[("p-1", "agent-000001", "1.00", "r")]).await;
-    run_payouts(&c, &wh, &commit("payouts"), &PayoutOptions::default(), &Progress::hidden()).await.unwrap();
+    run_payouts(
+        &pfsync::provider::SeedProvider::new(c.clone(), true),
+        &wh,
+        &commit("payouts"),
+        &PayoutOptions::default(),
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap();
     let clean = sync_and_reconcile(&c, &wh).await;
     assert_eq!(clean.open().count(), 0, "{}", report::text(&clean));
 

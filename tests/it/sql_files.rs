@@ -209,7 +209,9 @@ async fn every_reconcile_query_is_compiled_in_and_runs_against_tables_the_job_wr
         .await;
     let p = Progress::hidden();
     let run = CommitInfo { run_id: "reconcile-sql".into(), step: "payouts" };
-    run_payouts(&c, &wh, &run, &PayoutOptions::default(), &p).await.unwrap();
+    run_payouts(&pfsync::provider::SeedProvider::new(c.clone(), true), &wh, &run, &PayoutOptions::default(), &p)
+        .await
+        .unwrap();
     // A keyless repeat of r-1, so the finding queries have a row to return.
     c.payout(
         &pfsync::api::PayoutRequest {

@@ -94,7 +94,7 @@ fn log_event(n: usize, kind: &'static str, step: &Step, seq: i64) -> LogEvent {
     let escrow = format!("esc-{n}-{}", step.answer % 2);
     LogEvent {
         operation_id: format!("op-{n}"),
-        kind,
+        kind: pfsync::payouts::operation::OpKind::parse(kind).expect("a kind the log knows"),
         event: step.event,
         attempt: step.attempt,
         agent_id: Some(format!("agent-{n:06}")),
@@ -127,7 +127,7 @@ fn logged(e: &LogEvent) -> Logged {
     Logged {
         event: e.event,
         attempt: e.attempt,
-        kind: e.kind.to_string(),
+        kind: e.kind,
         agent_id: e.agent_id.clone(),
         counterparty: e.counterparty.clone(),
         amount: e.amount,
@@ -135,6 +135,7 @@ fn logged(e: &LogEvent) -> Logged {
         tx_id: e.tx_id.clone(),
         escrow_id: e.escrow_id.clone(),
         error_code: e.error_code.clone(),
+        recorded_at: Some(e.recorded_at),
     }
 }
 
