@@ -27,6 +27,16 @@ pub enum MaintainError {
     Delta { table: &'static str, step: &'static str, source: Box<deltalake::DeltaTableError> },
 }
 
+impl MaintainError {
+    pub fn class(&self) -> crate::errors::ErrorClass {
+        match self {
+            MaintainError::RetentionTooShort(_) => crate::errors::ErrorClass::Usage,
+            MaintainError::Table(e) => e.class(),
+            MaintainError::Delta { .. } => crate::errors::ErrorClass::Storage,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MaintainOptions {
     pub retention_hours: u64,

@@ -122,20 +122,19 @@ impl From<ErrorClass> for Exit {
 }
 
 impl AppError {
+    /// The exit code: from the failing layer's error class, or from how a finished step ended.
     pub fn exit(&self) -> Exit {
         match self {
             AppError::Config(_) | AppError::Usage(_) => Exit::Usage,
-            AppError::Api(e) | AppError::Sync(SyncError::Api(e)) => e.class().into(),
+            AppError::Api(e) => e.class().into(),
             AppError::Table(e) => e.class().into(),
-            AppError::Sync(_) => Exit::Table,
-            AppError::RowsFailed { .. } => Exit::RowsFailed,
-            AppError::Maintain(MaintainError::RetentionTooShort(_)) => Exit::Usage,
-            AppError::Maintain(_) => Exit::Table,
+            AppError::Sync(e) => e.class().into(),
+            AppError::Maintain(e) => e.class().into(),
             AppError::Payout(e) => e.class().into(),
+            AppError::Reconcile(e) => e.class().into(),
+            AppError::RowsFailed { .. } => Exit::RowsFailed,
             AppError::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
             AppError::BrakeHeld { .. } => Exit::BrakeHeld,
-            AppError::Reconcile(ReconcileError::Report { .. }) => Exit::Usage,
-            AppError::Reconcile(_) => Exit::Table,
             AppError::FindingsOpen { .. } => Exit::FindingsOpen,
             // The catalog unreachable: retry; a name it does not know, or a bad setting: fix first.
             #[cfg(feature = "unity")]

@@ -58,6 +58,19 @@ pub enum ReconcileError {
     Report { path: String, source: std::io::Error },
 }
 
+impl ReconcileError {
+    pub fn class(&self) -> crate::errors::ErrorClass {
+        use crate::errors::ErrorClass;
+        match self {
+            // A report path that cannot be written is the user's to fix; nothing else was left half done.
+            ReconcileError::Report { .. } => ErrorClass::Usage,
+            ReconcileError::Table(e) => e.class(),
+            ReconcileError::Arrow(_) => ErrorClass::Internal,
+            _ => ErrorClass::Storage,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ReconcileOptions {
     /// Keys of this namespace are ours (`pfsync:<namespace>:`).

@@ -89,7 +89,7 @@ async fn sync_once<T: Synced>(
     let full = opts.full || stored.is_none();
     let overlap = ChronoDuration::from_std(opts.overlap).unwrap_or_else(|_| ChronoDuration::minutes(5));
     let since = if full { None } else { stored.map(|p| p - overlap) };
-    let first_load = !has_data(&table)?;
+    let first_load = !has_data(&table, T::SPEC.name)?;
     let synced_at = Utc::now();
     let mut w = Writer::<T> {
         table,
@@ -167,11 +167,11 @@ async fn sync_once<T: Synced>(
     Ok(w.report)
 }
 
-fn has_data(table: &DeltaTable) -> Result<bool, SyncError> {
+fn has_data(table: &DeltaTable, name: &'static str) -> Result<bool, SyncError> {
     if table.version().is_none() {
         return Ok(false);
     }
-    Ok(table.get_file_uris().map_err(|e| SyncError::write("table", e))?.next().is_some())
+    Ok(table.get_file_uris().map_err(|e| SyncError::write(name, e))?.next().is_some())
 }
 
 struct Writer<'a, T: Synced> {

@@ -32,6 +32,16 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    pub fn class(&self) -> crate::errors::ErrorClass {
+        use crate::errors::ErrorClass;
+        match self {
+            SyncError::Api(e) => e.class(),
+            SyncError::Table(e) => e.class(),
+            SyncError::Write { .. } | SyncError::Injected { .. } => ErrorClass::Storage,
+            SyncError::Arrow(_) => ErrorClass::Internal,
+        }
+    }
+
     pub(crate) fn write(table: &'static str, source: deltalake::DeltaTableError) -> SyncError {
         SyncError::Write { table, source: Box::new(source) }
     }

@@ -1,11 +1,15 @@
 //! Seeded fault simulation, TigerBeetle style. One scenario = a seed that decides the pending payouts and
-//! escrow actions (bad rows included), the sandbox's faults, where `pfsync run` is SIGKILLed, and when a
-//! second run overlaps it. The
-//! scenario reruns `pfsync run` until it exits 0 (or 5: only refused rows remain) or a bound is hit, then
-//! checks the invariants against the sandbox's own ledger and the tables.
+//! escrow actions (bad rows included), the sandbox's faults, at which named crash point (and which
+//! occurrence of it) each `pfsync run` kills itself (`PFSYNC_CRASH_AT`, compiled only with the
+//! `test-hooks` feature), and when a second run overlaps it. Kills are chosen by the seed, not by a
+//! wall-clock sleep, so a failing seed reproduces. The safety invariants (nothing paid twice, no bad row
+//! paid, books balanced, an intent before every outcome, schemas intact) are checked after every run; the
+//! scenario reruns `pfsync run` until it exits 0 (or 5: only refused rows remain), then checks that
+//! nothing was lost (every valid operation paid once, no open finding).
 //!
 //! CI runs a few seeds. The long run, and any failing seed again:
 //!   PFSYNC_SIM_SEEDS=500 cargo test --test it simulation -- --nocapture
+//!   PFSYNC_SIM_SEEDS=251..500 cargo test --test it simulation -- --nocapture   (a range, to split a run)
 //!   PFSYNC_SIM_SEED=1234 cargo test --test it simulation -- --nocapture
 //! `PFSYNC_SIM_BIN` points the scenarios at another `pfsync` binary (a frozen copy, so a long run is not
 //! disturbed by a rebuild of the target dir).
@@ -14,6 +18,7 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use pfsync::hooks::CrashPoint;
 use pfsync::rng::SplitMix64;
 use pfsync::sandbox::{FaultConfig, Sandbox, SandboxConfig, SeedConfig};
 use pfsync::secret::ApiKey;
@@ -27,14 +32,21 @@ struct Tally {
     runs: u32,
     kills: u32,
     faults: u64,
+    /// SIGKILLs per crash point.
+    by_point: std::collections::BTreeMap<&'static str, u32>,
 }
 
 fn seeds() -> Vec<u64> {
     if let Ok(s) = std::env::var("PFSYNC_SIM_SEED") {
         return vec![s.parse().expect("PFSYNC_SIM_SEED")];
     }
-    let n: u64 = std::env::var("PFSYNC_SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    (1..=n).collect()
+    let spec = std::env::var("PFSYNC_SIM_SEEDS").unwrap_or_else(|_| "3".into());
+    match spec.split_once("..") {
+        Some((a, b)) => {
+            (a.parse().expect("PFSYNC_SIM_SEEDS A..B")..=b.parse().expect("PFSYNC_SIM_SEEDS A..B")).collect()
+        }
+        None => (1..=spec.parse().expect("PFSYNC_SIM_SEEDS")).collect(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,33 +59,52 @@ async fn seeded_fault_simulation_never_pays_twice_or_loses_a_payout() {
         total.runs += t.runs;
         total.kills += t.kills;
         total.faults += t.faults;
+        for (p, n) in t.by_point {
+            *total.by_point.entry(p).or_default() += n;
+        }
     }
     println!(
-        "simulation: {} seeds, 0 violations; {} pfsync runs, {} SIGKILLs, {} injected faults",
+        "simulation: {} seeds, 0 violations; {} pfsync runs, {} SIGKILLs ({:?}), {} injected faults",
         seeds.len(),
         total.runs,
         total.kills,
+        total.by_point,
         total.faults
     );
 }
 
-fn spawn(sb: &Sandbox, wh: &std::path::Path, key: &str, seed: u64, attempt: u32) -> Child {
+/// A killed run's intents are left alone this long (`--in-flight-timeout`); the client's budget
+/// (0.5 s timeout + 0.5 s of retries) fits twice into it.
+const IN_FLIGHT_SECS: u64 = 2;
+
+fn spawn(
+    sb: &Sandbox,
+    wh: &std::path::Path,
+    key: &str,
+    seed: u64,
+    attempt: u32,
+    crash: Option<(CrashPoint, u64)>,
+) -> Child {
     let url = sb.base_url().to_string();
     let bin = std::env::var_os("PFSYNC_SIM_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_pfsync").into());
-    Command::new(bin)
-        .args(["--api-url", &url, "--faucet-url", &url, "-q", "--max-attempts", "4", "--max-elapsed-secs", "20"])
+    let mut c = Command::new(bin);
+    c.args(["--api-url", &url, "--faucet-url", &url, "-q", "--max-attempts", "4"])
+        .args(["--timeout-secs", "0.5", "--max-elapsed-secs", "0.5"])
         .arg("--run-id")
         .arg(format!("sim-{seed}-{attempt}"))
         .arg("--warehouse")
         .arg(wh)
-        .args(["run", "--batch-size", "7", "--concurrency", "8"])
+        .args(["run", "--batch-size", "7", "--concurrency", "8", "--in-flight-timeout", &IN_FLIGHT_SECS.to_string()])
         .env("PURPLEFLEA_API_KEY", key)
         .env_remove("PFSYNC_PAUSE_AT")
+        .env_remove("PFSYNC_CRASH_AT")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pfsync")
+        .stderr(Stdio::piped());
+    if let Some((point, n)) = crash {
+        c.env("PFSYNC_CRASH_AT", format!("{}:{n}", point.as_str()));
+    }
+    c.spawn().expect("spawn pfsync")
 }
 
 async fn scenario(seed: u64) -> Tally {
@@ -133,7 +164,7 @@ async fn scenario(seed: u64) -> Tally {
     // And the escrow actions: creates, each maybe followed by a release or a dispute, plus a bad create
     // (unknown seller) and a release of an escrow that no action creates; neither may ever move money.
     let n_escrows = rng.range(0, 6) as usize;
-    let mut actions: Vec<(String, &str, Option<String>, String, String)> = Vec::new();
+    let mut actions: Vec<(String, &'static str, Option<String>, String, String)> = Vec::new();
     for i in 0..n_escrows {
         let cents = rng.range(1, 5_000);
         let seller = format!("agent-{:06}", rng.range(1, 40));
@@ -181,96 +212,136 @@ async fn scenario(seed: u64) -> Tally {
     let path = dir.path().to_path_buf();
     let mut outputs = String::new();
     let mut done = false;
-    for attempt in 0..12u32 {
-        let kill_after = (rng.next_f64() < 0.5 && attempt < 8).then(|| Duration::from_millis(rng.range(30, 1500)));
+    let world = World { seed, rows: &rows, n_good, bad: &bad, actions: &actions, n_good_actions, key: &key };
+    for attempt in 0..16u32 {
+        // The seed picks where this run dies (if at all): a named crash point and which time it is reached.
+        let crash = (rng.next_f64() < 0.5 && attempt < 8).then(|| {
+            let point = CrashPoint::ALL[rng.range(0, CrashPoint::ALL.len() as u64 - 1) as usize];
+            (point, rng.range(1, 3))
+        });
         // Sometimes a second run overlaps this one (a scheduler retry while the first still runs); it runs
         // to its end, whatever happens to the first.
-        let overlap = (rng.next_f64() < 0.25 && attempt < 8).then(|| spawn(&sb, &path, &key, seed, 100 + attempt));
-        let child = spawn(&sb, &path, &key, seed, attempt);
+        let overlap =
+            (rng.next_f64() < 0.25 && attempt < 8).then(|| spawn(&sb, &path, &key, seed, 100 + attempt, None));
+        let child = spawn(&sb, &path, &key, seed, attempt, crash);
         tally.runs += 1 + overlap.is_some() as u32;
         let (code, out) = tokio::task::block_in_place(|| {
-            let mut child = child;
-            if let Some(after) = kill_after {
-                std::thread::sleep(after);
-                if child.try_wait().ok().flatten().is_none() {
-                    let _ = child.kill(); // SIGKILL: anywhere, mid-page, mid-batch, mid-commit.
-                }
-            }
             let out = child.wait_with_output().expect("wait");
             (
                 out.status.code(),
                 format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
             )
         });
-        if code.is_none() {
-            tally.kills += 1;
-        }
         outputs.push_str(&out);
-        // The overlapping run may finish last; its verdict counts too (it may meet the other run's requests
-        // in flight, 409 -> unknown, which the next attempt resolves by lookup).
-        let mut other_clean = true;
+        let mut other_code = Some(0);
         if let Some(other) = overlap {
             let o = tokio::task::block_in_place(|| other.wait_with_output().expect("wait"));
             outputs.push_str(&String::from_utf8_lossy(&o.stdout));
             outputs.push_str(&String::from_utf8_lossy(&o.stderr));
-            other_clean = matches!(o.status.code(), Some(0) | Some(5));
+            other_code = o.status.code();
         }
-        if matches!(code, Some(0) | Some(5)) && other_clean {
+        // Safety holds after every run, killed or not.
+        check_safety(&sb, &wh, &world, &format!("after run {attempt} (crash {crash:?}, exit {code:?})")).await;
+        if code.is_none() {
+            tally.kills += 1;
+            if let Some((point, _)) = crash {
+                *tally.by_point.entry(point.as_str()).or_default() += 1;
+            }
+            // The killed run's intents may still be in flight for all the next run can tell: it leaves them
+            // alone until the in-flight timeout, as a scheduler's retry interval would.
+            tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 200)));
+        }
+        if matches!(code, Some(0) | Some(5)) && matches!(other_code, Some(0) | Some(5)) {
             done = true;
             break;
         }
     }
     tally.faults = sb.stats().faults;
     assert!(done, "seed {seed}: pfsync run never finished cleanly within the bound; last output:\n{}", tail(&outputs));
+    check_safety(&sb, &wh, &world, "at the end").await;
 
-    // 1. Every valid payout exactly once at the provider; no bad row ever.
+    // Nothing lost: every valid operation moved money exactly once, and reconcile left nothing open.
+    let per_key = per_key(&sb);
+    for (id, ..) in rows.iter().take(n_good) {
+        let k = format!("pfsync:default:payout:{id}");
+        assert_eq!(per_key.get(&k).copied().unwrap_or(0), 1, "seed {seed}: {id} paid exactly once");
+    }
+    for (id, action, ..) in actions.iter().take(n_good_actions) {
+        let k = format!("pfsync:default:escrow_{action}:{id}");
+        assert_eq!(per_key.get(&k).copied().unwrap_or(0), 1, "seed {seed}: escrow action {id} moved money once");
+    }
+    let ctx = sql_context(&wh).await.expect("sql");
+    let open = count(&ctx, "SELECT count(*) FROM purpleflea.payouts.open_findings").await;
+    assert_eq!(open, 0, "seed {seed}: open reconciliation findings");
+    // The key never appears in any output.
+    assert!(!outputs.contains(&key) && !outputs.contains(&format!("SIMSECRET{seed:x}")), "seed {seed}: API key leaked");
+    tally
+}
+
+/// What a scenario set up, for the invariant checks.
+struct World<'a> {
+    seed: u64,
+    rows: &'a [(String, String, String, String)],
+    n_good: usize,
+    bad: &'a [(String, String, String, String)],
+    actions: &'a [(String, &'static str, Option<String>, String, String)],
+    n_good_actions: usize,
+    key: &'a str,
+}
+
+fn per_key(sb: &Sandbox) -> HashMap<String, usize> {
     let mut per_key: HashMap<String, usize> = HashMap::new();
     for t in sb.ledger().transactions() {
         if let Some(k) = &t.idempotency_key {
             *per_key.entry(k.clone()).or_default() += 1;
         }
     }
-    for (id, ..) in rows.iter().take(n_good) {
+    per_key
+}
+
+/// The invariants that hold at every instant, whatever was killed where.
+async fn check_safety(sb: &Sandbox, wh: &pfsync::tables::Warehouse, w: &World<'_>, when: &str) {
+    let seed = w.seed;
+    // 1. Nothing moved money twice; no bad row ever.
+    let per_key = per_key(sb);
+    for (id, ..) in w.rows.iter().take(w.n_good) {
         let k = format!("pfsync:default:payout:{id}");
-        assert_eq!(per_key.get(&k).copied().unwrap_or(0), 1, "seed {seed}: {id} paid exactly once");
+        assert!(per_key.get(&k).copied().unwrap_or(0) <= 1, "seed {seed} {when}: {id} paid twice");
     }
-    for (id, ..) in &bad {
+    for (id, ..) in w.bad {
         let k = format!("pfsync:default:payout:{id}");
-        assert_eq!(per_key.get(&k), None, "seed {seed}: bad row {id} never paid");
+        assert_eq!(per_key.get(&k), None, "seed {seed} {when}: bad row {id} paid");
     }
-    for (i, (id, action, ..)) in actions.iter().enumerate() {
+    for (i, (id, action, ..)) in w.actions.iter().enumerate() {
         let k = format!("pfsync:default:escrow_{action}:{id}");
-        let want = usize::from(i < n_good_actions);
-        assert_eq!(
-            per_key.get(&k).copied().unwrap_or(0),
-            want,
-            "seed {seed}: escrow action {id} moved money {want} time(s)"
+        let most = usize::from(i < w.n_good_actions);
+        assert!(
+            per_key.get(&k).copied().unwrap_or(0) <= most,
+            "seed {seed} {when}: escrow action {id} moved money more than {most} time(s)"
         );
     }
     // 2. Money is conserved in the provider's books.
-    sb.ledger().check_books().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    sb.ledger().check_books().unwrap_or_else(|e| panic!("seed {seed} {when}: {e}"));
     // 3. Every table opens with its declared schema.
     for spec in ALL {
-        if let Some(t) = open_existing(&wh, spec).await.unwrap_or_else(|e| panic!("seed {seed}: {e}")) {
+        if let Some(t) = open_existing(wh, spec).await.unwrap_or_else(|e| panic!("seed {seed} {when}: {e}")) {
             pfsync::tables::store::check_schema(&t, spec, &wh.location(&spec.table_name()))
-                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                .unwrap_or_else(|e| panic!("seed {seed} {when}: {e}"));
         }
     }
-    // 4. The log has an intent before every outcome, and reconcile left nothing open.
-    let ctx = sql_context(&wh).await.expect("sql");
-    let orphans = count(
-        &ctx,
-        "SELECT count(*) FROM purpleflea.payouts.log o WHERE o.event <> 'intent' AND NOT EXISTS \
-         (SELECT 1 FROM purpleflea.payouts.log i WHERE i.event = 'intent' AND i.operation_id = o.operation_id \
-          AND i.attempt = o.attempt AND i.recorded_at <= o.recorded_at)",
-    )
-    .await;
-    assert_eq!(orphans, 0, "seed {seed}: outcomes without a prior intent");
-    let open = count(&ctx, "SELECT count(*) FROM purpleflea.payouts.open_findings").await;
-    assert_eq!(open, 0, "seed {seed}: open reconciliation findings");
-    // 5. The key never appears in any output.
-    assert!(!outputs.contains(&key) && !outputs.contains(&format!("SIMSECRET{seed:x}")), "seed {seed}: API key leaked");
-    tally
+    // 4. The log has an intent before every outcome.
+    if open_existing(wh, &pfsync::tables::PAYOUT_LOG).await.ok().flatten().is_some() {
+        let ctx = sql_context(wh).await.expect("sql");
+        let orphans = count(
+            &ctx,
+            "SELECT count(*) FROM purpleflea.payouts.log o WHERE o.event <> 'intent' AND NOT EXISTS \
+             (SELECT 1 FROM purpleflea.payouts.log i WHERE i.event = 'intent' AND i.operation_id = o.operation_id \
+              AND i.attempt = o.attempt AND i.recorded_at <= o.recorded_at)",
+        )
+        .await;
+        assert_eq!(orphans, 0, "seed {seed} {when}: outcomes without a prior intent");
+    }
+    let _ = w.key;
 }
 
 fn tail(s: &str) -> String {
