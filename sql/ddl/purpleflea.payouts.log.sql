@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS purpleflea.payouts.log (
   tx_id STRING COMMENT 'Provider transaction of a completed operation',
   escrow_id STRING COMMENT 'Escrow created, released or disputed',
   http_status INT COMMENT 'HTTP status of the attempt, when one came back',
-  error_code STRING COMMENT 'Contract error code or pfsync\'s code',
+  error_code STRING COMMENT 'Contract error code, or pfsync\'s: transport, malformed_response, lookup_failed, lookup_inconclusive (the provider\'s evidence proved nothing; never resent)',
   error_message STRING COMMENT 'Error text',
   run_id STRING NOT NULL COMMENT 'Run that wrote the event',
   recorded_at TIMESTAMP NOT NULL COMMENT 'When the event was recorded',

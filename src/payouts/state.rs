@@ -151,6 +151,8 @@ pub fn classify(e: &ApiError) -> FailedOutcome {
         // Our key with another body: the provider will never run this operation under this key.
         ApiError::IdempotencyKeyReused { .. } => (Event::Rejected, Some(422)),
         ApiError::IdempotencyKeyInUse => (Event::Unknown, Some(409)),
+        // Refused before it ran; unknown all the same, so the next run (with a working key) looks it up.
+        ApiError::Unauthorized => (Event::Unknown, Some(401)),
         ApiError::RateLimited { .. } => (Event::Unknown, Some(429)),
         ApiError::Server { status, .. } => (Event::Unknown, Some(*status as i32)),
         ApiError::Decode { status, .. } | ApiError::Unexpected { status, .. } => (Event::Unknown, Some(*status as i32)),

@@ -220,10 +220,17 @@ pub fn validate_payout(raw: &RawPayout) -> Result<Operation, Reject> {
 
 pub fn validate_action(raw: &RawAction) -> Result<Operation, Reject> {
     let id = id_of(RowKind::EscrowAction, &raw.action_id, &raw.source_row, "action_id")?;
-    let kind = match raw.action.as_deref().map(|a| a.trim().to_ascii_lowercase()).as_deref() {
-        Some("create") => OpKind::EscrowCreate,
-        Some("release") => OpKind::EscrowRelease,
-        Some("dispute") => OpKind::EscrowDispute,
+    // Only the three escrow kinds can come from an action row.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Verb {
+        Create,
+        Release,
+        Dispute,
+    }
+    let verb = match raw.action.as_deref().map(|a| a.trim().to_ascii_lowercase()).as_deref() {
+        Some("create") => Verb::Create,
+        Some("release") => Verb::Release,
+        Some("dispute") => Verb::Dispute,
         other => {
             let ctx = RowCtx { id: Some(id), kind: RowKind::EscrowAction, source_row: &raw.source_row };
             return Err(ctx.reject(
@@ -232,10 +239,15 @@ pub fn validate_action(raw: &RawAction) -> Result<Operation, Reject> {
             ));
         }
     };
+    let kind = match verb {
+        Verb::Create => OpKind::EscrowCreate,
+        Verb::Release => OpKind::EscrowRelease,
+        Verb::Dispute => OpKind::EscrowDispute,
+    };
     let ctx = RowCtx { id: Some(id), kind: RowKind::Op(kind), source_row: &raw.source_row };
     let reason = ctx.required_text("reason", &raw.reason)?;
-    let action = match kind {
-        OpKind::EscrowCreate => {
+    let action = match verb {
+        Verb::Create => {
             let buyer = ctx.agent("buyer_agent_id", &raw.buyer_agent_id)?;
             let seller = ctx.agent("seller_agent_id", &raw.seller_agent_id)?;
             if buyer == seller {
@@ -260,7 +272,7 @@ pub fn validate_action(raw: &RawAction) -> Result<Operation, Reject> {
             };
             Action::EscrowCreate { buyer, seller, amount, description, metadata }
         }
-        OpKind::EscrowRelease | OpKind::EscrowDispute => {
+        Verb::Release | Verb::Dispute => {
             let escrow = match (raw.escrow_id.as_deref(), raw.create_action_id.as_deref()) {
                 (Some(e), _) => {
                     check_id(e)
@@ -277,17 +289,10 @@ pub fn validate_action(raw: &RawAction) -> Result<Operation, Reject> {
                     return Err(ctx.reject(RejectCode::MissingEscrow, "escrow_id or create_action_id is required"));
                 }
             };
-            if kind == OpKind::EscrowRelease { Action::Release { escrow } } else { Action::Dispute { escrow } }
+            if verb == Verb::Release { Action::Release { escrow } } else { Action::Dispute { escrow } }
         }
-        OpKind::Payout => unreachable_payout(&ctx)?,
     };
     Ok(Operation { id: id.to_string(), action, reason, requested_at: raw.requested_at })
-}
-
-/// An escrow-action row never parses to a payout; kept as a refusal rather than a panic should the match
-/// above ever grow.
-fn unreachable_payout(ctx: &RowCtx<'_>) -> Result<Action, Reject> {
-    Err(ctx.reject(RejectCode::UnknownAction, "an escrow action cannot be a payout"))
 }
 
 /// Checks across rows: an id twice in one batch with different values (all copies refused; identical

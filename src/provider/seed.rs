@@ -45,8 +45,10 @@ impl Provider for SeedProvider {
         let c = &self.client;
         let key = Some(key);
         let action = || EscrowActionRequest { reason: op.reason.clone(), extra: Default::default() };
-        let unbound = || ApiError::InvalidRequest {
-            message: format!("operation {} names its escrow through a create that has not completed", op.id),
+        // The executor binds releases to their create's escrow before sending; an unbound one reaching here
+        // is a bug, reported as such (an unknown outcome, never a rejection that would retire the id).
+        let unbound = || {
+            ApiError::BadSetting(format!("operation {} was sent before its create's escrow was known", op.id))
         };
         match &op.action {
             Action::Payout { agent, amount } => {

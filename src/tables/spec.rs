@@ -259,7 +259,13 @@ pub const PAYOUT_LOG: TableSpec = TableSpec {
         col("tx_id", String, true, "Provider transaction of a completed operation"),
         col("escrow_id", String, true, "Escrow created, released or disputed"),
         col("http_status", Int, true, "HTTP status of the attempt, when one came back"),
-        col("error_code", String, true, "Contract error code or pfsync's code"),
+        col(
+            "error_code",
+            String,
+            true,
+            "Contract error code, or pfsync's: transport, malformed_response, lookup_failed, lookup_inconclusive \
+             (the provider's evidence proved nothing; never resent)",
+        ),
         col("error_message", String, true, "Error text"),
         col("run_id", String, false, "Run that wrote the event"),
         col("recorded_at", Timestamp, false, "When the event was recorded"),
