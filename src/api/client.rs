@@ -24,8 +24,9 @@ pub const DEFAULT_API_URL: &str = "https://purpleflea.com/api";
 pub const DEFAULT_FAUCET_URL: &str = "https://faucet.purpleflea.com/api";
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
-/// Everything the client needs. `Debug` is safe to log: the key prints as `pf_***`.
-#[derive(Debug, Clone)]
+/// Everything the client needs. `Debug` is safe to log: the key prints as `pf_***`, URLs without
+/// credentials (see [`shown`]).
+#[derive(Clone)]
 pub struct ClientConfig {
     pub base_url: Url,
     pub faucet_url: Url,
@@ -63,8 +64,31 @@ impl ClientConfig {
     }
 }
 
-/// Refuse anything but https, and plain http to a loopback host (the sandbox).
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &shown(&self.base_url))
+            .field("faucet_url", &shown(&self.faucet_url))
+            .field("api_key", &self.api_key)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry", &self.retry)
+            .field("rate_limit_rps", &self.rate_limit_rps)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("keys_honoured", &self.keys_honoured)
+            .finish()
+    }
+}
+
+/// Refuse anything but https, and plain http to a loopback host (the sandbox); refuse a user name or
+/// password in the URL. Credentials in a URL leak: into error messages and logs (a URL is shown wherever
+/// it goes wrong), and into the request, where the HTTP stack turns them into a Basic `Authorization`
+/// header next to the bearer key. The key has one way in (`PURPLEFLEA_API_KEY` / `--api-key-file`).
 pub fn check_url(url: &Url) -> Result<(), ApiError> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::CredentialsInUrl { url: shown(url) });
+    }
     match url.scheme() {
         "https" => Ok(()),
         "http" => {
@@ -74,9 +98,34 @@ pub fn check_url(url: &Url) -> Result<(), ApiError> {
                 Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
                 None => false,
             };
-            if loopback { Ok(()) } else { Err(ApiError::InsecureUrl { url: url.to_string() }) }
+            if loopback { Ok(()) } else { Err(ApiError::InsecureUrl { url: shown(url) }) }
         }
-        other => Err(ApiError::BadUrl { url: url.to_string(), reason: format!("scheme {other:?} is not http(s)") }),
+        other => Err(ApiError::BadUrl { url: shown(url), reason: format!("scheme {other:?} is not http(s)") }),
+    }
+}
+
+/// A URL as it may be shown (errors, logs, `Debug`): any user name and password replaced by `***`.
+pub fn shown(url: &Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut clean = url.clone();
+    if clean.set_username("***").is_ok() && clean.set_password(None).is_ok() {
+        clean.to_string()
+    } else {
+        format!("{}://***@{}", url.scheme(), url.host_str().unwrap_or(""))
+    }
+}
+
+/// Text that was meant to be a URL, as it may be shown when it does not even parse: whatever sits between
+/// `scheme://` and the last `@` of the authority is replaced by `***`.
+pub fn shown_text(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else { return text.to_string() };
+    let rest = &text[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &rest[at..]),
+        None => text.to_string(),
     }
 }
 
@@ -230,10 +279,10 @@ impl Client {
             Base::Faucet => self.inner.cfg.faucet_url.clone(),
         };
         {
-            let shown = url.to_string();
+            let base = shown(&url);
             let mut path = url
                 .path_segments_mut()
-                .map_err(|_| ApiError::BadUrl { url: shown, reason: "cannot be a base URL".into() })?;
+                .map_err(|_| ApiError::BadUrl { url: base, reason: "cannot be a base URL".into() })?;
             path.pop_if_empty();
             for s in segments {
                 // Percent-encoded as one segment: an id like `../x` or `a/b` cannot change the route.
@@ -467,6 +516,32 @@ mod tests {
         assert_eq!(u.path(), "/api/escrow/..%2Fwallet%2Fx/release");
         let u = c.url(Base::Faucet, &["claim"], &[("a", "b c".into())]).unwrap();
         assert_eq!(u.as_str(), "http://127.0.0.1:1/claim?a=b+c");
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_and_never_shown() {
+        for u in [
+            "http://user:s3cret@127.0.0.1:1/api",
+            "http://s3cret@127.0.0.1:1/api",
+            "https://user:s3cret@purpleflea.com/api",
+            "http://user:s3cret@purpleflea.com/api",
+            "ftp://user:s3cret@x/api",
+        ] {
+            let e = check_url(&url(u)).unwrap_err();
+            assert!(matches!(e, ApiError::CredentialsInUrl { .. }), "{u}: {e}");
+            assert!(!format!("{e} {e:?}").contains("s3cret"), "{u}: {e:?}");
+            assert_eq!(e.class(), crate::errors::ErrorClass::Usage);
+        }
+        assert_eq!(shown(&url("https://u:s3cret@h.example/api?x=1")), "https://***@h.example/api?x=1");
+        assert_eq!(shown_text("https://user:s3cret@[::1/api"), "https://***@[::1/api");
+        assert_eq!(shown_text("http://a@b:c@host/x@y"), "http://***@host/x@y");
+        assert_eq!(shown_text("not a url"), "not a url");
+
+        let key = ApiKey::new("pf_test_x", "test").unwrap();
+        let mut cfg = ClientConfig::new(url("http://127.0.0.1:1/api"), url("http://127.0.0.1:1/api"), key);
+        cfg.base_url = url("http://user:s3cret@127.0.0.1:1/api");
+        assert!(!format!("{cfg:?}").contains("s3cret"), "{cfg:?}");
+        assert!(matches!(Client::new(cfg), Err(ApiError::CredentialsInUrl { .. })));
     }
 
     #[test]

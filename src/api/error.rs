@@ -7,6 +7,10 @@ use std::time::Duration;
 pub enum ApiError {
     #[error("refused {url}: plain http is allowed only to a loopback host (127.0.0.1, ::1, localhost); use https")]
     InsecureUrl { url: String },
+    #[error(
+        "refused {url}: a user name or password in the URL would be sent and shown; give the key through PURPLEFLEA_API_KEY or --api-key-file"
+    )]
+    CredentialsInUrl { url: String },
     #[error("invalid API URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("invalid client setting: {0}")]
@@ -51,7 +55,10 @@ impl ApiError {
     pub fn class(&self) -> crate::errors::ErrorClass {
         use crate::errors::ErrorClass;
         match self {
-            ApiError::InsecureUrl { .. } | ApiError::BadUrl { .. } | ApiError::BadSetting(_) => ErrorClass::Usage,
+            ApiError::InsecureUrl { .. }
+            | ApiError::CredentialsInUrl { .. }
+            | ApiError::BadUrl { .. }
+            | ApiError::BadSetting(_) => ErrorClass::Usage,
             ApiError::BadIdempotencyKey(_) => ErrorClass::Internal,
             ApiError::Unauthorized => ErrorClass::Refused,
             _ => ErrorClass::Transient,

@@ -8,7 +8,9 @@ pub mod models;
 pub mod ratelimit;
 pub mod retry;
 
-pub use client::{Client, ClientConfig, DEFAULT_API_URL, DEFAULT_FAUCET_URL, IDEMPOTENCY_HEADER, check_url};
+pub use client::{
+    Client, ClientConfig, DEFAULT_API_URL, DEFAULT_FAUCET_URL, IDEMPOTENCY_HEADER, check_url, shown, shown_text,
+};
 pub use error::ApiError;
 pub use idempotency::IdempotencyKey;
 pub use models::*;
