@@ -327,6 +327,7 @@ impl Client {
         let policy = &self.inner.cfg.retry;
         let started = Instant::now();
         let mut attempts = 0u32;
+        let mut seen: Vec<RetryCause> = Vec::new();
         loop {
             attempts += 1;
             let outcome = self.attempt(&method, &url, body.as_deref(), key, &endpoint).await;
@@ -334,9 +335,10 @@ impl Client {
                 Attempt::Done(status, bytes) => match self.decode::<T>(&endpoint, status, &bytes) {
                     Ok(v) => return Ok(v),
                     // A success whose body cannot be read: the operation happened. Repeat only when the
-                    // repeat is a harmless read or an idempotent replay.
+                    // repeat is a harmless read or an idempotent replay, and only once (see
+                    // `RetryCause::repeat_limit`).
                     Err(e @ (ApiError::Decode { .. } | ApiError::Unexpected { .. })) if status.is_success() => {
-                        (RetryCause::NoAnswer, None, e)
+                        (RetryCause::Unreadable, None, e)
                     }
                     Err(e) => return Err(e),
                 },
@@ -345,6 +347,11 @@ impl Client {
             if !(repeatable || cause.safe_without_key()) {
                 return Err(error);
             }
+            let repeats = seen.iter().filter(|c| **c == cause).count() as u32;
+            if cause.repeat_limit().is_some_and(|limit| repeats >= limit) {
+                return Err(error);
+            }
+            seen.push(cause);
             let unit = self.inner.jitter.lock().map(|mut r| r.next_f64()).unwrap_or(0.5);
             let wait = policy.delay(attempts, retry_after, unit);
             if !policy.allows(attempts, started.elapsed(), wait) {
@@ -401,7 +408,7 @@ impl Client {
                 Ok(Some(chunk)) => {
                     if bytes.len() + chunk.len() > limit {
                         return Attempt::Retry {
-                            cause: RetryCause::NoAnswer,
+                            cause: RetryCause::Unreadable,
                             retry_after: None,
                             error: ApiError::TooLarge { endpoint: endpoint.to_string(), limit },
                         };

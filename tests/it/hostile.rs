@@ -186,3 +186,16 @@ async fn credentials_in_the_api_url_are_refused_and_never_echoed() {
     let e = pfsync::config::Settings::resolve(&o).unwrap_err();
     assert!(!format!("{e} {e:?}").contains("s3cr3t"), "{e:?}");
 }
+
+#[tokio::test]
+async fn a_page_that_does_not_follow_the_contract_is_asked_for_twice_not_eight_times() {
+    let p = Provider::start(|_, _| (200, r#"{"data": "not rows", "next_cursor": null}"#.into(), Duration::ZERO)).await;
+    let url = url::Url::parse(&p.url()).unwrap();
+    let key = pfsync::secret::ApiKey::new("pf_test_hostile", "test").unwrap();
+    let mut cfg = pfsync::api::ClientConfig::new(url.clone(), url, key);
+    cfg.retry.base_delay = Duration::from_millis(5);
+    let c = pfsync::api::Client::new(cfg).unwrap();
+    let e = c.list::<pfsync::api::Wallet>(&pfsync::api::ListQuery::default()).await.unwrap_err();
+    assert!(matches!(e, pfsync::api::ApiError::Decode { status: 200, .. }), "{e}");
+    assert_eq!(p.requests(), 2);
+}
