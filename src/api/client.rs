@@ -23,6 +23,19 @@ use crate::secret::ApiKey;
 pub const DEFAULT_API_URL: &str = "https://purpleflea.com/api";
 pub const DEFAULT_FAUCET_URL: &str = "https://faucet.purpleflea.com/api";
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+/// Set to `true` by the provider on an answer it replayed from its idempotency memory.
+pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
+
+/// A POST's answer, and whether it moved money in this call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent<T> {
+    pub answer: T,
+    /// The provider replayed the answer of a request with this key that this call did not make
+    /// (`Idempotent-Replayed: true`, and no earlier attempt of this call may have run): the operation ran
+    /// before, and this call moved no money. A replay that follows an attempt of this call that may have
+    /// run (a 5xx, a lost or unreadable answer) is most likely that attempt's own answer: not a replay.
+    pub replayed: bool,
+}
 
 /// Everything the client needs. `Debug` is safe to log: the key prints as `pf_***`, URLs without
 /// credentials (see [`shown`]).
@@ -159,7 +172,8 @@ impl std::fmt::Debug for Client {
 
 /// One attempt's result, before the retry loop decides.
 enum Attempt {
-    Done(StatusCode, Vec<u8>),
+    /// The status, the body, and whether the provider said it replayed the answer.
+    Done(StatusCode, Vec<u8>, bool),
     Retry { cause: RetryCause, retry_after: Option<Duration>, error: ApiError },
 }
 
@@ -192,9 +206,9 @@ impl Client {
         &self.inner.cfg
     }
 
-    // ---- seed endpoints (POST) ----
+    // ---- seed endpoints (POST): each answer says whether the provider replayed it ----
 
-    pub async fn payout(&self, req: &PayoutRequest, key: Option<&IdempotencyKey>) -> Result<PayoutResponse, ApiError> {
+    pub async fn payout(&self, req: &PayoutRequest, key: Option<&IdempotencyKey>) -> Result<Sent<PayoutResponse>, ApiError> {
         self.post(Base::Api, &["wallet", "payout"], req, key).await
     }
 
@@ -202,7 +216,7 @@ impl Client {
         &self,
         req: &EscrowCreateRequest,
         key: Option<&IdempotencyKey>,
-    ) -> Result<Escrow, ApiError> {
+    ) -> Result<Sent<Escrow>, ApiError> {
         self.post(Base::Api, &["escrow", "create"], req, key).await
     }
 
@@ -211,7 +225,7 @@ impl Client {
         escrow_id: &str,
         req: &EscrowActionRequest,
         key: Option<&IdempotencyKey>,
-    ) -> Result<EscrowActionResponse, ApiError> {
+    ) -> Result<Sent<EscrowActionResponse>, ApiError> {
         self.post(Base::Api, &["escrow", escrow_id, "release"], req, key).await
     }
 
@@ -220,7 +234,7 @@ impl Client {
         escrow_id: &str,
         req: &EscrowActionRequest,
         key: Option<&IdempotencyKey>,
-    ) -> Result<EscrowActionResponse, ApiError> {
+    ) -> Result<Sent<EscrowActionResponse>, ApiError> {
         self.post(Base::Api, &["escrow", escrow_id, "dispute"], req, key).await
     }
 
@@ -228,7 +242,7 @@ impl Client {
         &self,
         agent_id: &str,
         key: Option<&IdempotencyKey>,
-    ) -> Result<FaucetClaimResponse, ApiError> {
+    ) -> Result<Sent<FaucetClaimResponse>, ApiError> {
         self.post(Base::Faucet, &["claim"], &FaucetClaimRequest { agent_id: agent_id.to_string() }, key).await
     }
 
@@ -297,7 +311,7 @@ impl Client {
 
     async fn get<T: DeserializeOwned>(&self, segments: &[&str], params: &[(&str, String)]) -> Result<T, ApiError> {
         let url = self.url(Base::Api, segments, params)?;
-        self.execute(Method::GET, url, None, None).await
+        Ok(self.execute(Method::GET, url, None, None).await?.answer)
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -306,7 +320,7 @@ impl Client {
         segments: &[&str],
         body: &B,
         key: Option<&IdempotencyKey>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<Sent<T>, ApiError> {
         let url = self.url(base, segments, &[])?;
         let bytes = serde_json::to_vec(body).map_err(|e| ApiError::InvalidRequest { message: e.to_string() })?;
         self.execute(Method::POST, url, Some(bytes), key).await
@@ -321,7 +335,7 @@ impl Client {
         url: Url,
         body: Option<Vec<u8>>,
         key: Option<&IdempotencyKey>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<Sent<T>, ApiError> {
         let endpoint = format!("{method} {}", url.path());
         let repeatable = method == Method::GET || (key.is_some() && self.inner.cfg.keys_honoured);
         let policy = &self.inner.cfg.retry;
@@ -332,8 +346,11 @@ impl Client {
             attempts += 1;
             let outcome = self.attempt(&method, &url, body.as_deref(), key, &endpoint).await;
             let (cause, retry_after, error) = match outcome {
-                Attempt::Done(status, bytes) => match self.decode::<T>(&endpoint, status, &bytes) {
-                    Ok(v) => return Ok(v),
+                Attempt::Done(status, bytes, replay) => match self.decode::<T>(&endpoint, status, &bytes) {
+                    Ok(answer) => {
+                        let replayed = replay && !seen.iter().any(|c| c.may_have_run());
+                        return Ok(Sent { answer, replayed });
+                    }
                     // A success whose body cannot be read: the operation happened. Repeat only when the
                     // repeat is a harmless read or an idempotent replay, and only once (see
                     // `RetryCause::repeat_limit`).
@@ -401,6 +418,11 @@ impl Client {
         };
         let status = resp.status();
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let resp_replayed = resp
+            .headers()
+            .get(REPLAYED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let limit = self.inner.cfg.max_body_bytes;
         let mut bytes = Vec::new();
         loop {
@@ -432,7 +454,8 @@ impl Client {
         if code == 409 && error_body(&bytes).is_some_and(|b| b.error == "idempotency_key_in_use") {
             return Attempt::Retry { cause: RetryCause::KeyInUse, retry_after, error: ApiError::IdempotencyKeyInUse };
         }
-        Attempt::Done(status, bytes)
+        let replayed = resp_replayed && status.is_success();
+        Attempt::Done(status, bytes, replayed)
     }
 
     fn decode<T: DeserializeOwned>(&self, endpoint: &str, status: StatusCode, bytes: &[u8]) -> Result<T, ApiError> {

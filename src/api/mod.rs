@@ -9,7 +9,8 @@ pub mod ratelimit;
 pub mod retry;
 
 pub use client::{
-    Client, ClientConfig, DEFAULT_API_URL, DEFAULT_FAUCET_URL, IDEMPOTENCY_HEADER, check_url, shown, shown_text,
+    Client, ClientConfig, DEFAULT_API_URL, DEFAULT_FAUCET_URL, IDEMPOTENCY_HEADER, REPLAYED_HEADER, Sent, check_url, shown,
+    shown_text,
 };
 pub use error::ApiError;
 pub use idempotency::IdempotencyKey;

@@ -50,9 +50,7 @@ impl RetryCause {
     pub fn safe_without_key(self) -> bool {
         matches!(self, RetryCause::RateLimited | RetryCause::ConnectFailed)
     }
-}
 
-impl RetryCause {
     /// How many times a request may be repeated for this cause, whatever the attempt budget; `None` for
     /// no limit of its own.
     ///
@@ -70,6 +68,12 @@ impl RetryCause {
             RetryCause::Unreadable => Some(1),
             _ => None,
         }
+    }
+
+    /// May the attempt that ended this way have run at the provider? Not for a 429, a connection that
+    /// never opened, or a 409 for a key another request is using; maybe for the rest.
+    pub fn may_have_run(self) -> bool {
+        !matches!(self, RetryCause::RateLimited | RetryCause::ConnectFailed | RetryCause::KeyInUse)
     }
 }
 
