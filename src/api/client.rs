@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use url::{Host, Url};
 
+use super::cursor::CursorTrail;
 use super::error::ApiError;
 use super::idempotency::IdempotencyKey;
 use super::models::*;
@@ -174,7 +175,11 @@ impl std::fmt::Debug for Client {
 enum Attempt {
     /// The status, the body, and whether the provider said it replayed the answer.
     Done(StatusCode, Vec<u8>, bool),
-    Retry { cause: RetryCause, retry_after: Option<Duration>, error: ApiError },
+    Retry {
+        cause: RetryCause,
+        retry_after: Option<Duration>,
+        error: ApiError,
+    },
 }
 
 impl Client {
@@ -208,7 +213,11 @@ impl Client {
 
     // ---- seed endpoints (POST): each answer says whether the provider replayed it ----
 
-    pub async fn payout(&self, req: &PayoutRequest, key: Option<&IdempotencyKey>) -> Result<Sent<PayoutResponse>, ApiError> {
+    pub async fn payout(
+        &self,
+        req: &PayoutRequest,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Sent<PayoutResponse>, ApiError> {
         self.post(Base::Api, &["wallet", "payout"], req, key).await
     }
 
@@ -275,13 +284,24 @@ impl Client {
         Ok(decode_rows(raw))
     }
 
-    /// Every page of a list endpoint, following `next_cursor` until it is null.
+    /// Every page of a list endpoint, following `next_cursor` until it is null. A cursor this listing
+    /// followed before, or one too long to be a cursor, ends it with [`ApiError::Paging`] instead of the
+    /// page that carried it (see [`CursorTrail`]).
     pub fn pages<T: Listed>(&self, query: ListQuery) -> impl Stream<Item = Result<Page<T>, ApiError>> + Send + '_ {
-        futures::stream::try_unfold(Some(query), move |state| async move {
+        let start = (Some(query), CursorTrail::default());
+        futures::stream::try_unfold(start, move |(state, mut trail)| async move {
             let Some(query) = state else { return Ok(None) };
             let page = self.list::<T>(&query).await?;
-            let next = page.next_cursor.clone().map(|c| ListQuery { cursor: Some(c), ..query.clone() });
-            Ok(Some((page, next)))
+            let next = match &page.next_cursor {
+                None => None,
+                Some(c) => {
+                    trail
+                        .follow(c)
+                        .map_err(|detail| ApiError::Paging { endpoint: format!("GET /{}", T::PATH), detail })?;
+                    Some(ListQuery { cursor: Some(c.clone()), ..query.clone() })
+                }
+            };
+            Ok(Some((page, (next, trail))))
         })
     }
 

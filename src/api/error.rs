@@ -41,6 +41,8 @@ pub enum ApiError {
     Transport { endpoint: String, detail: String, attempts: u32, connected: bool },
     #[error("{endpoint}: response (status {status}) does not follow the contract: {detail}")]
     Decode { endpoint: String, status: u16, detail: String },
+    #[error("{endpoint}: the API's paging cannot be followed: {detail}")]
+    Paging { endpoint: String, detail: String },
     #[error("{endpoint}: response body is larger than {limit} bytes")]
     TooLarge { endpoint: String, limit: usize },
     #[error("{endpoint}: unexpected status {status}: {detail}")]

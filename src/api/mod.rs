@@ -2,6 +2,7 @@
 //! idempotency keys.
 
 pub mod client;
+pub mod cursor;
 pub mod error;
 pub mod idempotency;
 pub mod models;
@@ -9,8 +10,8 @@ pub mod ratelimit;
 pub mod retry;
 
 pub use client::{
-    Client, ClientConfig, DEFAULT_API_URL, DEFAULT_FAUCET_URL, IDEMPOTENCY_HEADER, REPLAYED_HEADER, Sent, check_url, shown,
-    shown_text,
+    Client, ClientConfig, DEFAULT_API_URL, DEFAULT_FAUCET_URL, IDEMPOTENCY_HEADER, REPLAYED_HEADER, Sent, check_url,
+    shown, shown_text,
 };
 pub use error::ApiError;
 pub use idempotency::IdempotencyKey;

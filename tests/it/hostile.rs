@@ -132,6 +132,70 @@ async fn wallet_ids(dir: &std::path::Path) -> Option<Vec<String>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_that_repeats_is_refused_and_nothing_from_the_loop_is_committed() {
+    // Every page says "there is more, at the same place": a client that follows it never stops.
+    let p = Provider::start(|_, n| {
+        let rows = vec![wallet(&format!("agent-{n:06}"), "PF1", (n % 60) as u32)];
+        (200, page(rows, Some("same-place".into())), Duration::ZERO)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = run_blocking(&p.url(), dir.path(), &["sync", "wallets"], Duration::from_secs(30));
+    assert_eq!(code, Some(3), "refused as an API failure:\n{out}");
+    assert!(out.contains("cursor"), "says why:\n{out}");
+    assert!(p.requests() <= 3, "stopped at the repeat, not after {} requests", p.requests());
+    assert_eq!(wallet_ids(dir.path()).await.unwrap_or_default(), Vec::<String>::new(), "nothing committed");
+
+    // A longer cycle (a -> b -> a) is a repeat too.
+    let p = Provider::start(|_, n| {
+        let next = if n % 2 == 0 { "a" } else { "b" };
+        (200, page(vec![wallet(&format!("agent-{n:06}"), "PF1", 1)], Some(next.into())), Duration::ZERO)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = run_blocking(&p.url(), dir.path(), &["sync", "wallets"], Duration::from_secs(30));
+    assert_eq!(code, Some(3), "{out}");
+    assert!(p.requests() <= 4, "{} requests", p.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_rows_and_time_of_one_sync_are_capped() {
+    // A provider that always has one more page of new rows, each behind a new cursor.
+    let endless = |delay: Duration| {
+        move |_: &Uri, n: u64| {
+            let rows = (0..10).map(|i| wallet(&format!("agent-{n:04}-{i}"), "PF1", (n % 60) as u32)).collect();
+            (200, page(rows, Some(format!("c{n}"))), delay)
+        }
+    };
+    let p = Provider::start(endless(Duration::ZERO)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) =
+        run_blocking(&p.url(), dir.path(), &["sync", "wallets", "--max-pages", "5"], Duration::from_secs(30));
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("--max-pages"), "names the flag to raise:\n{out}");
+    assert!(p.requests() <= 6, "{} requests", p.requests());
+    assert_eq!(wallet_ids(dir.path()).await.unwrap_or_default().len(), 0, "nothing committed from the loop");
+
+    let p = Provider::start(endless(Duration::ZERO)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) =
+        run_blocking(&p.url(), dir.path(), &["sync", "wallets", "--max-rows", "35"], Duration::from_secs(30));
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("--max-rows"), "{out}");
+    assert!(p.requests() <= 4, "{} requests", p.requests());
+
+    // Slow pages: the deadline ends the sync, whatever the page and row caps allow.
+    let p = Provider::start(endless(Duration::from_millis(300))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let (code, out) =
+        run_blocking(&p.url(), dir.path(), &["sync", "wallets", "--max-sync-secs", "2"], Duration::from_secs(30));
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("--max-sync-secs"), "{out}");
+    assert!(t.elapsed() < Duration::from_secs(10), "ended by the deadline: {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_in_the_api_url_are_refused_and_never_echoed() {
     let p = Provider::start(|_, _| (200, page(vec![], None), Duration::ZERO)).await;
     let dir = tempfile::tempdir().unwrap();

@@ -494,5 +494,10 @@ async fn two_runs_at_once_record_replays_as_replays_not_as_money_moved() {
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     assert_each_paid_once(&sb, &ids);
     let (ma, mb) = (recorded_moved(&warehouse(&da)).await, recorded_moved(&warehouse(&db)).await);
-    assert_eq!(ma.cents() + mb.cents(), total, "moved {ma} + {mb}, paid {}", pfsync::money::Usd::from_cents(total).unwrap());
+    assert_eq!(
+        ma.cents() + mb.cents(),
+        total,
+        "moved {ma} + {mb}, paid {}",
+        pfsync::money::Usd::from_cents(total).unwrap()
+    );
 }
