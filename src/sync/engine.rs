@@ -22,7 +22,7 @@ use futures::TryStreamExt;
 
 use super::entity::{Synced, WriteMode};
 use super::{SyncError, SyncOptions, SyncReport, position};
-use crate::api::{Client, ListQuery};
+use crate::api::{Client, ListQuery, RowError, shown_id};
 use crate::progress::Progress;
 use crate::tables::{CommitInfo, Warehouse, open_or_create};
 
@@ -135,6 +135,11 @@ async fn sync_once<T: Synced>(
         }
         for row in page.rows {
             w.report.rows_read += 1;
+            // A row that decodes but breaks a rule (see `check.rs`) fails like one that does not decode.
+            let row = row.and_then(|r| match r.check() {
+                Ok(()) => Ok(r),
+                Err(reason) => Err(RowError { entity: T::ENTITY, id: shown_id(r.key()), reason }),
+            });
             match row {
                 Ok(r) => {
                     if let Some(s) = seen.as_mut() {

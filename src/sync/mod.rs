@@ -1,6 +1,7 @@
 //! Pulling API state into Delta tables: wallets and escrows (current state) and the transaction ledger
 //! (append-only), incrementally, exactly once (see `position.rs`), in bounded batches.
 
+pub mod check;
 pub mod engine;
 pub mod entity;
 pub mod position;

@@ -196,6 +196,33 @@ async fn pages_rows_and_time_of_one_sync_are_capped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_fields_fail_their_row_alone_and_the_rest_are_written() {
+    let huge = "R".repeat(5 << 20);
+    let hostile_id = "agent-2\u{0}\n../../x";
+    let rows = vec![
+        wallet("agent-1", "PF1", 1),
+        wallet(hostile_id, "PF2", 2),
+        wallet("agent-3", &huge, 3),
+        wallet("agent-4", "PF\u{7}4", 4),
+        wallet(&"a".repeat(200), "PF5", 5),
+        wallet("agent-6", "PF6", 6),
+    ];
+    let body = page(rows, None);
+    let p = Provider::start(move |_, _| (200, body.clone(), Duration::ZERO)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = run_blocking(&p.url(), dir.path(), &["sync", "wallets"], Duration::from_secs(60));
+    assert_eq!(code, Some(5), "rows failed:\n{}", &out[..out.len().min(4000)]);
+    assert!(out.len() < 100_000, "the 5 MB field is not echoed ({} bytes of output)", out.len());
+    // The hostile id is in the log, escaped: no NUL, no line break of its own.
+    assert!(out.contains(r"agent-2\0\n../../x"), "{out}");
+    assert!(!out.contains('\u{0}') && !out.contains("\n../../x"), "{out:?}");
+    for id in ["agent-3", "agent-4"] {
+        assert!(out.contains(id), "{id} is named:\n{out}");
+    }
+    assert_eq!(wallet_ids(dir.path()).await.unwrap(), vec!["agent-1".to_string(), "agent-6".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_in_the_api_url_are_refused_and_never_echoed() {
     let p = Provider::start(|_, _| (200, page(vec![], None), Duration::ZERO)).await;
     let dir = tempfile::tempdir().unwrap();
