@@ -215,6 +215,20 @@ pub struct SyncArgs {
     /// Rows per Delta commit; memory is bounded by this, not by the table's size.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000), value_name = "N")]
     pub batch_rows: u64,
+
+    /// Most API pages one table's sync reads. A provider that keeps handing out one more page is refused
+    /// (exit 3) and nothing more is written; raise it for a table that really is larger.
+    #[arg(long, default_value_t = crate::sync::DEFAULT_MAX_PAGES, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub max_pages: u64,
+
+    /// Most rows one table's sync reads; more is refused (exit 3) as for --max-pages.
+    #[arg(long, default_value_t = crate::sync::DEFAULT_MAX_ROWS, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub max_rows: u64,
+
+    /// Longest one table's sync may take, in seconds; past it the sync stops (exit 3) and nothing more is
+    /// written. Rows committed before stay, with the position they reached: a rerun goes on from there.
+    #[arg(long, default_value_t = crate::sync::DEFAULT_MAX_SYNC_SECS, value_parser = clap::value_parser!(u64).range(1..=7 * 86_400), value_name = "SECS")]
+    pub max_sync_secs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -261,7 +261,8 @@ fn check_storage(storage: &BTreeMap<String, String>, env_locking: Option<String>
 }
 
 fn parse_api_url(field: &str, text: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(text).map_err(|e| value_error(field, format!("{text:?} is not a URL: {e}")))?;
+    let url = Url::parse(text)
+        .map_err(|e| value_error(field, format!("{:?} is not a URL: {e}", crate::api::shown_text(text))))?;
     crate::api::check_url(&url).map_err(|e| value_error(field, e.to_string()))?;
     Ok(url)
 }

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use url::{Host, Url};
 
+use super::cursor::CursorTrail;
 use super::error::ApiError;
 use super::idempotency::IdempotencyKey;
 use super::models::*;
@@ -23,9 +24,23 @@ use crate::secret::ApiKey;
 pub const DEFAULT_API_URL: &str = "https://purpleflea.com/api";
 pub const DEFAULT_FAUCET_URL: &str = "https://faucet.purpleflea.com/api";
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+/// Set to `true` by the provider on an answer it replayed from its idempotency memory.
+pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 
-/// Everything the client needs. `Debug` is safe to log: the key prints as `pf_***`.
-#[derive(Debug, Clone)]
+/// A POST's answer, and whether it moved money in this call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent<T> {
+    pub answer: T,
+    /// The provider replayed the answer of a request with this key that this call did not make
+    /// (`Idempotent-Replayed: true`, and no earlier attempt of this call may have run): the operation ran
+    /// before, and this call moved no money. A replay that follows an attempt of this call that may have
+    /// run (a 5xx, a lost or unreadable answer) is most likely that attempt's own answer: not a replay.
+    pub replayed: bool,
+}
+
+/// Everything the client needs. `Debug` is safe to log: the key prints as `pf_***`, URLs without
+/// credentials (see [`shown`]).
+#[derive(Clone)]
 pub struct ClientConfig {
     pub base_url: Url,
     pub faucet_url: Url,
@@ -63,8 +78,31 @@ impl ClientConfig {
     }
 }
 
-/// Refuse anything but https, and plain http to a loopback host (the sandbox).
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &shown(&self.base_url))
+            .field("faucet_url", &shown(&self.faucet_url))
+            .field("api_key", &self.api_key)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry", &self.retry)
+            .field("rate_limit_rps", &self.rate_limit_rps)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("keys_honoured", &self.keys_honoured)
+            .finish()
+    }
+}
+
+/// Refuse anything but https, and plain http to a loopback host (the sandbox); refuse a user name or
+/// password in the URL. Credentials in a URL leak: into error messages and logs (a URL is shown wherever
+/// it goes wrong), and into the request, where the HTTP stack turns them into a Basic `Authorization`
+/// header next to the bearer key. The key has one way in (`PURPLEFLEA_API_KEY` / `--api-key-file`).
 pub fn check_url(url: &Url) -> Result<(), ApiError> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::CredentialsInUrl { url: shown(url) });
+    }
     match url.scheme() {
         "https" => Ok(()),
         "http" => {
@@ -74,9 +112,34 @@ pub fn check_url(url: &Url) -> Result<(), ApiError> {
                 Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
                 None => false,
             };
-            if loopback { Ok(()) } else { Err(ApiError::InsecureUrl { url: url.to_string() }) }
+            if loopback { Ok(()) } else { Err(ApiError::InsecureUrl { url: shown(url) }) }
         }
-        other => Err(ApiError::BadUrl { url: url.to_string(), reason: format!("scheme {other:?} is not http(s)") }),
+        other => Err(ApiError::BadUrl { url: shown(url), reason: format!("scheme {other:?} is not http(s)") }),
+    }
+}
+
+/// A URL as it may be shown (errors, logs, `Debug`): any user name and password replaced by `***`.
+pub fn shown(url: &Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut clean = url.clone();
+    if clean.set_username("***").is_ok() && clean.set_password(None).is_ok() {
+        clean.to_string()
+    } else {
+        format!("{}://***@{}", url.scheme(), url.host_str().unwrap_or(""))
+    }
+}
+
+/// Text that was meant to be a URL, as it may be shown when it does not even parse: whatever sits between
+/// `scheme://` and the last `@` of the authority is replaced by `***`.
+pub fn shown_text(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else { return text.to_string() };
+    let rest = &text[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &rest[at..]),
+        None => text.to_string(),
     }
 }
 
@@ -110,8 +173,13 @@ impl std::fmt::Debug for Client {
 
 /// One attempt's result, before the retry loop decides.
 enum Attempt {
-    Done(StatusCode, Vec<u8>),
-    Retry { cause: RetryCause, retry_after: Option<Duration>, error: ApiError },
+    /// The status, the body, and whether the provider said it replayed the answer.
+    Done(StatusCode, Vec<u8>, bool),
+    Retry {
+        cause: RetryCause,
+        retry_after: Option<Duration>,
+        error: ApiError,
+    },
 }
 
 impl Client {
@@ -143,9 +211,13 @@ impl Client {
         &self.inner.cfg
     }
 
-    // ---- seed endpoints (POST) ----
+    // ---- seed endpoints (POST): each answer says whether the provider replayed it ----
 
-    pub async fn payout(&self, req: &PayoutRequest, key: Option<&IdempotencyKey>) -> Result<PayoutResponse, ApiError> {
+    pub async fn payout(
+        &self,
+        req: &PayoutRequest,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Sent<PayoutResponse>, ApiError> {
         self.post(Base::Api, &["wallet", "payout"], req, key).await
     }
 
@@ -153,7 +225,7 @@ impl Client {
         &self,
         req: &EscrowCreateRequest,
         key: Option<&IdempotencyKey>,
-    ) -> Result<Escrow, ApiError> {
+    ) -> Result<Sent<Escrow>, ApiError> {
         self.post(Base::Api, &["escrow", "create"], req, key).await
     }
 
@@ -162,7 +234,7 @@ impl Client {
         escrow_id: &str,
         req: &EscrowActionRequest,
         key: Option<&IdempotencyKey>,
-    ) -> Result<EscrowActionResponse, ApiError> {
+    ) -> Result<Sent<EscrowActionResponse>, ApiError> {
         self.post(Base::Api, &["escrow", escrow_id, "release"], req, key).await
     }
 
@@ -171,7 +243,7 @@ impl Client {
         escrow_id: &str,
         req: &EscrowActionRequest,
         key: Option<&IdempotencyKey>,
-    ) -> Result<EscrowActionResponse, ApiError> {
+    ) -> Result<Sent<EscrowActionResponse>, ApiError> {
         self.post(Base::Api, &["escrow", escrow_id, "dispute"], req, key).await
     }
 
@@ -179,7 +251,7 @@ impl Client {
         &self,
         agent_id: &str,
         key: Option<&IdempotencyKey>,
-    ) -> Result<FaucetClaimResponse, ApiError> {
+    ) -> Result<Sent<FaucetClaimResponse>, ApiError> {
         self.post(Base::Faucet, &["claim"], &FaucetClaimRequest { agent_id: agent_id.to_string() }, key).await
     }
 
@@ -212,13 +284,24 @@ impl Client {
         Ok(decode_rows(raw))
     }
 
-    /// Every page of a list endpoint, following `next_cursor` until it is null.
+    /// Every page of a list endpoint, following `next_cursor` until it is null. A cursor this listing
+    /// followed before, or one too long to be a cursor, ends it with [`ApiError::Paging`] instead of the
+    /// page that carried it (see [`CursorTrail`]).
     pub fn pages<T: Listed>(&self, query: ListQuery) -> impl Stream<Item = Result<Page<T>, ApiError>> + Send + '_ {
-        futures::stream::try_unfold(Some(query), move |state| async move {
+        let start = (Some(query), CursorTrail::default());
+        futures::stream::try_unfold(start, move |(state, mut trail)| async move {
             let Some(query) = state else { return Ok(None) };
             let page = self.list::<T>(&query).await?;
-            let next = page.next_cursor.clone().map(|c| ListQuery { cursor: Some(c), ..query.clone() });
-            Ok(Some((page, next)))
+            let next = match &page.next_cursor {
+                None => None,
+                Some(c) => {
+                    trail
+                        .follow(c)
+                        .map_err(|detail| ApiError::Paging { endpoint: format!("GET /{}", T::PATH), detail })?;
+                    Some(ListQuery { cursor: Some(c.clone()), ..query.clone() })
+                }
+            };
+            Ok(Some((page, (next, trail))))
         })
     }
 
@@ -230,10 +313,10 @@ impl Client {
             Base::Faucet => self.inner.cfg.faucet_url.clone(),
         };
         {
-            let shown = url.to_string();
+            let base = shown(&url);
             let mut path = url
                 .path_segments_mut()
-                .map_err(|_| ApiError::BadUrl { url: shown, reason: "cannot be a base URL".into() })?;
+                .map_err(|_| ApiError::BadUrl { url: base, reason: "cannot be a base URL".into() })?;
             path.pop_if_empty();
             for s in segments {
                 // Percent-encoded as one segment: an id like `../x` or `a/b` cannot change the route.
@@ -248,7 +331,7 @@ impl Client {
 
     async fn get<T: DeserializeOwned>(&self, segments: &[&str], params: &[(&str, String)]) -> Result<T, ApiError> {
         let url = self.url(Base::Api, segments, params)?;
-        self.execute(Method::GET, url, None, None).await
+        Ok(self.execute(Method::GET, url, None, None).await?.answer)
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -257,7 +340,7 @@ impl Client {
         segments: &[&str],
         body: &B,
         key: Option<&IdempotencyKey>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<Sent<T>, ApiError> {
         let url = self.url(base, segments, &[])?;
         let bytes = serde_json::to_vec(body).map_err(|e| ApiError::InvalidRequest { message: e.to_string() })?;
         self.execute(Method::POST, url, Some(bytes), key).await
@@ -272,22 +355,27 @@ impl Client {
         url: Url,
         body: Option<Vec<u8>>,
         key: Option<&IdempotencyKey>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<Sent<T>, ApiError> {
         let endpoint = format!("{method} {}", url.path());
         let repeatable = method == Method::GET || (key.is_some() && self.inner.cfg.keys_honoured);
         let policy = &self.inner.cfg.retry;
         let started = Instant::now();
         let mut attempts = 0u32;
+        let mut seen: Vec<RetryCause> = Vec::new();
         loop {
             attempts += 1;
             let outcome = self.attempt(&method, &url, body.as_deref(), key, &endpoint).await;
             let (cause, retry_after, error) = match outcome {
-                Attempt::Done(status, bytes) => match self.decode::<T>(&endpoint, status, &bytes) {
-                    Ok(v) => return Ok(v),
+                Attempt::Done(status, bytes, replay) => match self.decode::<T>(&endpoint, status, &bytes) {
+                    Ok(answer) => {
+                        let replayed = replay && !seen.iter().any(|c| c.may_have_run());
+                        return Ok(Sent { answer, replayed });
+                    }
                     // A success whose body cannot be read: the operation happened. Repeat only when the
-                    // repeat is a harmless read or an idempotent replay.
+                    // repeat is a harmless read or an idempotent replay, and only once (see
+                    // `RetryCause::repeat_limit`).
                     Err(e @ (ApiError::Decode { .. } | ApiError::Unexpected { .. })) if status.is_success() => {
-                        (RetryCause::NoAnswer, None, e)
+                        (RetryCause::Unreadable, None, e)
                     }
                     Err(e) => return Err(e),
                 },
@@ -296,6 +384,11 @@ impl Client {
             if !(repeatable || cause.safe_without_key()) {
                 return Err(error);
             }
+            let repeats = seen.iter().filter(|c| **c == cause).count() as u32;
+            if cause.repeat_limit().is_some_and(|limit| repeats >= limit) {
+                return Err(error);
+            }
+            seen.push(cause);
             let unit = self.inner.jitter.lock().map(|mut r| r.next_f64()).unwrap_or(0.5);
             let wait = policy.delay(attempts, retry_after, unit);
             if !policy.allows(attempts, started.elapsed(), wait) {
@@ -345,6 +438,11 @@ impl Client {
         };
         let status = resp.status();
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let resp_replayed = resp
+            .headers()
+            .get(REPLAYED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let limit = self.inner.cfg.max_body_bytes;
         let mut bytes = Vec::new();
         loop {
@@ -352,7 +450,7 @@ impl Client {
                 Ok(Some(chunk)) => {
                     if bytes.len() + chunk.len() > limit {
                         return Attempt::Retry {
-                            cause: RetryCause::NoAnswer,
+                            cause: RetryCause::Unreadable,
                             retry_after: None,
                             error: ApiError::TooLarge { endpoint: endpoint.to_string(), limit },
                         };
@@ -376,7 +474,8 @@ impl Client {
         if code == 409 && error_body(&bytes).is_some_and(|b| b.error == "idempotency_key_in_use") {
             return Attempt::Retry { cause: RetryCause::KeyInUse, retry_after, error: ApiError::IdempotencyKeyInUse };
         }
-        Attempt::Done(status, bytes)
+        let replayed = resp_replayed && status.is_success();
+        Attempt::Done(status, bytes, replayed)
     }
 
     fn decode<T: DeserializeOwned>(&self, endpoint: &str, status: StatusCode, bytes: &[u8]) -> Result<T, ApiError> {
@@ -467,6 +566,32 @@ mod tests {
         assert_eq!(u.path(), "/api/escrow/..%2Fwallet%2Fx/release");
         let u = c.url(Base::Faucet, &["claim"], &[("a", "b c".into())]).unwrap();
         assert_eq!(u.as_str(), "http://127.0.0.1:1/claim?a=b+c");
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_and_never_shown() {
+        for u in [
+            "http://user:s3cret@127.0.0.1:1/api",
+            "http://s3cret@127.0.0.1:1/api",
+            "https://user:s3cret@purpleflea.com/api",
+            "http://user:s3cret@purpleflea.com/api",
+            "ftp://user:s3cret@x/api",
+        ] {
+            let e = check_url(&url(u)).unwrap_err();
+            assert!(matches!(e, ApiError::CredentialsInUrl { .. }), "{u}: {e}");
+            assert!(!format!("{e} {e:?}").contains("s3cret"), "{u}: {e:?}");
+            assert_eq!(e.class(), crate::errors::ErrorClass::Usage);
+        }
+        assert_eq!(shown(&url("https://u:s3cret@h.example/api?x=1")), "https://***@h.example/api?x=1");
+        assert_eq!(shown_text("https://user:s3cret@[::1/api"), "https://***@[::1/api");
+        assert_eq!(shown_text("http://a@b:c@host/x@y"), "http://***@host/x@y");
+        assert_eq!(shown_text("not a url"), "not a url");
+
+        let key = ApiKey::new("pf_test_x", "test").unwrap();
+        let mut cfg = ClientConfig::new(url("http://127.0.0.1:1/api"), url("http://127.0.0.1:1/api"), key);
+        cfg.base_url = url("http://user:s3cret@127.0.0.1:1/api");
+        assert!(!format!("{cfg:?}").contains("s3cret"), "{cfg:?}");
+        assert!(matches!(Client::new(cfg), Err(ApiError::CredentialsInUrl { .. })));
     }
 
     #[test]

@@ -7,6 +7,10 @@ use std::time::Duration;
 pub enum ApiError {
     #[error("refused {url}: plain http is allowed only to a loopback host (127.0.0.1, ::1, localhost); use https")]
     InsecureUrl { url: String },
+    #[error(
+        "refused {url}: a user name or password in the URL would be sent and shown; give the key through PURPLEFLEA_API_KEY or --api-key-file"
+    )]
+    CredentialsInUrl { url: String },
     #[error("invalid API URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("invalid client setting: {0}")]
@@ -37,6 +41,8 @@ pub enum ApiError {
     Transport { endpoint: String, detail: String, attempts: u32, connected: bool },
     #[error("{endpoint}: response (status {status}) does not follow the contract: {detail}")]
     Decode { endpoint: String, status: u16, detail: String },
+    #[error("{endpoint}: the API's paging cannot be followed: {detail}")]
+    Paging { endpoint: String, detail: String },
     #[error("{endpoint}: response body is larger than {limit} bytes")]
     TooLarge { endpoint: String, limit: usize },
     #[error("{endpoint}: unexpected status {status}: {detail}")]
@@ -51,7 +57,10 @@ impl ApiError {
     pub fn class(&self) -> crate::errors::ErrorClass {
         use crate::errors::ErrorClass;
         match self {
-            ApiError::InsecureUrl { .. } | ApiError::BadUrl { .. } | ApiError::BadSetting(_) => ErrorClass::Usage,
+            ApiError::InsecureUrl { .. }
+            | ApiError::CredentialsInUrl { .. }
+            | ApiError::BadUrl { .. }
+            | ApiError::BadSetting(_) => ErrorClass::Usage,
             ApiError::BadIdempotencyKey(_) => ErrorClass::Internal,
             ApiError::Unauthorized => ErrorClass::Refused,
             _ => ErrorClass::Transient,

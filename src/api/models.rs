@@ -255,7 +255,7 @@ fn decode_row<T: Listed>(raw: &str) -> Result<T, RowError> {
         let field = e.path().to_string();
         let id = serde_json::from_str::<Map<String, Value>>(raw)
             .ok()
-            .and_then(|m| m.get(T::ID_FIELD).and_then(|v| v.as_str().map(clip_id)))
+            .and_then(|m| m.get(T::ID_FIELD).and_then(|v| v.as_str().map(shown_id)))
             .unwrap_or_else(|| "<unknown id>".to_string());
         let inner = e.into_inner().to_string();
         let reason = if field == "." { inner } else { format!("field `{field}`: {inner}") };
@@ -279,8 +279,14 @@ pub fn decode_rows<T: Listed>(page: RawPage) -> Page<T> {
     Page { rows, next_cursor: page.next_cursor, unknown_fields: unknown }
 }
 
-fn clip_id(id: &str) -> String {
-    id.chars().take(128).collect()
+/// A row's id as it may appear in a message or a log line: clipped to 128 characters and escaped, so an
+/// id from the API cannot break a line or hide a NUL (`agent-2\0\n../../x` is shown as typed here).
+pub fn shown_id(id: &str) -> String {
+    let mut s: String = id.chars().take(128).flat_map(char::escape_debug).collect();
+    if id.chars().nth(128).is_some() {
+        s.push_str("...");
+    }
+    s
 }
 
 #[cfg(test)]

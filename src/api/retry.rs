@@ -37,8 +37,11 @@ pub enum RetryCause {
     ServerError,
     /// The connection could not be opened: the request never left.
     ConnectFailed,
-    /// Sent, then the answer was lost, cut short or unreadable.
+    /// Sent, then the answer was lost or cut short (the connection failed before the body was complete).
     NoAnswer,
+    /// A complete answer that cannot be used: a 2xx body that does not follow the contract (a malformed
+    /// page, an unreadable success), or a body over the size limit.
+    Unreadable,
 }
 
 impl RetryCause {
@@ -46,6 +49,31 @@ impl RetryCause {
     /// provably did nothing; a resend after an unknown outcome could pay twice.
     pub fn safe_without_key(self) -> bool {
         matches!(self, RetryCause::RateLimited | RetryCause::ConnectFailed)
+    }
+
+    /// How many times a request may be repeated for this cause, whatever the attempt budget; `None` for
+    /// no limit of its own.
+    ///
+    /// An unreadable answer gets one repeat, never more. The damage may have been on the way (a proxy or
+    /// a flaky link cutting a body short: the sandbox's `--fault-malformed`), and one repeat cures that.
+    /// Anything else is what the server sends for this request: a GET gets the same bytes again, and a
+    /// keyed POST at a provider that honours keys gets its stored answer replayed byte for byte. Repeating
+    /// until the attempts run out (8 by default) only multiplies the load, and for a 64 MiB body the
+    /// download. The one repeat of a POST is a replay, so it cannot pay twice, and it can resolve the
+    /// outcome at once; when it does not, the error is an unknown outcome that the next run resolves by
+    /// lookup (`outcome_unknown()`), never a blind resend. A POST that may not be repeated at all (no key,
+    /// or a provider that does not honour keys) is not repeated for this cause either.
+    pub fn repeat_limit(self) -> Option<u32> {
+        match self {
+            RetryCause::Unreadable => Some(1),
+            _ => None,
+        }
+    }
+
+    /// May the attempt that ended this way have run at the provider? Not for a 429, a connection that
+    /// never opened, or a 409 for a key another request is using; maybe for the rest.
+    pub fn may_have_run(self) -> bool {
+        !matches!(self, RetryCause::RateLimited | RetryCause::ConnectFailed | RetryCause::KeyInUse)
     }
 }
 
@@ -119,6 +147,21 @@ mod tests {
         assert!(!RetryCause::ServerError.safe_without_key());
         assert!(!RetryCause::NoAnswer.safe_without_key());
         assert!(!RetryCause::KeyInUse.safe_without_key());
+        assert!(!RetryCause::Unreadable.safe_without_key());
+    }
+
+    #[test]
+    fn an_unreadable_answer_is_repeated_once_at_most() {
+        assert_eq!(RetryCause::Unreadable.repeat_limit(), Some(1));
+        for c in [
+            RetryCause::RateLimited,
+            RetryCause::KeyInUse,
+            RetryCause::ServerError,
+            RetryCause::ConnectFailed,
+            RetryCause::NoAnswer,
+        ] {
+            assert_eq!(c.repeat_limit(), None, "{c:?}: bounded by the policy only");
+        }
     }
 
     #[test]

@@ -153,6 +153,7 @@ pub struct Context {
 }
 
 pub async fn run(cli: Cli) -> Result<(), AppError> {
+    crate::errors::quiet_caught_dependency_panics();
     #[allow(unused_mut)] // mutated only by the `unity` feature
     let mut settings = Settings::resolve(&cli.global.overrides())?;
     let run_id = match &cli.global.run_id {

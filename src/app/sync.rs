@@ -55,6 +55,9 @@ pub(super) fn sync_options(args: &SyncArgs) -> SyncOptions {
         batch_rows: args.batch_rows as usize,
         full: args.full,
         overlap: Duration::from_secs(args.overlap_secs),
+        max_pages: args.max_pages,
+        max_rows: args.max_rows,
+        max_duration: Duration::from_secs(args.max_sync_secs),
         ..SyncOptions::default()
     }
 }

@@ -25,6 +25,7 @@ pub enum RejectCode {
     InvalidAmount,
     MissingReason,
     FieldTooLong,
+    ControlCharacter,
     DuplicateIdConflict,
     IdReused,
     UnknownAgent,
@@ -45,6 +46,7 @@ impl RejectCode {
             RejectCode::InvalidAmount => "invalid_amount",
             RejectCode::MissingReason => "missing_reason",
             RejectCode::FieldTooLong => "field_too_long",
+            RejectCode::ControlCharacter => "control_character",
             RejectCode::DuplicateIdConflict => "duplicate_id_conflict",
             RejectCode::IdReused => "id_reused",
             RejectCode::UnknownAgent => "unknown_agent",
@@ -144,6 +146,16 @@ pub fn check_id(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Free text (a reason, a description) may hold tab and line breaks, no other control character. It goes
+/// to the provider and comes back in its ledger and escrows, which the sync checks by this same rule
+/// (`sync::check`): a row pfsync paid must never be one its sync refuses.
+pub fn check_text_chars(value: &str) -> Result<(), String> {
+    match value.char_indices().find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        Some((at, c)) => Err(format!("contains a control character (U+{:04X}) at byte {at}", c as u32)),
+        None => Ok(()),
+    }
+}
+
 struct RowCtx<'a> {
     id: Option<&'a str>,
     kind: RowKind,
@@ -191,7 +203,10 @@ impl RowCtx<'_> {
                 RejectCode::FieldTooLong,
                 format!("{field} is {} characters long, more than {MAX_TEXT_LEN}", v.chars().count()),
             )),
-            Some(v) => Ok(Some(v.to_string())),
+            Some(v) => match check_text_chars(v) {
+                Ok(()) => Ok(Some(v.to_string())),
+                Err(e) => Err(self.reject(RejectCode::ControlCharacter, format!("{field} {e}"))),
+            },
         }
     }
 }
@@ -421,6 +436,8 @@ mod tests {
         assert_eq!(code(validate_payout(&payout(&"x".repeat(129), "agent-1", "1", "r"))), "invalid_id");
         assert_eq!(code(validate_payout(&payout("p1", "agent-1", "1", ""))), "missing_reason");
         assert_eq!(code(validate_payout(&payout("p1", "agent-1", "1", &"r".repeat(10_000_000)))), "field_too_long");
+        assert_eq!(code(validate_payout(&payout("p1", "agent-1", "1", "task\u{0}9"))), "control_character");
+        assert!(validate_payout(&payout("p1", "agent-1", "1", "line one\nline two\tend")).is_ok());
         let mut missing = payout("p1", "agent-1", "1", "r");
         missing.amount = RawAmount::Missing;
         assert_eq!(code(validate_payout(&missing)), "missing_amount");

@@ -22,7 +22,7 @@ use futures::TryStreamExt;
 
 use super::entity::{Synced, WriteMode};
 use super::{SyncError, SyncOptions, SyncReport, position};
-use crate::api::{Client, ListQuery};
+use crate::api::{Client, ListQuery, RowError, shown_id};
 use crate::progress::Progress;
 use crate::tables::{CommitInfo, Warehouse, open_or_create};
 
@@ -37,9 +37,11 @@ pub async fn sync_table<T: Synced>(
     opts: &SyncOptions,
     progress: &Progress,
 ) -> Result<SyncReport, SyncError> {
+    // One deadline for the whole sync, conflict retries included.
+    let deadline = tokio::time::Instant::now() + opts.max_duration;
     let mut attempt = 1;
     loop {
-        match sync_once::<T>(client, wh, commit, opts, progress).await {
+        match sync_once::<T>(client, wh, commit, opts, progress, deadline).await {
             Err(SyncError::Write { source, .. })
                 if position::is_conflict(&source) && attempt < MAX_CONFLICT_RETRIES =>
             {
@@ -82,8 +84,10 @@ async fn sync_once<T: Synced>(
     commit: &CommitInfo,
     opts: &SyncOptions,
     progress: &Progress,
+    deadline: tokio::time::Instant,
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
+    let out_of_time = || SyncError::Deadline { table: T::SPEC.name, limit: opts.max_duration };
     let table = open_or_create(wh, T::SPEC, commit).await?;
     let stored = position::read(&table, T::SPEC).await.map_err(write_err::<T>)?;
     let full = opts.full || stored.is_none();
@@ -111,8 +115,19 @@ async fn sync_once<T: Synced>(
     let mut warned: HashSet<String> = HashSet::new();
     let query = ListQuery { limit: Some(opts.page_size), since, ..ListQuery::default() };
     let mut pages = std::pin::pin!(client.pages::<T>(query));
-    while let Some(page) = pages.try_next().await? {
+    // Every way out of this loop but its end returns before the rows still held are written: a provider
+    // that repeats a cursor, keeps paging past the caps or outlasts the deadline gets nothing more
+    // committed (batches already full were committed with the position they reached, as always).
+    loop {
+        let next = tokio::time::timeout_at(deadline, pages.try_next()).await.map_err(|_| out_of_time())?;
+        let Some(page) = next? else { break };
         w.report.pages += 1;
+        if page.next_cursor.is_some() && w.report.pages >= opts.max_pages {
+            return Err(SyncError::TooManyPages { table: T::SPEC.name, limit: opts.max_pages });
+        }
+        if w.report.rows_read + page.rows.len() as u64 > opts.max_rows {
+            return Err(SyncError::TooManyRows { table: T::SPEC.name, limit: opts.max_rows });
+        }
         for f in page.unknown_fields {
             if warned.insert(f.clone()) {
                 tracing::warn!(table = T::SPEC.name, field = %f, "the API sent a field the contract does not define; ignored");
@@ -120,6 +135,11 @@ async fn sync_once<T: Synced>(
         }
         for row in page.rows {
             w.report.rows_read += 1;
+            // A row that decodes but breaks a rule (see `check.rs`) fails like one that does not decode.
+            let row = row.and_then(|r| match r.check() {
+                Ok(()) => Ok(r),
+                Err(reason) => Err(RowError { entity: T::ENTITY, id: shown_id(r.key()), reason }),
+            });
             match row {
                 Ok(r) => {
                     if let Some(s) = seen.as_mut() {
@@ -143,8 +163,14 @@ async fn sync_once<T: Synced>(
             return Err(SyncError::Injected { table: T::SPEC.name, pages: w.report.pages });
         }
         if batch.len() >= opts.batch_rows.max(1) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(out_of_time());
+            }
             w.flush(std::mem::take(&mut batch)).await?;
         }
+    }
+    if tokio::time::Instant::now() >= deadline {
+        return Err(out_of_time());
     }
     progress.phase("writing");
     w.flush(batch).await?;

@@ -8,6 +8,7 @@ use arrow::array::{ArrayRef, Date32Array, Decimal128Array, Float64Array, Int32Ar
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 
+use super::check;
 use crate::api::{Escrow, Listed, Transaction, Wallet};
 use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
 use crate::tables::{ESCROWS, TRANSACTIONS, TableSpec, WALLETS};
@@ -28,6 +29,8 @@ pub trait Synced: Listed + Clone + Send + Sync {
     fn key(&self) -> &str;
     /// The page-order time: `updated_at`, or `created_at` for transactions.
     fn changed_at(&self) -> DateTime<Utc>;
+    /// Whether the row may be written: ids, text lengths, control characters (see `check.rs`).
+    fn check(&self) -> Result<(), String>;
     fn to_batch(rows: &[&Self], synced_at: DateTime<Utc>) -> Result<RecordBatch, ArrowError>;
 }
 
@@ -69,6 +72,11 @@ impl Synced for Wallet {
     fn changed_at(&self) -> DateTime<Utc> {
         self.updated_at
     }
+    fn check(&self) -> Result<(), String> {
+        check::id("agent_id", &self.agent_id)?;
+        check::short_text("wallet_address", self.wallet_address.as_deref())?;
+        check::short_text("referral_code", self.referral_code.as_deref())
+    }
     fn to_batch(rows: &[&Wallet], synced_at: DateTime<Utc>) -> Result<RecordBatch, ArrowError> {
         let columns = vec![
             strings(rows, |w| Some(w.agent_id.as_str())),
@@ -94,6 +102,14 @@ impl Synced for Escrow {
     }
     fn changed_at(&self) -> DateTime<Utc> {
         self.updated_at
+    }
+    fn check(&self) -> Result<(), String> {
+        check::id("escrow_id", &self.escrow_id)?;
+        check::id("buyer_agent_id", &self.buyer_agent_id)?;
+        check::id("seller_agent_id", &self.seller_agent_id)?;
+        check::text("description", Some(&self.description))?;
+        check::metadata("metadata", self.metadata.as_ref())?;
+        check::optional_id("tx_id", self.tx_id.as_deref())
     }
     fn to_batch(rows: &[&Escrow], synced_at: DateTime<Utc>) -> Result<RecordBatch, ArrowError> {
         let metadata: Vec<Option<String>> =
@@ -130,6 +146,14 @@ impl Synced for Transaction {
     }
     fn changed_at(&self) -> DateTime<Utc> {
         self.created_at
+    }
+    fn check(&self) -> Result<(), String> {
+        check::id("tx_id", &self.tx_id)?;
+        check::id("agent_id", &self.agent_id)?;
+        check::optional_id("counterparty_agent_id", self.counterparty_agent_id.as_deref())?;
+        check::key("idempotency_key", self.idempotency_key.as_deref())?;
+        // A payout's reason, an escrow's id or "faucet": free text.
+        check::text("reference", self.reference.as_deref())
     }
     fn to_batch(rows: &[&Transaction], synced_at: DateTime<Utc>) -> Result<RecordBatch, ArrowError> {
         let columns = vec![

@@ -1,6 +1,7 @@
 //! Pulling API state into Delta tables: wallets and escrows (current state) and the transaction ledger
 //! (append-only), incrementally, exactly once (see `position.rs`), in bounded batches.
 
+pub mod check;
 pub mod engine;
 pub mod entity;
 pub mod position;
@@ -27,6 +28,20 @@ pub enum SyncError {
     Write { table: &'static str, source: Box<deltalake::DeltaTableError> },
     #[error("building a batch failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(
+        "{table}: the API listed more than {limit} pages in one sync; a provider that never stops paging is refused, \
+         nothing more was written. If the table really is that large, raise --max-pages"
+    )]
+    TooManyPages { table: &'static str, limit: u64 },
+    #[error(
+        "{table}: the API listed more than {limit} rows in one sync; refused, nothing more was written. If the \
+         table really is that large, raise --max-rows"
+    )]
+    TooManyRows { table: &'static str, limit: u64 },
+    #[error(
+        "{table}: the sync did not finish within {}s (--max-sync-secs); nothing more was written, rerun to go on", limit.as_secs()
+    )]
+    Deadline { table: &'static str, limit: Duration },
     #[error("{table}: injected failure after {pages} pages (fault injection)")]
     Injected { table: &'static str, pages: u64 },
 }
@@ -38,6 +53,10 @@ impl SyncError {
             SyncError::Api(e) => e.class(),
             SyncError::Table(e) => e.class(),
             SyncError::Write { .. } | SyncError::Injected { .. } => ErrorClass::Storage,
+            // The provider served more, or slower, than a sync may take: an API failure, retried later.
+            SyncError::TooManyPages { .. } | SyncError::TooManyRows { .. } | SyncError::Deadline { .. } => {
+                ErrorClass::Transient
+            }
             SyncError::Arrow(_) => ErrorClass::Internal,
         }
     }
@@ -46,6 +65,12 @@ impl SyncError {
         SyncError::Write { table, source: Box::new(source) }
     }
 }
+
+/// Default bounds of one table's sync: far above the largest table a run is expected to read (100M rows
+/// at the maximum page size), so they only ever stop a provider that keeps paging.
+pub const DEFAULT_MAX_PAGES: u64 = 100_000;
+pub const DEFAULT_MAX_ROWS: u64 = 100_000_000;
+pub const DEFAULT_MAX_SYNC_SECS: u64 = 4 * 3600;
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -57,6 +82,14 @@ pub struct SyncOptions {
     pub full: bool,
     /// Read back this far before the stored position, so rows committed late at the provider are not lost.
     pub overlap: Duration,
+    /// Most pages one table's sync reads. A provider that always has one more page is refused (exit 3)
+    /// instead of holding the job and committing its rows batch after batch.
+    pub max_pages: u64,
+    /// Most rows one table's sync reads (the same guard, for pages of any size).
+    pub max_rows: u64,
+    /// Longest one table's sync may take, conflict retries included; a provider that answers slowly
+    /// enough never trips the caps above, this ends it.
+    pub max_duration: Duration,
     /// Fault injection for tests and the simulation: fail after this many pages. Only in builds with the
     /// `test-hooks` feature: a release build cannot be told to fail.
     #[cfg(feature = "test-hooks")]
@@ -70,6 +103,9 @@ impl Default for SyncOptions {
             batch_rows: 100_000,
             full: false,
             overlap: Duration::from_secs(300),
+            max_pages: DEFAULT_MAX_PAGES,
+            max_rows: DEFAULT_MAX_ROWS,
+            max_duration: Duration::from_secs(DEFAULT_MAX_SYNC_SECS),
             #[cfg(feature = "test-hooks")]
             fail_after_pages: None,
         }

@@ -14,7 +14,7 @@ async fn payout_moves_money_and_records_a_transaction() {
     let before = c.wallet("agent-000001").await.unwrap();
     let req = PayoutRequest { agent_id: "agent-000001".into(), amount_usd: usd("12.50"), reason: "task-9".into() };
     let key = IdempotencyKey::new("test:payout:1").unwrap();
-    let r = c.payout(&req, Some(&key)).await.unwrap();
+    let r = c.payout(&req, Some(&key)).await.unwrap().answer;
     assert_eq!((r.status.as_str(), r.amount_usd, r.agent_id.as_str()), ("completed", usd("12.50"), "agent-000001"));
     let after = c.wallet("agent-000001").await.unwrap();
     assert_eq!(after.balance_usd.cents() - before.balance_usd.cents(), 1250);
@@ -41,7 +41,7 @@ async fn escrow_create_release_and_dispute_follow_the_contract() {
         metadata: Some(json!({"task_id": "t-1", "source": "databricks-workflow"})),
     };
     let buyer_before = c.wallet(ORCHESTRATOR_AGENT).await.unwrap().balance_usd;
-    let e = c.escrow_create(&create, None).await.unwrap();
+    let e = c.escrow_create(&create, None).await.unwrap().answer;
     assert_eq!(e.status, EscrowStatus::Funded);
     assert!(e.tx_id.is_none());
     assert_eq!(c.wallet(ORCHESTRATOR_AGENT).await.unwrap().balance_usd.cents(), buyer_before.cents() - 5000);
@@ -54,7 +54,7 @@ async fn escrow_create_release_and_dispute_follow_the_contract() {
     extra.insert("step".into(), json!(7));
     let release = EscrowActionRequest { reason: "val_accuracy=0.9612 exceeded 0.95".into(), extra };
     let seller_before = c.wallet("agent-000002").await.unwrap();
-    let r = c.escrow_release(&e.escrow_id, &release, None).await.unwrap();
+    let r = c.escrow_release(&e.escrow_id, &release, None).await.unwrap().answer;
     assert_eq!(r.status, EscrowStatus::Released);
     let seller_after = c.wallet("agent-000002").await.unwrap();
     assert_eq!(seller_after.balance_usd.cents() - seller_before.balance_usd.cents(), 5000);
@@ -64,11 +64,11 @@ async fn escrow_create_release_and_dispute_follow_the_contract() {
     assert_eq!(again.code(), Some("invalid_state"));
     assert_eq!(c.escrow(&e.escrow_id).await.unwrap().tx_id.as_deref(), Some(r.tx_id.as_str()));
 
-    let e2 = c.escrow_create(&create, None).await.unwrap();
+    let e2 = c.escrow_create(&create, None).await.unwrap().answer;
     let dispute =
         EscrowActionRequest { reason: "Quality rate 61.0% below 80% threshold".into(), extra: Default::default() };
     let before = c.wallet(ORCHESTRATOR_AGENT).await.unwrap().balance_usd;
-    let d = c.escrow_dispute(&e2.escrow_id, &dispute, None).await.unwrap();
+    let d = c.escrow_dispute(&e2.escrow_id, &dispute, None).await.unwrap().answer;
     assert_eq!(d.status, EscrowStatus::Refunded);
     assert_eq!(c.wallet(ORCHESTRATOR_AGENT).await.unwrap().balance_usd.cents() - before.cents(), 5000);
     let escrows: Page<Escrow> = c.list(&ListQuery::default()).await.unwrap();
@@ -80,7 +80,7 @@ async fn escrow_create_release_and_dispute_follow_the_contract() {
 async fn faucet_pays_once_per_agent() {
     let sb = sandbox(3).await;
     let c = client(&sb);
-    let r = c.faucet_claim("agent-000003", None).await.unwrap();
+    let r = c.faucet_claim("agent-000003", None).await.unwrap().answer;
     assert_eq!(r.amount_usd, usd("10.00"));
     let e = c.faucet_claim("agent-000003", None).await.unwrap_err();
     assert!(matches!(e, ApiError::InvalidState { .. }), "{e}");

@@ -49,6 +49,20 @@ async fn a_repeat_with_the_same_key_replays_byte_for_byte_and_moves_no_money() {
     assert_eq!(sb.stats().replays, 1);
 }
 
+/// The client surfaces `Idempotent-Replayed: true`: a call answered from the provider's memory of an
+/// earlier call says so, and the provider ran the operation once.
+#[tokio::test]
+async fn a_replayed_answer_is_marked_as_a_replay() {
+    let sb = sandbox(3).await;
+    let c = client(&sb);
+    let k = key("k-replayed");
+    let first = c.payout(&payout("agent-000002", "3.00"), Some(&k)).await.unwrap();
+    let again = c.payout(&payout("agent-000002", "3.00"), Some(&k)).await.unwrap();
+    assert_eq!((first.replayed, again.replayed), (false, true));
+    assert_eq!(first.answer, again.answer);
+    assert_eq!((txs_with_key(&sb, "k-replayed"), sb.stats().replays), (1, 1));
+}
+
 #[tokio::test]
 async fn the_same_key_with_another_body_is_refused_with_422() {
     let sb = sandbox(3).await;
@@ -92,8 +106,11 @@ async fn a_second_request_while_the_first_runs_gets_409_and_the_client_waits_it_
         tokio::time::sleep(Duration::from_millis(50)).await;
         c.payout(&req, Some(&k)).await
     });
-    assert_eq!(a.unwrap().tx_id, b.unwrap().tx_id);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.answer.tx_id, b.answer.tx_id);
     assert_eq!(txs_with_key(&sb, "k-409-client"), 1);
+    // The second call waited out the first one's 409 and got its replay: it moved no money.
+    assert_eq!((a.replayed, b.replayed), (false, true));
     let _ = b1;
 }
 
@@ -106,6 +123,9 @@ async fn a_failure_after_commit_is_resolved_by_the_same_key_not_a_second_payment
         let before = sb.ledger().wallet("agent-000003").unwrap().balance_usd;
         sb.faults().inject_next("/wallet/payout", Some(fault), None);
         let r = c.payout(&payout("agent-000003", "7.77"), Some(&k)).await.unwrap();
+        // The replay answered this call's own first attempt, which ran: money moved in this call.
+        assert!(!r.replayed, "{fault:?}");
+        let r = r.answer;
         let after = sb.ledger().wallet("agent-000003").unwrap().balance_usd;
         assert_eq!(after.cents() - before.cents(), 777, "{fault:?}: paid exactly once");
         assert_eq!(txs_with_key(&sb, k.as_str()), 1, "{fault:?}");

@@ -458,3 +458,46 @@ async fn two_processes_at_once_pay_each_payout_once() {
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     assert_each_paid_once(&sb, &ids);
 }
+
+/// Money moved, as `purpleflea.ops.runs` records it for the payouts steps of this warehouse.
+async fn recorded_moved(wh: &Warehouse) -> pfsync::money::Usd {
+    use arrow::array::Array;
+    let ctx = sql_context(wh).await.unwrap();
+    let sql = "SELECT CAST(sum(amount_usd) AS DECIMAL(18,2)) FROM purpleflea.ops.runs WHERE step = 'payouts'";
+    let b = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let col = b[0].column(0).as_any().downcast_ref::<Decimal128Array>().unwrap();
+    pfsync::money::Usd::from_cents(if col.is_null(0) { 0 } else { col.value(0) as i64 }).unwrap()
+}
+
+/// Two runs at once with their own payout logs (two warehouses, one provider account and namespace): the
+/// provider pays each payout once and replays the other run's sends, and `purpleflea.ops.runs` records
+/// what each run actually moved, so the two amounts add up to the money paid, not twice it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_at_once_record_replays_as_replays_not_as_money_moved() {
+    let mut cfg = SandboxConfig::for_tests(50);
+    cfg.faults.latency_prob = 1.0;
+    cfg.faults.latency_min = Duration::from_millis(2);
+    cfg.faults.latency_max = Duration::from_millis(10);
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let rows = n_payouts(60, "h");
+    let total: i64 = rows.iter().map(|r| pfsync::money::Usd::parse(&r.2).unwrap().cents()).sum();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [&da, &db] {
+        write_pending(&warehouse(d), &as_refs(&rows)).await;
+    }
+    let (a, b) = tokio::task::block_in_place(|| {
+        let mut a = payouts_cmd(&sb, da.path()).arg("--batch-size").arg("20").spawn().unwrap();
+        let mut b = payouts_cmd(&sb, db.path()).arg("--batch-size").arg("20").spawn().unwrap();
+        (a.wait().unwrap(), b.wait().unwrap())
+    });
+    assert_eq!((a.code(), b.code()), (Some(0), Some(0)));
+    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_each_paid_once(&sb, &ids);
+    let (ma, mb) = (recorded_moved(&warehouse(&da)).await, recorded_moved(&warehouse(&db)).await);
+    assert_eq!(
+        ma.cents() + mb.cents(),
+        total,
+        "moved {ma} + {mb}, paid {}",
+        pfsync::money::Usd::from_cents(total).unwrap()
+    );
+}

@@ -1,5 +1,6 @@
 //! Retries, backoff, limits and garbage from the wire: typed errors, never panics, never a double payment.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
@@ -42,13 +43,13 @@ async fn server_errors_before_the_operation_are_retried() {
 #[tokio::test]
 async fn retries_stop_at_the_attempt_bound_with_a_typed_error() {
     let mut cfg = SandboxConfig::for_tests(3);
-    cfg.faults = FaultConfig { seed: 1, malformed_prob: 1.0, ..FaultConfig::default() };
+    cfg.faults = FaultConfig { seed: 1, error_before_prob: 1.0, ..FaultConfig::default() };
     let sb = Sandbox::start(cfg).await.unwrap();
     let mut ccfg = client_config(&sb);
     ccfg.retry.max_attempts = 3;
     let c = Client::new(ccfg).unwrap();
     let e = c.list::<Wallet>(&ListQuery::default()).await.unwrap_err();
-    assert!(matches!(e, ApiError::Decode { status: 200, .. }), "{e}");
+    assert!(matches!(e, ApiError::Server { status: 500, attempts: 3, .. }), "{e}");
     assert_eq!(sb.stats().requests, 3);
 
     sb.faults().set(FaultConfig { seed: 1, rate_limit_prob: 1.0, retry_after_prob: 0.0, ..FaultConfig::default() });
@@ -139,4 +140,91 @@ async fn a_full_listing_through_chaos_is_complete_and_correct() {
     ids.dedup();
     assert_eq!(ids.len(), 301);
     assert!(sb.stats().faults > 0, "chaos injected faults");
+}
+
+/// A complete answer that cannot be used (a 2xx body that does not follow the contract, a body over the
+/// limit) is asked for once more, never until the attempts run out: the same request gets the same bytes.
+#[tokio::test]
+async fn an_unreadable_or_oversized_answer_is_asked_for_at_most_twice() {
+    let mut cfg = SandboxConfig::for_tests(50);
+    cfg.faults = FaultConfig { seed: 1, malformed_prob: 1.0, ..FaultConfig::default() };
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let c = client(&sb);
+    assert!(c.config().retry.max_attempts > 2);
+    let e = c.list::<Wallet>(&ListQuery::default()).await.unwrap_err();
+    assert!(matches!(e, ApiError::Decode { status: 200, .. }), "{e}");
+    assert_eq!(sb.stats().requests, 2, "one more try, not {}", c.config().retry.max_attempts);
+
+    // A keyed POST at a provider that honours keys: the repeat is a replay of the stored answer, so one
+    // is worth it (the damage may have been on the wire); after that the outcome is unknown, for the
+    // lookup to resolve. It ran once.
+    let before = sb.stats();
+    let k = IdempotencyKey::new("k-unreadable").unwrap();
+    let req = PayoutRequest { agent_id: "agent-000001".into(), amount_usd: usd("1"), reason: "r".into() };
+    let e = c.payout(&req, Some(&k)).await.unwrap_err();
+    assert!(e.outcome_unknown(), "{e}");
+    assert_eq!((sb.stats().requests - before.requests, sb.stats().executed - before.executed), (2, 1));
+
+    sb.faults().set(FaultConfig::default());
+    let mut ccfg = client_config(&sb);
+    ccfg.max_body_bytes = 1024;
+    let c = Client::new(ccfg).unwrap();
+    let before = sb.stats().requests;
+    let e = c.list::<Wallet>(&ListQuery { limit: Some(50), ..ListQuery::default() }).await.unwrap_err();
+    assert!(matches!(e, ApiError::TooLarge { limit: 1024, .. }), "{e}");
+    assert_eq!(sb.stats().requests - before, 2);
+}
+
+/// Makes a folder unwritable, even for root (`chattr +i`), and undoes it on drop so the temp dir can go.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn make(dir: &std::path::Path) -> Option<ReadOnly> {
+        use std::os::unix::fs::PermissionsExt;
+        let immutable = Command::new("chattr").arg("+i").arg(dir).status().is_ok_and(|s| s.success());
+        if !immutable {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).ok()?;
+        }
+        let guard = ReadOnly(dir.to_path_buf());
+        // Root ignores permission bits: only a real refusal makes the test meaningful.
+        std::fs::write(dir.join("probe"), b"x").is_err().then_some(guard)
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_table_folder_is_a_storage_error_without_a_panic() {
+    let sb = sandbox(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sb.base_url().to_string();
+    let sync = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pfsync"))
+            .args(["--api-url", &url, "--faucet-url", &url, "-q", "--warehouse"])
+            .arg(dir.path())
+            .args(["sync", "wallets"])
+            .args(extra)
+            .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::block_in_place(|| sync(&[]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let folder = dir.path().join("purpleflea/agents/wallets");
+    let Some(_guard) = ReadOnly::make(&folder) else {
+        eprintln!("skipped: cannot make {} read-only here", folder.display());
+        return;
+    };
+    let out = tokio::task::block_in_place(|| sync(&["--full"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "a storage error:\n{err}");
+    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "no dependency panic shows:\n{err}");
+    assert!(err.contains("purpleflea.agents.wallets"), "names the table:\n{err}");
 }
