@@ -8,6 +8,7 @@ mod exactly_once;
 mod idempotency;
 mod jobs_bundle;
 mod maintain;
+mod operator_mistakes;
 mod pagination;
 pub mod payouts;
 mod reconcile;
