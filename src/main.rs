@@ -31,7 +31,8 @@ fn main() -> ExitCode {
             if json_logs {
                 tracing::error!(exit_code = code as u8, "{e}");
             } else {
-                eprintln!("error: {e}");
+                // Error text can carry values from outside (ids, paths, API messages): one line, no ESC.
+                eprintln!("error: {}", pfsync::logging::escape_control(&e.to_string()));
             }
             ExitCode::from(code as u8)
         }

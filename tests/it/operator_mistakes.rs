@@ -122,3 +122,61 @@ fn memory_locations_are_refused() {
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("[tables.\"purpleflea.payouts.log\"].location") && t.contains("memory"), "{t}");
 }
+
+/// Answers every request with `body` (a list page), like a provider would, from a thread.
+fn serve_page(body: String) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes()));
+        }
+    });
+    addr
+}
+
+/// A provider controls field names and row ids. Written raw, a newline in one starts a log line of the
+/// provider's choosing and an ESC sequence rewrites the operator's terminal; every logged value is escaped,
+/// and a log that is not a terminal gets no colour codes at all.
+#[test]
+fn values_from_the_api_cannot_forge_log_lines_or_send_terminal_codes() {
+    let good = serde_json::json!({
+        "agent_id": "agent-1", "wallet_address": null, "balance_usd": 1.5, "active_escrow_count": 0,
+        "total_earned_usd": 2, "referral_code": null, "registered_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "x\nFORGED-FIELD ERROR all payouts failed \u{1b}[31m": 1,
+    });
+    let bad = serde_json::json!({"agent_id": "id\nFORGED-ID WARN \u{1b}[2Jcleared", "balance_usd": "not money"});
+    let addr = serve_page(serde_json::json!({"data": [good, bad], "next_cursor": null}).to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/api");
+    let out = pfsync()
+        .args(["--api-url", &url, "--faucet-url", &url, "--max-attempts", "1", "sync", "wallets"])
+        .arg("--warehouse")
+        .arg(dir.path().join("wh"))
+        .env("PURPLEFLEA_API_KEY", "pf_test_x")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "the bad row failed alone: {}", text(&out));
+    assert!(stderr.contains(r"x\nFORGED-FIELD"), "the field name is logged, escaped: {stderr}");
+    assert!(stderr.contains(r"id\nFORGED-ID"), "the row id is logged, escaped: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no ESC reaches the log, from the API or as colour: {stderr:?}");
+    for line in stderr.lines() {
+        assert!(!line.trim_start().starts_with("FORGED"), "a line the API wrote: {line:?}\n{stderr}");
+    }
+}
