@@ -180,3 +180,25 @@ fn values_from_the_api_cannot_forge_log_lines_or_send_terminal_codes() {
         assert!(!line.trim_start().starts_with("FORGED"), "a line the API wrote: {line:?}\n{stderr}");
     }
 }
+
+#[test]
+fn no_core_dump_can_hold_the_key() {
+    use std::io::{BufRead, BufReader};
+    let mut child = pfsync()
+        .args(["sandbox", "--port", "0", "--agents", "1"])
+        .env("PURPLEFLEA_API_KEY", "pf_test_DO_NOT_DUMP")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("ready"), "{line}");
+    let limits = limits.unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap_or_else(|| panic!("{limits}"));
+    let values: Vec<&str> = core.trim_start_matches("Max core file size").split_whitespace().collect();
+    assert_eq!(&values[..2], ["0", "0"], "soft and hard core limits are 0: {core}");
+}
