@@ -202,3 +202,115 @@ fn no_core_dump_can_hold_the_key() {
     let values: Vec<&str> = core.trim_start_matches("Max core file size").split_whitespace().collect();
     assert_eq!(&values[..2], ["0", "0"], "soft and hard core limits are 0: {core}");
 }
+
+/// Run to completion, or kill after `secs` and return `None` (a sandbox that started serving).
+fn output_within(mut cmd: Command, secs: u64) -> Option<Output> {
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn the_sandbox_will_not_serve_its_well_known_key_or_admin_controls_to_a_network() {
+    let refused: Vec<(Vec<&str>, Option<&str>)> = vec![
+        (vec!["--host", "0.0.0.0"], None),
+        (vec!["--host", "0.0.0.0", "--admin"], None),
+        (vec!["--host", "::"], None),
+        (vec!["--host", "0.0.0.0"], Some("pf_test_sandbox")),
+    ];
+    for (flags, key) in refused {
+        let mut cmd = pfsync();
+        cmd.args(["sandbox", "--port", "0", "--agents", "1"]).args(&flags);
+        if let Some(k) = key {
+            cmd.env("PURPLEFLEA_API_KEY", k);
+        }
+        let out = output_within(cmd, 20).unwrap_or_else(|| panic!("{flags:?} {key:?}: the sandbox started serving"));
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{flags:?} {key:?}: {t}");
+        assert!(t.contains("--host") && t.contains("PURPLEFLEA_API_KEY"), "{t}");
+    }
+    // With a key of its own it may listen on every interface; on loopback it needs none.
+    let mut cmd = pfsync();
+    cmd.args(["sandbox", "--port", "0", "--agents", "1", "--host", "0.0.0.0", "--admin"])
+        .env("PURPLEFLEA_API_KEY", "pf_test_a_key_of_our_own");
+    assert!(output_within(cmd, 3).is_none(), "serves");
+    let mut cmd = pfsync();
+    cmd.args(["sandbox", "--port", "0", "--agents", "1", "--host", "127.0.0.1", "--admin"]);
+    assert!(output_within(cmd, 3).is_none(), "serves");
+}
+
+/// A `pfsync sandbox` on a free port with the given extra flags, and its address.
+fn sandbox_process(flags: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = pfsync()
+        .args(["sandbox", "--port", "0", "--agents", "1"])
+        .args(flags)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")).unwrap_or_else(|| panic!("{line}"));
+    let addr = url.trim_start_matches("http://").trim_end_matches("/api").to_string();
+    (child, addr)
+}
+
+/// Seconds until the server closes `stream`, feeding it `drip` every 200 ms; `None` if still open after
+/// `limit` seconds.
+fn seconds_until_closed(stream: &mut std::net::TcpStream, drip: Option<&[u8]>, limit: f64) -> Option<f64> {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 4096];
+    while started.elapsed().as_secs_f64() < limit {
+        if let Some(d) = drip
+            && stream.write_all(d).is_err()
+        {
+            return Some(started.elapsed().as_secs_f64());
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed().as_secs_f64()),
+            Ok(_) => {} // a response (an error status) before the close
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(started.elapsed().as_secs_f64()),
+        }
+    }
+    None
+}
+
+#[test]
+fn the_sandbox_closes_connections_that_send_headers_slowly_or_stall() {
+    use std::io::Write;
+    let (mut child, addr) = sandbox_process(&["--header-timeout-secs", "1", "--idle-timeout-secs", "2"]);
+
+    // Headers that never end, one line every 200 ms: closed by the header timeout.
+    let mut slow_headers = std::net::TcpStream::connect(&addr).unwrap();
+    slow_headers.write_all(b"GET /api/wallets HTTP/1.1\r\nhost: sandbox\r\n").unwrap();
+    let headers_closed = seconds_until_closed(&mut slow_headers, Some(b"x-slow: y\r\n"), 8.0);
+
+    // Headers complete, then a body that stops after 10 of its 100 bytes: closed by the idle timeout.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(
+            b"POST /api/wallet/payout HTTP/1.1\r\nhost: sandbox\r\nauthorization: Bearer pf_test_sandbox\r\n\
+              content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"agent_id\"",
+        )
+        .unwrap();
+    let stall_closed = seconds_until_closed(&mut stalled, None, 8.0);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let headers_closed = headers_closed.expect("a connection trickling headers is closed");
+    assert!(headers_closed < 4.0, "closed after {headers_closed:.1} s, the header timeout is 1 s");
+    let stall_closed = stall_closed.expect("a connection that stalls mid-body is closed");
+    assert!((1.5..5.0).contains(&stall_closed), "closed after {stall_closed:.1} s, the idle timeout is 2 s");
+}
