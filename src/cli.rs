@@ -233,7 +233,8 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
-    /// Address to listen on. Loopback by default: the sandbox accepts a well-known test key.
+    /// Address to listen on. Loopback by default: the sandbox accepts a well-known test key. Any other
+    /// address (0.0.0.0 included) needs PURPLEFLEA_API_KEY set to a key of your own, or it is refused.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
 
@@ -275,6 +276,16 @@ pub struct SandboxArgs {
     /// the operation unknown, never send it again.
     #[arg(long, value_name = "garble|ignore-filter", value_parser = parse_lookup_fault)]
     pub lookup_fault: Option<crate::sandbox::LookupFault>,
+
+    /// Seconds a client has to send a request's headers (and to start the next request on a kept-alive
+    /// connection) before the connection is closed.
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a connection may move no byte at all (a request body that stops, a response nobody reads)
+    /// before it is closed.
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
 
     #[command(flatten)]
     pub faults: FaultArgs,

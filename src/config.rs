@@ -139,12 +139,16 @@ impl Settings {
             o.warehouse.clone().or(file.warehouse.clone()).unwrap_or_else(|| DEFAULT_WAREHOUSE.to_string());
         let mut overrides = BTreeMap::new();
         for (name, section) in &file.tables {
-            let table = TableName::parse(name).map_err(|e| value_error(&format!("[tables.\"{name}\"]"), e))?;
-            if let Some(loc) = &section.location {
-                let url = crate::tables::location_url(loc)
-                    .map_err(|e| value_error(&format!("[tables.\"{name}\"].location"), e))?;
-                overrides.insert(table, url);
-            }
+            let table = owned_table(name)?;
+            let Some(loc) = &section.location else {
+                return Err(value_error(
+                    &format!("[tables.\"{name}\"]"),
+                    "has no location = ...; add one or remove the section",
+                ));
+            };
+            let url = crate::tables::location_url(loc)
+                .map_err(|e| value_error(&format!("[tables.\"{name}\"].location"), e))?;
+            overrides.insert(table, url);
         }
         check_storage(&file.storage, std::env::var("AWS_S3_LOCKING_PROVIDER").ok())?;
         let root = crate::tables::location_url(&warehouse_text).map_err(|e| value_error("--warehouse", e))?;
@@ -196,6 +200,42 @@ impl Settings {
         c.keys_honoured = self.provider.honours_idempotency_keys.unwrap_or(true);
         c
     }
+}
+
+/// A `[tables."..."]` key must name a table pfsync owns. A mapping under a misspelt name would be ignored
+/// and the table written to its default place: for the payout log, away from where auditors look.
+fn owned_table(name: &str) -> Result<TableName, ConfigError> {
+    let field = format!("[tables.\"{name}\"]");
+    let table = TableName::parse(name).map_err(|e| value_error(&field, e))?;
+    if crate::tables::ALL.iter().any(|spec| spec.name == name) {
+        return Ok(table);
+    }
+    let closest = crate::tables::ALL.iter().map(|spec| spec.name).min_by_key(|owned| edit_distance(name, owned));
+    let hint = match closest {
+        Some(owned) if edit_distance(name, owned) <= 3 => format!("did you mean \"{owned}\"? "),
+        _ => String::new(),
+    };
+    let owned: Vec<&str> = crate::tables::ALL.iter().map(|spec| spec.name).collect();
+    Err(value_error(
+        &field,
+        format!("pfsync owns no table of that name; {hint}the tables it owns are {}", owned.join(", ")),
+    ))
+}
+
+/// Levenshtein distance, for the "did you mean" of a misspelt table name.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn merge_api(flags: &ApiSection, file: &ApiSection) -> ApiSection {
@@ -299,6 +339,30 @@ location = "/tmp/elsewhere/wallets"
         std::fs::write(&p, "warehose = \"/tmp/x\"\n").unwrap();
         let err = Settings::resolve(&Overrides { config: Some(p), ..Overrides::default() }).unwrap_err().to_string();
         assert!(err.contains("warehose"), "{err}");
+    }
+
+    #[test]
+    fn a_table_mapping_must_name_a_table_pfsync_owns() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pfsync.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Settings::resolve(&Overrides { config: Some(p.clone()), ..Overrides::default() })
+        };
+        let e = resolve("[tables.\"purpleflea.agents.walets\"]\nlocation = \"/tmp/w\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("[tables.\"purpleflea.agents.walets\"]"), "{e}");
+        assert!(e.contains("did you mean \"purpleflea.agents.wallets\"?"), "{e}");
+        let e = resolve("[tables.\"sales.crm.accounts\"]\nlocation = \"/tmp/w\"\n").unwrap_err().to_string();
+        assert!(
+            e.contains("owns no table") && !e.contains("did you mean") && e.contains("purpleflea.payouts.log"),
+            "{e}"
+        );
+        let e = resolve("[tables.\"purpleflea.payouts.log\"]\n").unwrap_err().to_string();
+        assert!(e.contains("no location"), "{e}");
+        assert!(resolve("[tables.\"purpleflea.payouts.log\"]\nlocation = \"/tmp/log\"\n").is_ok());
+        assert_eq!(edit_distance("walets", "wallets"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -7,6 +7,8 @@ use pfsync::app::{self, Exit};
 use pfsync::cli::Cli;
 
 fn main() -> ExitCode {
+    // First, before the key is read from anywhere.
+    let no_core_dumps = pfsync::secret::forbid_core_dumps();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -17,6 +19,9 @@ fn main() -> ExitCode {
     };
     let json_logs = cli.global.log_format == pfsync::cli::LogFormat::Json;
     pfsync::logging::init(cli.global.log_format, cli.global.verbose, cli.global.quiet);
+    if let Err(e) = no_core_dumps {
+        tracing::warn!(error = %e, "could not turn core dumps off: a crash dump may hold the API key");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -31,7 +36,8 @@ fn main() -> ExitCode {
             if json_logs {
                 tracing::error!(exit_code = code as u8, "{e}");
             } else {
-                eprintln!("error: {e}");
+                // Error text can carry values from outside (ids, paths, API messages): one line, no ESC.
+                eprintln!("error: {}", pfsync::logging::escape_control(&e.to_string()));
             }
             ExitCode::from(code as u8)
         }

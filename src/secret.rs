@@ -74,9 +74,65 @@ impl fmt::Display for ApiKey {
     }
 }
 
+/// Keep the key out of core dumps, for the whole process, before it is read: a crash dump of a run held
+/// the `Authorization` header several times over, readable by whoever can read the dump.
+///
+/// Both knobs, because each alone has a gap: a zero `RLIMIT_CORE` (hard limit too, so nothing in the
+/// process can raise it again) stops a core file but not a `core_pattern` pipe to a crash collector, and
+/// "not dumpable" stops both unless `fs.suid_dumpable = 2`, which still writes cores (root-only) to a file.
+/// Not dumpable also keeps other processes of the same user from attaching a debugger.
+pub fn forbid_core_dumps() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: setrlimit(2) only reads the struct, which outlives the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: prctl(2) with PR_SET_DUMPABLE takes plain integers and touches no memory of ours.
+        if unsafe {
+            libc::prctl(
+                libc::PR_SET_DUMPABLE,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        } != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn after_forbidding_core_dumps_the_process_is_not_dumpable_and_may_not_write_a_core() {
+        forbid_core_dumps().unwrap();
+        // SAFETY: PR_GET_DUMPABLE takes plain integers and touches no memory of ours.
+        let dumpable = unsafe {
+            libc::prctl(
+                libc::PR_GET_DUMPABLE,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        let mut limit = libc::rlimit { rlim_cur: 1, rlim_max: 1 };
+        // SAFETY: getrlimit(2) writes only into `limit`, which outlives the call.
+        let got = unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut limit) };
+        assert_eq!(dumpable, 0);
+        assert_eq!((got, limit.rlim_cur, limit.rlim_max), (0, 0, 0));
+    }
 
     #[test]
     fn debug_and_display_redact() {

@@ -1,11 +1,12 @@
 //! `pfsync sandbox`: the stand-in Purple Flea API as a server, until Ctrl-C or SIGTERM.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::AppError;
 use crate::cli::{FaultArgs, SandboxArgs};
 use crate::money::Usd;
-use crate::sandbox::{FaultConfig, Sandbox, SandboxConfig, SeedConfig};
+use crate::sandbox::{ConnectionLimits, DEFAULT_SANDBOX_KEY, FaultConfig, Sandbox, SandboxConfig, SeedConfig};
 use crate::secret::{API_KEY_ENV, ApiKey};
 
 pub(super) fn fault_config(seed: u64, f: &FaultArgs) -> Result<FaultConfig, AppError> {
@@ -32,6 +33,7 @@ pub(super) async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
         Ok(k) => ApiKey::new(&k, "in PURPLEFLEA_API_KEY").map_err(|e| AppError::Usage(e.to_string()))?,
         Err(_) => crate::sandbox::default_key(),
     };
+    check_exposure(args.host, &api_key, args.admin)?;
     let cfg = SandboxConfig {
         host: args.host,
         port: args.port,
@@ -42,6 +44,10 @@ pub(super) async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
         admin: args.admin,
         ignore_idempotency_keys: args.ignore_idempotency_keys,
         lookup_fault: args.lookup_fault,
+        limits: ConnectionLimits {
+            header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        },
     };
     let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Usage(format!("cannot start the sandbox: {e}")))?;
     println!(
@@ -59,6 +65,20 @@ pub(super) async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Off loopback, anyone who can reach the port can use the sandbox: with the key every copy of pfsync
+/// documents, they can, and with `--admin` they can also plant transactions and set balances. Both need a
+/// key of the operator's own.
+fn check_exposure(host: IpAddr, key: &ApiKey, admin: bool) -> Result<(), AppError> {
+    if host.to_canonical().is_loopback() || !key.matches(DEFAULT_SANDBOX_KEY) {
+        return Ok(());
+    }
+    let what = if admin { "its well-known key and admin controls" } else { "its well-known key" };
+    Err(AppError::Usage(format!(
+        "--host {host} is not a loopback address: the sandbox would serve {what} ({DEFAULT_SANDBOX_KEY}) to the \
+         network. Set {API_KEY_ENV} to a key of your own, or listen on 127.0.0.1"
+    )))
+}
+
 pub(super) async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -72,4 +92,25 @@ pub(super) async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_may_use_the_well_known_key() {
+        let default = crate::sandbox::default_key();
+        let own = ApiKey::new("pf_test_operators_own", "test").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for host in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+            assert!(check_exposure(ip(host), &default, true).is_ok(), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "10.0.0.5", "::ffff:10.0.0.5"] {
+            let e = check_exposure(ip(host), &default, false).unwrap_err().to_string();
+            assert!(e.contains("--host") && e.contains(API_KEY_ENV), "{e}");
+            assert!(check_exposure(ip(host), &default, true).unwrap_err().to_string().contains("admin"));
+            assert!(check_exposure(ip(host), &own, true).is_ok(), "{host}");
+        }
+    }
 }

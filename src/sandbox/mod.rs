@@ -2,6 +2,7 @@
 //! ledger) and injects faults on demand. `pfsync sandbox` serves it on a port; tests and `pfsync demo`
 //! start it in-process with [`Sandbox::start`].
 
+pub mod connections;
 pub mod cursor;
 pub mod faults;
 pub mod idempotency;
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::Url;
 
+pub use connections::ConnectionLimits;
 pub use faults::{Fault, FaultConfig, FaultPlan};
 pub use ledger::{Ledger, ORCHESTRATOR_AGENT, SeedConfig};
 pub use server::StatsSnapshot;
@@ -24,6 +26,12 @@ use crate::secret::ApiKey;
 
 /// The key the sandbox accepts when `PURPLEFLEA_API_KEY` is not set.
 pub const DEFAULT_SANDBOX_KEY: &str = "pf_test_sandbox";
+
+/// A request's headers must arrive within this (and a kept-alive connection's next request start).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection that moves no byte for this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -41,6 +49,8 @@ pub struct SandboxConfig {
     pub ignore_idempotency_keys: bool,
     /// Misbehave on `GET /transactions?idempotency_key=` (the lookup pfsync resolves unknowns with).
     pub lookup_fault: Option<LookupFault>,
+    /// How long a client may hold a connection without sending.
+    pub limits: ConnectionLimits,
 }
 
 /// How a broken provider answers a lookup by idempotency key.
@@ -75,6 +85,10 @@ impl SandboxConfig {
             admin: false,
             ignore_idempotency_keys: false,
             lookup_fault: None,
+            limits: ConnectionLimits {
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            },
         }
     }
 }
@@ -119,14 +133,9 @@ impl Sandbox {
         let addr = listener.local_addr()?;
         let app = axum::Router::new().fallback(server::handle).with_state(Arc::clone(&state));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "sandbox server stopped");
-            }
-        });
+        let task = tokio::spawn(connections::serve(listener, app, cfg.limits, async {
+            let _ = stopped.await;
+        }));
         Ok(Sandbox { addr, state, stop: Some(stop), task: Some(task) })
     }
 

@@ -48,7 +48,12 @@ pub fn location_url(text: &str) -> Result<Url, String> {
         // A Windows drive letter parses as a one-letter scheme; everything else with a scheme is a URI.
         if url.scheme().len() > 1 {
             return match url.scheme() {
-                "file" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "adl" | "azure" | "memory" => Ok(url),
+                "file" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "adl" | "azure" => Ok(url),
+                // delta-rs would take it, and a run would report rows written that vanish when it exits.
+                // Tests that want one build their `Warehouse` from a URL directly.
+                "memory" => Err(format!(
+                    "{text:?} is in memory: nothing written there outlives the process; use a folder or an object store"
+                )),
                 other => Err(format!("unsupported storage scheme {other:?} in {text:?}")),
             };
         }
@@ -156,6 +161,7 @@ mod tests {
         let local = location_url("/tmp/wh").unwrap();
         assert_eq!(local.as_str(), "file:///tmp/wh/");
         assert!(location_url("ftp://x/y").is_err());
+        assert!(location_url("memory:///").unwrap_err().contains("outlives the process"));
         assert!(location_url("relative/dir").unwrap().path().ends_with("/relative/dir/"));
     }
 

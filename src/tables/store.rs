@@ -25,13 +25,22 @@ pub enum TableError {
     Delta { table: String, location: String, source: Box<DeltaTableError> },
     #[error("cannot prepare the folder for {table} at {location}: {source}")]
     Folder { table: String, location: String, source: std::io::Error },
+    #[error(
+        "{location} holds files but no Delta table (e.g. {example}); pfsync creates {table} only in a new or empty \
+         folder: map {table} to a folder of its own in the config file"
+    )]
+    NotATableFolder { table: String, location: String, example: String },
     #[error("query failed: {0}")]
     Query(String),
 }
 
 impl TableError {
     pub fn class(&self) -> crate::errors::ErrorClass {
-        crate::errors::ErrorClass::Storage
+        match self {
+            // The location is wrong, not the storage: a retry finds the same files.
+            TableError::NotATableFolder { .. } => crate::errors::ErrorClass::Usage,
+            _ => crate::errors::ErrorClass::Storage,
+        }
     }
 }
 
@@ -73,7 +82,20 @@ pub async fn open_or_create(wh: &Warehouse, spec: &TableSpec, commit: &CommitInf
         })?;
     }
     let table = open_at(wh, spec, &location).await?;
-    let table = if table.version().is_none() {
+    let table = if table.version().is_some() {
+        table
+    } else if let Some(example) = foreign_file(&table, spec, &location).await? {
+        // Another run may have created the table, and written its first files, since we looked.
+        let theirs = open_at(wh, spec, &location).await?;
+        if theirs.version().is_none() {
+            return Err(TableError::NotATableFolder {
+                table: spec.name.to_string(),
+                location: location.to_string(),
+                example,
+            });
+        }
+        theirs
+    } else {
         let created = table
             .create()
             .with_table_name(spec.table_name().table)
@@ -89,14 +111,42 @@ pub async fn open_or_create(wh: &Warehouse, spec: &TableSpec, commit: &CommitInf
                 tracing::info!(table = spec.name, %location, "created table");
                 t
             }
-            // Another run created it between our look and our create: use theirs, after the check below.
-            Err(_) => open_at(wh, spec, &location).await?,
+            Err(create_error) => {
+                // Another run created it between our look and our create: use theirs, after the check below.
+                let theirs = open_at(wh, spec, &location).await?;
+                if theirs.version().is_none() {
+                    // Nobody did: the create itself failed (a folder we may not write), and says why.
+                    return Err(delta_err(spec, &location)(create_error));
+                }
+                theirs
+            }
         }
-    } else {
-        table
     };
     check_schema(&table, spec, &location)?;
     Ok(table)
+}
+
+/// The first file found at a location that holds no Delta table, if any. pfsync creates a table only in a
+/// new or empty folder: a mapping to a folder of something else's (one holding `passwd`) would otherwise
+/// get a `_delta_log` written into it, and a table whose log was lost would be started afresh over its data.
+async fn foreign_file(table: &DeltaTable, spec: &TableSpec, location: &Url) -> Result<Option<String>, TableError> {
+    use futures::StreamExt;
+
+    let store = table.log_store().object_store(None);
+    let mut listing = store.list(None);
+    while let Some(item) = listing.next().await {
+        let meta = match item {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(delta_err(spec, location)(e.into())),
+        };
+        let path = meta.location.as_ref();
+        // An empty name is an object store's folder marker; `_delta_log/` holds a create another run began.
+        if !path.is_empty() && !path.starts_with("_delta_log/") {
+            return Ok(Some(path.to_string()));
+        }
+    }
+    Ok(None)
 }
 
 /// Open an existing table (or an empty location) without creating anything.

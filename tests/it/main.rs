@@ -9,6 +9,7 @@ mod hostile;
 mod idempotency;
 mod jobs_bundle;
 mod maintain;
+mod operator_mistakes;
 mod pagination;
 pub mod payouts;
 mod reconcile;
