@@ -47,9 +47,8 @@ impl Provider for SeedProvider {
         let action = || EscrowActionRequest { reason: op.reason.clone(), extra: Default::default() };
         // The executor binds releases to their create's escrow before sending; an unbound one reaching here
         // is a bug, reported as such (an unknown outcome, never a rejection that would retire the id).
-        let unbound = || {
-            ApiError::BadSetting(format!("operation {} was sent before its create's escrow was known", op.id))
-        };
+        let unbound =
+            || ApiError::BadSetting(format!("operation {} was sent before its create's escrow was known", op.id));
         match &op.action {
             Action::Payout { agent, amount } => {
                 let req = PayoutRequest { agent_id: agent.clone(), amount_usd: *amount, reason: op.reason.clone() };
