@@ -15,7 +15,12 @@ if [ ${#benches[@]} -eq 0 ]; then
   benches=(sandbox_throughput wallet_sync tx_sync payouts reconcile)
   rm -f "$PFSYNC_BENCH_RESULTS"
 else
-  # Drop the named benches' old figures; keep the rest.
+  # Drop the named benches' old figures; keep the rest. They live in the target dir: on a new machine (or
+  # target dir) there are none, and the regenerated BENCHMARKS.md would hold only the benches rerun now.
+  if [ ! -s "$PFSYNC_BENCH_RESULTS" ]; then
+    echo "warning: no earlier figures in $PFSYNC_BENCH_RESULTS; BENCHMARKS.md will hold only: ${benches[*]}" >&2
+    echo "         (run scripts/bench.sh with no arguments to regenerate every section)" >&2
+  fi
   touch "$PFSYNC_BENCH_RESULTS"
   for b in "${benches[@]}"; do
     grep -v "\"bench\":\"$b\"" "$PFSYNC_BENCH_RESULTS" > "$PFSYNC_BENCH_RESULTS.tmp" || true
