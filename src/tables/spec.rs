@@ -310,8 +310,8 @@ pub const PAYOUT_LOG: TableSpec = TableSpec {
             "error_code",
             String,
             true,
-            "Contract error code, or pfsync's: transport, malformed_response, lookup_failed, lookup_inconclusive \
-             (the provider's evidence proved nothing; never resent)",
+            "Contract error code, or one of pfsync: transport, malformed_response, lookup_failed, lookup_inconclusive \
+             (the evidence of the provider proved nothing; never resent)",
         ),
         col("error_message", String, true, "Error text"),
         col("run_id", String, false, "Run that wrote the event"),
@@ -374,7 +374,7 @@ pub const RECONCILIATION: TableSpec = TableSpec {
         col("detail", String, false, "What differs, in words"),
         col("first_seen_run", String, false, "Run that first reported this finding"),
         col("first_seen_at", Timestamp, false, "When it was first reported"),
-        col("resolved_at", Timestamp, true, "Set on the row that records the finding's disappearance"),
+        col("resolved_at", Timestamp, true, "Set on the row that records that the finding disappeared"),
         col("recorded_at", Timestamp, false, "When this row was written (one value per run)"),
     ],
     partition_columns: &[],
@@ -408,7 +408,7 @@ pub const RUNS: TableSpec = TableSpec {
 pub const DAILY_TOTALS: TableSpec = TableSpec {
     name: "purpleflea.ops.daily_totals",
     writer: Writer::Pfsync,
-    comment: "Provider transactions per day and kind, and the part matched to pfsync's log; rewritten by reconcile",
+    comment: "Provider transactions per day and kind, and the part matched to the pfsync log; rewritten by reconcile",
     columns: &[
         col("day", Date, false, "Day (UTC)"),
         col("kind", String, false, "payout | escrow_lock | escrow_release | escrow_refund | faucet"),
@@ -451,6 +451,10 @@ mod tests {
             names.dedup();
             assert_eq!(names.len(), spec.columns.len(), "{}: column names are unique", spec.name);
             assert_eq!(spec.arrow_schema().fields().len(), spec.delta_columns().len());
+            // A quote or backslash in a comment would need escaping, which SQL dialects disagree on.
+            for c in spec.columns.iter().map(|c| c.comment).chain([spec.comment]) {
+                assert!(!c.contains(['\'', '\\']), "{}: {c:?} reads the same in every dialect", spec.name);
+            }
             if let Writer::Upstream { requires, reads } = spec.writer {
                 for c in requires.iter().chain(reads) {
                     assert!(spec.column(c).is_some(), "{}: column {c} read from upstream is declared", spec.name);
