@@ -394,11 +394,12 @@ pub async fn register_location(
         .and_then(|b| b.with_storage_options(wh.storage_options().clone()).build())
         .map_err(|e| err(e.to_string()))?;
     let mut table = table;
-    table.load().await.map_err(|e| match unreadable(name, location, e) {
-        e @ TableError::UnsupportedFeatures { .. } => e,
-        e => err(e.to_string()),
+    let label = format!("--register {name}");
+    table.load().await.map_err(|e| match unreadable(&label, location, e) {
+        TableError::Delta { source, .. } => err(source.to_string()),
+        other => other,
     })?;
-    check_readable(&table, &format!("--register {name}"), location)?;
+    check_readable(&table, &label, location)?;
     table.update_datafusion_session(&ctx.state()).map_err(|e| err(e.to_string()))?;
     let provider = table.table_provider().await.map_err(|e| err(e.to_string()))?;
     ctx.register_table(name, provider).map_err(|e| err(e.to_string()))?;
