@@ -175,8 +175,33 @@ pub enum Command {
     Init,
     /// List every table pfsync owns: location, version, row count, and the run id of its last commit.
     Tables,
-    /// Print the Unity Catalog DDL of every table pfsync owns (the files in sql/ddl/ are checked against it).
-    Ddl,
+    /// Print the Databricks SQL that registers pfsync in Unity Catalog for --warehouse (a cloud URI): CREATE
+    /// SCHEMA, an external table (USING DELTA LOCATION '<uri>') over every table, the views, and the
+    /// grants. The files in sql/ddl/ and sql/grants.sql are the same text for a placeholder warehouse.
+    Ddl(DdlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DdlArgs {
+    /// Group (or user) that reads every table and view: gets USE CATALOG, USE SCHEMA and SELECT.
+    #[arg(long, value_name = "PRINCIPAL", default_value = crate::tables::ddl::DEFAULT_READERS, value_parser = parse_principal)]
+    pub readers: String,
+
+    /// Principal the Databricks job runs as (a service principal's application id, or a user): gets
+    /// SELECT on every table, MODIFY on the tables pfsync writes, and EXTERNAL USE SCHEMA.
+    #[arg(long, value_name = "PRINCIPAL", default_value = crate::tables::ddl::DEFAULT_JOB_PRINCIPAL, value_parser = parse_principal)]
+    pub job_principal: String,
+
+    /// The job reaches storage with the cluster's own access ([unity] vend_credentials = false, or no
+    /// [unity] section): leave out EXTERNAL USE SCHEMA, which only credential vending needs.
+    #[arg(long)]
+    pub no_credential_vending: bool,
+}
+
+/// `--readers`, `--job-principal`: a principal name for a GRANT.
+pub fn parse_principal(text: &str) -> Result<String, String> {
+    crate::tables::ddl::check_principal(text)?;
+    Ok(text.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

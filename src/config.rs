@@ -146,12 +146,15 @@ impl Settings {
                     "has no location = ...; add one or remove the section",
                 ));
             };
-            let url = crate::tables::location_url(loc)
-                .map_err(|e| value_error(&format!("[tables.\"{name}\"].location"), e))?;
+            let field = format!("[tables.\"{name}\"].location");
+            let url = crate::tables::location_url(loc).map_err(|e| value_error(&field, e))?;
+            let writes = crate::tables::ALL.iter().any(|spec| spec.name == name && spec.pfsync_writes());
+            crate::tables::name::check_table_location(&url, writes).map_err(|e| value_error(&field, e))?;
             overrides.insert(table, url);
         }
         check_storage(&file.storage, std::env::var("AWS_S3_LOCKING_PROVIDER").ok())?;
         let root = crate::tables::location_url(&warehouse_text).map_err(|e| value_error("--warehouse", e))?;
+        crate::tables::name::check_table_location(&root, true).map_err(|e| value_error("--warehouse", e))?;
         let warehouse = Warehouse::new(root, overrides, file.storage.clone().into_iter().collect());
         let api_url =
             parse_api_url("--api-url", o.api_url.as_deref().or(file.api_url.as_deref()).unwrap_or(DEFAULT_API_URL))?;
@@ -363,6 +366,20 @@ location = "/tmp/elsewhere/wallets"
         assert_eq!(edit_distance("walets", "wallets"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn managed_storage_is_refused_only_for_a_table_pfsync_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pfsync.toml");
+        let resolve = |table: &str| {
+            let loc = "s3://b/metastore/__unitystorage/catalogs/c1/tables/t1";
+            std::fs::write(&p, format!("[tables.\"{table}\"]\nlocation = \"{loc}\"\n")).unwrap();
+            Settings::resolve(&Overrides { config: Some(p.clone()), ..Overrides::default() })
+        };
+        let e = resolve("purpleflea.payouts.log").unwrap_err().to_string();
+        assert!(e.starts_with("[tables.\"purpleflea.payouts.log\"].location") && e.contains("managed"), "{e}");
+        assert!(resolve("purpleflea.payouts.pending").is_ok(), "a source pfsync only reads may be a managed table");
     }
 
     #[test]

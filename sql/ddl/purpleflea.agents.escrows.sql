@@ -1,5 +1,7 @@
 -- purpleflea.agents.escrows: one row per escrow, its current state, upserted by escrow_id.
 -- Mirrors ESCROWS in src/tables/spec.rs; tests/it/sql_files.rs checks the two match.
+-- The statement below is generated (src/tables/ddl.rs): `pfsync ddl --warehouse URI` prints it with the
+-- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.
 CREATE TABLE IF NOT EXISTS purpleflea.agents.escrows (
   escrow_id STRING NOT NULL COMMENT 'Purple Flea escrow identifier (NOT NULL, PK)',
   buyer_agent_id STRING NOT NULL COMMENT 'Agent whose funds are locked',
@@ -14,6 +16,7 @@ CREATE TABLE IF NOT EXISTS purpleflea.agents.escrows (
   last_synced_at TIMESTAMP COMMENT 'When pfsync last wrote this row'
 )
 USING DELTA
+LOCATION '<warehouse>/purpleflea/agents/escrows'
 COMMENT 'Purple Flea escrows (current state) synced from purpleflea.com/api'
 TBLPROPERTIES (
   'delta.enableChangeDataFeed' = 'true'

@@ -2,6 +2,8 @@
 -- change data feed). Mirrors WALLETS in src/tables/spec.rs; tests/it/sql_files.rs checks the two match.
 -- balance_usd and total_earned_usd are DOUBLE because the published table says so; pfsync does no
 -- arithmetic in them (money columns in every other table are DECIMAL(18,2)).
+-- The statement below is generated (src/tables/ddl.rs): `pfsync ddl --warehouse URI` prints it with the
+-- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.
 CREATE TABLE IF NOT EXISTS purpleflea.agents.wallets (
   agent_id STRING NOT NULL COMMENT 'Purple Flea agent identifier (NOT NULL, PK)',
   wallet_address STRING COMMENT 'On-chain wallet address',
@@ -13,6 +15,7 @@ CREATE TABLE IF NOT EXISTS purpleflea.agents.wallets (
   last_synced_at TIMESTAMP COMMENT 'Last balance sync from Purple Flea API'
 )
 USING DELTA
+LOCATION '<warehouse>/purpleflea/agents/wallets'
 COMMENT 'Purple Flea agent wallets synced from purpleflea.com/api'
 TBLPROPERTIES (
   'delta.enableChangeDataFeed' = 'true'

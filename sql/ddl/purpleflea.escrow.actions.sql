@@ -1,5 +1,7 @@
 -- purpleflea.escrow.actions: escrow creations, releases and disputes requested upstream (the guide's bounty
 -- flow: create, then release or dispute naming the create by create_action_id). Mirrors ESCROW_ACTIONS.
+-- The statement below is generated (src/tables/ddl.rs): `pfsync ddl --warehouse URI` prints it with the
+-- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.
 CREATE TABLE IF NOT EXISTS purpleflea.escrow.actions (
   action_id STRING NOT NULL COMMENT 'Unique id of the action (NOT NULL, PK)',
   action STRING COMMENT 'create | release | dispute',
@@ -15,4 +17,5 @@ CREATE TABLE IF NOT EXISTS purpleflea.escrow.actions (
   requested_by STRING COMMENT 'Who or what requested it'
 )
 USING DELTA
+LOCATION '<warehouse>/purpleflea/escrow/actions'
 COMMENT 'Escrow actions to execute through Purple Flea; pfsync runs each action_id exactly once';

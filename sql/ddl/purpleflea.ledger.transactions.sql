@@ -1,6 +1,8 @@
 -- purpleflea.ledger.transactions: append-only copy of the provider's transaction list, partitioned by
 -- day. Mirrors TRANSACTIONS in src/tables/spec.rs; tests/it/sql_files.rs checks the two match.
 -- Kept a year: delta.deletedFileRetentionDuration is the floor pfsync maintain vacuums to.
+-- The statement below is generated (src/tables/ddl.rs): `pfsync ddl --warehouse URI` prints it with the
+-- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.
 CREATE TABLE IF NOT EXISTS purpleflea.ledger.transactions (
   tx_id STRING NOT NULL COMMENT 'Purple Flea transaction identifier (NOT NULL, PK)',
   kind STRING NOT NULL COMMENT 'payout | escrow_lock | escrow_release | escrow_refund | faucet',
@@ -15,6 +17,7 @@ CREATE TABLE IF NOT EXISTS purpleflea.ledger.transactions (
 )
 USING DELTA
 PARTITIONED BY (created_date)
+LOCATION '<warehouse>/purpleflea/ledger/transactions'
 COMMENT 'Purple Flea transaction ledger, append-only copy of purpleflea.com/api/transactions'
 TBLPROPERTIES (
   'delta.appendOnly' = 'true',

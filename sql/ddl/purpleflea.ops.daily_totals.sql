@@ -1,5 +1,7 @@
 -- purpleflea.ops.daily_totals: provider money per day and kind, rewritten by each reconcile run.
 -- Mirrors DAILY_TOTALS in src/tables/spec.rs.
+-- The statement below is generated (src/tables/ddl.rs): `pfsync ddl --warehouse URI` prints it with the
+-- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.
 CREATE TABLE IF NOT EXISTS purpleflea.ops.daily_totals (
   day DATE NOT NULL COMMENT 'Day (UTC)',
   kind STRING NOT NULL COMMENT 'payout | escrow_lock | escrow_release | escrow_refund | faucet',
@@ -9,4 +11,5 @@ CREATE TABLE IF NOT EXISTS purpleflea.ops.daily_totals (
   computed_run_id STRING NOT NULL COMMENT 'Reconcile run that computed the row'
 )
 USING DELTA
-COMMENT 'Provider transactions per day and kind, and the part matched to pfsync\'s log; rewritten by reconcile';
+LOCATION '<warehouse>/purpleflea/ops/daily_totals'
+COMMENT 'Provider transactions per day and kind, and the part matched to the pfsync log; rewritten by reconcile';

@@ -1,5 +1,7 @@
 -- purpleflea.payouts.log: append-only, one row per event (intent before money moves, outcome after).
 -- Kept a year for time travel. Mirrors PAYOUT_LOG in src/tables/spec.rs; the status view is in sql/views/.
+-- The statement below is generated (src/tables/ddl.rs): `pfsync ddl --warehouse URI` prints it with the
+-- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.
 CREATE TABLE IF NOT EXISTS purpleflea.payouts.log (
   operation_id STRING NOT NULL COMMENT 'payout_id or action_id',
   kind STRING NOT NULL COMMENT 'payout | escrow_create | escrow_release | escrow_dispute',
@@ -13,7 +15,7 @@ CREATE TABLE IF NOT EXISTS purpleflea.payouts.log (
   tx_id STRING COMMENT 'Provider transaction of a completed operation',
   escrow_id STRING COMMENT 'Escrow created, released or disputed',
   http_status INT COMMENT 'HTTP status of the attempt, when one came back',
-  error_code STRING COMMENT 'Contract error code, or pfsync\'s: transport, malformed_response, lookup_failed, lookup_inconclusive (the provider\'s evidence proved nothing; never resent)',
+  error_code STRING COMMENT 'Contract error code, or one of pfsync: transport, malformed_response, lookup_failed, lookup_inconclusive (the evidence of the provider proved nothing; never resent)',
   error_message STRING COMMENT 'Error text',
   run_id STRING NOT NULL COMMENT 'Run that wrote the event',
   recorded_at TIMESTAMP NOT NULL COMMENT 'When the event was recorded',
@@ -21,6 +23,7 @@ CREATE TABLE IF NOT EXISTS purpleflea.payouts.log (
 )
 USING DELTA
 PARTITIONED BY (recorded_date)
+LOCATION '<warehouse>/purpleflea/payouts/log'
 COMMENT 'Append-only log of every payout and escrow action pfsync executed: intent before money moves, outcome after'
 TBLPROPERTIES (
   'delta.appendOnly' = 'true',

@@ -1,5 +1,7 @@
 -- purpleflea.payouts.pending: payouts requested by upstream jobs. pfsync reads it and pays each payout_id
 -- exactly once; it never deletes rows (the log says what was paid). Mirrors PENDING_PAYOUTS in src/tables/spec.rs.
+-- The statement below is generated (src/tables/ddl.rs): `pfsync ddl --warehouse URI` prints it with the
+-- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.
 CREATE TABLE IF NOT EXISTS purpleflea.payouts.pending (
   payout_id STRING NOT NULL COMMENT 'Unique id of the payout; its idempotency key derives from it (NOT NULL, PK)',
   agent_id STRING COMMENT 'Agent to pay',
@@ -9,4 +11,5 @@ CREATE TABLE IF NOT EXISTS purpleflea.payouts.pending (
   requested_by STRING COMMENT 'Who or what requested it'
 )
 USING DELTA
+LOCATION '<warehouse>/purpleflea/payouts/pending'
 COMMENT 'Payouts to execute through Purple Flea; pfsync pays each payout_id exactly once';

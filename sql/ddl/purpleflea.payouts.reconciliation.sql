@@ -1,5 +1,7 @@
 -- purpleflea.payouts.reconciliation: every reconcile finding, one row per open finding per run plus a row
 -- with resolved_at when one disappears. Kept a year. Mirrors RECONCILIATION in src/tables/spec.rs.
+-- The statement below is generated (src/tables/ddl.rs): `pfsync ddl --warehouse URI` prints it with the
+-- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.
 CREATE TABLE IF NOT EXISTS purpleflea.payouts.reconciliation (
   run_id STRING NOT NULL COMMENT 'Reconcile run that wrote the row',
   finding_key STRING NOT NULL COMMENT 'Stable identity of the finding across runs (class and subject)',
@@ -16,10 +18,11 @@ CREATE TABLE IF NOT EXISTS purpleflea.payouts.reconciliation (
   detail STRING NOT NULL COMMENT 'What differs, in words',
   first_seen_run STRING NOT NULL COMMENT 'Run that first reported this finding',
   first_seen_at TIMESTAMP NOT NULL COMMENT 'When it was first reported',
-  resolved_at TIMESTAMP COMMENT 'Set on the row that records the finding\'s disappearance',
+  resolved_at TIMESTAMP COMMENT 'Set on the row that records that the finding disappeared',
   recorded_at TIMESTAMP NOT NULL COMMENT 'When this row was written (one value per run)'
 )
 USING DELTA
+LOCATION '<warehouse>/purpleflea/payouts/reconciliation'
 COMMENT 'Reconciliation findings: one row per open finding per run, and one when a finding is resolved'
 TBLPROPERTIES (
   'delta.appendOnly' = 'true',

@@ -1,5 +1,7 @@
 -- purpleflea.payouts.rejects: source rows refused before any money moved, with a code and message, one row
 -- per refusal per run. Mirrors REJECTS in src/tables/spec.rs.
+-- The statement below is generated (src/tables/ddl.rs): `pfsync ddl --warehouse URI` prints it with the
+-- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.
 CREATE TABLE IF NOT EXISTS purpleflea.payouts.rejects (
   operation_id STRING COMMENT 'payout_id or action_id as given (null when missing)',
   kind STRING NOT NULL COMMENT 'payout | escrow_create | escrow_release | escrow_dispute | escrow_action',
@@ -10,6 +12,7 @@ CREATE TABLE IF NOT EXISTS purpleflea.payouts.rejects (
   rejected_at TIMESTAMP NOT NULL COMMENT 'When'
 )
 USING DELTA
+LOCATION '<warehouse>/purpleflea/payouts/rejects'
 COMMENT 'Pending payouts and escrow actions refused by validation, one row per refusal per run'
 TBLPROPERTIES (
   'delta.appendOnly' = 'true',

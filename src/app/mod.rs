@@ -168,7 +168,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     // through the catalog once they are registered.
     #[cfg(feature = "unity")]
     if let Some(section) = settings.unity.clone()
-        && !matches!(cli.command, Command::Sandbox(_) | Command::Demo(_) | Command::Init | Command::Ddl)
+        && !matches!(cli.command, Command::Sandbox(_) | Command::Demo(_) | Command::Init | Command::Ddl(_))
     {
         let names: Vec<_> =
             crate::tables::ALL.iter().map(|s| s.table_name()).filter(|n| !settings.warehouse.is_mapped(n)).collect();
@@ -215,10 +215,13 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Command::Tables => tables(&ctx).await,
-        Command::Ddl => {
-            for spec in crate::tables::ALL {
-                println!("{}", crate::tables::ddl::render(spec));
-            }
+        Command::Ddl(args) => {
+            let grantees = crate::tables::ddl::Grantees {
+                readers: args.readers,
+                job: args.job_principal,
+                vended_credentials: !args.no_credential_vending,
+            };
+            print!("{}", crate::tables::ddl::script(&ctx.settings.warehouse, &grantees));
             Ok(())
         }
     }

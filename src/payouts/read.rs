@@ -1,6 +1,6 @@
-//! Read -> plan -> execute, the **read** step: make sure the log and source tables exist, read every
-//! source, validate rows into operations (refusals kept with their reason), and load the log history of
-//! the operations read. Nothing here sends anything or decides what is sent.
+//! Read -> plan -> execute, the **read** step: make sure the log exists, check and read every source,
+//! validate rows into operations (refusals kept with their reason), and load the log history of the
+//! operations read. Nothing here sends anything or decides what is sent.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,6 +13,7 @@ use super::source::{Source, SqlSource};
 use super::state::{Event, Logged};
 use super::validate::{Reject, check_batch};
 use super::{PayoutError, PayoutOptions, PayoutReport};
+use crate::tables::store::check_schema;
 use crate::tables::{
     CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, REJECTS, WALLETS, Warehouse, open_existing,
     open_or_create, sql_context,
@@ -42,11 +43,21 @@ pub async fn read(
     opts: &PayoutOptions,
     report: &mut PayoutReport,
 ) -> Result<Read, PayoutError> {
-    // The sources' default tables exist (empty) so upstream jobs and analysts can write and query them.
-    // A dry run creates nothing: it reads what is there.
+    // pfsync's own tables exist from the first run on. The sources' default tables belong to the upstream
+    // jobs that write them, at a location they own: pfsync never creates one at run time (`pfsync init`
+    // may), and a missing one is an empty source. A dry run creates nothing: it reads what is there.
     if !opts.dry_run {
-        for spec in [&PAYOUT_LOG, &REJECTS, &PENDING_PAYOUTS, &ESCROW_ACTIONS] {
+        for spec in [&PAYOUT_LOG, &REJECTS] {
             open_or_create(wh, spec, commit).await?;
+        }
+    }
+    // A default source table that exists must hold the columns pfsync reads, with types it converts
+    // (nullable and extra columns are fine), and a protocol delta-rs reads in full.
+    for (spec, custom) in [(&PENDING_PAYOUTS, &opts.payout_sql), (&ESCROW_ACTIONS, &opts.action_sql)] {
+        if custom.is_none()
+            && let Some(table) = open_existing(wh, spec).await?
+        {
+            check_schema(&table, spec, &wh.location(&spec.table_name()))?;
         }
     }
     let log = open_existing(wh, &PAYOUT_LOG).await?;

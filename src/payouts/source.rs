@@ -72,7 +72,8 @@ pub enum RowShape {
 }
 
 /// A SQL query over the warehouse's tables whose columns are those of the pending table or the actions
-/// table. A default table that does not exist yet (a dry run creates nothing) is an empty source.
+/// table. A default table that does not exist (no upstream job wrote it yet: pfsync never creates it at
+/// run time) is an empty source.
 pub struct SqlSource {
     pub name: String,
     pub sql: String,
@@ -142,8 +143,10 @@ impl Source for SqlSource {
     }
 }
 
-pub const PAYOUT_COLUMNS: &[&str] = &["payout_id", "agent_id", "amount_usd", "reason"];
-pub const ACTION_COLUMNS: &[&str] = &["action_id", "action"];
+/// The columns a payouts source must produce: those the pending table must hold (`spec.rs`).
+pub const PAYOUT_COLUMNS: &[&str] = crate::tables::PENDING_PAYOUTS.required_columns();
+/// The columns an escrow-actions source must produce.
+pub const ACTION_COLUMNS: &[&str] = crate::tables::ESCROW_ACTIONS.required_columns();
 
 pub const DEFAULT_PAYOUT_SQL: &str = "SELECT * FROM purpleflea.payouts.pending";
 pub const DEFAULT_ACTION_SQL: &str = "SELECT * FROM purpleflea.escrow.actions";

@@ -54,6 +54,7 @@ pub fn location_url(text: &str) -> Result<Url, String> {
                 "memory" => Err(format!(
                     "{text:?} is in memory: nothing written there outlives the process; use a folder or an object store"
                 )),
+                "dbfs" => Err(format!("{text:?} is in DBFS: {NOT_A_FUSE_MOUNT}")),
                 other => Err(format!("unsupported storage scheme {other:?} in {text:?}")),
             };
         }
@@ -65,6 +66,39 @@ pub fn location_url(text: &str) -> Result<Url, String> {
         std::env::current_dir().map_err(|e| format!("cannot resolve {text:?}: {e}"))?.join(path)
     };
     Url::from_directory_path(&abs).map_err(|_| format!("{text:?} is not a usable path"))
+}
+
+/// What to use instead of a Databricks FUSE mount, and why.
+const NOT_A_FUSE_MOUNT: &str = "Delta tables cannot live in a Unity Catalog volume or in DBFS, and a \
+     commit through their FUSE mount fails (delta-rs commits to a local path with a hard link or \
+     rename-if-not-exists: \"Function not implemented (os error 38)\"); use the cloud URI of an external \
+     location instead (abfss://..., s3://..., gs://...). Volumes are fine for the binary, the config file and \
+     --report files";
+
+/// Refuse a warehouse or table location that cannot hold a Delta table pfsync uses: a Databricks FUSE mount
+/// (`/Volumes/...`, `/dbfs/...`) for any table, and Unity Catalog's managed storage for a table pfsync
+/// writes (`writes`): only Databricks writes managed tables.
+pub fn check_table_location(url: &Url, writes: bool) -> Result<(), String> {
+    if url.scheme() == "file" {
+        let path = url.path();
+        let under = |root: &str| path == root || path.starts_with(&format!("{root}/"));
+        if under("/dbfs") {
+            return Err(format!("{path:?} is on the DBFS FUSE mount: {NOT_A_FUSE_MOUNT}"));
+        }
+        // macOS mounts every disk under /Volumes; the Databricks driver, where /Volumes is Unity Catalog's,
+        // runs Linux.
+        if !cfg!(target_os = "macos") && under("/Volumes") {
+            return Err(format!("{path:?} is in a Unity Catalog volume: {NOT_A_FUSE_MOUNT}"));
+        }
+    }
+    if writes && url.path_segments().is_some_and(|mut segs| segs.any(|s| s == "__unitystorage")) {
+        return Err(format!(
+            "{url} is Unity Catalog managed storage: Unity Catalog lets engines outside Databricks read managed \
+             tables, not write them; put the table under an external location (`pfsync ddl --warehouse URI` \
+             registers every table as an external table there)"
+        ));
+    }
+    Ok(())
 }
 
 /// The warehouse root, per-table location overrides, and storage options for the object store.
@@ -163,6 +197,24 @@ mod tests {
         assert!(location_url("ftp://x/y").is_err());
         assert!(location_url("memory:///").unwrap_err().contains("outlives the process"));
         assert!(location_url("relative/dir").unwrap().path().ends_with("/relative/dir/"));
+        assert!(location_url("dbfs:/mnt/wh").unwrap_err().contains("external location"));
+    }
+
+    #[test]
+    fn fuse_mounts_and_managed_storage_are_refused_as_table_locations() {
+        let check = |text: &str, writes: bool| check_table_location(&location_url(text).unwrap(), writes);
+        let e = check("/dbfs/mnt/wh", false).unwrap_err();
+        assert!(e.contains("DBFS") && e.contains("os error 38") && e.contains("abfss://"), "{e}");
+        assert!(check("/dbfsx/wh", true).is_ok());
+        if !cfg!(target_os = "macos") {
+            let e = check("/Volumes/purpleflea/ops/wh", true).unwrap_err();
+            assert!(e.contains("Unity Catalog volume") && e.contains("s3://"), "{e}");
+        }
+        assert!(check("s3://b/w/Volumes/x", true).is_ok());
+        let managed = "abfss://c@a.dfs.core.windows.net/m/__unitystorage/catalogs/1/tables/2";
+        assert!(check(managed, true).unwrap_err().contains("managed storage"));
+        assert!(check(managed, false).is_ok(), "a table pfsync only reads may be managed");
+        assert!(check("gs://b/w", true).is_ok());
     }
 
     #[test]

@@ -83,10 +83,24 @@ const fn col(name: &'static str, kind: ColumnType, nullable: bool, comment: &'st
     ColumnSpec { name, kind, nullable, comment }
 }
 
+/// Who writes a table. It decides how pfsync opens it, checks its schema and asks for access to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// pfsync writes it: created from the spec when absent, its schema must equal the spec's, and the job
+    /// needs MODIFY on it (and READ_WRITE credentials).
+    Pfsync,
+    /// Upstream jobs write it (as Spark writes: every column nullable, extra columns of their own); pfsync
+    /// only reads it, never creates it at run time (`pfsync init` may), and checks only the columns it reads:
+    /// `requires` must be there, `reads` may be missing (read as null); each one present must have a type
+    /// the source reader converts.
+    Upstream { requires: &'static [&'static str], reads: &'static [&'static str] },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableSpec {
     /// Three-level name.
     pub name: &'static str,
+    pub writer: Writer,
     pub comment: &'static str,
     pub columns: &'static [ColumnSpec],
     pub partition_columns: &'static [&'static str],
@@ -125,6 +139,20 @@ impl TableSpec {
             .collect()
     }
 
+    /// Whether pfsync writes this table (as opposed to only reading what upstream jobs write).
+    pub const fn pfsync_writes(&self) -> bool {
+        matches!(self.writer, Writer::Pfsync)
+    }
+
+    /// For a table upstream jobs write, the columns pfsync cannot read it without (empty for pfsync's own
+    /// tables, whose whole schema is checked).
+    pub const fn required_columns(&self) -> &'static [&'static str] {
+        match self.writer {
+            Writer::Pfsync => &[],
+            Writer::Upstream { requires, .. } => requires,
+        }
+    }
+
     pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
         self.columns.iter().find(|c| c.name == name)
     }
@@ -141,6 +169,7 @@ use ColumnType::*;
 /// pfsync computes nothing in them.
 pub const WALLETS: TableSpec = TableSpec {
     name: "purpleflea.agents.wallets",
+    writer: Writer::Pfsync,
     comment: "Purple Flea agent wallets synced from purpleflea.com/api",
     columns: &[
         col("agent_id", String, false, "Purple Flea agent identifier (NOT NULL, PK)"),
@@ -159,6 +188,7 @@ pub const WALLETS: TableSpec = TableSpec {
 /// `purpleflea.agents.escrows`: one row per escrow, its current state, upserted by `escrow_id`.
 pub const ESCROWS: TableSpec = TableSpec {
     name: "purpleflea.agents.escrows",
+    writer: Writer::Pfsync,
     comment: "Purple Flea escrows (current state) synced from purpleflea.com/api",
     columns: &[
         col("escrow_id", String, false, "Purple Flea escrow identifier (NOT NULL, PK)"),
@@ -180,6 +210,7 @@ pub const ESCROWS: TableSpec = TableSpec {
 /// `purpleflea.ledger.transactions`: an append-only copy of the provider's transaction list.
 pub const TRANSACTIONS: TableSpec = TableSpec {
     name: "purpleflea.ledger.transactions",
+    writer: Writer::Pfsync,
     comment: "Purple Flea transaction ledger, append-only copy of purpleflea.com/api/transactions",
     columns: &[
         col("tx_id", String, false, "Purple Flea transaction identifier (NOT NULL, PK)"),
@@ -207,6 +238,7 @@ pub const TRANSACTIONS: TableSpec = TableSpec {
 /// `purpleflea.payouts.pending`: payouts requested upstream (written by other jobs; pfsync only reads it).
 pub const PENDING_PAYOUTS: TableSpec = TableSpec {
     name: "purpleflea.payouts.pending",
+    writer: Writer::Upstream { requires: &["payout_id", "agent_id", "amount_usd", "reason"], reads: &["requested_at"] },
     comment: "Payouts to execute through Purple Flea; pfsync pays each payout_id exactly once",
     columns: &[
         col("payout_id", String, false, "Unique id of the payout; its idempotency key derives from it (NOT NULL, PK)"),
@@ -223,6 +255,20 @@ pub const PENDING_PAYOUTS: TableSpec = TableSpec {
 /// `purpleflea.escrow.actions`: escrow creations, releases and disputes requested upstream.
 pub const ESCROW_ACTIONS: TableSpec = TableSpec {
     name: "purpleflea.escrow.actions",
+    writer: Writer::Upstream {
+        requires: &["action_id", "action"],
+        reads: &[
+            "escrow_id",
+            "create_action_id",
+            "buyer_agent_id",
+            "seller_agent_id",
+            "amount_usd",
+            "description",
+            "metadata",
+            "reason",
+            "requested_at",
+        ],
+    },
     comment: "Escrow actions to execute through Purple Flea; pfsync runs each action_id exactly once",
     columns: &[
         col("action_id", String, false, "Unique id of the action (NOT NULL, PK)"),
@@ -245,6 +291,7 @@ pub const ESCROW_ACTIONS: TableSpec = TableSpec {
 /// `purpleflea.payouts.log`: every step of every payout and escrow action, append-only.
 pub const PAYOUT_LOG: TableSpec = TableSpec {
     name: "purpleflea.payouts.log",
+    writer: Writer::Pfsync,
     comment: "Append-only log of every payout and escrow action pfsync executed: intent before money moves, outcome after",
     columns: &[
         col("operation_id", String, false, "payout_id or action_id"),
@@ -263,8 +310,8 @@ pub const PAYOUT_LOG: TableSpec = TableSpec {
             "error_code",
             String,
             true,
-            "Contract error code, or pfsync's: transport, malformed_response, lookup_failed, lookup_inconclusive \
-             (the provider's evidence proved nothing; never resent)",
+            "Contract error code, or one of pfsync: transport, malformed_response, lookup_failed, lookup_inconclusive \
+             (the evidence of the provider proved nothing; never resent)",
         ),
         col("error_message", String, true, "Error text"),
         col("run_id", String, false, "Run that wrote the event"),
@@ -282,6 +329,7 @@ pub const PAYOUT_LOG: TableSpec = TableSpec {
 /// `purpleflea.payouts.rejects`: source rows refused before any money moved, with the reason.
 pub const REJECTS: TableSpec = TableSpec {
     name: "purpleflea.payouts.rejects",
+    writer: Writer::Pfsync,
     comment: "Pending payouts and escrow actions refused by validation, one row per refusal per run",
     columns: &[
         col("operation_id", String, true, "payout_id or action_id as given (null when missing)"),
@@ -303,6 +351,7 @@ pub const REJECTS: TableSpec = TableSpec {
 /// `purpleflea.payouts.reconciliation`: every finding of every reconcile run, append-only.
 pub const RECONCILIATION: TableSpec = TableSpec {
     name: "purpleflea.payouts.reconciliation",
+    writer: Writer::Pfsync,
     comment: "Reconciliation findings: one row per open finding per run, and one when a finding is resolved",
     columns: &[
         col("run_id", String, false, "Reconcile run that wrote the row"),
@@ -325,7 +374,7 @@ pub const RECONCILIATION: TableSpec = TableSpec {
         col("detail", String, false, "What differs, in words"),
         col("first_seen_run", String, false, "Run that first reported this finding"),
         col("first_seen_at", Timestamp, false, "When it was first reported"),
-        col("resolved_at", Timestamp, true, "Set on the row that records the finding's disappearance"),
+        col("resolved_at", Timestamp, true, "Set on the row that records that the finding disappeared"),
         col("recorded_at", Timestamp, false, "When this row was written (one value per run)"),
     ],
     partition_columns: &[],
@@ -339,6 +388,7 @@ pub const RECONCILIATION: TableSpec = TableSpec {
 /// `purpleflea.ops.runs`: one summary row per step of every run.
 pub const RUNS: TableSpec = TableSpec {
     name: "purpleflea.ops.runs",
+    writer: Writer::Pfsync,
     comment: "One row per pfsync step run: when, how much, what it found, how it exited",
     columns: &[
         col("run_id", String, false, "Run id (--run-id; a Databricks job passes its own)"),
@@ -357,7 +407,8 @@ pub const RUNS: TableSpec = TableSpec {
 /// `purpleflea.ops.daily_totals`: provider money per day and kind, recomputed by each reconcile run.
 pub const DAILY_TOTALS: TableSpec = TableSpec {
     name: "purpleflea.ops.daily_totals",
-    comment: "Provider transactions per day and kind, and the part matched to pfsync's log; rewritten by reconcile",
+    writer: Writer::Pfsync,
+    comment: "Provider transactions per day and kind, and the part matched to the pfsync log; rewritten by reconcile",
     columns: &[
         col("day", Date, false, "Day (UTC)"),
         col("kind", String, false, "payout | escrow_lock | escrow_release | escrow_refund | faucet"),
@@ -400,6 +451,15 @@ mod tests {
             names.dedup();
             assert_eq!(names.len(), spec.columns.len(), "{}: column names are unique", spec.name);
             assert_eq!(spec.arrow_schema().fields().len(), spec.delta_columns().len());
+            // A quote or backslash in a comment would need escaping, which SQL dialects disagree on.
+            for c in spec.columns.iter().map(|c| c.comment).chain([spec.comment]) {
+                assert!(!c.contains(['\'', '\\']), "{}: {c:?} reads the same in every dialect", spec.name);
+            }
+            if let Writer::Upstream { requires, reads } = spec.writer {
+                for c in requires.iter().chain(reads) {
+                    assert!(spec.column(c).is_some(), "{}: column {c} read from upstream is declared", spec.name);
+                }
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::name::{TableName, Warehouse};
-use super::spec::{ALL, TableSpec};
+use super::spec::{ALL, ColumnType, TableSpec, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -21,6 +21,18 @@ pub enum TableError {
          migrate or move the table, or map {table} to another location in the config file"
     )]
     IncompatibleSchema { table: String, location: String, details: String },
+    #[error(
+        "table {table} at {location} cannot be read as a source ({details}); pfsync reads {columns} from it: have \
+         the upstream job write those with compatible types, or read the table through --payouts-sql / \
+         --actions-sql"
+    )]
+    IncompatibleSource { table: String, location: String, details: String, columns: String },
+    #[error(
+        "table {table} at {location} needs a reader feature delta-rs cannot read: {features}; reading it \
+         without the feature could return wrong rows or values (rows it deleted, say). Have its writer leave \
+         the feature off, or upgrade pfsync"
+    )]
+    UnsupportedFeatures { table: String, location: String, features: String },
     #[error("table {table} at {location}: {source}")]
     Delta { table: String, location: String, source: Box<DeltaTableError> },
     #[error("cannot prepare the folder for {table} at {location}: {source}")]
@@ -157,9 +169,47 @@ pub async fn open_at(wh: &Warehouse, spec: &TableSpec, location: &Url) -> Result
     // Look before loading: loading an empty location makes delta-rs log an error for what is, here, the
     // normal first run.
     if table.verify_deltatable_existence().await.map_err(delta_err(spec, location))? {
-        table.load().await.map_err(delta_err(spec, location))?;
+        table.load().await.map_err(|e| unreadable(spec.name, location, e))?;
+        check_readable(&table, spec.name, location)?;
     }
     Ok(table)
+}
+
+/// Refuse a table whose protocol needs a reader feature delta-rs does not implement (checked before any
+/// scan: a reader that ignored, say, a new kind of deletion could return rows the table no longer holds).
+pub fn check_readable(table: &DeltaTable, name: &str, location: &Url) -> Result<(), TableError> {
+    use deltalake::kernel::transaction::{PROTOCOL, TransactionError};
+    let Ok(snapshot) = table.snapshot() else { return Ok(()) };
+    match PROTOCOL.can_read_from_protocol(snapshot.protocol()) {
+        Err(TransactionError::UnsupportedTableFeatures(features)) => {
+            let mut names: Vec<String> = features.iter().map(|f| f.to_string()).collect();
+            names.sort();
+            Err(TableError::UnsupportedFeatures {
+                table: name.to_string(),
+                location: location.to_string(),
+                features: names.join(", "),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A load that failed. delta_kernel refuses a reader feature it does not know while loading the snapshot
+/// (`Unsupported: Feature 'x' is not supported`); that is reported like [`check_readable`]'s refusal,
+/// naming the feature.
+fn unreadable(name: &str, location: &Url, e: DeltaTableError) -> TableError {
+    let text = e.to_string();
+    let feature = text
+        .split_once("Feature '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .filter(|(_, rest)| rest.starts_with(" is not supported"))
+        .map(|(feature, _)| feature.to_string());
+    match feature {
+        Some(features) => {
+            TableError::UnsupportedFeatures { table: name.to_string(), location: location.to_string(), features }
+        }
+        None => TableError::Delta { table: name.to_string(), location: location.to_string(), source: Box::new(e) },
+    }
 }
 
 /// Open a table that must exist.
@@ -169,9 +219,71 @@ pub async fn open_existing(wh: &Warehouse, spec: &TableSpec) -> Result<Option<De
     Ok(table.version().map(|_| table))
 }
 
+/// Check a table's schema against its spec: exactly for a table pfsync writes, and for one upstream jobs
+/// write only the columns pfsync reads (see [`check_source_schema`]).
+pub fn check_schema(table: &DeltaTable, spec: &TableSpec, location: &Url) -> Result<(), TableError> {
+    match spec.writer {
+        Writer::Pfsync => check_own_schema(table, spec, location),
+        Writer::Upstream { requires, reads } => check_source_schema(table, spec, location, requires, reads),
+    }
+}
+
+/// A table upstream jobs write, as Spark writes it: every column may be nullable, there may be columns of
+/// their own, in any order. Only the columns pfsync reads are checked: the required ones must be there, and
+/// each one there must have a type the source reader converts exactly.
+fn check_source_schema(
+    table: &DeltaTable,
+    spec: &TableSpec,
+    location: &Url,
+    requires: &[&str],
+    reads: &[&str],
+) -> Result<(), TableError> {
+    let snapshot = table.snapshot().map_err(delta_err(spec, location))?;
+    let schema = snapshot.schema();
+    let mut problems = Vec::new();
+    for name in requires.iter().chain(reads) {
+        let Some(expected) = spec.column(name) else { continue };
+        match schema.field(name) {
+            None if requires.contains(name) => problems.push(format!("column `{name}` is missing")),
+            None => {}
+            Some(actual) if !readable_as(expected.kind, actual.data_type()) => problems.push(format!(
+                "column `{name}` is {}, which pfsync cannot read as {}",
+                sql_type_name(actual.data_type()),
+                expected.kind.sql()
+            )),
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(TableError::IncompatibleSource {
+        table: spec.name.to_string(),
+        location: location.to_string(),
+        details: problems.join("; "),
+        columns: requires.iter().chain(reads).copied().collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// Whether the source reader (`payouts::source`) converts a column of type `actual` into `kind` exactly:
+/// amounts from any decimal, double, float, integer or text (refused per row when not whole cents), times
+/// from timestamps with or without a zone and dates, text from text.
+fn readable_as(kind: ColumnType, actual: &DeltaType) -> bool {
+    use deltalake::kernel::PrimitiveType as P;
+    let DeltaType::Primitive(p) = actual else { return false };
+    match kind {
+        ColumnType::String => matches!(p, P::String),
+        ColumnType::Money => {
+            matches!(p, P::Decimal(_) | P::Double | P::Float | P::Long | P::Integer | P::Short | P::String)
+        }
+        ColumnType::Timestamp => matches!(p, P::Timestamp | P::TimestampNtz | P::Date),
+        other => *actual == other.delta(),
+    }
+}
+
 /// Compare column names, types and nullability, in order; comments and properties may differ (an admin
 /// may have edited them in Unity Catalog).
-pub fn check_schema(table: &DeltaTable, spec: &TableSpec, location: &Url) -> Result<(), TableError> {
+fn check_own_schema(table: &DeltaTable, spec: &TableSpec, location: &Url) -> Result<(), TableError> {
     let snapshot = table.snapshot().map_err(delta_err(spec, location))?;
     let actual: Vec<StructField> = snapshot.schema().fields().cloned().collect();
     let expected = spec.delta_columns();
@@ -203,6 +315,21 @@ pub fn check_schema(table: &DeltaTable, spec: &TableSpec, location: &Url) -> Res
             location: location.to_string(),
             details: problems.join("; "),
         })
+    }
+}
+
+/// A Delta type as Databricks SQL spells it (`BIGINT`, not Delta's `long`).
+fn sql_type_name(t: &DeltaType) -> String {
+    use deltalake::kernel::PrimitiveType as P;
+    match t {
+        DeltaType::Primitive(P::String) => "STRING".into(),
+        DeltaType::Primitive(P::Long) => "BIGINT".into(),
+        DeltaType::Primitive(P::Integer) => "INT".into(),
+        DeltaType::Primitive(P::Short) => "SMALLINT".into(),
+        DeltaType::Primitive(P::Byte) => "TINYINT".into(),
+        DeltaType::Primitive(P::TimestampNtz) => "TIMESTAMP_NTZ".into(),
+        DeltaType::Primitive(P::Decimal(d)) => format!("DECIMAL({},{})", d.precision(), d.scale()),
+        other => type_name(other),
     }
 }
 
@@ -267,7 +394,12 @@ pub async fn register_location(
         .and_then(|b| b.with_storage_options(wh.storage_options().clone()).build())
         .map_err(|e| err(e.to_string()))?;
     let mut table = table;
-    table.load().await.map_err(|e| err(e.to_string()))?;
+    let label = format!("--register {name}");
+    table.load().await.map_err(|e| match unreadable(&label, location, e) {
+        TableError::Delta { source, .. } => err(source.to_string()),
+        other => other,
+    })?;
+    check_readable(&table, &label, location)?;
     table.update_datafusion_session(&ctx.state()).map_err(|e| err(e.to_string()))?;
     let provider = table.table_provider().await.map_err(|e| err(e.to_string()))?;
     ctx.register_table(name, provider).map_err(|e| err(e.to_string()))?;

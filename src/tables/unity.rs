@@ -1,12 +1,13 @@
 //! Table locations from Unity Catalog (the `unity` cargo feature), through delta-rs's Unity Catalog
 //! client: each three-level name pfsync owns is looked up once per process, before any table is touched,
-//! and its storage location (plus, when asked, short-lived credentials the catalog vends for it) replaces
-//! the warehouse default. A name the catalog does not know stops the run: writing to a guessed location
-//! would put the money trail where auditors do not look.
+//! and its storage location (plus, when asked, short-lived credentials the catalog vends for it: READ for
+//! the tables upstream jobs write, READ_WRITE for pfsync's own) replaces the warehouse default. A table
+//! pfsync writes must be an external table. A name the catalog does not know stops the run: writing to a
+//! guessed location would put the money trail where auditors do not look.
 
 use std::collections::HashMap;
 
-use deltalake_catalog_unity::models::{GetTableResponse, TableTempCredentialsResponse};
+use deltalake_catalog_unity::models::{GetTableResponse, TableTempCredentialsResponse, TableType};
 use deltalake_catalog_unity::{UnityCatalog, UnityCatalogBuilder};
 use url::Url;
 
@@ -22,12 +23,19 @@ pub enum UnityError {
     #[error("Unity Catalog workspace URL {0:?} must be https (plain http only to loopback)")]
     Insecure(String),
     #[error(
-        "{table} is not usable in Unity Catalog ({code}: {message}); register it with sql/ddl/{table}.sql, or map \
-         it with [tables.\"{table}\"] location = ..."
+        "{table} is not usable in Unity Catalog ({code}: {message}); register it with the statements \
+         `pfsync ddl --warehouse URI` prints (sql/ddl/{table}.sql with its location), or map it with \
+         [tables.\"{table}\"] location = ..."
     )]
     NotRegistered { table: String, code: String, message: String },
-    #[error("{table}: Unity Catalog gives no storage location (a managed or non-Delta table?)")]
+    #[error("{table}: Unity Catalog gives no storage location (a view, or not a Delta table?)")]
     NoLocation { table: String },
+    #[error(
+        "{table} is not an external table in Unity Catalog (table_type {kind}), and pfsync writes it: Unity \
+         Catalog lets engines outside Databricks read managed tables, not write them. Register it as an external table over the warehouse \
+         (`pfsync ddl --warehouse URI` prints the statements), or map it with [tables.\"{table}\"] location = ..."
+    )]
+    NotExternal { table: String, kind: String },
     #[error("{table}: Unity Catalog location {location:?}: {message}")]
     BadLocation { table: String, location: String, message: String },
     #[error(
@@ -78,6 +86,12 @@ pub async fn resolve(
                 return Err(UnityError::NotRegistered { table, code: e.error_code, message: e.message });
             }
         };
+        // Which access pfsync needs: the tables upstream jobs write it only reads (they may be managed
+        // tables: outside engines may read those), the rest it writes.
+        let writes = crate::tables::ALL.iter().find(|s| s.table_name() == name).is_none_or(|s| s.pfsync_writes());
+        if writes && !matches!(info.table_type, TableType::External) {
+            return Err(UnityError::NotExternal { table, kind: info.table_type.to_string().to_uppercase() });
+        }
         let Some(location) = info.storage_location.filter(|l| !l.trim().is_empty()) else {
             return Err(UnityError::NoLocation { table });
         };
@@ -93,7 +107,7 @@ pub async fn resolve(
                     name.catalog.as_str(),
                     name.schema.as_str(),
                     name.table.as_str(),
-                    "READ_WRITE",
+                    if writes { "READ_WRITE" } else { "READ" },
                 )
                 .await
                 .map_err(request)?;

@@ -18,6 +18,7 @@ mod resilience;
 mod s3;
 mod secrets;
 mod simulation;
+mod sources;
 mod sql_files;
 mod status_view;
 mod sync_incremental;

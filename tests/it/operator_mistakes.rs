@@ -123,6 +123,40 @@ fn memory_locations_are_refused() {
     assert!(t.contains("[tables.\"purpleflea.payouts.log\"].location") && t.contains("memory"), "{t}");
 }
 
+/// Tables cannot live in a Unity Catalog volume or in DBFS: a Delta commit through their FUSE mount fails
+/// ("Function not implemented (os error 38)": delta-rs commits with a hard link or rename-if-not-exists,
+/// delta-rs issue 2540). A `/Volumes/` or `/dbfs/` warehouse or table location is refused before anything
+/// runs, and the message says why and what to use instead.
+#[test]
+fn a_volumes_warehouse_exits_2_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pfsync().args(["--warehouse", "/Volumes/purpleflea/ops/warehouse", "init"]).output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("--warehouse") && t.contains("\"/Volumes/purpleflea/ops/warehouse/\""), "{t}");
+    assert!(t.contains("Unity Catalog volume") && t.contains("os error 38"), "says why: {t}");
+    assert!(t.contains("external location") && t.contains("abfss://") && t.contains("s3://"), "and what to use: {t}");
+
+    // A table mapped into DBFS, and a dbfs: URI, the same.
+    let cfg = dir.path().join("pfsync.toml");
+    for location in ["/dbfs/mnt/pfsync/log", "dbfs:/mnt/pfsync/log"] {
+        write(&cfg, &format!("[tables.\"purpleflea.payouts.log\"]\nlocation = \"{location}\"\n"));
+        let out = pfsync()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--warehouse")
+            .arg(dir.path().join("wh"))
+            .arg("tables")
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(t.contains("[tables.\"purpleflea.payouts.log\"].location") && t.contains("DBFS"), "{t}");
+        assert!(t.contains("external location"), "{t}");
+        assert!(!dir.path().join("wh").exists(), "nothing touched: {t}");
+    }
+}
+
 /// Answers every request with `body` (a list page), like a provider would, from a thread.
 fn serve_page(body: String) -> std::net::SocketAddr {
     use std::io::{Read, Write};

@@ -91,11 +91,16 @@ async fn every_table_is_written_and_read_back_on_s3() {
     // Every table exists on S3 and reads back through SQL.
     let ctx = sql_context(&wh).await.unwrap();
     for spec in ALL {
+        // No upstream job writes escrow actions in this flow, and pfsync never creates a source table at
+        // run time (`pfsync init` does).
+        if spec.name == "purpleflea.escrow.actions" {
+            assert!(pfsync::tables::open_existing(&wh, spec).await.unwrap().is_none(), "{} was created", spec.name);
+            continue;
+        }
         let n = crate::common::count(&ctx, &format!("SELECT count(*) FROM {}", spec.name)).await;
         println!("{} {n} rows on s3", spec.name);
-        // Nothing in this flow writes actions, rejects or findings; the tables are there, empty.
-        let may_be_empty =
-            ["purpleflea.escrow.actions", "purpleflea.payouts.rejects", "purpleflea.payouts.reconciliation"];
+        // Nothing in this flow writes rejects or findings; the tables are there, empty.
+        let may_be_empty = ["purpleflea.payouts.rejects", "purpleflea.payouts.reconciliation"];
         assert!(n > 0 || may_be_empty.contains(&spec.name), "{} has rows on s3", spec.name);
     }
 }

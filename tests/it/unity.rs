@@ -22,7 +22,9 @@ const TOKEN: &str = "dapi-UNITYSECRET-0123";
 struct Catalog {
     /// Full name -> storage location.
     tables: BTreeMap<String, String>,
-    /// Authorization headers seen, and the operations credentials were asked for.
+    /// Full names the catalog lists as MANAGED tables (every other one is EXTERNAL).
+    managed: Vec<String>,
+    /// Authorization headers seen, and the operations credentials were asked for, as `table:operation`.
     auth: Vec<String>,
     vended: Vec<String>,
 }
@@ -39,7 +41,8 @@ async fn get_table(State(c): State<Shared>, UrlPath(full): UrlPath<String>, h: H
     let parts: Vec<&str> = full.split('.').collect();
     let body = json!({
         "name": parts[2], "catalog_name": parts[0], "schema_name": parts[1],
-        "table_type": "EXTERNAL", "data_source_format": "DELTA", "columns": [], "properties": {},
+        "table_type": if c.managed.contains(&full) { "MANAGED" } else { "EXTERNAL" },
+        "data_source_format": "DELTA", "columns": [], "properties": {},
         "storage_location": location, "created_at": 1_764_000_000_000i64, "updated_at": 1_764_000_000_000i64,
         "table_id": format!("id-{full}"),
     });
@@ -47,7 +50,8 @@ async fn get_table(State(c): State<Shared>, UrlPath(full): UrlPath<String>, h: H
 }
 
 async fn credentials(State(c): State<Shared>, Json(req): Json<Value>) -> Json<Value> {
-    let op = req["operation"].as_str().unwrap_or_default().to_string();
+    let table = req["table_id"].as_str().unwrap_or_default().trim_start_matches("id-");
+    let op = format!("{table}:{}", req["operation"].as_str().unwrap_or_default());
     c.lock().unwrap().vended.push(op);
     Json(json!({
         "aws_temp_credentials": {"access_key_id": "vended-id", "secret_access_key": "vended-secret", "session_token": "t"},
@@ -111,7 +115,12 @@ async fn tables_live_where_unity_catalog_says_and_the_token_stays_secret() {
     {
         let c = state.lock().unwrap();
         assert!(c.auth.iter().all(|a| a == &format!("Bearer {TOKEN}")), "the token from DATABRICKS_TOKEN is sent");
-        assert!(!c.vended.is_empty() && c.vended.iter().all(|op| op == "READ_WRITE"), "{:?}", c.vended);
+        // READ for the tables upstream jobs write and pfsync only reads, READ_WRITE for the rest.
+        for spec in pfsync::tables::ALL {
+            let op = if spec.pfsync_writes() { "READ_WRITE" } else { "READ" };
+            assert!(c.vended.contains(&format!("{}:{op}", spec.name)), "{}: {:?}", spec.name, c.vended);
+        }
+        assert_eq!(c.vended.len() % pfsync::tables::ALL.len(), 0, "one kind per table: {:?}", c.vended);
     }
 
     // A mapping in [tables] wins over the catalog, and vending can be turned off.
@@ -168,6 +177,16 @@ async fn an_unregistered_table_or_an_insecure_catalog_stops_the_run_before_anyth
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let msg = text(&out);
     assert!(msg.contains("purpleflea.payouts.log") && msg.contains("sql/ddl/purpleflea.payouts.log.sql"), "{msg}");
+    assert!(!dir.path().join("uc").exists() && !dir.path().join("wh").exists(), "nothing touched");
+
+    // A managed table is refused as a write target, before anything is touched; as a source it is read.
+    let (uc, state) = start_catalog(registered(dir.path(), &[])).await;
+    state.lock().unwrap().managed = vec!["purpleflea.payouts.log".into(), "purpleflea.payouts.pending".into()];
+    let out = pfsync(dir.path(), &format!("[unity]\nworkspace_url = \"{uc}\"\n"), &api, &["payouts"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let msg = text(&out);
+    assert!(msg.contains("purpleflea.payouts.log is not an external table") && msg.contains("MANAGED"), "{msg}");
+    assert!(!msg.contains("purpleflea.payouts.pending is not"), "a managed source is fine: {msg}");
     assert!(!dir.path().join("uc").exists() && !dir.path().join("wh").exists(), "nothing touched");
 
     let out = pfsync(dir.path(), "[unity]\nworkspace_url = \"http://uc.example.com\"\n", &api, &["sync"]).await;
