@@ -24,3 +24,4 @@ mod sync_incremental;
 #[cfg(feature = "unity")]
 mod unity;
 mod wallet_sync;
+mod wheel;
