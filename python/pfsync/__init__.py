@@ -64,6 +64,8 @@ def find_pfsync_bin():
     except KeyError:
         pass
     candidates.append(os.path.join(os.path.dirname(sys.executable), exe))
+    # `pip install --target DIR` puts the scripts in DIR/bin, beside the package.
+    candidates.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", exe))
     for path in candidates:
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
