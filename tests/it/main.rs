@@ -25,3 +25,4 @@ mod sync_incremental;
 #[cfg(feature = "unity")]
 mod unity;
 mod wallet_sync;
+mod wheel;
