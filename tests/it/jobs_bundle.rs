@@ -187,6 +187,20 @@ fn every_job_cluster_is_single_user_and_the_secrets_never_ride_in_spark_env_vars
     assert!(clusters >= 2);
 }
 
+/// A retry right after a crash would find the crashed run's intents still within `--in-flight-timeout` and
+/// leave them alone (exit 6 again): the payouts task waits at least that long between attempts.
+#[test]
+fn payouts_retry_no_sooner_than_the_in_flight_timeout() {
+    let timeout_ms = pfsync::payouts::PayoutOptions::default().in_flight_timeout.as_millis() as u64;
+    for name in ["pfsync", "pfsync_serverless"] {
+        let payouts = task(&job(name), "payouts");
+        let custom = params(&payouts).iter().any(|p| p.starts_with("--in-flight-timeout"));
+        assert!(!custom, "{name}: the check below assumes the default --in-flight-timeout");
+        let interval = payouts["min_retry_interval_millis"].as_u64().unwrap_or(0);
+        assert!(interval >= timeout_ms, "{name}: payouts retry after {interval} ms, before {timeout_ms} ms");
+    }
+}
+
 #[test]
 fn reconcile_runs_after_payouts_whatever_happened_to_them() {
     for name in ["pfsync", "pfsync_serverless"] {
