@@ -18,7 +18,7 @@ use super::log::{
 };
 use super::operation::{EscrowRef, OpKind};
 use super::plan::{Decision, Plan, PlanOptions, Step, revise};
-use super::state::{Event, classify};
+use super::state::{Event, classify, clip_message};
 use super::{PayoutError, PayoutOptions, PayoutReport};
 use crate::api::ApiError;
 use crate::hooks::{self, CrashPoint};
@@ -170,7 +170,7 @@ impl<'a, P: Provider> Executor<'a, P> {
                 Ok(Lookup::Inconclusive { why }) => {
                     tracing::warn!(id = %s.op.id, "lookup inconclusive, the operation stays unknown: {why}");
                     e.error_code = Some("lookup_inconclusive".into());
-                    e.error_message = Some(clip(why));
+                    e.error_message = Some(clip_message(why));
                     report.unknown += 1;
                     report.needs_person += 1;
                 }
@@ -310,17 +310,6 @@ impl<'a, P: Provider> Executor<'a, P> {
         }
         Ok(keep)
     }
-}
-
-fn clip(mut s: String) -> String {
-    if s.len() > 1000 {
-        let mut end = 1000;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }
 
 /// A log row for a step. Every field an auditor needs comes from the typed operation.

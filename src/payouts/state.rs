@@ -165,9 +165,20 @@ pub fn classify(e: &ApiError) -> FailedOutcome {
         ApiError::GaveUp { .. } => "gave_up".into(),
         _ => "unexpected".into(),
     });
-    let mut message = e.to_string();
-    message.truncate(1000);
-    FailedOutcome { event, http_status: status, code, message }
+    FailedOutcome { event, http_status: status, code, message: clip_message(e.to_string()) }
+}
+
+/// A message for the log's `error_message`, at most 1,000 bytes, cut on a character boundary: the text can
+/// come from the provider, and `String::truncate` inside a multi-byte character would panic.
+pub fn clip_message(mut s: String) -> String {
+    if s.len() > 1000 {
+        let mut end = 1000;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -207,6 +218,14 @@ mod tests {
         for (events, want) in cases {
             assert_eq!(next(&status(&events)), want, "{events:?}");
         }
+    }
+
+    #[test]
+    fn a_long_provider_message_in_multi_byte_text_is_clipped_without_a_panic() {
+        // 999 ASCII bytes then a 3-byte character: byte 1000 falls inside it.
+        let message = format!("{}€€€", "x".repeat(999));
+        let f = classify(&ApiError::InvalidState { message });
+        assert!(f.message.len() <= 1000 && f.message.ends_with('x'), "{}", f.message.len());
     }
 
     #[test]
