@@ -6,6 +6,7 @@ pub mod connections;
 pub mod cursor;
 pub mod faults;
 pub mod idempotency;
+pub mod inject;
 pub mod ledger;
 pub mod server;
 

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::faults::{Fault, FaultPlan};
 use super::idempotency::{Begin, Fingerprint, IdempotencyStore, Stored};
+use super::inject;
 use super::ledger::{ContractError, Ledger, reason_of};
 use crate::api::idempotency::MAX_KEY_LEN;
 use crate::api::models::*;
@@ -122,21 +123,16 @@ fn error_parts(e: &ContractError) -> (u16, Bytes) {
     (e.status, json_bytes(&ErrorBody { error: e.code.to_string(), message: e.message.clone() }))
 }
 
-fn plain(status: u16, body: Bytes, extra: Option<(&'static str, String)>) -> Response {
+fn plain(status: u16, body: Bytes) -> Response {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some((name, value)) = extra
-        && let Ok(v) = HeaderValue::from_str(&value)
-    {
-        resp.headers_mut().insert(name, v);
-    }
     resp
 }
 
 fn refuse(e: ContractError) -> Response {
     let (s, b) = error_parts(&e);
-    plain(s, b, None)
+    plain(s, b)
 }
 
 fn authorized(headers: &HeaderMap, key: &ApiKey) -> bool {
@@ -186,30 +182,13 @@ pub async fn handle(State(st): State<Arc<SandboxState>>, req: Request) -> Respon
             ));
         }
         let (s, b) = admin(&st, route, &body);
-        return plain(s, b, None);
+        return plain(s, b);
     }
 
-    // Faults are decided from the request's identity: a retry with the same key is the same identity,
-    // seen once more, so it meets the next fault in that identity's sequence.
-    let identity = match &key {
-        Some(k) => format!("{} {}?{} key={}", parts.method, path, query, k),
-        None => format!("{} {}?{} body={}", parts.method, path, query, String::from_utf8_lossy(&body)),
-    };
-    let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let decision = st.faults.decide(&path, identity.as_bytes(), now_secs);
-    if decision.fault.is_some() {
-        st.stats.faults.fetch_add(1, Ordering::Relaxed);
-    }
-    match decision.fault {
-        Some(Fault::RateLimited { retry_after }) => {
-            let e = ContractError::new(429, "rate_limited", "slow down");
-            let (s, b) = error_parts(&e);
-            return plain(s, b, retry_after.map(|r| ("retry-after", r.to_string())));
-        }
-        Some(Fault::ErrorBefore) => {
-            return refuse(ContractError::new(500, "internal", "injected failure before the operation ran"));
-        }
-        _ => {}
+    let ident = inject::identity(&parts.method, &path, &query, key.as_deref(), &body);
+    let decision = inject::decide(&st.faults, &st.stats.faults, &path, &ident);
+    if let Some(resp) = inject::before(decision.fault) {
+        return resp;
     }
 
     // A provider without idempotency reads no key: every request executes, none carries one.
@@ -228,7 +207,13 @@ pub async fn handle(State(st): State<Arc<SandboxState>>, req: Request) -> Respon
     };
     let slow_total =
         if decision.fault == Some(Fault::SlowBody) { st.faults.config().slow_body } else { Duration::ZERO };
-    wire(status, bytes, replayed, decision.fault, slow_total)
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // A damaged answer does not say it is a replay.
+    if replayed && decision.fault.is_none() {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    inject::after(status, headers, bytes, decision.fault, slow_total)
 }
 
 /// Run a POST under its idempotency key. The ledger work runs in its own task so it commits even when the
@@ -425,45 +410,5 @@ fn read(st: &SandboxState, route: Route, query: &str) -> (u16, Bytes) {
     match result {
         Ok(b) => (200, b),
         Err(e) => error_parts(&e),
-    }
-}
-
-/// Put a response on the wire, damaged as the post-commit fault says.
-fn wire(status: u16, bytes: Bytes, replayed: bool, fault: Option<Fault>, slow_total: Duration) -> Response {
-    let replay_header = replayed.then(|| ("idempotent-replayed", "true".to_string()));
-    match fault {
-        Some(Fault::ErrorAfter) => {
-            refuse(ContractError::new(500, "internal", "injected failure after the operation committed"))
-        }
-        Some(Fault::DropAfter) => {
-            let stream = futures::stream::once(async {
-                Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped"))
-            });
-            let mut resp = Response::new(Body::from_stream(stream));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            resp
-        }
-        Some(Fault::Malformed) => {
-            let cut = (bytes.len() / 2).max(1).min(bytes.len());
-            let broken = if bytes.is_empty() { Bytes::from_static(b"{") } else { bytes.slice(..cut) };
-            plain(200, broken, None)
-        }
-        Some(Fault::SlowBody) => {
-            const PIECES: usize = 8;
-            let step = bytes.len().div_ceil(PIECES).max(1);
-            let chunks: Vec<Bytes> =
-                (0..bytes.len()).step_by(step).map(|i| bytes.slice(i..(i + step).min(bytes.len()))).collect();
-            let pause = slow_total / PIECES as u32;
-            let stream = futures::stream::unfold(chunks.into_iter(), move |mut it| async move {
-                let next = it.next()?;
-                tokio::time::sleep(pause).await;
-                Some((Ok::<Bytes, std::io::Error>(next), it))
-            });
-            let mut resp = Response::new(Body::from_stream(stream));
-            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            resp
-        }
-        _ => plain(status, bytes, replay_header),
     }
 }
