@@ -312,6 +312,26 @@ pub struct SandboxArgs {
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout_secs: u64,
 
+    /// Instead of the in-memory API, forward every request to this provider (http(s) base URL; the request
+    /// path is appended to its path) and inject the --fault-* faults relative to it: for fault tests
+    /// against a real provider, e.g. Purple Flea's own services on a test bed. 429 and 500-before are
+    /// answered here (nothing reaches the provider); 500-after, drop-after and malformed come after the
+    /// provider answered (the operation ran there). Plain http only to a loopback host; the proxy itself
+    /// listens on loopback only. The provider has 30 s to answer (else 504); an unreachable one gives 502.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with_all = [
+            "agents",
+            "faucet_amount",
+            "idempotency_retention_secs",
+            "admin",
+            "ignore_idempotency_keys",
+            "lookup_fault",
+        ]
+    )]
+    pub proxy_to: Option<String>,
+
     #[command(flatten)]
     pub faults: FaultArgs,
 }

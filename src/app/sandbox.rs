@@ -1,4 +1,5 @@
-//! `pfsync sandbox`: the stand-in Purple Flea API as a server, until Ctrl-C or SIGTERM.
+//! `pfsync sandbox`: the stand-in Purple Flea API as a server, or with `--proxy-to` its faults in front of a
+//! real provider, until Ctrl-C or SIGTERM.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -6,7 +7,9 @@ use std::time::Duration;
 use super::AppError;
 use crate::cli::{FaultArgs, SandboxArgs};
 use crate::money::Usd;
-use crate::sandbox::{ConnectionLimits, DEFAULT_SANDBOX_KEY, FaultConfig, Sandbox, SandboxConfig, SeedConfig};
+use crate::sandbox::{
+    ConnectionLimits, DEFAULT_SANDBOX_KEY, FaultConfig, Proxy, ProxyConfig, Sandbox, SandboxConfig, SeedConfig,
+};
 use crate::secret::{API_KEY_ENV, ApiKey};
 
 pub(super) fn fault_config(seed: u64, f: &FaultArgs) -> Result<FaultConfig, AppError> {
@@ -27,6 +30,9 @@ pub(super) fn fault_config(seed: u64, f: &FaultArgs) -> Result<FaultConfig, AppE
 }
 
 pub(super) async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
+    if let Some(url) = &args.proxy_to {
+        return proxy(args, url).await;
+    }
     let faucet_amount =
         Usd::parse_positive(&args.faucet_amount).map_err(|e| AppError::Usage(format!("--faucet-amount: {e}")))?;
     let api_key = match std::env::var(API_KEY_ENV) {
@@ -44,10 +50,7 @@ pub(super) async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
         admin: args.admin,
         ignore_idempotency_keys: args.ignore_idempotency_keys,
         lookup_fault: args.lookup_fault,
-        limits: ConnectionLimits {
-            header_read_timeout: Duration::from_secs(args.header_timeout_secs),
-            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
-        },
+        limits: limits(args),
     };
     let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Usage(format!("cannot start the sandbox: {e}")))?;
     println!(
@@ -63,6 +66,62 @@ pub(super) async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
     sb.shutdown().await;
     println!("pfsync sandbox stopped after {} requests ({} faults injected)", stats.requests, stats.faults);
     Ok(())
+}
+
+fn limits(args: &SandboxArgs) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+    }
+}
+
+/// `pfsync sandbox --proxy-to URL`: the faults in front of a real provider.
+async fn proxy(args: &SandboxArgs, url: &str) -> Result<(), AppError> {
+    let upstream = proxy_target(url)?;
+    if !args.host.to_canonical().is_loopback() {
+        return Err(AppError::Usage(format!(
+            "--host {} is not a loopback address: the proxy would forward anyone's requests to {upstream}. \
+             Listen on 127.0.0.1",
+            args.host
+        )));
+    }
+    let cfg = ProxyConfig {
+        host: args.host,
+        port: args.port,
+        upstream,
+        faults: fault_config(args.seed, &args.faults)?,
+        limits: limits(args),
+        upstream_timeout: crate::sandbox::proxy::DEFAULT_UPSTREAM_TIMEOUT,
+    };
+    let p = Proxy::start(cfg).await.map_err(|e| AppError::Usage(format!("cannot start the proxy: {e}")))?;
+    println!(
+        "pfsync sandbox proxy ready at {} -> {} (seed {}); Ctrl-C stops it",
+        p.base_url(),
+        p.upstream(),
+        args.seed
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    let stats = p.stats();
+    p.shutdown().await;
+    println!(
+        "pfsync sandbox proxy stopped after {} requests ({} faults injected, {} forwarded, {} not answered by the \
+         provider)",
+        stats.requests, stats.faults, stats.forwarded, stats.upstream_failures
+    );
+    Ok(())
+}
+
+/// `--proxy-to`: an http(s) base URL, plain http only to a loopback host (as for `--api-url`).
+fn proxy_target(url: &str) -> Result<url::Url, AppError> {
+    let shown = crate::api::shown_text(url);
+    let u = url::Url::parse(url).map_err(|e| AppError::Usage(format!("--proxy-to {shown:?}: {e}")))?;
+    crate::api::check_url(&u).map_err(|e| AppError::Usage(format!("--proxy-to: {e}")))?;
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(AppError::Usage(format!("--proxy-to {shown:?}: a base URL has no query or fragment")));
+    }
+    Ok(u)
 }
 
 /// Off loopback, anyone who can reach the port can use the sandbox: with the key every copy of pfsync
@@ -97,6 +156,32 @@ pub(super) async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_to_takes_https_anywhere_and_plain_http_only_to_loopback() {
+        for ok in [
+            "https://casino.purpleflea.com/api/v1",
+            "http://127.0.0.1:9000/api/v1",
+            "http://[::1]:1",
+            "http://localhost:2/x",
+        ] {
+            assert!(proxy_target(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("http://casino.purpleflea.com/api/v1", "plain http"),
+            ("http://10.0.0.1/api", "plain http"),
+            ("ftp://127.0.0.1/x", "scheme"),
+            ("http://user:pw@127.0.0.1/x", "user name"),
+            ("http://127.0.0.1/x?a=1", "query"),
+            ("not a url", "--proxy-to"),
+        ] {
+            let e = proxy_target(bad).unwrap_err();
+            assert!(matches!(e, AppError::Usage(_)), "{bad}");
+            let e = e.to_string();
+            assert!(e.contains("--proxy-to") && e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("pw@"), "{e}");
+        }
+    }
 
     #[test]
     fn only_loopback_may_use_the_well_known_key() {

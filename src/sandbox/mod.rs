@@ -1,6 +1,7 @@
 //! The sandbox: an in-memory Purple Flea that follows the contract (idempotency, pagination, the closed
 //! ledger) and injects faults on demand. `pfsync sandbox` serves it on a port; tests and `pfsync demo`
-//! start it in-process with [`Sandbox::start`].
+//! start it in-process with [`Sandbox::start`]. [`Proxy`] (`pfsync sandbox --proxy-to URL`) injects the same
+//! faults in front of a real provider instead.
 
 pub mod connections;
 pub mod cursor;
@@ -8,6 +9,7 @@ pub mod faults;
 pub mod idempotency;
 pub mod inject;
 pub mod ledger;
+pub mod proxy;
 pub mod server;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,6 +23,7 @@ use url::Url;
 pub use connections::ConnectionLimits;
 pub use faults::{Fault, FaultConfig, FaultPlan};
 pub use ledger::{Ledger, ORCHESTRATOR_AGENT, SeedConfig};
+pub use proxy::{Proxy, ProxyConfig, ProxyStatsSnapshot};
 pub use server::StatsSnapshot;
 
 use crate::secret::ApiKey;
