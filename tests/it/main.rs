@@ -1,5 +1,5 @@
-//! Integration tests: the sandbox on 127.0.0.1 port 0, real Delta tables in temp folders. One binary so the
-//! deltalake+datafusion link happens once.
+//! Integration tests: the sandbox on 127.0.0.1 port 0, real Delta tables in temp folders, Purple Flea's own
+//! services on a local test bed ([`live_bed`]). One binary so the deltalake+datafusion link happens once.
 
 mod api_contract;
 mod cli;
@@ -8,10 +8,12 @@ mod exactly_once;
 mod hostile;
 mod idempotency;
 mod jobs_bundle;
+mod live_bed;
 mod maintain;
 mod operator_mistakes;
 mod pagination;
 pub mod payouts;
+mod proxy;
 mod reconcile;
 mod resilience;
 #[cfg(feature = "s3")]

@@ -1,0 +1,149 @@
+//! The Purple Flea test bed: Purple Flea's own casino and escrow services (Node.js, their open-source code)
+//! on 127.0.0.1, for tests against the real thing (see `../shared/purpleflea-live/README.md` for what they
+//! do and how they differ from the seed's contract).
+//!
+//! ```ignore
+//! let Some(bed) = crate::live_bed::bed() else { return }; // no test bed here: a skip line was printed
+//! let agents = bed.agents(2);                             // [(agent_id, api_key, referral_code), ...]
+//! bed.fund(&agents[0].0, 10.0);                           // a settled deposit
+//! reqwest::Client::new().get(format!("{}/auth/ledger", bed.casino_url)).bearer_auth(&agents[0].1) ...
+//! ```
+//!
+//! One bed per test process, started by the first test that asks ([`bed`]) and shared by all: tests keep
+//! apart by making agents of their own. It is stopped, and its folder removed, when the test process exits
+//! (however it exits): a watchdog shell started alongside waits for this process to go. A static is never
+//! dropped, so no `Drop` could do that.
+//!
+//! The start script is `$PFSYNC_LIVE_BED_SCRIPT`, by default `../shared/purpleflea-live/start.sh` next to
+//! this crate; `agents.py` and `fund.py` sit beside it. Without the script, [`bed`] prints a skip line and
+//! returns `None`; a script that exists but fails to start the bed fails the test. Its first run installs
+//! the services' npm dependencies (a few minutes); later runs reuse them and start in about a second.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// A running test bed.
+pub struct LiveBed {
+    /// The casino's API base, `http://127.0.0.1:PORT/api/v1` (accounts, balances, ledger, `/stats/pay`).
+    pub casino_url: String,
+    /// The escrow service's base, `http://127.0.0.1:PORT` (no `/api` prefix).
+    pub escrow_url: String,
+    /// The bed's state folder (the shared SQLite database `casino.db`, `escrow.db`, the services' logs).
+    pub dir: PathBuf,
+    scripts: PathBuf,
+    /// Outlives this process on purpose (see the module docs): never waited for.
+    _watchdog: Child,
+}
+
+/// The test bed, started on first use; `None` (after printing why) when there is no start script.
+pub fn bed() -> Option<&'static LiveBed> {
+    static BED: OnceLock<Option<LiveBed>> = OnceLock::new();
+    BED.get_or_init(|| {
+        let script = script();
+        if !script.is_file() {
+            println!("SKIP: no Purple Flea test bed at {} (set PFSYNC_LIVE_BED_SCRIPT)", script.display());
+            return None;
+        }
+        Some(LiveBed::start(&script))
+    })
+    .as_ref()
+}
+
+fn script() -> PathBuf {
+    match std::env::var_os("PFSYNC_LIVE_BED_SCRIPT") {
+        Some(s) if !s.is_empty() => PathBuf::from(s),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/purpleflea-live/start.sh"),
+    }
+}
+
+impl LiveBed {
+    fn start(script: &Path) -> LiveBed {
+        let dir = tempfile::Builder::new().prefix("pfsync-live-bed-").tempdir().expect("a temp folder").keep();
+        // Started first, so the bed goes even if this process dies while it starts.
+        let watchdog = watchdog(&dir);
+        let log = dir.join("start.log");
+        let started = std::time::Instant::now();
+        let status = Command::new(script)
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("start.log"))
+            .stderr(std::fs::File::create(dir.join("start.err")).expect("start.err"))
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default().trim().to_string();
+        assert!(
+            status.success(),
+            "{} failed ({status}):\n{}\n{}",
+            script.display(),
+            read("start.log"),
+            read("start.err")
+        );
+        let (casino_url, escrow_url) = (read("casino.url"), read("escrow.url"));
+        assert!(casino_url.starts_with("http://127.0.0.1:"), "casino.url: {casino_url:?}");
+        assert!(escrow_url.starts_with("http://127.0.0.1:"), "escrow.url: {escrow_url:?}");
+        println!("test bed up in {:.1} s: casino {casino_url}, escrow {escrow_url}", started.elapsed().as_secs_f64());
+        let scripts = script.parent().map(Path::to_path_buf).unwrap_or_default();
+        LiveBed { casino_url, escrow_url, dir, scripts, _watchdog: watchdog }
+    }
+
+    /// `n` new agents, each `(agent_id, api_key, referral_code)`, made as `POST /auth/register` makes them
+    /// (without its 10-a-minute limit) and with no balance: [`fund`](Self::fund) one to pay from it.
+    pub fn agents(&self, n: usize) -> Vec<(String, String, String)> {
+        // agents.py picks the next deposit index outside its write transaction: one at a time.
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let out = self.run("agents.py", &[&n.to_string()]);
+        let agents: Vec<(String, String, String)> = out
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("agents.py: {e}: {l}"));
+                let field = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("agents.py: no {k}: {l}")).to_string();
+                (field("agent_id"), field("api_key"), field("referral_code"))
+            })
+            .collect();
+        assert_eq!(agents.len(), n, "agents.py made {} agents, not {n}: {out}", agents.len());
+        agents
+    }
+
+    /// Credit `amount` USD to `agent_id`'s casino balance as a settled deposit would (one ledger credit).
+    pub fn fund(&self, agent_id: &str, amount: f64) {
+        self.run("fund.py", &[agent_id, &amount.to_string()]);
+    }
+
+    /// Run one of the bed's scripts with the state folder first; its stdout.
+    fn run(&self, name: &str, args: &[&str]) -> String {
+        let path = self.scripts.join(name);
+        let out = Command::new(&path)
+            .arg(&self.dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{name} {args:?}: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+/// A shell that waits for this test process to end, then stops the bed's services and removes its folder.
+fn watchdog(dir: &Path) -> Child {
+    let script = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
+[ -f "$2/pids" ] && kill $(cat "$2/pids") 2>/dev/null
+sleep 1; rm -rf "$2""#;
+    Command::new("sh")
+        .args(["-c", script, "live-bed-watchdog"])
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the test bed's watchdog starts")
+}
