@@ -52,6 +52,64 @@ pub struct ProviderSection {
     /// Set false for a deployment that does not: no POST is then ever repeated after an ambiguous
     /// failure, and an unknown outcome waits for a person.
     pub honours_idempotency_keys: Option<bool>,
+    /// `seed` (the API of `../shared/api/purpleflea-api.md`, what `pfsync sandbox` serves; the default) or
+    /// `live` (Purple Flea's casino and escrow services as they run).
+    pub kind: Option<ProviderKind>,
+    /// `live`: the casino's API base [default: https://casino.purpleflea.com/api/v1].
+    pub casino_url: Option<String>,
+    /// `live`: the escrow service's base [default: https://escrow.purpleflea.com].
+    pub escrow_url: Option<String>,
+    /// `live`: keys of further agents the team owns, each from an environment variable (a Databricks
+    /// secret mapped into the task's environment) or a file. Never the key itself.
+    #[serde(default)]
+    pub agent_keys: Vec<KeySource>,
+    /// `live`: `timeout_hours` of an escrow whose action row does not set `metadata.timeout_hours`.
+    pub escrow_timeout_hours: Option<u32>,
+    /// `live`: how far the provider's clock may be behind this machine's, in seconds [default: 30].
+    pub clock_skew_secs: Option<u32>,
+    /// `live`: escrows to sync besides those in the payout log (there is no list endpoint).
+    #[serde(default)]
+    pub escrow_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    #[default]
+    Seed,
+    Live,
+}
+
+/// Where one agent key is read from: exactly one of `env` (a variable name) and `file` (a path).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySource {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+impl KeySource {
+    fn read(&self, field: &str) -> Result<ApiKey, ConfigError> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => {
+                let v = std::env::var(var)
+                    .map_err(|_| value_error(field, format!("environment variable {var} is not set (or not UTF-8)")))?;
+                ApiKey::new(&v, "in an agent key variable").map_err(ConfigError::from)
+            }
+            (None, Some(path)) => ApiKey::resolve(Some(path), None).map_err(ConfigError::from),
+            _ => Err(value_error(field, "give exactly one of env = \"VARIABLE\" or file = \"/path\"")),
+        }
+    }
+}
+
+/// The live provider's settings, checked.
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    pub casino_url: Url,
+    pub escrow_url: Url,
+    pub agent_keys: Vec<ApiKey>,
+    pub options: crate::provider::live::LiveOptions,
+    pub escrow_ids: Vec<String>,
 }
 
 /// A `[tables."catalog.schema.table"]` entry.
@@ -171,7 +229,7 @@ impl Settings {
                  table with [tables.\"catalog.schema.table\"] location = ...",
             ));
         }
-        Ok(Settings {
+        let s = Settings {
             warehouse,
             api_url,
             faucet_url,
@@ -179,11 +237,81 @@ impl Settings {
             provider: file.provider.clone(),
             api,
             unity: file.unity.clone(),
-        })
+        };
+        s.check_provider()?;
+        Ok(s)
     }
 
     /// The client configuration; reads the key (file, then `PURPLEFLEA_API_KEY`) only now, so commands
     /// that need no API never ask for one.
+    /// The provider the settings choose.
+    pub fn provider_kind(&self) -> ProviderKind {
+        self.provider.kind.unwrap_or_default()
+    }
+
+    /// The `live` provider's URLs, agent keys and options, every value checked (keys read now, so that a
+    /// missing variable stops the run before anything is touched).
+    pub fn live(&self) -> Result<LiveSettings, ConfigError> {
+        let p = &self.provider;
+        let casino_url = parse_api_url(
+            "[provider] casino_url",
+            p.casino_url.as_deref().unwrap_or(crate::provider::live::DEFAULT_CASINO_URL),
+        )?;
+        let escrow_url = parse_api_url(
+            "[provider] escrow_url",
+            p.escrow_url.as_deref().unwrap_or(crate::provider::live::DEFAULT_ESCROW_URL),
+        )?;
+        let agent_keys = p
+            .agent_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| k.read(&format!("[[provider.agent_keys]] #{}", i + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut options = crate::provider::live::LiveOptions::default();
+        if let Some(h) = p.escrow_timeout_hours {
+            if !(1..=720).contains(&h) {
+                return Err(value_error("[provider] escrow_timeout_hours", format!("must be within 1..=720, got {h}")));
+            }
+            options.escrow_timeout_hours = h;
+        }
+        if let Some(s) = p.clock_skew_secs {
+            if s > 3600 {
+                return Err(value_error("[provider] clock_skew_secs", format!("must be at most 3600, got {s}")));
+            }
+            options.clock_skew_secs = s as i64;
+        }
+        for id in &p.escrow_ids {
+            if !id.starts_with("esc_") || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(value_error(
+                    "[provider] escrow_ids",
+                    format!("{id:?} is not an escrow id (esc_ and letters/digits)"),
+                ));
+            }
+        }
+        Ok(LiveSettings { casino_url, escrow_url, agent_keys, options, escrow_ids: p.escrow_ids.clone() })
+    }
+
+    fn check_provider(&self) -> Result<(), ConfigError> {
+        let p = &self.provider;
+        let live_only = p.casino_url.is_some()
+            || p.escrow_url.is_some()
+            || !p.agent_keys.is_empty()
+            || p.escrow_timeout_hours.is_some()
+            || p.clock_skew_secs.is_some()
+            || !p.escrow_ids.is_empty();
+        match self.provider_kind() {
+            ProviderKind::Seed if live_only => Err(value_error(
+                "[provider]",
+                "casino_url, escrow_url, agent_keys, escrow_timeout_hours, clock_skew_secs and escrow_ids are for                  kind = \"live\"; set it, or remove them",
+            )),
+            ProviderKind::Live if p.honours_idempotency_keys == Some(true) => Err(value_error(
+                "[provider] honours_idempotency_keys",
+                "Purple Flea's live services read no Idempotency-Key; remove the setting",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub fn client_config(&self) -> Result<ClientConfig, ConfigError> {
         let key = ApiKey::resolve(self.api_key_file.as_deref(), std::env::var(crate::secret::API_KEY_ENV).ok())?;
         Ok(self.client_config_with_key(self.api_url.clone(), self.faucet_url.clone(), key))

@@ -329,6 +329,22 @@ impl Client {
         Ok(url)
     }
 
+    /// A GET below the base URL, for a provider whose endpoints the typed methods do not cover (the live
+    /// services). Repeated on any transient failure.
+    pub async fn get_json<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ApiError> {
+        self.get(segments, &[]).await
+    }
+
+    /// A POST below the base URL without an idempotency key: repeated only when the failure proves it did
+    /// not run (a 429, a connection that never opened), never after an ambiguous one.
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T, ApiError> {
+        Ok(self.post(Base::Api, segments, body, None).await?.answer)
+    }
+
     async fn get<T: DeserializeOwned>(&self, segments: &[&str], params: &[(&str, String)]) -> Result<T, ApiError> {
         let url = self.url(Base::Api, segments, params)?;
         Ok(self.execute(Method::GET, url, None, None).await?.answer)
@@ -467,7 +483,9 @@ impl Client {
             return Attempt::Retry { cause: RetryCause::RateLimited, retry_after, error };
         }
         if status.is_server_error() {
-            let message = error_body(&bytes).map(|b| b.message).unwrap_or_else(|| snippet(&bytes));
+            // The code stays in the message: a provider's 5xx codes (`release_failed`) matter to a person.
+            let message =
+                error_body(&bytes).map(|b| format!("{}: {}", b.error, b.message)).unwrap_or_else(|| snippet(&bytes));
             let error = ApiError::Server { endpoint: endpoint.to_string(), status: code, message, attempts: 1 };
             return Attempt::Retry { cause: RetryCause::ServerError, retry_after, error };
         }

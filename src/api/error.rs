@@ -33,6 +33,10 @@ pub enum ApiError {
     IdempotencyKeyInUse,
     #[error("idempotency key reused with a different body (422): {message}")]
     IdempotencyKeyReused { message: String },
+    /// A final refusal in a provider's own words (Purple Flea's live services: `insufficient_balance`,
+    /// `recipient_not_found`, `invalid_status`, `forbidden`, ...): the operation did not run and will not.
+    #[error("refused ({status} {code}): {message}")]
+    Refused { status: u16, code: String, message: String },
     #[error("{endpoint}: still rate limited (429) after {attempts} attempts")]
     RateLimited { endpoint: String, attempts: u32 },
     #[error("{endpoint}: server error {status} after {attempts} attempts: {message}")]
@@ -50,6 +54,24 @@ pub enum ApiError {
     #[error("gave up on {endpoint} after {elapsed:?} (max elapsed) and {attempts} attempts: {last}")]
     GaveUp { endpoint: String, elapsed: Duration, attempts: u32, last: String },
 }
+
+/// The live services' 4xx codes that refuse an operation for good: nothing ran, and the same request
+/// would be refused again. (Their 5xx codes, `debit_failed`, `release_failed`, `internal_error`, say
+/// nothing certain about what ran: those stay unknown outcomes.)
+pub const LIVE_REFUSALS: &[&str] = &[
+    "invalid_amount",
+    "same_agent",
+    "insufficient_balance",
+    "recipient_not_found",
+    "invalid_description",
+    "invalid_counterparty",
+    "self_escrow",
+    "counterparty_not_found",
+    "creator_not_found",
+    "not_found",
+    "forbidden",
+    "invalid_status",
+];
 
 impl ApiError {
     /// Usage for what the user set wrong, Refused for a key the provider will not take, Transient for the
@@ -110,6 +132,7 @@ impl ApiError {
             (_, "invalid_state") => ApiError::InvalidState { message },
             (_, "idempotency_key_in_use") => ApiError::IdempotencyKeyInUse,
             (_, "idempotency_key_reused") => ApiError::IdempotencyKeyReused { message },
+            (400..=499, c) if LIVE_REFUSALS.contains(&c) => ApiError::Refused { status, code: c.to_string(), message },
             _ => ApiError::Unexpected { endpoint: endpoint.to_string(), status, detail: format!("{code}: {message}") },
         }
     }

@@ -2,7 +2,7 @@
 
 use super::query::{STATUS_SUMMARY, print_query, query_count};
 use super::reconcile::reconcile_and_report;
-use super::sync::{rows_failed, run_sync};
+use super::sync::{rows_failed, run_seed_sync};
 use super::{AppError, Context};
 use crate::api::Client;
 use crate::cli::{DemoArgs, ReconcileArgs, ReconcileFlags, SyncTarget};
@@ -35,7 +35,7 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     let provider = crate::provider::SeedProvider::new(client.clone(), true);
 
     println!("1. sync");
-    let reports = run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
+    let reports = run_seed_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
     for r in &reports {
         println!("   {r}");
     }
@@ -51,7 +51,7 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     println!("   {report}");
 
     println!("3. sync again (the payouts moved balances)");
-    let after = run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
+    let after = run_seed_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
     for r in &after {
         println!("   {r}");
     }

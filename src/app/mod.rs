@@ -1,5 +1,6 @@
 //! The commands, run from parsed flags, and the mapping of their failures to exit codes.
 
+mod backend;
 mod demo;
 mod payouts;
 mod query;
@@ -10,7 +11,7 @@ mod sync;
 
 use std::collections::BTreeMap;
 
-use crate::api::{ApiError, Client};
+use crate::api::ApiError;
 use crate::cli::{Cli, Command};
 use crate::config::{ConfigError, Settings};
 use crate::errors::ErrorClass;
@@ -182,8 +183,8 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     match cli.command {
         Command::Run(args) => run_steps(&ctx, &args).await,
         Command::Sync(args) => {
-            let client = Client::new(ctx.settings.client_config()?)?;
-            recorded(&ctx, "sync", sync_step(&ctx, &client, args.target, &sync_options(&args))).await
+            let backend = backend::Backend::connect(&ctx.settings).await?;
+            recorded(&ctx, "sync", sync_step(&ctx, &backend, args.target, &sync_options(&args))).await
         }
         Command::Sandbox(args) => sandbox(&args).await,
         Command::Demo(args) => demo(&ctx, &args).await,
@@ -191,9 +192,9 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Maintain(args) => maintain(&ctx, &args).await,
         Command::Payouts(args) => {
             let opts = payout_options(&args)?;
-            let client = Client::new(ctx.settings.client_config()?)?;
-            let opts = payouts::with_client(&opts, client.config())?;
-            recorded(&ctx, "payouts", payouts_step(&ctx, &client, &opts)).await
+            let opts = payouts::with_client(&opts, &backend::Backend::client_config(&ctx.settings)?)?;
+            let backend = backend::Backend::connect(&ctx.settings).await?;
+            recorded(&ctx, "payouts", payouts_step(&ctx, &backend, &opts)).await
         }
         Command::Status(args) => status(&ctx, &args).await,
         Command::Reconcile(args) => {

@@ -1,7 +1,8 @@
 //! `pfsync payouts`: flags to options, the step, and its exit code.
 
+use super::backend::Backend;
 use super::{AppError, Context, StepOutcome};
-use crate::api::{Client, ClientConfig};
+use crate::api::ClientConfig;
 use crate::cli::PayoutsArgs;
 use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
@@ -40,8 +41,8 @@ pub fn with_client(opts: &PayoutOptions, cfg: &ClientConfig) -> Result<PayoutOpt
 /// Exit status of a payouts run: unknown outcomes (retry), then brake, then refusals.
 pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
     // Operations another run may still be sending are not settled either: rerun to see them through.
-    if r.unknown + r.in_flight_elsewhere > 0 {
-        return Err(AppError::OutcomeUnknown { unknown: r.unknown + r.in_flight_elsewhere });
+    if r.unknown + r.in_flight_elsewhere + r.held_after_unknown > 0 {
+        return Err(AppError::OutcomeUnknown { unknown: r.unknown + r.in_flight_elsewhere + r.held_after_unknown });
     }
     if r.held_by_brake > 0 {
         return Err(AppError::BrakeHeld { held: r.held_by_brake });
@@ -55,13 +56,24 @@ pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
 
 pub(super) async fn payouts_step(
     ctx: &Context,
-    client: &Client,
+    backend: &Backend,
     opts: &PayoutOptions,
 ) -> Result<StepOutcome, AppError> {
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
     let progress = Progress::new(ctx.progress, "payouts");
-    let provider = SeedProvider::new(client.clone(), client.config().keys_honoured);
-    let report = run_payouts(&provider, &ctx.settings.warehouse, &commit, opts, &progress).await?;
+    let wh = &ctx.settings.warehouse;
+    let report = match backend {
+        Backend::Seed(client) => {
+            let provider = SeedProvider::new(client.clone(), client.config().keys_honoured);
+            run_payouts(&provider, wh, &commit, opts, &progress).await?
+        }
+        // Payees at the live services are any agents, not only those the wallets table lists (one row per
+        // held key there): the provider refuses an unknown payee itself (`recipient_not_found`).
+        Backend::Live(provider, _) => {
+            let opts = PayoutOptions { check_agents: false, ..opts.clone() };
+            run_payouts(provider.as_ref(), wh, &commit, &opts, &progress).await?
+        }
+    };
     if report.dry_run {
         for p in &report.plan {
             println!(
@@ -85,6 +97,9 @@ pub(super) async fn payouts_step(
         ("in_flight_elsewhere", report.in_flight_elsewhere),
         ("replayed", report.replayed),
         ("waiting", report.waiting),
+        ("resolved_from_ledger", report.resolved_from_ledger),
+        ("held_after_unknown", report.held_after_unknown),
+        ("past_auto_release", report.past_auto_release),
         ("held_by_brake", report.held_by_brake),
         ("already_final", report.already_final),
         ("log_commits", report.log_commits),

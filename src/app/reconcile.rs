@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::backend::Backend;
 use super::sync::run_sync;
 use super::{AppError, Context, StepOutcome};
-use crate::api::Client;
 use crate::cli::{ReconcileArgs, SyncTarget};
 use crate::reconcile::{Class, FINDING_CLASSES, ReconcileError, ReconcileOptions, ReconcileReport};
 use crate::sync::SyncOptions;
@@ -33,8 +33,8 @@ pub(super) async fn reconcile_step(
     classes: &[Class],
 ) -> Result<StepOutcome, AppError> {
     if !args.no_sync {
-        let client = Client::new(ctx.settings.client_config()?)?;
-        for r in run_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await? {
+        let backend = Backend::connect(&ctx.settings).await?;
+        for r in run_sync(ctx, &backend, SyncTarget::All, &SyncOptions::default()).await? {
             println!("{r}");
         }
     }

@@ -1,10 +1,10 @@
 //! `pfsync run`: the Workflow entry point, the selected steps in order under one run id.
 
+use super::backend::Backend;
 use super::payouts::{payout_options, payouts_step, with_client};
 use super::reconcile::{fail_on, reconcile_step};
 use super::sync::sync_step;
 use super::{AppError, Context, Exit, recorded, worst};
-use crate::api::Client;
 use crate::cli::{ReconcileArgs, RunArgs, Step, SyncTarget};
 use crate::sync::SyncOptions;
 
@@ -14,8 +14,8 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     // Every flag is checked before any step touches anything.
     let popts = payout_options(&args.payouts)?;
     let classes = fail_on(&args.reconcile.fail_on)?;
-    let client = Client::new(ctx.settings.client_config()?)?;
-    let popts = with_client(&popts, client.config())?;
+    let popts = with_client(&popts, &Backend::client_config(&ctx.settings)?)?;
+    let backend = Backend::connect(&ctx.settings).await?;
     let rargs = ReconcileArgs {
         namespace: args.payouts.namespace.clone(),
         flags: args.reconcile.clone(),
@@ -26,9 +26,9 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     for step in &args.steps {
         let r = match step {
             Step::Sync => {
-                recorded(ctx, "sync", sync_step(ctx, &client, SyncTarget::All, &SyncOptions::default())).await
+                recorded(ctx, "sync", sync_step(ctx, &backend, SyncTarget::All, &SyncOptions::default())).await
             }
-            Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, &client, &popts)).await,
+            Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, &backend, &popts)).await,
             Step::Reconcile => recorded(ctx, "reconcile", reconcile_step(ctx, &rargs, &classes)).await,
         };
         match r {

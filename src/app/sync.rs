@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::backend::Backend;
 use super::{AppError, Context, StepOutcome, step};
 use crate::api::Client;
 use crate::cli::{SyncArgs, SyncTarget};
@@ -14,6 +15,18 @@ pub(super) fn rows_failed(reports: &[SyncReport]) -> Result<(), AppError> {
 }
 
 pub(super) async fn run_sync(
+    ctx: &Context,
+    backend: &Backend,
+    target: SyncTarget,
+    opts: &SyncOptions,
+) -> Result<Vec<SyncReport>, AppError> {
+    match backend {
+        Backend::Seed(client) => run_seed_sync(ctx, client, target, opts).await,
+        Backend::Live(..) => Err(AppError::Usage("sync is not implemented for the live provider yet".into())),
+    }
+}
+
+pub(super) async fn run_seed_sync(
     ctx: &Context,
     client: &Client,
     target: SyncTarget,
@@ -64,11 +77,11 @@ pub(super) fn sync_options(args: &SyncArgs) -> SyncOptions {
 
 pub(super) async fn sync_step(
     ctx: &Context,
-    client: &Client,
+    backend: &Backend,
     target: SyncTarget,
     opts: &SyncOptions,
 ) -> Result<StepOutcome, AppError> {
-    let reports = run_sync(ctx, client, target, opts).await?;
+    let reports = run_sync(ctx, backend, target, opts).await?;
     let mut counts = BTreeMap::new();
     for r in &reports {
         println!("{r}");

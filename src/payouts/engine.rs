@@ -6,7 +6,7 @@
 //! transaction, (3) send, (4) keep the outcomes for the next commit. A crash anywhere leaves either no
 //! intent (nothing was sent) or an intent that a later run resolves from the provider's evidence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use deltalake::DeltaTable;
@@ -17,17 +17,21 @@ use super::log::{
     IntentCommit, LogEvent, append_events, append_intents, history, intents_app_id, next_intents_version,
 };
 use super::operation::{EscrowRef, OpKind};
-use super::plan::{Decision, Plan, PlanOptions, Step, revise};
+use super::plan::{Decision, Plan, PlanOptions, Step, next_batch, revise};
 use super::state::{Event, classify, clip_message};
 use super::{PayoutError, PayoutOptions, PayoutReport};
 use crate::api::ApiError;
 use crate::hooks::{self, CrashPoint};
 use crate::progress::Progress;
-use crate::provider::{Capabilities, Lookup, Provider, Receipt};
+use crate::provider::{Capabilities, Lookup, LookupContext, Provider, Receipt};
 use crate::tables::CommitInfo;
 
 /// Conflicting intent commits in a row before the run gives up (another run keeps winning).
 const MAX_CONFLICTS: u32 = 20;
+
+/// At a provider resolved from ledgers: debits of one payer per batch. The ledger answers its last 50
+/// entries; a batch of at most 20 leaves room for the payer's other activity between two reads.
+const DEBITS_PER_PAYER_PER_BATCH: usize = 20;
 
 pub fn plan_options(opts: &PayoutOptions, caps: Capabilities, now: DateTime<Utc>) -> PlanOptions {
     PlanOptions {
@@ -36,7 +40,7 @@ pub fn plan_options(opts: &PayoutOptions, caps: Capabilities, now: DateTime<Utc>
         max_total: opts.max_total,
         max_count: opts.max_count,
         in_flight_timeout: chrono::Duration::from_std(opts.in_flight_timeout).unwrap_or(chrono::Duration::MAX),
-        can_look_up: caps.lookup_by_key,
+        can_look_up: caps.can_resolve(),
         now,
     }
 }
@@ -54,6 +58,12 @@ pub struct Executor<'a, P: Provider> {
     carried: Vec<LogEvent>,
     /// Another run committed intents during this one: every later batch is checked against the log again.
     contended: bool,
+    caps: Capabilities,
+    /// Provider references owned by logged operations (read once, at a provider resolved from ledgers).
+    claimed: Option<HashSet<String>>,
+    /// An outcome of this run stayed unknown at a provider without key memory: nothing more is sent, so
+    /// that the next run's ledger evidence stays unambiguous.
+    halted: bool,
 }
 
 impl<'a, P: Provider> Executor<'a, P> {
@@ -75,7 +85,22 @@ impl<'a, P: Provider> Executor<'a, P> {
             created: HashMap::new(),
             carried: Vec::new(),
             contended: false,
+            caps: provider.capabilities(),
+            claimed: None,
+            halted: false,
         }
+    }
+
+    /// The references logged operations own, loaded on first use.
+    async fn claimed(&mut self) -> Result<&mut HashSet<String>, PayoutError> {
+        if self.claimed.is_none() {
+            self.claimed = Some(super::log::claimed_tx_ids(&self.log).await?);
+        }
+        Ok(self.claimed.get_or_insert_with(HashSet::new))
+    }
+
+    fn settle(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.opts.send_budget).unwrap_or(chrono::Duration::MAX)
     }
 
     pub async fn run(mut self, plan: Plan, report: &mut PayoutReport, progress: &Progress) -> Result<(), PayoutError> {
@@ -83,10 +108,17 @@ impl<'a, P: Provider> Executor<'a, P> {
         let total = (plan.first.len() + plan.second.len()) as u64;
         let mut done = 0u64;
         let mut refused_key = false;
+        let distinct = self.caps.ledger_evidence;
         'phases: for phase in [plan.first, plan.second] {
-            let mut rest = phase.into_iter().peekable();
-            while rest.peek().is_some() {
-                let chunk: Vec<Step> = rest.by_ref().take(self.opts.batch_size.max(1)).collect();
+            let mut rest: VecDeque<Step> = phase.into();
+            while !rest.is_empty() {
+                if self.halted {
+                    report.held_after_unknown += rest.len() as u64;
+                    done += rest.len() as u64;
+                    progress.rows(done, total);
+                    continue 'phases;
+                }
+                let chunk = next_batch(&mut rest, self.opts.batch_size, distinct, DEBITS_PER_PAYER_PER_BATCH);
                 done += chunk.len() as u64;
                 let batch = self.bind(chunk, report);
                 refused_key = self.run_batch(batch, report).await?;
@@ -133,58 +165,22 @@ impl<'a, P: Provider> Executor<'a, P> {
 
         // 1. Unknown outcomes: the provider's evidence decides; only "no transaction at all" allows a send.
         let (resolve, mut send): (Vec<Step>, Vec<Step>) = steps.into_iter().partition(|s| s.resolve_first);
-        let provider = self.provider;
-        let looked: Vec<(Step, Result<Lookup, ApiError>)> = futures::stream::iter(resolve)
-            .map(|s| async move {
-                let r = provider.lookup(&s.op, &s.key).await;
-                (s, r)
-            })
-            .buffer_unordered(self.opts.concurrency.max(1))
-            .collect()
-            .await;
-        for (s, found) in looked {
+        for (s, found) in self.look_up(resolve).await? {
             // The evidence is about the attempt before this one.
             let mut e = event(&s, Event::Unknown, run_id, now);
             e.attempt = s.attempt - 1;
-            match found {
-                Ok(Lookup::NotExecuted) => {
-                    send.push(s);
-                    continue;
-                }
-                Ok(Lookup::Executed { tx_id, escrow_id, duplicates }) => {
-                    e.event = Event::Completed;
-                    e.tx_id = Some(tx_id);
-                    if let Some(esc) = escrow_id {
-                        if s.op.kind() == OpKind::EscrowCreate {
-                            self.created.insert(s.op.id.clone(), esc.clone());
-                        }
-                        e.escrow_id = Some(esc);
-                    }
-                    e.error_message = Some(match duplicates {
-                        0 => "resolved by idempotency-key lookup".into(),
-                        n => format!("resolved by idempotency-key lookup; {n} more transaction(s) carry this key"),
-                    });
-                    report.completed += 1;
-                    report.resolved_by_lookup += 1;
-                }
-                Ok(Lookup::Inconclusive { why }) => {
-                    tracing::warn!(id = %s.op.id, "lookup inconclusive, the operation stays unknown: {why}");
-                    e.error_code = Some("lookup_inconclusive".into());
-                    e.error_message = Some(clip_message(why));
-                    report.unknown += 1;
-                    report.needs_person += 1;
-                }
-                Err(err) => {
-                    tracing::warn!(id = %s.op.id, error = %err, "lookup failed; the operation stays unknown for the next run");
-                    let f = classify(&err);
-                    (e.http_status, e.error_code, e.error_message) =
-                        (f.http_status, Some("lookup_failed".into()), Some(f.message));
-                    report.unknown += 1;
-                }
+            if self.record_lookup(&s, found, &mut e, report) {
+                send.push(s);
+                continue;
             }
             self.carried.push(e);
         }
         hooks::reached(CrashPoint::AfterLookups).await;
+        if self.halted {
+            // An outcome stayed unknown at a provider without key memory: nothing more is sent this run.
+            report.held_after_unknown += send.len() as u64;
+            send.clear();
+        }
 
         // 2. Intent before money moves.
         let (send, intent_at) = self.commit_intents(send, report).await?;
@@ -194,6 +190,7 @@ impl<'a, P: Provider> Executor<'a, P> {
         // abandoned (see `PayoutOptions::send_budget`).
         let latest_start = intent_at + chrono::Duration::from_std(self.opts.in_flight_timeout).unwrap_or_default()
             - chrono::Duration::from_std(self.opts.send_budget).unwrap_or_default();
+        let provider = self.provider;
         let sent: Vec<(Step, Option<Result<Receipt, ApiError>>)> = futures::stream::iter(send)
             .map(|s| async move {
                 if Utc::now() > latest_start {
@@ -210,6 +207,7 @@ impl<'a, P: Provider> Executor<'a, P> {
 
         // 4. Outcomes, committed with the next batch's intents (or at the end of the run).
         let mut refused_key = false;
+        let mut ambiguous: Vec<Step> = Vec::new();
         for (s, result) in sent {
             let mut e = event(&s, Event::Completed, run_id, Utc::now());
             match result {
@@ -220,6 +218,12 @@ impl<'a, P: Provider> Executor<'a, P> {
                     continue;
                 }
                 Some(Ok(receipt)) => {
+                    if receipt.past_auto_release {
+                        report.past_auto_release += 1;
+                    }
+                    if let (Some(c), Some(t)) = (self.claimed.as_mut(), receipt.tx_id.as_ref()) {
+                        c.insert(t.clone());
+                    }
                     e.tx_id = receipt.tx_id;
                     if let Some(esc) = receipt.escrow_id {
                         if s.op.kind() == OpKind::EscrowCreate {
@@ -242,12 +246,144 @@ impl<'a, P: Provider> Executor<'a, P> {
                     e.http_status = f.http_status;
                     e.error_code = Some(f.code);
                     e.error_message = Some(f.message);
-                    if f.event == Event::Rejected { report.rejected_by_api += 1 } else { report.unknown += 1 }
+                    if f.event == Event::Rejected {
+                        report.rejected_by_api += 1
+                    } else {
+                        report.unknown += 1;
+                        if self.caps.ledger_evidence && !refused_key {
+                            let mut s = s.clone();
+                            s.since = Some(intent_at);
+                            s.last_error = e.error_code.clone();
+                            ambiguous.push(s);
+                        }
+                    }
                 }
             }
             self.carried.push(e);
         }
+        if !ambiguous.is_empty() {
+            self.resolve_now(ambiguous, report).await?;
+        }
         Ok(refused_key)
+    }
+
+    /// Ask the provider for evidence about each step. At a provider resolved from ledgers one at a time,
+    /// so that a debit found for one operation is claimed before the next is judged.
+    async fn look_up(&mut self, steps: Vec<Step>) -> Result<Vec<(Step, Result<Lookup, ApiError>)>, PayoutError> {
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let provider = self.provider;
+        let settle = self.settle();
+        if !self.caps.ledger_evidence {
+            let empty = HashSet::new();
+            let empty = &empty;
+            return Ok(futures::stream::iter(steps)
+                .map(|s| async move {
+                    let ctx = LookupContext {
+                        since: s.since,
+                        claimed: empty,
+                        last_error: s.last_error.as_deref(),
+                        now: Utc::now(),
+                        settle,
+                    };
+                    let r = provider.lookup(&s.op, &s.key, &ctx).await;
+                    (s, r)
+                })
+                .buffer_unordered(self.opts.concurrency.max(1))
+                .collect()
+                .await);
+        }
+        let mut out = Vec::with_capacity(steps.len());
+        for s in steps {
+            let claimed = self.claimed().await?;
+            let ctx =
+                LookupContext { since: s.since, claimed, last_error: s.last_error.as_deref(), now: Utc::now(), settle };
+            let r = provider.lookup(&s.op, &s.key, &ctx).await;
+            if let (Ok(Lookup::Executed { tx_id: Some(t), .. }), Some(c)) = (&r, self.claimed.as_mut()) {
+                c.insert(t.clone());
+            }
+            out.push((s, r));
+        }
+        Ok(out)
+    }
+
+    /// Fill a log event from a lookup's answer and count it. Returns true when the evidence shows the
+    /// operation never ran (it may be sent).
+    fn record_lookup(
+        &mut self,
+        s: &Step,
+        found: Result<Lookup, ApiError>,
+        e: &mut LogEvent,
+        report: &mut PayoutReport,
+    ) -> bool {
+        match found {
+            Ok(Lookup::NotExecuted) => return true,
+            Ok(Lookup::Executed { tx_id, escrow_id, duplicates, evidence }) => {
+                e.event = Event::Completed;
+                e.tx_id = tx_id;
+                if let Some(esc) = escrow_id {
+                    if s.op.kind() == OpKind::EscrowCreate {
+                        self.created.insert(s.op.id.clone(), esc.clone());
+                    }
+                    e.escrow_id = Some(esc);
+                }
+                e.error_message = Some(match duplicates {
+                    0 => evidence.describe().into(),
+                    n => format!("{}; {n} more transaction(s) carry this key", evidence.describe()),
+                });
+                report.completed += 1;
+                report.resolved_by_lookup += 1;
+                if evidence != crate::provider::Evidence::Key {
+                    report.resolved_from_ledger += 1;
+                }
+            }
+            Ok(Lookup::Inconclusive { why }) => {
+                tracing::warn!(id = %s.op.id, "evidence inconclusive, the operation stays unknown for a person: {why}");
+                e.error_code = Some("lookup_inconclusive".into());
+                e.error_message = Some(clip_message(why));
+                report.unknown += 1;
+                report.needs_person += 1;
+            }
+            Ok(Lookup::Pending { why }) => {
+                tracing::info!(id = %s.op.id, "no evidence yet; the operation stays unknown for a later run: {why}");
+                e.error_code = Some("lookup_pending".into());
+                e.error_message = Some(clip_message(why));
+                report.unknown += 1;
+                self.halted |= self.caps.ledger_evidence;
+            }
+            Err(err) => {
+                tracing::warn!(id = %s.op.id, error = %err, "lookup failed; the operation stays unknown for the next run");
+                let f = classify(&err);
+                (e.http_status, e.error_code, e.error_message) =
+                    (f.http_status, Some("lookup_failed".into()), Some(f.message));
+                report.unknown += 1;
+                self.halted |= self.caps.ledger_evidence;
+            }
+        }
+        false
+    }
+
+    /// At a provider without key memory, an ambiguous failure is resolved from the payer's ledger before
+    /// anything else is sent. What the ledger settles is logged as completed; anything else stays unknown
+    /// and the run sends nothing more (`halted`), leaving it to the next run's evidence.
+    async fn resolve_now(&mut self, steps: Vec<Step>, report: &mut PayoutReport) -> Result<(), PayoutError> {
+        let run_id = self.commit.run_id.clone();
+        for (s, found) in self.look_up(steps).await? {
+            let mut e = event(&s, Event::Unknown, &run_id, Utc::now());
+            match found {
+                Ok(Lookup::Executed { .. }) => {
+                    // Replaces the unknown event carried for this attempt.
+                    self.carried.retain(|c| !(c.operation_id == s.op.id && c.attempt == s.attempt));
+                    report.unknown -= 1;
+                    self.record_lookup(&s, found, &mut e, report);
+                    self.carried.push(e);
+                }
+                // Never resent in the run that sent it: the send may still be running at the provider.
+                _ => self.halted = true,
+            }
+        }
+        Ok(())
     }
 
     /// Commit the intents of `steps` (with the carried outcomes) under the namespace's application
@@ -264,6 +400,9 @@ impl<'a, P: Provider> Executor<'a, P> {
         }
         for _ in 0..MAX_CONFLICTS {
             let now = Utc::now();
+            if !steps.is_empty() && !self.caps.honours_idempotency_keys {
+                steps = self.lease(steps, report).await?;
+            }
             if steps.is_empty() {
                 return Ok((steps, now));
             }
@@ -287,6 +426,26 @@ impl<'a, P: Provider> Executor<'a, P> {
             }
         }
         Err(PayoutError::Contended { attempts: MAX_CONFLICTS })
+    }
+
+    /// At a provider without key memory two runs must never send at once: their payers' ledgers would mix
+    /// two runs' debits. While another run's intents in this namespace are open (younger than the in-flight
+    /// timeout, no outcome), this run sends nothing. The check reads the same log version the intent commit
+    /// builds on, so a run that commits intents after it makes that commit conflict (and the check run again).
+    async fn lease(&mut self, steps: Vec<Step>, report: &mut PayoutReport) -> Result<Vec<Step>, PayoutError> {
+        let since = Utc::now() - self.plan_opts.in_flight_timeout;
+        let open = super::log::open_elsewhere(&self.log, &self.opts.namespace, &self.commit.run_id, since).await?;
+        if open.is_empty() {
+            return Ok(steps);
+        }
+        tracing::warn!(
+            open = open.len(),
+            first = %open[0],
+            "another run is sending in this namespace; at a provider without idempotency keys this run sends nothing until it ends"
+        );
+        report.in_flight_elsewhere += steps.len() as u64;
+        self.halted = true;
+        Ok(Vec::new())
     }
 
     /// Read the log as it is now for these steps and keep only those it still calls for.

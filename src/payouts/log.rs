@@ -1,7 +1,7 @@
 //! The payout log (`purpleflea.payouts.log`) and the rejects table: appending events, reading an
 //! operation's history back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -196,6 +196,88 @@ fn typed<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, Payout
 
 fn opt(a: &StringArray, i: usize) -> Option<String> {
     (!a.is_null(i)).then(|| a.value(i).to_string())
+}
+
+/// A session over the log as `log`, or `None` when the table has no data yet.
+async fn log_session(table: &DeltaTable) -> Result<Option<SessionContext>, PayoutError> {
+    if table.version().is_none()
+        || table.get_file_uris().map_err(|e| PayoutError::write(PAYOUT_LOG.name, e))?.next().is_none()
+    {
+        return Ok(None);
+    }
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).map_err(|e| PayoutError::write(PAYOUT_LOG.name, e))?;
+    let provider = table.table_provider().await.map_err(PayoutError::query("opening the payout log"))?;
+    ctx.register_table("log", provider).map_err(PayoutError::query("registering the payout log"))?;
+    Ok(Some(ctx))
+}
+
+/// Every provider reference the log has recorded for a completed operation (`tx_id`). At a provider
+/// without key memory, a ledger entry is an unknown operation's outcome only if no other operation
+/// claimed it.
+pub async fn claimed_tx_ids(table: &DeltaTable) -> Result<HashSet<String>, PayoutError> {
+    let Some(ctx) = log_session(table).await? else { return Ok(HashSet::new()) };
+    let what = "reading the payout log's transaction ids";
+    let batches = ctx
+        .sql("SELECT DISTINCT tx_id FROM log WHERE event = 'completed' AND tx_id IS NOT NULL")
+        .await
+        .map_err(PayoutError::query(what))?
+        .collect()
+        .await
+        .map_err(PayoutError::query(what))?;
+    let mut out = HashSet::new();
+    for b in &batches {
+        let ids = strings(b, "tx_id")?;
+        out.extend((0..b.num_rows()).filter(|i| !ids.is_null(*i)).map(|i| ids.value(i).to_string()));
+    }
+    Ok(out)
+}
+
+/// Operations of this namespace whose latest attempt another run committed after `since` and has not
+/// finished: while there is one, that run may be sending, and at a provider without key memory this run
+/// must not send for the same payer (the lease that keeps two runs' ledger evidence apart).
+pub async fn open_elsewhere(
+    table: &DeltaTable,
+    namespace: &str,
+    run_id: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<String>, PayoutError> {
+    use datafusion::prelude::{col, lit};
+    let Some(ctx) = log_session(table).await? else { return Ok(Vec::new()) };
+    let what = "reading the payout log's open intents";
+    let prefix = format!("pfsync:{namespace}:");
+    let since =
+        datafusion::scalar::ScalarValue::TimestampMicrosecond(Some(since.timestamp_micros()), Some("UTC".into()));
+    let df = ctx
+        .table("log")
+        .await
+        .map_err(PayoutError::query(what))?
+        .filter(
+            col("event")
+                .eq(lit("intent"))
+                .and(col("run_id").not_eq(lit(run_id)))
+                .and(col("recorded_at").gt(lit(since)))
+                .and(datafusion::functions::expr_fn::starts_with(col("idempotency_key"), lit(prefix))),
+        )
+        .map_err(PayoutError::query(what))?
+        .select_columns(&["operation_id"])
+        .map_err(PayoutError::query(what))?
+        .distinct()
+        .map_err(PayoutError::query(what))?;
+    let batches = df.collect().await.map_err(PayoutError::query(what))?;
+    let mut ids = Vec::new();
+    for b in &batches {
+        let a = strings(b, "operation_id")?;
+        ids.extend((0..b.num_rows()).map(|i| a.value(i).to_string()));
+    }
+    let events = history(table, &ids).await?;
+    let mut open: Vec<String> = events
+        .into_iter()
+        .filter(|(_, ev)| matches!(super::state::status(ev), super::state::Status::InFlight { .. }))
+        .map(|(id, _)| id)
+        .collect();
+    open.sort();
+    Ok(open)
 }
 
 /// Every logged event of the given operations, grouped by operation id. Values are decoded with their

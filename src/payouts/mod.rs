@@ -180,7 +180,22 @@ pub async fn run_payouts<P: Provider>(
     progress: &Progress,
 ) -> Result<PayoutReport, PayoutError> {
     let mut report = PayoutReport { run_id: commit.run_id.clone(), dry_run: opts.dry_run, ..PayoutReport::default() };
-    let read = read::read(wh, commit, opts, &mut report).await?;
+    let mut read = read::read(wh, commit, opts, &mut report).await?;
+    // What this provider can never carry out as configured is refused before anything moves.
+    let (ok, refused): (Vec<_>, Vec<_>) = read.ops.into_iter().partition(|op| provider.refuse(op).is_none());
+    for op in refused {
+        let r = provider.refuse(&op).expect("partitioned on refuse");
+        tracing::warn!(id = %op.id, code = r.code.as_str(), "{}", r.message);
+        report.rejected_rows += 1;
+        read.rejects.push(validate::Reject {
+            operation_id: Some(op.id.clone()),
+            kind: validate::RowKind::Op(op.kind()),
+            code: r.code,
+            message: r.message,
+            source_row: format!("{op:?}").chars().take(validate::MAX_SOURCE_ROW_BYTES).collect(),
+        });
+    }
+    read.ops = ok;
     let plan_opts = engine::plan_options(opts, provider.capabilities(), chrono::Utc::now());
     let plan = plan::plan(read.ops, &read.history, &plan_opts)?;
     report.note_plan(&plan);
@@ -239,8 +254,12 @@ pub struct PayoutReport {
     /// Already completed or rejected in an earlier run.
     pub already_final: u64,
     pub completed: u64,
-    /// Of `completed`: found at the provider by key lookup, not sent again.
+    /// Of `completed`: found at the provider by key lookup or in its ledger, not sent again.
     pub resolved_by_lookup: u64,
+    /// Of `resolved_by_lookup`: from the payer's ledger or an escrow's state (a provider without keys).
+    pub resolved_from_ledger: u64,
+    /// Escrow actions that ran after the escrow's `auto_release_at` (the provider may refund it first).
+    pub past_auto_release: u64,
     pub rejected_by_api: u64,
     /// Outcome still not known (resolved on the next run, or by a person; see `needs_person`).
     pub unknown: u64,
@@ -252,6 +271,9 @@ pub struct PayoutReport {
     pub replayed: u64,
     /// Releases/disputes whose create has not completed yet.
     pub waiting: u64,
+    /// Not sent: an earlier outcome of this run stayed unknown at a provider without key memory, so the
+    /// run stopped sending (the next run resolves it from the ledger first).
+    pub held_after_unknown: u64,
     /// Not sent because the safety brake would have been exceeded.
     pub held_by_brake: u64,
     /// Paid out or locked into escrow by sends of this run.
@@ -296,13 +318,14 @@ impl fmt::Display for PayoutReport {
         }
         write!(
             f,
-            "payouts {}: {} rows; completed {} (of which {} found by lookup), rejected by API {}, refused by validation {}, \
+            "payouts {}: {} rows; completed {} (of which {} found by lookup, {} from the ledger), rejected by API {}, refused by validation {}, \
              unknown {} ({} for a person), in flight elsewhere {}, waiting {}, held by brake {}, already final {}; \
              moved {} USD in {} log commits",
             self.run_id,
             self.source_rows,
             self.completed,
             self.resolved_by_lookup,
+            self.resolved_from_ledger,
             self.rejected_by_api,
             self.rejected_rows,
             self.unknown,

@@ -62,7 +62,8 @@ pub struct PlanOptions {
     pub max_count: Option<u64>,
     /// An intent younger than this may belong to a run that is still sending.
     pub in_flight_timeout: chrono::Duration,
-    /// The provider can look an outcome up by key (see `provider::Capabilities`).
+    /// The provider can resolve an unknown outcome from its evidence, by key or from a ledger (see
+    /// `provider::Capabilities`).
     pub can_look_up: bool,
     pub now: DateTime<Utc>,
 }
@@ -76,6 +77,11 @@ pub struct Step {
     pub attempt: i32,
     /// An earlier attempt's outcome is unknown: look it up before deciding to send.
     pub resolve_first: bool,
+    /// When the latest earlier intent was recorded: the evidence of a provider without key memory (its
+    /// ledger) is read from then on.
+    pub since: Option<DateTime<Utc>>,
+    /// The error code the latest earlier attempt ended with, if any.
+    pub last_error: Option<String>,
 }
 
 /// What the log says to do with one operation (rules 2 to 5 above, before the brake).
@@ -137,6 +143,58 @@ impl Plan {
     }
 }
 
+/// The ledger debit an operation makes at its payer, as evidence tells debits apart: kind, debited agent
+/// (the payer of payouts is one agent, the creator of an escrow its buyer) and amount. Releases and
+/// disputes debit nobody.
+fn debit_slot(op: &Operation) -> Option<(OpKind, String, Usd)> {
+    use super::operation::Action;
+    match &op.action {
+        Action::Payout { amount, .. } => Some((OpKind::Payout, String::new(), *amount)),
+        Action::EscrowCreate { buyer, amount, .. } => Some((OpKind::EscrowCreate, buyer.clone(), *amount)),
+        _ => None,
+    }
+}
+
+/// The next batch from `rest`, in order. With `distinct_debits` (a provider whose unknown outcomes are
+/// resolved from the payer's ledger), a batch never holds two operations that would write the same ledger
+/// debit (same kind, payer and amount), nor more than `per_payer` debits of one payer: whatever happens to
+/// the batch's answers, each debit in the ledger points at one operation, and the ledger's window (its
+/// last 50 entries) still reaches back to the batch's intents. Steps that do not fit wait, in order, for a
+/// later batch.
+pub fn next_batch(
+    rest: &mut std::collections::VecDeque<Step>,
+    size: usize,
+    distinct_debits: bool,
+    per_payer: usize,
+) -> Vec<Step> {
+    let size = size.max(1);
+    if !distinct_debits {
+        let n = size.min(rest.len());
+        return rest.drain(..n).collect();
+    }
+    let mut batch = Vec::new();
+    let mut slots = std::collections::HashSet::new();
+    let mut per: HashMap<String, usize> = HashMap::new();
+    let mut waiting = std::collections::VecDeque::new();
+    while batch.len() < size {
+        let Some(step) = rest.pop_front() else { break };
+        if let Some(slot) = debit_slot(&step.op) {
+            let n = per.entry(slot.1.clone()).or_default();
+            if *n >= per_payer.max(1) || slots.contains(&slot) {
+                waiting.push_back(step);
+                continue;
+            }
+            *n += 1;
+            slots.insert(slot);
+        }
+        batch.push(step);
+    }
+    while let Some(s) = waiting.pop_back() {
+        rest.push_front(s);
+    }
+    batch
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("operation {id}: no idempotency key can be derived: {reason}")]
 pub struct PlanError {
@@ -176,7 +234,13 @@ pub fn plan(ops: Vec<Operation>, history: &HashMap<String, Vec<Logged>>, o: &Pla
             Decision::Resolve { attempt } => (attempt, true),
         };
         let key = op.idempotency_key(&o.namespace).map_err(|reason| PlanError { id: op.id.clone(), reason })?;
-        steps.push(Step { op, key, attempt, resolve_first });
+        let since = last_intent_at(events);
+        let last_error = events
+            .iter()
+            .filter(|e| e.event == super::state::Event::Unknown)
+            .max_by_key(|e| (e.attempt, e.recorded_at))
+            .and_then(|e| e.error_code.clone());
+        steps.push(Step { op, key, attempt, resolve_first, since, last_error });
     }
     steps.sort_by(|a, b| (a.op.requested_at, &a.op.id).cmp(&(b.op.requested_at, &b.op.id)));
     let (second, first): (Vec<Step>, Vec<Step>) =
@@ -262,6 +326,27 @@ mod tests {
             reason: "r".into(),
             requested_at: None,
         }
+    }
+
+    #[test]
+    fn ledger_batches_never_hold_two_debits_of_one_amount_or_too_many_per_payer() {
+        let step = |id: &str, cents| Step {
+            key: IdempotencyKey::derive("t", "payout", id).unwrap(),
+            op: payout(id, cents),
+            attempt: 1,
+            resolve_first: false,
+            since: None,
+            last_error: None,
+        };
+        let ids = |b: &[Step]| b.iter().map(|s| s.op.id.clone()).collect::<Vec<_>>().join(",");
+        let all = [("a", 100), ("b", 100), ("c", 200), ("d", 100), ("e", 300), ("f", 400)];
+        let mut rest: std::collections::VecDeque<Step> = all.iter().map(|(i, c)| step(i, *c)).collect();
+        assert_eq!(ids(&next_batch(&mut rest, 10, true, 3)), "a,c,e");
+        assert_eq!(ids(&next_batch(&mut rest, 10, true, 3)), "b,f");
+        assert_eq!(ids(&next_batch(&mut rest, 10, true, 3)), "d");
+        assert!(rest.is_empty());
+        let mut rest: std::collections::VecDeque<Step> = all.iter().map(|(i, c)| step(i, *c)).collect();
+        assert_eq!(ids(&next_batch(&mut rest, 4, false, 1)), "a,b,c,d");
     }
 
     fn ev(event: Event, attempt: i32, minutes_ago: i64) -> Logged {

@@ -151,6 +151,14 @@ pub fn classify(e: &ApiError) -> FailedOutcome {
         // Our key with another body: the provider will never run this operation under this key.
         ApiError::IdempotencyKeyReused { .. } => (Event::Rejected, Some(422)),
         ApiError::IdempotencyKeyInUse => (Event::Unknown, Some(409)),
+        ApiError::Refused { status, code, .. } => {
+            return FailedOutcome {
+                event: Event::Rejected,
+                http_status: Some(*status as i32),
+                code: code.clone(),
+                message: clip_message(e.to_string()),
+            };
+        }
         // Refused before it ran; unknown all the same, so the next run (with a working key) looks it up.
         ApiError::Unauthorized => (Event::Unknown, Some(401)),
         ApiError::RateLimited { .. } => (Event::Unknown, Some(429)),
@@ -158,7 +166,16 @@ pub fn classify(e: &ApiError) -> FailedOutcome {
         ApiError::Decode { status, .. } | ApiError::Unexpected { status, .. } => (Event::Unknown, Some(*status as i32)),
         _ => (Event::Unknown, None),
     };
-    let code = e.code().map(str::to_string).unwrap_or_else(|| match e {
+    // A provider's own 5xx code (`release_failed`, `debit_failed`) is kept: it tells a person what broke.
+    let provider_code = match e {
+        ApiError::Server { message, .. } => message
+            .split_once(": ")
+            .map(|(c, _)| c)
+            .filter(|c| !c.is_empty() && c.len() <= 40 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .map(str::to_string),
+        _ => None,
+    };
+    let code = provider_code.or_else(|| e.code().map(str::to_string)).unwrap_or_else(|| match e {
         ApiError::Transport { .. } => "transport".into(),
         ApiError::Decode { .. } => "malformed_response".into(),
         ApiError::TooLarge { .. } => "response_too_large".into(),

@@ -34,6 +34,8 @@ pub enum RejectCode {
     InvalidMetadata,
     SameBuyerAndSeller,
     UnknownCreateAction,
+    AgentKeyNotHeld,
+    InvalidTimeoutHours,
 }
 
 impl RejectCode {
@@ -55,6 +57,8 @@ impl RejectCode {
             RejectCode::InvalidMetadata => "invalid_metadata",
             RejectCode::SameBuyerAndSeller => "same_buyer_and_seller",
             RejectCode::UnknownCreateAction => "unknown_create_action",
+            RejectCode::AgentKeyNotHeld => "agent_key_not_held",
+            RejectCode::InvalidTimeoutHours => "invalid_timeout_hours",
         }
     }
 }

@@ -2,7 +2,7 @@
 //! through one key, idempotency keys, lookups by key and list endpoints, as its contract declares. A
 //! deployment of it that does not keep keys is declared with `[provider] honours_idempotency_keys = false`.
 
-use super::{Capabilities, Lookup, Provider, Receipt};
+use super::{Capabilities, Evidence, Lookup, LookupContext, Provider, Receipt};
 use crate::api::{
     ApiError, Client, EscrowActionRequest, EscrowCreateRequest, IdempotencyKey, ListQuery, Page, PayoutRequest,
     Transaction, TxKind,
@@ -27,6 +27,7 @@ impl SeedProvider {
             lookup_by_key: honours_keys,
             list_endpoints: true,
             escrow_fee: false,
+            ledger_evidence: false,
         };
         SeedProvider { client, caps }
     }
@@ -53,7 +54,12 @@ impl Provider for SeedProvider {
             Action::Payout { agent, amount } => {
                 let req = PayoutRequest { agent_id: agent.clone(), amount_usd: *amount, reason: op.reason.clone() };
                 let r = c.payout(&req, key).await?;
-                Ok(Receipt { tx_id: Some(r.answer.tx_id), escrow_id: None, replayed: r.replayed })
+                Ok(Receipt {
+                    tx_id: Some(r.answer.tx_id),
+                    escrow_id: None,
+                    replayed: r.replayed,
+                    past_auto_release: false,
+                })
             }
             Action::EscrowCreate { buyer, seller, amount, description, metadata } => {
                 let req = EscrowCreateRequest {
@@ -64,22 +70,37 @@ impl Provider for SeedProvider {
                     metadata: metadata.clone(),
                 };
                 let e = c.escrow_create(&req, key).await?;
-                Ok(Receipt { tx_id: None, escrow_id: Some(e.answer.escrow_id), replayed: e.replayed })
+                Ok(Receipt {
+                    tx_id: None,
+                    escrow_id: Some(e.answer.escrow_id),
+                    replayed: e.replayed,
+                    past_auto_release: false,
+                })
             }
             Action::Release { escrow: EscrowRef::Id(id) } => {
                 let r = c.escrow_release(id, &action(), key).await?;
-                Ok(Receipt { tx_id: Some(r.answer.tx_id), escrow_id: Some(r.answer.escrow_id), replayed: r.replayed })
+                Ok(Receipt {
+                    tx_id: Some(r.answer.tx_id),
+                    escrow_id: Some(r.answer.escrow_id),
+                    replayed: r.replayed,
+                    past_auto_release: false,
+                })
             }
             Action::Dispute { escrow: EscrowRef::Id(id) } => {
                 let r = c.escrow_dispute(id, &action(), key).await?;
-                Ok(Receipt { tx_id: Some(r.answer.tx_id), escrow_id: Some(r.answer.escrow_id), replayed: r.replayed })
+                Ok(Receipt {
+                    tx_id: Some(r.answer.tx_id),
+                    escrow_id: Some(r.answer.escrow_id),
+                    replayed: r.replayed,
+                    past_auto_release: false,
+                })
             }
             Action::Release { escrow: EscrowRef::CreatedBy(_) }
             | Action::Dispute { escrow: EscrowRef::CreatedBy(_) } => Err(unbound()),
         }
     }
 
-    async fn lookup(&self, op: &Operation, key: &IdempotencyKey) -> Result<Lookup, ApiError> {
+    async fn lookup(&self, op: &Operation, key: &IdempotencyKey, _ctx: &LookupContext<'_>) -> Result<Lookup, ApiError> {
         if !self.caps.lookup_by_key {
             return Ok(Lookup::Inconclusive {
                 why: "the provider is declared not to keep idempotency keys, so no lookup by key can prove anything"
@@ -172,7 +193,12 @@ pub fn judge(op: &Operation, key: &IdempotencyKey, page: &Page<Transaction>) -> 
                 Action::EscrowCreate { .. } => first.reference.clone(),
                 _ => op.escrow_id().map(str::to_string),
             };
-            Lookup::Executed { tx_id: first.tx_id.clone(), escrow_id, duplicates: rest.len() }
+            Lookup::Executed {
+                tx_id: Some(first.tx_id.clone()),
+                escrow_id,
+                duplicates: rest.len(),
+                evidence: Evidence::Key,
+            }
         }
         None => Lookup::Inconclusive { why: doubts.join("; ") },
     }
@@ -236,7 +262,10 @@ mod tests {
         let (op, key) = payout();
         let k = key.as_str();
         let found = judge(&op, &key, &page(vec![Ok(tx("tx_1", k, "agent-1", 500))]));
-        assert_eq!(found, Lookup::Executed { tx_id: "tx_1".into(), escrow_id: None, duplicates: 0 });
+        assert_eq!(
+            found,
+            Lookup::Executed { tx_id: Some("tx_1".into()), escrow_id: None, duplicates: 0, evidence: Evidence::Key }
+        );
         let rows = vec![
             Ok(tx("tx_0", "other", "agent-9", 1)),
             Ok(tx("tx_1", k, "agent-1", 500)),
@@ -244,7 +273,7 @@ mod tests {
         ];
         assert_eq!(
             judge(&op, &key, &page(rows)),
-            Lookup::Executed { tx_id: "tx_1".into(), escrow_id: None, duplicates: 1 }
+            Lookup::Executed { tx_id: Some("tx_1".into()), escrow_id: None, duplicates: 1, evidence: Evidence::Key }
         );
     }
 }

@@ -1,0 +1,297 @@
+//! Purple Flea's services as they run (`../shared/purpleflea-live/README.md`): the casino (`…/api/v1`:
+//! keys, balances, the ledger, `POST /stats/pay`) and the escrow service, with one key per agent, no
+//! idempotency keys, no list endpoints and a 1% escrow commission.
+//!
+//! What that means for exactly once:
+//! - nothing is ever repeated after an ambiguous failure (the client is built with `keys_honoured` off);
+//! - an unknown payout or escrow create is resolved from the payer's ledger ([`evidence`]); a create is
+//!   confirmed by `GET /escrow/{id}`, whose description carries the operation's id;
+//! - releases and disputes are guarded by the escrow's state machine (a second release answers 409), so
+//!   their outcome is read from the escrow's state.
+
+pub mod evidence;
+pub mod keys;
+pub mod wire;
+
+use chrono::{DateTime, Utc};
+
+use self::evidence::{absent, candidates, describe, from_secs, judge_payment};
+use self::keys::{Agent, KeyRing};
+use self::wire::*;
+use super::{Capabilities, Evidence, Lookup, LookupContext, Provider, Receipt, Refusal};
+use crate::api::{ApiError, IdempotencyKey};
+use crate::micros::Micros;
+use crate::payouts::operation::{Action, EscrowRef, Operation};
+use crate::payouts::validate::RejectCode;
+
+/// Default public endpoints.
+pub const DEFAULT_CASINO_URL: &str = "https://casino.purpleflea.com/api/v1";
+pub const DEFAULT_ESCROW_URL: &str = "https://escrow.purpleflea.com";
+
+/// The reject code of an operation acting for an agent whose key pfsync does not hold.
+pub const KEY_NOT_HELD: &str = "agent_key_not_held";
+
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// `timeout_hours` of an escrow whose action row does not set one (the service's own default is 24).
+    pub escrow_timeout_hours: u32,
+    /// How far the provider's clock may be behind ours: ledger entries this much before an intent are
+    /// still searched.
+    pub clock_skew_secs: i64,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions { escrow_timeout_hours: 24, clock_skew_secs: 30 }
+    }
+}
+
+pub struct LiveProvider {
+    ring: KeyRing,
+    opts: LiveOptions,
+}
+
+/// The tag in an escrow's description that names the operation that created it.
+pub fn description_tag(operation_id: &str) -> String {
+    format!("[pfsync:{operation_id}]")
+}
+
+fn refused(code: &str, message: String) -> ApiError {
+    ApiError::Refused { status: 403, code: code.to_string(), message }
+}
+
+impl LiveProvider {
+    pub fn new(ring: KeyRing, opts: LiveOptions) -> LiveProvider {
+        LiveProvider { ring, opts }
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// `timeout_hours` for a create: the action row's `metadata.timeout_hours`, else the configured default.
+    fn timeout_hours(&self, op: &Operation) -> Result<u32, String> {
+        let Action::EscrowCreate { metadata, .. } = &op.action else { return Ok(self.opts.escrow_timeout_hours) };
+        match metadata.as_ref().and_then(|m| m.get("timeout_hours")) {
+            None | Some(serde_json::Value::Null) => Ok(self.opts.escrow_timeout_hours),
+            Some(v) => match v.as_u64() {
+                Some(h @ 1..=720) => Ok(h as u32),
+                _ => Err(format!("metadata.timeout_hours must be a whole number of hours in 1..=720, got {v}")),
+            },
+        }
+    }
+
+    fn held(&self, agent_id: &str, role: &str) -> Result<&Agent, ApiError> {
+        self.ring.get(agent_id).ok_or_else(|| {
+            refused(KEY_NOT_HELD, format!("pfsync holds no key of agent {agent_id}, the escrow's {role}"))
+        })
+    }
+
+    pub async fn escrow(&self, id: &str) -> Result<LiveEscrow, ApiError> {
+        self.ring.payer().escrow.get_json(&["escrow", id]).await
+    }
+
+    pub async fn ledger(&self, agent: &Agent) -> Result<Vec<LedgerEntry>, ApiError> {
+        Ok(agent.casino.get_json::<Ledger>(&["auth", "ledger"]).await?.entries)
+    }
+
+    async fn release(&self, id: &str) -> Result<Receipt, ApiError> {
+        let esc = self.escrow(id).await?;
+        let creator = self.held(&esc.creator_id, "creator")?;
+        let late = past(&esc.auto_release_at);
+        if late {
+            tracing::warn!(escrow = %id, auto_release_at = %esc.auto_release_at,
+                "releasing after the escrow's auto_release_at: the service may refund it to the creator first");
+        }
+        // The counterparty marks the task complete when we hold its key; the release does not need it.
+        if esc.status == "funded"
+            && let Some(cp) = self.ring.get(&esc.counterparty_id)
+        {
+            match cp.escrow.post_json::<_, Ack>(&["escrow", "complete", id], &serde_json::json!({})).await {
+                Ok(_) | Err(ApiError::Refused { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        creator.escrow.post_json::<_, Ack>(&["escrow", "release", id], &serde_json::json!({})).await?;
+        Ok(Receipt {
+            tx_id: Some(format!("{id}_release")),
+            escrow_id: Some(id.to_string()),
+            replayed: false,
+            past_auto_release: late,
+        })
+    }
+
+    async fn dispute(&self, id: &str, reason: &str) -> Result<Receipt, ApiError> {
+        let esc = self.escrow(id).await?;
+        let party = match (self.ring.get(&esc.creator_id), self.ring.get(&esc.counterparty_id)) {
+            (Some(a), _) | (None, Some(a)) => a,
+            (None, None) => {
+                return Err(self
+                    .held(&esc.creator_id, "creator or counterparty")
+                    .err()
+                    .unwrap_or_else(|| refused(KEY_NOT_HELD, id.into())));
+            }
+        };
+        let late = past(&esc.auto_release_at);
+        party.escrow.post_json::<_, Ack>(&["escrow", "dispute", id], &DisputeRequest { reason }).await?;
+        Ok(Receipt { tx_id: None, escrow_id: Some(id.to_string()), replayed: false, past_auto_release: late })
+    }
+
+    /// An unknown create: `escrow_lock` debits of the amount on the creator's ledger since the intent, each
+    /// confirmed (or not) by the escrow's own record, whose description names the operation.
+    async fn lookup_create(
+        &self,
+        op: &Operation,
+        buyer: &str,
+        seller: &str,
+        amount: Micros,
+        ctx: &LookupContext<'_>,
+    ) -> Result<Lookup, ApiError> {
+        let creator = self.held(buyer, "creator")?;
+        let Some(from) = from_secs(ctx, self.opts.clock_skew_secs) else {
+            return Ok(Lookup::Inconclusive { why: "the log has no time for the intent".into() });
+        };
+        let entries = self.ledger(creator).await?;
+        let found = candidates(
+            &entries,
+            from,
+            amount,
+            ctx.claimed,
+            |e| e.reason.starts_with("escrow_lock: "),
+            |e| Some(e.id.clone()),
+        );
+        let tag = description_tag(&op.id);
+        for c in &found {
+            let Some(esc_id) = c.reference.as_deref() else { continue };
+            let esc = self.escrow(esc_id).await?;
+            if esc.description.ends_with(&tag) && esc.counterparty_id == seller && esc.creator_id == buyer {
+                return Ok(Lookup::Executed {
+                    tx_id: Some(c.id.clone()),
+                    escrow_id: Some(esc.escrow_id),
+                    duplicates: 0,
+                    evidence: Evidence::EscrowState,
+                });
+            }
+        }
+        if found.is_empty() {
+            return Ok(absent(&entries, from, ctx, &format!("escrow_lock debit of {amount}")));
+        }
+        // Locks of this amount that are other escrows: this operation's is not among them.
+        let none = absent(&[], from, ctx, "escrow of this operation");
+        Ok(match none {
+            Lookup::NotExecuted if evidence::covers(&entries, from) => Lookup::NotExecuted,
+            Lookup::NotExecuted => {
+                Lookup::Inconclusive { why: format!("no escrow names this operation among {}", describe(&found)) }
+            }
+            other => other,
+        })
+    }
+}
+
+/// Has an ISO timestamp passed? An unreadable one counts as not passed (only a warning rides on it).
+fn past(iso: &str) -> bool {
+    DateTime::parse_from_rfc3339(iso).is_ok_and(|t| t.with_timezone(&Utc) < Utc::now())
+}
+
+impl Provider for LiveProvider {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            honours_idempotency_keys: false,
+            lookup_by_key: false,
+            list_endpoints: false,
+            escrow_fee: true,
+            ledger_evidence: true,
+        }
+    }
+
+    fn refuse(&self, op: &Operation) -> Option<Refusal> {
+        match &op.action {
+            Action::EscrowCreate { buyer, .. } if !self.ring.holds(buyer) => Some(Refusal {
+                code: RejectCode::AgentKeyNotHeld,
+                message: format!(
+                    "the escrow's buyer {buyer} creates and funds it, and pfsync holds no key of that agent \
+                     (held: the payer and the agent keys in [provider])"
+                ),
+            }),
+            Action::EscrowCreate { .. } => {
+                self.timeout_hours(op).err().map(|message| Refusal { code: RejectCode::InvalidTimeoutHours, message })
+            }
+            _ => None,
+        }
+    }
+
+    async fn execute(&self, op: &Operation, _key: &IdempotencyKey) -> Result<Receipt, ApiError> {
+        let unbound =
+            || ApiError::BadSetting(format!("operation {} was sent before its create's escrow was known", op.id));
+        match &op.action {
+            Action::Payout { agent, amount } => {
+                let req = PayRequest { to_agent_id: agent, amount: Micros::from_usd(*amount).to_json_number() };
+                let a: PayAnswer = self.ring.payer().casino.post_json(&["stats", "pay"], &req).await?;
+                Ok(Receipt { tx_id: Some(a.tx_id), ..Receipt::default() })
+            }
+            Action::EscrowCreate { buyer, seller, amount, description, .. } => {
+                let creator = self.held(buyer, "buyer")?;
+                let hours = self.timeout_hours(op).map_err(|m| refused("invalid_timeout_hours", m))?;
+                let description = format!("{} {}", description.trim(), description_tag(&op.id));
+                let req = EscrowCreateRequest {
+                    amount_usd: Micros::from_usd(*amount).to_json_number(),
+                    description: &description,
+                    counterparty_agent_id: seller,
+                    timeout_hours: hours,
+                };
+                let e: EscrowCreated = creator.escrow.post_json(&["escrow", "create"], &req).await?;
+                Ok(Receipt {
+                    tx_id: Some(format!("{}_debit", e.escrow_id)),
+                    escrow_id: Some(e.escrow_id),
+                    ..Receipt::default()
+                })
+            }
+            Action::Release { escrow: EscrowRef::Id(id) } => self.release(id).await,
+            Action::Dispute { escrow: EscrowRef::Id(id) } => self.dispute(id, &op.reason).await,
+            Action::Release { escrow: EscrowRef::CreatedBy(_) }
+            | Action::Dispute { escrow: EscrowRef::CreatedBy(_) } => Err(unbound()),
+        }
+    }
+
+    async fn lookup(&self, op: &Operation, _key: &IdempotencyKey, ctx: &LookupContext<'_>) -> Result<Lookup, ApiError> {
+        match &op.action {
+            Action::Payout { amount, .. } => {
+                let entries = self.ledger(self.ring.payer()).await?;
+                Ok(judge_payment(&entries, Micros::from_usd(*amount), ctx, self.opts.clock_skew_secs))
+            }
+            Action::EscrowCreate { buyer, seller, amount, .. } => {
+                self.lookup_create(op, buyer, seller, Micros::from_usd(*amount), ctx).await
+            }
+            Action::Release { escrow: EscrowRef::Id(id) } | Action::Dispute { escrow: EscrowRef::Id(id) } => {
+                let esc = self.escrow(id).await?;
+                let done = if matches!(op.action, Action::Release { .. }) { "released" } else { "disputed" };
+                if esc.status == done {
+                    let tx_id = matches!(op.action, Action::Release { .. }).then(|| format!("{id}_release"));
+                    return Ok(Lookup::Executed {
+                        tx_id,
+                        escrow_id: Some(id.clone()),
+                        duplicates: 0,
+                        evidence: Evidence::EscrowState,
+                    });
+                }
+                // A release that failed half-way (`release_failed`) may have credited the counterparty
+                // without moving the escrow on: a resend could credit it again.
+                if ctx.last_error.is_some_and(|c| c.contains("release_failed")) {
+                    return Ok(Lookup::Inconclusive {
+                        why: format!(
+                            "the release failed inside the provider (release_failed) and escrow {id} is {}: \
+                                      the counterparty may have been credited; check its ledger",
+                            esc.status
+                        ),
+                    });
+                }
+                // The state machine guards a resend: it can only do what has not been done.
+                Ok(Lookup::NotExecuted)
+            }
+            Action::Release { escrow: EscrowRef::CreatedBy(_) }
+            | Action::Dispute { escrow: EscrowRef::CreatedBy(_) } => {
+                Ok(Lookup::Inconclusive { why: "the create's escrow is not known yet".into() })
+            }
+        }
+    }
+}

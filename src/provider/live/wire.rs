@@ -1,0 +1,127 @@
+//! What Purple Flea's live services answer, as far as pfsync reads it. Fields pfsync does not use are
+//! ignored (every answer also carries an `_info` object); amounts are read exactly ([`Micros`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::micros::Micros;
+
+/// `GET /auth/balance`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Balance {
+    pub agent_id: String,
+    pub balance_usd: Micros,
+    #[serde(default)]
+    pub lifetime: Option<Lifetime>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Lifetime {
+    #[serde(default)]
+    pub total_deposited: Option<Micros>,
+    #[serde(default)]
+    pub total_withdrawn: Option<Micros>,
+}
+
+/// `GET /auth/referral/code`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReferralCode {
+    pub referral_code: String,
+}
+
+/// `GET /auth/ledger`: the key owner's last 50 entries, newest first by whole second.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ledger {
+    pub entries: Vec<LedgerEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    pub id: String,
+    pub agent_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub amount: Micros,
+    pub balance_after: Micros,
+    pub reason: String,
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl LedgerEntry {
+    pub fn is_debit(&self) -> bool {
+        self.kind == "debit"
+    }
+
+    /// The balance before this entry, from the one after it.
+    pub fn balance_before(&self) -> Option<Micros> {
+        if self.is_debit() {
+            self.balance_after.checked_add(self.amount)
+        } else {
+            self.balance_after.checked_sub(self.amount)
+        }
+    }
+}
+
+/// `POST /stats/pay`.
+#[derive(Debug, Serialize)]
+pub struct PayRequest<'a> {
+    pub to_agent_id: &'a str,
+    pub amount: Box<RawValue>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayAnswer {
+    pub tx_id: String,
+}
+
+/// `POST /escrow/create`.
+#[derive(Debug, Serialize)]
+pub struct EscrowCreateRequest<'a> {
+    pub amount_usd: Box<RawValue>,
+    pub description: &'a str,
+    pub counterparty_agent_id: &'a str,
+    pub timeout_hours: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EscrowCreated {
+    pub escrow_id: String,
+}
+
+/// `GET /escrow/{id}` (no auth needed).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LiveEscrow {
+    pub escrow_id: String,
+    pub status: String,
+    pub amount_usd: Micros,
+    pub commission_usd: Micros,
+    pub net_to_counterparty: Micros,
+    pub description: String,
+    pub creator_id: String,
+    pub counterparty_id: String,
+    pub timeout_hours: i64,
+    pub created_at: String,
+    pub auto_release_at: String,
+    #[serde(default)]
+    pub completed_at: Option<String>,
+    #[serde(default)]
+    pub released_at: Option<String>,
+    #[serde(default)]
+    pub disputed_at: Option<String>,
+}
+
+/// `POST /escrow/dispute/{id}`.
+#[derive(Debug, Serialize)]
+pub struct DisputeRequest<'a> {
+    pub reason: &'a str,
+}
+
+/// Any answer whose body pfsync does not need beyond success.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ack {}
