@@ -332,6 +332,10 @@ pub struct SandboxArgs {
     )]
     pub proxy_to: Option<String>,
 
+    /// With --proxy-to: the faults strike POSTs only (the requests that move money); GETs pass untouched.
+    #[arg(long, requires = "proxy_to")]
+    pub fault_posts_only: bool,
+
     #[command(flatten)]
     pub faults: FaultArgs,
 }

@@ -92,6 +92,7 @@ async fn proxy(args: &SandboxArgs, url: &str) -> Result<(), AppError> {
         faults: fault_config(args.seed, &args.faults)?,
         limits: limits(args),
         upstream_timeout: crate::sandbox::proxy::DEFAULT_UPSTREAM_TIMEOUT,
+        posts_only: args.fault_posts_only,
     };
     let p = Proxy::start(cfg).await.map_err(|e| AppError::Usage(format!("cannot start the proxy: {e}")))?;
     println!(

@@ -45,6 +45,9 @@ pub struct ProxyConfig {
     pub limits: ConnectionLimits,
     /// How long the provider has to answer a request completely.
     pub upstream_timeout: Duration,
+    /// Faults strike POSTs only; reads pass untouched (a client's checks and evidence reads get through
+    /// while every money-moving request meets the fault).
+    pub posts_only: bool,
 }
 
 impl ProxyConfig {
@@ -60,6 +63,7 @@ impl ProxyConfig {
                 idle_timeout: super::DEFAULT_IDLE_TIMEOUT,
             },
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            posts_only: false,
         }
     }
 }
@@ -89,6 +93,7 @@ struct ProxyState {
     http: reqwest::Client,
     faults: FaultPlan,
     stats: ProxyStats,
+    posts_only: bool,
 }
 
 /// A running proxy. Dropping it stops the server.
@@ -119,6 +124,7 @@ impl Proxy {
             http,
             faults: FaultPlan::new(cfg.faults.clone()),
             stats: ProxyStats::default(),
+            posts_only: cfg.posts_only,
         });
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
         let addr = listener.local_addr()?;
@@ -274,7 +280,11 @@ async fn handle(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
     let query = parts.uri.query().unwrap_or("");
     let key = parts.headers.get(crate::api::IDEMPOTENCY_HEADER).and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty());
     let ident = inject::identity(&parts.method, path, query, key, &body);
-    let decision = inject::decide(&st.faults, &st.stats.faults, path, &ident);
+    let decision = if st.posts_only && parts.method != axum::http::Method::POST {
+        crate::sandbox::faults::Decision::default()
+    } else {
+        inject::decide(&st.faults, &st.stats.faults, path, &ident)
+    };
     if let Some(resp) = inject::before(decision.fault) {
         tracing::debug!(method = %parts.method, path, fault = ?decision.fault, "proxy answered without forwarding");
         return resp;

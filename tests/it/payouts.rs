@@ -16,9 +16,9 @@ use pfsync::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, Warehouse, ope
 use crate::common::{client, client_config, warehouse};
 
 /// A pending payout: (payout_id, agent_id, amount, reason).
-type PendingRow<'a> = (&'a str, &'a str, &'a str, &'a str);
+pub type PendingRow<'a> = (&'a str, &'a str, &'a str, &'a str);
 /// An escrow action: (action_id, action, escrow_id, create_action_id, seller, amount, reason).
-type ActionRow<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str, &'a str, &'a str);
+pub type ActionRow<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str, &'a str, &'a str);
 
 /// Rows for purpleflea.payouts.pending.
 pub async fn write_pending(wh: &Warehouse, rows: &[PendingRow<'_>]) {
@@ -48,6 +48,11 @@ pub async fn write_pending(wh: &Warehouse, rows: &[PendingRow<'_>]) {
 
 /// Rows for purpleflea.escrow.actions.
 pub async fn write_actions(wh: &Warehouse, rows: &[ActionRow<'_>]) {
+    write_actions_by(wh, ORCHESTRATOR_AGENT, rows).await
+}
+
+/// Rows for purpleflea.escrow.actions whose creates are funded by `buyer`.
+pub async fn write_actions_by(wh: &Warehouse, buyer: &str, rows: &[ActionRow<'_>]) {
     let commit = CommitInfo { run_id: "upstream".into(), step: "test" };
     let table = open_or_create(wh, &ESCROW_ACTIONS, &commit).await.unwrap();
     let text = |v: Vec<Option<String>>| -> ArrayRef { Arc::new(v.into_iter().collect::<StringArray>()) };
@@ -58,7 +63,7 @@ pub async fn write_actions(wh: &Warehouse, rows: &[ActionRow<'_>]) {
         text(rows.iter().map(|r| Some(r.1.to_string())).collect()),
         text(rows.iter().map(|r| r.2.map(str::to_string)).collect()),
         text(rows.iter().map(|r| r.3.map(str::to_string)).collect()),
-        text(rows.iter().map(|r| create(r).then(|| ORCHESTRATOR_AGENT.to_string())).collect()),
+        text(rows.iter().map(|r| create(r).then(|| buyer.to_string())).collect()),
         text(rows.iter().map(|r| create(r).then(|| r.4.to_string())).collect()),
         Arc::new(
             rows.iter()

@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 const KEY: &str = "pf_test_sandbox";
 
 /// A `pfsync sandbox` process (plain or `--proxy-to`) on a free loopback port; killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     stdout: BufReader<ChildStdout>,
     /// The first URL of its ready line: `http://127.0.0.1:P/api` (sandbox) or `http://127.0.0.1:P` (proxy).
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Server {
@@ -41,14 +41,14 @@ impl Server {
         Server { child, stdout, url }
     }
 
-    fn proxy(upstream: &str, faults: &[&str]) -> Server {
+    pub(crate) fn proxy(upstream: &str, faults: &[&str]) -> Server {
         let mut args = vec!["--proxy-to", upstream];
         args.extend_from_slice(faults);
         Server::spawn(&args)
     }
 
     /// Stop it as Ctrl-C would; what it printed after the ready line.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let mut rest = String::new();
         let _ = self.stdout.read_to_string(&mut rest);

@@ -1,0 +1,311 @@
+//! Payouts and escrow actions against Purple Flea's own services (the test bed, [`crate::live_bed`]),
+//! as `pfsync payouts` processes with `[provider] kind = "live"`: balances, commission and ledger as the
+//! services have them; and exactly once where they give no help (no idempotency keys), through the fault
+//! proxy and SIGKILLs at the crash points.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use pfsync::micros::Micros;
+use serde_json::Value;
+
+use crate::live_bed::{LiveBed, bed};
+use crate::payouts::{write_actions_by, write_pending};
+use crate::proxy::Server;
+
+/// An agent of the bed: (agent_id, api_key).
+#[derive(Clone)]
+struct Agent {
+    id: String,
+    key: String,
+}
+
+fn agents(bed: &LiveBed, n: usize) -> Vec<Agent> {
+    bed.agents(n).into_iter().map(|(id, key, _)| Agent { id, key }).collect()
+}
+
+/// One test's world: a payer with money, payees, a warehouse and a config for the live provider.
+struct World {
+    bed: &'static LiveBed,
+    payer: Agent,
+    /// Agents whose keys pfsync holds besides the payer's (as `PF_KEY_1`, `PF_KEY_2`, ...).
+    held: Vec<Agent>,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new(bed: &'static LiveBed, funds: f64, held: usize) -> World {
+        let mut a = agents(bed, 1 + held);
+        let payer = a.remove(0);
+        bed.fund(&payer.id, funds);
+        World { bed, payer, held: a, dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn wh_path(&self) -> PathBuf {
+        self.dir.path().join("wh")
+    }
+
+    fn warehouse(&self) -> pfsync::tables::Warehouse {
+        let url = url::Url::from_directory_path(self.wh_path()).unwrap();
+        pfsync::tables::Warehouse::new(url, Default::default(), Default::default())
+    }
+
+    /// The config file for a casino reached at `casino` (the bed's, or a proxy in front of it).
+    fn config(&self, casino: &str) -> PathBuf {
+        let keys: String =
+            (1..=self.held.len()).map(|i| format!("[[provider.agent_keys]]\nenv = \"PF_KEY_{i}\"\n")).collect();
+        let text = format!(
+            "[provider]\nkind = \"live\"\ncasino_url = \"{casino}\"\nescrow_url = \"{}\"\nclock_skew_secs = 2\n{keys}",
+            self.bed.escrow_url
+        );
+        let p = self.dir.path().join(format!("pfsync-{}.toml", self.dir.path().read_dir().unwrap().count()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `pfsync payouts` against `casino`, with a client budget of 5 s (timeout) + 5 s (retries) and
+    /// an in-flight timeout of [`IN_FLIGHT_SECS`].
+    fn payouts(&self, casino: &str) -> Command {
+        self.payouts_with(casino, 5, IN_FLIGHT_SECS)
+    }
+
+    /// With a client timeout and retry budget of `budget` seconds each, and an in-flight timeout.
+    fn payouts_with(&self, casino: &str, budget: u64, in_flight: u64) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+        c.arg("--config").arg(self.config(casino)).arg("--warehouse").arg(self.wh_path());
+        let b = budget.to_string();
+        c.args(["-q", "--timeout-secs", &b, "--max-elapsed-secs", &b, "payouts", "--in-flight-timeout"])
+            .arg(in_flight.to_string())
+            .env("PURPLEFLEA_API_KEY", &self.payer.key)
+            .env_remove("PFSYNC_CRASH_AT")
+            .env_remove("PFSYNC_PAUSE_AT")
+            .stdin(Stdio::null());
+        for (i, a) in self.held.iter().enumerate() {
+            c.env(format!("PF_KEY_{}", i + 1), &a.key);
+        }
+        c
+    }
+}
+
+const IN_FLIGHT_SECS: u64 = 20;
+
+fn run(mut c: Command) -> Output {
+    let out = c.output().unwrap();
+    eprintln!("exit {:?}\n{}{}", out.status.code(), String::from_utf8_lossy(&out.stdout), tail(&out.stderr));
+    out
+}
+
+fn tail(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+async fn get(url: &str, key: Option<&str>) -> Value {
+    let mut r = reqwest::Client::new().get(url);
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "GET {url}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn micros(v: &Value) -> Micros {
+    Micros::parse(&v.to_string()).unwrap_or_else(|e| panic!("{v}: {e}"))
+}
+
+fn m(text: &str) -> Micros {
+    Micros::parse(text).unwrap()
+}
+
+async fn balance(bed: &LiveBed, a: &Agent) -> Micros {
+    micros(&get(&format!("{}/auth/balance", bed.casino_url), Some(&a.key)).await["balance_usd"])
+}
+
+/// The payer's `payment_sent` debits: reference -> amount.
+async fn payments_sent(bed: &LiveBed, payer: &Agent) -> HashMap<String, Micros> {
+    let l = get(&format!("{}/auth/ledger", bed.casino_url), Some(&payer.key)).await;
+    l["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "payment_sent")
+        .map(|e| (e["reference"].as_str().unwrap().to_string(), micros(&e["amount"])))
+        .collect()
+}
+
+/// Each operation's status as the status view has it: id -> (status, tx_id, error_code).
+async fn statuses(w: &World) -> HashMap<String, (String, Option<String>, Option<String>)> {
+    let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
+    let batches = ctx
+        .sql("SELECT operation_id, event, tx_id, error_code, attempt FROM purpleflea.payouts.log")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    // Fold the events as `state::status` does: completed wins, then rejected, else the latest event.
+    let mut ev: HashMap<String, Vec<(String, Option<String>, Option<String>, i32)>> = HashMap::new();
+    for b in &batches {
+        let s =
+            |n: &str| arrow::compute::cast(b.column_by_name(n).unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+        let (id, event, tx, code, attempt) = (s("operation_id"), s("event"), s("tx_id"), s("error_code"), s("attempt"));
+        let t = |a: &arrow::array::ArrayRef, i: usize| {
+            let a = a.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            (!arrow::array::Array::is_null(a, i)).then(|| a.value(i).to_string())
+        };
+        for i in 0..b.num_rows() {
+            ev.entry(t(&id, i).unwrap()).or_default().push((
+                t(&event, i).unwrap(),
+                t(&tx, i),
+                t(&code, i),
+                t(&attempt, i).unwrap().parse().unwrap(),
+            ));
+        }
+    }
+    ev.into_iter()
+        .map(|(id, e)| {
+            let pick = |name: &str| e.iter().find(|x| x.0 == name).cloned();
+            let last = e.iter().max_by_key(|x| (x.3, x.0 != "intent")).cloned().unwrap();
+            let s = pick("completed").or_else(|| pick("rejected")).unwrap_or(last);
+            (id, (s.0, s.1, s.2))
+        })
+        .collect()
+}
+
+/// Payouts and escrow actions from Delta tables reach the right balances at Purple Flea's own services:
+/// payees paid once each (two of the same amount included), an escrow created, completed by its
+/// counterparty (whose key pfsync holds), released with the 1% commission, another disputed (frozen);
+/// a rerun moves nothing.
+#[tokio::test]
+async fn live_payouts_and_escrow_actions_reach_the_right_balances_and_ledger() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 500.0, 1);
+    let payees = agents(bed, 3);
+    let seller = w.held[0].clone();
+    let other = payees[2].clone();
+    let rows = [
+        ("p-1", payees[0].id.as_str(), "12.34", "labeling batch 1"),
+        ("p-2", payees[1].id.as_str(), "5.00", "labeling batch 2"),
+        ("p-3", payees[0].id.as_str(), "5.00", "labeling batch 3"),
+        ("p-4", payees[1].id.as_str(), "0.01", "smallest payout"),
+    ];
+    write_pending(&w.warehouse(), &rows).await;
+    write_actions_by(
+        &w.warehouse(),
+        &w.payer.id,
+        &[
+            ("task-a", "create", None, None, seller.id.as_str(), "12.34", "bounty a"),
+            ("task-b", "create", None, None, other.id.as_str(), "20.00", "bounty b"),
+            ("qc-a", "release", None, Some("task-a"), "", "", "quality passed"),
+            ("qc-b", "dispute", None, Some("task-b"), "", "", "quality failed"),
+        ],
+    )
+    .await;
+    let out = run(w.payouts(&bed.casino_url));
+    assert_eq!(out.status.code(), Some(0), "{:?}", statuses(&w).await);
+
+    // Balances: payees exactly what they were paid; the seller amount - 1% commission; the payer the rest.
+    assert_eq!(balance(bed, &payees[0]).await, m("17.34"));
+    assert_eq!(balance(bed, &payees[1]).await, m("5.01"));
+    assert_eq!(balance(bed, &seller).await, m("12.2166"), "12.34 less the 0.1234 commission");
+    assert_eq!(balance(bed, &other).await, Micros::ZERO, "a disputed escrow is frozen");
+    assert_eq!(
+        balance(bed, &w.payer).await,
+        m("500").checked_sub(m("22.35")).unwrap().checked_sub(m("32.34")).unwrap()
+    );
+    let sent = payments_sent(bed, &w.payer).await;
+    assert_eq!(sent.len(), 4, "{sent:?}");
+
+    // The log: every operation completed with the provider's reference.
+    let st = statuses(&w).await;
+    for id in ["p-1", "p-2", "p-3", "p-4", "task-a", "task-b", "qc-a", "qc-b"] {
+        assert_eq!(st[id].0, "completed", "{id}: {:?}", st[id]);
+    }
+    for id in ["p-1", "p-2", "p-3", "p-4"] {
+        assert!(sent.contains_key(st[id].1.as_ref().unwrap()), "{id}'s tx id is a payment_sent reference");
+    }
+    let esc_a = st["task-a"].1.as_ref().unwrap().trim_end_matches("_debit").to_string();
+    let e = get(&format!("{}/escrow/{esc_a}", bed.escrow_url), None).await;
+    assert_eq!((e["status"].as_str(), micros(&e["commission_usd"])), (Some("released"), m("0.1234")));
+    assert!(e["description"].as_str().unwrap().ends_with("[pfsync:task-a]"), "{e}");
+    assert!(e["completed_at"].is_string(), "the counterparty (key held) completed it first: {e}");
+
+    // A rerun sends nothing.
+    let out = run(w.payouts(&bed.casino_url));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(payments_sent(bed, &w.payer).await.len(), 4);
+    assert_eq!(balance(bed, &seller).await, m("12.2166"));
+}
+
+/// An escrow whose buyer is an agent pfsync holds no key of is refused before anything moves, with a
+/// reject code; so is a payout the payer cannot cover, by the provider, with its own code.
+#[tokio::test]
+async fn live_refusals_carry_their_codes_and_move_nothing() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 10.0, 0);
+    let stranger = agents(bed, 1).remove(0);
+    let payee = agents(bed, 1).remove(0);
+    write_pending(
+        &w.warehouse(),
+        &[
+            ("big", payee.id.as_str(), "11.00", "more than the payer has"),
+            ("ghost", "ag_000000000000", "1.00", "no such agent"),
+        ],
+    )
+    .await;
+    write_actions_by(
+        &w.warehouse(),
+        &stranger.id,
+        &[("t-x", "create", None, None, payee.id.as_str(), "1.00", "not ours")],
+    )
+    .await;
+    let out = run(w.payouts(&bed.casino_url));
+    assert_eq!(out.status.code(), Some(5), "rows refused");
+    let st = statuses(&w).await;
+    assert_eq!((st["big"].0.as_str(), st["big"].2.as_deref()), ("rejected", Some("insufficient_balance")));
+    assert_eq!((st["ghost"].0.as_str(), st["ghost"].2.as_deref()), ("rejected", Some("recipient_not_found")));
+    assert!(!st.contains_key("t-x"), "refused before any intent");
+    let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
+    let n =
+        crate::common::count(&ctx, "SELECT count(*) FROM purpleflea.payouts.rejects WHERE code = 'agent_key_not_held'").await;
+    assert_eq!(n, 1);
+    assert_eq!(balance(bed, &w.payer).await, m("10"));
+}
+
+/// The provider commits every payment and answers 500 (the fault proxy in front of the real casino): no
+/// POST is ever repeated, and each outcome is resolved from the payer's ledger in the same run.
+#[tokio::test]
+async fn a_500_after_the_casino_paid_is_resolved_from_the_ledger_without_a_second_post() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 100.0, 0);
+    let payees = agents(bed, 3);
+    let rows: Vec<(String, String, String, String)> = (0..6)
+        .map(|i| (format!("x-{i}"), payees[i % 3].id.clone(), format!("{}.{:02}", 1 + i, 10 + i), format!("job {i}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str, &str)> =
+        rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
+    write_pending(&w.warehouse(), &refs).await;
+    // Every POST runs at the casino and its answer is replaced by a 500; reads pass.
+    let proxy = Server::proxy(&bed.casino_url, &["--fault-error-after", "1.0", "--fault-posts-only"]);
+    let out = run(w.payouts(&proxy.url));
+    let stats = proxy.stop();
+    eprintln!("proxy: {stats}");
+    assert_eq!(out.status.code(), Some(0), "every outcome resolved from the ledger");
+    let sent = payments_sent(bed, &w.payer).await;
+    assert_eq!(sent.len(), 6, "one payment per payout, no second POST: {sent:?}");
+    let st = statuses(&w).await;
+    for (id, ..) in &rows {
+        assert_eq!(st[id].0, "completed", "{id}");
+        assert!(sent.contains_key(st[id].1.as_ref().unwrap()));
+    }
+    let mut amounts: Vec<Micros> = sent.values().copied().collect();
+    amounts.sort();
+    let mut want: Vec<Micros> = rows.iter().map(|r| m(&r.2)).collect();
+    want.sort();
+    assert_eq!(amounts, want);
+}
