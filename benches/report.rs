@@ -124,6 +124,7 @@ fn render(results: &[Result]) -> String {
     wallets(w, &of(results, "wallet_sync"));
     transactions(w, &of(results, "tx_sync"));
     payouts(w, &of(results, "payouts"));
+    live_payouts(w, &of(results, "live_payouts"));
     reconcile(w, &of(results, "reconcile"));
     md
 }
@@ -314,6 +315,37 @@ fn payouts(w: &mut String, rs: &[&Result]) {
              the cores; a run while anything else loads the machine lands below the target.\n"
         );
     }
+}
+
+fn live_payouts(w: &mut String, rs: &[&Result]) {
+    if rs.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "## Payouts at Purple Flea's own services (`cargo bench --bench live_payouts`)\n");
+    let _ = writeln!(
+        w,
+        "The test bed (`../shared/purpleflea-live/start.sh`: their casino, Node.js and SQLite) on loopback; one\n\
+         funded payer agent pays 50 payees with `[provider] kind = \"live\"`: no idempotency keys, so each log\n\
+         batch holds at most 20 debits of the payer, never two of one amount (what keeps its ledger evidence\n\
+         conclusive). The services' own speed (one SQLite write per ledger entry) bounds the figure.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| payouts | time | completed payouts/s | unknown | log commits | peak RSS |\n|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rs {
+        let _ = writeln!(
+            w,
+            "| {} | {:.1} s | {} | {} | {} | {} MiB |",
+            n(r.size as f64),
+            r.get("secs"),
+            n(r.get("payouts_per_sec")),
+            n(r.get("unknown")),
+            n(r.get("log_commits")),
+            n(r.get("rss_mib"))
+        );
+    }
+    let _ = writeln!(w);
 }
 
 fn reconcile(w: &mut String, rs: &[&Result]) {

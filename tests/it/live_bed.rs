@@ -14,6 +14,7 @@
 //! (however it exits): a watchdog shell started alongside waits for this process to go. A static is never
 //! dropped, so no `Drop` could do that.
 //!
+//! With `PFSYNC_LIVE_BED_DIR` set (CI starts one bed for the whole run), that running bed is used instead.
 //! The start script is `$PFSYNC_LIVE_BED_SCRIPT`, by default `../shared/purpleflea-live/start.sh` next to
 //! this crate; `agents.py` and `fund.py` sit beside it. Without the script, [`bed`] prints a skip line and
 //! returns `None`; a script that exists but fails to start the bed fails the test. Its first run installs
@@ -33,7 +34,7 @@ pub struct LiveBed {
     pub dir: PathBuf,
     scripts: PathBuf,
     /// Outlives this process on purpose (see the module docs): never waited for.
-    _watchdog: Child,
+    _watchdog: Option<Child>,
 }
 
 /// The test bed, started on first use; `None` (after printing why) when there is no start script.
@@ -41,7 +42,17 @@ pub fn bed() -> Option<&'static LiveBed> {
     static BED: OnceLock<Option<LiveBed>> = OnceLock::new();
     BED.get_or_init(|| {
         let script = script();
+        // A bed CI started (`.ci/run`): used as it is, and left for CI to stop.
+        if let Some(dir) = std::env::var_os("PFSYNC_LIVE_BED_DIR").filter(|d| !d.is_empty()) {
+            return Some(LiveBed::attach(PathBuf::from(dir), &script));
+        }
         if !script.is_file() {
+            // CI sets PFSYNC_REQUIRE_LIVE_BED: there, a missing bed is a failure, never a silent skip.
+            assert!(
+                std::env::var_os("PFSYNC_REQUIRE_LIVE_BED").is_none(),
+                "PFSYNC_REQUIRE_LIVE_BED is set but there is no test bed at {}",
+                script.display()
+            );
             println!("SKIP: no Purple Flea test bed at {} (set PFSYNC_LIVE_BED_SCRIPT)", script.display());
             return None;
         }
@@ -58,6 +69,15 @@ fn script() -> PathBuf {
 }
 
 impl LiveBed {
+    /// A bed already running in `dir` (its `casino.url` and `escrow.url` written by `start.sh`).
+    fn attach(dir: PathBuf, script: &Path) -> LiveBed {
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default().trim().to_string();
+        let (casino_url, escrow_url) = (read("casino.url"), read("escrow.url"));
+        assert!(casino_url.starts_with("http://127.0.0.1:"), "PFSYNC_LIVE_BED_DIR: casino.url {casino_url:?}");
+        let scripts = script.parent().map(Path::to_path_buf).unwrap_or_default();
+        LiveBed { casino_url, escrow_url, dir, scripts, _watchdog: None }
+    }
+
     fn start(script: &Path) -> LiveBed {
         let dir = tempfile::Builder::new().prefix("pfsync-live-bed-").tempdir().expect("a temp folder").keep();
         // Started first, so the bed goes even if this process dies while it starts.
@@ -84,7 +104,7 @@ impl LiveBed {
         assert!(escrow_url.starts_with("http://127.0.0.1:"), "escrow.url: {escrow_url:?}");
         println!("test bed up in {:.1} s: casino {casino_url}, escrow {escrow_url}", started.elapsed().as_secs_f64());
         let scripts = script.parent().map(Path::to_path_buf).unwrap_or_default();
-        LiveBed { casino_url, escrow_url, dir, scripts, _watchdog: watchdog }
+        LiveBed { casino_url, escrow_url, dir, scripts, _watchdog: Some(watchdog) }
     }
 
     /// `n` new agents, each `(agent_id, api_key, referral_code)`, made as `POST /auth/register` makes them
