@@ -27,6 +27,22 @@ SECRET_SETTINGS = {
     "PFSYNC_DATABRICKS_TOKEN_SECRET": "DATABRICKS_TOKEN",
 }
 
+# Keys of further agents for the live provider (`[[provider.agent_keys]] env = "PFSYNC_AGENT_KEY_<NAME>"`):
+# `PFSYNC_AGENT_KEY_SECRET_<NAME>=scope/key` puts that secret into `PFSYNC_AGENT_KEY_<NAME>`.
+AGENT_KEY_SECRET_PREFIX = "PFSYNC_AGENT_KEY_SECRET_"
+AGENT_KEY_PREFIX = "PFSYNC_AGENT_KEY_"
+
+
+def secret_target(name):
+    """The variable a secret setting fills, or None when `name` is no secret setting."""
+    if name in SECRET_SETTINGS:
+        return SECRET_SETTINGS[name]
+    suffix = name[len(AGENT_KEY_SECRET_PREFIX):] if name.startswith(AGENT_KEY_SECRET_PREFIX) else ""
+    if suffix and all(c.isupper() or c.isdigit() or c == "_" for c in suffix):
+        return AGENT_KEY_PREFIX + suffix
+    return None
+
+
 # pfsync's exit codes (README, "Exit codes"): 2 = configuration error, nothing touched, do not retry.
 EXIT_CONFIG = 2
 EXIT_INTERNAL = 1
@@ -85,7 +101,7 @@ def split_settings(args):
     i = 0
     while i < len(args):
         name, sep, value = args[i].partition("=")
-        if not sep or name not in SECRET_SETTINGS:
+        if not sep or secret_target(name) is None:
             break
         settings[name] = value
         i += 1
@@ -140,11 +156,12 @@ def child_environment(environ, settings):
     A setting given as an argument wins over the same one in the environment. Returns the environment and
     the lines to tell the operator (which variable came from which secret; never a value).
     """
-    wanted = {name: environ[name] for name in SECRET_SETTINGS if environ.get(name)}
+    wanted = {name: value for name, value in environ.items() if value and secret_target(name) is not None}
     wanted.update({name: ref for name, ref in settings.items()})
     env = dict(environ)
-    for name in SECRET_SETTINGS:
-        env.pop(name, None)  # the binary has no use for them
+    for name in list(env):
+        if secret_target(name) is not None:
+            env.pop(name, None)  # the binary has no use for them
     if not wanted:
         return env, []
     for name, ref in wanted.items():
@@ -152,7 +169,7 @@ def child_environment(environ, settings):
     client = workspace_client()
     notes = []
     for name, ref in wanted.items():
-        target = SECRET_SETTINGS[name]
+        target = secret_target(name)
         env[target] = read_secret(name, ref, client)
         notes.append(f"pfsync: {target} from the Databricks secret {ref}")
         if target == "DATABRICKS_TOKEN" and not env.get("DATABRICKS_HOST"):

@@ -22,7 +22,10 @@ pub(super) async fn run_sync(
 ) -> Result<Vec<SyncReport>, AppError> {
     match backend {
         Backend::Seed(client) => run_seed_sync(ctx, client, target, opts).await,
-        Backend::Live(..) => Err(AppError::Usage("sync is not implemented for the live provider yet".into())),
+        Backend::Live(..) => Err(AppError::Usage(format!(
+            "sync is not implemented for the live provider yet ({} escrow ids configured)",
+            backend.live_settings().map_or(0, |l| l.escrow_ids.len())
+        ))),
     }
 }
 

@@ -150,7 +150,9 @@ async fn statuses(w: &World) -> HashMap<String, (String, Option<String>, Option<
         .await
         .unwrap();
     // Fold the events as `state::status` does: completed wins, then rejected, else the latest event.
-    let mut ev: HashMap<String, Vec<(String, Option<String>, Option<String>, i32)>> = HashMap::new();
+    // Per operation: (event, tx_id, error_code, attempt).
+    type Row = (String, Option<String>, Option<String>, i32);
+    let mut ev: HashMap<String, Vec<Row>> = HashMap::new();
     for b in &batches {
         let s =
             |n: &str| arrow::compute::cast(b.column_by_name(n).unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
