@@ -4,6 +4,7 @@
 pub mod check;
 pub mod engine;
 pub mod entity;
+pub mod merge;
 pub mod position;
 
 use std::fmt;
