@@ -10,7 +10,7 @@ use crate::provider::live::keys::KeyRing;
 
 pub enum Backend {
     Seed(Client),
-    Live(Box<LiveProvider>, LiveSettings),
+    Live(Box<LiveProvider>, Box<LiveSettings>),
 }
 
 impl Backend {
@@ -31,7 +31,7 @@ impl Backend {
                     agents = ring.agents().count(),
                     "live provider: keys checked with the casino"
                 );
-                Ok(Backend::Live(Box::new(LiveProvider::new(ring, live.options.clone())), live))
+                Ok(Backend::Live(Box::new(LiveProvider::new(ring, live.options.clone())), Box::new(live)))
             }
         }
     }
