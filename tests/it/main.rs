@@ -9,6 +9,7 @@ mod hostile;
 mod idempotency;
 mod jobs_bundle;
 mod live_bed;
+mod live_sync;
 mod maintain;
 mod operator_mistakes;
 mod pagination;
