@@ -330,7 +330,6 @@ fn gap_finding(agent: &str, after: &str, before: &str, detail: String) -> Findin
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn classify_op<'a>(
     op: &'a Op,
     by_id: &HashMap<&str, &'a Entry>,
@@ -542,5 +541,133 @@ fn check_balances(data: &LiveData, held: &HashSet<&str>, f: &mut Findings) {
                 )
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> Micros {
+        Micros::parse(s).unwrap()
+    }
+
+    /// An entry: its id, agent, type, (amount, balance after), reason, reference ("" for none) and seq.
+    fn entry(
+        id: &str,
+        agent: &str,
+        kind: &str,
+        (amount, after): (&str, &str),
+        reason: &str,
+        r: &str,
+        seq: i64,
+    ) -> Entry {
+        Entry {
+            entry_id: id.into(),
+            agent_id: agent.into(),
+            kind: kind.into(),
+            amount: m(amount),
+            balance_after: m(after),
+            reason: reason.into(),
+            reference: (!r.is_empty()).then(|| r.to_string()),
+            seq,
+        }
+    }
+
+    fn op(id: &str, kind: &str, agent: &str, amount: Option<&str>, tx: Option<&str>, esc: Option<&str>) -> Op {
+        Op {
+            operation_id: id.into(),
+            kind: kind.into(),
+            status: "completed".into(),
+            agent_id: Some(agent.into()),
+            counterparty: None,
+            amount: amount.map(|a| Usd::parse(a).unwrap()),
+            tx_id: tx.map(str::to_string),
+            escrow_id: esc.map(str::to_string),
+            error_message: None,
+            last_recorded_at: Utc::now(),
+        }
+    }
+
+    fn classes(o: &Outcome) -> Vec<(Class, Option<&str>, Option<&str>)> {
+        o.findings.iter().map(|f| (f.class, f.operation_id.as_deref(), f.tx_ids.as_deref())).collect()
+    }
+
+    /// The payer P pays A 1.50 (logged), creates escrow e1 of 12.34 for A (logged) and releases it.
+    fn world() -> LiveData {
+        LiveData {
+            ops: vec![
+                op("p1", "payout", "ag_a", Some("1.50"), Some("pay_1"), None),
+                op("c1", "escrow_create", "ag_p", Some("12.34"), Some("e1_debit"), Some("e1")),
+                op("r1", "escrow_release", "ag_a", None, Some("e1_release"), Some("e1")),
+            ],
+            entries: vec![
+                entry("f", "ag_p", "credit", ("100", "100"), "deposit", "", 1),
+                entry("d1", "ag_p", "debit", ("1.5", "98.5"), "payment_sent", "pay_1", 2),
+                entry("e1_debit", "ag_p", "debit", ("12.34", "86.16"), "escrow_lock: e1", "e1", 3),
+                entry("c1", "ag_a", "credit", ("1.5", "1.5"), "payment_received", "pay_1", 1),
+                entry(
+                    "e1_release_credit",
+                    "ag_a",
+                    "credit",
+                    ("12.2166", "13.7166"),
+                    "escrow_release: e1",
+                    "e1_release",
+                    2,
+                ),
+            ],
+            escrows: vec![EscrowState {
+                escrow_id: "e1".into(),
+                creator: "ag_p".into(),
+                counterparty: "ag_a".into(),
+                status: "released".into(),
+                amount: m("12.34"),
+                commission: m("0.1234"),
+                net: m("12.2166"),
+            }],
+            gaps: vec![],
+            wallets: vec![("ag_p".into(), Some(86.16)), ("ag_a".into(), Some(13.7166))],
+        }
+    }
+
+    #[test]
+    fn a_consistent_world_has_no_finding() {
+        let o = check(&world(), Utc::now() - chrono::Duration::hours(1));
+        assert_eq!(classes(&o), []);
+        assert_eq!((o.operations, o.op_classes.get("matched").copied()), (3, Some(3)));
+        assert_eq!(referral_share(m("0.1234")), m("0.01851"));
+    }
+
+    #[test]
+    fn a_double_payment_a_short_release_a_paid_dispute_a_balance_and_a_break_are_found() {
+        let mut w = world();
+        // The same 1.50 to A again, outside pfsync.
+        w.entries.push(entry("d2", "ag_p", "debit", ("1.5", "84.66"), "payment_sent", "pay_2", 4));
+        w.entries.push(entry("c2", "ag_a", "credit", ("1.5", "15.2166"), "payment_received", "pay_2", 3));
+        w.wallets = vec![("ag_p".into(), Some(84.66)), ("ag_a".into(), Some(15.0))];
+        // The release credited less than amount - commission.
+        w.entries[4].amount = m("12.2");
+        w.entries[4].balance_after = m("13.7");
+        w.entries[6].balance_after = m("15.2");
+        // A disputed escrow that paid out, and a broken chain on A's ledger.
+        w.escrows.push(EscrowState { escrow_id: "e2".into(), status: "disputed".into(), ..w.escrows[0].clone() });
+        w.entries.push(entry(
+            "e2_release_credit",
+            "ag_a",
+            "credit",
+            ("1", "99"),
+            "escrow_release: e2",
+            "e2_release",
+            4,
+        ));
+        let o = check(&w, Utc::now() - chrono::Duration::hours(1));
+        let found = classes(&o);
+        assert!(found.contains(&(Class::UnloggedAtProvider, None, Some("pay_2"))), "{found:?}");
+        assert!(o.findings.iter().any(|f| f.class == Class::UnloggedAtProvider && f.detail.contains("p1")));
+        assert!(found.contains(&(Class::AmountMismatch, None, Some("e1"))), "{found:?}");
+        assert!(found.contains(&(Class::StatusMismatch, None, Some("e2"))), "{found:?}");
+        assert!(found.contains(&(Class::LedgerGap, None, Some("c2,e2_release_credit"))), "{found:?}");
+        assert!(found.iter().any(|f| f.0 == Class::BalanceMismatch), "{found:?}");
+        assert_eq!(found.len(), 5, "{found:?}");
     }
 }
