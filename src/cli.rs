@@ -208,9 +208,11 @@ pub fn parse_principal(text: &str) -> Result<String, String> {
 pub enum SyncTarget {
     /// purpleflea.agents.wallets: one row per agent, upserted by agent_id.
     Wallets,
-    /// purpleflea.agents.escrows: one row per escrow, upserted by escrow_id.
+    /// purpleflea.agents.escrows: one row per escrow, upserted by escrow_id (live: by id, and
+    /// purpleflea.agents.escrow_terms).
     Escrows,
-    /// purpleflea.ledger.transactions: append-only copy of the provider's ledger.
+    /// purpleflea.ledger.transactions: append-only copy of the provider's ledger (live: each held key's
+    /// ledger into purpleflea.ledger.entries, gaps into purpleflea.ledger.gaps).
     Transactions,
     /// Every synced table.
     All,

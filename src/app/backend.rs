@@ -36,14 +36,6 @@ impl Backend {
         }
     }
 
-    /// The live provider's settings (escrow ids to sync), when that is the provider.
-    pub fn live_settings(&self) -> Option<&LiveSettings> {
-        match self {
-            Backend::Live(_, l) => Some(l),
-            Backend::Seed(_) => None,
-        }
-    }
-
     /// The client settings the sends run with (their timeout and retry budget bound the in-flight check).
     pub fn client_config(settings: &Settings) -> Result<ClientConfig, AppError> {
         Ok(settings.client_config()?)

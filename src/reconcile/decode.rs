@@ -7,11 +7,14 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 
 use super::matching::Query;
 use super::{Class, ReconcileError};
+use crate::micros::Micros;
 use crate::money::{MoneyError, Usd};
 
 /// Why one cell could not be read.
@@ -79,6 +82,26 @@ impl<'a> Cells<'a> {
 
     pub fn usd(&self, column: &'static str) -> Result<Usd, CellError> {
         self.opt_usd(column)?.ok_or(CellError::Null { column })
+    }
+
+    /// A provider amount in micro-dollars (`DECIMAL` of scale 6 or less), exact.
+    pub fn micros(&self, column: &'static str) -> Result<Micros, CellError> {
+        let c = self.column(column)?;
+        let DataType::Decimal128(_, scale) = *c.data_type() else {
+            return Err(Self::type_error(column, "DECIMAL", c));
+        };
+        let a = c.as_primitive_opt::<Decimal128Type>().ok_or_else(|| Self::type_error(column, "DECIMAL", c))?;
+        if a.is_null(self.row) {
+            return Err(CellError::Null { column });
+        }
+        Micros::from_decimal128(a.value(self.row), scale).map_err(|source| CellError::Money { column, source })
+    }
+
+    /// A `DOUBLE` that may be NULL (only the seed's wallet balance column).
+    pub fn opt_double(&self, column: &'static str) -> Result<Option<f64>, CellError> {
+        let c = self.column(column)?;
+        let a = c.as_primitive_opt::<Float64Type>().ok_or_else(|| Self::type_error(column, "DOUBLE", c))?;
+        Ok(a.is_valid(self.row).then(|| a.value(self.row)))
     }
 
     /// A `BIGINT` that is whole cents (the wallet comparison works in cents).

@@ -22,6 +22,9 @@ pub enum Class {
     StaleUnknown,
     UnattributedPayout,
     BalanceMismatch,
+    /// Live provider: entries of a held agent's ledger that no sync could read (more than the provider's
+    /// window of 50 written between two syncs), or a broken balance chain in the synced copy.
+    LedgerGap,
 }
 
 pub const FINDING_CLASSES: &[Class] = &[
@@ -34,6 +37,7 @@ pub const FINDING_CLASSES: &[Class] = &[
     Class::StaleUnknown,
     Class::UnattributedPayout,
     Class::BalanceMismatch,
+    Class::LedgerGap,
 ];
 
 impl Class {
@@ -50,6 +54,7 @@ impl Class {
             Class::StaleUnknown => "stale_unknown",
             Class::UnattributedPayout => "unattributed_payout",
             Class::BalanceMismatch => "balance_mismatch",
+            Class::LedgerGap => "ledger_gap",
         }
     }
 

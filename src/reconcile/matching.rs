@@ -46,6 +46,18 @@ pub const DAILY_MATCHED: Query = query!("daily_matched.sql");
 pub const PROVIDER_TRANSACTIONS: Query = query!("provider_transactions.sql");
 /// The previous run's open findings.
 pub const PREVIOUS_OPEN: Query = query!("previous_open.sql");
+/// Live provider: which copies of the provider's money hold rows.
+pub const LIVE_HAS_ROWS: Query = query!("live_has_rows.sql");
+/// Live provider: operations with their status.
+pub const LIVE_OPERATIONS: Query = query!("live_operations.sql");
+/// Live provider: synced ledger entries, chain order per agent.
+pub const LIVE_LEDGER_ENTRIES: Query = query!("live_ledger_entries.sql");
+/// Live provider: escrows with exact amounts.
+pub const LIVE_ESCROWS: Query = query!("live_escrows.sql");
+/// Live provider: gaps syncs found.
+pub const LIVE_LEDGER_GAPS: Query = query!("live_ledger_gaps.sql");
+/// Live provider: wallet balances.
+pub const LIVE_WALLETS: Query = query!("live_wallets.sql");
 
 /// Every file of `sql/reconcile/`; a test checks the folder holds exactly these.
 pub const QUERIES: &[&Query] = &[
@@ -60,6 +72,12 @@ pub const QUERIES: &[&Query] = &[
     &DAILY_MATCHED,
     &PROVIDER_TRANSACTIONS,
     &PREVIOUS_OPEN,
+    &LIVE_HAS_ROWS,
+    &LIVE_OPERATIONS,
+    &LIVE_LEDGER_ENTRIES,
+    &LIVE_ESCROWS,
+    &LIVE_LEDGER_GAPS,
+    &LIVE_WALLETS,
 ];
 
 /// The name under which [`CLASSIFIED`]'s result is registered for the queries that read it.

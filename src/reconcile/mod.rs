@@ -5,6 +5,7 @@
 
 pub mod decode;
 pub mod findings;
+pub mod live;
 pub mod matching;
 pub mod report;
 pub mod rows;
@@ -20,8 +21,8 @@ use deltalake::protocol::SaveMode;
 
 use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
 use crate::tables::{
-    CommitInfo, DAILY_TOTALS, PAYOUT_LOG, RECONCILIATION, TRANSACTIONS, TableError, WALLETS, Warehouse, open_existing,
-    open_or_create, sql_context,
+    CommitInfo, DAILY_TOTALS, ESCROW_TERMS, LEDGER_ENTRIES, LEDGER_GAPS, PAYOUT_LOG, RECONCILIATION, TRANSACTIONS,
+    TableError, WALLETS, Warehouse, open_existing, open_or_create, sql_context,
 };
 pub use decode::CellError;
 pub use findings::{Class, FINDING_CLASSES, Finding, FindingRow, carry_forward};
@@ -254,6 +255,47 @@ fn totals_batch(daily: &[DailyTotal], run_id: &str) -> Result<RecordBatch, Recon
     Ok(RecordBatch::try_new(DAILY_TOTALS.arrow_schema(), columns)?)
 }
 
+/// Which copies of the provider's money hold rows: the live ledger entries, the seed's transactions.
+async fn has_rows(ctx: &SessionContext, params: &Params) -> Result<(bool, bool), ReconcileError> {
+    let b = matching::collect(ctx, &matching::LIVE_HAS_ROWS, params).await?;
+    decode::decode_one(&matching::LIVE_HAS_ROWS, &b, |r| {
+        Ok((r.count("ledger_entries")? > 0, r.count("transactions")? > 0))
+    })
+}
+
+/// The live provider's checks (`live.rs`): operations against the synced ledgers and escrow states.
+async fn live_side(
+    ctx: &SessionContext,
+    params: &Params,
+    report: &mut ReconcileReport,
+    out: &mut Vec<Finding>,
+) -> Result<(), ReconcileError> {
+    let data = live::LiveData {
+        ops: live::operations(&matching::collect(ctx, &matching::LIVE_OPERATIONS, params).await?)?,
+        entries: live::entries(&matching::collect(ctx, &matching::LIVE_LEDGER_ENTRIES, params).await?)?,
+        escrows: live::escrows(&matching::collect(ctx, &matching::LIVE_ESCROWS, params).await?)?,
+        gaps: live::gaps(&matching::collect(ctx, &matching::LIVE_LEDGER_GAPS, params).await?)?,
+        wallets: if matching::table_exists(ctx, &WALLETS) {
+            live::wallets(&matching::collect(ctx, &matching::LIVE_WALLETS, params).await?)?
+        } else {
+            Vec::new()
+        },
+    };
+    let outcome = live::check(&data, params.stale_before);
+    for (class, n) in &outcome.op_classes {
+        let class = Class::parse(class).map(Class::as_str).unwrap_or("matched");
+        *report.counts.entry(class).or_default() += n;
+    }
+    report.operations += outcome.operations;
+    report.matched_usd = report.matched_usd.checked_add(outcome.matched).unwrap_or(report.matched_usd);
+    report.provider_transactions += data.entries.len() as u64;
+    // Operation findings are counted with their operation's class above; the rest here.
+    let others: Vec<Finding> = outcome.findings.iter().filter(|f| f.operation_id.is_none()).cloned().collect();
+    report.count(&others);
+    out.extend(outcome.findings);
+    Ok(())
+}
+
 /// Match, classify, record. The transactions and wallets tables should have been synced just before
 /// (`pfsync reconcile` does it).
 pub async fn reconcile(
@@ -263,18 +305,27 @@ pub async fn reconcile(
 ) -> Result<ReconcileReport, ReconcileError> {
     let now = Utc::now();
     let mut report = ReconcileReport { run_id: commit.run_id.clone(), at: now, ..ReconcileReport::default() };
-    for spec in [&PAYOUT_LOG, &TRANSACTIONS, &RECONCILIATION] {
+    for spec in [&PAYOUT_LOG, &TRANSACTIONS, &RECONCILIATION, &LEDGER_ENTRIES, &LEDGER_GAPS, &ESCROW_TERMS] {
         open_or_create(wh, spec, commit).await?;
     }
     let ctx = sql_context(wh).await?;
     let params = opts.params(now);
-    matching::register_classified(&ctx, &params).await?;
+    // What to check follows from which copy of the provider's money holds data, not from a provider name:
+    // the seed's transaction list, or the live provider's ledgers (a warehouse with neither runs the seed's
+    // checks, as before the live provider existed).
+    let (ledger_rows, transaction_rows) = has_rows(&ctx, &params).await?;
     let mut found = Vec::new();
-    classify_operations(&ctx, &params, &mut report, &mut found).await?;
-    provider_side(&ctx, &params, &mut report, &mut found).await?;
-    report.provider_transactions =
-        rows::provider_transactions(&matching::collect(&ctx, &matching::PROVIDER_TRANSACTIONS, &params).await?)?;
-    report.daily = daily_totals(&ctx, &params).await?;
+    if transaction_rows || !ledger_rows {
+        matching::register_classified(&ctx, &params).await?;
+        classify_operations(&ctx, &params, &mut report, &mut found).await?;
+        provider_side(&ctx, &params, &mut report, &mut found).await?;
+        report.provider_transactions =
+            rows::provider_transactions(&matching::collect(&ctx, &matching::PROVIDER_TRANSACTIONS, &params).await?)?;
+        report.daily = daily_totals(&ctx, &params).await?;
+    }
+    if ledger_rows {
+        live_side(&ctx, &params, &mut report, &mut found).await?;
+    }
 
     let previous = previous_open(&ctx, &params).await?;
     report.rows = carry_forward(&previous, found, &commit.run_id, now);

@@ -12,10 +12,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use datafusion::prelude::{SessionContext, col};
+use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
@@ -302,64 +302,19 @@ impl<T: Synced> Writer<'_, T> {
 
     /// Upsert: MERGE only the rows that are new or differ from the table (all listed rows on `--full`).
     async fn upsert(&mut self, rows: Vec<&T>, reach: Option<DateTime<Utc>>) -> Result<(), SyncError> {
-        let spec = T::SPEC;
-        let key = spec.columns[0].name;
         let source = T::to_batch(&rows, self.synced_at)?;
-        let ctx = self.session().await?;
-        ctx.register_batch("source", source).map_err(query_err::<T>)?;
-        let same: Vec<String> = spec
-            .columns
-            .iter()
-            .filter(|c| c.name != key && !T::BOOKKEEPING.contains(&c.name))
-            .map(|c| format!("(s.{0} IS NOT DISTINCT FROM t.{0})", c.name))
-            .collect();
-        let filter =
-            if self.full { String::new() } else { format!("WHERE t.{key} IS NULL OR NOT ({})", same.join(" AND ")) };
-        let sql = format!(
-            "SELECT s.*, t.{key} IS NULL AS pfsync_is_new FROM source s LEFT JOIN target t ON s.{key} = t.{key} {filter}"
-        );
-        let changed = ctx.sql(&sql).await.map_err(query_err::<T>)?.collect().await.map_err(query_err::<T>)?;
-        let width = spec.columns.len();
-        let mut inserted = 0u64;
-        let mut out: Vec<RecordBatch> = Vec::new();
-        for b in changed.iter().filter(|b| b.num_rows() > 0) {
-            let is_new = b.column(width).as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
-                SyncError::Arrow(arrow::error::ArrowError::SchemaError("diff flag is not boolean".into()))
-            })?;
-            inserted += is_new.true_count() as u64;
-            let projected = b.project(&(0..width).collect::<Vec<_>>())?;
-            // Back to the declared schema (field metadata, exact types) for the writer.
-            out.push(RecordBatch::try_new(spec.arrow_schema(), projected.columns().to_vec())?);
-        }
-        let written: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
-        self.report.inserted += inserted;
-        self.report.updated += written - inserted;
-        self.report.unchanged += rows.len() as u64 - written;
-        if written == 0 {
-            return Ok(());
-        }
-        let merge_ctx = SessionContext::new();
-        let source = merge_ctx.read_batches(out).map_err(query_err::<T>)?;
-        let (table, _metrics) = self
-            .table
-            .clone()
-            .merge(source, col(format!("t.{key}")).eq(col(format!("s.{key}"))))
-            .with_source_alias("s")
-            .with_target_alias("t")
-            .with_commit_properties(self.properties(reach))
-            .when_matched_update(|u| {
-                spec.columns.iter().skip(1).fold(u, |u, c| u.update(c.name, col(format!("s.{}", c.name))))
-            })
-            .and_then(|m| {
-                m.when_not_matched_insert(|i| {
-                    spec.columns.iter().fold(i, |i, c| i.set(c.name, col(format!("s.{}", c.name))))
-                })
-            })
-            .map_err(write_err::<T>)?
-            .await
-            .map_err(write_err::<T>)?;
+        let properties = self.properties(reach);
+        let (table, n) =
+            super::merge::upsert_changed(self.table.clone(), T::SPEC, T::BOOKKEEPING, self.full, source, properties)
+                .await?;
+        self.report.inserted += n.inserted;
+        self.report.updated += n.updated;
+        self.report.unchanged += n.unchanged;
         self.table = table;
-        self.position = reach;
+        // Nothing written, nothing committed: the position stays where the table has it.
+        if n.inserted + n.updated > 0 {
+            self.position = reach;
+        }
         Ok(())
     }
 

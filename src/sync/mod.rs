@@ -4,6 +4,8 @@
 pub mod check;
 pub mod engine;
 pub mod entity;
+pub mod live;
+pub mod merge;
 pub mod position;
 
 use std::fmt;
@@ -129,6 +131,9 @@ pub struct SyncReport {
     pub missing: u64,
     pub version: Option<u64>,
     pub elapsed: Duration,
+    /// Live ledgers: gaps found (entries the provider no longer lists), each recorded in
+    /// `purpleflea.ledger.gaps` for reconcile to report as `ledger_gap`.
+    pub gaps: u64,
 }
 
 impl fmt::Display for SyncReport {
@@ -145,6 +150,9 @@ impl fmt::Display for SyncReport {
         )?;
         if self.missing > 0 {
             write!(f, ", no longer listed {}", self.missing)?;
+        }
+        if self.gaps > 0 {
+            write!(f, ", ledger gaps {}", self.gaps)?;
         }
         write!(f, "; table version {version} ({:.1}s)", self.elapsed.as_secs_f64())
     }

@@ -9,6 +9,7 @@ use arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit
 use deltalake::kernel::{DataType as DeltaType, StructField};
 
 use super::name::TableName;
+use crate::micros::{MICROS_PRECISION, MICROS_SCALE};
 use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE};
 
 /// The column types pfsync uses, with their Spark SQL, Delta and Arrow spellings.
@@ -25,6 +26,9 @@ pub enum ColumnType {
     Date,
     /// Money: DECIMAL(18,2).
     Money,
+    /// Provider-reported money in micro-dollars: DECIMAL(18,6) (the live provider's 1% escrow commission
+    /// and its balances carry six decimals; see `micros.rs`).
+    Micros,
 }
 
 impl ColumnType {
@@ -38,6 +42,7 @@ impl ColumnType {
             ColumnType::Timestamp => ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             ColumnType::Date => ArrowType::Date32,
             ColumnType::Money => ArrowType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE),
+            ColumnType::Micros => ArrowType::Decimal128(MICROS_PRECISION, MICROS_SCALE),
         }
     }
 
@@ -53,6 +58,7 @@ impl ColumnType {
             ColumnType::Money => {
                 DeltaType::decimal(DECIMAL_PRECISION, DECIMAL_SCALE as u8).unwrap_or(DeltaType::STRING)
             }
+            ColumnType::Micros => DeltaType::decimal(MICROS_PRECISION, MICROS_SCALE as u8).unwrap_or(DeltaType::STRING),
         }
     }
 
@@ -67,6 +73,7 @@ impl ColumnType {
             ColumnType::Timestamp => "TIMESTAMP",
             ColumnType::Date => "DATE",
             ColumnType::Money => "DECIMAL(18,2)",
+            ColumnType::Micros => "DECIMAL(18,6)",
         }
     }
 }
@@ -197,7 +204,7 @@ pub const ESCROWS: TableSpec = TableSpec {
         col("amount_usd", Money, false, "Escrowed amount in USD, exact cents"),
         col("description", String, true, "Description given at creation"),
         col("metadata", String, true, "Metadata object given at creation, as JSON text"),
-        col("status", String, false, "funded | released | refunded"),
+        col("status", String, false, "funded | released | refunded; the live provider also completed | disputed"),
         col("created_at", Timestamp, false, "When the escrow was created"),
         col("updated_at", Timestamp, false, "Last change at Purple Flea"),
         col("tx_id", String, true, "Release or refund transaction (null while funded)"),
@@ -205,6 +212,101 @@ pub const ESCROWS: TableSpec = TableSpec {
     ],
     partition_columns: &[],
     properties: &[("delta.enableChangeDataFeed", "true")],
+};
+
+/// `purpleflea.agents.escrow_terms`: what the live provider's escrows carry beyond the seed's escrow table,
+/// exactly (DECIMAL(18,6): the 1% commission has six decimals, 12.34 -> 0.1234). A table of its own rather
+/// than new columns on `purpleflea.agents.escrows`: pfsync refuses an existing table whose columns differ
+/// from the spec (it never rewrites a schema), so widening that table would stop every existing warehouse.
+pub const ESCROW_TERMS: TableSpec = TableSpec {
+    name: "purpleflea.agents.escrow_terms",
+    writer: Writer::Pfsync,
+    comment: "Live Purple Flea escrows: amounts exact to six decimals, commission, timeout and state times",
+    columns: &[
+        col(
+            "escrow_id",
+            String,
+            false,
+            "Purple Flea escrow identifier (NOT NULL, PK); its row in purpleflea.agents.escrows",
+        ),
+        col("creator_agent_id", String, false, "Agent that created and funded the escrow"),
+        col("counterparty_agent_id", String, false, "Agent paid on release"),
+        col("status", String, false, "funded | completed | released | disputed | refunded"),
+        col("amount_usd", Micros, false, "Escrowed amount in USD, six decimals"),
+        col("commission_usd", Micros, false, "Purple Flea commission (1% of the amount, six decimals)"),
+        col(
+            "net_to_counterparty_usd",
+            Micros,
+            false,
+            "Amount less commission: what a release credits, or a timeout refunds",
+        ),
+        col("timeout_hours", Long, false, "Hours after creation when the timeout job refunds an unreleased escrow"),
+        col("created_at", Timestamp, false, "When the escrow was created"),
+        col("auto_release_at", Timestamp, false, "When the timeout job may refund it to the creator"),
+        col("completed_at", Timestamp, true, "When the counterparty marked it complete"),
+        col("released_at", Timestamp, true, "When it was released (or refunded by the timeout job)"),
+        col("disputed_at", Timestamp, true, "When it was disputed (funds frozen for manual review)"),
+        col("last_synced_at", Timestamp, true, "When pfsync last wrote this row"),
+    ],
+    partition_columns: &[],
+    properties: &[("delta.enableChangeDataFeed", "true")],
+};
+
+/// `purpleflea.ledger.entries`: an append-only copy of each held agent's casino ledger (`GET /auth/ledger`).
+pub const LEDGER_ENTRIES: TableSpec = TableSpec {
+    name: "purpleflea.ledger.entries",
+    writer: Writer::Pfsync,
+    comment: "Live Purple Flea ledger entries of every agent whose key pfsync holds, append-only, amounts exact",
+    columns: &[
+        col("entry_id", String, false, "Purple Flea ledger entry identifier (NOT NULL, PK)"),
+        col("agent_id", String, false, "Agent whose balance the entry moves (the key owner)"),
+        col("type", String, false, "credit | debit"),
+        col("amount_usd", Micros, false, "Amount in USD, six decimals, always positive (type gives the direction)"),
+        col("balance_after_usd", Micros, false, "The agent balance right after this entry, six decimals"),
+        col("reason", String, false, "payment_sent | payment_received | escrow_lock: esc_... | deposit | ..."),
+        col("reference", String, true, "pay_ id of a payment, escrow id of an escrow lock, ..."),
+        col("service", String, true, "Purple Flea service that wrote the entry"),
+        col("created_at", Timestamp, false, "When the entry was written at Purple Flea (whole seconds)"),
+        col(
+            "ledger_seq",
+            Long,
+            false,
+            "Order within the agent ledger as pfsync read it: increasing along the balance_after chain",
+        ),
+        col("created_date", Date, false, "Day (UTC) of created_at; the partition column"),
+        col("synced_at", Timestamp, false, "When pfsync appended this row"),
+    ],
+    partition_columns: &["created_date"],
+    properties: &[
+        ("delta.appendOnly", "true"),
+        ("delta.enableChangeDataFeed", "false"),
+        ("delta.deletedFileRetentionDuration", "interval 365 days"),
+        ("delta.logRetentionDuration", "interval 365 days"),
+    ],
+};
+
+/// `purpleflea.ledger.gaps`: where a sync found it could not read an agent ledger whole.
+pub const LEDGER_GAPS: TableSpec = TableSpec {
+    name: "purpleflea.ledger.gaps",
+    writer: Writer::Pfsync,
+    comment: "Gaps in the synced ledger of an agent: entries written between two syncs that the provider no longer lists",
+    columns: &[
+        col("agent_id", String, false, "Agent whose ledger has the gap"),
+        col("kind", String, false, "window_full | chain_break"),
+        col("after_entry_id", String, false, "Newest entry stored before the gap"),
+        col("after_balance_usd", Micros, false, "Balance after that entry"),
+        col("before_entry_id", String, false, "Oldest entry read after the gap"),
+        col("before_balance_usd", Micros, false, "Balance before that entry (its balance_after less its own movement)"),
+        col("detail", String, false, "What was found, in words"),
+        col("run_id", String, false, "Sync run that found it"),
+        col("detected_at", Timestamp, false, "When"),
+    ],
+    partition_columns: &[],
+    properties: &[
+        ("delta.appendOnly", "true"),
+        ("delta.deletedFileRetentionDuration", "interval 365 days"),
+        ("delta.logRetentionDuration", "interval 365 days"),
+    ],
 };
 
 /// `purpleflea.ledger.transactions`: an append-only copy of the provider's transaction list.
@@ -360,7 +462,7 @@ pub const RECONCILIATION: TableSpec = TableSpec {
             "class",
             String,
             false,
-            "amount_mismatch | agent_mismatch | missing_at_provider | unlogged_at_provider | duplicate_at_provider | status_mismatch | stale_unknown | unattributed_payout | balance_mismatch",
+            "amount_mismatch | agent_mismatch | missing_at_provider | unlogged_at_provider | duplicate_at_provider | status_mismatch | stale_unknown | unattributed_payout | balance_mismatch | ledger_gap",
         ),
         col("operation_id", String, true, "payout_id or action_id"),
         col("kind", String, true, "Operation kind or provider transaction kind"),
@@ -433,6 +535,9 @@ pub const ALL: &[&TableSpec] = &[
     &RECONCILIATION,
     &RUNS,
     &DAILY_TOTALS,
+    &ESCROW_TERMS,
+    &LEDGER_ENTRIES,
+    &LEDGER_GAPS,
 ];
 
 #[cfg(test)]

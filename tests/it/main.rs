@@ -10,6 +10,7 @@ mod idempotency;
 mod jobs_bundle;
 mod live_bed;
 mod live_payouts;
+mod live_sync;
 mod maintain;
 mod operator_mistakes;
 mod pagination;

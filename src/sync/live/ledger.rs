@@ -1,0 +1,223 @@
+//! Each held key's ledger into `purpleflea.ledger.entries`, append-only and deduplicated by entry id. The
+//! casino answers only an agent's last 50 entries, so a sync finds what it can no longer read: the gaps
+//! (`chain.rs`) go to `purpleflea.ledger.gaps` first (reconcile reports each as `ledger_gap`), then the
+//! entries, in one commit that carries the sync's app transaction so two syncs at once cannot both append.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, AsArray, Date32Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Decimal128Type, Int64Type};
+use chrono::{DateTime, TimeZone, Utc};
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use deltalake::protocol::SaveMode;
+
+use super::chain::{Gap, Stored, plan};
+use super::{instants, micros, texts};
+use crate::micros::{MICROS_SCALE, Micros};
+use crate::provider::LiveProvider;
+use crate::provider::live::wire::LedgerEntry;
+use crate::sync::{SyncError, SyncReport, check, position};
+use crate::tables::{CommitInfo, LEDGER_ENTRIES, LEDGER_GAPS, Warehouse, open_or_create};
+
+const MAX_CONFLICT_RETRIES: u32 = 5;
+
+fn query_err(e: datafusion::error::DataFusionError) -> SyncError {
+    SyncError::write(LEDGER_ENTRIES.name, e.into())
+}
+
+fn bad(what: &str) -> SyncError {
+    SyncError::Arrow(arrow::error::ArrowError::SchemaError(format!("ledger entries: {what}")))
+}
+
+async fn query(table: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>, SyncError> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).map_err(|e| SyncError::write(LEDGER_ENTRIES.name, e))?;
+    ctx.register_table("target", table.table_provider().await.map_err(query_err)?).map_err(query_err)?;
+    ctx.sql(sql).await.map_err(query_err)?.collect().await.map_err(query_err)
+}
+
+fn text_column(b: &RecordBatch, i: usize) -> Result<Vec<String>, SyncError> {
+    let c = arrow::compute::cast(b.column(i), &DataType::Utf8)?;
+    let s = c.as_string_opt::<i32>().ok_or_else(|| bad("not text"))?;
+    Ok((0..s.len()).map(|r| s.value(r).to_string()).collect())
+}
+
+/// The newest stored entry of each agent (highest `ledger_seq`).
+async fn stored_newest(table: &DeltaTable) -> Result<HashMap<String, Stored>, SyncError> {
+    let sql = "SELECT agent_id, entry_id, balance_after_usd, ledger_seq FROM (SELECT agent_id, entry_id, \
+               balance_after_usd, ledger_seq, row_number() OVER (PARTITION BY agent_id ORDER BY ledger_seq DESC) \
+               AS rn FROM target) WHERE rn = 1";
+    let mut out = HashMap::new();
+    for b in query(table, sql).await? {
+        let (agents, ids) = (text_column(&b, 0)?, text_column(&b, 1)?);
+        let balances = b.column(2).as_primitive_opt::<Decimal128Type>().ok_or_else(|| bad("balance type"))?;
+        let seqs = b.column(3).as_primitive_opt::<Int64Type>().ok_or_else(|| bad("ledger_seq type"))?;
+        for r in 0..b.num_rows() {
+            let balance_after =
+                Micros::from_decimal128(balances.value(r), MICROS_SCALE).map_err(|e| bad(&e.to_string()))?;
+            out.insert(agents[r].clone(), Stored { entry_id: ids[r].clone(), balance_after, seq: seqs.value(r) });
+        }
+    }
+    Ok(out)
+}
+
+/// Entry ids the table holds from `since` on (partition-pruned by `created_date`).
+async fn stored_ids(table: &DeltaTable, since: DateTime<Utc>) -> Result<HashSet<String>, SyncError> {
+    let sql = format!("SELECT entry_id FROM target WHERE created_date >= DATE '{}'", since.format("%Y-%m-%d"));
+    let mut out = HashSet::new();
+    for b in query(table, &sql).await? {
+        out.extend(text_column(&b, 0)?);
+    }
+    Ok(out)
+}
+
+fn when(secs: i64) -> Result<DateTime<Utc>, SyncError> {
+    Utc.timestamp_opt(secs, 0).single().ok_or_else(|| bad(&format!("createdAt {secs} is not a time")))
+}
+
+/// Read every held key's window (each entry checked), then append what is new.
+pub async fn sync_live_ledgers(
+    provider: &LiveProvider,
+    wh: &Warehouse,
+    commit: &CommitInfo,
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let mut report = SyncReport { table: LEDGER_ENTRIES.name, ..SyncReport::default() };
+    let mut windows: Vec<(String, Vec<LedgerEntry>)> = Vec::new();
+    for agent in provider.keys().agents() {
+        let entries = provider.ledger(agent).await?;
+        report.pages += 1;
+        report.rows_read += entries.len() as u64;
+        let mut ok = Vec::with_capacity(entries.len());
+        for e in entries {
+            let checked = check::id("entry_id", &e.id)
+                .and_then(|()| (e.agent_id == agent.agent_id).then_some(()).ok_or("another agent's entry".into()))
+                .and_then(|()| check::short_text("type", Some(&e.kind)))
+                .and_then(|()| check::text("reason", Some(&e.reason)))
+                .and_then(|()| check::short_text("reference", e.reference.as_deref()));
+            match checked {
+                Ok(()) => ok.push(e),
+                Err(reason) => {
+                    report.failed += 1;
+                    tracing::warn!(agent = %agent.agent_id, entry = %e.id, %reason, "ledger entry skipped");
+                }
+            }
+        }
+        windows.push((agent.agent_id.clone(), ok));
+    }
+    let mut attempt = 1;
+    loop {
+        match append(&windows, wh, commit, &mut report).await {
+            Err(SyncError::Write { source, .. })
+                if position::is_conflict(&source) && attempt < MAX_CONFLICT_RETRIES =>
+            {
+                tracing::warn!(table = LEDGER_ENTRIES.name, attempt, "another sync appended first; planning again");
+                report.inserted = 0;
+                report.unchanged = 0;
+                report.gaps = 0;
+                attempt += 1;
+            }
+            other => {
+                other?;
+                report.elapsed = started.elapsed();
+                return Ok(report);
+            }
+        }
+    }
+}
+
+async fn append(
+    windows: &[(String, Vec<LedgerEntry>)],
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    let synced_at = Utc::now();
+    let table = open_or_create(wh, &LEDGER_ENTRIES, commit).await?;
+    let has_rows = table.version().is_some_and(|v| v > 0);
+    let newest = if has_rows { stored_newest(&table).await? } else { HashMap::new() };
+    let oldest = windows.iter().flat_map(|(_, w)| w.iter().map(|e| e.created_at)).min();
+    let known = match oldest {
+        Some(secs) if has_rows => stored_ids(&table, when(secs)?).await?,
+        _ => HashSet::new(),
+    };
+    let mut fresh: Vec<(LedgerEntry, i64)> = Vec::new();
+    let mut gaps: Vec<(String, Gap)> = Vec::new();
+    for (agent, window) in windows {
+        let p = plan(window, newest.get(agent), &known);
+        report.unchanged += p.known;
+        for g in &p.gaps {
+            tracing::warn!(agent = %agent, kind = g.kind.as_str(), detail = %g.detail, "ledger gap");
+        }
+        if !p.gaps.is_empty() {
+            gaps.extend(p.gaps.into_iter().map(|g| (agent.clone(), g)));
+        } else if !newest.contains_key(agent) && window.len() >= crate::provider::live::evidence::LEDGER_WINDOW {
+            tracing::info!(agent = %agent, "first sync of a full ledger window: older entries are not synced");
+        }
+        fresh.extend(p.new);
+    }
+    if !gaps.is_empty() {
+        // Before the entries: if their commit fails, the next sync finds the same gap again (recorded twice,
+        // one finding); the other way round a failed gap commit would lose the gap for good.
+        let t = open_or_create(wh, &LEDGER_GAPS, commit).await?;
+        t.write(vec![gaps_batch(&gaps, commit, synced_at)?])
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(commit.properties())
+            .await
+            .map_err(|e| SyncError::write(LEDGER_GAPS.name, e))?;
+    }
+    report.gaps = gaps.len() as u64;
+    if fresh.is_empty() {
+        report.version = table.version();
+        return Ok(());
+    }
+    let n = fresh.len() as u64;
+    let table = table
+        .write(vec![entries_batch(&fresh, synced_at)?])
+        .with_save_mode(SaveMode::Append)
+        // The app transaction makes two syncs that append at once conflict: one wins, the other plans again.
+        .with_commit_properties(position::commit_properties(commit, &LEDGER_ENTRIES, synced_at))
+        .await
+        .map_err(|e| SyncError::write(LEDGER_ENTRIES.name, e))?;
+    report.inserted = n;
+    report.version = table.version();
+    Ok(())
+}
+
+fn entries_batch(rows: &[(LedgerEntry, i64)], synced_at: DateTime<Utc>) -> Result<RecordBatch, SyncError> {
+    let epoch = DateTime::UNIX_EPOCH.date_naive();
+    let created: Vec<DateTime<Utc>> = rows.iter().map(|(e, _)| when(e.created_at)).collect::<Result<_, _>>()?;
+    let columns: Vec<ArrayRef> = vec![
+        texts(rows.iter().map(|(e, _)| Some(e.id.as_str()))),
+        texts(rows.iter().map(|(e, _)| Some(e.agent_id.as_str()))),
+        texts(rows.iter().map(|(e, _)| Some(e.kind.as_str()))),
+        micros(rows.iter().map(|(e, _)| Some(e.amount)))?,
+        micros(rows.iter().map(|(e, _)| Some(e.balance_after)))?,
+        texts(rows.iter().map(|(e, _)| Some(e.reason.as_str()))),
+        texts(rows.iter().map(|(e, _)| e.reference.as_deref())),
+        texts(rows.iter().map(|(e, _)| e.service.as_deref())),
+        instants(created.iter().map(|t| Some(*t))),
+        Arc::new(rows.iter().map(|(_, s)| Some(*s)).collect::<Int64Array>()),
+        Arc::new(created.iter().map(|t| Some((t.date_naive() - epoch).num_days() as i32)).collect::<Date32Array>()),
+        instants(rows.iter().map(|_| Some(synced_at))),
+    ];
+    Ok(RecordBatch::try_new(LEDGER_ENTRIES.arrow_schema(), columns)?)
+}
+
+fn gaps_batch(gaps: &[(String, Gap)], commit: &CommitInfo, at: DateTime<Utc>) -> Result<RecordBatch, SyncError> {
+    let columns: Vec<ArrayRef> = vec![
+        texts(gaps.iter().map(|(a, _)| Some(a.as_str()))),
+        texts(gaps.iter().map(|(_, g)| Some(g.kind.as_str()))),
+        texts(gaps.iter().map(|(_, g)| Some(g.after_entry_id.as_str()))),
+        micros(gaps.iter().map(|(_, g)| Some(g.after_balance)))?,
+        texts(gaps.iter().map(|(_, g)| Some(g.before_entry_id.as_str()))),
+        micros(gaps.iter().map(|(_, g)| Some(g.before_balance)))?,
+        texts(gaps.iter().map(|(_, g)| Some(g.detail.as_str()))),
+        texts(gaps.iter().map(|_| Some(commit.run_id.as_str()))),
+        instants(gaps.iter().map(|_| Some(at))),
+    ];
+    Ok(RecordBatch::try_new(LEDGER_GAPS.arrow_schema(), columns)?)
+}
