@@ -109,7 +109,12 @@ impl<'a, P: Provider> Executor<'a, P> {
         let mut done = 0u64;
         let mut refused_key = false;
         let distinct = self.caps.ledger_evidence;
-        'phases: for phase in [plan.first, plan.second] {
+        'phases: for mut phase in [plan.first, plan.second] {
+            if distinct {
+                // Unknown outcomes are resolved before anything new is sent: the payer's ledger then holds
+                // no debit of this run's yet when they are judged.
+                phase.sort_by_key(|s| !s.resolve_first);
+            }
             let mut rest: VecDeque<Step> = phase.into();
             while !rest.is_empty() {
                 if self.halted {
@@ -134,6 +139,7 @@ impl<'a, P: Provider> Executor<'a, P> {
             hooks::reached(CrashPoint::AfterOutcomes).await;
         }
         progress.finish();
+        report.past_auto_release = self.provider.past_auto_release();
         if refused_key {
             return Err(PayoutError::Api(ApiError::Unauthorized));
         }
@@ -218,9 +224,6 @@ impl<'a, P: Provider> Executor<'a, P> {
                     continue;
                 }
                 Some(Ok(receipt)) => {
-                    if receipt.past_auto_release {
-                        report.past_auto_release += 1;
-                    }
                     if let (Some(c), Some(t)) = (self.claimed.as_mut(), receipt.tx_id.as_ref()) {
                         c.insert(t.clone());
                     }

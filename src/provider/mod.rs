@@ -72,8 +72,6 @@ pub struct Receipt {
     pub escrow_id: Option<String>,
     /// The provider answered from its idempotency memory: this send moved no money.
     pub replayed: bool,
-    /// The action ran after the escrow's `auto_release_at` (the provider may refund it meanwhile).
-    pub past_auto_release: bool,
 }
 
 /// Where a resolved outcome's evidence came from.
@@ -127,6 +125,12 @@ pub trait Provider: Send + Sync {
         key: &IdempotencyKey,
         ctx: &LookupContext<'_>,
     ) -> impl Future<Output = Result<Lookup, ApiError>> + Send;
+
+    /// Escrow actions attempted after their escrow's `auto_release_at` so far (the provider refunds such an
+    /// escrow to its creator on its own schedule, so the action may fail or come too late).
+    fn past_auto_release(&self) -> u64 {
+        0
+    }
 
     /// Refuse an operation this provider can never carry out as configured (an agent whose key is not
     /// held), before anything moves. `None`: it may go ahead.

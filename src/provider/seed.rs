@@ -54,12 +54,7 @@ impl Provider for SeedProvider {
             Action::Payout { agent, amount } => {
                 let req = PayoutRequest { agent_id: agent.clone(), amount_usd: *amount, reason: op.reason.clone() };
                 let r = c.payout(&req, key).await?;
-                Ok(Receipt {
-                    tx_id: Some(r.answer.tx_id),
-                    escrow_id: None,
-                    replayed: r.replayed,
-                    past_auto_release: false,
-                })
+                Ok(Receipt { tx_id: Some(r.answer.tx_id), escrow_id: None, replayed: r.replayed })
             }
             Action::EscrowCreate { buyer, seller, amount, description, metadata } => {
                 let req = EscrowCreateRequest {
@@ -70,30 +65,15 @@ impl Provider for SeedProvider {
                     metadata: metadata.clone(),
                 };
                 let e = c.escrow_create(&req, key).await?;
-                Ok(Receipt {
-                    tx_id: None,
-                    escrow_id: Some(e.answer.escrow_id),
-                    replayed: e.replayed,
-                    past_auto_release: false,
-                })
+                Ok(Receipt { tx_id: None, escrow_id: Some(e.answer.escrow_id), replayed: e.replayed })
             }
             Action::Release { escrow: EscrowRef::Id(id) } => {
                 let r = c.escrow_release(id, &action(), key).await?;
-                Ok(Receipt {
-                    tx_id: Some(r.answer.tx_id),
-                    escrow_id: Some(r.answer.escrow_id),
-                    replayed: r.replayed,
-                    past_auto_release: false,
-                })
+                Ok(Receipt { tx_id: Some(r.answer.tx_id), escrow_id: Some(r.answer.escrow_id), replayed: r.replayed })
             }
             Action::Dispute { escrow: EscrowRef::Id(id) } => {
                 let r = c.escrow_dispute(id, &action(), key).await?;
-                Ok(Receipt {
-                    tx_id: Some(r.answer.tx_id),
-                    escrow_id: Some(r.answer.escrow_id),
-                    replayed: r.replayed,
-                    past_auto_release: false,
-                })
+                Ok(Receipt { tx_id: Some(r.answer.tx_id), escrow_id: Some(r.answer.escrow_id), replayed: r.replayed })
             }
             Action::Release { escrow: EscrowRef::CreatedBy(_) }
             | Action::Dispute { escrow: EscrowRef::CreatedBy(_) } => Err(unbound()),

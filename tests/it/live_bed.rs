@@ -110,10 +110,18 @@ impl LiveBed {
     /// `n` new agents, each `(agent_id, api_key, referral_code)`, made as `POST /auth/register` makes them
     /// (without its 10-a-minute limit) and with no balance: [`fund`](Self::fund) one to pay from it.
     pub fn agents(&self, n: usize) -> Vec<(String, String, String)> {
+        self.agents_referred(n, None)
+    }
+
+    /// `n` new agents referred by the owner of `referral_code` (as registering with it makes them).
+    pub fn agents_referred(&self, n: usize, referral_code: Option<&str>) -> Vec<(String, String, String)> {
         // agents.py picks the next deposit index outside its write transaction: one at a time.
         static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let out = self.run("agents.py", &[&n.to_string()]);
+        let count = n.to_string();
+        let mut args = vec![count.as_str()];
+        args.extend(referral_code);
+        let out = self.run("agents.py", &args);
         let agents: Vec<(String, String, String)> = out
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -125,6 +133,48 @@ impl LiveBed {
             .collect();
         assert_eq!(agents.len(), n, "agents.py made {} agents, not {n}: {out}", agents.len());
         agents
+    }
+
+    /// A bed of this test's own (not shared): for a test that restarts a service. Stopped with the process.
+    pub fn private() -> Option<LiveBed> {
+        let script = script();
+        script.is_file().then(|| LiveBed::start(&script))
+    }
+
+    /// Move an escrow's `auto_release_at` into the past and restart the escrow service, whose timeout job
+    /// runs at start: the escrow is refunded to its creator, less the commission, as after its timeout.
+    pub fn time_out(&self, escrow_id: &str) {
+        let db = self.dir.join("escrow.db");
+        let sql = format!("UPDATE escrows SET auto_release_at = strftime('%s','now') - 60 WHERE id = '{escrow_id}'");
+        let ok = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.execute(sys.argv[2]); c.commit()",
+            ])
+            .arg(&db)
+            .arg(&sql)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "cannot age escrow {escrow_id} in {}", db.display());
+        let pid = std::fs::read_to_string(self.dir.join("escrow.pid")).unwrap_or_default();
+        let _ = Command::new("kill").arg(pid.trim()).status();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Command::new(self.dir.join("start-escrow"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start-escrow");
+        let health = format!("{}/health", self.escrow_url);
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let up = Command::new("curl").args(["-fsS", &health]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            if up.is_ok_and(|s| s.success()) {
+                return;
+            }
+        }
+        panic!("the escrow service did not come back at {health}");
     }
 
     /// Credit `amount` USD to `agent_id`'s casino balance as a settled deposit would (one ledger credit).

@@ -29,6 +29,8 @@ fn agents(bed: &LiveBed, n: usize) -> Vec<Agent> {
 /// One test's world: a payer with money, payees, a warehouse and a config for the live provider.
 struct World {
     bed: &'static LiveBed,
+    /// The agent whose referral code the payer registered with: it earns 15% of escrow commissions.
+    referrer: Agent,
     payer: Agent,
     /// Agents whose keys pfsync holds besides the payer's (as `PF_KEY_1`, `PF_KEY_2`, ...).
     held: Vec<Agent>,
@@ -37,10 +39,12 @@ struct World {
 
 impl World {
     fn new(bed: &'static LiveBed, funds: f64, held: usize) -> World {
-        let mut a = agents(bed, 1 + held);
-        let payer = a.remove(0);
+        let (rid, rkey, code) = bed.agents(1).remove(0);
+        let payer =
+            bed.agents_referred(1, Some(&code)).into_iter().map(|(id, key, _)| Agent { id, key }).next().unwrap();
         bed.fund(&payer.id, funds);
-        World { bed, payer, held: a, dir: tempfile::tempdir().unwrap() }
+        let held = agents(bed, held);
+        World { bed, referrer: Agent { id: rid, key: rkey }, payer, held, dir: tempfile::tempdir().unwrap() }
     }
 
     fn wh_path(&self) -> PathBuf {
@@ -217,6 +221,7 @@ async fn live_payouts_and_escrow_actions_reach_the_right_balances_and_ledger() {
     assert_eq!(balance(bed, &payees[1]).await, m("5.01"));
     assert_eq!(balance(bed, &seller).await, m("12.2166"), "12.34 less the 0.1234 commission");
     assert_eq!(balance(bed, &other).await, Micros::ZERO, "a disputed escrow is frozen");
+    assert_eq!(balance(bed, &w.referrer).await, m("0.01851"), "15% of the released escrow's 0.1234 commission");
     assert_eq!(
         balance(bed, &w.payer).await,
         m("500").checked_sub(m("22.35")).unwrap().checked_sub(m("32.34")).unwrap()
@@ -373,14 +378,17 @@ async fn kills_and_faults_against_the_real_casino_never_pay_twice_or_lose_a_payo
     let refs: Vec<(&str, &str, &str, &str)> =
         rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
     write_pending(&w.warehouse(), &refs).await;
-    let proxy = Server::proxy(&bed.casino_url, &["--chaos", "--seed", "7", "--fault-rate-limit", "0.1"]);
+    // PFSYNC_LIVE_FAULT_SEED picks another fault sequence (and crash occurrences) for longer campaigns.
+    let seed: u64 = std::env::var("PFSYNC_LIVE_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+    let seed_arg = seed.to_string();
+    let proxy = Server::proxy(&bed.casino_url, &["--chaos", "--seed", &seed_arg, "--fault-rate-limit", "0.1"]);
     let mut t = Tally::default();
     // A budget of 1 s + 1 s per request and an in-flight timeout of 4 s keep the reruns quick.
     let (budget, in_flight) = (1, 4);
     let points = ["after_lookups", "after_intents", "mid_send", "after_send", "after_outcomes"];
     for (round, point) in points.iter().chain(points.iter()).enumerate() {
         let mut c = w.payouts_with(&proxy.url, budget, in_flight);
-        c.args(["--batch-size", "6"]).env("PFSYNC_CRASH_AT", format!("{point}:{}", 1 + round % 2));
+        c.args(["--batch-size", "6"]).env("PFSYNC_CRASH_AT", format!("{point}:{}", 1 + (round as u64 + seed) % 2));
         let out = run(c);
         t.runs += 1;
         match out.status.code() {
@@ -433,7 +441,7 @@ async fn kills_and_faults_against_the_real_casino_never_pay_twice_or_lose_a_payo
     )
     .await;
     println!(
-        "FIGURES live fault run: {n} payouts, {} runs ({} SIGKILLs, exits {:?}), {} paid once, {completed} completed, \
+        "FIGURES live fault run (seed {seed}): {n} payouts, {} runs ({} SIGKILLs, exits {:?}), {} paid once, {completed} completed, \
          {from_ledger} resolved from the ledger, {} unknown for a person; proxy: {}",
         t.runs,
         t.kills,
@@ -442,4 +450,65 @@ async fn kills_and_faults_against_the_real_casino_never_pay_twice_or_lose_a_payo
         for_person.len(),
         faults.trim()
     );
+}
+
+/// An escrow past its timeout: the service refunds the creator, less the 1% commission (its referrer still
+/// earns 15% of it); a release that comes after that is warned about, counted, and refused by the service
+/// (`invalid_status`), moving nothing. Reconcile finds the refund as the service makes it. A bed of its own:
+/// the escrow service is restarted to run its timeout job now.
+#[tokio::test]
+async fn an_escrow_past_its_timeout_is_refunded_less_commission_and_a_late_release_moves_nothing() {
+    let Some(bed) = LiveBed::private() else { return };
+    let bed: &'static LiveBed = Box::leak(Box::new(bed));
+    let w = World::new(bed, 100.0, 1);
+    let seller = w.held[0].clone();
+    write_actions_by(
+        &w.warehouse(),
+        &w.payer.id,
+        &[("t-1", "create", None, None, seller.id.as_str(), "10.00", "bounty")],
+    )
+    .await;
+    assert_eq!(run(w.payouts(&bed.casino_url)).status.code(), Some(0));
+    let st = statuses(&w).await;
+    let esc = st["t-1"].1.as_ref().unwrap().trim_end_matches("_debit").to_string();
+    bed.time_out(&esc);
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = get(&format!("{}/escrow/{esc}", bed.escrow_url), None).await["status"].as_str().unwrap().to_string();
+        if status == "refunded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, "refunded");
+    assert_eq!(balance(bed, &w.payer).await, m("99.9"), "100 - 10 + (10 - 0.1 commission)");
+    assert_eq!(balance(bed, &w.referrer).await, m("0.015"), "15% of the 0.1 commission");
+    assert_eq!(balance(bed, &seller).await, Micros::ZERO);
+
+    // A release after the timeout: warned, counted, refused by the service; nothing moves.
+    write_actions_by(&w.warehouse(), &w.payer.id, &[("r-1", "release", None, Some("t-1"), "", "", "too late")]).await;
+    let out = run(w.payouts(&bed.casino_url));
+    assert_eq!(out.status.code(), Some(5), "the release is refused");
+    let st = statuses(&w).await;
+    assert_eq!((st["r-1"].0.as_str(), st["r-1"].2.as_deref()), ("rejected", Some("invalid_status")));
+    let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
+    let late = crate::common::count(
+        &ctx,
+        "SELECT count(*) FROM purpleflea.ops.runs WHERE step = 'payouts' AND counts LIKE '%\"past_auto_release\":1%'",
+    )
+    .await;
+    assert_eq!(late, 1, "the late release is counted in the run's record");
+    assert_eq!(balance(bed, &w.payer).await, m("99.9"));
+    assert_eq!(balance(bed, &seller).await, Micros::ZERO);
+
+    // Reconcile (it syncs first): the refund is what the service does on a timeout, not a finding.
+    let c = w.payouts(&bed.casino_url);
+    let args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_os_string()).collect();
+    let cut = args.iter().position(|a| a == "payouts").unwrap();
+    let mut r = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+    r.args(&args[..cut]).arg("reconcile").envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let out = run(r);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "a refund by timeout is no discrepancy");
+    assert!(report.contains("open findings 0"), "{report}");
 }

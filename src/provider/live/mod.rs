@@ -49,6 +49,7 @@ impl Default for LiveOptions {
 pub struct LiveProvider {
     ring: KeyRing,
     opts: LiveOptions,
+    late: std::sync::atomic::AtomicU64,
 }
 
 /// The tag in an escrow's description that names the operation that created it.
@@ -62,7 +63,7 @@ fn refused(code: &str, message: String) -> ApiError {
 
 impl LiveProvider {
     pub fn new(ring: KeyRing, opts: LiveOptions) -> LiveProvider {
-        LiveProvider { ring, opts }
+        LiveProvider { ring, opts, late: Default::default() }
     }
 
     pub fn keys(&self) -> &KeyRing {
@@ -98,11 +99,7 @@ impl LiveProvider {
     async fn release(&self, id: &str) -> Result<Receipt, ApiError> {
         let esc = self.escrow(id).await?;
         let creator = self.held(&esc.creator_id, "creator")?;
-        let late = past(&esc.auto_release_at);
-        if late {
-            tracing::warn!(escrow = %id, auto_release_at = %esc.auto_release_at,
-                "releasing after the escrow's auto_release_at: the service may refund it to the creator first");
-        }
+        self.warn_if_late(&esc, "release");
         // The counterparty marks the task complete when we hold its key; the release does not need it.
         if esc.status == "funded"
             && let Some(cp) = self.ring.get(&esc.counterparty_id)
@@ -113,12 +110,17 @@ impl LiveProvider {
             }
         }
         creator.escrow.post_json::<_, Ack>(&["escrow", "release", id], &serde_json::json!({})).await?;
-        Ok(Receipt {
-            tx_id: Some(format!("{id}_release")),
-            escrow_id: Some(id.to_string()),
-            replayed: false,
-            past_auto_release: late,
-        })
+        Ok(Receipt { tx_id: Some(format!("{id}_release")), escrow_id: Some(id.to_string()), replayed: false })
+    }
+
+    /// Warn and count an action on an escrow past its `auto_release_at`: the service's timeout job (every
+    /// 5 minutes) refunds such an escrow to its creator, less the commission, whatever pfsync asks.
+    fn warn_if_late(&self, esc: &LiveEscrow, action: &str) {
+        if past(&esc.auto_release_at) {
+            self.late.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(escrow = %esc.escrow_id, status = %esc.status, auto_release_at = %esc.auto_release_at,
+                "{action} after the escrow's auto_release_at: the service refunds it to the creator (less the commission) on its own");
+        }
     }
 
     async fn dispute(&self, id: &str, reason: &str) -> Result<Receipt, ApiError> {
@@ -132,9 +134,9 @@ impl LiveProvider {
                     .unwrap_or_else(|| refused(KEY_NOT_HELD, id.into())));
             }
         };
-        let late = past(&esc.auto_release_at);
+        self.warn_if_late(&esc, "dispute");
         party.escrow.post_json::<_, Ack>(&["escrow", "dispute", id], &DisputeRequest { reason }).await?;
-        Ok(Receipt { tx_id: None, escrow_id: Some(id.to_string()), replayed: false, past_auto_release: late })
+        Ok(Receipt { tx_id: None, escrow_id: Some(id.to_string()), replayed: false })
     }
 
     /// An unknown create: `escrow_lock` debits of the amount on the creator's ledger since the intent, each
@@ -202,6 +204,10 @@ impl Provider for LiveProvider {
             escrow_fee: true,
             ledger_evidence: true,
         }
+    }
+
+    fn past_auto_release(&self) -> u64 {
+        self.late.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn refuse(&self, op: &Operation) -> Option<Refusal> {
