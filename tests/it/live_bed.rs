@@ -160,12 +160,16 @@ impl LiveBed {
         let pid = std::fs::read_to_string(self.dir.join("escrow.pid")).unwrap_or_default();
         let _ = Command::new("kill").arg(pid.trim()).status();
         std::thread::sleep(std::time::Duration::from_millis(300));
-        Command::new(self.dir.join("start-escrow"))
+        // Detached through a shell that returns at once: the service outlives this call, as the bed's others do.
+        let started = Command::new("sh")
+            .arg("-c")
+            .arg("\"$1\" >/dev/null 2>&1 &")
+            .arg("sh")
+            .arg(self.dir.join("start-escrow"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .status()
             .expect("start-escrow");
+        assert!(started.success(), "start-escrow: {started}");
         let health = format!("{}/health", self.escrow_url);
         for _ in 0..100 {
             std::thread::sleep(std::time::Duration::from_millis(100));
