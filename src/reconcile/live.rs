@@ -185,11 +185,11 @@ fn referral_share(commission: Micros) -> Micros {
     Micros::from_raw(rounded as i64).unwrap_or(Micros::ZERO)
 }
 
-/// The wallet's DOUBLE back to micro-dollars: it was written as micros / 10^6, which round-trips exactly
-/// below 2^53 micro-dollars (about 9 billion USD).
+/// The wallet's DOUBLE (the seed's column) back to micro-dollars without float arithmetic: its shortest
+/// decimal text, which is the micro-dollar value it was written from (`micros / 10^6` is the double
+/// closest to it), parsed exactly.
 fn wallet_micros(balance: f64) -> Option<Micros> {
-    let m = (balance * 1_000_000.0).round();
-    (m.is_finite() && m.abs() < 9.0e15).then(|| Micros::from_raw(m as i64).ok()).flatten()
+    balance.is_finite().then(|| Micros::parse(&format!("{balance}")).ok()).flatten()
 }
 
 struct Findings {
