@@ -64,6 +64,9 @@ pub struct Executor<'a, P: Provider> {
     /// An outcome of this run stayed unknown at a provider without key memory: nothing more is sent, so
     /// that the next run's ledger evidence stays unambiguous.
     halted: bool,
+    /// The lease was checked and no intent commit has conflicted since: no other run can have started
+    /// sending (its intents would have made ours conflict), so the check need not be repeated.
+    leased: bool,
 }
 
 impl<'a, P: Provider> Executor<'a, P> {
@@ -88,6 +91,7 @@ impl<'a, P: Provider> Executor<'a, P> {
             caps: provider.capabilities(),
             claimed: None,
             halted: false,
+            leased: false,
         }
     }
 
@@ -403,8 +407,9 @@ impl<'a, P: Provider> Executor<'a, P> {
         }
         for _ in 0..MAX_CONFLICTS {
             let now = Utc::now();
-            if !steps.is_empty() && !self.caps.honours_idempotency_keys {
+            if !steps.is_empty() && !self.caps.honours_idempotency_keys && !self.leased {
                 steps = self.lease(steps, report).await?;
+                self.leased = true;
             }
             if steps.is_empty() {
                 return Ok((steps, now));
@@ -424,6 +429,7 @@ impl<'a, P: Provider> Executor<'a, P> {
                 IntentCommit::Conflict => {
                     tracing::info!(ops = steps.len(), "another run committed intents meanwhile; reading the log again");
                     self.contended = true;
+                    self.leased = false;
                     steps = self.recheck(steps, report).await?;
                 }
             }
