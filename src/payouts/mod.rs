@@ -319,7 +319,8 @@ impl fmt::Display for PayoutReport {
         write!(
             f,
             "payouts {}: {} rows; completed {} (of which {} found by lookup, {} from the ledger), rejected by API {}, refused by validation {}, \
-             unknown {} ({} for a person), in flight elsewhere {}, waiting {}, held by brake {}, already final {}; \
+             unknown {} ({} for a person), in flight elsewhere {}, held after an unknown or a busy namespace {}, waiting {}, \
+             held by brake {}, already final {}; \
              moved {} USD in {} log commits",
             self.run_id,
             self.source_rows,
@@ -331,6 +332,7 @@ impl fmt::Display for PayoutReport {
             self.unknown,
             self.needs_person,
             self.in_flight_elsewhere,
+            self.held_after_unknown,
             self.waiting,
             self.held_by_brake,
             self.already_final,

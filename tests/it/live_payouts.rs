@@ -512,3 +512,37 @@ async fn an_escrow_past_its_timeout_is_refunded_less_commission_and_a_late_relea
     assert_eq!(out.status.code(), Some(0), "a refund by timeout is no discrepancy");
     assert!(report.contains("open findings 0"), "{report}");
 }
+
+/// Two runs started at once against Purple Flea's casino (no key memory): one sends, the other finds the
+/// namespace's lease taken and sends nothing; nothing is paid twice, and a later run finishes the rest.
+#[tokio::test]
+async fn two_runs_at_once_never_send_for_one_payer_together() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 500.0, 0);
+    let payees = agents(bed, 3);
+    let n = 30;
+    let rows: Vec<(String, String, String, String)> = (0..n)
+        .map(|i| (format!("o-{i:02}"), payees[i % 3].id.clone(), format!("1.{:02}", 10 + i), format!("job {i}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str, &str)> =
+        rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
+    write_pending(&w.warehouse(), &refs).await;
+    let spawn = || {
+        let mut c = w.payouts(&bed.casino_url);
+        c.args(["--batch-size", "5"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let said = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    eprintln!("A: {:?} {}\nB: {:?} {}", a.status.code(), said(&a), b.status.code(), said(&b));
+    check_paid_at_most_once(&w, &rows, "after two runs at once").await;
+    // Both may finish only if they ran one after the other; otherwise one left the namespace alone.
+    let left_alone = [&a, &b].iter().any(|o| o.status.code() == Some(6) && !said(o).contains("in flight elsewhere 0,"));
+    let both_done = a.status.code() == Some(0) && b.status.code() == Some(0);
+    assert!(left_alone || both_done, "one run stood aside, or they did not overlap");
+    std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
+    assert_eq!(run(w.payouts(&bed.casino_url)).status.code(), Some(0));
+    let paid = check_paid_at_most_once(&w, &rows, "at the end").await;
+    assert_eq!(paid.len(), n, "every payout paid once");
+}
