@@ -4,10 +4,12 @@ use super::backend::Backend;
 use super::{AppError, Context, StepOutcome};
 use crate::api::ClientConfig;
 use crate::cli::PayoutsArgs;
-use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};
+use crate::payouts::{AfterBatch, PayoutOptions, PayoutReport, run_payouts, run_payouts_with};
 use crate::progress::Progress;
+use crate::provider::LiveProvider;
 use crate::provider::SeedProvider;
 use crate::tables::CommitInfo;
+use crate::tables::Warehouse;
 
 /// Flags of `pfsync payouts` as engine options; everything is checked here or by clap's value parsers
 /// (`--shard`, `--register`, `--max-total-usd`), before any table is touched.
@@ -54,6 +56,29 @@ pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The live casino answers an agent's last 50 ledger entries only, and a payouts run writes one entry per
+/// payout on the payer: its ledger is copied after every batch (at most 20 debits of a payer), so that the
+/// window still reaches back to the previous copy and the copy has no gap of pfsync's own making.
+struct KeepLedgers<'a> {
+    provider: &'a LiveProvider,
+    wh: &'a Warehouse,
+    commit: CommitInfo,
+}
+
+impl AfterBatch for KeepLedgers<'_> {
+    fn after_batch(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // A failed copy loses nothing: the next sync reads the window again, and reports a gap if the
+            // window has moved past it.
+            match crate::sync::live::sync_live_ledgers(self.provider, self.wh, &self.commit).await {
+                Ok(r) if r.gaps > 0 => tracing::warn!(gaps = r.gaps, "ledger copy during payouts found gaps"),
+                Ok(r) => tracing::debug!(inserted = r.inserted, "ledger copied after a batch"),
+                Err(e) => tracing::warn!(error = %e, "ledger copy during payouts failed; the next sync reads it again"),
+            }
+        })
+    }
+}
+
 pub(super) async fn payouts_step(
     ctx: &Context,
     backend: &Backend,
@@ -71,7 +96,12 @@ pub(super) async fn payouts_step(
         // held key there): the provider refuses an unknown payee itself (`recipient_not_found`).
         Backend::Live(provider, _) => {
             let opts = PayoutOptions { check_agents: false, ..opts.clone() };
-            run_payouts(provider.as_ref(), wh, &commit, &opts, &progress).await?
+            let keep = KeepLedgers {
+                provider,
+                wh,
+                commit: CommitInfo { run_id: ctx.run_id.clone(), step: "sync.transactions" },
+            };
+            run_payouts_with(provider.as_ref(), wh, &commit, &opts, &progress, &keep).await?
         }
     };
     if report.dry_run {

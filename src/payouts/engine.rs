@@ -64,6 +64,8 @@ pub struct Executor<'a, P: Provider> {
     /// An outcome of this run stayed unknown at a provider without key memory: nothing more is sent, so
     /// that the next run's ledger evidence stays unambiguous.
     halted: bool,
+    /// When the previous batch's sends ended (at a provider resolved from ledgers, see `pace`).
+    last_sends: Option<std::time::Instant>,
     /// The lease was checked and no intent commit has conflicted since: no other run can have started
     /// sending (its intents would have made ours conflict), so the check need not be repeated.
     leased: bool,
@@ -92,6 +94,7 @@ impl<'a, P: Provider> Executor<'a, P> {
             claimed: None,
             halted: false,
             leased: false,
+            last_sends: None,
         }
     }
 
@@ -107,7 +110,13 @@ impl<'a, P: Provider> Executor<'a, P> {
         chrono::Duration::from_std(self.opts.send_budget).unwrap_or(chrono::Duration::MAX)
     }
 
-    pub async fn run(mut self, plan: Plan, report: &mut PayoutReport, progress: &Progress) -> Result<(), PayoutError> {
+    pub async fn run(
+        mut self,
+        plan: Plan,
+        report: &mut PayoutReport,
+        progress: &Progress,
+        hook: &dyn super::AfterBatch,
+    ) -> Result<(), PayoutError> {
         self.created = plan.created;
         let total = (plan.first.len() + plan.second.len()) as u64;
         let mut done = 0u64;
@@ -131,6 +140,7 @@ impl<'a, P: Provider> Executor<'a, P> {
                 done += chunk.len() as u64;
                 let batch = self.bind(chunk, report);
                 refused_key = self.run_batch(batch, report).await?;
+                hook.after_batch().await;
                 progress.rows(done, total);
                 if refused_key {
                     break 'phases;
@@ -200,6 +210,7 @@ impl<'a, P: Provider> Executor<'a, P> {
         // abandoned (see `PayoutOptions::send_budget`).
         let latest_start = intent_at + chrono::Duration::from_std(self.opts.in_flight_timeout).unwrap_or_default()
             - chrono::Duration::from_std(self.opts.send_budget).unwrap_or_default();
+        self.pace(!send.is_empty()).await;
         let provider = self.provider;
         let sent: Vec<(Step, Option<Result<Receipt, ApiError>>)> = futures::stream::iter(send)
             .map(|s| async move {
@@ -213,6 +224,9 @@ impl<'a, P: Provider> Executor<'a, P> {
             .buffer_unordered(self.opts.concurrency.max(1))
             .collect()
             .await;
+        if self.caps.ledger_evidence && !sent.is_empty() {
+            self.last_sends = Some(std::time::Instant::now());
+        }
         hooks::reached(CrashPoint::AfterSend).await;
 
         // 4. Outcomes, committed with the next batch's intents (or at the end of the run).
@@ -272,6 +286,19 @@ impl<'a, P: Provider> Executor<'a, P> {
             self.resolve_now(ambiguous, report).await?;
         }
         Ok(refused_key)
+    }
+
+    /// At a provider resolved from ledgers, one batch's sends start at least a second after the previous
+    /// batch's ended. The ledger is read as its newest 50 entries by whole second, and entries of one
+    /// second come in no order, so a second holding more than 50 entries cannot be read whole. Batches a
+    /// second apart keep every second to one batch (at most 20 debits of a payer): the window then always
+    /// reaches back past the previous read, for the ledger copy and for the evidence alike. This bounds a
+    /// payer to about 20 payouts a second.
+    async fn pace(&self, sending: bool) {
+        if let (true, true, Some(t)) = (self.caps.ledger_evidence, sending, self.last_sends) {
+            let wait = std::time::Duration::from_millis(1050).saturating_sub(t.elapsed());
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Ask the provider for evidence about each step. At a provider resolved from ledgers one at a time,

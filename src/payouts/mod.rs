@@ -171,6 +171,22 @@ impl PayoutOptions {
     }
 }
 
+/// Called after each batch's sends and their outcomes. For a provider whose records can only be read as a
+/// short window (the live casino answers an agent's last 50 ledger entries), this is where its ledger is
+/// copied while the window still reaches back to the batch before.
+pub trait AfterBatch: Send + Sync {
+    fn after_batch(&self) -> futures::future::BoxFuture<'_, ()>;
+}
+
+/// No work between batches.
+pub struct NoHook;
+
+impl AfterBatch for NoHook {
+    fn after_batch(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
 /// Read, plan, execute. Everything before the first log commit touches no money.
 pub async fn run_payouts<P: Provider>(
     provider: &P,
@@ -178,6 +194,18 @@ pub async fn run_payouts<P: Provider>(
     commit: &CommitInfo,
     opts: &PayoutOptions,
     progress: &Progress,
+) -> Result<PayoutReport, PayoutError> {
+    run_payouts_with(provider, wh, commit, opts, progress, &NoHook).await
+}
+
+/// [`run_payouts`] with work after each batch.
+pub async fn run_payouts_with<P: Provider>(
+    provider: &P,
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    opts: &PayoutOptions,
+    progress: &Progress,
+    hook: &dyn AfterBatch,
 ) -> Result<PayoutReport, PayoutError> {
     let mut report = PayoutReport { run_id: commit.run_id.clone(), dry_run: opts.dry_run, ..PayoutReport::default() };
     let mut read = read::read(wh, commit, opts, &mut report).await?;
@@ -207,7 +235,7 @@ pub async fn run_payouts<P: Provider>(
         return Err(PayoutError::Config("the payout log or rejects table could not be opened".into()));
     };
     log::append_rejects(rejects, &read.rejects, commit, chrono::Utc::now()).await?;
-    engine::Executor::new(provider, log, commit, opts, plan_opts).run(plan, &mut report, progress).await?;
+    engine::Executor::new(provider, log, commit, opts, plan_opts).run(plan, &mut report, progress, hook).await?;
     Ok(report)
 }
 

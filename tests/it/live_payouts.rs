@@ -546,3 +546,35 @@ async fn two_runs_at_once_never_send_for_one_payer_together() {
     let paid = check_paid_at_most_once(&w, &rows, "at the end").await;
     assert_eq!(paid.len(), n, "every payout paid once");
 }
+
+/// A payouts run writes one ledger entry per payout on the payer, and the casino answers the last 50
+/// only: the run copies the payer's ledger after every batch, so 70 payouts in one run leave no gap, and a
+/// sync afterwards finds every `payment_sent` debit once.
+#[tokio::test]
+async fn a_run_of_more_payouts_than_the_ledger_window_leaves_no_gap_in_the_ledger_copy() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 500.0, 0);
+    let payees = agents(bed, 5);
+    let n = 70;
+    let rows: Vec<(String, String, String, String)> = (0..n)
+        .map(|i| (format!("g-{i:02}"), payees[i % 5].id.clone(), format!("0.{:02}", 10 + i), format!("job {i}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str, &str)> =
+        rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
+    write_pending(&w.warehouse(), &refs).await;
+    assert_eq!(run(w.payouts(&bed.casino_url)).status.code(), Some(0));
+    let c = w.payouts(&bed.casino_url);
+    let args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_os_string()).collect();
+    let cut = args.iter().position(|a| a == "payouts").unwrap();
+    let mut s = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+    s.args(&args[..cut]).args(["sync", "transactions"]).envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let out = run(s);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ledger gaps"), "no gap");
+    let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
+    let sql = format!(
+        "SELECT count(*) FROM purpleflea.ledger.entries WHERE agent_id = '{}' AND reason = 'payment_sent'",
+        w.payer.id
+    );
+    assert_eq!(crate::common::count(&ctx, &sql).await, n as i64, "every payment_sent debit copied once");
+}
