@@ -410,6 +410,8 @@ impl<'a, P: Provider> Executor<'a, P> {
                     // Replaces the unknown event carried for this attempt.
                     self.carried.retain(|c| !(c.operation_id == s.op.id && c.attempt == s.attempt));
                     report.unknown -= 1;
+                    // Sent by this run: the money it moved is this run's.
+                    report.usd_moved = report.usd_moved.checked_add(s.op.outflow()).unwrap_or(report.usd_moved);
                     self.record_lookup(&s, found, &mut e, report);
                     self.carried.push(e);
                 }

@@ -34,6 +34,8 @@ struct World {
     payer: Agent,
     /// Agents whose keys pfsync holds besides the payer's (as `PF_KEY_1`, `PF_KEY_2`, ...).
     held: Vec<Agent>,
+    /// Where pfsync reaches the escrow service: the bed's, or a proxy in front of it.
+    escrow_url: String,
     dir: tempfile::TempDir,
 }
 
@@ -44,7 +46,15 @@ impl World {
             bed.agents_referred(1, Some(&code)).into_iter().map(|(id, key, _)| Agent { id, key }).next().unwrap();
         bed.fund(&payer.id, funds);
         let held = agents(bed, held);
-        World { bed, referrer: Agent { id: rid, key: rkey }, payer, held, dir: tempfile::tempdir().unwrap() }
+        let escrow_url = bed.escrow_url.clone();
+        World {
+            bed,
+            referrer: Agent { id: rid, key: rkey },
+            payer,
+            held,
+            escrow_url,
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn wh_path(&self) -> PathBuf {
@@ -62,7 +72,7 @@ impl World {
             (1..=self.held.len()).map(|i| format!("[[provider.agent_keys]]\nenv = \"PF_KEY_{i}\"\n")).collect();
         let text = format!(
             "[provider]\nkind = \"live\"\ncasino_url = \"{casino}\"\nescrow_url = \"{}\"\nclock_skew_secs = 2\n{keys}",
-            self.bed.escrow_url
+            self.escrow_url
         );
         let p = self.dir.path().join(format!("pfsync-{}.toml", self.dir.path().read_dir().unwrap().count()));
         std::fs::write(&p, text).unwrap();
@@ -286,12 +296,14 @@ async fn live_refusals_carry_their_codes_and_move_nothing() {
     assert_eq!(balance(bed, &w.payer).await, m("10"));
 }
 
-/// The provider commits every payment and answers 500 (the fault proxy in front of the real casino): no
-/// POST is ever repeated, and each outcome is resolved from the payer's ledger in the same run.
+/// The provider commits every payment, escrow create, release and dispute, and answers 500 (fault proxies
+/// in front of the real casino and escrow service): no POST is ever repeated, and each outcome is resolved
+/// in the same run, payouts from the payer's ledger, escrows from their lock and their own state.
 #[tokio::test]
 async fn a_500_after_the_casino_paid_is_resolved_from_the_ledger_without_a_second_post() {
     let Some(bed) = bed() else { return };
-    let w = World::new(bed, 100.0, 0);
+    let mut w = World::new(bed, 100.0, 1);
+    let seller = w.held[0].clone();
     let payees = agents(bed, 3);
     let rows: Vec<(String, String, String, String)> = (0..6)
         .map(|i| (format!("x-{i}"), payees[i % 3].id.clone(), format!("{}.{:02}", 1 + i, 10 + i), format!("job {i}")))
@@ -299,11 +311,23 @@ async fn a_500_after_the_casino_paid_is_resolved_from_the_ledger_without_a_secon
     let refs: Vec<(&str, &str, &str, &str)> =
         rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
     write_pending(&w.warehouse(), &refs).await;
-    // Every POST runs at the casino and its answer is replaced by a 500; reads pass.
+    write_actions_by(
+        &w.warehouse(),
+        &w.payer.id,
+        &[
+            ("e-a", "create", None, None, seller.id.as_str(), "10.00", "bounty a"),
+            ("e-b", "create", None, None, seller.id.as_str(), "4.00", "bounty b"),
+            ("e-ra", "release", None, Some("e-a"), "", "", "passed"),
+            ("e-db", "dispute", None, Some("e-b"), "", "", "failed"),
+        ],
+    )
+    .await;
+    // Every POST runs at the casino (and the escrow service) and its answer is replaced by a 500; reads pass.
     let proxy = Server::proxy(&bed.casino_url, &["--fault-error-after", "1.0", "--fault-posts-only"]);
+    let escrow_proxy = Server::proxy(&bed.escrow_url, &["--fault-error-after", "1.0", "--fault-posts-only"]);
+    w.escrow_url = escrow_proxy.url.clone();
     let out = run(w.payouts(&proxy.url));
-    let stats = proxy.stop();
-    eprintln!("proxy: {stats}");
+    eprintln!("proxies: {} / {}", proxy.stop(), escrow_proxy.stop());
     assert_eq!(out.status.code(), Some(0), "every outcome resolved from the ledger");
     let sent = payments_sent(bed, &w.payer).await;
     assert_eq!(sent.len(), 6, "one payment per payout, no second POST: {sent:?}");
@@ -317,6 +341,13 @@ async fn a_500_after_the_casino_paid_is_resolved_from_the_ledger_without_a_secon
     let mut want: Vec<Micros> = rows.iter().map(|r| m(&r.2)).collect();
     want.sort();
     assert_eq!(amounts, want);
+    // Escrows: each create found by its lock and its description, the release and the dispute by state;
+    // one escrow each, the seller credited once (10.00 less the 1% commission).
+    for id in ["e-a", "e-b", "e-ra", "e-db"] {
+        assert_eq!(st[id].0, "completed", "{id}: {:?}", st[id]);
+    }
+    assert_eq!(balance(bed, &seller).await, m("9.9"));
+    assert_eq!(balance(bed, &w.payer).await, m("100").checked_sub(m("21.75")).unwrap().checked_sub(m("14")).unwrap());
 }
 
 /// The figures of a fault run, printed for the note.
