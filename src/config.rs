@@ -443,6 +443,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_live_provider_settings_are_checked_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pfsync.toml");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Settings::resolve(&Overrides { config: Some(p.clone()), ..Overrides::default() })
+        };
+        // Live-only keys without kind = "live": refused, naming what to do.
+        let e = load("[provider]\ncasino_url = \"https://casino.example/api/v1\"\n").unwrap_err().to_string();
+        assert!(e.contains("kind = \"live\""), "{e}");
+        // The live services read no Idempotency-Key: declaring otherwise is refused.
+        let e = load("[provider]\nkind = \"live\"\nhonours_idempotency_keys = true\n").unwrap_err().to_string();
+        assert!(e.contains("honours_idempotency_keys"), "{e}");
+        // An agent key from a variable that is not set: named, never a silent skip.
+        let s = load("[provider]\nkind = \"live\"\n[[provider.agent_keys]]\nenv = \"PFSYNC_TEST_UNSET_KEY_VAR\"\n")
+            .unwrap();
+        let e = s.live().unwrap_err().to_string();
+        assert!(e.contains("PFSYNC_TEST_UNSET_KEY_VAR") && e.contains("not set"), "{e}");
+        // Both or neither of env and file: refused. Plain http off loopback: refused.
+        let s = load("[provider]\nkind = \"live\"\n[[provider.agent_keys]]\n").unwrap();
+        assert!(s.live().unwrap_err().to_string().contains("exactly one of env"));
+        let s = load("[provider]\nkind = \"live\"\ncasino_url = \"http://casino.example/api/v1\"\n").unwrap();
+        assert!(s.live().unwrap_err().to_string().contains("plain http"));
+        let s = load("[provider]\nkind = \"live\"\nescrow_timeout_hours = 0\n").unwrap();
+        assert!(s.live().unwrap_err().to_string().contains("1..=720"));
+        // Defaults: the public hosts.
+        let s = load("[provider]\nkind = \"live\"\n").unwrap();
+        let l = s.live().unwrap();
+        assert_eq!(l.casino_url.as_str(), "https://casino.purpleflea.com/api/v1");
+        assert_eq!((l.options.escrow_timeout_hours, l.options.clock_skew_secs), (24, 30));
+    }
+
+    #[test]
     fn flags_win_over_the_file_and_typos_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pfsync.toml");
