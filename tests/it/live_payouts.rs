@@ -609,3 +609,48 @@ async fn a_run_of_more_payouts_than_the_ledger_window_leaves_no_gap_in_the_ledge
     );
     assert_eq!(crate::common::count(&ctx, &sql).await, n as i64, "every payment_sent debit copied once");
 }
+
+/// The payer's and the agents' keys never appear in pfsync's output, at trace level, on a live run that
+/// pays, creates and releases (the keys travel only in Authorization headers, marked sensitive).
+#[tokio::test]
+async fn no_live_key_appears_in_the_output_at_trace_level() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 50.0, 1);
+    let seller = w.held[0].clone();
+    let payee = agents(bed, 1).remove(0);
+    write_pending(&w.warehouse(), &[("s-1", payee.id.as_str(), "1.00", "secret check")]).await;
+    write_actions_by(
+        &w.warehouse(),
+        &w.payer.id,
+        &[
+            ("s-a", "create", None, None, seller.id.as_str(), "2.00", "bounty"),
+            ("s-r", "release", None, Some("s-a"), "", "", "done"),
+        ],
+    )
+    .await;
+    let c = w.payouts(&bed.casino_url);
+    let args: Vec<std::ffi::OsString> = c.get_args().filter(|a| *a != "-q").map(|a| a.to_os_string()).collect();
+    let mut all = String::new();
+    // Trace output is slow to write: on a loaded machine a send can outlast its timeout and stay unknown
+    // (exit 6). The engine's answer is a rerun, which resolves it from the ledger: the keys must stay out
+    // of every run's output.
+    for _ in 0..3 {
+        let mut t = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+        t.args(&args).envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v)))).env("RUST_LOG", "trace");
+        let out = t.output().unwrap();
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+        all.push_str(&String::from_utf8_lossy(&out.stderr));
+        match out.status.code() {
+            Some(0) => break,
+            Some(6) => std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300)),
+            other => panic!("exit {other:?}: {}", tail(&out.stderr)),
+        }
+    }
+    let st = statuses(&w).await;
+    assert!(["s-1", "s-a", "s-r"].iter().all(|id| st[*id].0 == "completed"), "{st:?}");
+    assert!(all.len() > 10_000, "trace output was produced ({} bytes)", all.len());
+    for key in [&w.payer.key, &seller.key] {
+        assert!(!all.contains(key.as_str()), "a key appeared in the output");
+        assert!(!all.contains(&key[8..24]), "part of a key appeared in the output");
+    }
+}
