@@ -669,3 +669,77 @@ async fn no_live_key_appears_in_the_output_at_trace_level() {
         assert!(!all.contains(&key[8..24]), "part of a key appeared in the output");
     }
 }
+
+/// Where `live` needs a person: a run is killed after its payment went out and before its outcome was
+/// logged, and the payer then pays the same amount outside pfsync. The ledger shows two unclaimed debits of
+/// that amount since the intent: the payout stays `unknown` (`lookup_inconclusive`, both candidates named),
+/// is never resent over reruns, and reconcile shows the candidates to a person.
+#[tokio::test]
+async fn two_unclaimed_debits_of_one_amount_leave_the_payout_to_a_person_and_it_is_never_resent() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 50.0, 0);
+    let payee = agents(bed, 1).remove(0);
+    let other = agents(bed, 1).remove(0);
+    write_pending(&w.warehouse(), &[("h-1", payee.id.as_str(), "3.33", "the payout in question")]).await;
+    let mut c = w.payouts(&bed.casino_url);
+    c.env("PFSYNC_CRASH_AT", "after_send");
+    assert_eq!(run(c).status.code(), None, "killed after the send");
+    // The payer pays the same amount outside pfsync.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/stats/pay", bed.casino_url))
+        .bearer_auth(&w.payer.key)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "to_agent_id": other.id, "amount": 3.33 }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
+        assert_eq!(run(w.payouts(&bed.casino_url)).status.code(), Some(6), "unknown, for a person");
+    }
+    let sent = payments_sent(bed, &w.payer).await;
+    assert_eq!(sent.len(), 2, "the payout was never resent: {sent:?}");
+    let st = statuses(&w).await;
+    assert_eq!((st["h-1"].0.as_str(), st["h-1"].2.as_deref()), ("unknown", Some("lookup_inconclusive")));
+    let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
+    let b = ctx
+        .sql("SELECT error_message FROM purpleflea.payouts.log WHERE error_code = 'lookup_inconclusive'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let msg = arrow::compute::cast(b[0].column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+    let msg = msg.as_any().downcast_ref::<arrow::array::StringArray>().unwrap().value(0).to_string();
+    for reference in sent.keys() {
+        assert!(msg.contains(reference.as_str()), "{reference} named as a candidate: {msg}");
+    }
+    // Reconcile shows the candidates (a stale unknown once past --stale-after-secs).
+    let c = w.payouts(&bed.casino_url);
+    let args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_os_string()).collect();
+    let cut = args.iter().position(|a| a == "payouts").unwrap();
+    let mut r = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+    r.args(&args[..cut])
+        .args(["reconcile", "--stale-after-secs", "0"])
+        .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let out = run(r);
+    assert_eq!(out.status.code(), Some(8), "an open finding");
+    let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
+    let b = ctx
+        .sql("SELECT class, detail FROM purpleflea.payouts.reconciliation WHERE operation_id = 'h-1'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let rows: Vec<String> = b
+        .iter()
+        .flat_map(|b| {
+            let d = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+            let d = d.as_any().downcast_ref::<arrow::array::StringArray>().unwrap().clone();
+            (0..arrow::array::Array::len(&d)).map(move |i| d.value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(rows.iter().any(|d| sent.keys().all(|r| d.contains(r.as_str()))), "the candidates, for a person: {rows:?}");
+}
