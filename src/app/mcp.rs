@@ -9,6 +9,14 @@ use crate::tables::{CommitInfo, ESCROW_ACTIONS, MCP_CALLS, PENDING_PAYOUTS, open
 
 pub(super) async fn mcp(ctx: &Context, args: &McpArgs) -> Result<(), AppError> {
     policy::check_client(&args.client).map_err(|e| AppError::Usage(format!("--client: {e}")))?;
+    if let Some(addr) = args.listen
+        && !addr.ip().to_canonical().is_loopback()
+    {
+        return Err(AppError::Usage(format!(
+            "--listen {addr} is not a loopback address: the tools move money and this server speaks plain HTTP. \
+             Listen on 127.0.0.1 and put a TLS-terminating proxy in front of it"
+        )));
+    }
     // The token is read before anything else, so a server that cannot authenticate never starts.
     let token = match args.listen {
         Some(_) => Some(Token::resolve(args.token_file.as_deref()).map_err(AppError::Usage)?),

@@ -542,7 +542,7 @@ pub const MCP_CALLS: TableSpec = TableSpec {
         col("request_id", String, true, "request_id the agent gave (money tools)"),
         col("operation_id", String, true, "Payout or escrow action id derived from it: joins purpleflea.payouts.log"),
         col("arguments", String, false, "Arguments as JSON, clipped to 4 KiB; no tool takes a secret"),
-        col("decision", String, false, "read | execute | queue | deny | refused | replayed | invalid"),
+        col("decision", String, false, "read | execute | queue | deny | refused | replayed | invalid | error"),
         col("amount_usd", Money, true, "Amount requested (payouts and escrow creates)"),
         col("is_error", Boolean, false, "Whether the agent got a tool error"),
         col("result", String, true, "What the agent got, as JSON or text, clipped to 4 KiB"),
