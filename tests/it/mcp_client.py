@@ -4,7 +4,8 @@ Usage: mcp_client.py stdio SCRIPT.json PFSYNC_BINARY [ARGS...]
        mcp_client.py http SCRIPT.json URL        (token in PFSYNC_MCP_TOKEN)
 
 SCRIPT.json is a list of steps: {"list_tools": true} or {"call": NAME, "arguments": {...}}, optionally with
-"repeat": N (the call is made N times and timed). Prints one JSON line per step: the tools with their
+"repeat": N (the call is made N times and timed; "{i}" in a string argument becomes the repetition's
+number). Prints one JSON line per step: the tools with their
 schemas, or each call's isError, structuredContent and text.
 """
 
@@ -38,9 +39,13 @@ async def run(session, steps):
         repeat = step.get("repeat", 1)
         times = []
         result = None
-        for _ in range(repeat):
+        for i in range(repeat):
+            # "{i}" in a string argument becomes the repetition's number (distinct request ids).
+            args = {
+                k: (v.replace("{i}", str(i)) if isinstance(v, str) else v) for k, v in step.get("arguments", {}).items()
+            }
             start = time.perf_counter()
-            result = await session.call_tool(step["call"], step.get("arguments", {}))
+            result = await session.call_tool(step["call"], args)
             times.append(time.perf_counter() - start)
         structured = getattr(result, "structured_content", None)
         if structured is None:
