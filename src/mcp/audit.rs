@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use chrono::{DateTime, Utc};
+use deltalake::DeltaTable;
 
 use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
 use crate::tables::{CommitInfo, MCP_CALLS, TableError, Warehouse, open_or_create};
@@ -42,8 +43,18 @@ pub fn clip(text: &str) -> String {
     text[..end].to_string()
 }
 
-pub async fn record(wh: &Warehouse, commit: &CommitInfo, r: &CallRecord) -> Result<(), TableError> {
-    let table = open_or_create(wh, &MCP_CALLS, commit).await?;
+/// Append one row. `cached` holds the table between calls (opening it reads its whole log, which grows by a
+/// commit per call); it is dropped after a failed write and opened afresh on the next.
+pub async fn record(
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    cached: &mut Option<DeltaTable>,
+    r: &CallRecord,
+) -> Result<(), TableError> {
+    let table = match cached.take() {
+        Some(t) => t,
+        None => open_or_create(wh, &MCP_CALLS, commit).await?,
+    };
     let err = |e: arrow::error::ArrowError| TableError::Query(e.to_string());
     let call_id = uuid::Uuid::now_v7().to_string();
     let ts =
@@ -69,10 +80,11 @@ pub async fn record(wh: &Warehouse, commit: &CommitInfo, r: &CallRecord) -> Resu
         ts(r.finished_at),
     ];
     let batch = RecordBatch::try_new(MCP_CALLS.arrow_schema(), columns).map_err(err)?;
-    table
+    let written = table
         .write(vec![batch])
         .with_commit_properties(commit.properties())
         .await
         .map_err(|e| TableError::Query(format!("writing {}: {e}", MCP_CALLS.name)))?;
+    *cached = Some(written);
     Ok(())
 }

@@ -21,7 +21,10 @@ use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
 use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
 use crate::provider::SeedProvider;
-use crate::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, Warehouse, open_or_create, sql_context};
+use crate::tables::{
+    ALL, CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, TableSpec, Warehouse, open_or_create,
+    sql_context_of,
+};
 
 pub const INSTRUCTIONS: &str = "Purple Flea payments through pfsync. Read tools (check_balance, check_escrow_status, \
 get_escrow, payout_status, open_findings) answer from the lakehouse copy, with the time of the last sync. Money tools \
@@ -41,6 +44,8 @@ pub struct Engine {
     pub opts: PayoutOptions,
     /// Money tools one at a time: the daily limit is checked and the row written with nothing in between.
     money: tokio::sync::Mutex<()>,
+    /// The audit table, kept open between calls.
+    audit: tokio::sync::Mutex<Option<deltalake::DeltaTable>>,
 }
 
 impl Engine {
@@ -52,7 +57,16 @@ impl Engine {
         policy: McpSection,
         opts: PayoutOptions,
     ) -> Engine {
-        Engine { wh, backend, client, transport, policy, opts, money: tokio::sync::Mutex::new(()) }
+        Engine {
+            wh,
+            backend,
+            client,
+            transport,
+            policy,
+            opts,
+            money: tokio::sync::Mutex::new(()),
+            audit: tokio::sync::Mutex::new(None),
+        }
     }
 
     fn requested_by(&self) -> String {
@@ -339,7 +353,7 @@ impl Engine {
             finished_at: Utc::now(),
         };
         let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "mcp" };
-        if let Err(e) = audit::record(&self.wh, &commit, &record).await {
+        if let Err(e) = audit::record(&self.wh, &commit, &mut *self.audit.lock().await, &record).await {
             tracing::warn!(error = %e, tool = %record.tool, "could not record the call in purpleflea.ops.mcp_calls");
         }
         tracing::info!(
@@ -371,21 +385,28 @@ impl Engine {
         }
     }
 
+    /// A session with only the tables `sql` names (and those under the views it names): opening a table
+    /// reads its log, and a read tool should not pay for every table of the warehouse.
+    async fn ctx_for(&self, sql: &str) -> Result<datafusion::prelude::SessionContext, String> {
+        let specs: Vec<&TableSpec> = ALL
+            .iter()
+            .copied()
+            .filter(|s| {
+                sql.contains(s.name)
+                    || (s.name == PAYOUT_LOG.name && sql.contains("purpleflea.payouts.status"))
+                    || (s.name == RECONCILIATION.name && sql.contains("purpleflea.payouts.open_findings"))
+            })
+            .collect();
+        sql_context_of(&self.wh, &specs).await.map_err(|e| format!("reading the tables failed: {e}"))
+    }
+
     /// Rows of a read-only query as JSON objects. Every value put in `sql` has passed the id rule.
     async fn rows(&self, sql: &str) -> Result<Vec<Map<String, Value>>, String> {
-        let ctx = sql_context(&self.wh).await.map_err(|e| format!("reading the tables failed: {e}"))?;
-        let batches = ctx
-            .sql(sql)
-            .await
-            .map_err(|e| format!("query failed: {e}"))?
-            .collect()
-            .await
-            .map_err(|e| format!("query failed: {e}"))?;
-        to_json(&batches)
+        rows_in(&self.ctx_for(sql).await?, sql).await
     }
 
     async fn table_exists(&self, name: &str) -> Result<bool, String> {
-        let ctx = sql_context(&self.wh).await.map_err(|e| format!("reading the tables failed: {e}"))?;
+        let ctx = self.ctx_for(name).await?;
         Ok(ctx.table_exist(name).unwrap_or(false))
     }
 
@@ -453,29 +474,30 @@ impl Engine {
 
     /// An operation's status: from the status view once the engine logged it, else queued or unknown.
     async fn status_of(&self, op: &str) -> Result<Value, String> {
-        if self.table_exists("purpleflea.payouts.status").await? {
-            let rows = self
-                .rows(&format!(
+        // One session for the log and the rejects table (each open reads a table's log).
+        let ctx = self.ctx_for("purpleflea.payouts.status purpleflea.payouts.rejects").await?;
+        let queries = [
+            (
+                "purpleflea.payouts.status",
+                format!(
                     "SELECT operation_id, kind, status, tx_id, escrow_id, agent_id, counterparty_agent_id, \
                      CAST(amount_usd AS VARCHAR) AS amount_usd, error_code, error_message, attempts, last_recorded_at \
                      FROM purpleflea.payouts.status WHERE operation_id = '{op}'"
-                ))
-                .await?;
-            if let Some(row) = rows.into_iter().next() {
+                ),
+            ),
+            (
+                "purpleflea.payouts.rejects",
+                format!(
+                    "SELECT '{op}' AS operation_id, 'refused' AS status, code AS error_code, message AS error_message \
+                     FROM purpleflea.payouts.rejects WHERE operation_id = '{op}' ORDER BY rejected_at DESC LIMIT 1"
+                ),
+            ),
+        ];
+        for (table, sql) in queries {
+            if ctx.table_exist(table).unwrap_or(false)
+                && let Some(row) = rows_in(&ctx, &sql).await?.into_iter().next()
+            {
                 return Ok(Value::Object(row));
-            }
-        }
-        if self.table_exists("purpleflea.payouts.rejects").await? {
-            let rows = self
-                .rows(&format!(
-                    "SELECT code, message FROM purpleflea.payouts.rejects WHERE operation_id = '{op}' \
-                     ORDER BY rejected_at DESC LIMIT 1"
-                ))
-                .await?;
-            if let Some(row) = rows.into_iter().next() {
-                return Ok(
-                    json!({"operation_id": op, "status": "refused", "error_code": row.get("code"), "error_message": row.get("message")}),
-                );
             }
         }
         if self.queued(op).await?.is_some() {
@@ -924,6 +946,17 @@ impl Engine {
             _ => Ok(status),
         }
     }
+}
+
+async fn rows_in(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<Map<String, Value>>, String> {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| format!("query failed: {e}"))?
+        .collect()
+        .await
+        .map_err(|e| format!("query failed: {e}"))?;
+    to_json(&batches)
 }
 
 fn to_json(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, String> {
