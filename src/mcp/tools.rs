@@ -93,6 +93,9 @@ fn tool(name: &'static str, description: &'static str, properties: Value, requir
     t
 }
 
+const LIVE: &str = "true: ask the payments API now instead of the last sync (the seed's API; for the live \
+provider, escrows only). Slower; use it when the synced copy may be stale.";
+
 const REQUEST_ID: &str = "Your id for this request, 1-64 characters of letters, digits, '.', '_' and '-'. Calling \
 again with the same request_id returns the first result and never moves money twice: reuse it when you retry.";
 
@@ -105,7 +108,10 @@ pub fn definitions() -> Vec<Tool> {
             "An agent's Purple Flea wallet as of the last sync (the purpleflea.agents.wallets table): balance_usd, \
              total_earned_usd, active_escrow_count, and last_synced_at (when pfsync last wrote the row) with \
              wallets_synced_at (the newest sync of the table). Read-only.",
-            json!({"agent_id": agent("The agent whose balance to read, e.g. agent-000001")}),
+            json!({
+                "agent_id": agent("The agent whose balance to read, e.g. agent-000001"),
+                "live": {"type": "boolean", "default": false, "description": LIVE}
+            }),
             &["agent_id"],
             false,
         ),
@@ -113,7 +119,7 @@ pub fn definitions() -> Vec<Tool> {
             "check_escrow_status",
             "An escrow's status (funded, released, refunded; live also completed, disputed), amount and parties as \
              of the last sync (the purpleflea.agents.escrows table), with last_synced_at. Read-only.",
-            json!({"escrow_id": agent("The escrow id, as create_escrow returned it")}),
+            json!({"escrow_id": agent("The escrow id, as create_escrow returned it"), "live": {"type": "boolean", "default": false, "description": LIVE}}),
             &["escrow_id"],
             false,
         ),
@@ -121,7 +127,7 @@ pub fn definitions() -> Vec<Tool> {
             "get_escrow",
             "The same as check_escrow_status (the name Purple Flea's escrow server uses): an escrow as of the last \
              sync. Read-only.",
-            json!({"escrow_id": agent("The escrow id")}),
+            json!({"escrow_id": agent("The escrow id"), "live": {"type": "boolean", "default": false, "description": LIVE}}),
             &["escrow_id"],
             false,
         ),
@@ -410,8 +416,34 @@ impl Engine {
         Ok(ctx.table_exist(name).unwrap_or(false))
     }
 
+    fn live(args: &Map<String, Value>) -> Result<bool, String> {
+        match args.get("live") {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err("live must be true or false".into()),
+        }
+    }
+
     async fn check_balance(&self, args: &Map<String, Value>) -> Result<Value, String> {
         let agent = id_arg(args, "agent_id")?;
+        if Self::live(args)? {
+            return match &self.backend {
+                Backend::Seed(client) => {
+                    let w = client.wallet(&agent).await.map_err(|e| format!("the API answered: {e}"))?;
+                    let mut v = serde_json::to_value(&w).map_err(|e| e.to_string())?;
+                    if let Value::Object(m) = &mut v {
+                        m.insert("source".into(), json!("the payments API, now"));
+                        m.insert("read_at".into(), json!(Utc::now().to_rfc3339()));
+                    }
+                    Ok(v)
+                }
+                Backend::Live(..) => Err(
+                    "live: true is not available for balances with the live provider (its balances are per agent key); \
+                     check_balance without it answers from the last sync"
+                        .into(),
+                ),
+            };
+        }
         if !self.table_exists("purpleflea.agents.wallets").await? {
             return Err(
                 "purpleflea.agents.wallets has no rows yet: the wallets have not been synced (pfsync sync)".into()
@@ -435,6 +467,29 @@ impl Engine {
 
     async fn escrow(&self, args: &Map<String, Value>) -> Result<Value, String> {
         let id = id_arg(args, "escrow_id")?;
+        if Self::live(args)? {
+            let mut v = match &self.backend {
+                Backend::Seed(client) => {
+                    let e = client.escrow(&id).await.map_err(|e| format!("the API answered: {e}"))?;
+                    serde_json::to_value(&e).map_err(|e| e.to_string())?
+                }
+                Backend::Live(provider, _) => {
+                    let e = provider.escrow(&id).await.map_err(|e| format!("the escrow service answered: {e}"))?;
+                    json!({
+                        "escrow_id": e.escrow_id, "status": e.status, "amount_usd": e.amount_usd.to_string(),
+                        "commission_usd": e.commission_usd.to_string(), "net_to_counterparty": e.net_to_counterparty.to_string(),
+                        "description": e.description, "buyer_agent_id": e.creator_id, "seller_agent_id": e.counterparty_id,
+                        "created_at": e.created_at, "auto_release_at": e.auto_release_at, "completed_at": e.completed_at,
+                        "released_at": e.released_at, "disputed_at": e.disputed_at
+                    })
+                }
+            };
+            if let Value::Object(m) = &mut v {
+                m.insert("source".into(), json!("the payments API, now"));
+                m.insert("read_at".into(), json!(Utc::now().to_rfc3339()));
+            }
+            return Ok(v);
+        }
         if !self.table_exists("purpleflea.agents.escrows").await? {
             return Err("purpleflea.agents.escrows has no rows yet: escrows have not been synced (pfsync sync)".into());
         }

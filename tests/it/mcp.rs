@@ -243,6 +243,22 @@ async fn check_balance_answers_what_the_wallets_table_holds_with_its_sync_time()
     let unknown = bed.stdio("reader", json!([call("check_balance", json!({"agent_id": "agent-999999"}))]));
     assert_eq!(unknown.call(0)["isError"], true);
     assert!(unknown.call(0)["text"].as_str().unwrap().contains("not in purpleflea.agents.wallets"));
+    // `live: true` asks the API now: after a payout the sync has not seen, it differs from the table.
+    let run = bed.stdio(
+        "reader",
+        json!([
+            call(
+                "request_payout",
+                json!({"request_id": "p", "agent_id": "agent-000001", "amount_usd": 3, "reason": "r"})
+            ),
+            call("check_balance", json!({"agent_id": "agent-000001", "live": true})),
+            call("check_balance", json!({"agent_id": "agent-000001"})),
+        ]),
+    );
+    let now: f64 = bed.sb.ledger().wallet("agent-000001").unwrap().balance_usd.to_string().parse().unwrap();
+    assert_eq!(run.call(1)["structured"]["balance_usd"].as_f64().unwrap(), now, "{}", run.call(1));
+    assert_eq!(run.call(1)["structured"]["source"], "the payments API, now");
+    assert!((run.call(2)["structured"]["balance_usd"].as_f64().unwrap() - (now - 3.0)).abs() < 1e-9, "{}", run.call(2));
 }
 
 /// An agent's framework retries `release_escrow` with the same request id: one release at the provider,
