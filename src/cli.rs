@@ -192,6 +192,11 @@ pub struct McpArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 
+    /// A `Host` the HTTP server accepts besides loopback names (repeatable): the public name a TLS proxy in
+    /// front of it forwards. Any other Host is refused (DNS rebinding protection).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+
     /// File holding the HTTP bearer token (instead of PFSYNC_MCP_TOKEN).
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,

@@ -47,7 +47,7 @@ pub(super) async fn mcp(ctx: &Context, args: &McpArgs) -> Result<(), AppError> {
     let server = McpServer::new(engine);
     tracing::info!(client = %args.client, transport, "pfsync mcp serving");
     match (args.listen, token) {
-        (Some(addr), Some(token)) => serve_http(server, addr, token).await.map_err(AppError::Usage),
+        (Some(addr), Some(token)) => serve_http(server, addr, token, &args.allow_hosts).await.map_err(AppError::Usage),
         _ => serve_stdio(server).await.map_err(AppError::Internal),
     }
 }

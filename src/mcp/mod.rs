@@ -126,7 +126,12 @@ async fn require_token(
 
 /// Serve streamable HTTP at `http://<listen>/mcp` until Ctrl-C. Loopback only: the tools move money, and
 /// this server has no TLS of its own (put a TLS-terminating proxy in front of it on the same host).
-pub async fn serve_http(server: McpServer, listen: SocketAddr, token: Token) -> Result<(), String> {
+pub async fn serve_http(
+    server: McpServer,
+    listen: SocketAddr,
+    token: Token,
+    allow_hosts: &[String],
+) -> Result<(), String> {
     use rmcp::transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
     };
@@ -136,11 +141,11 @@ pub async fn serve_http(server: McpServer, listen: SocketAddr, token: Token) -> 
              Listen on 127.0.0.1 and put a TLS-terminating proxy in front of it"
         ));
     }
-    let service: StreamableHttpService<McpServer, LocalSessionManager> = StreamableHttpService::new(
-        move || Ok(server.clone()),
-        Default::default(),
-        StreamableHttpServerConfig::default(),
-    );
+    // Loopback names (rmcp's default), and the names a TLS proxy in front forwards.
+    let mut config = StreamableHttpServerConfig::default();
+    config.allowed_hosts.extend(allow_hosts.iter().cloned());
+    let service: StreamableHttpService<McpServer, LocalSessionManager> =
+        StreamableHttpService::new(move || Ok(server.clone()), Default::default(), config);
     let router = axum::Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn_with_state(token, require_token));

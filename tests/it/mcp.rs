@@ -512,3 +512,44 @@ fn http_refuses_a_non_loopback_listen_and_a_missing_token() {
     let out = run(&["--client", "Bad Name"], None);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// rmcp refuses a `Host` that is not loopback (DNS rebinding); `--allow-host` adds the name a TLS proxy in
+/// front forwards. The token is checked first either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_loopback_hosts_and_allowed_names_are_served() {
+    let Some(bed) = Bed::new(EXECUTE_ALL).await else { return };
+    let mut server = bed
+        .pfsync()
+        .args(["mcp", "--listen", "127.0.0.1:0", "--allow-host", "mcp.example.com"])
+        .env("PFSYNC_MCP_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let http = reqwest::Client::new();
+    let status = |host: &'static str| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let mut r = http
+                .post(&url)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(init);
+            if !host.is_empty() {
+                r = r.header("host", host);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status("").await, 200, "loopback");
+    assert_eq!(status("mcp.example.com").await, 200, "an allowed name");
+    assert!((400..500).contains(&status("evil.example.net").await), "any other Host is refused");
+    let _ = server.kill();
+    let _ = server.wait();
+}
