@@ -3,7 +3,7 @@
 pub(crate) mod backend;
 mod demo;
 mod mcp;
-mod payouts;
+pub(crate) mod payouts;
 mod query;
 mod reconcile;
 mod run;

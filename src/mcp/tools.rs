@@ -983,9 +983,16 @@ impl Engine {
                 let provider = SeedProvider::new(client.clone(), client.config().keys_honoured);
                 run_payouts(&provider, &self.wh, &commit, &opts, &progress).await
             }
+            // As `pfsync payouts` runs them: any agent may be paid (the service refuses an unknown one), and
+            // the payer's ledger is copied after the batch, while its 50-entry window still reaches back.
             Backend::Live(provider, _) => {
                 let opts = PayoutOptions { check_agents: false, ..opts };
-                run_payouts(provider.as_ref(), &self.wh, &commit, &opts, &progress).await
+                let keep = crate::app::payouts::KeepLedgers {
+                    provider,
+                    wh: &self.wh,
+                    commit: CommitInfo { run_id: commit.run_id.clone(), step: "sync.transactions" },
+                };
+                crate::payouts::run_payouts_with(provider.as_ref(), &self.wh, &commit, &opts, &progress, &keep).await
             }
         };
         if let Err(e) = report {
