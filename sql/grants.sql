@@ -21,6 +21,7 @@ GRANT SELECT ON TABLE purpleflea.ops.daily_totals TO `pfsync-readers`;
 GRANT SELECT ON TABLE purpleflea.agents.escrow_terms TO `pfsync-readers`;
 GRANT SELECT ON TABLE purpleflea.ledger.entries TO `pfsync-readers`;
 GRANT SELECT ON TABLE purpleflea.ledger.gaps TO `pfsync-readers`;
+GRANT SELECT ON TABLE purpleflea.ops.mcp_calls TO `pfsync-readers`;
 GRANT SELECT ON VIEW purpleflea.payouts.status TO `pfsync-readers`;
 GRANT SELECT ON VIEW purpleflea.payouts.open_findings TO `pfsync-readers`;
 GRANT SELECT ON VIEW purpleflea.agents.wallet_freshness TO `pfsync-readers`;
@@ -44,6 +45,7 @@ GRANT SELECT ON TABLE purpleflea.ops.daily_totals TO `pfsync-job`;
 GRANT SELECT ON TABLE purpleflea.agents.escrow_terms TO `pfsync-job`;
 GRANT SELECT ON TABLE purpleflea.ledger.entries TO `pfsync-job`;
 GRANT SELECT ON TABLE purpleflea.ledger.gaps TO `pfsync-job`;
+GRANT SELECT ON TABLE purpleflea.ops.mcp_calls TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.agents.wallets TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.agents.escrows TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.ledger.transactions TO `pfsync-job`;
@@ -55,6 +57,7 @@ GRANT MODIFY ON TABLE purpleflea.ops.daily_totals TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.agents.escrow_terms TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.ledger.entries TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.ledger.gaps TO `pfsync-job`;
+GRANT MODIFY ON TABLE purpleflea.ops.mcp_calls TO `pfsync-job`;
 -- Credential vending: the job asks Unity Catalog for temporary credentials per table (READ for the
 -- sources, READ_WRITE for the rest); the metastore must allow external data access.
 GRANT EXTERNAL USE SCHEMA ON SCHEMA purpleflea.agents TO `pfsync-job`;

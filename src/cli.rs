@@ -179,6 +179,32 @@ pub enum Command {
     /// SCHEMA, an external table (USING DELTA LOCATION '<uri>') over every table, the views, and the
     /// grants. The files in sql/ddl/ and sql/grants.sql are the same text for a placeholder warehouse.
     Ddl(DdlArgs),
+    /// Serve MCP tools to agents (stdio, or streamable HTTP with --listen): balances and escrows from the
+    /// synced tables, and payouts and escrow actions through the exactly-once engine under the [mcp] policy.
+    Mcp(McpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Serve streamable HTTP at http://ADDR/mcp instead of stdio; loopback only (127.0.0.1:PORT, port 0
+    /// picks one). Every request needs `Authorization: Bearer <token>`, the token from PFSYNC_MCP_TOKEN or
+    /// --token-file (never a flag value).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// A `Host` the HTTP server accepts besides loopback names (repeatable): the public name a TLS proxy in
+    /// front of it forwards. Any other Host is refused (DNS rebinding protection).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+
+    /// File holding the HTTP bearer token (instead of PFSYNC_MCP_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Name of the client this server answers (a-z, 0-9, _ and -): operations are `mcp:<client>:<request_id>`,
+    /// requested_by `mcp:<client>`; limits and allowed_clients apply to it. Run one server per agent identity.
+    #[arg(long, env = "PFSYNC_MCP_CLIENT", default_value = "agent")]
+    pub client: String,
 }
 
 #[derive(Debug, Args)]

@@ -152,6 +152,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub storage: BTreeMap<String, String>,
     pub unity: Option<UnitySection>,
+    /// `pfsync mcp`: who may call which money tool, and how much (see `src/mcp/policy.rs`).
+    #[serde(default)]
+    pub mcp: crate::mcp::policy::McpSection,
 }
 
 impl FileConfig {
@@ -185,6 +188,8 @@ pub struct Settings {
     pub provider: ProviderSection,
     /// Resolve table locations through Unity Catalog before touching any table.
     pub unity: Option<UnitySection>,
+    /// `[mcp]`: the MCP server's policy, checked when the file is read.
+    pub mcp: crate::mcp::policy::McpSection,
 }
 
 impl Settings {
@@ -237,8 +242,10 @@ impl Settings {
             provider: file.provider.clone(),
             api,
             unity: file.unity.clone(),
+            mcp: file.mcp.clone(),
         };
         s.check_provider()?;
+        s.mcp.check().map_err(|m| value_error("[mcp]", m))?;
         Ok(s)
     }
 

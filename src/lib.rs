@@ -9,6 +9,7 @@ pub mod errors;
 pub mod hooks;
 pub mod logging;
 pub mod maintain;
+pub mod mcp;
 pub mod micros;
 pub mod money;
 pub mod ops;

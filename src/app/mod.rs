@@ -1,8 +1,9 @@
 //! The commands, run from parsed flags, and the mapping of their failures to exit codes.
 
-mod backend;
+pub(crate) mod backend;
 mod demo;
-mod payouts;
+mod mcp;
+pub(crate) mod payouts;
 mod query;
 mod reconcile;
 mod run;
@@ -216,6 +217,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Command::Tables => tables(&ctx).await,
+        Command::Mcp(args) => mcp::mcp(&ctx, &args).await,
         Command::Ddl(args) => {
             let grantees = crate::tables::ddl::Grantees {
                 readers: args.readers,

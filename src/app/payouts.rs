@@ -59,10 +59,10 @@ pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
 /// The live casino answers an agent's last 50 ledger entries only, and a payouts run writes one entry per
 /// payout on the payer: its ledger is copied after every batch (at most 20 debits of a payer), so that the
 /// window still reaches back to the previous copy and the copy has no gap of pfsync's own making.
-struct KeepLedgers<'a> {
-    provider: &'a LiveProvider,
-    wh: &'a Warehouse,
-    commit: CommitInfo,
+pub(crate) struct KeepLedgers<'a> {
+    pub(crate) provider: &'a LiveProvider,
+    pub(crate) wh: &'a Warehouse,
+    pub(crate) commit: CommitInfo,
 }
 
 impl AfterBatch for KeepLedgers<'_> {

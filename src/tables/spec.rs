@@ -523,6 +523,40 @@ pub const DAILY_TOTALS: TableSpec = TableSpec {
     properties: &[],
 };
 
+/// `purpleflea.ops.mcp_calls`: every tool call `pfsync mcp` answered, append-only, for auditors.
+pub const MCP_CALLS: TableSpec = TableSpec {
+    name: "purpleflea.ops.mcp_calls",
+    writer: Writer::Pfsync,
+    comment: "Every MCP tool call pfsync mcp answered: who asked, what, what the policy decided, what came back",
+    columns: &[
+        col("call_id", String, false, "Unique id of the call (UUID v7)"),
+        col("tool", String, false, "Tool called, e.g. release_escrow"),
+        col(
+            "client",
+            String,
+            false,
+            "Client the server was started for (pfsync mcp --client): the requested_by of its operations",
+        ),
+        col("client_info", String, true, "Name and version the MCP client announced (not authenticated)"),
+        col("transport", String, false, "stdio | http"),
+        col("request_id", String, true, "request_id the agent gave (money tools)"),
+        col("operation_id", String, true, "Payout or escrow action id derived from it: joins purpleflea.payouts.log"),
+        col("arguments", String, false, "Arguments as JSON, clipped to 4 KiB; no tool takes a secret"),
+        col("decision", String, false, "read | execute | queue | deny | refused | replayed | invalid | error"),
+        col("amount_usd", Money, true, "Amount requested (payouts and escrow creates)"),
+        col("is_error", Boolean, false, "Whether the agent got a tool error"),
+        col("result", String, true, "What the agent got, as JSON or text, clipped to 4 KiB"),
+        col("started_at", Timestamp, false, "When the call arrived"),
+        col("finished_at", Timestamp, false, "When it was answered"),
+    ],
+    partition_columns: &[],
+    properties: &[
+        ("delta.appendOnly", "true"),
+        ("delta.deletedFileRetentionDuration", "interval 365 days"),
+        ("delta.logRetentionDuration", "interval 365 days"),
+    ],
+};
+
 /// Every table pfsync owns, in creation order.
 pub const ALL: &[&TableSpec] = &[
     &WALLETS,
@@ -538,6 +572,7 @@ pub const ALL: &[&TableSpec] = &[
     &ESCROW_TERMS,
     &LEDGER_ENTRIES,
     &LEDGER_GAPS,
+    &MCP_CALLS,
 ];
 
 #[cfg(test)]

@@ -346,12 +346,18 @@ fn type_name(t: &DeltaType) -> String {
 /// A DataFusion session in which every existing pfsync table is registered under its three-level name
 /// (`SELECT ... FROM purpleflea.agents.wallets`), so analyst queries from `sql/` run as written.
 pub async fn sql_context(wh: &Warehouse) -> Result<SessionContext, TableError> {
+    sql_context_of(wh, ALL).await
+}
+
+/// [`sql_context`] with only these tables (and the views over them): opening a table reads its log, so a
+/// short query (an MCP read tool) opens only what it reads.
+pub async fn sql_context_of(wh: &Warehouse, specs: &[&TableSpec]) -> Result<SessionContext, TableError> {
     use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
 
     let config = datafusion::prelude::SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     let mut catalogs: HashMap<String, Arc<MemoryCatalogProvider>> = HashMap::new();
-    for spec in ALL {
+    for spec in specs {
         let Some(table) = open_existing(wh, spec).await? else {
             continue;
         };

@@ -12,6 +12,7 @@ mod live_bed;
 mod live_payouts;
 mod live_sync;
 mod maintain;
+mod mcp;
 mod operator_mistakes;
 mod pagination;
 pub mod payouts;

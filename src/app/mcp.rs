@@ -1,0 +1,53 @@
+//! `pfsync mcp`: connect the provider, make sure the tables the tools write exist, and serve.
+
+use super::backend::Backend;
+use super::{AppError, Context};
+use crate::cli::McpArgs;
+use crate::mcp::{Engine, McpServer, Token, policy, serve_http, serve_stdio};
+use crate::payouts::PayoutOptions;
+use crate::tables::{CommitInfo, ESCROW_ACTIONS, MCP_CALLS, PENDING_PAYOUTS, open_or_create};
+
+pub(super) async fn mcp(ctx: &Context, args: &McpArgs) -> Result<(), AppError> {
+    policy::check_client(&args.client).map_err(|e| AppError::Usage(format!("--client: {e}")))?;
+    if let Some(addr) = args.listen
+        && !addr.ip().to_canonical().is_loopback()
+    {
+        return Err(AppError::Usage(format!(
+            "--listen {addr} is not a loopback address: the tools move money and this server speaks plain HTTP. \
+             Listen on 127.0.0.1 and put a TLS-terminating proxy in front of it"
+        )));
+    }
+    // The token is read before anything else, so a server that cannot authenticate never starts.
+    let token = match args.listen {
+        Some(_) => Some(Token::resolve(args.token_file.as_deref()).map_err(AppError::Usage)?),
+        None if args.token_file.is_some() => {
+            return Err(AppError::Usage("--token-file is for HTTP: add --listen 127.0.0.1:PORT".into()));
+        }
+        None => None,
+    };
+    let cfg = Backend::client_config(&ctx.settings)?;
+    let opts = PayoutOptions { namespace: ctx.settings.mcp.namespace().to_string(), ..PayoutOptions::default() };
+    let opts = super::payouts::with_client(&opts, &cfg)?;
+    let backend = Backend::connect(&ctx.settings).await?;
+    // The money tools append to the two source tables (as an upstream job would) and every call to the audit
+    // table: created empty when absent, as `pfsync init` does; an existing one with other columns is refused.
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "mcp" };
+    for spec in [&PENDING_PAYOUTS, &ESCROW_ACTIONS, &MCP_CALLS] {
+        open_or_create(&ctx.settings.warehouse, spec, &commit).await?;
+    }
+    let transport = if args.listen.is_some() { "http" } else { "stdio" };
+    let engine = Engine::new(
+        ctx.settings.warehouse.clone(),
+        backend,
+        args.client.clone(),
+        transport,
+        ctx.settings.mcp.clone(),
+        opts,
+    );
+    let server = McpServer::new(engine);
+    tracing::info!(client = %args.client, transport, "pfsync mcp serving");
+    match (args.listen, token) {
+        (Some(addr), Some(token)) => serve_http(server, addr, token, &args.allow_hosts).await.map_err(AppError::Usage),
+        _ => serve_stdio(server).await.map_err(AppError::Internal),
+    }
+}

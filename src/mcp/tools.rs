@@ -1,0 +1,1033 @@
+//! The tools: names and arguments follow the seed's (`create_escrow`, `release_escrow`, `check_escrow_status`,
+//! `check_balance`) and Purple Flea's live escrow MCP server's (`get_escrow`, `dispute_escrow`), without its
+//! `casino_api_key` argument: the server holds the keys.
+//!
+//! Read tools answer from the synced Delta tables (read-only SQL, every value checked against the id rule
+//! before it is put in a query). Money tools become operations of the exactly-once engine: the operation id
+//! is `mcp:<client>:<request_id>`, so an agent's retry with the same request id is the same operation and
+//! returns the first result; the policy decides, and the limits hold, before a row is written.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use chrono::Utc;
+use rmcp::model::{CallToolResult, ContentBlock, Tool, ToolAnnotations};
+use serde_json::{Map, Value, json};
+
+use super::audit::{self, CallRecord};
+use super::policy::{self, Decision, McpSection};
+use crate::app::backend::Backend;
+use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
+use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};
+use crate::progress::Progress;
+use crate::provider::SeedProvider;
+use crate::tables::{
+    ALL, CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, TableSpec, Warehouse, open_or_create,
+    sql_context_of,
+};
+
+pub const INSTRUCTIONS: &str = "Purple Flea payments through pfsync. Read tools (check_balance, check_escrow_status, \
+get_escrow, payout_status, open_findings) answer from the lakehouse copy, with the time of the last sync. Money tools \
+(request_payout, create_escrow, release_escrow, dispute_escrow) need a request_id you choose: calling again with the \
+same request_id returns the first result and never moves money twice, so retry with the SAME id after a timeout. \
+A refusal (policy, limits, allowlist) comes back as a tool error whose text says why; nothing moved.";
+
+/// Everything a call needs: the warehouse, the provider, who the client is, and the policy.
+pub struct Engine {
+    pub wh: Warehouse,
+    pub backend: Backend,
+    /// The client name this server was started for (`--client`): `requested_by` is `mcp:<client>`.
+    pub client: String,
+    pub transport: &'static str,
+    pub policy: McpSection,
+    /// The options a `pfsync payouts` run would have (namespace, send budget); sources are set per call.
+    pub opts: PayoutOptions,
+    /// Money tools one at a time: the daily limit is checked and the row written with nothing in between.
+    money: tokio::sync::Mutex<()>,
+    /// The audit table, kept open between calls.
+    audit: tokio::sync::Mutex<Option<deltalake::DeltaTable>>,
+}
+
+impl Engine {
+    pub fn new(
+        wh: Warehouse,
+        backend: Backend,
+        client: String,
+        transport: &'static str,
+        policy: McpSection,
+        opts: PayoutOptions,
+    ) -> Engine {
+        Engine {
+            wh,
+            backend,
+            client,
+            transport,
+            policy,
+            opts,
+            money: tokio::sync::Mutex::new(()),
+            audit: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn requested_by(&self) -> String {
+        format!("mcp:{}", self.client)
+    }
+}
+
+fn schema(properties: Value, required: &[&str]) -> Arc<Map<String, Value>> {
+    let v = json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false});
+    match v {
+        Value::Object(m) => Arc::new(m),
+        _ => Arc::new(Map::new()),
+    }
+}
+
+fn tool(name: &'static str, description: &'static str, properties: Value, required: &[&str], money: bool) -> Tool {
+    let mut t = Tool::new(name, description, schema(properties, required));
+    let mut a = ToolAnnotations::default();
+    a.read_only_hint = Some(!money);
+    a.destructive_hint = Some(money);
+    a.idempotent_hint = Some(true);
+    a.open_world_hint = Some(money);
+    t.annotations = Some(a);
+    t
+}
+
+const LIVE: &str = "true: ask the payments API now instead of the last sync (the seed's API; for the live \
+provider, escrows only). Slower; use it when the synced copy may be stale.";
+
+const REQUEST_ID: &str = "Your id for this request, 1-64 characters of letters, digits, '.', '_' and '-'. Calling \
+again with the same request_id returns the first result and never moves money twice: reuse it when you retry.";
+
+/// Every tool, with its JSON schema.
+pub fn definitions() -> Vec<Tool> {
+    let agent = |d: &str| json!({"type": "string", "description": d, "maxLength": 128});
+    vec![
+        tool(
+            "check_balance",
+            "An agent's Purple Flea wallet as of the last sync (the purpleflea.agents.wallets table): balance_usd, \
+             total_earned_usd, active_escrow_count, and last_synced_at (when pfsync last wrote the row) with \
+             wallets_synced_at (the newest sync of the table). Read-only.",
+            json!({
+                "agent_id": agent("The agent whose balance to read, e.g. agent-000001"),
+                "live": {"type": "boolean", "default": false, "description": LIVE}
+            }),
+            &["agent_id"],
+            false,
+        ),
+        tool(
+            "check_escrow_status",
+            "An escrow's status (funded, released, refunded; live also completed, disputed), amount and parties as \
+             of the last sync (the purpleflea.agents.escrows table), with last_synced_at. Read-only.",
+            json!({"escrow_id": agent("The escrow id, as create_escrow returned it"), "live": {"type": "boolean", "default": false, "description": LIVE}}),
+            &["escrow_id"],
+            false,
+        ),
+        tool(
+            "get_escrow",
+            "The same as check_escrow_status (the name Purple Flea's escrow server uses): an escrow as of the last \
+             sync. Read-only.",
+            json!({"escrow_id": agent("The escrow id"), "live": {"type": "boolean", "default": false, "description": LIVE}}),
+            &["escrow_id"],
+            false,
+        ),
+        tool(
+            "payout_status",
+            "The status of a money request: queued (waiting for the scheduled job), in_flight, completed (with \
+             tx_id or escrow_id), rejected (with error_code and error_message) or unknown (being resolved; never \
+             paid twice). Give the request_id you used, or an operation_id from the payout log. Read-only.",
+            json!({
+                "request_id": {"type": "string", "description": "The request_id of your earlier money tool call", "maxLength": 64},
+                "operation_id": agent("Or: any operation id of purpleflea.payouts.log")
+            }),
+            &[],
+            false,
+        ),
+        tool(
+            "open_findings",
+            "Open reconciliation findings (the purpleflea.payouts.open_findings view): money pfsync logged that the \
+             provider does not show the same way, balances that do not add up. Read-only.",
+            json!({
+                "class": {"type": "string", "description": "Only this class, e.g. amount_mismatch, stale_unknown", "maxLength": 64},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20, "description": "At most this many findings"}
+            }),
+            &[],
+            false,
+        ),
+        tool(
+            "request_payout",
+            "Pay an agent from the treasury, exactly once per request_id. Depending on the server's policy it is \
+             paid now (returns status completed and tx_id), queued for the scheduled payout job (returns status \
+             queued), or refused. Limits per call and per day, and an allowlist of agents, apply before anything \
+             moves; a refusal says why.",
+            json!({
+                "request_id": {"type": "string", "description": REQUEST_ID, "maxLength": 64},
+                "agent_id": agent("The agent to pay"),
+                "amount_usd": {"type": "number", "exclusiveMinimum": 0, "description": "Amount in USD, at most 2 decimals, e.g. 12.50"},
+                "reason": {"type": "string", "maxLength": 4096, "description": "Why the agent is paid (recorded with the payout)"}
+            }),
+            &["request_id", "agent_id", "amount_usd", "reason"],
+            true,
+        ),
+        tool(
+            "create_escrow",
+            "Lock amount_usd from buyer_agent_id in an escrow for counterparty_agent_id (the seller), exactly once \
+             per request_id. Returns the escrow_id when the policy runs it now, or status queued. Release it with \
+             release_escrow when the work is done, or dispute_escrow to return the money to the buyer.",
+            json!({
+                "request_id": {"type": "string", "description": REQUEST_ID, "maxLength": 64},
+                "buyer_agent_id": agent("The agent whose funds are locked"),
+                "counterparty_agent_id": agent("The agent paid on release (the seller)"),
+                "amount_usd": {"type": "number", "exclusiveMinimum": 0, "description": "Amount in USD, at most 2 decimals"},
+                "description": {"type": "string", "maxLength": 4096, "description": "The task or agreement"},
+                "timeout_hours": {"type": "integer", "minimum": 1, "maximum": 720, "description": "Hours until the escrow may be refunded (live provider)"}
+            }),
+            &["request_id", "buyer_agent_id", "counterparty_agent_id", "amount_usd", "description"],
+            true,
+        ),
+        tool(
+            "release_escrow",
+            "Release a funded escrow to its seller, exactly once per request_id: calling it again with the same \
+             request_id returns the first result and releases nothing more. Give escrow_id, or create_request_id \
+             (the request_id of the create_escrow call) when the escrow id is not known yet.",
+            json!({
+                "request_id": {"type": "string", "description": REQUEST_ID, "maxLength": 64},
+                "escrow_id": agent("The escrow to release"),
+                "create_request_id": {"type": "string", "maxLength": 64, "description": "Or: the request_id of your create_escrow call"},
+                "reason": {"type": "string", "maxLength": 4096, "description": "Why (recorded with the release)"}
+            }),
+            &["request_id"],
+            true,
+        ),
+        tool(
+            "dispute_escrow",
+            "Dispute a funded escrow (the seed's provider refunds the buyer; the live one freezes it for review), \
+             exactly once per request_id. Give escrow_id, or create_request_id.",
+            json!({
+                "request_id": {"type": "string", "description": REQUEST_ID, "maxLength": 64},
+                "escrow_id": agent("The escrow to dispute"),
+                "create_request_id": {"type": "string", "maxLength": 64, "description": "Or: the request_id of your create_escrow call"},
+                "reason": {"type": "string", "maxLength": 4096, "description": "What went wrong"}
+            }),
+            &["request_id", "reason"],
+            true,
+        ),
+    ]
+}
+
+/// What one call came to, for the agent and the audit row.
+struct Outcome {
+    decision: &'static str,
+    request_id: Option<String>,
+    operation_id: Option<String>,
+    amount: Option<Usd>,
+    result: Result<Value, String>,
+}
+
+impl Outcome {
+    fn read(result: Result<Value, String>) -> Outcome {
+        Outcome { decision: "read", request_id: None, operation_id: None, amount: None, result }
+    }
+
+    fn invalid(message: String) -> Outcome {
+        Outcome { decision: "invalid", request_id: None, operation_id: None, amount: None, result: Err(message) }
+    }
+}
+
+/// Arguments as the audit keeps them: those the tool declares; any other is named, its value dropped (an
+/// agent used to Purple Flea's own server may send its `casino_api_key`).
+fn audited_arguments(tool: &str, args: &Map<String, Value>) -> String {
+    let declared: Vec<String> = definitions()
+        .into_iter()
+        .find(|t| t.name == tool)
+        .and_then(|t| t.input_schema.get("properties").and_then(|p| p.as_object()).map(|p| p.keys().cloned().collect()))
+        .unwrap_or_default();
+    let kept: Map<String, Value> = args
+        .iter()
+        .map(|(k, v)| if declared.contains(k) { (k.clone(), v.clone()) } else { (k.clone(), json!("<dropped>")) })
+        .collect();
+    Value::Object(kept).to_string()
+}
+
+fn text(args: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
+    match args.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("{name} must be a string")),
+    }
+}
+
+fn required(args: &Map<String, Value>, name: &str) -> Result<String, String> {
+    text(args, name)?.filter(|s| !s.trim().is_empty()).ok_or_else(|| format!("{name} is required"))
+}
+
+fn id_arg(args: &Map<String, Value>, name: &str) -> Result<String, String> {
+    let v = required(args, name)?;
+    crate::payouts::validate::check_id(&v).map_err(|e| format!("{name} {e}"))?;
+    Ok(v)
+}
+
+fn free_text(args: &Map<String, Value>, name: &str, needed: bool) -> Result<Option<String>, String> {
+    let v = if needed { Some(required(args, name)?) } else { text(args, name)? };
+    if let Some(t) = &v {
+        if t.chars().count() > 4096 {
+            return Err(format!("{name} is over 4096 characters"));
+        }
+        if t.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+            return Err(format!("{name} has a control character"));
+        }
+    }
+    Ok(v)
+}
+
+fn amount_arg(args: &Map<String, Value>) -> Result<Usd, String> {
+    let text = match args.get("amount_usd") {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err("amount_usd is required: a number of USD with at most 2 decimals".into()),
+    };
+    Usd::parse_positive(&text).map_err(|e| format!("amount_usd {text}: {e}"))
+}
+
+fn reject_unknown(tool: &str, args: &Map<String, Value>) -> Result<(), String> {
+    let def = definitions().into_iter().find(|t| t.name == tool);
+    let props = def.as_ref().and_then(|t| t.input_schema.get("properties").and_then(|p| p.as_object()));
+    for k in args.keys() {
+        if !props.is_some_and(|p| p.contains_key(k)) {
+            let hint = if k.contains("key") || k.contains("token") || k.contains("secret") {
+                " (no key is ever passed to this server: it holds its own)"
+            } else {
+                ""
+            };
+            return Err(format!("unknown argument {k:?}{hint}"));
+        }
+    }
+    Ok(())
+}
+
+/// A money request, validated.
+#[derive(Debug, Clone, PartialEq)]
+enum Request {
+    Payout { agent_id: String, amount: Usd, reason: String },
+    Create { buyer: String, seller: String, amount: Usd, description: String, metadata: Option<String> },
+    Release { escrow_id: Option<String>, create_action_id: Option<String>, reason: Option<String> },
+    Dispute { escrow_id: Option<String>, create_action_id: Option<String>, reason: String },
+}
+
+impl Request {
+    fn amount(&self) -> Option<Usd> {
+        match self {
+            Request::Payout { amount, .. } | Request::Create { amount, .. } => Some(*amount),
+            _ => None,
+        }
+    }
+
+    /// The table the request is queued in.
+    fn table(&self) -> &'static str {
+        match self {
+            Request::Payout { .. } => PENDING_PAYOUTS.name,
+            _ => ESCROW_ACTIONS.name,
+        }
+    }
+}
+
+impl Engine {
+    /// Answer one call and record it in `purpleflea.ops.mcp_calls`.
+    pub async fn call(&self, tool: &str, args: Map<String, Value>, client_info: Option<String>) -> CallToolResult {
+        let started_at = Utc::now();
+        let outcome = match reject_unknown(tool, &args) {
+            Err(e) if definitions().iter().any(|t| t.name == tool) => Outcome::invalid(e),
+            _ => self.dispatch(tool, &args).await,
+        };
+        let (is_error, result_text) = match &outcome.result {
+            Ok(v) => (false, v.to_string()),
+            Err(m) => (true, m.clone()),
+        };
+        let record = CallRecord {
+            tool: tool.chars().take(64).collect(),
+            client: self.client.clone(),
+            client_info,
+            transport: self.transport,
+            request_id: outcome.request_id.clone(),
+            operation_id: outcome.operation_id.clone(),
+            arguments: audited_arguments(tool, &args),
+            decision: outcome.decision,
+            amount: outcome.amount,
+            is_error,
+            result: result_text,
+            started_at,
+            finished_at: Utc::now(),
+        };
+        let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "mcp" };
+        if let Err(e) = audit::record(&self.wh, &commit, &mut *self.audit.lock().await, &record).await {
+            tracing::warn!(error = %e, tool = %record.tool, "could not record the call in purpleflea.ops.mcp_calls");
+        }
+        tracing::info!(
+            tool = %record.tool,
+            client = %self.client,
+            decision = outcome.decision,
+            operation_id = outcome.operation_id.as_deref().unwrap_or("-"),
+            is_error,
+            "mcp call"
+        );
+        match outcome.result {
+            Ok(v) => CallToolResult::structured(v),
+            Err(m) => CallToolResult::error(vec![ContentBlock::text(m)]),
+        }
+    }
+
+    async fn dispatch(&self, tool: &str, args: &Map<String, Value>) -> Outcome {
+        match tool {
+            "check_balance" => Outcome::read(self.check_balance(args).await),
+            "check_escrow_status" | "get_escrow" => Outcome::read(self.escrow(args).await),
+            "payout_status" => Outcome::read(self.payout_status(args).await),
+            "open_findings" => Outcome::read(self.open_findings(args).await),
+            "request_payout" | "create_escrow" | "release_escrow" | "dispute_escrow" => self.money(tool, args).await,
+            other => Outcome::invalid(format!(
+                "no tool {:?}; the tools are {}",
+                other.chars().take(64).collect::<String>(),
+                definitions().iter().map(|t| t.name.to_string()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+
+    /// A session with only the tables `sql` names (and those under the views it names): opening a table
+    /// reads its log, and a read tool should not pay for every table of the warehouse.
+    async fn ctx_for(&self, sql: &str) -> Result<datafusion::prelude::SessionContext, String> {
+        let specs: Vec<&TableSpec> = ALL
+            .iter()
+            .copied()
+            .filter(|s| {
+                sql.contains(s.name)
+                    || (s.name == PAYOUT_LOG.name && sql.contains("purpleflea.payouts.status"))
+                    || (s.name == RECONCILIATION.name && sql.contains("purpleflea.payouts.open_findings"))
+            })
+            .collect();
+        sql_context_of(&self.wh, &specs).await.map_err(|e| format!("reading the tables failed: {e}"))
+    }
+
+    /// Rows of a read-only query as JSON objects. Every value put in `sql` has passed the id rule.
+    async fn rows(&self, sql: &str) -> Result<Vec<Map<String, Value>>, String> {
+        rows_in(&self.ctx_for(sql).await?, sql).await
+    }
+
+    async fn table_exists(&self, name: &str) -> Result<bool, String> {
+        let ctx = self.ctx_for(name).await?;
+        Ok(ctx.table_exist(name).unwrap_or(false))
+    }
+
+    fn live(args: &Map<String, Value>) -> Result<bool, String> {
+        match args.get("live") {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err("live must be true or false".into()),
+        }
+    }
+
+    async fn check_balance(&self, args: &Map<String, Value>) -> Result<Value, String> {
+        let agent = id_arg(args, "agent_id")?;
+        if Self::live(args)? {
+            return match &self.backend {
+                Backend::Seed(client) => {
+                    let w = client.wallet(&agent).await.map_err(|e| format!("the API answered: {e}"))?;
+                    let mut v = serde_json::to_value(&w).map_err(|e| e.to_string())?;
+                    if let Value::Object(m) = &mut v {
+                        m.insert("source".into(), json!("the payments API, now"));
+                        m.insert("read_at".into(), json!(Utc::now().to_rfc3339()));
+                    }
+                    Ok(v)
+                }
+                Backend::Live(..) => Err(
+                    "live: true is not available for balances with the live provider (its balances are per agent key); \
+                     check_balance without it answers from the last sync"
+                        .into(),
+                ),
+            };
+        }
+        if !self.table_exists("purpleflea.agents.wallets").await? {
+            return Err(
+                "purpleflea.agents.wallets has no rows yet: the wallets have not been synced (pfsync sync)".into()
+            );
+        }
+        let rows = self
+            .rows(&format!(
+                "SELECT w.agent_id, w.balance_usd, w.total_earned_usd, w.active_escrow_count, w.last_synced_at, \
+                 (SELECT max(last_synced_at) FROM purpleflea.agents.wallets) AS wallets_synced_at \
+                 FROM purpleflea.agents.wallets w WHERE w.agent_id = '{agent}'"
+            ))
+            .await?;
+        match rows.into_iter().next() {
+            Some(mut row) => {
+                row.insert("source".into(), json!("purpleflea.agents.wallets (as of the last sync)"));
+                Ok(Value::Object(row))
+            }
+            None => Err(format!("agent {agent} is not in purpleflea.agents.wallets (check the id, or sync again)")),
+        }
+    }
+
+    async fn escrow(&self, args: &Map<String, Value>) -> Result<Value, String> {
+        let id = id_arg(args, "escrow_id")?;
+        if Self::live(args)? {
+            let mut v = match &self.backend {
+                Backend::Seed(client) => {
+                    let e = client.escrow(&id).await.map_err(|e| format!("the API answered: {e}"))?;
+                    serde_json::to_value(&e).map_err(|e| e.to_string())?
+                }
+                Backend::Live(provider, _) => {
+                    let e = provider.escrow(&id).await.map_err(|e| format!("the escrow service answered: {e}"))?;
+                    json!({
+                        "escrow_id": e.escrow_id, "status": e.status, "amount_usd": e.amount_usd.to_string(),
+                        "commission_usd": e.commission_usd.to_string(), "net_to_counterparty": e.net_to_counterparty.to_string(),
+                        "description": e.description, "buyer_agent_id": e.creator_id, "seller_agent_id": e.counterparty_id,
+                        "created_at": e.created_at, "auto_release_at": e.auto_release_at, "completed_at": e.completed_at,
+                        "released_at": e.released_at, "disputed_at": e.disputed_at
+                    })
+                }
+            };
+            if let Value::Object(m) = &mut v {
+                m.insert("source".into(), json!("the payments API, now"));
+                m.insert("read_at".into(), json!(Utc::now().to_rfc3339()));
+            }
+            return Ok(v);
+        }
+        if !self.table_exists("purpleflea.agents.escrows").await? {
+            return Err("purpleflea.agents.escrows has no rows yet: escrows have not been synced (pfsync sync)".into());
+        }
+        let rows = self
+            .rows(&format!(
+                "SELECT escrow_id, status, buyer_agent_id, seller_agent_id, CAST(amount_usd AS VARCHAR) AS amount_usd, \
+                 description, created_at, updated_at, tx_id, last_synced_at \
+                 FROM purpleflea.agents.escrows WHERE escrow_id = '{id}'"
+            ))
+            .await?;
+        match rows.into_iter().next() {
+            Some(mut row) => {
+                row.insert("source".into(), json!("purpleflea.agents.escrows (as of the last sync)"));
+                Ok(Value::Object(row))
+            }
+            None => Err(format!(
+                "escrow {id} is not in purpleflea.agents.escrows yet (a new escrow shows after the next sync; \
+                 payout_status with the create's request_id shows it now)"
+            )),
+        }
+    }
+
+    async fn payout_status(&self, args: &Map<String, Value>) -> Result<Value, String> {
+        let op = match (text(args, "request_id")?, text(args, "operation_id")?) {
+            (Some(r), None) => {
+                policy::check_request_id(&r)?;
+                policy::operation_id(&self.client, &r)
+            }
+            (None, Some(o)) => {
+                crate::payouts::validate::check_id(&o).map_err(|e| format!("operation_id {e}"))?;
+                o
+            }
+            _ => return Err("give exactly one of request_id and operation_id".into()),
+        };
+        self.status_of(&op).await
+    }
+
+    /// An operation's status: from the status view once the engine logged it, else queued or unknown.
+    async fn status_of(&self, op: &str) -> Result<Value, String> {
+        // One session for the log and the rejects table (each open reads a table's log).
+        let ctx = self.ctx_for("purpleflea.payouts.status purpleflea.payouts.rejects").await?;
+        let queries = [
+            (
+                "purpleflea.payouts.status",
+                format!(
+                    "SELECT operation_id, kind, status, tx_id, escrow_id, agent_id, counterparty_agent_id, \
+                     CAST(amount_usd AS VARCHAR) AS amount_usd, error_code, error_message, attempts, last_recorded_at \
+                     FROM purpleflea.payouts.status WHERE operation_id = '{op}'"
+                ),
+            ),
+            (
+                "purpleflea.payouts.rejects",
+                format!(
+                    "SELECT '{op}' AS operation_id, 'refused' AS status, code AS error_code, message AS error_message \
+                     FROM purpleflea.payouts.rejects WHERE operation_id = '{op}' ORDER BY rejected_at DESC LIMIT 1"
+                ),
+            ),
+        ];
+        for (table, sql) in queries {
+            if ctx.table_exist(table).unwrap_or(false)
+                && let Some(row) = rows_in(&ctx, &sql).await?.into_iter().next()
+            {
+                return Ok(Value::Object(row));
+            }
+        }
+        if self.queued(op).await?.is_some() {
+            Ok(json!({"operation_id": op, "status": "queued", "detail": "waiting for the scheduled payouts job"}))
+        } else {
+            Err(format!("no request {op} is known (check the request_id)"))
+        }
+    }
+
+    async fn open_findings(&self, args: &Map<String, Value>) -> Result<Value, String> {
+        let limit = match args.get("limit") {
+            None | Some(Value::Null) => 20,
+            Some(v) => v.as_u64().filter(|n| (1..=200).contains(n)).ok_or("limit must be an integer 1..=200")?,
+        };
+        let class = text(args, "class")?;
+        if let Some(c) = &class
+            && !c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            return Err("class must be a finding class, e.g. amount_mismatch".into());
+        }
+        if !self.table_exists("purpleflea.payouts.open_findings").await? {
+            return Ok(json!({"findings": [], "detail": "reconcile has not run yet: no findings recorded"}));
+        }
+        let filter = class.map(|c| format!("WHERE class = '{c}'")).unwrap_or_default();
+        let rows = self
+            .rows(&format!(
+                "SELECT class, operation_id, agent_id, detail, first_seen_at, \
+                 CAST(expected_amount_usd AS VARCHAR) AS expected_amount_usd, \
+                 CAST(actual_amount_usd AS VARCHAR) AS actual_amount_usd \
+                 FROM purpleflea.payouts.open_findings {filter} ORDER BY first_seen_at LIMIT {limit}"
+            ))
+            .await?;
+        Ok(json!({"findings": rows}))
+    }
+
+    fn parse_request(&self, tool: &str, args: &Map<String, Value>) -> Result<Request, String> {
+        let create_action = |args: &Map<String, Value>| -> Result<(Option<String>, Option<String>), String> {
+            let escrow = text(args, "escrow_id")?;
+            let create = text(args, "create_request_id")?;
+            match (&escrow, &create) {
+                (Some(e), None) => {
+                    crate::payouts::validate::check_id(e).map_err(|m| format!("escrow_id {m}"))?;
+                    Ok((escrow, None))
+                }
+                (None, Some(c)) => {
+                    policy::check_request_id(c).map_err(|m| format!("create_request_id: {m}"))?;
+                    Ok((None, Some(policy::operation_id(&self.client, c))))
+                }
+                _ => Err("give exactly one of escrow_id and create_request_id".into()),
+            }
+        };
+        Ok(match tool {
+            "request_payout" => Request::Payout {
+                agent_id: id_arg(args, "agent_id")?,
+                amount: amount_arg(args)?,
+                reason: free_text(args, "reason", true)?.unwrap_or_default(),
+            },
+            "create_escrow" => {
+                let metadata = match args.get("timeout_hours") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => {
+                        let h = v.as_u64().filter(|h| (1..=720).contains(h)).ok_or("timeout_hours must be 1..=720")?;
+                        Some(json!({"timeout_hours": h}).to_string())
+                    }
+                };
+                let buyer = id_arg(args, "buyer_agent_id")?;
+                let seller = id_arg(args, "counterparty_agent_id")?;
+                if buyer == seller {
+                    return Err("buyer_agent_id and counterparty_agent_id must differ".into());
+                }
+                Request::Create {
+                    buyer,
+                    seller,
+                    amount: amount_arg(args)?,
+                    description: free_text(args, "description", true)?.unwrap_or_default(),
+                    metadata,
+                }
+            }
+            "release_escrow" => {
+                let (escrow_id, create_action_id) = create_action(args)?;
+                let reason = free_text(args, "reason", false)?
+                    .unwrap_or_else(|| format!("released through pfsync mcp by {}", self.requested_by()));
+                Request::Release { escrow_id, create_action_id, reason: Some(reason) }
+            }
+            _ => {
+                let (escrow_id, create_action_id) = create_action(args)?;
+                Request::Dispute {
+                    escrow_id,
+                    create_action_id,
+                    reason: free_text(args, "reason", true)?.unwrap_or_default(),
+                }
+            }
+        })
+    }
+
+    async fn money(&self, tool: &str, args: &Map<String, Value>) -> Outcome {
+        let request_id = match required(args, "request_id").and_then(|r| policy::check_request_id(&r).map(|()| r)) {
+            Ok(r) => r,
+            Err(e) => return Outcome::invalid(e),
+        };
+        let op = policy::operation_id(&self.client, &request_id);
+        let mut out = Outcome {
+            decision: "invalid",
+            request_id: Some(request_id),
+            operation_id: Some(op.clone()),
+            amount: None,
+            result: Err(String::new()),
+        };
+        let req = match self.parse_request(tool, args) {
+            Ok(r) => r,
+            Err(e) => {
+                out.result = Err(e);
+                return out;
+            }
+        };
+        out.amount = req.amount();
+        let _one_at_a_time = self.money.lock().await;
+        let decision = self.policy.decision(tool);
+        // A retry: the same operation, answered from what the first call did (run again only to finish it).
+        match self.queued(&op).await {
+            Err(e) => {
+                out.decision = "error";
+                out.result = Err(e);
+                return out;
+            }
+            Ok(Some(first)) => {
+                out.decision = "replayed";
+                if first != req {
+                    out.result = Err(format!(
+                        "request_id {} was already used for a different request; use a new request_id",
+                        out.request_id.as_deref().unwrap_or_default()
+                    ));
+                    return out;
+                }
+                if decision == Decision::Execute {
+                    out.result = self.execute(&op, &req).await;
+                } else {
+                    out.result = self.status_of(&op).await;
+                }
+                return out;
+            }
+            Ok(None) => {}
+        }
+        out.decision = "refused";
+        if decision == Decision::Deny {
+            out.decision = "deny";
+            out.result = Err(format!("{tool} is not allowed on this server (policy: deny). Nothing was moved."));
+            return out;
+        }
+        let agents: Vec<&str> = match &req {
+            Request::Payout { agent_id, .. } => vec![agent_id],
+            Request::Create { buyer, seller, .. } => vec![buyer, seller],
+            Request::Release { escrow_id, create_action_id, .. }
+            | Request::Dispute { escrow_id, create_action_id, .. } => {
+                match self.escrow_parties(escrow_id.as_deref(), create_action_id.as_deref()).await {
+                    Ok(p) => {
+                        if let Err(e) =
+                            self.policy.admit(&self.client, &p.iter().map(String::as_str).collect::<Vec<_>>(), None)
+                        {
+                            out.result = Err(format!("{e}. Nothing was moved."));
+                            return out;
+                        }
+                        vec![]
+                    }
+                    Err(e) => {
+                        out.result = Err(e);
+                        return out;
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.policy.admit(&self.client, &agents, req.amount()) {
+            out.result = Err(format!("{e}. Nothing was moved."));
+            return out;
+        }
+        if req.amount().is_some() && self.policy.max_per_day().is_some() {
+            let spent = match self.spent_today().await {
+                Ok(s) => s,
+                Err(e) => {
+                    out.decision = "error";
+                    out.result = Err(e);
+                    return out;
+                }
+            };
+            if let Err(e) = self.policy.admit_daily(&self.client, spent, req.amount()) {
+                out.result = Err(e);
+                return out;
+            }
+        }
+        if let Err(e) = self.append(&op, &req).await {
+            out.decision = "error";
+            out.result = Err(e);
+            return out;
+        }
+        out.decision = decision.as_str();
+        out.result = match decision {
+            Decision::Execute => self.execute(&op, &req).await,
+            _ => Ok(json!({
+                "operation_id": op,
+                "status": "queued",
+                "queued_in": req.table(),
+                "detail": "the scheduled payouts job runs it exactly once; payout_status shows its progress"
+            })),
+        };
+        out
+    }
+
+    /// Who an escrow's release or dispute concerns: from the synced escrows table, else from the log of
+    /// its create (an escrow created through this server before the next sync). Only with an allowlist.
+    async fn escrow_parties(&self, escrow_id: Option<&str>, create: Option<&str>) -> Result<Vec<String>, String> {
+        if self.policy.allowed_agents.is_none() {
+            return Ok(vec![]);
+        }
+        let mut queries = Vec::new();
+        if let Some(e) = escrow_id {
+            if self.table_exists("purpleflea.agents.escrows").await? {
+                queries.push(format!(
+                    "SELECT buyer_agent_id AS a, seller_agent_id AS b FROM purpleflea.agents.escrows WHERE escrow_id = '{e}'"
+                ));
+            }
+            queries.push(format!(
+                "SELECT agent_id AS a, counterparty_agent_id AS b FROM purpleflea.payouts.status \
+                 WHERE kind = 'escrow_create' AND escrow_id = '{e}'"
+            ));
+        }
+        if let Some(c) = create {
+            queries.push(format!(
+                "SELECT buyer_agent_id AS a, seller_agent_id AS b FROM purpleflea.escrow.actions WHERE action_id = '{c}'"
+            ));
+        }
+        for q in queries {
+            if let Ok(rows) = self.rows(&q).await
+                && let Some(r) = rows.into_iter().next()
+            {
+                return Ok(["a", "b"].iter().filter_map(|k| r.get(*k)?.as_str().map(str::to_string)).collect());
+            }
+        }
+        Err("the escrow's buyer and seller are not known here (not synced yet), so the agent allowlist cannot be \
+             checked. Nothing was moved; try again after the next sync"
+            .into())
+    }
+
+    /// The request already written under this operation id, if any.
+    async fn queued(&self, op: &str) -> Result<Option<Request>, String> {
+        let payouts = self
+            .rows(&format!(
+                "SELECT agent_id, CAST(amount_usd AS VARCHAR) AS amount_usd, reason \
+                 FROM purpleflea.payouts.pending WHERE payout_id = '{op}'"
+            ))
+            .await?;
+        let s = |r: &Map<String, Value>, k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        if let Some(r) = payouts.first() {
+            return Ok(Some(Request::Payout {
+                agent_id: s(r, "agent_id").unwrap_or_default(),
+                amount: s(r, "amount_usd").and_then(|a| Usd::parse(&a).ok()).unwrap_or(Usd::ZERO),
+                reason: s(r, "reason").unwrap_or_default(),
+            }));
+        }
+        let actions = self
+            .rows(&format!(
+                "SELECT action, escrow_id, create_action_id, buyer_agent_id, seller_agent_id, \
+                 CAST(amount_usd AS VARCHAR) AS amount_usd, description, metadata, reason \
+                 FROM purpleflea.escrow.actions WHERE action_id = '{op}'"
+            ))
+            .await?;
+        let Some(r) = actions.first() else { return Ok(None) };
+        Ok(Some(match s(r, "action").as_deref() {
+            Some("create") => Request::Create {
+                buyer: s(r, "buyer_agent_id").unwrap_or_default(),
+                seller: s(r, "seller_agent_id").unwrap_or_default(),
+                amount: s(r, "amount_usd").and_then(|a| Usd::parse(&a).ok()).unwrap_or(Usd::ZERO),
+                description: s(r, "description").unwrap_or_default(),
+                metadata: s(r, "metadata"),
+            },
+            Some("release") => Request::Release {
+                escrow_id: s(r, "escrow_id"),
+                create_action_id: s(r, "create_action_id"),
+                reason: s(r, "reason"),
+            },
+            _ => Request::Dispute {
+                escrow_id: s(r, "escrow_id"),
+                create_action_id: s(r, "create_action_id"),
+                reason: s(r, "reason").unwrap_or_default(),
+            },
+        }))
+    }
+
+    /// What this client requested today (UTC), queued or executed: payouts and escrow funding.
+    async fn spent_today(&self) -> Result<Usd, String> {
+        let since = Utc::now().format("%Y-%m-%dT00:00:00Z");
+        let by = self.requested_by();
+        // One query per table: DataFusion refuses a UNION of columns whose comments differ.
+        let mut total = Usd::ZERO;
+        for (table, filter) in [(PENDING_PAYOUTS.name, ""), (ESCROW_ACTIONS.name, "AND action = 'create'")] {
+            let rows = self
+                .rows(&format!(
+                    "SELECT CAST(coalesce(sum(amount_usd), 0) AS VARCHAR) AS total FROM {table} \
+                     WHERE requested_by = '{by}' AND requested_at >= TIMESTAMP '{since}' {filter}"
+                ))
+                .await?;
+            let t = rows.first().and_then(|r| r.get("total")?.as_str().map(str::to_string)).unwrap_or_default();
+            let t = Usd::parse(&t).map_err(|e| format!("today's total {t:?}: {e}"))?;
+            total = total.checked_add(t).ok_or("today's total overflows")?;
+        }
+        Ok(total)
+    }
+
+    /// Append the request to the pending or actions table (created, empty, when absent: as `pfsync init`).
+    async fn append(&self, op: &str, req: &Request) -> Result<(), String> {
+        let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "mcp" };
+        let err = |e: arrow::error::ArrowError| e.to_string();
+        let now = Utc::now().timestamp_micros();
+        let ts = || Arc::new(TimestampMicrosecondArray::from(vec![Some(now)]).with_timezone("UTC")) as ArrayRef;
+        let money = |a: Option<Usd>| -> Result<ArrayRef, String> {
+            Ok(Arc::new(
+                Decimal128Array::from(vec![a.map(Usd::to_decimal128)])
+                    .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)
+                    .map_err(err)?,
+            ))
+        };
+        let s = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+        let by = self.requested_by();
+        let create_reason = format!("escrow created through pfsync mcp by {by}");
+        let (spec, columns): (_, Vec<ArrayRef>) = match req {
+            Request::Payout { agent_id, amount, reason } => (
+                &PENDING_PAYOUTS,
+                vec![s(Some(op)), s(Some(agent_id)), money(Some(*amount))?, s(Some(reason)), ts(), s(Some(&by))],
+            ),
+            other => {
+                let (action, escrow, create, buyer, seller, amount, desc, meta, reason) = match other {
+                    Request::Create { buyer, seller, amount, description, metadata } => (
+                        "create",
+                        None,
+                        None,
+                        Some(buyer.as_str()),
+                        Some(seller.as_str()),
+                        Some(*amount),
+                        Some(description.as_str()),
+                        metadata.as_deref(),
+                        Some(create_reason.as_str()),
+                    ),
+                    Request::Release { escrow_id, create_action_id, reason } => (
+                        "release",
+                        escrow_id.as_deref(),
+                        create_action_id.as_deref(),
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        reason.as_deref(),
+                    ),
+                    Request::Dispute { escrow_id, create_action_id, reason } => (
+                        "dispute",
+                        escrow_id.as_deref(),
+                        create_action_id.as_deref(),
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        Some(reason.as_str()),
+                    ),
+                    Request::Payout { .. } => unreachable!("payouts are matched above"),
+                };
+                (
+                    &ESCROW_ACTIONS,
+                    vec![
+                        s(Some(op)),
+                        s(Some(action)),
+                        s(escrow),
+                        s(create),
+                        s(buyer),
+                        s(seller),
+                        money(amount)?,
+                        s(desc),
+                        s(meta),
+                        s(reason),
+                        ts(),
+                        s(Some(&by)),
+                    ],
+                )
+            }
+        };
+        let table = open_or_create(&self.wh, spec, &commit).await.map_err(|e| e.to_string())?;
+        let batch = RecordBatch::try_new(spec.arrow_schema(), columns).map_err(err)?;
+        table
+            .write(vec![batch])
+            .with_commit_properties(commit.properties())
+            .await
+            .map_err(|e| format!("writing {} failed: {e}", spec.name))?;
+        Ok(())
+    }
+
+    /// Run the engine for this one operation now, and answer its status. The engine's log makes it
+    /// exactly once: an operation already final is not sent again.
+    async fn execute(&self, op: &str, req: &Request) -> Result<Value, String> {
+        // A release or dispute naming its create by id needs the create in the same read (a create already
+        // final is not sent again: the log says so).
+        let create = match req {
+            Request::Release { create_action_id: Some(c), .. } | Request::Dispute { create_action_id: Some(c), .. } => {
+                format!(" OR action_id = '{c}'")
+            }
+            _ => String::new(),
+        };
+        if let Request::Release { create_action_id: Some(c), .. } | Request::Dispute { create_action_id: Some(c), .. } =
+            req
+        {
+            // Only a create that already completed: a queued one is the scheduled job's to run, not this call's.
+            let status = self.status_of(c).await.ok();
+            let state = status.as_ref().and_then(|s| s.get("status")?.as_str()).unwrap_or("unknown to this server");
+            if state != "completed" {
+                return Err(format!(
+                    "the escrow's create ({c}) has not completed (status: {state}), so there is nothing to release or \
+                     dispute yet. Nothing was moved; call again with the same request_id once it has"
+                ));
+            }
+        }
+        let opts = PayoutOptions {
+            payout_sql: Some(format!("SELECT * FROM purpleflea.payouts.pending WHERE payout_id = '{op}'")),
+            action_sql: Some(format!("SELECT * FROM purpleflea.escrow.actions WHERE action_id = '{op}'{create}")),
+            ..self.opts.clone()
+        };
+        let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
+        let progress = Progress::new(false, "mcp");
+        let report: Result<PayoutReport, _> = match &self.backend {
+            Backend::Seed(client) => {
+                let provider = SeedProvider::new(client.clone(), client.config().keys_honoured);
+                run_payouts(&provider, &self.wh, &commit, &opts, &progress).await
+            }
+            // As `pfsync payouts` runs them: any agent may be paid (the service refuses an unknown one), and
+            // the payer's ledger is copied after the batch, while its 50-entry window still reaches back.
+            Backend::Live(provider, _) => {
+                let opts = PayoutOptions { check_agents: false, ..opts };
+                let keep = crate::app::payouts::KeepLedgers {
+                    provider,
+                    wh: &self.wh,
+                    commit: CommitInfo { run_id: commit.run_id.clone(), step: "sync.transactions" },
+                };
+                crate::payouts::run_payouts_with(provider.as_ref(), &self.wh, &commit, &opts, &progress, &keep).await
+            }
+        };
+        if let Err(e) = report {
+            return Err(format!("the payouts engine failed: {e}. Call again with the same request_id to retry safely"));
+        }
+        let status = self.status_of(op).await?;
+        match status.get("status").and_then(|s| s.as_str()) {
+            Some("rejected") | Some("refused") => Err(format!(
+                "refused: {} ({}). Nothing was moved",
+                status.get("error_message").and_then(|m| m.as_str()).unwrap_or("no message"),
+                status.get("error_code").and_then(|m| m.as_str()).unwrap_or("no code")
+            )),
+            _ => Ok(status),
+        }
+    }
+}
+
+async fn rows_in(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<Map<String, Value>>, String> {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| format!("query failed: {e}"))?
+        .collect()
+        .await
+        .map_err(|e| format!("query failed: {e}"))?;
+    to_json(&batches)
+}
+
+fn to_json(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, String> {
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Ok(Vec::new());
+    }
+    let mut w = arrow::json::ArrayWriter::new(Vec::new());
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    w.write_batches(&refs).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())?;
+    serde_json::from_slice(&w.into_inner()).map_err(|e| e.to_string())
+}

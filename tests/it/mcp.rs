@@ -1,0 +1,555 @@
+//! `pfsync mcp` driven by a real MCP client: the official Python SDK (`mcp` from PyPI), over stdio and over
+//! streamable HTTP, against the sandbox and a temp warehouse synced by `pfsync sync`.
+//!
+//! The client is `tests/it/mcp_client.py` in the interpreter `PFSYNC_MCP_PYTHON` names (default: the venv
+//! `.ci/run` installs it into, `~/.cache/pfsync-mcp-venv`). Without it the tests print a skip line, unless
+//! `PFSYNC_REQUIRE_MCP=1` (CI) makes that a failure. `PFSYNC_MCP_TEST_BIN` points them at another pfsync
+//! binary than this build's (a shared target dir where another checkout's build may replace it).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use pfsync::api::TxKind;
+use pfsync::sandbox::Sandbox;
+use serde_json::{Value, json};
+
+use crate::common::{count, sandbox};
+
+const KEY: &str = "pf_test_sandbox";
+const TOKEN: &str = "mcp-test-token-0123456789";
+
+fn python() -> Option<String> {
+    let default = format!("{}/.cache/pfsync-mcp-venv/bin/python", std::env::var("HOME").unwrap_or("/root".into()));
+    let py = std::env::var("PFSYNC_MCP_PYTHON").unwrap_or(default);
+    let ok = Command::new(&py).args(["-c", "import mcp"]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(
+        std::env::var("PFSYNC_REQUIRE_MCP").as_deref() != Ok("1"),
+        "PFSYNC_REQUIRE_MCP=1 but {py} cannot import the MCP Python SDK (pip install mcp)"
+    );
+    eprintln!("skipped: no MCP Python SDK at {py} (set PFSYNC_MCP_PYTHON, or pip install mcp into that venv)");
+    None
+}
+
+fn bin() -> String {
+    std::env::var("PFSYNC_MCP_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pfsync").to_string())
+}
+
+fn client_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/mcp_client.py")
+}
+
+/// A sandbox, a warehouse synced from it, and a config file with an `[mcp]` section.
+struct Bed {
+    sb: Sandbox,
+    dir: tempfile::TempDir,
+    py: String,
+}
+
+/// What one client session printed, and everything the server logged.
+struct Run {
+    outputs: Vec<Value>,
+    logs: String,
+}
+
+impl Run {
+    fn call(&self, i: usize) -> &Value {
+        &self.outputs[i]
+    }
+}
+
+impl Bed {
+    async fn new(mcp: &str) -> Option<Bed> {
+        let py = python()?;
+        let sb = sandbox(30).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pfsync.toml"), format!("[mcp]\n{mcp}\n")).unwrap();
+        let bed = Bed { sb, dir, py };
+        let out = tokio::task::block_in_place(|| bed.pfsync().arg("sync").output().unwrap());
+        assert!(out.status.success(), "sync: {}", String::from_utf8_lossy(&out.stderr));
+        Some(bed)
+    }
+
+    fn pfsync(&self) -> Command {
+        let url = self.sb.base_url().to_string();
+        let mut c = Command::new(bin());
+        c.env_remove("RUST_LOG")
+            .env("PURPLEFLEA_API_KEY", KEY)
+            .arg("--config")
+            .arg(self.dir.path().join("pfsync.toml"))
+            .arg("--warehouse")
+            .arg(self.dir.path().join("wh"))
+            .args(["--api-url", &url, "--faucet-url", &url]);
+        c
+    }
+
+    fn script(&self, steps: &Value) -> PathBuf {
+        let path = self.dir.path().join(format!("script-{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&path, steps.to_string()).unwrap();
+        path
+    }
+
+    fn parse(stdout: &[u8]) -> Vec<Value> {
+        String::from_utf8_lossy(stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// The client starts `pfsync mcp` itself and talks to it over stdin/stdout (its stderr comes through).
+    fn stdio(&self, client: &str, steps: Value) -> Run {
+        let script = self.script(&steps);
+        let server = self.pfsync();
+        let mut c = Command::new(&self.py);
+        c.arg(client_script()).arg("stdio").arg(&script).arg(server.get_program());
+        c.args(server.get_args()).args(["-v", "mcp", "--client", client]);
+        c.env("PURPLEFLEA_API_KEY", KEY).env_remove("RUST_LOG");
+        let out = tokio::task::block_in_place(|| c.output().unwrap());
+        let logs = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "the MCP client failed:\n{logs}");
+        Run { outputs: Self::parse(&out.stdout), logs }
+    }
+
+    /// `pfsync mcp --listen 127.0.0.1:0`, and the client over streamable HTTP with `token`.
+    fn http(&self, client: &str, token: &str, steps: Value) -> (Run, bool) {
+        let mut server = self
+            .pfsync()
+            .args(["-v", "mcp", "--client", client, "--listen", "127.0.0.1:0"])
+            .env("PFSYNC_MCP_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("{line}"));
+        let script = self.script(&steps);
+        let out = tokio::task::block_in_place(|| {
+            Command::new(&self.py)
+                .arg(client_script())
+                .args(["http"])
+                .arg(&script)
+                .arg(url)
+                .env("PFSYNC_MCP_TOKEN", token)
+                .output()
+                .unwrap()
+        });
+        let _ = server.kill();
+        let mut logs = String::new();
+        server.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+        let _ = server.wait();
+        logs.push_str(&String::from_utf8_lossy(&out.stderr));
+        (Run { outputs: Self::parse(&out.stdout), logs }, out.status.success())
+    }
+
+    async fn sql(&self) -> datafusion::prelude::SessionContext {
+        let wh = pfsync::tables::Warehouse::local(&self.dir.path().join("wh")).unwrap();
+        pfsync::tables::sql_context(&wh).await.unwrap()
+    }
+
+    fn txs(&self, kind: TxKind) -> usize {
+        self.sb.ledger().transactions().filter(|t| t.kind == kind).count()
+    }
+}
+
+fn call(name: &str, arguments: Value) -> Value {
+    json!({"call": name, "arguments": arguments})
+}
+
+/// No tool result and no log line carries the API key (the client's stderr holds the server's logs).
+fn assert_no_key(run: &Run) {
+    for o in &run.outputs {
+        assert!(!o.to_string().contains(KEY), "a tool result holds the API key: {o}");
+    }
+    assert!(!run.logs.contains(KEY), "the logs hold the API key:\n{}", run.logs);
+    assert!(!run.logs.contains(TOKEN), "the logs hold the bearer token");
+}
+
+const EXECUTE_ALL: &str = "[mcp.policy]\nrequest_payout = \"execute\"\ncreate_escrow = \"execute\"\n\
+                           release_escrow = \"execute\"\ndispute_escrow = \"execute\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_tools_are_listed_with_schemas_over_stdio_and_http() {
+    let Some(bed) = Bed::new(EXECUTE_ALL).await else { return };
+    let stdio = bed.stdio("lister", json!([{"list_tools": true}]));
+    let (http, ok) = bed.http("lister", TOKEN, json!([{"list_tools": true}]));
+    assert!(ok, "{}", http.logs);
+    for run in [&stdio, &http] {
+        let tools = run.call(0)["tools"].as_array().unwrap();
+        let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        for want in [
+            "check_balance",
+            "check_escrow_status",
+            "get_escrow",
+            "payout_status",
+            "open_findings",
+            "request_payout",
+            "create_escrow",
+            "release_escrow",
+            "dispute_escrow",
+        ] {
+            assert!(names.contains(&want), "{want} in {names:?}");
+        }
+        for t in tools {
+            let s = &t["inputSchema"];
+            assert_eq!(s["type"], "object", "{t}");
+            assert_eq!(s["additionalProperties"], false, "{t}");
+            assert!(t["description"].as_str().unwrap().len() > 40, "an LLM can act on it: {t}");
+            let props = s["properties"].as_object().unwrap();
+            assert!(props.keys().all(|k| !k.contains("key")), "no key argument: {t}");
+            for r in s["required"].as_array().unwrap() {
+                assert!(props.contains_key(r.as_str().unwrap()), "{t}");
+            }
+        }
+        for money in ["request_payout", "create_escrow", "release_escrow", "dispute_escrow"] {
+            let t = tools.iter().find(|t| t["name"] == money).unwrap();
+            assert!(t["inputSchema"]["required"].as_array().unwrap().contains(&json!("request_id")), "{t}");
+        }
+        let payout = tools.iter().find(|t| t["name"] == "request_payout").unwrap();
+        assert_eq!(payout["inputSchema"]["properties"]["amount_usd"]["type"], "number");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_balance_answers_what_the_wallets_table_holds_with_its_sync_time() {
+    let Some(bed) = Bed::new(EXECUTE_ALL).await else { return };
+    let agents = ["agent-000001", "agent-000007", "databricks-pipeline-orchestrator"];
+    let steps: Vec<Value> = agents.iter().map(|a| call("check_balance", json!({"agent_id": a}))).collect();
+    let stdio = bed.stdio("reader", Value::Array(steps.clone()));
+    let (http, ok) = bed.http("reader", TOKEN, Value::Array(steps));
+    assert!(ok, "{}", http.logs);
+    let ctx = bed.sql().await;
+    for run in [&stdio, &http] {
+        for (i, agent) in agents.iter().enumerate() {
+            let got = &run.call(i)["structured"];
+            assert_eq!(run.call(i)["isError"], false, "{}", run.call(i));
+            let rows = ctx
+                .sql(&format!(
+                    "SELECT balance_usd, CAST(last_synced_at AS VARCHAR) AS t FROM purpleflea.agents.wallets WHERE agent_id = '{agent}'"
+                ))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let balance = rows[0].column(0).as_any().downcast_ref::<arrow::array::Float64Array>().unwrap().value(0);
+            assert_eq!(got["agent_id"], *agent);
+            assert_eq!(got["balance_usd"].as_f64().unwrap(), balance, "{got}");
+            assert!(got["last_synced_at"].as_str().is_some_and(|t| t.starts_with("20")), "{got}");
+            assert!(got["wallets_synced_at"].as_str().is_some(), "{got}");
+        }
+        assert_no_key(run);
+    }
+    let unknown = bed.stdio("reader", json!([call("check_balance", json!({"agent_id": "agent-999999"}))]));
+    assert_eq!(unknown.call(0)["isError"], true);
+    assert!(unknown.call(0)["text"].as_str().unwrap().contains("not in purpleflea.agents.wallets"));
+    // `live: true` asks the API now: after a payout the sync has not seen, it differs from the table.
+    let run = bed.stdio(
+        "reader",
+        json!([
+            call(
+                "request_payout",
+                json!({"request_id": "p", "agent_id": "agent-000001", "amount_usd": 3, "reason": "r"})
+            ),
+            call("check_balance", json!({"agent_id": "agent-000001", "live": true})),
+            call("check_balance", json!({"agent_id": "agent-000001"})),
+        ]),
+    );
+    let now: f64 = bed.sb.ledger().wallet("agent-000001").unwrap().balance_usd.to_string().parse().unwrap();
+    assert_eq!(run.call(1)["structured"]["balance_usd"].as_f64().unwrap(), now, "{}", run.call(1));
+    assert_eq!(run.call(1)["structured"]["source"], "the payments API, now");
+    assert!((run.call(2)["structured"]["balance_usd"].as_f64().unwrap() - (now - 3.0)).abs() < 1e-9, "{}", run.call(2));
+}
+
+/// An agent's framework retries `release_escrow` with the same request id: one release at the provider,
+/// the same answer twice. Over both transports; the API key shows in no result and no log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_escrow_twice_with_one_request_id_releases_once() {
+    let Some(bed) = Bed::new(EXECUTE_ALL).await else { return };
+    let steps = |tag: &str| {
+        json!([
+            call(
+                "create_escrow",
+                json!({
+                    "request_id": format!("esc-{tag}"), "buyer_agent_id": "databricks-pipeline-orchestrator",
+                    "counterparty_agent_id": "agent-000003", "amount_usd": 25, "description": "sentiment labeling batch"
+                })
+            ),
+            call(
+                "release_escrow",
+                json!({"request_id": format!("rel-{tag}"), "create_request_id": format!("esc-{tag}")})
+            ),
+            call(
+                "release_escrow",
+                json!({"request_id": format!("rel-{tag}"), "create_request_id": format!("esc-{tag}")})
+            ),
+            call(
+                "request_payout",
+                json!({
+                    "request_id": "x", "agent_id": "agent-000001", "amount_usd": 1, "reason": "r", "casino_api_key": "pf_live_should_never_be_kept"
+                })
+            ),
+        ])
+    };
+    let locks = bed.txs(TxKind::EscrowLock);
+    let releases = bed.txs(TxKind::EscrowRelease);
+    let stdio = bed.stdio("agent-a", steps("s"));
+    assert_eq!(bed.txs(TxKind::EscrowLock), locks + 1);
+    assert_eq!(bed.txs(TxKind::EscrowRelease), releases + 1, "one release for two calls");
+    let (http, ok) = bed.http("agent-b", TOKEN, steps("h"));
+    assert!(ok, "{}", http.logs);
+    assert_eq!(bed.txs(TxKind::EscrowLock), locks + 2);
+    assert_eq!(bed.txs(TxKind::EscrowRelease), releases + 2, "one release per request id");
+    for run in [&stdio, &http] {
+        let create = &run.call(0)["structured"];
+        assert_eq!(create["status"], "completed", "{}", run.call(0));
+        let escrow = create["escrow_id"].as_str().unwrap();
+        let (first, second) = (&run.call(1), &run.call(2));
+        assert_eq!(first["isError"], false, "{first}");
+        assert_eq!(first["structured"]["status"], "completed", "{first}");
+        assert_eq!(first["structured"]["escrow_id"], escrow);
+        assert_eq!(first["structured"]["tx_id"], second["structured"]["tx_id"], "the retry answers the first result");
+        assert_eq!(first["structured"]["attempts"], 1);
+        let bad = &run.call(3);
+        assert_eq!(bad["isError"], true);
+        assert!(bad["text"].as_str().unwrap().contains("no key is ever passed"), "{bad}");
+        assert_no_key(run);
+    }
+    // The audit table ties each request to its operation, and never keeps a key an agent sent.
+    let ctx = bed.sql().await;
+    assert_eq!(
+        count(
+            &ctx,
+            "SELECT count(*) FROM purpleflea.ops.mcp_calls WHERE tool = 'release_escrow' AND decision = 'replayed'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &ctx,
+            "SELECT count(*) FROM purpleflea.ops.mcp_calls WHERE arguments LIKE '%pf_live_should_never_be_kept%'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM purpleflea.ops.mcp_calls WHERE arguments LIKE '%casino_api_key%<dropped>%'")
+            .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &ctx,
+            "SELECT count(*) FROM purpleflea.payouts.status s JOIN purpleflea.ops.mcp_calls c \
+             ON s.operation_id = c.operation_id WHERE c.tool = 'release_escrow' AND s.status = 'completed'"
+        )
+        .await,
+        4
+    );
+    assert_eq!(
+        count(
+            &ctx,
+            "SELECT count(*) FROM purpleflea.escrow.actions WHERE requested_by IN ('mcp:agent-a', 'mcp:agent-b')"
+        )
+        .await,
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_daily_limit_is_refused_with_a_reason_and_nothing_moves() {
+    let policy = format!("max_per_call_usd = \"30.00\"\nmax_per_day_usd = \"40.00\"\n{EXECUTE_ALL}");
+    let Some(bed) = Bed::new(&policy).await else { return };
+    let pay = |id: &str, amount: f64| {
+        call(
+            "request_payout",
+            json!({"request_id": id, "agent_id": "agent-000004", "amount_usd": amount, "reason": "bonus"}),
+        )
+    };
+    let payouts = bed.txs(TxKind::Payout);
+    let run = bed.stdio("spender", json!([pay("p1", 25.0), pay("p2", 20.0), pay("p3", 31.0), pay("p4", 15.0)]));
+    assert_eq!(run.call(0)["structured"]["status"], "completed", "{}", run.call(0));
+    let over = &run.call(1);
+    assert_eq!(over["isError"], true, "{over}");
+    assert!(over["text"].as_str().unwrap().contains("over the daily limit"), "{over}");
+    assert!(over["text"].as_str().unwrap().contains("Nothing was moved"), "{over}");
+    assert!(run.call(2)["text"].as_str().unwrap().contains("over the limit per call"), "{}", run.call(2));
+    assert_eq!(run.call(3)["structured"]["status"], "completed", "40.00 is within the limit: {}", run.call(3));
+    assert_eq!(bed.txs(TxKind::Payout), payouts + 2, "the refused calls moved nothing");
+    // Over HTTP the same client is held to the same day's total.
+    let (http, ok) = bed.http("spender", TOKEN, json!([pay("p5", 0.01)]));
+    assert!(ok, "{}", http.logs);
+    assert!(http.call(0)["text"].as_str().unwrap().contains("over the daily limit"), "{}", http.call(0));
+    assert_eq!(bed.txs(TxKind::Payout), payouts + 2);
+    let ctx = bed.sql().await;
+    assert_eq!(count(&ctx, "SELECT count(*) FROM purpleflea.payouts.pending").await, 2, "refused calls queue nothing");
+    assert_eq!(count(&ctx, "SELECT count(*) FROM purpleflea.ops.mcp_calls WHERE decision = 'refused'").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_and_queue_policies_behave_as_stated() {
+    let policy = "allowed_agents = [\"agent-000005\", \"agent-000006\"]\n[mcp.policy]\nrequest_payout = \"queue\"\n\
+                  create_escrow = \"deny\"\n";
+    let Some(bed) = Bed::new(policy).await else { return };
+    let before = bed.sb.ledger().transactions().count();
+    let run = bed.stdio(
+        "queuer",
+        json!([
+            call("request_payout", json!({"request_id": "q1", "agent_id": "agent-000005", "amount_usd": "7.25", "reason": "queued"})),
+            call("request_payout", json!({"request_id": "q1", "agent_id": "agent-000005", "amount_usd": "7.25", "reason": "queued"})),
+            call("create_escrow", json!({"request_id": "c1", "buyer_agent_id": "agent-000005", "counterparty_agent_id": "agent-000006", "amount_usd": 5, "description": "denied"})),
+            call("release_escrow", json!({"request_id": "r1", "escrow_id": "esc_000000000001"})),
+            call("request_payout", json!({"request_id": "q2", "agent_id": "agent-000009", "amount_usd": 1, "reason": "not allowed"})),
+            call("payout_status", json!({"request_id": "q1"})),
+            call("request_payout", json!({"request_id": "q1", "agent_id": "agent-000005", "amount_usd": "9.00", "reason": "queued"})),
+        ]),
+    );
+    let queued = &run.call(0)["structured"];
+    assert_eq!(queued["status"], "queued", "{}", run.call(0));
+    assert_eq!(queued["operation_id"], "mcp:queuer:q1");
+    assert_eq!(queued["queued_in"], "purpleflea.payouts.pending");
+    assert_eq!(run.call(1)["structured"]["status"], "queued", "a retry is the same queued request");
+    for i in [2, 3] {
+        assert_eq!(run.call(i)["isError"], true);
+        assert!(run.call(i)["text"].as_str().unwrap().contains("policy: deny"), "{}", run.call(i));
+    }
+    assert!(run.call(4)["text"].as_str().unwrap().contains("allowlist"), "{}", run.call(4));
+    assert_eq!(run.call(5)["structured"]["status"], "queued");
+    assert!(run.call(6)["text"].as_str().unwrap().contains("already used for a different request"), "{}", run.call(6));
+    assert_eq!(bed.sb.ledger().transactions().count(), before, "queue and deny move nothing");
+    let ctx = bed.sql().await;
+    assert_eq!(
+        count(
+            &ctx,
+            "SELECT count(*) FROM purpleflea.payouts.pending WHERE payout_id = 'mcp:queuer:q1' AND requested_by = 'mcp:queuer' \
+             AND amount_usd = 7.25"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&ctx, "SELECT count(*) FROM purpleflea.escrow.actions").await, 0, "deny writes nothing");
+    // The scheduled job pays the queued request, once.
+    let paid = || {
+        bed.sb
+            .ledger()
+            .transactions()
+            .filter(|t| {
+                t.kind == TxKind::Payout && t.idempotency_key.as_deref().is_some_and(|k| k.ends_with(":mcp:queuer:q1"))
+            })
+            .count()
+    };
+    assert_eq!(paid(), 0);
+    let out = tokio::task::block_in_place(|| bed.pfsync().arg("payouts").output().unwrap());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(paid(), 1);
+    let after = bed.stdio("queuer", json!([call("payout_status", json!({"request_id": "q1"}))]));
+    assert_eq!(after.call(0)["structured"]["status"], "completed", "{}", after.call(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_bearer_token_gets_401_and_no_tool_runs() {
+    let Some(bed) = Bed::new(EXECUTE_ALL).await else { return };
+    let before = bed.sb.ledger().transactions().count();
+    let steps = json!([call(
+        "request_payout",
+        json!({"request_id": "t1", "agent_id": "agent-000001", "amount_usd": 1, "reason": "x"})
+    )]);
+    let (run, ok) = bed.http("intruder", "not-the-token", steps);
+    assert!(!ok, "the client must fail: {:?}", run.outputs);
+    assert!(run.outputs.is_empty());
+    assert!(run.logs.contains("missing or wrong bearer token"), "the server says why: {}", run.logs);
+    assert_no_key(&run);
+    assert!(!run.logs.contains("not-the-token"), "the presented token is not logged");
+    assert_eq!(bed.sb.ledger().transactions().count(), before);
+    let ctx = bed.sql().await;
+    assert_eq!(count(&ctx, "SELECT count(*) FROM purpleflea.ops.mcp_calls").await, 0, "no tool ran");
+
+    // Raw HTTP: no header, a wrong one, and a scheme other than Bearer are all 401 before any tool.
+    let mut server = bed
+        .pfsync()
+        .args(["mcp", "--listen", "127.0.0.1:0"])
+        .env("PFSYNC_MCP_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"request_payout","arguments":{}}}"#;
+    let http = reqwest::Client::new();
+    for auth in [None, Some("Bearer wrong"), Some(&format!("Basic {TOKEN}")[..])] {
+        let mut r = http.post(&url).header("content-type", "application/json").body(body);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{auth:?}");
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(bed.sb.ledger().transactions().count(), before);
+}
+
+#[test]
+fn http_refuses_a_non_loopback_listen_and_a_missing_token() {
+    let run = |args: &[&str], token: Option<&str>| {
+        let mut c = Command::new(bin());
+        c.env_remove("PFSYNC_MCP_TOKEN").env("PURPLEFLEA_API_KEY", KEY).args(["--api-url", "http://127.0.0.1:9/api"]);
+        c.args(["--warehouse", "/nonexistent/never-created"]).arg("mcp").args(args);
+        if let Some(t) = token {
+            c.env("PFSYNC_MCP_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&["--listen", "127.0.0.1:0"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PFSYNC_MCP_TOKEN"));
+    let out = run(&["--listen", "0.0.0.0:0"], Some(TOKEN));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+    let out = run(&["--client", "Bad Name"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// rmcp refuses a `Host` that is not loopback (DNS rebinding); `--allow-host` adds the name a TLS proxy in
+/// front forwards. The token is checked first either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_loopback_hosts_and_allowed_names_are_served() {
+    let Some(bed) = Bed::new(EXECUTE_ALL).await else { return };
+    let mut server = bed
+        .pfsync()
+        .args(["mcp", "--listen", "127.0.0.1:0", "--allow-host", "mcp.example.com"])
+        .env("PFSYNC_MCP_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let http = reqwest::Client::new();
+    let status = |host: &'static str| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let mut r = http
+                .post(&url)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(init);
+            if !host.is_empty() {
+                r = r.header("host", host);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status("").await, 200, "loopback");
+    assert_eq!(status("mcp.example.com").await, 200, "an allowed name");
+    assert!((400..500).contains(&status("evil.example.net").await), "any other Host is refused");
+    let _ = server.kill();
+    let _ = server.wait();
+}
