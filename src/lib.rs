@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod logging;
 pub mod maintain;
 pub mod micros;
+pub mod mlflow;
 pub mod money;
 pub mod ops;
 pub mod payouts;

@@ -84,8 +84,18 @@ pub(super) async fn payouts_step(
     backend: &Backend,
     opts: &PayoutOptions,
 ) -> Result<StepOutcome, AppError> {
-    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
-    let progress = Progress::new(ctx.progress, "payouts");
+    engine_step(ctx, backend, opts, "payouts").await
+}
+
+/// The exactly-once engine over the sources `opts` selects, as step `step` (`payouts`, `rules`).
+pub(super) async fn engine_step(
+    ctx: &Context,
+    backend: &Backend,
+    opts: &PayoutOptions,
+    step: &'static str,
+) -> Result<StepOutcome, AppError> {
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step };
+    let progress = Progress::new(ctx.progress, step);
     let wh = &ctx.settings.warehouse;
     let report = match backend {
         Backend::Seed(client) => {

@@ -15,6 +15,7 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     let popts = payout_options(&args.payouts)?;
     let classes = fail_on(&args.reconcile.fail_on)?;
     let popts = with_client(&popts, &Backend::client_config(&ctx.settings)?)?;
+    let mlflow = if args.steps.contains(&Step::Rules) { super::rules::mlflow_from_env()? } else { None };
     let backend = Backend::connect(&ctx.settings).await?;
     let rargs = ReconcileArgs {
         namespace: args.payouts.namespace.clone(),
@@ -27,6 +28,16 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
         let r = match step {
             Step::Sync => {
                 recorded(ctx, "sync", sync_step(ctx, &backend, SyncTarget::All, &SyncOptions::default())).await
+            }
+            Step::Rules => {
+                // The rules step reads its own table only: the payouts step reads the pending sources.
+                let ropts = crate::payouts::PayoutOptions {
+                    payout_sql: None,
+                    action_sql: None,
+                    extra_tables: Vec::new(),
+                    ..popts.clone()
+                };
+                recorded(ctx, "rules", super::rules::rules_step(ctx, &backend, &ropts, mlflow.clone())).await
             }
             Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, &backend, &popts)).await,
             Step::Reconcile => recorded(ctx, "reconcile", reconcile_step(ctx, &rargs, &classes)).await,

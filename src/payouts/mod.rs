@@ -27,6 +27,7 @@ pub mod log;
 pub mod operation;
 pub mod plan;
 pub mod read;
+pub mod rules;
 pub mod source;
 pub mod state;
 pub mod validate;
@@ -77,6 +78,8 @@ pub enum PayoutError {
     Contended { attempts: u32 },
     #[error("building a batch failed")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Mlflow(#[from] crate::mlflow::MlflowError),
 }
 
 impl PayoutError {
@@ -99,6 +102,8 @@ impl PayoutError {
             | PayoutError::LogRow(_)
             | PayoutError::Contended { .. } => ErrorClass::Storage,
             PayoutError::Plan(_) | PayoutError::Arrow(_) => ErrorClass::Internal,
+            PayoutError::Mlflow(crate::mlflow::MlflowError::Request { .. }) => ErrorClass::Transient,
+            PayoutError::Mlflow(_) => ErrorClass::Usage,
         }
     }
 }
@@ -133,6 +138,8 @@ pub struct PayoutOptions {
     /// later than `in_flight_timeout - send_budget` after its intent, so a run that finds an intent older
     /// than the timeout knows its sender has stopped.
     pub send_budget: Duration,
+    /// Read the metric rules (`purpleflea.escrow.rules`) instead of the payout and action sources.
+    pub rules: Option<std::sync::Arc<rules::Rules>>,
 }
 
 impl Default for PayoutOptions {
@@ -151,6 +158,7 @@ impl Default for PayoutOptions {
             extra_tables: Vec::new(),
             in_flight_timeout: Duration::from_secs(900),
             send_budget: Duration::from_secs(150),
+            rules: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use super::validate::{Reject, check_batch};
 use super::{PayoutError, PayoutOptions, PayoutReport};
 use crate::tables::store::check_schema;
 use crate::tables::{
-    CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, REJECTS, WALLETS, Warehouse, open_existing,
+    CommitInfo, ESCROW_ACTIONS, ESCROW_RULES, PAYOUT_LOG, PENDING_PAYOUTS, REJECTS, WALLETS, Warehouse, open_existing,
     open_or_create, sql_context,
 };
 
@@ -31,6 +31,9 @@ pub struct Read {
 
 /// The sources a run reads: the two default tables, or the queries that replace them.
 pub fn sources(opts: &PayoutOptions) -> Vec<Box<dyn Source>> {
+    if let Some(rules) = &opts.rules {
+        return vec![Box::new(super::rules::RuleSource(rules.clone()))];
+    }
     vec![
         Box::new(SqlSource::payouts(opts.payout_sql.as_deref())),
         Box::new(SqlSource::actions(opts.action_sql.as_deref())),
@@ -53,12 +56,17 @@ pub async fn read(
     }
     // A default source table that exists must hold the columns pfsync reads, with types it converts
     // (nullable and extra columns are fine), and a protocol delta-rs reads in full.
+    let rules = opts.rules.is_some();
     for (spec, custom) in [(&PENDING_PAYOUTS, &opts.payout_sql), (&ESCROW_ACTIONS, &opts.action_sql)] {
         if custom.is_none()
+            && !rules
             && let Some(table) = open_existing(wh, spec).await?
         {
             check_schema(&table, spec, &wh.location(&spec.table_name()))?;
         }
+    }
+    if rules && let Some(table) = open_existing(wh, &ESCROW_RULES).await? {
+        check_schema(&table, &ESCROW_RULES, &wh.location(&ESCROW_RULES.table_name()))?;
     }
     let log = open_existing(wh, &PAYOUT_LOG).await?;
     let rejects_table = if opts.dry_run { None } else { open_existing(wh, &REJECTS).await? };
@@ -91,7 +99,20 @@ pub async fn read(
         }
     }
 
-    let ids: Vec<String> = ops.iter().map(|o| o.id.clone()).collect::<HashSet<_>>().into_iter().collect();
+    // With the creates that releases and disputes name, so one whose create ran in an earlier run (or
+    // another step) finds it in the log.
+    let ids: Vec<String> = ops
+        .iter()
+        .flat_map(|o| {
+            let create = match o.escrow() {
+                Some(super::operation::EscrowRef::CreatedBy(c)) => Some(c.clone()),
+                _ => None,
+            };
+            std::iter::once(o.id.clone()).chain(create)
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     let past = match &log {
         Some(t) => history(t, &ids).await?,
         None => HashMap::new(),
