@@ -289,7 +289,12 @@ impl Rules {
 
     async fn points(&self, c: &MlflowClient, rule: &Rule) -> Result<Vec<(String, MetricPoint)>, MlflowError> {
         let runs = match &rule.runs {
-            Runs::One(r) => vec![r.clone()],
+            // get-history answers an empty list for a run that does not exist: ask for the run first, so a
+            // mistyped run id is refused with its reason instead of waiting forever.
+            Runs::One(r) => {
+                c.run_tags(r).await?;
+                vec![r.clone()]
+            }
             Runs::Search { experiment_id, filter } => c.search_runs(experiment_id, filter.as_deref()).await?,
         };
         let mut out = Vec::new();
