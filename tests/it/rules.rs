@@ -65,10 +65,16 @@ pub async fn write_rules(wh: &Warehouse, rows: &[RuleRow]) {
 
 /// `pfsync rules` as a child process against this sandbox and MLflow server.
 fn rules_cmd(sb: &Sandbox, ml: &MlflowServer, wh: &std::path::Path) -> Command {
+    command(sb, ml, wh, &["rules"])
+}
+
+/// `pfsync <command...>` as a child process against this sandbox and MLflow server.
+fn command(sb: &Sandbox, ml: &MlflowServer, wh: &std::path::Path, command: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
     let url = sb.base_url().to_string();
     c.args(["--api-url", &url, "--faucet-url", &url, "--timeout-secs", "1", "--max-elapsed-secs", "1", "-q"])
-        .args(["rules", "--in-flight-timeout", &IN_FLIGHT_SECS.to_string()])
+        .args(command)
+        .args(["--in-flight-timeout", &IN_FLIGHT_SECS.to_string()])
         .arg("--warehouse")
         .arg(wh)
         .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
@@ -222,10 +228,10 @@ async fn a_rule_releases_once_across_reruns_and_a_kill_after_send_and_tags_its_m
         "{reasons:?}"
     );
 
-    // Reruns: nothing sent, nothing tagged again.
+    // Reruns, as `pfsync rules` and as the rules step of `pfsync run`: nothing sent, nothing tagged again.
     let executed = sb.stats().executed;
-    for _ in 0..2 {
-        let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    for cmd in [&["rules"][..], &["run", "--steps", "rules,payouts"][..]] {
+        let o = run(&mut command(&sb, ml, dir.path(), cmd));
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         assert!(text(&o).contains("0 MLflow run(s) tagged"), "{}", text(&o));
     }
