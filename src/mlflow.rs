@@ -103,6 +103,13 @@ impl MlflowConfig {
     }
 }
 
+/// What pfsync reads of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    pub tags: HashMap<String, String>,
+    pub artifact_uri: Option<String>,
+}
+
 /// One logged value of a metric.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricPoint {
@@ -150,8 +157,19 @@ impl MlflowClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value, MlflowError> {
-        let url =
-            self.cfg.base.join(&format!("api/2.0/mlflow/{path}")).map_err(|e| MlflowError::BadUrl(e.to_string()))?;
+        let body = body.map(|b| (b.to_string(), "application/json"));
+        self.request(method, &format!("api/2.0/mlflow/{path}"), path, query, body).await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        rel: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<(String, &str)>,
+    ) -> Result<Value, MlflowError> {
+        let url = self.cfg.base.join(rel).map_err(|e| MlflowError::BadUrl(e.to_string()))?;
         let fail = |message: String| MlflowError::Request { path: path.to_string(), message };
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
@@ -164,8 +182,8 @@ impl MlflowClient {
                 Auth::Bearer(t) => req.bearer_auth(t),
                 Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
             };
-            if let Some(b) = body {
-                req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_string());
+            if let Some((b, content_type)) = &body {
+                req = req.header(reqwest::header::CONTENT_TYPE, *content_type).body(b.clone());
             }
             let resp = match req.send().await {
                 Ok(r) => r,
@@ -178,6 +196,9 @@ impl MlflowClient {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
             if status.is_success() {
+                if text.trim().is_empty() {
+                    return Ok(Value::Null);
+                }
                 return serde_json::from_str(&text).map_err(|e| fail(format!("answer is not JSON: {e}")));
             }
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -201,14 +222,41 @@ impl MlflowClient {
 
     /// A run's tags (`runs/get`).
     pub async fn run_tags(&self, run_id: &str) -> Result<HashMap<String, String>, MlflowError> {
+        Ok(self.run(run_id).await?.tags)
+    }
+
+    /// A run's tags and artifact location (`runs/get`).
+    pub async fn run(&self, run_id: &str) -> Result<RunInfo, MlflowError> {
         let v = self.call(reqwest::Method::GET, "runs/get", &[("run_id", run_id.to_string())], None).await?;
-        let mut out = HashMap::new();
+        let mut tags = HashMap::new();
         for t in v["run"]["data"]["tags"].as_array().into_iter().flatten() {
             if let (Some(k), Some(val)) = (t["key"].as_str(), t["value"].as_str()) {
-                out.insert(k.to_string(), val.to_string());
+                tags.insert(k.to_string(), val.to_string());
             }
         }
-        Ok(out)
+        let artifact_uri = v["run"]["info"]["artifact_uri"].as_str().map(str::to_string);
+        Ok(RunInfo { tags, artifact_uri })
+    }
+
+    /// Write a small text artifact into a run, where the server serves artifacts itself (an artifact URI
+    /// `mlflow-artifacts:/...`, the tracking server's proxy). Elsewhere (a bucket or DBFS the client would
+    /// write to directly) nothing is written: returns false.
+    pub async fn put_artifact(&self, run: &RunInfo, name: &str, text: String) -> Result<bool, MlflowError> {
+        let Some(uri) = run.artifact_uri.as_deref().and_then(|u| u.strip_prefix("mlflow-artifacts:")) else {
+            return Ok(false);
+        };
+        // `mlflow-artifacts:/1/<run>/artifacts` or `mlflow-artifacts://host:port/1/<run>/artifacts`.
+        let path = match uri.strip_prefix("//") {
+            Some(rest) => rest.split_once('/').map(|(_, p)| p).unwrap_or(""),
+            None => uri.trim_start_matches('/'),
+        };
+        if path.is_empty() || path.split('/').any(|p| p == ".." || p.is_empty()) || name.contains('/') {
+            return Ok(false);
+        }
+        let rel = format!("api/2.0/mlflow-artifacts/artifacts/{path}/{name}");
+        self.request(reqwest::Method::PUT, &rel, "mlflow-artifacts", &[], Some((text, "application/json")))
+            .await
+            .map(|_| true)
     }
 
     /// The ids of an experiment's runs that match `filter` (`runs/search`, every page), oldest first.

@@ -20,6 +20,8 @@ pub const TAG_TX_ID: &str = "purpleflea.tx_id";
 pub const TAG_ACTION: &str = "purpleflea.action";
 pub const TAG_RUN_ID: &str = "purpleflea.pfsync_run_id";
 pub const TAG_RULE_ID: &str = "purpleflea.rule_id";
+/// The JSON artifact with the same record, where the MLflow server serves artifacts.
+pub const ARTIFACT_NAME: &str = "purpleflea_escrow.json";
 
 /// The MLflow client from the environment; `None` when nothing is configured (a rules table with rows
 /// is then an error, an empty or missing one is not).
@@ -122,15 +124,20 @@ async fn tag_runs(wh: &Warehouse, client: &MlflowClient, fired: &HashMap<String,
             want.insert(TAG_TX_ID, t.clone());
         }
         let result: Result<bool, MlflowError> = async {
-            let have = client.run_tags(run).await?;
-            let mut set = false;
-            for (k, v) in &want {
-                if have.get(*k) != Some(v) {
-                    client.set_tag(run, k, v).await?;
-                    set = true;
-                }
+            let info = client.run(run).await?;
+            let missing: Vec<(&str, &String)> =
+                want.iter().filter(|(k, v)| info.tags.get(**k) != Some(*v)).map(|(k, v)| (*k, v)).collect();
+            if missing.is_empty() {
+                return Ok(false);
             }
-            Ok(set)
+            // The record as a JSON artifact first (where the server serves artifacts), then the tags: a run
+            // with its tags has its artifact too.
+            let record = serde_json::to_string_pretty(&want).unwrap_or_default();
+            client.put_artifact(&info, ARTIFACT_NAME, record).await?;
+            for (k, v) in missing {
+                client.set_tag(run, k, v).await?;
+            }
+            Ok(true)
         }
         .await;
         match result {

@@ -66,7 +66,8 @@ impl MlflowServer {
             .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
-            .arg("--default-artifact-root")
+            // Artifacts served by the server itself (`mlflow-artifacts:/...`), as pfsync's record is written.
+            .arg("--artifacts-destination")
             .arg(dir.join("artifacts"))
             // No background job runner: the tests need the tracking API only.
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -140,6 +141,11 @@ kill -9 -- "-$2" 2>/dev/null; sleep 1; rm -rf "$3""#;
         self.python(&format!(
             "c = mlflow.MlflowClient()\nfor s, v in {steps:?}: c.log_metric({run_id:?}, {key:?}, v, step=s)"
         ));
+    }
+
+    /// The text of a run's artifact, as MLflow's client downloads it.
+    pub fn artifact(&self, run_id: &str, path: &str) -> String {
+        self.python(&format!("print(mlflow.artifacts.load_text('runs:/{run_id}/{path}'))"))
     }
 
     /// A run's tags, as `key=value` lines sorted, of the tags whose key starts with `purpleflea.`.

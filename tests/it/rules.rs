@@ -218,6 +218,10 @@ async fn a_rule_releases_once_across_reruns_and_a_kill_after_send_and_tags_its_m
     assert_eq!(tags.get("purpleflea.tx_id"), Some(&tx), "{tags:?}");
     assert_eq!(tags.get("purpleflea.rule_id").map(String::as_str), Some("r1"), "{tags:?}");
     assert!(tags.get("purpleflea.pfsync_run_id").is_some_and(|r| !r.is_empty()), "{tags:?}");
+    // The same record as a JSON artifact of the run.
+    let record: HashMap<String, String> =
+        serde_json::from_str(&tokio::task::block_in_place(|| ml.artifact(&run_id, "purpleflea_escrow.json"))).unwrap();
+    assert_eq!(record, tags, "the artifact holds the tags' record");
 
     // The reason names run, metric, value and step: the first value over the threshold.
     let reasons =
