@@ -152,6 +152,23 @@ pub struct FileConfig {
     #[serde(default)]
     pub storage: BTreeMap<String, String>,
     pub unity: Option<UnitySection>,
+    /// Change-feed sources of `pfsync payouts` (see `payouts::feed`).
+    #[serde(default)]
+    pub feeds: Vec<FeedSection>,
+}
+
+/// `[[feeds]]`: a Delta table's change data feed as a source of payouts or escrow actions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedSection {
+    pub name: String,
+    /// The events table's location (a folder or an object-store URI).
+    pub table: String,
+    /// SQL over `changes` (the table's columns, `_change_type`, `_commit_version`, `_commit_timestamp`)
+    /// producing the columns of the pending table (`kind = "payouts"`) or of the actions table.
+    pub query: String,
+    /// `payouts` (default) or `actions`.
+    pub kind: Option<String>,
 }
 
 impl FileConfig {
@@ -185,6 +202,8 @@ pub struct Settings {
     pub provider: ProviderSection,
     /// Resolve table locations through Unity Catalog before touching any table.
     pub unity: Option<UnitySection>,
+    /// `[[feeds]]`, checked.
+    pub feeds: Vec<crate::payouts::feed::FeedSpec>,
 }
 
 impl Settings {
@@ -229,7 +248,34 @@ impl Settings {
                  table with [tables.\"catalog.schema.table\"] location = ...",
             ));
         }
+        let mut feeds: Vec<crate::payouts::feed::FeedSpec> = Vec::new();
+        for f in &file.feeds {
+            let field = format!("[[feeds]] {:?}", f.name);
+            crate::payouts::feed::check_feed_name(&f.name).map_err(|e| value_error("[[feeds]] name", e))?;
+            if feeds.iter().any(|g| g.name == f.name) {
+                return Err(value_error(&field, "is declared twice"));
+            }
+            let location =
+                crate::tables::location_url(&f.table).map_err(|e| value_error(&format!("{field} table"), e))?;
+            if f.query.trim().is_empty() {
+                return Err(value_error(&format!("{field} query"), "is empty"));
+            }
+            let shape = match f.kind.as_deref() {
+                None | Some("payouts") => crate::payouts::source::RowShape::Payouts,
+                Some("actions") => crate::payouts::source::RowShape::Actions,
+                Some(other) => {
+                    return Err(value_error(&format!("{field} kind"), format!("{other:?} is not payouts or actions")));
+                }
+            };
+            feeds.push(crate::payouts::feed::FeedSpec {
+                name: f.name.clone(),
+                location,
+                query: f.query.clone(),
+                shape,
+            });
+        }
         let s = Settings {
+            feeds,
             warehouse,
             api_url,
             faucet_url,

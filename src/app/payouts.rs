@@ -96,6 +96,14 @@ pub(super) async fn engine_step(
 ) -> Result<StepOutcome, AppError> {
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step };
     let progress = Progress::new(ctx.progress, step);
+    // The change feeds of the config file are payout sources: read by the payouts step, not the rules one.
+    let with_feeds;
+    let opts = if opts.rules.is_none() && !ctx.settings.feeds.is_empty() {
+        with_feeds = PayoutOptions { feeds: ctx.settings.feeds.clone(), ..opts.clone() };
+        &with_feeds
+    } else {
+        opts
+    };
     let wh = &ctx.settings.warehouse;
     let report = match backend {
         Backend::Seed(client) => {

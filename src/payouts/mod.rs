@@ -23,6 +23,7 @@
 //! Rows that cannot be paid are refused before any money moves, with a code, into the rejects table.
 
 pub mod engine;
+pub mod feed;
 pub mod log;
 pub mod operation;
 pub mod plan;
@@ -140,6 +141,8 @@ pub struct PayoutOptions {
     pub send_budget: Duration,
     /// Read the metric rules (`purpleflea.escrow.rules`) instead of the payout and action sources.
     pub rules: Option<std::sync::Arc<rules::Rules>>,
+    /// Change-feed sources (`[[feeds]]`), read with the payout and action sources.
+    pub feeds: Vec<feed::FeedSpec>,
 }
 
 impl Default for PayoutOptions {
@@ -159,6 +162,7 @@ impl Default for PayoutOptions {
             in_flight_timeout: Duration::from_secs(900),
             send_budget: Duration::from_secs(150),
             rules: None,
+            feeds: Vec::new(),
         }
     }
 }
@@ -232,6 +236,11 @@ pub async fn run_payouts_with<P: Provider>(
         });
     }
     read.ops = ok;
+    // A feed's rows that were refused are in the rejects table: its position waits only for the rest.
+    let kept: std::collections::HashSet<&str> = read.ops.iter().map(|o| o.id.as_str()).collect();
+    for f in &mut read.feeds {
+        f.op_ids.retain(|id| kept.contains(id.as_str()));
+    }
     let plan_opts = engine::plan_options(opts, provider.capabilities(), chrono::Utc::now());
     let plan = plan::plan(read.ops, &read.history, &plan_opts)?;
     report.note_plan(&plan);
@@ -244,6 +253,13 @@ pub async fn run_payouts_with<P: Provider>(
     };
     log::append_rejects(rejects, &read.rejects, commit, chrono::Utc::now()).await?;
     engine::Executor::new(provider, log, commit, opts, plan_opts).run(plan, &mut report, progress, hook).await?;
+    // A feed moves on only when everything it yielded is final in the log; a sharded run never moves it
+    // (the other shards' operations are not its to see).
+    if opts.shard.is_none() {
+        for f in &read.feeds {
+            log::store_feed_position(wh, commit, f).await?;
+        }
+    }
     Ok(report)
 }
 

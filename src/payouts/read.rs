@@ -27,6 +27,8 @@ pub struct Read {
     /// `None` in a dry run over a warehouse that has no log yet.
     pub log: Option<DeltaTable>,
     pub rejects_table: Option<DeltaTable>,
+    /// What each change feed read (for moving its position on after the run).
+    pub feeds: Vec<super::feed::FeedRead>,
 }
 
 /// The sources a run reads: the two default tables, or the queries that replace them.
@@ -80,8 +82,26 @@ pub async fn read(
     let mut rejects: Vec<Reject> = Vec::new();
     // Only a refused row's source text is kept; the rest is dropped as rows are validated.
     let mut rows: HashMap<String, String> = HashMap::new();
-    for source in sources(opts) {
+    let mut all = sources(opts);
+    let mut feeds = Vec::new();
+    if opts.rules.is_none() {
+        for spec in &opts.feeds {
+            let stored = match &log {
+                Some(t) => super::log::feed_position(t, &spec.app_id()).await?,
+                None => None,
+            };
+            let f =
+                super::feed::FeedSource::new(spec.clone(), stored.map_or(0, |v| v + 1), wh.storage_options().clone());
+            feeds.push((f.clone(), all.len()));
+            all.push(Box::new(super::feed::SharedFeed(f)));
+        }
+    }
+    let mut feed_ids: HashMap<usize, Vec<String>> = HashMap::new();
+    for (index, source) in all.iter().enumerate() {
         let raw = source.read(&ctx).await?;
+        if feeds.iter().any(|(_, i)| *i == index) {
+            feed_ids.insert(index, raw.iter().filter_map(|r| r.id().map(str::to_string)).collect());
+        }
         tracing::debug!(source = %source.name(), rows = raw.len(), "source read");
         for row in raw {
             // Rows of other shards are not ours to validate either (their shard's run reports them).
@@ -126,7 +146,15 @@ pub async fn read(
     for r in &rejects {
         tracing::warn!(id = r.operation_id.as_deref().unwrap_or("-"), code = r.code.as_str(), "refused: {}", r.message);
     }
-    Ok(Read { ops, rejects, history: past, log, rejects_table })
+    let feeds = feeds
+        .into_iter()
+        .map(|(f, index)| super::feed::FeedRead {
+            app_id: f.spec.app_id(),
+            end_version: f.end_version(),
+            op_ids: feed_ids.remove(&index).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Read { ops, rejects, history: past, log, rejects_table, feeds })
 }
 
 /// The fingerprint an operation was first logged with.

@@ -5,6 +5,7 @@ mod api_contract;
 mod cli;
 mod common;
 mod exactly_once;
+mod feeds;
 mod hostile;
 mod idempotency;
 mod jobs_bundle;
