@@ -139,3 +139,32 @@ async fn a_table_without_a_change_data_feed_stops_the_run_with_its_message() {
     assert!(err.contains("does not record a change data feed"), "{err}");
     assert_eq!(sb.stats().executed, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vacuumed_table_whose_history_no_longer_covers_the_position_stops_the_run() {
+    let sb = Sandbox::start(SandboxConfig::for_tests(10)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("vacuumed");
+    let t = events_table(&events, true).await;
+    let t = append(t, &[("e1", "agent-000001", "1.25")]).await;
+    // An overwrite removes the first file; a vacuum with no retention deletes it.
+    let schema =
+        Arc::new(Schema::new(["event_id", "agent_id", "amount"].map(|n| Field::new(n, DataType::Utf8, true)).to_vec()));
+    let col = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
+    let batch = RecordBatch::try_new(schema, vec![col("e2"), col("agent-000002"), col("2.00")]).unwrap();
+    let t = t.write(vec![batch]).with_save_mode(deltalake::protocol::SaveMode::Overwrite).await.unwrap();
+    let (_, metrics) = t
+        .vacuum()
+        .with_retention_period(chrono::Duration::zero())
+        .with_enforce_retention_duration(false)
+        .await
+        .unwrap();
+    assert!(!metrics.files_deleted.is_empty(), "the vacuum deleted the first version's file");
+    let cfg = config(dir.path(), "vacuumed", &events);
+    let before = sb.stats().executed;
+    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("cannot be read from version 0"), "{err}");
+    assert_eq!(sb.stats().executed, before, "nothing paid");
+}
