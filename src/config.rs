@@ -169,6 +169,8 @@ pub struct FeedSection {
     pub query: String,
     /// `payouts` (default) or `actions`.
     pub kind: Option<String>,
+    /// Where a feed with no stored position starts reading (default 0, the table's first version).
+    pub start_version: Option<i64>,
 }
 
 impl FileConfig {
@@ -267,11 +269,15 @@ impl Settings {
                     return Err(value_error(&format!("{field} kind"), format!("{other:?} is not payouts or actions")));
                 }
             };
+            if f.start_version.is_some_and(|v| v < 0) {
+                return Err(value_error(&format!("{field} start_version"), "must not be negative"));
+            }
             feeds.push(crate::payouts::feed::FeedSpec {
                 name: f.name.clone(),
                 location,
                 query: f.query.clone(),
                 shape,
+                start_version: f.start_version.unwrap_or(0),
             });
         }
         let s = Settings {

@@ -28,6 +28,8 @@ pub struct FeedSpec {
     pub location: Url,
     pub query: String,
     pub shape: RowShape,
+    /// Where the feed starts while it has no stored position.
+    pub start_version: i64,
 }
 
 impl FeedSpec {
@@ -116,11 +118,10 @@ impl Source for SharedFeed {
             }
             let retained = |e: &dyn std::fmt::Display| {
                 f.fail(format!(
-                    "the change data feed of {loc} cannot be read from version {} (stored position {}) to {latest}: \
-                     {e}. If the table was vacuumed or its log cleaned up past that version, the changes in between \
-                     are gone: reconcile them by hand, then move the feed on (see README, Change feeds)",
-                    f.start,
-                    f.start - 1
+                    "the change data feed of {loc} cannot be read from version {} to {latest}: {e}. If the table \
+                     was vacuumed or its log cleaned up past that version, the changes in between are gone: \
+                     reconcile them by hand, then move the feed on (see README, Change feeds)",
+                    f.start
                 ))
             };
             let cdf = table.scan_cdf().with_starting_version(f.start.max(0) as u64).with_ending_version(latest as u64);

@@ -90,8 +90,11 @@ pub async fn read(
                 Some(t) => super::log::feed_position(t, &spec.app_id()).await?,
                 None => None,
             };
-            let f =
-                super::feed::FeedSource::new(spec.clone(), stored.map_or(0, |v| v + 1), wh.storage_options().clone());
+            let f = super::feed::FeedSource::new(
+                spec.clone(),
+                stored.map_or(spec.start_version, |v| v + 1),
+                wh.storage_options().clone(),
+            );
             feeds.push((f.clone(), all.len()));
             all.push(Box::new(super::feed::SharedFeed(f)));
         }

@@ -167,4 +167,14 @@ async fn a_vacuumed_table_whose_history_no_longer_covers_the_position_stops_the_
     assert_ne!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("cannot be read from version 0"), "{err}");
     assert_eq!(sb.stats().executed, before, "nothing paid");
+    // Moved on by hand: a new feed from a version whose changes are still there (a later append).
+    let t = deltalake::open_table(url::Url::from_directory_path(&events).unwrap()).await.unwrap();
+    let t = append(t, &[("e3", "agent-000003", "3.00")]).await;
+    let moved = config(dir.path(), "moved", &events);
+    let mut text = std::fs::read_to_string(&moved).unwrap();
+    text.push_str(&format!("start_version = {}\n", t.version().unwrap()));
+    std::fs::write(&moved, text).unwrap();
+    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&moved));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_paid_once(&sb, &["e3"]);
 }
