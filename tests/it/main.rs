@@ -13,14 +13,14 @@ mod live_bed;
 mod live_payouts;
 mod live_sync;
 mod maintain;
-mod mlflow_server;
+pub mod mlflow_server;
 mod operator_mistakes;
 mod pagination;
 pub mod payouts;
 mod proxy;
 mod reconcile;
 mod resilience;
-mod rules;
+pub mod rules;
 #[cfg(feature = "s3")]
 mod s3;
 mod secrets;

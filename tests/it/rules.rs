@@ -241,6 +241,19 @@ async fn a_rule_releases_once_across_reruns_and_a_kill_after_send_and_tags_its_m
     }
     assert_eq!(sb.stats().executed, executed);
     assert_eq!(per_key(&sb).get(key).copied(), Some(1));
+
+    // A run that lacks its tags (a tagging that failed, a tag removed) is tagged again by the next run;
+    // the payment is not touched.
+    tokio::task::block_in_place(|| {
+        ml.python(&format!("mlflow.MlflowClient().delete_tag({run_id:?}, 'purpleflea.tx_id')"))
+    });
+    let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 MLflow run(s) tagged, 0 tag failure(s)"), "{}", text(&o));
+    let again: HashMap<String, String> =
+        tokio::task::block_in_place(|| ml.purpleflea_tags(&run_id)).into_iter().collect();
+    assert_eq!(again, tags);
+    assert_eq!(sb.stats().executed, executed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
