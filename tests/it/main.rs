@@ -5,6 +5,7 @@ mod api_contract;
 mod cli;
 mod common;
 mod exactly_once;
+mod examples;
 mod feeds;
 mod hostile;
 mod idempotency;
