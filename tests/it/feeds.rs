@@ -15,7 +15,7 @@ use pfsync::tables::{PAYOUT_LOG, open_existing};
 use crate::common::warehouse;
 use crate::payouts::{payouts_cmd, wait_out_in_flight};
 
-async fn events_table(path: &std::path::Path, cdf: bool) -> DeltaTable {
+pub async fn events_table(path: &std::path::Path, cdf: bool) -> DeltaTable {
     std::fs::create_dir_all(path).unwrap();
     let url = url::Url::from_directory_path(path).unwrap();
     let mut b = deltalake::operations::create::CreateBuilder::new().with_location(url.as_str()).with_columns(
@@ -27,7 +27,7 @@ async fn events_table(path: &std::path::Path, cdf: bool) -> DeltaTable {
     b.await.unwrap()
 }
 
-async fn append(table: DeltaTable, rows: &[(&str, &str, &str)]) -> DeltaTable {
+pub async fn append(table: DeltaTable, rows: &[(&str, &str, &str)]) -> DeltaTable {
     let schema =
         Arc::new(Schema::new(["event_id", "agent_id", "amount"].map(|n| Field::new(n, DataType::Utf8, true)).to_vec()));
     let col = |i: usize| -> ArrayRef {

@@ -6,7 +6,7 @@ mod cli;
 mod common;
 mod exactly_once;
 mod examples;
-mod feeds;
+pub mod feeds;
 mod hostile;
 mod idempotency;
 mod jobs_bundle;

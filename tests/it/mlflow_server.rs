@@ -136,6 +136,23 @@ kill -9 -- "-$2" 2>/dev/null; sleep 1; rm -rf "$3""#;
         ))
     }
 
+    /// One new run per entry of `values` (each logged for `key` at steps 0, 1, ...), in one Python call;
+    /// their run ids, in order.
+    pub fn runs_with(&self, experiment: &str, key: &str, values: &[Vec<f64>]) -> Vec<String> {
+        if values.is_empty() {
+            return Vec::new();
+        }
+        let out = self.python(&format!(
+            "c = mlflow.MlflowClient()\n\
+             e = c.get_experiment_by_name({experiment:?})\n\
+             eid = e.experiment_id if e else c.create_experiment({experiment:?})\n\
+             for vs in {values:?}:\n    r = c.create_run(eid)\n    \
+             for i, v in enumerate(vs): c.log_metric(r.info.run_id, {key:?}, v, step=i)\n    \
+             print(r.info.run_id)"
+        ));
+        out.lines().map(str::to_string).collect()
+    }
+
     /// Log more values of `key` to a run, at the given steps.
     pub fn log(&self, run_id: &str, key: &str, steps: &[(i64, f64)]) {
         self.python(&format!(
