@@ -516,6 +516,16 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sync,payouts,reconcile")]
     pub steps: Vec<Step>,
 
+    /// Keep running: the steps again every --interval seconds (an always-on job polling its feeds and
+    /// rules). SIGTERM or Ctrl-C finishes the batch in flight and exits 0; a failing pass is logged and the
+    /// next one runs, except for a usage error (exit 2).
+    #[arg(long)]
+    pub follow: bool,
+
+    /// With --follow: seconds between the end of one pass and the start of the next.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECS", requires = "follow")]
+    pub interval: u64,
+
     #[command(flatten)]
     pub payouts: PayoutsArgs,
 

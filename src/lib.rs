@@ -20,5 +20,6 @@ pub mod reconcile;
 pub mod rng;
 pub mod sandbox;
 pub mod secret;
+pub mod stop;
 pub mod sync;
 pub mod tables;

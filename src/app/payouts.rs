@@ -149,6 +149,7 @@ pub(super) async fn engine_step(
         ("held_after_unknown", report.held_after_unknown),
         ("past_auto_release", report.past_auto_release),
         ("held_by_brake", report.held_by_brake),
+        ("not_started", report.not_started),
         ("already_final", report.already_final),
         ("log_commits", report.log_commits),
     ]

@@ -23,11 +23,46 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
         // The ledger moved during payouts: reconcile always syncs it again first.
         no_sync: false,
     };
+    if !args.follow {
+        return pass(ctx, args, &backend, &popts, &rargs, &classes, &mlflow).await;
+    }
+    crate::stop::on_signals();
+    let mut passes = 0u64;
+    loop {
+        passes += 1;
+        match pass(ctx, args, &backend, &popts, &rargs, &classes, &mlflow).await {
+            Err(e) if e.exit() == super::Exit::Usage => return Err(e),
+            Err(e) => {
+                tracing::warn!(pass = passes, exit = e.exit().code(), error = %e, "pass ended; the next one follows")
+            }
+            Ok(()) => tracing::info!(pass = passes, "pass finished"),
+        }
+        if crate::stop::sleep_unless_stopped(std::time::Duration::from_secs(args.interval)).await {
+            tracing::info!(passes, "stopped");
+            return Ok(());
+        }
+    }
+}
+
+/// One pass of the steps.
+#[allow(clippy::too_many_arguments)]
+async fn pass(
+    ctx: &Context,
+    args: &RunArgs,
+    backend: &Backend,
+    popts: &crate::payouts::PayoutOptions,
+    rargs: &ReconcileArgs,
+    classes: &[crate::reconcile::Class],
+    mlflow: &Option<crate::mlflow::MlflowClient>,
+) -> Result<(), AppError> {
     let mut results = Vec::new();
     for step in &args.steps {
+        if crate::stop::requested() {
+            break;
+        }
         let r = match step {
             Step::Sync => {
-                recorded(ctx, "sync", sync_step(ctx, &backend, SyncTarget::All, &SyncOptions::default())).await
+                recorded(ctx, "sync", sync_step(ctx, backend, SyncTarget::All, &SyncOptions::default())).await
             }
             Step::Rules => {
                 // The rules step reads its own table only: the payouts step reads the pending sources.
@@ -37,10 +72,10 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
                     extra_tables: Vec::new(),
                     ..popts.clone()
                 };
-                recorded(ctx, "rules", super::rules::rules_step(ctx, &backend, &ropts, mlflow.clone())).await
+                recorded(ctx, "rules", super::rules::rules_step(ctx, backend, &ropts, mlflow.clone())).await
             }
-            Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, &backend, &popts)).await,
-            Step::Reconcile => recorded(ctx, "reconcile", reconcile_step(ctx, &rargs, &classes)).await,
+            Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, backend, popts)).await,
+            Step::Reconcile => recorded(ctx, "reconcile", reconcile_step(ctx, rargs, classes)).await,
         };
         match r {
             Err(e)

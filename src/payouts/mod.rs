@@ -328,6 +328,8 @@ pub struct PayoutReport {
     pub held_after_unknown: u64,
     /// Not sent because the safety brake would have been exceeded.
     pub held_by_brake: u64,
+    /// Not started because a stop was requested (SIGTERM in `run --follow`): read again by the next run.
+    pub not_started: u64,
     /// Paid out or locked into escrow by sends of this run.
     pub usd_moved: Usd,
     pub log_commits: u64,

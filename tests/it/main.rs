@@ -7,6 +7,7 @@ mod common;
 mod exactly_once;
 mod examples;
 pub mod feeds;
+mod follow;
 mod hostile;
 mod idempotency;
 mod jobs_bundle;
