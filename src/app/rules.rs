@@ -102,7 +102,7 @@ async fn completed_rules(wh: &Warehouse) -> Result<HashMap<String, Done>, AppErr
 
 /// Tag the MLflow run of every rule that fired and whose outcome is logged as completed: only tags that
 /// are missing or differ are set, so a rerun sets nothing. Returns (runs tagged now, failures).
-async fn tag_runs(wh: &Warehouse, client: &MlflowClient, fired: &HashMap<String, Fired>) -> (u64, u64) {
+pub(super) async fn tag_runs(wh: &Warehouse, client: &MlflowClient, fired: &HashMap<String, Fired>) -> (u64, u64) {
     let done = match completed_rules(wh).await {
         Ok(d) => d,
         Err(e) => {
