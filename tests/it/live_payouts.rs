@@ -262,15 +262,15 @@ async fn live_payouts_and_escrow_actions_reach_the_right_balances_and_ledger() {
 
 /// A metric rule with the live provider: the escrow a create made is released by `pfsync rules` once the
 /// MLflow metric crosses (the seller gets the amount less the 1% commission), once; the run is tagged.
+///
+/// Ignored in the main run: started alongside the other live tests, the MLflow server and its Python
+/// calls load the 2-core machine enough that the bed's services answer 500 to other tests. `.ci/run` runs
+/// it on its own: `cargo test --test it -- --ignored live_payouts::a_metric_rule`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run alone by .ci/run (load on the shared test bed)"]
 async fn a_metric_rule_releases_a_live_escrow_once() {
-    if bed().is_none() {
-        return;
-    }
+    let Some(bed) = bed() else { return };
     let Some(ml) = crate::mlflow_server::server() else { return };
-    // A bed of its own: its writes never contend with the other tests' in the shared bed's database.
-    let Some(private) = LiveBed::private() else { return };
-    let bed: &'static LiveBed = Box::leak(Box::new(private));
     let w = World::new(bed, 100.0, 1);
     let seller = w.held[0].clone();
     write_actions_by(
