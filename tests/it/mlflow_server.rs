@@ -78,7 +78,7 @@ impl MlflowServer {
             .spawn()
             .expect("mlflow server starts");
         let script = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
-kill -9 -- "-$2" 2>/dev/null; sleep 1; rm -rf "$3""#;
+kill -9 "-$2" 2>/dev/null; sleep 1; rm -rf "$3""#;
         let watchdog = Command::new("sh")
             .args(["-c", script, "mlflow-watchdog"])
             .arg(std::process::id().to_string())
