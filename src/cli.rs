@@ -18,6 +18,8 @@ pub fn after_help() -> String {
 Environment:
   PURPLEFLEA_API_KEY   the API key (or --api-key-file); never accepted as a flag value
   PFSYNC_WAREHOUSE, PFSYNC_API_URL, PFSYNC_FAUCET_URL, PFSYNC_CONFIG: defaults for the flags of the same name
+  MLFLOW_TRACKING_URI (+ MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD), or DATABRICKS_HOST +
+                       DATABRICKS_TOKEN: the MLflow server of `pfsync rules` (tokens are never printed)
   RUST_LOG             fine-grained log filter (overrides -v/-q)
 
 Exit codes:
@@ -158,6 +160,11 @@ pub enum Command {
     Sync(SyncArgs),
     /// Execute pending payouts and escrow actions exactly once, logging every step.
     Payouts(PayoutsArgs),
+    /// Metric rules (purpleflea.escrow.rules): read each rule's metric history from MLflow
+    /// (MLFLOW_TRACKING_URI, or DATABRICKS_HOST + DATABRICKS_TOKEN), release (or, past the deadline,
+    /// dispute) the escrow of every rule that fired, exactly once, then tag the MLflow run with the outcome.
+    /// Takes the flags of `pfsync payouts` except --payouts-sql, --actions-sql and --register.
+    Rules(PayoutsArgs),
     /// Sync the ledger and wallets, then match the payout log against the provider's transactions and
     /// record every discrepancy in purpleflea.payouts.reconciliation.
     Reconcile(ReconcileArgs),
@@ -523,6 +530,8 @@ pub fn parse_brake_usd(text: &str) -> Result<Usd, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Step {
     Sync,
+    /// Metric rules (as `pfsync rules`); put it before payouts.
+    Rules,
     Payouts,
     Reconcile,
 }
@@ -532,6 +541,16 @@ pub struct RunArgs {
     /// Steps to run, in this order (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sync,payouts,reconcile")]
     pub steps: Vec<Step>,
+
+    /// Keep running: the steps again every --interval seconds (an always-on job polling its feeds and
+    /// rules). SIGTERM or Ctrl-C finishes the batch in flight and exits 0; a failing pass is logged and the
+    /// next one runs, except for a usage error (exit 2).
+    #[arg(long)]
+    pub follow: bool,
+
+    /// With --follow: seconds between the end of one pass and the start of the next.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECS", requires = "follow")]
+    pub interval: u64,
 
     #[command(flatten)]
     pub payouts: PayoutsArgs,

@@ -155,6 +155,25 @@ pub struct FileConfig {
     /// `pfsync mcp`: who may call which money tool, and how much (see `src/mcp/policy.rs`).
     #[serde(default)]
     pub mcp: crate::mcp::policy::McpSection,
+    /// Change-feed sources of `pfsync payouts` (see `payouts::feed`).
+    #[serde(default)]
+    pub feeds: Vec<FeedSection>,
+}
+
+/// `[[feeds]]`: a Delta table's change data feed as a source of payouts or escrow actions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedSection {
+    pub name: String,
+    /// The events table's location (a folder or an object-store URI).
+    pub table: String,
+    /// SQL over `changes` (the table's columns, `_change_type`, `_commit_version`, `_commit_timestamp`)
+    /// producing the columns of the pending table (`kind = "payouts"`) or of the actions table.
+    pub query: String,
+    /// `payouts` (default) or `actions`.
+    pub kind: Option<String>,
+    /// Where a feed with no stored position starts reading (default 0, the table's first version).
+    pub start_version: Option<i64>,
 }
 
 impl FileConfig {
@@ -190,6 +209,8 @@ pub struct Settings {
     pub unity: Option<UnitySection>,
     /// `[mcp]`: the MCP server's policy, checked when the file is read.
     pub mcp: crate::mcp::policy::McpSection,
+    /// `[[feeds]]`, checked.
+    pub feeds: Vec<crate::payouts::feed::FeedSpec>,
 }
 
 impl Settings {
@@ -234,7 +255,38 @@ impl Settings {
                  table with [tables.\"catalog.schema.table\"] location = ...",
             ));
         }
+        let mut feeds: Vec<crate::payouts::feed::FeedSpec> = Vec::new();
+        for f in &file.feeds {
+            let field = format!("[[feeds]] {:?}", f.name);
+            crate::payouts::feed::check_feed_name(&f.name).map_err(|e| value_error("[[feeds]] name", e))?;
+            if feeds.iter().any(|g| g.name == f.name) {
+                return Err(value_error(&field, "is declared twice"));
+            }
+            let location =
+                crate::tables::location_url(&f.table).map_err(|e| value_error(&format!("{field} table"), e))?;
+            if f.query.trim().is_empty() {
+                return Err(value_error(&format!("{field} query"), "is empty"));
+            }
+            let shape = match f.kind.as_deref() {
+                None | Some("payouts") => crate::payouts::source::RowShape::Payouts,
+                Some("actions") => crate::payouts::source::RowShape::Actions,
+                Some(other) => {
+                    return Err(value_error(&format!("{field} kind"), format!("{other:?} is not payouts or actions")));
+                }
+            };
+            if f.start_version.is_some_and(|v| v < 0) {
+                return Err(value_error(&format!("{field} start_version"), "must not be negative"));
+            }
+            feeds.push(crate::payouts::feed::FeedSpec {
+                name: f.name.clone(),
+                location,
+                query: f.query.clone(),
+                shape,
+                start_version: f.start_version.unwrap_or(0),
+            });
+        }
         let s = Settings {
+            feeds,
             warehouse,
             api_url,
             faucet_url,

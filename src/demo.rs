@@ -159,6 +159,105 @@ pub async fn seed_sources(
     Ok(())
 }
 
+/// The seed's EscrowReleaseCallback as two metric rules: two model bounties (escrow creates), one released
+/// when run `accuracy_run` logs `val_accuracy >= 0.95`, one disputed because run `latency_run` did not log
+/// `latency_ms < 50` by its deadline (already past).
+pub async fn seed_rules(
+    wh: &Warehouse,
+    accuracy_run: &str,
+    latency_run: &str,
+    commit: &CommitInfo,
+) -> Result<(), DemoError> {
+    let now = Some(Utc::now().timestamp_micros());
+    let creates = [("demo-model-1", "agent-000001", 1500), ("demo-model-2", "agent-000002", 2000)];
+    let n = creates.len();
+    type Create<'a> = (&'a str, &'a str, i64);
+    let t = |f: &dyn Fn(&Create<'_>) -> Option<String>| text(creates.iter().map(f).collect());
+    let columns = vec![
+        t(&|c| Some(c.0.to_string())),
+        t(&|_| Some("create".into())),
+        t(&|_| None),
+        t(&|_| None),
+        t(&|_| Some(ORCHESTRATOR_AGENT.into())),
+        t(&|c| Some(c.1.to_string())),
+        money(creates.iter().map(|c| Usd::from_cents(c.2).ok()).collect())?,
+        t(&|c| Some(format!("Model bounty {}", c.0))),
+        t(&|_| None),
+        t(&|_| Some("model bounty".into())),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        text(vec![Some("pfsync demo".into()); n]),
+    ];
+    let batch =
+        RecordBatch::try_new(ESCROW_ACTIONS.arrow_schema(), columns).map_err(|e| DemoError::Write(e.to_string()))?;
+    let table = open_or_create(wh, &ESCROW_ACTIONS, commit).await?;
+    table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+
+    let past = Some(Utc::now().timestamp_micros() - 60_000_000);
+    let s = |v: [&str; 2]| text(v.iter().map(|x| (!x.is_empty()).then(|| x.to_string())).collect());
+    let columns: Vec<ArrayRef> = vec![
+        s(["demo-rule-accuracy", "demo-rule-latency"]),
+        s(["", ""]),
+        s(["demo-model-1", "demo-model-2"]),
+        s([accuracy_run, latency_run]),
+        s(["", ""]),
+        s(["", ""]),
+        s(["val_accuracy", "latency_ms"]),
+        Arc::new(arrow::array::Float64Array::from(vec![0.95, 50.0])),
+        s([">=", "<"]),
+        Arc::new(TimestampMicrosecondArray::from(vec![None, past]).with_timezone("UTC")),
+        s(["nothing", "dispute"]),
+        s(["EscrowReleaseCallback: validation accuracy above 95%", "latency below 50 ms by the deadline"]),
+        s(["pfsync demo", "pfsync demo"]),
+    ];
+    let batch = RecordBatch::try_new(crate::tables::ESCROW_RULES.arrow_schema(), columns)
+        .map_err(|e| DemoError::Write(e.to_string()))?;
+    let table = open_or_create(wh, &crate::tables::ESCROW_RULES, commit).await?;
+    table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+    Ok(())
+}
+
+/// A small events table a pipeline would append to (change data feed on), in two commits, at `dir`; the
+/// feed that pays its inserted events.
+pub async fn seed_feed(dir: &Path, agents: usize) -> Result<crate::payouts::feed::FeedSpec, DemoError> {
+    use deltalake::kernel::{DataType as DeltaType, StructField};
+    let io = |source| DemoError::Io { path: dir.display().to_string(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let url =
+        url::Url::from_directory_path(dir).map_err(|_| DemoError::Write(format!("{} is no folder", dir.display())))?;
+    let names = ["event_id", "agent_id", "amount"];
+    let mut table = deltalake::operations::create::CreateBuilder::new()
+        .with_location(url.as_str())
+        .with_columns(names.map(|n| StructField::new(n.to_string(), DeltaType::STRING, true)))
+        .with_configuration_property(deltalake::TableProperty::EnableChangeDataFeed, Some("true"))
+        .await
+        .map_err(|e| DemoError::Write(e.to_string()))?;
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        names.map(|n| arrow::datatypes::Field::new(n, arrow::datatypes::DataType::Utf8, true)).to_vec(),
+    ));
+    for commit in 0..2 {
+        let rows: Vec<[String; 3]> = (0..3)
+            .map(|i| {
+                let k = commit * 3 + i + 1;
+                [format!("trade-{k:03}"), format!("agent-{:06}", 1 + k % agents.max(1)), format!("{}.50", k)]
+            })
+            .collect();
+        let col = |j: usize| text(rows.iter().map(|r| Some(r[j].clone())).collect());
+        let batch = RecordBatch::try_new(schema.clone(), vec![col(0), col(1), col(2)])
+            .map_err(|e| DemoError::Write(e.to_string()))?;
+        table = table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+    }
+    Ok(crate::payouts::feed::FeedSpec {
+        name: "demo-trades".into(),
+        location: url,
+        query: "SELECT concat('demo-', event_id) AS payout_id, agent_id, amount AS amount_usd, \
+                concat('trade ', event_id, ' (version ', CAST(_commit_version AS STRING), ')') AS reason \
+                FROM changes WHERE _change_type = 'insert'"
+            .into(),
+        shape: crate::payouts::source::RowShape::Payouts,
+        start_version: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

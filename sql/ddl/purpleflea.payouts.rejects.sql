@@ -4,7 +4,7 @@
 -- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.
 CREATE TABLE IF NOT EXISTS purpleflea.payouts.rejects (
   operation_id STRING COMMENT 'payout_id or action_id as given (null when missing)',
-  kind STRING NOT NULL COMMENT 'payout | escrow_create | escrow_release | escrow_dispute | escrow_action',
+  kind STRING NOT NULL COMMENT 'payout | escrow_create | escrow_release | escrow_dispute | escrow_action | escrow_rule',
   code STRING NOT NULL COMMENT 'Machine-readable reason (see README)',
   message STRING NOT NULL COMMENT 'What is wrong and what to fix',
   source_row STRING COMMENT 'The source row as JSON, clipped to 4 KiB',

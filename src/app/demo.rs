@@ -6,7 +6,7 @@ use super::sync::{rows_failed, run_seed_sync};
 use super::{AppError, Context};
 use crate::api::Client;
 use crate::cli::{DemoArgs, ReconcileArgs, ReconcileFlags, SyncTarget};
-use crate::payouts::{PayoutOptions, run_payouts};
+use crate::payouts::{PayoutError, PayoutOptions, run_payouts};
 use crate::progress::Progress;
 use crate::reconcile::FINDING_CLASSES;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -45,18 +45,58 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     crate::demo::seed_sources(wh, args.agents, args.payouts, args.bounties, args.seed, &commit)
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
-    let opts = PayoutOptions { namespace: "demo".into(), ..PayoutOptions::default() };
+    // The MLflow side of the metric rules, in memory: no MLflow needed (the tests use a real server).
+    let stub = crate::sandbox::mlflow_stub::MlflowStub::start()
+        .await
+        .map_err(|e| AppError::Internal(format!("cannot start the MLflow stub: {e}")))?;
+    let accuracy_run = stub.log_run("1", "val_accuracy", &[0.81, 0.90, 0.96, 0.97]);
+    let latency_run = stub.log_run("1", "latency_ms", &[80.0, 72.0, 66.0]);
+    crate::demo::seed_rules(wh, &accuracy_run, &latency_run, &commit)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    // A change feed: an events table (CDF on) that a pipeline appends to, next to the warehouse.
+    let feed = match wh.root().to_file_path() {
+        Ok(root) => Some(
+            crate::demo::seed_feed(&root.join("pipeline").join("trade_events"), args.agents)
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?,
+        ),
+        Err(_) => None,
+    };
+    if let Some(f) = &feed {
+        println!("   and a change feed: 6 trade events in 2 commits of {} ([[feeds]] {})", f.location, f.name);
+    }
+    let opts =
+        PayoutOptions { namespace: "demo".into(), feeds: feed.into_iter().collect(), ..PayoutOptions::default() };
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
     let report = run_payouts(&provider, wh, &commit, &opts, &Progress::new(ctx.progress, "payouts")).await?;
     println!("   {report}");
 
-    println!("3. sync again (the payouts moved balances)");
+    println!(
+        "3. metric rules (purpleflea.escrow.rules, the seed's EscrowReleaseCallback) against an in-process \
+         MLflow-like server at {}",
+        stub.url
+    );
+    println!("   run {accuracy_run}: val_accuracy 0.81, 0.90, 0.96, 0.97 (rule: >= 0.95, release)");
+    println!("   run {latency_run}: latency_ms 80, 72, 66 (rule: < 50 by a deadline already past, else dispute)");
+    let cfg = crate::mlflow::MlflowConfig::from_vars(|k| (k == "MLFLOW_TRACKING_URI").then(|| stub.url.clone()))
+        .map_err(PayoutError::from)?;
+    let ml = crate::mlflow::MlflowClient::new(cfg).map_err(PayoutError::from)?;
+    let rules = crate::payouts::rules::Rules::new(Some(ml.clone()), chrono::Utc::now());
+    let ropts = PayoutOptions { namespace: "demo".into(), rules: Some(rules.clone()), ..PayoutOptions::default() };
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "rules" };
+    let rreport = run_payouts(&provider, wh, &commit, &ropts, &Progress::new(ctx.progress, "rules")).await?;
+    println!("   {rreport}");
+    let (tagged, _) = super::rules::tag_runs(wh, &ml, &rules.fired()).await;
+    println!("   {tagged} MLflow runs tagged; run {accuracy_run}: {:?}", stub.tags(&accuracy_run));
+
+    println!("4. sync again (the payouts moved balances)");
     let after = run_seed_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
     for r in &after {
         println!("   {r}");
     }
 
-    println!("4. reconcile");
+    println!("5. reconcile");
     let report_path = wh.root().to_file_path().ok().map(|p| p.join("reconciliation.html"));
     let rargs = ReconcileArgs {
         namespace: "demo".into(),
@@ -95,8 +135,8 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     rows_failed(&reports)?;
     rows_failed(&after)?;
     // The bad rows are there on purpose; anything still unknown is not.
-    if report.unknown > 0 {
-        return Err(AppError::OutcomeUnknown { unknown: report.unknown });
+    if report.unknown + rreport.unknown > 0 {
+        return Err(AppError::OutcomeUnknown { unknown: report.unknown + rreport.unknown });
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod mcp;
 pub(crate) mod payouts;
 mod query;
 mod reconcile;
+mod rules;
 mod run;
 mod sandbox;
 mod sync;
@@ -196,6 +197,19 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             let opts = payouts::with_client(&opts, &backend::Backend::client_config(&ctx.settings)?)?;
             let backend = backend::Backend::connect(&ctx.settings).await?;
             recorded(&ctx, "payouts", payouts_step(&ctx, &backend, &opts)).await
+        }
+        Command::Rules(args) => {
+            if args.payouts_sql.is_some() || args.actions_sql.is_some() || !args.register.is_empty() {
+                return Err(AppError::Usage(
+                    "pfsync rules reads purpleflea.escrow.rules: --payouts-sql, --actions-sql and --register are for pfsync payouts"
+                        .into(),
+                ));
+            }
+            let opts = payout_options(&args)?;
+            let opts = payouts::with_client(&opts, &backend::Backend::client_config(&ctx.settings)?)?;
+            let client = rules::mlflow_from_env()?;
+            let backend = backend::Backend::connect(&ctx.settings).await?;
+            recorded(&ctx, "rules", rules::rules_step(&ctx, &backend, &opts, client)).await
         }
         Command::Status(args) => status(&ctx, &args).await,
         Command::Reconcile(args) => {

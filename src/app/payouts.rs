@@ -84,8 +84,26 @@ pub(super) async fn payouts_step(
     backend: &Backend,
     opts: &PayoutOptions,
 ) -> Result<StepOutcome, AppError> {
-    let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
-    let progress = Progress::new(ctx.progress, "payouts");
+    engine_step(ctx, backend, opts, "payouts").await
+}
+
+/// The exactly-once engine over the sources `opts` selects, as step `step` (`payouts`, `rules`).
+pub(super) async fn engine_step(
+    ctx: &Context,
+    backend: &Backend,
+    opts: &PayoutOptions,
+    step: &'static str,
+) -> Result<StepOutcome, AppError> {
+    let commit = CommitInfo { run_id: ctx.run_id.clone(), step };
+    let progress = Progress::new(ctx.progress, step);
+    // The change feeds of the config file are payout sources: read by the payouts step, not the rules one.
+    let with_feeds;
+    let opts = if opts.rules.is_none() && !ctx.settings.feeds.is_empty() {
+        with_feeds = PayoutOptions { feeds: ctx.settings.feeds.clone(), ..opts.clone() };
+        &with_feeds
+    } else {
+        opts
+    };
     let wh = &ctx.settings.warehouse;
     let report = match backend {
         Backend::Seed(client) => {
@@ -131,6 +149,7 @@ pub(super) async fn payouts_step(
         ("held_after_unknown", report.held_after_unknown),
         ("past_auto_release", report.past_auto_release),
         ("held_by_brake", report.held_by_brake),
+        ("not_started", report.not_started),
         ("already_final", report.already_final),
         ("log_commits", report.log_commits),
     ]

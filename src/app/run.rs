@@ -15,6 +15,7 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     let popts = payout_options(&args.payouts)?;
     let classes = fail_on(&args.reconcile.fail_on)?;
     let popts = with_client(&popts, &Backend::client_config(&ctx.settings)?)?;
+    let mlflow = if args.steps.contains(&Step::Rules) { super::rules::mlflow_from_env()? } else { None };
     let backend = Backend::connect(&ctx.settings).await?;
     let rargs = ReconcileArgs {
         namespace: args.payouts.namespace.clone(),
@@ -22,14 +23,59 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
         // The ledger moved during payouts: reconcile always syncs it again first.
         no_sync: false,
     };
+    if !args.follow {
+        return pass(ctx, args, &backend, &popts, &rargs, &classes, &mlflow).await;
+    }
+    crate::stop::on_signals();
+    let mut passes = 0u64;
+    loop {
+        passes += 1;
+        match pass(ctx, args, &backend, &popts, &rargs, &classes, &mlflow).await {
+            Err(e) if e.exit() == super::Exit::Usage => return Err(e),
+            Err(e) => {
+                tracing::warn!(pass = passes, exit = e.exit().code(), error = %e, "pass ended; the next one follows")
+            }
+            Ok(()) => tracing::info!(pass = passes, "pass finished"),
+        }
+        if crate::stop::sleep_unless_stopped(std::time::Duration::from_secs(args.interval)).await {
+            tracing::info!(passes, "stopped");
+            return Ok(());
+        }
+    }
+}
+
+/// One pass of the steps.
+#[allow(clippy::too_many_arguments)]
+async fn pass(
+    ctx: &Context,
+    args: &RunArgs,
+    backend: &Backend,
+    popts: &crate::payouts::PayoutOptions,
+    rargs: &ReconcileArgs,
+    classes: &[crate::reconcile::Class],
+    mlflow: &Option<crate::mlflow::MlflowClient>,
+) -> Result<(), AppError> {
     let mut results = Vec::new();
     for step in &args.steps {
+        if crate::stop::requested() {
+            break;
+        }
         let r = match step {
             Step::Sync => {
-                recorded(ctx, "sync", sync_step(ctx, &backend, SyncTarget::All, &SyncOptions::default())).await
+                recorded(ctx, "sync", sync_step(ctx, backend, SyncTarget::All, &SyncOptions::default())).await
             }
-            Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, &backend, &popts)).await,
-            Step::Reconcile => recorded(ctx, "reconcile", reconcile_step(ctx, &rargs, &classes)).await,
+            Step::Rules => {
+                // The rules step reads its own table only: the payouts step reads the pending sources.
+                let ropts = crate::payouts::PayoutOptions {
+                    payout_sql: None,
+                    action_sql: None,
+                    extra_tables: Vec::new(),
+                    ..popts.clone()
+                };
+                recorded(ctx, "rules", super::rules::rules_step(ctx, backend, &ropts, mlflow.clone())).await
+            }
+            Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, backend, popts)).await,
+            Step::Reconcile => recorded(ctx, "reconcile", reconcile_step(ctx, rargs, classes)).await,
         };
         match r {
             Err(e)

@@ -130,6 +130,12 @@ impl<'a, P: Provider> Executor<'a, P> {
             }
             let mut rest: VecDeque<Step> = phase.into();
             while !rest.is_empty() {
+                if crate::stop::requested() {
+                    // A stop from outside (`run --follow` and SIGTERM): no new batch; what is left has no
+                    // intent and is read again by the next run.
+                    report.not_started += rest.len() as u64;
+                    break 'phases;
+                }
                 if self.halted {
                     report.held_after_unknown += rest.len() as u64;
                     done += rest.len() as u64;

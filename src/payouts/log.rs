@@ -347,3 +347,50 @@ pub async fn history(table: &DeltaTable, ids: &[String]) -> Result<HashMap<Strin
     }
     Ok(out)
 }
+
+/// The stored position of a change feed: the last version of its table it consumed.
+pub async fn feed_position(table: &DeltaTable, app_id: &str) -> Result<Option<i64>, PayoutError> {
+    match table.snapshot() {
+        Ok(s) => s
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| PayoutError::write(PAYOUT_LOG.name, e)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Move a feed's position on to the version it read, when every operation it yielded is final in the log
+/// (completed or rejected; rows refused by validation are in the rejects table). A commit of no rows that
+/// carries the feed's application transaction.
+pub async fn store_feed_position(
+    wh: &crate::tables::Warehouse,
+    commit: &CommitInfo,
+    feed: &super::feed::FeedRead,
+) -> Result<(), PayoutError> {
+    let Some(end) = feed.end_version else { return Ok(()) };
+    let Some(table) = crate::tables::open_existing(wh, &PAYOUT_LOG).await? else { return Ok(()) };
+    let events = history(&table, &feed.op_ids).await?;
+    let open = feed.op_ids.iter().filter(|id| {
+        !matches!(
+            events.get(*id).map(|e| super::state::status(e)),
+            Some(super::state::Status::Completed { .. } | super::state::Status::Rejected { .. })
+        )
+    });
+    let open = open.count();
+    if open > 0 {
+        tracing::info!(feed = %feed.app_id, open, "feed position kept: operations not final yet are read again next run");
+        return Ok(());
+    }
+    if feed_position(&table, &feed.app_id).await?.is_some_and(|v| v >= end) {
+        return Ok(());
+    }
+    let txn = Transaction::new_with_last_update(&feed.app_id, end, Some(Utc::now().timestamp_millis()));
+    table
+        .write(vec![events_batch(&[])?])
+        .with_save_mode(SaveMode::Append)
+        .with_commit_properties(commit.properties().with_application_transaction(txn))
+        .await
+        .map_err(|e| PayoutError::write(PAYOUT_LOG.name, e))?;
+    tracing::info!(feed = %feed.app_id, version = end, "feed position stored");
+    Ok(())
+}

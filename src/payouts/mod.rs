@@ -23,10 +23,12 @@
 //! Rows that cannot be paid are refused before any money moves, with a code, into the rejects table.
 
 pub mod engine;
+pub mod feed;
 pub mod log;
 pub mod operation;
 pub mod plan;
 pub mod read;
+pub mod rules;
 pub mod source;
 pub mod state;
 pub mod validate;
@@ -77,6 +79,8 @@ pub enum PayoutError {
     Contended { attempts: u32 },
     #[error("building a batch failed")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Mlflow(#[from] crate::mlflow::MlflowError),
 }
 
 impl PayoutError {
@@ -99,6 +103,8 @@ impl PayoutError {
             | PayoutError::LogRow(_)
             | PayoutError::Contended { .. } => ErrorClass::Storage,
             PayoutError::Plan(_) | PayoutError::Arrow(_) => ErrorClass::Internal,
+            PayoutError::Mlflow(crate::mlflow::MlflowError::Request { .. }) => ErrorClass::Transient,
+            PayoutError::Mlflow(_) => ErrorClass::Usage,
         }
     }
 }
@@ -133,6 +139,10 @@ pub struct PayoutOptions {
     /// later than `in_flight_timeout - send_budget` after its intent, so a run that finds an intent older
     /// than the timeout knows its sender has stopped.
     pub send_budget: Duration,
+    /// Read the metric rules (`purpleflea.escrow.rules`) instead of the payout and action sources.
+    pub rules: Option<std::sync::Arc<rules::Rules>>,
+    /// Change-feed sources (`[[feeds]]`), read with the payout and action sources.
+    pub feeds: Vec<feed::FeedSpec>,
 }
 
 impl Default for PayoutOptions {
@@ -151,6 +161,8 @@ impl Default for PayoutOptions {
             extra_tables: Vec::new(),
             in_flight_timeout: Duration::from_secs(900),
             send_budget: Duration::from_secs(150),
+            rules: None,
+            feeds: Vec::new(),
         }
     }
 }
@@ -224,6 +236,11 @@ pub async fn run_payouts_with<P: Provider>(
         });
     }
     read.ops = ok;
+    // A feed's rows that were refused are in the rejects table: its position waits only for the rest.
+    let kept: std::collections::HashSet<&str> = read.ops.iter().map(|o| o.id.as_str()).collect();
+    for f in &mut read.feeds {
+        f.op_ids.retain(|id| kept.contains(id.as_str()));
+    }
     let plan_opts = engine::plan_options(opts, provider.capabilities(), chrono::Utc::now());
     let plan = plan::plan(read.ops, &read.history, &plan_opts)?;
     report.note_plan(&plan);
@@ -236,6 +253,13 @@ pub async fn run_payouts_with<P: Provider>(
     };
     log::append_rejects(rejects, &read.rejects, commit, chrono::Utc::now()).await?;
     engine::Executor::new(provider, log, commit, opts, plan_opts).run(plan, &mut report, progress, hook).await?;
+    // A feed moves on only when everything it yielded is final in the log; a sharded run never moves it
+    // (the other shards' operations are not its to see).
+    if opts.shard.is_none() {
+        for f in &read.feeds {
+            log::store_feed_position(wh, commit, f).await?;
+        }
+    }
     Ok(report)
 }
 
@@ -304,6 +328,8 @@ pub struct PayoutReport {
     pub held_after_unknown: u64,
     /// Not sent because the safety brake would have been exceeded.
     pub held_by_brake: u64,
+    /// Not started because a stop was requested (SIGTERM in `run --follow`): read again by the next run.
+    pub not_started: u64,
     /// Paid out or locked into escrow by sends of this run.
     pub usd_moved: Usd,
     pub log_commits: u64,

@@ -206,6 +206,14 @@ pub fn plan(ops: Vec<Operation>, history: &HashMap<String, Vec<Logged>>, o: &Pla
     let mut p = Plan::default();
     let none: Vec<Logged> = Vec::new();
     let mut steps: Vec<Step> = Vec::new();
+    // Creates completed in earlier runs whose escrow a release or dispute of this batch names.
+    for (id, events) in history {
+        if events.first().is_some_and(|e| e.kind == OpKind::EscrowCreate)
+            && let Status::Completed { escrow_id: Some(e), .. } = status(events)
+        {
+            p.created.insert(id.clone(), e);
+        }
+    }
     for op in ops {
         if !in_shard(&op.id, o.shard) {
             p.out_of_shard += 1;

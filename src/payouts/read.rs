@@ -15,7 +15,7 @@ use super::validate::{Reject, check_batch};
 use super::{PayoutError, PayoutOptions, PayoutReport};
 use crate::tables::store::check_schema;
 use crate::tables::{
-    CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, REJECTS, WALLETS, Warehouse, open_existing,
+    CommitInfo, ESCROW_ACTIONS, ESCROW_RULES, PAYOUT_LOG, PENDING_PAYOUTS, REJECTS, WALLETS, Warehouse, open_existing,
     open_or_create, sql_context,
 };
 
@@ -27,10 +27,15 @@ pub struct Read {
     /// `None` in a dry run over a warehouse that has no log yet.
     pub log: Option<DeltaTable>,
     pub rejects_table: Option<DeltaTable>,
+    /// What each change feed read (for moving its position on after the run).
+    pub feeds: Vec<super::feed::FeedRead>,
 }
 
 /// The sources a run reads: the two default tables, or the queries that replace them.
 pub fn sources(opts: &PayoutOptions) -> Vec<Box<dyn Source>> {
+    if let Some(rules) = &opts.rules {
+        return vec![Box::new(super::rules::RuleSource(rules.clone()))];
+    }
     vec![
         Box::new(SqlSource::payouts(opts.payout_sql.as_deref())),
         Box::new(SqlSource::actions(opts.action_sql.as_deref())),
@@ -53,12 +58,17 @@ pub async fn read(
     }
     // A default source table that exists must hold the columns pfsync reads, with types it converts
     // (nullable and extra columns are fine), and a protocol delta-rs reads in full.
+    let rules = opts.rules.is_some();
     for (spec, custom) in [(&PENDING_PAYOUTS, &opts.payout_sql), (&ESCROW_ACTIONS, &opts.action_sql)] {
         if custom.is_none()
+            && !rules
             && let Some(table) = open_existing(wh, spec).await?
         {
             check_schema(&table, spec, &wh.location(&spec.table_name()))?;
         }
+    }
+    if rules && let Some(table) = open_existing(wh, &ESCROW_RULES).await? {
+        check_schema(&table, &ESCROW_RULES, &wh.location(&ESCROW_RULES.table_name()))?;
     }
     let log = open_existing(wh, &PAYOUT_LOG).await?;
     let rejects_table = if opts.dry_run { None } else { open_existing(wh, &REJECTS).await? };
@@ -72,8 +82,29 @@ pub async fn read(
     let mut rejects: Vec<Reject> = Vec::new();
     // Only a refused row's source text is kept; the rest is dropped as rows are validated.
     let mut rows: HashMap<String, String> = HashMap::new();
-    for source in sources(opts) {
+    let mut all = sources(opts);
+    let mut feeds = Vec::new();
+    if opts.rules.is_none() {
+        for spec in &opts.feeds {
+            let stored = match &log {
+                Some(t) => super::log::feed_position(t, &spec.app_id()).await?,
+                None => None,
+            };
+            let f = super::feed::FeedSource::new(
+                spec.clone(),
+                stored.map_or(spec.start_version, |v| v + 1),
+                wh.storage_options().clone(),
+            );
+            feeds.push((f.clone(), all.len()));
+            all.push(Box::new(super::feed::SharedFeed(f)));
+        }
+    }
+    let mut feed_ids: HashMap<usize, Vec<String>> = HashMap::new();
+    for (index, source) in all.iter().enumerate() {
         let raw = source.read(&ctx).await?;
+        if feeds.iter().any(|(_, i)| *i == index) {
+            feed_ids.insert(index, raw.iter().filter_map(|r| r.id().map(str::to_string)).collect());
+        }
         tracing::debug!(source = %source.name(), rows = raw.len(), "source read");
         for row in raw {
             // Rows of other shards are not ours to validate either (their shard's run reports them).
@@ -91,7 +122,20 @@ pub async fn read(
         }
     }
 
-    let ids: Vec<String> = ops.iter().map(|o| o.id.clone()).collect::<HashSet<_>>().into_iter().collect();
+    // With the creates that releases and disputes name, so one whose create ran in an earlier run (or
+    // another step) finds it in the log.
+    let ids: Vec<String> = ops
+        .iter()
+        .flat_map(|o| {
+            let create = match o.escrow() {
+                Some(super::operation::EscrowRef::CreatedBy(c)) => Some(c.clone()),
+                _ => None,
+            };
+            std::iter::once(o.id.clone()).chain(create)
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     let past = match &log {
         Some(t) => history(t, &ids).await?,
         None => HashMap::new(),
@@ -105,7 +149,15 @@ pub async fn read(
     for r in &rejects {
         tracing::warn!(id = r.operation_id.as_deref().unwrap_or("-"), code = r.code.as_str(), "refused: {}", r.message);
     }
-    Ok(Read { ops, rejects, history: past, log, rejects_table })
+    let feeds = feeds
+        .into_iter()
+        .map(|(f, index)| super::feed::FeedRead {
+            app_id: f.spec.app_id(),
+            end_version: f.end_version(),
+            op_ids: feed_ids.remove(&index).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Read { ops, rejects, history: past, log, rejects_table, feeds })
 }
 
 /// The fingerprint an operation was first logged with.

@@ -28,6 +28,8 @@ use crate::money::{MoneyError, Usd};
 pub enum RawRow {
     Payout(RawPayout),
     Action(RawAction),
+    /// A row the source itself already found wrong (a metric rule that cannot be evaluated).
+    Refused(Reject),
 }
 
 impl RawRow {
@@ -36,6 +38,7 @@ impl RawRow {
         match self {
             RawRow::Payout(p) => p.payout_id.as_deref(),
             RawRow::Action(a) => a.action_id.as_deref(),
+            RawRow::Refused(r) => r.operation_id.as_deref(),
         }
     }
 
@@ -43,6 +46,7 @@ impl RawRow {
         match self {
             RawRow::Payout(p) => validate_payout(p),
             RawRow::Action(a) => validate_action(a),
+            RawRow::Refused(r) => Err(r.clone()),
         }
     }
 
@@ -51,6 +55,7 @@ impl RawRow {
         match self {
             RawRow::Payout(p) => p.source_row,
             RawRow::Action(a) => a.source_row,
+            RawRow::Refused(r) => r.source_row,
         }
     }
 }
@@ -174,13 +179,13 @@ pub async fn query(
 }
 
 /// Typed access to one batch's columns by name.
-struct Columns<'a> {
+pub(super) struct Columns<'a> {
     batch: &'a RecordBatch,
     formatters: Vec<(String, ArrayFormatter<'a>)>,
 }
 
 impl<'a> Columns<'a> {
-    fn new(batch: &'a RecordBatch) -> Result<Columns<'a>, PayoutError> {
+    pub(super) fn new(batch: &'a RecordBatch) -> Result<Columns<'a>, PayoutError> {
         let opts = FormatOptions::default();
         let mut formatters = Vec::new();
         for (i, f) in batch.schema().fields().iter().enumerate() {
@@ -189,24 +194,24 @@ impl<'a> Columns<'a> {
         Ok(Columns { batch, formatters })
     }
 
-    fn column(&self, name: &str) -> Option<&'a ArrayRef> {
+    pub(super) fn column(&self, name: &str) -> Option<&'a ArrayRef> {
         self.batch.column_by_name(name)
     }
 
-    fn text(&self, name: &str) -> Result<Option<StringArray>, PayoutError> {
+    pub(super) fn text(&self, name: &str) -> Result<Option<StringArray>, PayoutError> {
         let Some(c) = self.column(name) else { return Ok(None) };
         let cast = arrow::compute::cast(c, &DataType::Utf8)?;
         Ok(cast.as_any().downcast_ref::<StringArray>().cloned())
     }
 
-    fn times(&self, name: &str) -> Option<TimestampMicrosecondArray> {
+    pub(super) fn times(&self, name: &str) -> Option<TimestampMicrosecondArray> {
         let c = self.column(name)?;
         let cast = arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))).ok()?;
         cast.as_any().downcast_ref::<TimestampMicrosecondArray>().cloned()
     }
 
     /// The row as JSON text, for the rejects table (each value as it displays, clipped).
-    fn row_json(&self, i: usize) -> String {
+    pub(super) fn row_json(&self, i: usize) -> String {
         let mut m = Map::new();
         for (name, f) in &self.formatters {
             let col = self.batch.column_by_name(name);
@@ -238,11 +243,11 @@ impl<'a> Columns<'a> {
     }
 }
 
-fn get(a: &Option<StringArray>, i: usize) -> Option<String> {
+pub(super) fn get(a: &Option<StringArray>, i: usize) -> Option<String> {
     a.as_ref().filter(|a| !a.is_null(i)).map(|a| a.value(i).to_string())
 }
 
-fn time(a: &Option<TimestampMicrosecondArray>, i: usize) -> Option<DateTime<Utc>> {
+pub(super) fn time(a: &Option<TimestampMicrosecondArray>, i: usize) -> Option<DateTime<Utc>> {
     a.as_ref().filter(|a| !a.is_null(i)).and_then(|a| Utc.timestamp_micros(a.value(i)).single())
 }
 

@@ -36,6 +36,7 @@ pub enum RejectCode {
     UnknownCreateAction,
     AgentKeyNotHeld,
     InvalidTimeoutHours,
+    InvalidRule,
 }
 
 impl RejectCode {
@@ -59,6 +60,7 @@ impl RejectCode {
             RejectCode::UnknownCreateAction => "unknown_create_action",
             RejectCode::AgentKeyNotHeld => "agent_key_not_held",
             RejectCode::InvalidTimeoutHours => "invalid_timeout_hours",
+            RejectCode::InvalidRule => "invalid_rule",
         }
     }
 }
@@ -69,6 +71,8 @@ impl RejectCode {
 pub enum RowKind {
     Op(OpKind),
     EscrowAction,
+    /// A metric rule (`purpleflea.escrow.rules`) that cannot be evaluated.
+    EscrowRule,
 }
 
 impl RowKind {
@@ -76,6 +80,7 @@ impl RowKind {
         match self {
             RowKind::Op(k) => k.as_str(),
             RowKind::EscrowAction => "escrow_action",
+            RowKind::EscrowRule => "escrow_rule",
         }
     }
 }

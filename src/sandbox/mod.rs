@@ -9,6 +9,7 @@ pub mod faults;
 pub mod idempotency;
 pub mod inject;
 pub mod ledger;
+pub mod mlflow_stub;
 pub mod proxy;
 pub mod server;
 

@@ -16,7 +16,7 @@ use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnType {
     String,
-    /// Only the seed's published wallet columns.
+    /// The seed's published wallet columns, and metric thresholds (never money).
     Double,
     Int,
     Long,
@@ -390,6 +390,43 @@ pub const ESCROW_ACTIONS: TableSpec = TableSpec {
     properties: &[],
 };
 
+/// `purpleflea.escrow.rules`: releases (or disputes) decided by an MLflow metric, written upstream; pfsync
+/// reads it in its `rules` step and executes each rule that fired at most once, ever.
+pub const ESCROW_RULES: TableSpec = TableSpec {
+    name: "purpleflea.escrow.rules",
+    writer: Writer::Upstream {
+        requires: &["rule_id", "metric_key", "threshold", "direction"],
+        reads: &[
+            "escrow_id",
+            "create_action_id",
+            "mlflow_run_id",
+            "experiment_id",
+            "run_filter",
+            "deadline",
+            "on_deadline",
+            "reason",
+        ],
+    },
+    comment: "Metric rules: release an escrow when an MLflow metric crosses a threshold; pfsync executes each rule at most once",
+    columns: &[
+        col("rule_id", String, false, "Unique id of the rule (NOT NULL, PK); its operation id is rule:<rule_id>"),
+        col("escrow_id", String, true, "Escrow to release or dispute"),
+        col("create_action_id", String, true, "Or: the create in purpleflea.escrow.actions whose escrow it is"),
+        col("mlflow_run_id", String, true, "MLflow run whose metric is watched"),
+        col("experiment_id", String, true, "Or: any run of this MLflow experiment (with filter)"),
+        col("run_filter", String, true, "With experiment_id: a filter string as mlflow.search_runs takes it"),
+        col("metric_key", String, true, "Metric to watch, e.g. val_accuracy"),
+        col("threshold", Double, true, "Value the metric is compared with"),
+        col("direction", String, true, "> | >= | < | <= : the metric fires when metric DIRECTION threshold"),
+        col("deadline", Timestamp, true, "Only metric values logged by then count (null: no deadline)"),
+        col("on_deadline", String, true, "nothing | dispute: what happens when the deadline passes without a hit"),
+        col("reason", String, true, "Why (recorded with the release or dispute)"),
+        col("requested_by", String, true, "Who or what wrote the rule"),
+    ],
+    partition_columns: &[],
+    properties: &[],
+};
+
 /// `purpleflea.payouts.log`: every step of every payout and escrow action, append-only.
 pub const PAYOUT_LOG: TableSpec = TableSpec {
     name: "purpleflea.payouts.log",
@@ -435,7 +472,12 @@ pub const REJECTS: TableSpec = TableSpec {
     comment: "Pending payouts and escrow actions refused by validation, one row per refusal per run",
     columns: &[
         col("operation_id", String, true, "payout_id or action_id as given (null when missing)"),
-        col("kind", String, false, "payout | escrow_create | escrow_release | escrow_dispute | escrow_action"),
+        col(
+            "kind",
+            String,
+            false,
+            "payout | escrow_create | escrow_release | escrow_dispute | escrow_action | escrow_rule",
+        ),
         col("code", String, false, "Machine-readable reason (see README)"),
         col("message", String, false, "What is wrong and what to fix"),
         col("source_row", String, true, "The source row as JSON, clipped to 4 KiB"),
@@ -564,6 +606,7 @@ pub const ALL: &[&TableSpec] = &[
     &TRANSACTIONS,
     &PENDING_PAYOUTS,
     &ESCROW_ACTIONS,
+    &ESCROW_RULES,
     &PAYOUT_LOG,
     &REJECTS,
     &RECONCILIATION,

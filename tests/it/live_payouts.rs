@@ -275,6 +275,64 @@ async fn live_payouts_and_escrow_actions_reach_the_right_balances_and_ledger() {
     assert_eq!(balance(bed, &seller).await, m("12.2166"));
 }
 
+/// A metric rule with the live provider: the escrow a create made is released by `pfsync rules` once the
+/// MLflow metric crosses (the seller gets the amount less the 1% commission), once; the run is tagged.
+///
+/// Ignored in the main run: started alongside the other live tests, the MLflow server and its Python
+/// calls load the 2-core machine enough that the bed's services answer 500 to other tests. `.ci/run` runs
+/// it on its own: `cargo test --test it -- --ignored live_payouts::a_metric_rule`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run alone by .ci/run (load on the shared test bed)"]
+async fn a_metric_rule_releases_a_live_escrow_once() {
+    let Some(bed) = bed() else { return };
+    let Some(ml) = crate::mlflow_server::server() else { return };
+    let w = World::new(bed, 100.0, 1);
+    let seller = w.held[0].clone();
+    write_actions_by(
+        &w.warehouse(),
+        &w.payer.id,
+        &[("task-m", "create", None, None, seller.id.as_str(), "12.34", "model bounty")],
+    )
+    .await;
+    let out = run(w.payouts(&bed.casino_url));
+    assert_eq!(out.status.code(), Some(0), "{:?}", statuses(&w).await);
+    let run_id = tokio::task::block_in_place(|| ml.run_with("pfsync-rules-live", "val_accuracy", &[0.91, 0.97]));
+    crate::rules::write_rules(
+        &w.warehouse(),
+        &[crate::rules::RuleRow {
+            rule_id: "live-1",
+            create_action_id: Some("task-m"),
+            mlflow_run_id: Some(run_id.clone()),
+            metric_key: "val_accuracy",
+            threshold: Some(0.95),
+            direction: ">",
+            ..Default::default()
+        }],
+    )
+    .await;
+    for _ in 0..2 {
+        let c = w.payouts(&bed.casino_url);
+        let args: Vec<std::ffi::OsString> =
+            c.get_args().map(|a| if a == "payouts" { "rules".into() } else { a.to_owned() }).collect();
+        let mut rules = Command::new(c.get_program());
+        rules.args(args).env("MLFLOW_TRACKING_URI", &ml.url).stdin(Stdio::null());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => rules.env(k, v),
+                None => rules.env_remove(k),
+            };
+        }
+        let out = run(rules);
+        assert_eq!(out.status.code(), Some(0), "{:?}", statuses(&w).await);
+        assert_eq!(balance(bed, &seller).await, m("12.2166"), "12.34 less the 0.1234 commission, once");
+    }
+    let st = statuses(&w).await;
+    assert_eq!(st["rule:live-1"].0, "completed", "{st:?}");
+    let tags: HashMap<String, String> =
+        tokio::task::block_in_place(|| ml.purpleflea_tags(&run_id)).into_iter().collect();
+    assert_eq!(tags.get("purpleflea.action").map(String::as_str), Some("release"), "{tags:?}");
+}
+
 /// An escrow whose buyer is an agent pfsync holds no key of is refused before anything moves, with a
 /// reject code; so is a payout the payer cannot cover, by the provider, with its own code.
 #[tokio::test]

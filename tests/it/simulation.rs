@@ -34,6 +34,9 @@ struct Tally {
     faults: u64,
     /// SIGKILLs per crash point.
     by_point: std::collections::BTreeMap<&'static str, u32>,
+    /// Events of the change feed, and metric rules that fire.
+    feed_events: usize,
+    rules: usize,
 }
 
 fn seeds() -> Vec<u64> {
@@ -55,7 +58,12 @@ async fn seeded_fault_simulation_never_pays_twice_or_loses_a_payout() {
     let seeds = seeds();
     for &seed in &seeds {
         let t = scenario(seed).await;
-        println!("seed {seed}: ok ({} runs, {} SIGKILLs, {} faults)", t.runs, t.kills, t.faults);
+        println!(
+            "seed {seed}: ok ({} runs, {} SIGKILLs, {} faults; {} feed events, {} metric rules)",
+            t.runs, t.kills, t.faults, t.feed_events, t.rules
+        );
+        total.feed_events += t.feed_events;
+        total.rules += t.rules;
         total.runs += t.runs;
         total.kills += t.kills;
         total.faults += t.faults;
@@ -64,18 +72,27 @@ async fn seeded_fault_simulation_never_pays_twice_or_loses_a_payout() {
         }
     }
     println!(
-        "simulation: {} seeds, 0 violations; {} pfsync runs, {} SIGKILLs ({:?}), {} injected faults",
+        "simulation: {} seeds, 0 violations; {} pfsync runs, {} SIGKILLs ({:?}), {} injected faults; {} feed events, {} metric rules",
         seeds.len(),
         total.runs,
         total.kills,
         total.by_point,
-        total.faults
+        total.faults,
+        total.feed_events,
+        total.rules
     );
 }
 
 /// A killed run's intents are left alone this long (`--in-flight-timeout`); the client's budget
 /// (0.5 s timeout + 0.5 s of retries) fits twice into it.
 const IN_FLIGHT_SECS: u64 = 2;
+
+/// What a run reads besides the two default tables: the config file with the scenario's change feed, and
+/// the MLflow server of its metric rules (when MLflow is installed: then `pfsync run` has a rules step).
+struct Extra<'a> {
+    config: std::path::PathBuf,
+    mlflow: Option<&'a str>,
+}
 
 fn spawn(
     sb: &Sandbox,
@@ -84,6 +101,7 @@ fn spawn(
     seed: u64,
     attempt: u32,
     crash: Option<(CrashPoint, u64)>,
+    extra: &Extra<'_>,
 ) -> Child {
     let url = sb.base_url().to_string();
     let bin = std::env::var_os("PFSYNC_SIM_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_pfsync").into());
@@ -94,13 +112,21 @@ fn spawn(
         .arg(format!("sim-{seed}-{attempt}"))
         .arg("--warehouse")
         .arg(wh)
+        .arg("--config")
+        .arg(&extra.config)
         .args(["run", "--batch-size", "7", "--concurrency", "8", "--in-flight-timeout", &IN_FLIGHT_SECS.to_string()])
         .env("PURPLEFLEA_API_KEY", key)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .env_remove("DATABRICKS_HOST")
         .env_remove("PFSYNC_PAUSE_AT")
         .env_remove("PFSYNC_CRASH_AT")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(uri) = extra.mlflow {
+        // After payouts, so a rule's release finds the escrow its create made in the same run.
+        c.args(["--steps", "sync,payouts,rules,reconcile"]).env("MLFLOW_TRACKING_URI", uri);
+    }
     if let Some((point, n)) = crash {
         c.env("PFSYNC_CRASH_AT", format!("{}:{n}", point.as_str()));
     }
@@ -208,11 +234,81 @@ async fn scenario(seed: u64) -> Tally {
         .collect();
     write_actions(&wh, &action_refs).await;
 
+    // A change feed: events appended to a CDF table in two commits, each paid once (id from the event).
+    let events = dir.path().join("events");
+    let mut t = crate::feeds::events_table(&events, true).await;
+    let mut once: Vec<String> = Vec::new();
+    for commit in 0..2 {
+        let n = rng.range(1, 4) as usize;
+        let evs: Vec<(String, String, String)> = (0..n)
+            .map(|i| {
+                let cents = rng.range(1, 3_000);
+                (
+                    format!("sim{seed}-f{commit}x{i}"),
+                    format!("agent-{:06}", rng.range(1, 40)),
+                    format!("{}.{:02}", cents / 100, cents % 100),
+                )
+            })
+            .collect();
+        once.extend(evs.iter().map(|e| format!("pfsync:default:payout:{}", e.0)));
+        let refs: Vec<(&str, &str, &str)> = evs.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+        t = crate::feeds::append(t, &refs).await;
+    }
+    let config = dir.path().join("sim.toml");
+    let query = "SELECT event_id AS payout_id, agent_id, amount AS amount_usd, concat('event ', event_id) AS reason \
+                 FROM changes WHERE _change_type = 'insert'";
+    std::fs::write(
+        &config,
+        format!("[[feeds]]\nname = \"events\"\ntable = {:?}\nquery = {query:?}\n", events.display().to_string()),
+    )
+    .unwrap();
+
+    // Metric rules (with MLflow installed): each create that no action settles gets a rule whose metric
+    // crosses, so it is released once by the rules step; and one rule row that is refused.
+    let ml = crate::mlflow_server::server();
+    let mut n_rules = 0;
+    if let Some(ml) = ml {
+        let unsettled: Vec<String> = (0..n_escrows)
+            .map(|i| format!("sim{seed}-e{i}"))
+            .filter(|e| !actions.iter().any(|a| a.2.as_deref() == Some(e.as_str())))
+            .collect();
+        let curves: Vec<Vec<f64>> = unsettled.iter().map(|_| vec![0.5, 0.7 + rng.next_f64() * 0.1, 0.95]).collect();
+        let runs = tokio::task::block_in_place(|| ml.runs_with("pfsync-simulation", "val_accuracy", &curves));
+        let mut rules: Vec<crate::rules::RuleRow> = Vec::new();
+        for (i, (create, run)) in unsettled.iter().zip(runs).enumerate() {
+            let rule_id: &'static str = Box::leak(format!("sim{seed}-m{i}").into_boxed_str());
+            let create: &'static str = Box::leak(create.clone().into_boxed_str());
+            once.push(format!("pfsync:default:escrow_release:rule:{rule_id}"));
+            rules.push(crate::rules::RuleRow {
+                rule_id,
+                create_action_id: Some(create),
+                mlflow_run_id: Some(run),
+                metric_key: "val_accuracy",
+                threshold: Some(0.9),
+                direction: ">=",
+                ..Default::default()
+            });
+        }
+        n_rules = rules.len();
+        rules.push(crate::rules::RuleRow {
+            rule_id: Box::leak(format!("sim{seed}-mbad").into_boxed_str()),
+            create_action_id: Some("nothing"),
+            mlflow_run_id: Some("0123456789abcdef0123456789abcdef".into()),
+            metric_key: "val_accuracy",
+            threshold: Some(0.9),
+            direction: "=>",
+            ..Default::default()
+        });
+        crate::rules::write_rules(&wh, &rules).await;
+    }
+    let extra = Extra { config, mlflow: ml.map(|m| m.url.as_str()) };
+
     let mut tally = Tally::default();
     let path = dir.path().to_path_buf();
     let mut outputs = String::new();
     let mut done = false;
-    let world = World { seed, rows: &rows, n_good, bad: &bad, actions: &actions, n_good_actions, key: &key };
+    let world =
+        World { seed, rows: &rows, n_good, bad: &bad, actions: &actions, n_good_actions, once: &once, key: &key };
     for attempt in 0..16u32 {
         // The seed picks where this run dies (if at all): a named crash point and which time it is reached.
         let crash = (rng.next_f64() < 0.5 && attempt < 8).then(|| {
@@ -222,8 +318,8 @@ async fn scenario(seed: u64) -> Tally {
         // Sometimes a second run overlaps this one (a scheduler retry while the first still runs); it runs
         // to its end, whatever happens to the first.
         let overlap =
-            (rng.next_f64() < 0.25 && attempt < 8).then(|| spawn(&sb, &path, &key, seed, 100 + attempt, None));
-        let child = spawn(&sb, &path, &key, seed, attempt, crash);
+            (rng.next_f64() < 0.25 && attempt < 8).then(|| spawn(&sb, &path, &key, seed, 100 + attempt, None, &extra));
+        let child = spawn(&sb, &path, &key, seed, attempt, crash, &extra);
         tally.runs += 1 + overlap.is_some() as u32;
         let (code, out) = tokio::task::block_in_place(|| {
             let out = child.wait_with_output().expect("wait");
@@ -270,6 +366,15 @@ async fn scenario(seed: u64) -> Tally {
         let k = format!("pfsync:default:escrow_{action}:{id}");
         assert_eq!(per_key.get(&k).copied().unwrap_or(0), 1, "seed {seed}: escrow action {id} moved money once");
     }
+    for k in &once {
+        assert_eq!(
+            per_key.get(k).copied().unwrap_or(0),
+            1,
+            "seed {seed}: {k} (a feed event or a rule) moved money once"
+        );
+    }
+    tally.feed_events = once.len() - n_rules;
+    tally.rules = n_rules;
     let ctx = sql_context(&wh).await.expect("sql");
     let open = count(&ctx, "SELECT count(*) FROM purpleflea.payouts.open_findings").await;
     assert_eq!(open, 0, "seed {seed}: open reconciliation findings");
@@ -286,6 +391,8 @@ struct World<'a> {
     bad: &'a [(String, String, String, String)],
     actions: &'a [(String, &'static str, Option<String>, String, String)],
     n_good_actions: usize,
+    /// Idempotency keys of the feed's events and the rules' releases: at most once always, once at the end.
+    once: &'a [String],
     key: &'a str,
 }
 
@@ -319,6 +426,9 @@ async fn check_safety(sb: &Sandbox, wh: &pfsync::tables::Warehouse, w: &World<'_
             per_key.get(&k).copied().unwrap_or(0) <= most,
             "seed {seed} {when}: escrow action {id} moved money more than {most} time(s)"
         );
+    }
+    for k in w.once {
+        assert!(per_key.get(k).copied().unwrap_or(0) <= 1, "seed {seed} {when}: {k} moved money twice");
     }
     // 2. Money is conserved in the provider's books.
     sb.ledger().check_books().unwrap_or_else(|e| panic!("seed {seed} {when}: {e}"));

@@ -1,0 +1,370 @@
+//! Metric rules against a real MLflow tracking server (`mlflow_server`) and the seed sandbox: a rule that
+//! fires releases once, across reruns and a SIGKILL between send and log commit, and its MLflow run is
+//! tagged with the outcome; a rule that never fires moves nothing; past its deadline it disputes once.
+
+use std::collections::HashMap;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use chrono::{DateTime, Utc};
+use pfsync::payouts::{PayoutOptions, run_payouts};
+use pfsync::progress::Progress;
+use pfsync::sandbox::{Sandbox, SandboxConfig, SeedConfig};
+use pfsync::tables::{CommitInfo, ESCROW_RULES, Warehouse, open_or_create, sql_context};
+
+use crate::common::{client, warehouse};
+use crate::mlflow_server::{MlflowServer, server};
+use crate::payouts::{IN_FLIGHT_SECS, wait_out_in_flight, write_actions};
+
+/// A row of purpleflea.escrow.rules.
+#[derive(Default, Clone)]
+pub struct RuleRow {
+    pub rule_id: &'static str,
+    pub escrow_id: Option<String>,
+    pub create_action_id: Option<&'static str>,
+    pub mlflow_run_id: Option<String>,
+    pub experiment_id: Option<String>,
+    pub run_filter: Option<String>,
+    pub metric_key: &'static str,
+    pub threshold: Option<f64>,
+    pub direction: &'static str,
+    pub deadline: Option<DateTime<Utc>>,
+    pub on_deadline: Option<&'static str>,
+    pub reason: Option<&'static str>,
+}
+
+pub async fn write_rules(wh: &Warehouse, rows: &[RuleRow]) {
+    let commit = CommitInfo { run_id: "upstream".into(), step: "test" };
+    let table = open_or_create(wh, &ESCROW_RULES, &commit).await.unwrap();
+    let text =
+        |f: &dyn Fn(&RuleRow) -> Option<String>| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<StringArray>()) };
+    let columns: Vec<ArrayRef> = vec![
+        text(&|r| Some(r.rule_id.to_string())),
+        text(&|r| r.escrow_id.clone()),
+        text(&|r| r.create_action_id.map(str::to_string)),
+        text(&|r| r.mlflow_run_id.clone()),
+        text(&|r| r.experiment_id.clone()),
+        text(&|r| r.run_filter.clone()),
+        text(&|r| Some(r.metric_key.to_string())),
+        Arc::new(rows.iter().map(|r| r.threshold).collect::<Float64Array>()),
+        text(&|r| Some(r.direction.to_string())),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.deadline.map(|d| d.timestamp_micros()))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC"),
+        ),
+        text(&|r| r.on_deadline.map(str::to_string)),
+        text(&|r| r.reason.map(str::to_string)),
+        text(&|_| Some("tests".to_string())),
+    ];
+    let batch = RecordBatch::try_new(ESCROW_RULES.arrow_schema(), columns).unwrap();
+    table.write(vec![batch]).await.unwrap();
+}
+
+/// `pfsync rules` as a child process against this sandbox and MLflow server.
+fn rules_cmd(sb: &Sandbox, ml: &MlflowServer, wh: &std::path::Path) -> Command {
+    command(sb, ml, wh, &["rules"])
+}
+
+/// `pfsync <command...>` as a child process against this sandbox and MLflow server.
+fn command(sb: &Sandbox, ml: &MlflowServer, wh: &std::path::Path, command: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+    let url = sb.base_url().to_string();
+    c.args(["--api-url", &url, "--faucet-url", &url, "--timeout-secs", "1", "--max-elapsed-secs", "1", "-q"])
+        .args(command)
+        .args(["--in-flight-timeout", &IN_FLIGHT_SECS.to_string()])
+        .arg("--warehouse")
+        .arg(wh)
+        .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
+        .env("MLFLOW_TRACKING_URI", &ml.url)
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .env_remove("DATABRICKS_HOST")
+        .env_remove("PFSYNC_PAUSE_AT")
+        .env_remove("PFSYNC_CRASH_AT")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    tokio::task::block_in_place(|| cmd.output().unwrap())
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Sandbox transactions per idempotency key.
+fn per_key(sb: &Sandbox) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for t in sb.ledger().transactions() {
+        if let Some(k) = &t.idempotency_key {
+            *out.entry(k.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+async fn sandbox() -> Sandbox {
+    Sandbox::start(SandboxConfig {
+        world: SeedConfig { agents: 10, escrows: Some(0), ..Default::default() },
+        ..SandboxConfig::for_tests(10)
+    })
+    .await
+    .unwrap()
+}
+
+/// Run the escrow creates of the actions table (in-process); the escrow id each create made.
+async fn create_escrows(sb: &Sandbox, wh: &Warehouse, creates: &[(&str, &str, &str)]) -> HashMap<String, String> {
+    let rows: Vec<_> =
+        creates.iter().map(|(id, seller, amount)| (*id, "create", None, None, *seller, *amount, "bounty")).collect();
+    write_actions(wh, &rows).await;
+    let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
+    let provider = pfsync::provider::SeedProvider::new(client(sb), true);
+    let r = run_payouts(&provider, wh, &commit, &PayoutOptions::default(), &Progress::hidden()).await.unwrap();
+    assert_eq!(r.completed, creates.len() as u64, "{r}");
+    let ctx = sql_context(wh).await.unwrap();
+    let b = ctx
+        .sql("SELECT operation_id, escrow_id FROM purpleflea.payouts.log WHERE event = 'completed' AND kind = 'escrow_create'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut out = HashMap::new();
+    for batch in b {
+        let s = |i: usize| arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).unwrap();
+        let (ids, escrows) = (s(0), s(1));
+        let (ids, escrows) = (
+            ids.as_any().downcast_ref::<StringArray>().unwrap(),
+            escrows.as_any().downcast_ref::<StringArray>().unwrap(),
+        );
+        for i in 0..batch.num_rows() {
+            out.insert(ids.value(i).to_string(), escrows.value(i).to_string());
+        }
+    }
+    out
+}
+
+fn escrow_status(sb: &Sandbox, escrow_id: &str) -> String {
+    sb.ledger().escrow(escrow_id).unwrap().status.as_str().to_string()
+}
+
+/// Column 0 of a query, as text.
+async fn strings(wh: &Warehouse, sql: &str) -> Vec<String> {
+    let ctx = sql_context(wh).await.unwrap();
+    let mut out = Vec::new();
+    for b in ctx.sql(sql).await.unwrap().collect().await.unwrap() {
+        let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let c = c.as_any().downcast_ref::<StringArray>().unwrap();
+        out.extend((0..c.len()).map(|i| c.value(i).to_string()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_releases_once_across_reruns_and_a_kill_after_send_and_tags_its_mlflow_run() {
+    let Some(ml) = server() else { return };
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let escrows = create_escrows(&sb, &wh, &[("c-1", "agent-000001", "25.00")]).await;
+    let escrow = escrows["c-1"].clone();
+    let seller_before = sb.ledger().wallet("agent-000001").unwrap().balance_usd;
+    let run_id = tokio::task::block_in_place(|| ml.run_with("pfsync-rules-fire", "val_accuracy", &[0.80, 0.90]));
+    write_rules(
+        &wh,
+        &[RuleRow {
+            rule_id: "r1",
+            create_action_id: Some("c-1"),
+            mlflow_run_id: Some(run_id.clone()),
+            metric_key: "val_accuracy",
+            threshold: Some(0.95),
+            direction: ">=",
+            reason: Some("EscrowReleaseCallback: model good enough"),
+            ..RuleRow::default()
+        }],
+    )
+    .await;
+
+    // Below the threshold: nothing moves.
+    let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(escrow_status(&sb, &escrow), "funded");
+
+    // The metric crosses; the run dies between the release and its log commit.
+    tokio::task::block_in_place(|| ml.log(&run_id, "val_accuracy", &[(2, 0.96), (3, 0.97)]));
+    let o = run(rules_cmd(&sb, ml, dir.path()).env("PFSYNC_CRASH_AT", "after_send"));
+    assert_eq!(o.status.code(), None, "killed at after_send: {}", text(&o));
+    assert_eq!(escrow_status(&sb, &escrow), "released", "the release ran before the kill");
+    let key = "pfsync:default:escrow_release:rule:r1";
+    assert_eq!(per_key(&sb).get(key).copied(), Some(1));
+    assert!(ml.purpleflea_tags(&run_id).is_empty(), "no outcome logged, nothing tagged");
+
+    // The next run resolves it from the provider, sends nothing again, and tags the run.
+    tokio::task::block_in_place(wait_out_in_flight);
+    let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 MLflow run(s) tagged"), "{}", text(&o));
+    assert_eq!(per_key(&sb).get(key).copied(), Some(1), "released once");
+    let seller_after = sb.ledger().wallet("agent-000001").unwrap().balance_usd;
+    assert_eq!(seller_after.cents() - seller_before.cents(), 2500);
+    let tx = sb.ledger().escrow(&escrow).unwrap().tx_id.clone().unwrap();
+    let tags: HashMap<String, String> =
+        tokio::task::block_in_place(|| ml.purpleflea_tags(&run_id)).into_iter().collect();
+    assert_eq!(tags.get("purpleflea.action").map(String::as_str), Some("release"), "{tags:?}");
+    assert_eq!(tags.get("purpleflea.escrow_id"), Some(&escrow), "{tags:?}");
+    assert_eq!(tags.get("purpleflea.tx_id"), Some(&tx), "{tags:?}");
+    assert_eq!(tags.get("purpleflea.rule_id").map(String::as_str), Some("r1"), "{tags:?}");
+    assert!(tags.get("purpleflea.pfsync_run_id").is_some_and(|r| !r.is_empty()), "{tags:?}");
+    // The same record as a JSON artifact of the run.
+    let record: HashMap<String, String> =
+        serde_json::from_str(&tokio::task::block_in_place(|| ml.artifact(&run_id, "purpleflea_escrow.json"))).unwrap();
+    assert_eq!(record, tags, "the artifact holds the tags' record");
+
+    // The reason names run, metric, value and step: the first value over the threshold.
+    let reasons =
+        strings(&wh, "SELECT reason FROM purpleflea.payouts.log WHERE operation_id = 'rule:r1' AND event = 'intent'")
+            .await;
+    assert!(
+        reasons.iter().all(|r| r.contains(&format!("MLflow run {run_id} metric val_accuracy = 0.96 at step 2"))),
+        "{reasons:?}"
+    );
+
+    // Reruns, as `pfsync rules` and as the rules step of `pfsync run`: nothing sent, nothing tagged again.
+    let executed = sb.stats().executed;
+    for cmd in [&["rules"][..], &["run", "--steps", "rules,payouts"][..]] {
+        let o = run(&mut command(&sb, ml, dir.path(), cmd));
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(text(&o).contains("0 MLflow run(s) tagged"), "{}", text(&o));
+    }
+    assert_eq!(sb.stats().executed, executed);
+    assert_eq!(per_key(&sb).get(key).copied(), Some(1));
+
+    // A run that lacks its tags (a tagging that failed, a tag removed) is tagged again by the next run;
+    // the payment is not touched.
+    tokio::task::block_in_place(|| {
+        ml.python(&format!("mlflow.MlflowClient().delete_tag({run_id:?}, 'purpleflea.tx_id')"))
+    });
+    let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 MLflow run(s) tagged, 0 tag failure(s)"), "{}", text(&o));
+    let again: HashMap<String, String> =
+        tokio::task::block_in_place(|| ml.purpleflea_tags(&run_id)).into_iter().collect();
+    assert_eq!(again, tags);
+    assert_eq!(sb.stats().executed, executed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_that_never_fires_moves_nothing_and_past_its_deadline_disputes_once() {
+    let Some(ml) = server() else { return };
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let escrows = create_escrows(
+        &sb,
+        &wh,
+        &[("c-2", "agent-000002", "10.00"), ("c-3", "agent-000003", "12.00"), ("c-4", "agent-000004", "8.00")],
+    )
+    .await;
+    let (slow, found) = tokio::task::block_in_place(|| {
+        let slow = ml.run_with("pfsync-rules-deadline", "latency_ms", &[80.0, 75.0, 70.0]);
+        let found = ml.run_with("pfsync-rules-deadline", "latency_ms", &[60.0, 42.0]);
+        ml.python(&format!("mlflow.MlflowClient().set_tag({found:?}, 'task', 'bounty-4')"));
+        (slow, found)
+    });
+    let experiment = tokio::task::block_in_place(|| {
+        ml.python("print(mlflow.MlflowClient().get_experiment_by_name('pfsync-rules-deadline').experiment_id)")
+    });
+    let now = Utc::now();
+    let latency = RuleRow {
+        mlflow_run_id: Some(slow.clone()),
+        metric_key: "latency_ms",
+        threshold: Some(50.0),
+        direction: "<",
+        ..RuleRow::default()
+    };
+    write_rules(
+        &wh,
+        &[
+            // Not yet: the deadline is ahead.
+            RuleRow {
+                rule_id: "r-wait",
+                create_action_id: Some("c-2"),
+                deadline: Some(now + chrono::Duration::hours(1)),
+                on_deadline: Some("dispute"),
+                ..latency.clone()
+            },
+            // Past the deadline, but told to do nothing.
+            RuleRow {
+                rule_id: "r-quiet",
+                create_action_id: Some("c-2"),
+                deadline: Some(now - chrono::Duration::minutes(1)),
+                on_deadline: Some("nothing"),
+                ..latency.clone()
+            },
+            // Past the deadline without a hit: dispute.
+            RuleRow {
+                rule_id: "r-late",
+                escrow_id: Some(escrows["c-3"].clone()),
+                deadline: Some(now - chrono::Duration::minutes(1)),
+                on_deadline: Some("dispute"),
+                ..latency.clone()
+            },
+            // Any run of the experiment with the task's tag: that one is under 50 ms.
+            RuleRow {
+                rule_id: "r-search",
+                create_action_id: Some("c-4"),
+                mlflow_run_id: None,
+                experiment_id: Some(experiment.clone()),
+                run_filter: Some("tags.task = 'bounty-4'".into()),
+                ..latency.clone()
+            },
+            RuleRow { rule_id: "r-bad", create_action_id: Some("c-2"), direction: "=>", ..latency.clone() },
+            RuleRow {
+                rule_id: "r-ghost",
+                create_action_id: Some("c-2"),
+                mlflow_run_id: Some("0123456789abcdef0123456789abcdef".into()),
+                ..latency.clone()
+            },
+        ],
+    )
+    .await;
+
+    for round in 0..2 {
+        let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+        // Two rule rows are refused (into the rejects table) on every run: exit 5.
+        assert_eq!(o.status.code(), Some(5), "round {round}: {}", text(&o));
+        assert_eq!(escrow_status(&sb, &escrows["c-2"]), "funded", "round {round}: no rule fired for c-2");
+        assert_eq!(escrow_status(&sb, &escrows["c-3"]), "refunded", "round {round}: disputed");
+        assert_eq!(escrow_status(&sb, &escrows["c-4"]), "released", "round {round}: found by the search");
+        let keys = per_key(&sb);
+        assert_eq!(keys.get("pfsync:default:escrow_dispute:rule:r-late").copied(), Some(1));
+        assert_eq!(keys.get("pfsync:default:escrow_release:rule:r-search").copied(), Some(1));
+        assert!(!keys.keys().any(|k| k.contains("rule:r-wait") || k.contains("rule:r-quiet")), "{keys:?}");
+    }
+    let rejects =
+        strings(&wh, "SELECT operation_id || ' ' || kind || ' ' || code FROM purpleflea.payouts.rejects ORDER BY 1")
+            .await;
+    let mut want = vec![
+        "rule:r-bad escrow_rule invalid_rule",
+        "rule:r-bad escrow_rule invalid_rule",
+        "rule:r-ghost escrow_rule invalid_rule",
+        "rule:r-ghost escrow_rule invalid_rule",
+    ];
+    want.sort();
+    assert_eq!(rejects, want);
+    let reason = strings(
+        &wh,
+        "SELECT reason FROM purpleflea.payouts.log WHERE operation_id = 'rule:r-late' AND event = 'intent'",
+    )
+    .await;
+    assert!(reason[0].contains("passed without metric latency_ms < 50"), "{reason:?}");
+    let tags: HashMap<String, String> = tokio::task::block_in_place(|| ml.purpleflea_tags(&slow)).into_iter().collect();
+    assert_eq!(tags.get("purpleflea.action").map(String::as_str), Some("dispute"), "{tags:?}");
+    let tags: HashMap<String, String> =
+        tokio::task::block_in_place(|| ml.purpleflea_tags(&found)).into_iter().collect();
+    assert_eq!(tags.get("purpleflea.action").map(String::as_str), Some("release"), "{tags:?}");
+    assert_eq!(tags.get("purpleflea.rule_id").map(String::as_str), Some("r-search"), "{tags:?}");
+}
