@@ -85,6 +85,16 @@ impl World {
         self.payouts_with(casino, 5, IN_FLIGHT_SECS)
     }
 
+    /// Another pfsync command (`sync`, `reconcile`, ...) with the same config, warehouse and keys.
+    fn command(&self, casino: &str, args: &[&str]) -> Command {
+        let p = self.payouts(casino);
+        let all: Vec<std::ffi::OsString> = p.get_args().map(|a| a.to_os_string()).collect();
+        let cut = all.iter().position(|a| a == "payouts").expect("the payouts subcommand");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+        c.args(&all[..cut]).args(args).envs(p.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+        c
+    }
+
     /// With a client timeout and retry budget of `budget` seconds each, and an in-flight timeout.
     fn payouts_with(&self, casino: &str, budget: u64, in_flight: u64) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
@@ -617,12 +627,7 @@ async fn an_escrow_past_its_timeout_is_refunded_less_commission_and_a_late_relea
     assert_eq!(balance(bed, &seller).await, Micros::ZERO);
 
     // Reconcile (it syncs first): the refund is what the service does on a timeout, not a finding.
-    let c = w.payouts(&bed.casino_url);
-    let args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_os_string()).collect();
-    let cut = args.iter().position(|a| a == "payouts").unwrap();
-    let mut r = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-    r.args(&args[..cut]).arg("reconcile").envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
-    let out = run(r);
+    let out = run(w.command(&bed.casino_url, &["reconcile"]));
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "a refund by timeout is no discrepancy");
     assert!(report.contains("open findings 0"), "{report}");
@@ -678,12 +683,7 @@ async fn a_run_of_more_payouts_than_the_ledger_window_leaves_no_gap_in_the_ledge
         rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
     write_pending(&w.warehouse(), &refs).await;
     assert_eq!(settle(&w, &bed.casino_url).status.code(), Some(0));
-    let c = w.payouts(&bed.casino_url);
-    let args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_os_string()).collect();
-    let cut = args.iter().position(|a| a == "payouts").unwrap();
-    let mut s = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-    s.args(&args[..cut]).args(["sync", "transactions"]).envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
-    let out = run(s);
+    let out = run(w.command(&bed.casino_url, &["sync", "transactions"]));
     assert_eq!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ledger gaps"), "no gap");
     let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
@@ -785,14 +785,7 @@ async fn two_unclaimed_debits_of_one_amount_leave_the_payout_to_a_person_and_it_
         assert!(msg.contains(reference.as_str()), "{reference} named as a candidate: {msg}");
     }
     // Reconcile shows the candidates (a stale unknown once past --stale-after-secs).
-    let c = w.payouts(&bed.casino_url);
-    let args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_os_string()).collect();
-    let cut = args.iter().position(|a| a == "payouts").unwrap();
-    let mut r = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-    r.args(&args[..cut])
-        .args(["reconcile", "--stale-after-secs", "0"])
-        .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
-    let out = run(r);
+    let out = run(w.command(&bed.casino_url, &["reconcile", "--stale-after-secs", "0"]));
     assert_eq!(out.status.code(), Some(8), "an open finding");
     let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
     let b = ctx
