@@ -24,9 +24,60 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
 }
 
+/// A server running in its own task: the sandbox's and the proxy's. Dropping it stops the server.
+pub(super) struct Serving {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Bind `addr` (port 0 picks a free one) and serve `app` there with `limits`.
+    pub(super) async fn start(
+        addr: std::net::SocketAddr,
+        app: axum::Router,
+        limits: ConnectionLimits,
+    ) -> io::Result<Serving> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, app, limits, async {
+            let _ = stopped.await;
+        }));
+        Ok(Serving { addr, stop: Some(stop), task: Some(task) })
+    }
+
+    pub(super) fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stop serving and wait for open connections to close.
+    pub(super) async fn shutdown(mut self) {
+        self.stop_now();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop_now();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
 /// Serve `app` on `listener` until `stop` completes, then finish the requests in flight (each connection
 /// is shut down gracefully) and return when every connection has closed.
-pub(super) async fn serve(
+async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: ConnectionLimits,

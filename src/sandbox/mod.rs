@@ -17,8 +17,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use url::Url;
 
 pub use connections::ConnectionLimits;
@@ -110,10 +108,8 @@ fn unreachable_key() -> ApiKey {
 
 /// A running sandbox. Dropping it stops the server.
 pub struct Sandbox {
-    addr: SocketAddr,
+    serving: connections::Serving,
     state: Arc<server::SandboxState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl Sandbox {
@@ -134,27 +130,22 @@ impl Sandbox {
             ignore_idempotency_keys: cfg.ignore_idempotency_keys,
             lookup_fault: Mutex::new(cfg.lookup_fault),
         });
-        let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
-        let addr = listener.local_addr()?;
         let app = axum::Router::new().fallback(server::handle).with_state(Arc::clone(&state));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(connections::serve(listener, app, cfg.limits, async {
-            let _ = stopped.await;
-        }));
-        Ok(Sandbox { addr, state, stop: Some(stop), task: Some(task) })
+        let serving = connections::Serving::start(SocketAddr::new(cfg.host, cfg.port), app, cfg.limits).await?;
+        Ok(Sandbox { serving, state })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.serving.addr()
     }
 
     /// `http://127.0.0.1:PORT/api`: both the API and the faucet base URL.
     pub fn base_url(&self) -> Url {
-        let host = match self.addr.ip() {
+        let host = match self.addr().ip() {
             IpAddr::V6(ip) => format!("[{ip}]"),
             IpAddr::V4(ip) => ip.to_string(),
         };
-        Url::parse(&format!("http://{host}:{}/api", self.addr.port())).unwrap_or_else(|_| {
+        Url::parse(&format!("http://{host}:{}/api", self.addr().port())).unwrap_or_else(|_| {
             // An IP and a port always form a valid URL.
             Url::parse("http://127.0.0.1/api").unwrap_or_else(|_| std::process::abort())
         })
@@ -179,25 +170,7 @@ impl Sandbox {
     }
 
     /// Stop serving and wait for open connections to close.
-    pub async fn shutdown(mut self) {
-        self.stop_now();
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-    }
-
-    fn stop_now(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        self.stop_now();
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+    pub async fn shutdown(self) {
+        self.serving.shutdown().await
     }
 }

@@ -17,8 +17,6 @@ use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use url::Url;
 
 use super::connections::{self, ConnectionLimits};
@@ -98,10 +96,8 @@ struct ProxyState {
 
 /// A running proxy. Dropping it stops the server.
 pub struct Proxy {
-    addr: SocketAddr,
+    serving: connections::Serving,
     state: Arc<ProxyState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl Proxy {
@@ -126,25 +122,20 @@ impl Proxy {
             stats: ProxyStats::default(),
             posts_only: cfg.posts_only,
         });
-        let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
-        let addr = listener.local_addr()?;
         let app = axum::Router::new().fallback(handle).with_state(Arc::clone(&state));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(connections::serve(listener, app, cfg.limits, async {
-            let _ = stopped.await;
-        }));
-        Ok(Proxy { addr, state, stop: Some(stop), task: Some(task) })
+        let serving = connections::Serving::start(SocketAddr::new(cfg.host, cfg.port), app, cfg.limits).await?;
+        Ok(Proxy { serving, state })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.serving.addr()
     }
 
     /// `http://127.0.0.1:PORT`: a request to `{base_url}/x` goes to the provider's `{URL}/x`.
     pub fn base_url(&self) -> String {
-        match self.addr.ip() {
-            IpAddr::V6(ip) => format!("http://[{ip}]:{}", self.addr.port()),
-            IpAddr::V4(ip) => format!("http://{ip}:{}", self.addr.port()),
+        match self.addr().ip() {
+            IpAddr::V6(ip) => format!("http://[{ip}]:{}", self.addr().port()),
+            IpAddr::V4(ip) => format!("http://{ip}:{}", self.addr().port()),
         }
     }
 
@@ -167,26 +158,8 @@ impl Proxy {
     }
 
     /// Stop serving and wait for open connections to close.
-    pub async fn shutdown(mut self) {
-        self.stop_now();
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-    }
-
-    fn stop_now(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop_now();
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+    pub async fn shutdown(self) {
+        self.serving.shutdown().await
     }
 }
 
