@@ -69,6 +69,8 @@ pub struct Executor<'a, P: Provider> {
     /// The lease was checked and no intent commit has conflicted since: no other run can have started
     /// sending (its intents would have made ours conflict), so the check need not be repeated.
     leased: bool,
+    /// The change feeds read for this run: their positions ride on every intent commit (see `feed`).
+    feeds: Vec<super::feed::FeedRead>,
 }
 
 impl<'a, P: Provider> Executor<'a, P> {
@@ -95,7 +97,14 @@ impl<'a, P: Provider> Executor<'a, P> {
             halted: false,
             leased: false,
             last_sends: None,
+            feeds: Vec::new(),
         }
+    }
+
+    /// Carry these feeds' positions in the intent commits, with the intents of what they read.
+    pub fn with_feeds(mut self, feeds: Vec<super::feed::FeedRead>) -> Self {
+        self.feeds = feeds;
+        self
     }
 
     /// The references logged operations own, loaded on first use.
@@ -453,8 +462,9 @@ impl<'a, P: Provider> Executor<'a, P> {
             let mut events = self.carried.clone();
             events.extend(steps.iter().map(|s| event(s, Event::Intent, run_id, now)));
             let version = next_intents_version(&self.log, &self.app_id, now).await?;
-            let txn = Transaction::new_with_last_update(&self.app_id, version, Some(now.timestamp_millis()));
-            match append_intents(self.log.clone(), &events, self.commit, txn).await? {
+            let mut txns = vec![Transaction::new_with_last_update(&self.app_id, version, Some(now.timestamp_millis()))];
+            txns.extend(self.feeds.iter().flat_map(|f| f.intent_txns(now.timestamp_millis())));
+            match append_intents(self.log.clone(), &events, self.commit, txns).await? {
                 IntentCommit::Committed(t) => {
                     self.log = t;
                     self.carried.clear();

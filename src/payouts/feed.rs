@@ -5,16 +5,25 @@
 //! (the query derives them, e.g. from a key column or `_commit_version`), so a re-read pays nothing twice:
 //! the stored position only saves reading again, it is never what keeps a payment single.
 //!
-//! The position is a Delta application transaction on the payout log (`pfsync.feed.<name>`, its version the
-//! last commit version of the events table consumed). It advances only when every operation the feed
-//! yielded is final in the log (completed or rejected), so an operation held by the brake, waiting, or
-//! with an unknown outcome is read again by the next run and carried on. A table without a change data
-//! feed, or whose retained history no longer reaches the stored position (vacuumed, log cleaned up), stops
-//! the run with a message; a feed never skips silently.
+//! The position is kept as two Delta application transactions on the payout log, written in the same log
+//! commits as the intents they concern, so a position and the intents of what it read land together or not
+//! at all:
+//! - `pfsync.feed.<name>`: the last version of the events table *consumed*, i.e. read by a run whose
+//!   intents for it are committed. It rides on every intent commit of that run.
+//! - `pfsync.feed.<name>.from`: the version the next read *starts* at. Every operation read from versions
+//!   before it is final in the log (completed or rejected). It rides on the same intent commits unchanged
+//!   (the read's own start), and moves past the consumed version only once everything the read yielded is
+//!   final. So an operation held by the brake, waiting for its create, or with an unknown outcome (a kill
+//!   between intent and outcome included) is read again by the next run and carried on; ids make the
+//!   re-read pay nothing twice.
+//!
+//! A table without a change data feed, or whose retained history no longer reaches the start (vacuumed,
+//! log cleaned up), stops the run with a message; a feed never skips silently.
 
 use std::sync::{Arc, Mutex};
 
 use datafusion::prelude::SessionContext;
+use deltalake::kernel::Transaction;
 use futures::future::BoxFuture;
 use url::Url;
 
@@ -37,6 +46,11 @@ impl FeedSpec {
     pub fn app_id(&self) -> String {
         format!("pfsync.feed.{}", self.name)
     }
+
+    /// The application id of the version this feed's next read starts at.
+    pub fn from_app_id(&self) -> String {
+        format!("pfsync.feed.{}.from", self.name)
+    }
 }
 
 /// A feed name: what a namespace may hold (it becomes part of an application id).
@@ -47,12 +61,40 @@ pub fn check_feed_name(name: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("feed name {name:?} must be 1..=64 characters of a-z, 0-9, _ and -")) }
 }
 
-/// What one feed read: the events table's last version it covered, when there was anything new.
+/// What one feed read: from which version, the events table's last version it covered (when there was
+/// anything new), and the ids of the operations it yielded.
 #[derive(Debug, Clone, Default)]
 pub struct FeedRead {
     pub app_id: String,
+    pub from_app_id: String,
+    pub start: i64,
     pub end_version: Option<i64>,
     pub op_ids: Vec<String>,
+}
+
+impl FeedRead {
+    /// The application transactions an intent commit of this read carries: consumed up to the end, and
+    /// the next read still starting where this one did (its operations are not final yet).
+    pub fn intent_txns(&self, now_ms: i64) -> Vec<Transaction> {
+        match self.end_version {
+            Some(end) => vec![
+                Transaction::new_with_last_update(&self.app_id, end, Some(now_ms)),
+                Transaction::new_with_last_update(&self.from_app_id, self.start, Some(now_ms)),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// The transactions that move the feed on once everything it yielded is final.
+    pub fn final_txns(&self, now_ms: i64) -> Vec<Transaction> {
+        match self.end_version {
+            Some(end) => vec![
+                Transaction::new_with_last_update(&self.app_id, end, Some(now_ms)),
+                Transaction::new_with_last_update(&self.from_app_id, end.saturating_add(1), Some(now_ms)),
+            ],
+            None => Vec::new(),
+        }
+    }
 }
 
 /// A feed as a source, reading from `start` (the version after the stored position).

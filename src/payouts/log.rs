@@ -123,17 +123,18 @@ pub enum IntentCommit {
     Conflict,
 }
 
-/// Append events with the namespace's application transaction (see [`intents_app_id`]).
+/// Append events with the namespace's application transaction (see [`intents_app_id`]) and those of the
+/// change feeds whose operations the intents are (see `feed`).
 pub async fn append_intents(
     table: DeltaTable,
     events: &[LogEvent],
     commit: &CommitInfo,
-    txn: Transaction,
+    txns: Vec<Transaction>,
 ) -> Result<IntentCommit, PayoutError> {
     let result = table
         .write(vec![events_batch(events)?])
         .with_save_mode(SaveMode::Append)
-        .with_commit_properties(commit.properties().with_application_transaction(txn))
+        .with_commit_properties(commit.properties().with_application_transactions(txns))
         .await;
     match result {
         Ok(t) => Ok(IntentCommit::Committed(t)),
@@ -359,9 +360,19 @@ pub async fn feed_position(table: &DeltaTable, app_id: &str) -> Result<Option<i6
     }
 }
 
-/// Move a feed's position on to the version it read, when every operation it yielded is final in the log
+/// Where a change feed's next read starts: its `.from` transaction; for a log written before that existed,
+/// the version after the consumed one (which then meant everything before was final). None: never read.
+pub async fn feed_start(table: &DeltaTable, spec: &super::feed::FeedSpec) -> Result<Option<i64>, PayoutError> {
+    if let Some(from) = feed_position(table, &spec.from_app_id()).await? {
+        return Ok(Some(from));
+    }
+    Ok(feed_position(table, &spec.app_id()).await?.map(|v| v.saturating_add(1)))
+}
+
+/// Move a feed's next read past the version it read, when every operation it yielded is final in the log
 /// (completed or rejected; rows refused by validation are in the rejects table). A commit of no rows that
-/// carries the feed's application transaction.
+/// carries the feed's application transactions. The intent commits carried the consumed version already;
+/// this one only says nothing before it needs reading again.
 pub async fn store_feed_position(
     wh: &crate::tables::Warehouse,
     commit: &CommitInfo,
@@ -378,19 +389,26 @@ pub async fn store_feed_position(
     });
     let open = open.count();
     if open > 0 {
-        tracing::info!(feed = %feed.app_id, open, "feed position kept: operations not final yet are read again next run");
+        tracing::info!(feed = %feed.app_id, open, "feed start kept: operations not final yet are read again next run");
         return Ok(());
     }
-    if feed_position(&table, &feed.app_id).await?.is_some_and(|v| v >= end) {
+    if feed_position(&table, &feed.from_app_id).await?.is_some_and(|v| v > end) {
         return Ok(());
     }
-    let txn = Transaction::new_with_last_update(&feed.app_id, end, Some(Utc::now().timestamp_millis()));
-    table
+    let txns = feed.final_txns(Utc::now().timestamp_millis());
+    let result = table
         .write(vec![events_batch(&[])?])
         .with_save_mode(SaveMode::Append)
-        .with_commit_properties(commit.properties().with_application_transaction(txn))
-        .await
-        .map_err(|e| PayoutError::write(PAYOUT_LOG.name, e))?;
-    tracing::info!(feed = %feed.app_id, version = end, "feed position stored");
+        .with_commit_properties(commit.properties().with_application_transactions(txns))
+        .await;
+    match result {
+        Ok(_) => tracing::info!(feed = %feed.app_id, version = end, "feed moved on"),
+        // Another run moved the same feed meanwhile: the next run reads from the older start, and its ids
+        // make that re-read pay nothing twice.
+        Err(DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+        }) => tracing::info!(feed = %feed.app_id, "another run moved the feed meanwhile; left as it is"),
+        Err(e) => return Err(PayoutError::write(PAYOUT_LOG.name, e)),
+    }
     Ok(())
 }

@@ -252,9 +252,13 @@ pub async fn run_payouts_with<P: Provider>(
         return Err(PayoutError::Config("the payout log or rejects table could not be opened".into()));
     };
     log::append_rejects(rejects, &read.rejects, commit, chrono::Utc::now()).await?;
-    engine::Executor::new(provider, log, commit, opts, plan_opts).run(plan, &mut report, progress, hook).await?;
-    // A feed moves on only when everything it yielded is final in the log; a sharded run never moves it
-    // (the other shards' operations are not its to see).
+    // A sharded run never moves a feed (the other shards' operations are not its to see).
+    let feeds = if opts.shard.is_none() { read.feeds.clone() } else { Vec::new() };
+    engine::Executor::new(provider, log, commit, opts, plan_opts)
+        .with_feeds(feeds)
+        .run(plan, &mut report, progress, hook)
+        .await?;
+    // A feed's next read moves past what it read only when everything it yielded is final in the log.
     if opts.shard.is_none() {
         for f in &read.feeds {
             log::store_feed_position(wh, commit, f).await?;

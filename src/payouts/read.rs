@@ -86,13 +86,13 @@ pub async fn read(
     let mut feeds = Vec::new();
     if opts.rules.is_none() {
         for spec in &opts.feeds {
-            let stored = match &log {
-                Some(t) => super::log::feed_position(t, &spec.app_id()).await?,
+            let start = match &log {
+                Some(t) => super::log::feed_start(t, spec).await?,
                 None => None,
             };
             let f = super::feed::FeedSource::new(
                 spec.clone(),
-                stored.map_or(spec.start_version, |v| v + 1),
+                start.unwrap_or(spec.start_version),
                 wh.storage_options().clone(),
             );
             feeds.push((f.clone(), all.len()));
@@ -153,6 +153,8 @@ pub async fn read(
         .into_iter()
         .map(|(f, index)| super::feed::FeedRead {
             app_id: f.spec.app_id(),
+            from_app_id: f.spec.from_app_id(),
+            start: f.start,
             end_version: f.end_version(),
             op_ids: feed_ids.remove(&index).unwrap_or_default(),
         })

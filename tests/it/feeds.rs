@@ -75,6 +75,66 @@ async fn position(wh: &pfsync::tables::Warehouse, feed: &str) -> Option<i64> {
     pfsync::payouts::log::feed_position(&log, &format!("pfsync.feed.{feed}")).await.unwrap()
 }
 
+/// Where the feed's next read starts.
+async fn next_start(wh: &pfsync::tables::Warehouse, feed: &str) -> Option<i64> {
+    let log = open_existing(wh, &PAYOUT_LOG).await.unwrap().unwrap();
+    pfsync::payouts::log::feed_position(&log, &format!("pfsync.feed.{feed}.from")).await.unwrap()
+}
+
+/// The payout log's commits, read from the Delta log's JSON files as another engine would: for each, the
+/// operation ids of its intents and its application transactions (app id, version).
+fn log_commits(dir: &std::path::Path) -> Vec<(Vec<String>, Vec<(String, i64)>)> {
+    let log_dir = dir.join("purpleflea/payouts/log/_delta_log");
+    let mut files: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let mut txns = Vec::new();
+        let mut adds = Vec::new();
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(t) = v.get("txn") {
+                txns.push((t["appId"].as_str().unwrap().to_string(), t["version"].as_i64().unwrap()));
+            }
+            if let Some(a) = v.get("add") {
+                adds.push(a["path"].as_str().unwrap().to_string());
+            }
+        }
+        let data: Vec<String> =
+            adds.iter().map(|p| dir.join("purpleflea/payouts/log").join(p)).flat_map(intent_ids).collect();
+        out.push((data, txns));
+    }
+    out
+}
+
+/// Operation ids of the intent rows of one data file of the payout log.
+fn intent_ids(file: std::path::PathBuf) -> Vec<String> {
+    use arrow::array::AsArray;
+    // Partition values here are dates: the add path needs no percent-decoding.
+    let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let id = batch.column_by_name("operation_id").unwrap().as_string::<i32>().clone();
+        let event = batch.column_by_name("event").unwrap().as_string::<i32>().clone();
+        for i in 0..batch.num_rows() {
+            if event.value(i) == "intent" {
+                ids.push(id.value(i).to_string());
+            }
+        }
+    }
+    ids
+}
+
 fn run(cmd: &mut std::process::Command) -> std::process::Output {
     tokio::task::block_in_place(|| cmd.output().unwrap())
 }
@@ -95,6 +155,7 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5"]);
     assert_eq!(position(&wh, "trades").await, Some(3), "the feed moved on to the table's version");
+    assert_eq!(next_start(&wh, "trades").await, Some(4));
 
     // More events, and a delete the query ignores (it pays inserts only); the run dies after its sends.
     t = append(t, &[("e6", "agent-000006", "4.00"), ("e7", "agent-000007", "0.50")]).await;
@@ -102,12 +163,23 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     assert_eq!(t.version(), Some(5));
     let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg).env("PFSYNC_CRASH_AT", "after_send"));
     assert_eq!(o.status.code(), None, "killed: {}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(position(&wh, "trades").await, Some(3), "a killed run does not move the feed");
+    // The consumed version landed in the commit of the intents it produced; the next read still starts
+    // where the killed run's did, since its operations have no outcome in the log.
+    assert_eq!(position(&wh, "trades").await, Some(5), "consumed with the intents");
+    assert_eq!(next_start(&wh, "trades").await, Some(4), "a killed run does not move the next read on");
+    let commits = log_commits(dir.path());
+    let with_intents: Vec<_> = commits.iter().filter(|(ids, _)| ids.iter().any(|i| i == "trade-e6")).collect();
+    assert_eq!(with_intents.len(), 1, "{commits:?}");
+    let txns = &with_intents[0].1;
+    assert!(txns.contains(&("pfsync.feed.trades".to_string(), 5)), "{txns:?}");
+    assert!(txns.contains(&("pfsync.feed.trades.from".to_string(), 4)), "{txns:?}");
+    assert!(txns.iter().any(|(a, _)| a == "pfsync.payouts.default"), "{txns:?}");
     tokio::task::block_in_place(wait_out_in_flight);
     let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
     assert_eq!(position(&wh, "trades").await, Some(5));
+    assert_eq!(next_start(&wh, "trades").await, Some(6), "everything final: the next read starts after it");
 
     // Nothing new: nothing sent.
     let executed = sb.stats().executed;
