@@ -126,7 +126,37 @@ fn render(results: &[Result]) -> String {
     payouts(w, &of(results, "payouts"));
     live_payouts(w, &of(results, "live_payouts"));
     reconcile(w, &of(results, "reconcile"));
+    follow_latency(w, &of(results, "follow_latency"));
     md
+}
+
+fn follow_latency(w: &mut String, rs: &[&Result]) {
+    if rs.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "## Follow mode: event to payout (`cargo bench --bench follow_latency`)\n");
+    let _ = writeln!(
+        w,
+        "`pfsync run --steps payouts --follow` (the release binary) on a change feed: the bench appends one\n\
+         event per commit to a CDF-enabled events table at a steady rate, each a payout at `pfsync sandbox`\n\
+         (its own process). Latency is from an event's commit (its write returned) to its `completed` row being\n\
+         visible in the payout log (polled every 20 ms). The poll interval bounds it: an event waits half an\n\
+         interval on average before a pass reads it. Each event is checked to be completed once.\n"
+    );
+    let _ = writeln!(w, "| events | rate | --interval | p50 | p99 | max |\n|---:|---:|---:|---:|---:|---:|");
+    for r in rs {
+        let _ = writeln!(
+            w,
+            "| {} | {}/s | {} s | {} ms | {} ms | {} ms |",
+            n(r.size as f64),
+            n(r.get("rate")),
+            n(r.get("interval_s")),
+            n(r.get("p50_ms")),
+            n(r.get("p99_ms")),
+            n(r.get("max_ms"))
+        );
+    }
+    let _ = writeln!(w);
 }
 
 fn sandbox(w: &mut String, rs: &[&Result]) {

@@ -12,7 +12,7 @@ target="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target"
 export PFSYNC_BENCH_RESULTS="$(cd "$target" && pwd)/bench-results.jsonl"
 if [ ${#benches[@]} -eq 0 ]; then
-  benches=(sandbox_throughput wallet_sync tx_sync payouts live_payouts reconcile)
+  benches=(sandbox_throughput wallet_sync tx_sync payouts live_payouts reconcile follow_latency)
   rm -f "$PFSYNC_BENCH_RESULTS"
 else
   # Drop the named benches' old figures; keep the rest. They live in the target dir: on a new machine (or

@@ -4,6 +4,7 @@
 mod api_contract;
 mod cli;
 mod common;
+mod databricks_mlflow;
 mod exactly_once;
 mod examples;
 pub mod feeds;

@@ -368,3 +368,71 @@ async fn a_rule_that_never_fires_moves_nothing_and_past_its_deadline_disputes_on
     assert_eq!(tags.get("purpleflea.action").map(String::as_str), Some("release"), "{tags:?}");
     assert_eq!(tags.get("purpleflea.rule_id").map(String::as_str), Some("r-search"), "{tags:?}");
 }
+
+/// Databricks-hosted MLflow (`DATABRICKS_HOST` + `DATABRICKS_TOKEN`), as documented, in front of the real
+/// server ([`crate::databricks_mlflow`]): a wrong token moves nothing and is never printed; the right one
+/// reads the metric, releases once, tags the run, and writes no artifact (a workspace's are in DBFS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databricks_hosted_mlflow_with_a_workspace_token_releases_once_and_tags_the_run() {
+    let Some(ml) = server() else { return };
+    let token = "dapi0123456789abcdef-workspace-token";
+    let workspace = crate::databricks_mlflow::DatabricksMlflow::start(&ml.url, token).await;
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let escrows = create_escrows(&sb, &wh, &[("c-dbx", "agent-000005", "15.00")]).await;
+    let escrow = escrows["c-dbx"].clone();
+    let run_id = tokio::task::block_in_place(|| ml.run_with("pfsync-rules-databricks", "val_accuracy", &[0.91, 0.96]));
+    write_rules(
+        &wh,
+        &[RuleRow {
+            rule_id: "r-dbx",
+            create_action_id: Some("c-dbx"),
+            mlflow_run_id: Some(run_id.clone()),
+            metric_key: "val_accuracy",
+            threshold: Some(0.95),
+            direction: ">",
+            reason: Some("EscrowReleaseCallback on Databricks"),
+            ..RuleRow::default()
+        }],
+    )
+    .await;
+    let on_workspace = |t: &str| {
+        let mut c = rules_cmd(&sb, ml, dir.path());
+        c.env_remove("MLFLOW_TRACKING_URI").env("DATABRICKS_HOST", &workspace.host).env("DATABRICKS_TOKEN", t);
+        c
+    };
+
+    // A token the workspace refuses: the rule cannot be judged, nothing moves, no token is shown.
+    let wrong = "dapi-expired-token-9876";
+    let o = run(&mut on_workspace(wrong));
+    let out = text(&o);
+    assert!(!out.contains(wrong) && !out.contains(token), "{out}");
+    assert!(out.contains("401"), "the refusal is reported: {out}");
+    assert_eq!(escrow_status(&sb, &escrow), "funded", "{out}");
+    assert!(workspace.seen().iter().all(|s| !s.authorized));
+
+    // The workspace's token: released once, the run tagged through the workspace API.
+    let o = run(&mut on_workspace(token));
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(!out.contains(token), "{out}");
+    assert_eq!(escrow_status(&sb, &escrow), "released", "{out}");
+    assert!(out.contains("1 MLflow run(s) tagged"), "{out}");
+    let tags: HashMap<String, String> =
+        tokio::task::block_in_place(|| ml.purpleflea_tags(&run_id)).into_iter().collect();
+    assert_eq!(tags.get("purpleflea.action").map(String::as_str), Some("release"), "{tags:?}");
+    assert_eq!(tags.get("purpleflea.escrow_id"), Some(&escrow), "{tags:?}");
+    let seen: Vec<_> = workspace.seen().into_iter().filter(|s| s.authorized).collect();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|s| s.path.starts_with("/api/2.0/mlflow/")), "only the MLflow REST API 2.0: {seen:?}");
+    assert!(seen.iter().any(|s| s.path == "/api/2.0/mlflow/runs/set-tag"), "{seen:?}");
+
+    // Again: nothing sent, nothing tagged.
+    let executed = sb.stats().executed;
+    let o = run(&mut on_workspace(token));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("0 MLflow run(s) tagged"), "{}", text(&o));
+    assert_eq!(sb.stats().executed, executed);
+    assert_eq!(per_key(&sb).get("pfsync:default:escrow_release:rule:r-dbx").copied(), Some(1));
+}
