@@ -187,13 +187,23 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sb.stats().executed, executed);
 
+    // An update of a paid event (its pre- and post-image rows): the query pays inserts only, so nothing
+    // moves, and the feed moves past it.
+    let t = deltalake::open_table(url::Url::from_directory_path(&events).unwrap()).await.unwrap();
+    let (t, m) = t.update().with_predicate("event_id = 'e2'").with_update("amount", "'9.99'").await.unwrap();
+    assert_eq!((m.num_updated_rows, t.version()), (1, Some(6)));
+    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sb.stats().executed, executed, "an update is not an insert: nothing paid");
+    assert_eq!(next_start(&wh, "trades").await, Some(7));
+
     // The same table read again from the start (a new feed name has no position): every id is final.
     let replay = config(dir.path(), "replay", &events);
     let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&replay));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sb.stats().executed, executed, "a re-read pays nothing twice");
     assert_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
-    assert_eq!(position(&wh, "replay").await, Some(5));
+    assert_eq!(position(&wh, "replay").await, Some(6));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
