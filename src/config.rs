@@ -59,6 +59,8 @@ pub struct ProviderSection {
     pub casino_url: Option<String>,
     /// `live`: the escrow service's base [default: https://escrow.purpleflea.com].
     pub escrow_url: Option<String>,
+    /// `live`: the faucet service's base (`POST /faucet/claim`, no key) [default: https://faucet.purpleflea.com].
+    pub faucet_url: Option<String>,
     /// `live`: keys of further agents the team owns, each from an environment variable (a Databricks
     /// secret mapped into the task's environment) or a file. Never the key itself.
     #[serde(default)]
@@ -107,6 +109,7 @@ impl KeySource {
 pub struct LiveSettings {
     pub casino_url: Url,
     pub escrow_url: Url,
+    pub faucet_url: Url,
     pub agent_keys: Vec<ApiKey>,
     pub options: crate::provider::live::LiveOptions,
     pub escrow_ids: Vec<String>,
@@ -320,6 +323,10 @@ impl Settings {
             "[provider] escrow_url",
             p.escrow_url.as_deref().unwrap_or(crate::provider::live::DEFAULT_ESCROW_URL),
         )?;
+        let faucet_url = parse_api_url(
+            "[provider] faucet_url",
+            p.faucet_url.as_deref().unwrap_or(crate::provider::live::DEFAULT_FAUCET_URL),
+        )?;
         let agent_keys = p
             .agent_keys
             .iter()
@@ -347,13 +354,14 @@ impl Settings {
                 ));
             }
         }
-        Ok(LiveSettings { casino_url, escrow_url, agent_keys, options, escrow_ids: p.escrow_ids.clone() })
+        Ok(LiveSettings { casino_url, escrow_url, faucet_url, agent_keys, options, escrow_ids: p.escrow_ids.clone() })
     }
 
     fn check_provider(&self) -> Result<(), ConfigError> {
         let p = &self.provider;
         let live_only = p.casino_url.is_some()
             || p.escrow_url.is_some()
+            || p.faucet_url.is_some()
             || !p.agent_keys.is_empty()
             || p.escrow_timeout_hours.is_some()
             || p.clock_skew_secs.is_some()
@@ -361,7 +369,8 @@ impl Settings {
         match self.provider_kind() {
             ProviderKind::Seed if live_only => Err(value_error(
                 "[provider]",
-                "casino_url, escrow_url, agent_keys, escrow_timeout_hours, clock_skew_secs and escrow_ids are for                  kind = \"live\"; set it, or remove them",
+                "casino_url, escrow_url, faucet_url, agent_keys, escrow_timeout_hours, clock_skew_secs and escrow_ids \
+                 are for kind = \"live\"; set it, or remove them",
             )),
             ProviderKind::Live if p.honours_idempotency_keys == Some(true) => Err(value_error(
                 "[provider] honours_idempotency_keys",
@@ -512,6 +521,8 @@ mod tests {
         // Live-only keys without kind = "live": refused, naming what to do.
         let e = load("[provider]\ncasino_url = \"https://casino.example/api/v1\"\n").unwrap_err().to_string();
         assert!(e.contains("kind = \"live\""), "{e}");
+        let e = load("[provider]\nfaucet_url = \"https://faucet.example\"\n").unwrap_err().to_string();
+        assert!(e.contains("faucet_url") && e.contains("kind = \"live\""), "{e}");
         // The live services read no Idempotency-Key: declaring otherwise is refused.
         let e = load("[provider]\nkind = \"live\"\nhonours_idempotency_keys = true\n").unwrap_err().to_string();
         assert!(e.contains("honours_idempotency_keys"), "{e}");

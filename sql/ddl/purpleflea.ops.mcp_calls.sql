@@ -11,7 +11,7 @@ CREATE TABLE IF NOT EXISTS purpleflea.ops.mcp_calls (
   operation_id STRING COMMENT 'Payout or escrow action id derived from it: joins purpleflea.payouts.log',
   arguments STRING NOT NULL COMMENT 'Arguments as JSON, clipped to 4 KiB; no tool takes a secret',
   decision STRING NOT NULL COMMENT 'read | execute | queue | deny | refused | replayed | invalid | error',
-  amount_usd DECIMAL(18,2) COMMENT 'Amount requested (payouts and escrow creates)',
+  amount_usd DECIMAL(18,2) COMMENT 'Amount requested (payouts, escrow creates) or credited (faucet claims)',
   is_error BOOLEAN NOT NULL COMMENT 'Whether the agent got a tool error',
   result STRING COMMENT 'What the agent got, as JSON or text, clipped to 4 KiB',
   started_at TIMESTAMP NOT NULL COMMENT 'When the call arrived',

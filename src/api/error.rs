@@ -71,6 +71,9 @@ pub const LIVE_REFUSALS: &[&str] = &[
     "not_found",
     "forbidden",
     "invalid_status",
+    // The live faucet: the agent claimed before; it has made a deposit (faucet only for new agents).
+    "already_claimed",
+    "has_deposits",
 ];
 
 impl ApiError {

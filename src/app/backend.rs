@@ -31,7 +31,9 @@ impl Backend {
                     agents = ring.agents().count(),
                     "live provider: keys checked with the casino"
                 );
-                Ok(Backend::Live(Box::new(LiveProvider::new(ring, live.options.clone())), Box::new(live)))
+                let provider =
+                    LiveProvider::new(ring, live.options.clone()).with_faucet(faucet_client(&template, &live)?);
+                Ok(Backend::Live(Box::new(provider), Box::new(live)))
             }
         }
     }
@@ -40,4 +42,17 @@ impl Backend {
     pub fn client_config(settings: &Settings) -> Result<ClientConfig, AppError> {
         Ok(settings.client_config()?)
     }
+}
+
+/// The live faucet's client. The faucet takes no key, so it is never sent one of pfsync's; and it is tried
+/// once: its refusals (409 already claimed, 429 once per IP and day) do not pass by waiting a few seconds.
+fn faucet_client(template: &ClientConfig, live: &LiveSettings) -> Result<Client, AppError> {
+    let mut c = template.clone();
+    c.base_url = live.faucet_url.clone();
+    c.faucet_url = live.faucet_url.clone();
+    c.api_key = crate::secret::ApiKey::new("no-key", "the faucet's placeholder")
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    c.keys_honoured = false;
+    c.retry.max_attempts = 1;
+    Ok(Client::new(c)?)
 }

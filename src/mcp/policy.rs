@@ -12,6 +12,8 @@
 //! create_escrow = "queue"
 //! release_escrow = "execute"
 //! dispute_escrow = "execute"
+//! claim_faucet = "execute"        # execute | deny: nothing runs a queued claim
+//! mark_complete = "execute"       # execute | deny
 //! ```
 //!
 //! A money tool without a policy is denied: a server must be told what it may do.
@@ -44,8 +46,13 @@ impl Decision {
     }
 }
 
-/// The money tools a policy names.
-pub const MONEY_TOOLS: &[&str] = &["request_payout", "create_escrow", "release_escrow", "dispute_escrow"];
+/// The tools a policy names: those that move money or change an escrow.
+pub const MONEY_TOOLS: &[&str] =
+    &["request_payout", "create_escrow", "release_escrow", "dispute_escrow", "claim_faucet", "mark_complete"];
+
+/// The tools the scheduled `pfsync payouts` job can run from a queued row (payouts and escrow actions).
+/// The faucet and the complete step are no operations of the engine: they run now or not at all.
+pub const QUEUEABLE_TOOLS: &[&str] = &["request_payout", "create_escrow", "release_escrow", "dispute_escrow"];
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,9 +92,15 @@ impl McpSection {
                 Usd::parse_positive(t).map_err(|e| format!("{field} = {t:?}: {e} (write it like \"100.00\")"))?;
             }
         }
-        for tool in self.policy.keys() {
+        for (tool, decision) in &self.policy {
             if !MONEY_TOOLS.contains(&tool.as_str()) {
                 return Err(format!("[mcp.policy] names {tool:?}, which is not a money tool (one of {MONEY_TOOLS:?})"));
+            }
+            if *decision == Decision::Queue && !QUEUEABLE_TOOLS.contains(&tool.as_str()) {
+                return Err(format!(
+                    "[mcp.policy] {tool} = \"queue\": the scheduled payouts job runs payouts and escrow actions only, \
+                     so a queued {tool} would never run; use \"execute\" or \"deny\""
+                ));
             }
         }
         if let Some(ns) = &self.namespace {
@@ -207,5 +220,10 @@ mod tests {
         assert_eq!(s.decision("create_escrow"), Decision::Deny);
         let bad: McpSection = toml::from_str("[policy]\nsteal = \"execute\"\n").unwrap();
         assert!(bad.check().is_err());
+        let queued: McpSection = toml::from_str("[policy]\nclaim_faucet = \"queue\"\n").unwrap();
+        assert!(queued.check().unwrap_err().contains("would never run"));
+        let direct: McpSection =
+            toml::from_str("[policy]\nclaim_faucet = \"execute\"\nmark_complete = \"deny\"\n").unwrap();
+        direct.check().unwrap();
     }
 }

@@ -1,11 +1,17 @@
 //! The tools: names and arguments follow the seed's (`create_escrow`, `release_escrow`, `check_escrow_status`,
-//! `check_balance`) and Purple Flea's live escrow MCP server's (`get_escrow`, `dispute_escrow`), without its
-//! `casino_api_key` argument: the server holds the keys.
+//! `claim_faucet`, `check_balance`) and Purple Flea's live escrow and faucet MCP servers' (`get_escrow`,
+//! `mark_complete`, `dispute_escrow`; `agent_casino_id`), without their `casino_api_key` argument: the server
+//! holds the keys.
 //!
 //! Read tools answer from the synced Delta tables (read-only SQL, every value checked against the id rule
 //! before it is put in a query). Money tools become operations of the exactly-once engine: the operation id
 //! is `mcp:<client>:<request_id>`, so an agent's retry with the same request id is the same operation and
 //! returns the first result; the policy decides, and the limits hold, before a row is written.
+//!
+//! `claim_faucet` and `mark_complete` are no operations of the engine (the platform pays a faucet claim, and
+//! completing an escrow moves no money): they act on the provider at once, under the policy (`execute` or
+//! `deny`), once per request id. Their first result is the audit row of the call that made it; that they
+//! never act twice rests on what the provider declares (see `crate::provider::agent`).
 
 use std::sync::Arc;
 
@@ -16,20 +22,23 @@ use serde_json::{Map, Value, json};
 
 use super::audit::{self, CallRecord};
 use super::policy::{self, Decision, McpSection};
+use crate::api::IdempotencyKey;
 use crate::app::backend::Backend;
 use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
 use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
-use crate::provider::SeedProvider;
+use crate::provider::{AgentActions, FaucetAnswer, SeedProvider};
 use crate::tables::{
     ALL, CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, TableSpec, Warehouse, open_or_create,
     sql_context_of,
 };
 
 pub const INSTRUCTIONS: &str = "Purple Flea payments through pfsync. Read tools (check_balance, check_escrow_status, \
-get_escrow, payout_status, open_findings) answer from the lakehouse copy, with the time of the last sync. Money tools \
-(request_payout, create_escrow, release_escrow, dispute_escrow) need a request_id you choose: calling again with the \
-same request_id returns the first result and never moves money twice, so retry with the SAME id after a timeout. \
+get_escrow, payout_status, open_findings) answer from the lakehouse copy, with the time of the last sync (live: true \
+asks the provider now). Money tools (request_payout, create_escrow, release_escrow, dispute_escrow, claim_faucet, \
+mark_complete) need a request_id you choose: calling again with the same request_id returns the first result and \
+never moves money twice, so retry with the SAME id after a timeout. An escrow's life: create_escrow (buyer), \
+mark_complete (seller, when the task is done; live provider only), release_escrow (pays the seller). \
 A refusal (policy, limits, allowlist) comes back as a tool error whose text says why; nothing moved.";
 
 /// Everything a call needs: the warehouse, the provider, who the client is, and the policy.
@@ -93,8 +102,8 @@ fn tool(name: &'static str, description: &'static str, properties: Value, requir
     t
 }
 
-const LIVE: &str = "true: ask the payments API now instead of the last sync (the seed's API; for the live \
-provider, escrows only). Slower; use it when the synced copy may be stale.";
+const LIVE: &str = "true: ask the payments provider now instead of the last sync (with the live provider, a balance \
+only of an agent whose key pfsync holds). Slower; use it when the synced copy may be stale.";
 
 const REQUEST_ID: &str = "Your id for this request, 1-64 characters of letters, digits, '.', '_' and '-'. Calling \
 again with the same request_id returns the first result and never moves money twice: reuse it when you retry.";
@@ -212,6 +221,35 @@ pub fn definitions() -> Vec<Tool> {
             &["request_id", "reason"],
             true,
         ),
+        tool(
+            "mark_complete",
+            "The seller's side of an escrow: mark the task done (funded -> completed), so the buyer can release it. \
+             Acts as the escrow's counterparty (seller), whose key pfsync must hold; exactly once per request_id \
+             (calling again returns the first result). Only the live provider has this step: the seed's API \
+             releases a funded escrow directly (use release_escrow). Give escrow_id, or create_request_id.",
+            json!({
+                "request_id": {"type": "string", "description": REQUEST_ID, "maxLength": 64},
+                "escrow_id": agent("The escrow whose task is done (esc_... on the live provider)"),
+                "create_request_id": {"type": "string", "maxLength": 64, "description": "Or: the request_id of your create_escrow call"}
+            }),
+            &["request_id"],
+            true,
+        ),
+        tool(
+            "claim_faucet",
+            "Claim the Purple Flea faucet's free startup funds for an agent (the provider credits each agent once: \
+             $1 at the live faucet, only for agents without deposits; registration usually claims it already). \
+             Exactly once per request_id: calling again returns the first result. Returns status credited with \
+             amount_usd and claim_id; a claim the provider refuses (already claimed) is a tool error saying so. \
+             Give agent_id, or agent_casino_id (the same id, as Purple Flea's faucet names it).",
+            json!({
+                "request_id": {"type": "string", "description": REQUEST_ID, "maxLength": 64},
+                "agent_id": agent("The agent to credit, e.g. agent-000001 or ag_0123456789ab"),
+                "agent_casino_id": agent("Or: the same agent id, under the name Purple Flea's faucet uses")
+            }),
+            &["request_id"],
+            true,
+        ),
     ]
 }
 
@@ -305,6 +343,24 @@ fn reject_unknown(tool: &str, args: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
+/// A request of a tool that acts on the provider directly, validated.
+#[derive(Debug, Clone, PartialEq)]
+enum DirectRequest {
+    Faucet { agent_id: String },
+    Complete { escrow_id: Option<String>, create_action_id: Option<String> },
+}
+
+/// What earlier calls with an operation id say about a direct tool's call.
+#[derive(Debug)]
+enum Prior {
+    /// No call made it yet (none, or only ones that failed: those may be made again).
+    Nothing,
+    /// The id was used for another request; nothing more is done.
+    OtherRequest,
+    /// The first result.
+    Done(Value),
+}
+
 /// A money request, validated.
 #[derive(Debug, Clone, PartialEq)]
 enum Request {
@@ -383,6 +439,7 @@ impl Engine {
             "payout_status" => Outcome::read(self.payout_status(args).await),
             "open_findings" => Outcome::read(self.open_findings(args).await),
             "request_payout" | "create_escrow" | "release_escrow" | "dispute_escrow" => self.money(tool, args).await,
+            "claim_faucet" | "mark_complete" => self.direct(tool, args).await,
             other => Outcome::invalid(format!(
                 "no tool {:?}; the tools are {}",
                 other.chars().take(64).collect::<String>(),
@@ -437,11 +494,30 @@ impl Engine {
                     }
                     Ok(v)
                 }
-                Backend::Live(..) => Err(
-                    "live: true is not available for balances with the live provider (its balances are per agent key); \
-                     check_balance without it answers from the last sync"
-                        .into(),
-                ),
+                // The casino answers a balance only to the agent's own key.
+                Backend::Live(provider, _) => {
+                    let b = provider
+                        .balance_of(&agent)
+                        .await
+                        .map_err(|e| format!("the casino answered: {e}"))?
+                        .ok_or_else(|| {
+                            format!(
+                                "pfsync holds no key of agent {agent}, and the live casino tells a balance only to the \
+                                 agent's own key (held: the payer and [[provider.agent_keys]]). check_balance without \
+                                 live answers from the last sync"
+                            )
+                        })?;
+                    let lifetime = b.lifetime.unwrap_or_default();
+                    let usd = |m: Option<crate::micros::Micros>| m.map(|m| m.to_string());
+                    Ok(json!({
+                        "agent_id": b.agent_id,
+                        "balance_usd": b.balance_usd.to_string(),
+                        "total_deposited_usd": usd(lifetime.total_deposited),
+                        "total_withdrawn_usd": usd(lifetime.total_withdrawn),
+                        "source": "the payments API, now",
+                        "read_at": Utc::now().to_rfc3339(),
+                    }))
+                }
             };
         }
         if !self.table_exists("purpleflea.agents.wallets").await? {
@@ -681,10 +757,7 @@ impl Engine {
             Ok(Some(first)) => {
                 out.decision = "replayed";
                 if first != req {
-                    out.result = Err(format!(
-                        "request_id {} was already used for a different request; use a new request_id",
-                        out.request_id.as_deref().unwrap_or_default()
-                    ));
+                    out.result = Err(used_for_another(out.request_id.as_deref().unwrap_or_default()));
                     return out;
                 }
                 if decision == Decision::Execute {
@@ -695,6 +768,19 @@ impl Engine {
                 return out;
             }
             Ok(None) => {}
+        }
+        match self.direct_calls(&op).await {
+            Err(e) => {
+                out.decision = "error";
+                out.result = Err(e);
+                return out;
+            }
+            Ok(rows) if !rows.is_empty() => {
+                out.decision = "replayed";
+                out.result = Err(used_for_another(out.request_id.as_deref().unwrap_or_default()));
+                return out;
+            }
+            Ok(_) => {}
         }
         out.decision = "refused";
         if decision == Decision::Deny {
@@ -1006,6 +1092,264 @@ impl Engine {
                 status.get("error_code").and_then(|m| m.as_str()).unwrap_or("no code")
             )),
             _ => Ok(status),
+        }
+    }
+}
+
+fn used_for_another(request_id: &str) -> String {
+    format!("request_id {request_id} was already used for a different request; use a new request_id")
+}
+
+impl Engine {
+    fn parse_direct(&self, tool: &str, args: &Map<String, Value>) -> Result<DirectRequest, String> {
+        match tool {
+            "claim_faucet" => {
+                let named = |k: &str| -> Result<Option<String>, String> {
+                    match text(args, k)? {
+                        Some(v) => {
+                            crate::payouts::validate::check_id(&v).map_err(|e| format!("{k} {e}"))?;
+                            Ok(Some(v))
+                        }
+                        None => Ok(None),
+                    }
+                };
+                match (named("agent_id")?, named("agent_casino_id")?) {
+                    (Some(a), None) | (None, Some(a)) => Ok(DirectRequest::Faucet { agent_id: a }),
+                    (Some(a), Some(b)) if a == b => Ok(DirectRequest::Faucet { agent_id: a }),
+                    _ => Err("give the agent as agent_id (or agent_casino_id), once".into()),
+                }
+            }
+            _ => {
+                let escrow = text(args, "escrow_id")?;
+                let create = text(args, "create_request_id")?;
+                match (escrow, create) {
+                    (Some(e), None) => {
+                        crate::payouts::validate::check_id(&e).map_err(|m| format!("escrow_id {m}"))?;
+                        Ok(DirectRequest::Complete { escrow_id: Some(e), create_action_id: None })
+                    }
+                    (None, Some(c)) => {
+                        policy::check_request_id(&c).map_err(|m| format!("create_request_id: {m}"))?;
+                        Ok(DirectRequest::Complete {
+                            escrow_id: None,
+                            create_action_id: Some(policy::operation_id(&self.client, &c)),
+                        })
+                    }
+                    _ => Err("give exactly one of escrow_id and create_request_id".into()),
+                }
+            }
+        }
+    }
+
+    /// Calls of a direct tool made under this operation id that acted (decision `execute`), oldest first:
+    /// `(tool, is_error, arguments, result)`.
+    async fn direct_calls(&self, op: &str) -> Result<Vec<(String, bool, String, String)>, String> {
+        let rows = self
+            .rows(&format!(
+                "SELECT tool, is_error, arguments, result FROM purpleflea.ops.mcp_calls \
+                 WHERE operation_id = '{op}' AND decision = 'execute' AND tool IN ('claim_faucet', 'mark_complete') \
+                 ORDER BY started_at"
+            ))
+            .await?;
+        let s = |r: &Map<String, Value>, k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    s(r, "tool"),
+                    r.get("is_error").and_then(Value::as_bool).unwrap_or(true),
+                    s(r, "arguments"),
+                    s(r, "result"),
+                )
+            })
+            .collect())
+    }
+
+    /// What earlier calls with this operation id did: the id names a queued payout or escrow action, or
+    /// another direct request (refused); a call that succeeded (its result is the answer); or nothing yet.
+    async fn prior(&self, op: &str, tool: &str, req: &DirectRequest) -> Result<Prior, String> {
+        if self.queued(op).await?.is_some() {
+            return Ok(Prior::OtherRequest);
+        }
+        for (t, is_error, arguments, result) in self.direct_calls(op).await? {
+            let same = t == tool
+                && serde_json::from_str::<Map<String, Value>>(&arguments)
+                    .ok()
+                    .and_then(|a| self.parse_direct(tool, &a).ok())
+                    .is_some_and(|r| r == *req);
+            if !same {
+                return Ok(Prior::OtherRequest);
+            }
+            if !is_error {
+                let first = serde_json::from_str::<Value>(&result)
+                    .map_err(|e| format!("the first result of {op} cannot be read back ({e})"))?;
+                return Ok(Prior::Done(first));
+            }
+        }
+        Ok(Prior::Nothing)
+    }
+
+    /// `claim_faucet` and `mark_complete`: replay, policy, allowlist, then the provider, once.
+    async fn direct(&self, tool: &str, args: &Map<String, Value>) -> Outcome {
+        let request_id = match required(args, "request_id").and_then(|r| policy::check_request_id(&r).map(|()| r)) {
+            Ok(r) => r,
+            Err(e) => return Outcome::invalid(e),
+        };
+        let op = policy::operation_id(&self.client, &request_id);
+        let mut out = Outcome {
+            decision: "invalid",
+            request_id: Some(request_id.clone()),
+            operation_id: Some(op.clone()),
+            amount: None,
+            result: Err(String::new()),
+        };
+        let req = match self.parse_direct(tool, args) {
+            Ok(r) => r,
+            Err(e) => {
+                out.result = Err(e);
+                return out;
+            }
+        };
+        let _one_at_a_time = self.money.lock().await;
+        match self.prior(&op, tool, &req).await {
+            Err(e) => {
+                out.decision = "error";
+                out.result = Err(e);
+                return out;
+            }
+            Ok(Prior::OtherRequest) => {
+                out.decision = "replayed";
+                out.result = Err(used_for_another(&request_id));
+                return out;
+            }
+            Ok(Prior::Done(mut first)) => {
+                out.decision = "replayed";
+                out.amount = first.get("amount_usd").and_then(Value::as_str).and_then(|a| Usd::parse(a).ok());
+                if let Value::Object(m) = &mut first {
+                    m.insert("replayed".into(), json!(true));
+                }
+                out.result = Ok(first);
+                return out;
+            }
+            Ok(Prior::Nothing) => {}
+        }
+        out.decision = "refused";
+        match self.policy.decision(tool) {
+            Decision::Execute => {}
+            other => {
+                out.decision = "deny";
+                out.result = Err(format!(
+                    "{tool} is not allowed on this server (policy: {}). Nothing was changed.",
+                    if other == Decision::Queue { "queue, which nothing runs for this tool" } else { "deny" }
+                ));
+                return out;
+            }
+        }
+        let agents = match &req {
+            DirectRequest::Faucet { agent_id } => Ok(vec![agent_id.clone()]),
+            DirectRequest::Complete { escrow_id, create_action_id } => {
+                self.escrow_parties(escrow_id.as_deref(), create_action_id.as_deref()).await
+            }
+        };
+        let admitted = agents
+            .and_then(|a| self.policy.admit(&self.client, &a.iter().map(String::as_str).collect::<Vec<_>>(), None));
+        if let Err(e) = admitted {
+            out.result = Err(format!("{e}. Nothing was changed."));
+            return out;
+        }
+        out.decision = "execute";
+        out.result = match &self.backend {
+            Backend::Seed(client) => {
+                let provider = SeedProvider::new(client.clone(), client.config().keys_honoured);
+                self.act(&provider, &op, &req).await
+            }
+            Backend::Live(provider, _) => self.act(provider.as_ref(), &op, &req).await,
+        };
+        if let Ok(v) = &out.result {
+            out.amount = v.get("amount_usd").and_then(Value::as_str).and_then(|a| Usd::parse(a).ok());
+        }
+        out
+    }
+
+    /// Carry out a direct request at the provider, as far as it declares it can.
+    async fn act<P: AgentActions>(&self, provider: &P, op: &str, req: &DirectRequest) -> Result<Value, String> {
+        let caps = provider.capabilities();
+        match req {
+            DirectRequest::Faucet { agent_id } => {
+                if !caps.faucet_once_per_agent {
+                    return Err("this provider declares no faucet that credits an agent at most once, so a claim \
+                                could not be made exactly once. Nothing was claimed"
+                        .into());
+                }
+                let key = IdempotencyKey::derive(&self.opts.namespace, "faucet", op)
+                    .map_err(|e| format!("the claim's idempotency key: {e}"))?;
+                match provider.claim_faucet(agent_id, &key).await {
+                    Ok(FaucetAnswer::Credited(c)) => Ok(json!({
+                        "operation_id": op,
+                        "status": "credited",
+                        "agent_id": c.agent_id,
+                        "amount_usd": c.amount.to_string(),
+                        "claim_id": c.claim_id,
+                        "detail": if c.replayed {
+                            "credited by an earlier attempt of this request (the provider's record); nothing more now"
+                        } else {
+                            "credited now; the provider credits an agent once"
+                        },
+                    })),
+                    Ok(FaucetAnswer::AlreadyClaimed { message }) => Err(format!(
+                        "agent {agent_id} has already claimed the faucet (the provider credits each agent once; at \
+                         Purple Flea registration claims it): {message}. Nothing was credited by this call"
+                    )),
+                    Err(e) => Err(format!(
+                        "the faucet claim for {agent_id} did not complete: {e}. Calling again with the same \
+                         request_id is safe: the provider credits an agent at most once"
+                    )),
+                }
+            }
+            DirectRequest::Complete { escrow_id, create_action_id } => {
+                if !caps.escrow_completion {
+                    return Err("this provider (the seed's API) has no complete step: its escrows go from funded \
+                                straight to released (release_escrow) or refunded (dispute_escrow), and the seller \
+                                need not mark anything. Nothing was changed"
+                        .into());
+                }
+                let id = match (escrow_id, create_action_id) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(c)) => {
+                        let status = self.status_of(c).await.ok();
+                        let field = |k: &str| status.as_ref().and_then(|s| s.get(k)?.as_str()).map(str::to_string);
+                        match (field("status").as_deref(), field("escrow_id")) {
+                            (Some("completed"), Some(e)) => e,
+                            (state, _) => {
+                                return Err(format!(
+                                    "the escrow's create ({c}) has not completed (status: {}), so there is no escrow \
+                                     to mark complete yet. Nothing was changed; call again with the same request_id \
+                                     once it has",
+                                    state.unwrap_or("unknown to this server")
+                                ));
+                            }
+                        }
+                    }
+                    (None, None) => return Err("give exactly one of escrow_id and create_request_id".into()),
+                };
+                match provider.mark_complete(&id).await {
+                    Ok(c) => Ok(json!({
+                        "operation_id": op,
+                        "escrow_id": c.escrow_id,
+                        "status": c.status,
+                        "counterparty_agent_id": c.counterparty_id,
+                        "completed_at": c.completed_at,
+                        "detail": if c.already {
+                            "it was marked complete before this call; nothing more was done"
+                        } else {
+                            "marked complete by its counterparty; the buyer can now release_escrow"
+                        },
+                    })),
+                    Err(e) => Err(format!(
+                        "escrow {id} was not marked complete: {e}. Calling again with the same request_id is safe \
+                         (the escrow's state machine completes it at most once)"
+                    )),
+                }
+            }
         }
     }
 }

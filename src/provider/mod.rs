@@ -7,6 +7,7 @@
 //! - can an outcome be looked up by key? Only then may "the provider has no transaction for this key"
 //!   be concluded, and only from a successful answer with zero rows.
 
+pub mod agent;
 pub mod live;
 pub mod seed;
 
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 use crate::api::{ApiError, IdempotencyKey};
 use crate::payouts::operation::Operation;
 
+pub use agent::{AgentActions, Completion, FaucetAnswer, FaucetClaim};
 pub use live::LiveProvider;
 pub use seed::SeedProvider;
 
@@ -35,6 +37,12 @@ pub struct Capabilities {
     /// Unknown outcomes can be resolved from the payer's own ledger (entries after the intent that no
     /// logged operation claimed), and from an escrow's state.
     pub ledger_evidence: bool,
+    /// A faucet credits each agent at most once and refuses every later claim, so a claim whose outcome is
+    /// unknown may be sent again (see [`agent`]).
+    pub faucet_once_per_agent: bool,
+    /// Escrows have a complete step, taken with the counterparty's key (`funded -> completed`) before the
+    /// creator releases.
+    pub escrow_completion: bool,
 }
 
 impl Capabilities {

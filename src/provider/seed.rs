@@ -2,7 +2,9 @@
 //! through one key, idempotency keys, lookups by key and list endpoints, as its contract declares. A
 //! deployment of it that does not keep keys is declared with `[provider] honours_idempotency_keys = false`.
 
-use super::{Capabilities, Evidence, Lookup, LookupContext, Provider, Receipt};
+use super::{
+    AgentActions, Capabilities, Evidence, FaucetAnswer, FaucetClaim, Lookup, LookupContext, Provider, Receipt,
+};
 use crate::api::{
     ApiError, Client, EscrowActionRequest, EscrowCreateRequest, IdempotencyKey, ListQuery, Page, PayoutRequest,
     Transaction, TxKind,
@@ -28,6 +30,10 @@ impl SeedProvider {
             list_endpoints: true,
             escrow_fee: false,
             ledger_evidence: false,
+            // The contract: "once per agent, later claims 409 invalid_state".
+            faucet_once_per_agent: true,
+            // The contract's escrows go funded -> released | refunded: there is no complete endpoint.
+            escrow_completion: false,
         };
         SeedProvider { client, caps }
     }
@@ -94,6 +100,47 @@ impl Provider for SeedProvider {
         };
         let page = self.client.list::<Transaction>(&q).await?;
         Ok(judge(op, key, &page))
+    }
+}
+
+impl AgentActions for SeedProvider {
+    /// `POST faucet /claim` under the claim's key. The contract credits an agent once and answers any later
+    /// claim 409 `invalid_state`; a key the provider keeps replays a repeat's first answer. After a 409,
+    /// a provider that keeps keys is asked whether the credit it refers to was this claim's (a first send
+    /// whose answer was lost): then that is the answer, else the agent claimed before.
+    async fn claim_faucet(&self, agent_id: &str, key: &IdempotencyKey) -> Result<FaucetAnswer, ApiError> {
+        let message = match self.client.faucet_claim(agent_id, Some(key)).await {
+            Ok(sent) => {
+                return Ok(FaucetAnswer::Credited(FaucetClaim {
+                    agent_id: sent.answer.agent_id,
+                    amount: crate::micros::Micros::from_usd(sent.answer.amount_usd),
+                    claim_id: Some(sent.answer.tx_id),
+                    replayed: sent.replayed,
+                }));
+            }
+            Err(ApiError::InvalidState { message }) => message,
+            Err(e) => return Err(e),
+        };
+        if self.caps.lookup_by_key {
+            let q = ListQuery {
+                idempotency_key: Some(key.as_str().to_string()),
+                limit: Some(LOOKUP_LIMIT),
+                ..ListQuery::default()
+            };
+            let page = self.client.list::<Transaction>(&q).await?;
+            let mine = page.rows.iter().flatten().find(|t| {
+                t.kind == TxKind::Faucet && t.agent_id == agent_id && t.idempotency_key.as_deref() == Some(key.as_str())
+            });
+            if let Some(t) = mine {
+                return Ok(FaucetAnswer::Credited(FaucetClaim {
+                    agent_id: t.agent_id.clone(),
+                    amount: crate::micros::Micros::from_usd(t.amount_usd),
+                    claim_id: Some(t.tx_id.clone()),
+                    replayed: true,
+                }));
+            }
+        }
+        Ok(FaucetAnswer::AlreadyClaimed { message })
     }
 }
 

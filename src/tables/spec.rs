@@ -585,7 +585,7 @@ pub const MCP_CALLS: TableSpec = TableSpec {
         col("operation_id", String, true, "Payout or escrow action id derived from it: joins purpleflea.payouts.log"),
         col("arguments", String, false, "Arguments as JSON, clipped to 4 KiB; no tool takes a secret"),
         col("decision", String, false, "read | execute | queue | deny | refused | replayed | invalid | error"),
-        col("amount_usd", Money, true, "Amount requested (payouts and escrow creates)"),
+        col("amount_usd", Money, true, "Amount requested (payouts, escrow creates) or credited (faucet claims)"),
         col("is_error", Boolean, false, "Whether the agent got a tool error"),
         col("result", String, true, "What the agent got, as JSON or text, clipped to 4 KiB"),
         col("started_at", Timestamp, false, "When the call arrived"),

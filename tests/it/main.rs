@@ -13,6 +13,7 @@ mod hostile;
 mod idempotency;
 mod jobs_bundle;
 mod live_bed;
+mod live_mcp;
 mod live_payouts;
 mod live_sync;
 mod maintain;

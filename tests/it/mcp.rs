@@ -19,7 +19,7 @@ use crate::common::{count, sandbox};
 const KEY: &str = "pf_test_sandbox";
 const TOKEN: &str = "mcp-test-token-0123456789";
 
-fn python() -> Option<String> {
+pub(crate) fn python() -> Option<String> {
     let default = format!("{}/.cache/pfsync-mcp-venv/bin/python", std::env::var("HOME").unwrap_or("/root".into()));
     let py = std::env::var("PFSYNC_MCP_PYTHON").unwrap_or(default);
     let ok = Command::new(&py).args(["-c", "import mcp"]).output().is_ok_and(|o| o.status.success());
@@ -34,16 +34,16 @@ fn python() -> Option<String> {
     None
 }
 
-fn bin() -> String {
+pub(crate) fn bin() -> String {
     std::env::var("PFSYNC_MCP_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pfsync").to_string())
 }
 
-fn client_script() -> PathBuf {
+pub(crate) fn client_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/mcp_client.py")
 }
 
 /// A sandbox, a warehouse synced from it, and a config file with an `[mcp]` section.
-struct Bed {
+pub(crate) struct Bed {
     sb: Sandbox,
     dir: tempfile::TempDir,
     py: String,
@@ -92,7 +92,7 @@ impl Bed {
         path
     }
 
-    fn parse(stdout: &[u8]) -> Vec<Value> {
+    pub(crate) fn parse(stdout: &[u8]) -> Vec<Value> {
         String::from_utf8_lossy(stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
@@ -152,7 +152,7 @@ impl Bed {
     }
 }
 
-fn call(name: &str, arguments: Value) -> Value {
+pub(crate) fn call(name: &str, arguments: Value) -> Value {
     json!({"call": name, "arguments": arguments})
 }
 
@@ -187,6 +187,8 @@ async fn mcp_tools_are_listed_with_schemas_over_stdio_and_http() {
             "create_escrow",
             "release_escrow",
             "dispute_escrow",
+            "mark_complete",
+            "claim_faucet",
         ] {
             assert!(names.contains(&want), "{want} in {names:?}");
         }
@@ -201,12 +203,22 @@ async fn mcp_tools_are_listed_with_schemas_over_stdio_and_http() {
                 assert!(props.contains_key(r.as_str().unwrap()), "{t}");
             }
         }
-        for money in ["request_payout", "create_escrow", "release_escrow", "dispute_escrow"] {
+        for money in
+            ["request_payout", "create_escrow", "release_escrow", "dispute_escrow", "mark_complete", "claim_faucet"]
+        {
             let t = tools.iter().find(|t| t["name"] == money).unwrap();
             assert!(t["inputSchema"]["required"].as_array().unwrap().contains(&json!("request_id")), "{t}");
         }
         let payout = tools.iter().find(|t| t["name"] == "request_payout").unwrap();
         assert_eq!(payout["inputSchema"]["properties"]["amount_usd"]["type"], "number");
+        // Purple Flea's own argument names: the faucet's agent_casino_id, the escrow server's escrow_id.
+        let faucet = tools.iter().find(|t| t["name"] == "claim_faucet").unwrap();
+        for arg in ["agent_id", "agent_casino_id"] {
+            assert!(faucet["inputSchema"]["properties"].get(arg).is_some(), "{faucet}");
+        }
+        let complete = tools.iter().find(|t| t["name"] == "mark_complete").unwrap();
+        assert!(complete["inputSchema"]["properties"].get("escrow_id").is_some(), "{complete}");
+        assert!(complete["description"].as_str().unwrap().contains("seed"), "says where it works: {complete}");
     }
 }
 
@@ -403,6 +415,7 @@ async fn deny_and_queue_policies_behave_as_stated() {
             call("request_payout", json!({"request_id": "q2", "agent_id": "agent-000009", "amount_usd": 1, "reason": "not allowed"})),
             call("payout_status", json!({"request_id": "q1"})),
             call("request_payout", json!({"request_id": "q1", "agent_id": "agent-000005", "amount_usd": "9.00", "reason": "queued"})),
+            call("claim_faucet", json!({"request_id": "f1", "agent_id": "agent-000005"})),
         ]),
     );
     let queued = &run.call(0)["structured"];
@@ -417,6 +430,11 @@ async fn deny_and_queue_policies_behave_as_stated() {
     assert!(run.call(4)["text"].as_str().unwrap().contains("allowlist"), "{}", run.call(4));
     assert_eq!(run.call(5)["structured"]["status"], "queued");
     assert!(run.call(6)["text"].as_str().unwrap().contains("already used for a different request"), "{}", run.call(6));
+    assert!(
+        run.call(7)["text"].as_str().unwrap().contains("policy: deny"),
+        "a tool not named is denied: {}",
+        run.call(7)
+    );
     assert_eq!(bed.sb.ledger().transactions().count(), before, "queue and deny move nothing");
     let ctx = bed.sql().await;
     assert_eq!(
@@ -552,4 +570,87 @@ async fn only_loopback_hosts_and_allowed_names_are_served() {
     assert!((400..500).contains(&status("evil.example.net").await), "any other Host is refused");
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// `claim_faucet` on the seed's API: the provider credits an agent once (409 `invalid_state` after), and a
+/// retry with the same request id answers the first claim (from the audit row) without a second request;
+/// a new request id for the same agent is told it was claimed. `mark_complete` has no endpoint there: a
+/// tool error says so. A queued faucet claim would never run: such a policy stops the server at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_faucet_credits_once_per_request_id_and_mark_complete_says_the_seed_has_no_complete_step() {
+    let policy = format!("{EXECUTE_ALL}claim_faucet = \"execute\"\nmark_complete = \"execute\"\n");
+    let Some(bed) = Bed::new(&policy).await else { return };
+    let faucets = bed.txs(TxKind::Faucet);
+    let before = bed.sb.ledger().wallet("agent-000002").unwrap().balance_usd;
+    let claim = |id: &str, arg: &str, agent: &str| call("claim_faucet", json!({"request_id": id, arg: agent}));
+    let steps = json!([
+        claim("f1", "agent_id", "agent-000002"),
+        claim("f1", "agent_id", "agent-000002"),
+        claim("f2", "agent_casino_id", "agent-000002"),
+        claim("f1", "agent_id", "agent-000008"),
+        call("request_payout", json!({"request_id": "f1", "agent_id": "agent-000002", "amount_usd": 1, "reason": "r"})),
+        call("mark_complete", json!({"request_id": "m1", "escrow_id": "esc_000000000001"})),
+        call("check_balance", json!({"agent_id": "agent-000002", "live": true})),
+    ]);
+    let (run, ok) = bed.http("claimer", TOKEN, steps);
+    assert!(ok, "{}", run.logs);
+    let first = &run.call(0);
+    assert_eq!(first["isError"], false, "{first}");
+    assert_eq!(first["structured"]["status"], "credited", "{first}");
+    assert_eq!(first["structured"]["amount_usd"], "10", "the sandbox's faucet amount: {first}");
+    let retry = &run.call(1);
+    assert_eq!(retry["structured"]["claim_id"], first["structured"]["claim_id"], "the first result: {retry}");
+    assert_eq!(retry["structured"]["replayed"], true, "{retry}");
+    assert_eq!(bed.txs(TxKind::Faucet), faucets + 1, "one claim for three calls");
+    let again = &run.call(2);
+    assert_eq!(again["isError"], true, "{again}");
+    assert!(again["text"].as_str().unwrap().contains("already claimed"), "{again}");
+    assert!(again["text"].as_str().unwrap().contains("Nothing was credited"), "{again}");
+    for i in [3, 4] {
+        assert!(
+            run.call(i)["text"].as_str().unwrap().contains("already used for a different request"),
+            "{}",
+            run.call(i)
+        );
+    }
+    let complete = &run.call(5);
+    assert_eq!(complete["isError"], true, "{complete}");
+    assert!(complete["text"].as_str().unwrap().contains("no complete step"), "{complete}");
+    let now = bed.sb.ledger().wallet("agent-000002").unwrap().balance_usd;
+    assert_eq!(now, before.checked_add(pfsync::money::Usd::parse("10.00").unwrap()).unwrap());
+    assert_eq!(run.call(6)["structured"]["balance_usd"].as_f64().unwrap(), now.to_string().parse::<f64>().unwrap());
+    assert_no_key(&run);
+    let ctx = bed.sql().await;
+    assert_eq!(
+        count(
+            &ctx,
+            "SELECT count(*) FROM purpleflea.ops.mcp_calls WHERE tool = 'claim_faucet' AND decision = 'execute'"
+        )
+        .await,
+        2,
+        "f1 once, f2 once (refused by the provider)"
+    );
+    assert_eq!(
+        count(
+            &ctx,
+            "SELECT count(*) FROM purpleflea.ops.mcp_calls WHERE tool = 'claim_faucet' AND decision = 'replayed' \
+             AND NOT is_error AND amount_usd = 10"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&ctx, "SELECT count(*) FROM purpleflea.payouts.pending").await, 0, "f1's id paid nothing");
+
+    // A queued claim (or complete) would never run: the policy is refused before the server starts.
+    let cfg = bed.dir.path().join("queued.toml");
+    std::fs::write(&cfg, "[mcp.policy]\nclaim_faucet = \"queue\"\n").unwrap();
+    let out = Command::new(bin())
+        .env("PURPLEFLEA_API_KEY", KEY)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--warehouse", "/nonexistent/never-created", "mcp"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("would never run"));
 }

@@ -18,8 +18,11 @@ use chrono::{DateTime, Utc};
 use self::evidence::{absent, candidates, describe, from_secs, judge_payment};
 use self::keys::{Agent, KeyRing};
 use self::wire::*;
-use super::{Capabilities, Evidence, Lookup, LookupContext, Provider, Receipt, Refusal};
-use crate::api::{ApiError, IdempotencyKey};
+use super::{
+    AgentActions, Capabilities, Completion, Evidence, FaucetAnswer, FaucetClaim, Lookup, LookupContext, Provider,
+    Receipt, Refusal,
+};
+use crate::api::{ApiError, Client, IdempotencyKey};
 use crate::micros::Micros;
 use crate::payouts::operation::{Action, EscrowRef, Operation};
 use crate::payouts::validate::RejectCode;
@@ -27,6 +30,7 @@ use crate::payouts::validate::RejectCode;
 /// Default public endpoints.
 pub const DEFAULT_CASINO_URL: &str = "https://casino.purpleflea.com/api/v1";
 pub const DEFAULT_ESCROW_URL: &str = "https://escrow.purpleflea.com";
+pub const DEFAULT_FAUCET_URL: &str = "https://faucet.purpleflea.com";
 
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
@@ -47,6 +51,8 @@ pub struct LiveProvider {
     ring: KeyRing,
     opts: LiveOptions,
     late: std::sync::atomic::AtomicU64,
+    /// The faucet service (`POST /faucet/claim`), when one is configured.
+    faucet: Option<Client>,
 }
 
 /// The tag in an escrow's description that names the operation that created it.
@@ -60,7 +66,14 @@ fn refused(code: &str, message: String) -> ApiError {
 
 impl LiveProvider {
     pub fn new(ring: KeyRing, opts: LiveOptions) -> LiveProvider {
-        LiveProvider { ring, opts, late: Default::default() }
+        LiveProvider { ring, opts, late: Default::default(), faucet: None }
+    }
+
+    /// With the faucet service at this client's base URL. The faucet takes no key: the client is built with
+    /// none of pfsync's.
+    pub fn with_faucet(mut self, faucet: Client) -> LiveProvider {
+        self.faucet = Some(faucet);
+        self
     }
 
     pub fn keys(&self) -> &KeyRing {
@@ -90,6 +103,15 @@ impl LiveProvider {
 
     pub async fn escrow(&self, id: &str) -> Result<LiveEscrow, ApiError> {
         self.ring.payer().escrow.get_json(&["escrow", id]).await
+    }
+
+    /// `GET /auth/balance` with the agent's own key (the casino answers no other); `None` when pfsync holds
+    /// no key of that agent.
+    pub async fn balance_of(&self, agent_id: &str) -> Result<Option<Balance>, ApiError> {
+        match self.ring.get(agent_id) {
+            Some(a) => Ok(Some(a.casino.get_json(&["auth", "balance"]).await?)),
+            None => Ok(None),
+        }
     }
 
     pub async fn ledger(&self, agent: &Agent) -> Result<Vec<LedgerEntry>, ApiError> {
@@ -182,6 +204,67 @@ impl LiveProvider {
     }
 }
 
+impl AgentActions for LiveProvider {
+    /// `POST /faucet/claim {agent_casino_id}`: credits $1 once per agent, and answers 409 `already_claimed`
+    /// to any later claim (registration already claims it for most agents).
+    async fn claim_faucet(&self, agent_id: &str, _key: &IdempotencyKey) -> Result<FaucetAnswer, ApiError> {
+        let faucet =
+            self.faucet.as_ref().ok_or_else(|| ApiError::BadSetting("no faucet service is configured".into()))?;
+        match faucet
+            .post_json::<_, FaucetCredited>(&["faucet", "claim"], &FaucetClaimRequest { agent_casino_id: agent_id })
+            .await
+        {
+            Ok(a) => Ok(FaucetAnswer::Credited(FaucetClaim {
+                agent_id: a.agent_id,
+                amount: a.credited,
+                claim_id: a.claim_id,
+                replayed: false,
+            })),
+            Err(ApiError::Refused { code, message, .. }) if code == "already_claimed" => {
+                Ok(FaucetAnswer::AlreadyClaimed { message })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /escrow/complete/{id}` with the counterparty's key. The state machine takes it from `funded`
+    /// only and answers a second one 409: after any failure the escrow's own state says what happened.
+    async fn mark_complete(&self, id: &str) -> Result<Completion, ApiError> {
+        let esc = self.escrow(id).await?;
+        let cp = self.held(&esc.counterparty_id, "counterparty (only the counterparty may mark it complete)")?;
+        let done = |esc: LiveEscrow, already: bool| Completion {
+            escrow_id: esc.escrow_id,
+            status: esc.status,
+            counterparty_id: esc.counterparty_id,
+            completed_at: esc.completed_at,
+            already,
+        };
+        if esc.status != "funded" {
+            return if esc.completed_at.is_some() {
+                Ok(done(esc, true))
+            } else {
+                Err(refused(
+                    "invalid_status",
+                    format!("escrow {id} is {} and was never completed: it can no longer be", esc.status),
+                ))
+            };
+        }
+        self.warn_if_late(&esc, "complete");
+        let sent = cp.escrow.post_json::<_, Ack>(&["escrow", "complete", id], &serde_json::json!({})).await;
+        // Whatever the answer (a lost one, a 409 after a race), the escrow's state is the outcome.
+        let after = self.escrow(id).await?;
+        match sent {
+            _ if after.completed_at.is_some() => Ok(done(after, false)),
+            Err(e) => Err(e),
+            Ok(_) => Err(ApiError::Unexpected {
+                endpoint: format!("POST /escrow/complete/{id}"),
+                status: 200,
+                detail: format!("answered success but the escrow is {} with no completed_at", after.status),
+            }),
+        }
+    }
+}
+
 /// Has an ISO timestamp passed? An unreadable one counts as not passed (only a warning rides on it).
 fn past(iso: &str) -> bool {
     DateTime::parse_from_rfc3339(iso).is_ok_and(|t| t.with_timezone(&Utc) < Utc::now())
@@ -195,6 +278,9 @@ impl Provider for LiveProvider {
             list_endpoints: false,
             escrow_fee: true,
             ledger_evidence: true,
+            // The faucet service refuses a second claim per agent (409 already_claimed).
+            faucet_once_per_agent: true,
+            escrow_completion: true,
         }
     }
 

@@ -122,6 +122,20 @@ pub struct DisputeRequest<'a> {
     pub reason: &'a str,
 }
 
+/// `POST /faucet/claim` of the faucet service (no key).
+#[derive(Debug, Serialize)]
+pub struct FaucetClaimRequest<'a> {
+    pub agent_casino_id: &'a str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FaucetCredited {
+    pub credited: Micros,
+    #[serde(default)]
+    pub claim_id: Option<String>,
+    pub agent_id: String,
+}
+
 /// Any answer whose body pfsync does not need beyond success.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Ack {}
