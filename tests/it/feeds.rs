@@ -81,9 +81,12 @@ async fn next_start(wh: &pfsync::tables::Warehouse, feed: &str) -> Option<i64> {
     pfsync::payouts::log::feed_position(&log, &format!("pfsync.feed.{feed}.from")).await.unwrap()
 }
 
+/// One payout log commit: its intents' operation ids, and its application transactions (app id, version).
+type LogCommit = (Vec<String>, Vec<(String, i64)>);
+
 /// The payout log's commits, read from the Delta log's JSON files as another engine would: for each, the
 /// operation ids of its intents and its application transactions (app id, version).
-fn log_commits(dir: &std::path::Path) -> Vec<(Vec<String>, Vec<(String, i64)>)> {
+fn log_commits(dir: &std::path::Path) -> Vec<LogCommit> {
     let log_dir = dir.join("purpleflea/payouts/log/_delta_log");
     let mut files: Vec<_> = std::fs::read_dir(&log_dir)
         .unwrap()

@@ -426,7 +426,7 @@ async fn databricks_hosted_mlflow_with_a_workspace_token_releases_once_and_tags_
     let seen: Vec<_> = workspace.seen().into_iter().filter(|s| s.authorized).collect();
     assert!(!seen.is_empty());
     assert!(seen.iter().all(|s| s.path.starts_with("/api/2.0/mlflow/")), "only the MLflow REST API 2.0: {seen:?}");
-    assert!(seen.iter().any(|s| s.path == "/api/2.0/mlflow/runs/set-tag"), "{seen:?}");
+    assert!(seen.iter().any(|s| s.method == "POST" && s.path == "/api/2.0/mlflow/runs/set-tag"), "{seen:?}");
 
     // Again: nothing sent, nothing tagged.
     let executed = sb.stats().executed;
