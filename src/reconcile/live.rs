@@ -4,7 +4,9 @@
 //!
 //! - a completed payout's `pay_` id is one `payment_sent` debit of the logged amount (`missing_at_provider`,
 //!   `amount_mismatch`, `duplicate_at_provider`); its `payment_received` credit, where the payee's ledger is
-//!   held, is the logged payee's (`agent_mismatch`);
+//!   held, is the logged payee's (`agent_mismatch`), and is there at all (`missing_at_provider`: the casino
+//!   debits the payer and credits the payee in two database transactions, so a payment can be half made;
+//!   concluded only where the payee's synced ledger is its whole history: from a zero balance, no gap);
 //! - a completed escrow create's `<esc>_debit` is an `escrow_lock` debit of the logged amount;
 //! - on a payer's ledger (an agent whose ledger holds a logged payout's or create's debit), every
 //!   `payment_sent` or `escrow_lock` debit that no logged operation claims is `unlogged_at_provider` (a double
@@ -233,10 +235,26 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
     let mut claimed: HashSet<&str> = HashSet::new();
     let mut payers: HashSet<&str> = HashSet::new();
 
+    // Agents whose synced ledger is their whole history: its chain starts from a zero balance (a first sync
+    // of a full window starts later) and no sync recorded a gap. Only there does a missing credit prove
+    // anything.
+    let gapped: HashSet<&str> = data.gaps.iter().map(|g| g.agent_id.as_str()).collect();
+    let mut first: HashMap<&str, &Entry> = HashMap::new();
+    for e in &data.entries {
+        let slot = first.entry(e.agent_id.as_str()).or_insert(e);
+        if e.seq < slot.seq {
+            *slot = e;
+        }
+    }
+    let whole: HashSet<&str> = first
+        .iter()
+        .filter(|(a, e)| !gapped.contains(*a) && e.balance_before() == Some(Micros::ZERO))
+        .map(|(a, _)| *a)
+        .collect();
     let classes: Vec<Class> = data
         .ops
         .iter()
-        .map(|op| classify_op(op, &by_id, &by_ref, stale_before, &mut claimed, &mut payers, &mut f))
+        .map(|op| classify_op(op, &by_id, &by_ref, &whole, stale_before, &mut claimed, &mut payers, &mut f))
         .collect();
 
     // What unknown operations name as candidates is theirs to resolve (stale_unknown shows them), not unlogged.
@@ -334,6 +352,7 @@ fn classify_op<'a>(
     op: &'a Op,
     by_id: &HashMap<&str, &'a Entry>,
     by_ref: &HashMap<&str, Vec<&'a Entry>>,
+    whole: &HashSet<&str>,
     stale_before: DateTime<Utc>,
     claimed: &mut HashSet<&'a str>,
     payers: &mut HashSet<&'a str>,
@@ -382,7 +401,16 @@ fn classify_op<'a>(
                         Class::AgentMismatch,
                         format!("payment {tx} was received by {}, the log says {:?}", c.agent_id, op.agent_id),
                     ),
-                    _ => (Class::Matched, String::new()),
+                    Some(_) => (Class::Matched, String::new()),
+                    None if op.agent_id.as_deref().is_some_and(|a| whole.contains(a)) => (
+                        Class::MissingAtProvider,
+                        format!(
+                            "the payer was debited ({tx}) but the payee's synced ledger holds no payment_received \
+                             credit for it: the payee was never paid (the casino debits and credits in two steps)"
+                        ),
+                    ),
+                    // The payee's ledger is not held, or has a gap: nothing to conclude from its absence.
+                    None => (Class::Matched, String::new()),
                 },
                 many => (Class::DuplicateAtProvider, format!("{} payment_sent debits carry {tx}", many.len())),
             }
@@ -669,5 +697,42 @@ mod tests {
         assert!(found.contains(&(Class::LedgerGap, None, Some("c2,e2_release_credit"))), "{found:?}");
         assert!(found.iter().any(|f| f.0 == Class::BalanceMismatch), "{found:?}");
         assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn a_payment_debited_but_never_credited_is_missing_unless_a_gap_could_hide_the_credit() {
+        let mut w = world();
+        // The payer's debit stands; the payee's credit never happened (its chain starts at the release).
+        w.entries.retain(|e| e.entry_id != "c1");
+        w.entries[3].balance_after = m("12.2166");
+        w.wallets[1].1 = Some(12.2166);
+        let o = check(&w, Utc::now() - chrono::Duration::hours(1));
+        let found = classes(&o);
+        assert_eq!(found, [(Class::MissingAtProvider, Some("p1"), Some("pay_1"))], "{found:?}");
+        assert!(o.findings[0].detail.contains("never paid"), "{}", o.findings[0].detail);
+        // A recorded gap on the payee's ledger: the credit may be in it, so only the gap is reported.
+        w.gaps.push(GapRow {
+            agent_id: "ag_a".into(),
+            after_entry_id: String::new(),
+            before_entry_id: "e1_release_credit".into(),
+            detail: "window full".into(),
+        });
+        let o = check(&w, Utc::now() - chrono::Duration::hours(1));
+        let found = classes(&o);
+        assert!(found.iter().all(|f| f.0 != Class::MissingAtProvider), "{found:?}");
+        // A payee's copy that starts after its history began (a first sync of a full window): no conclusion.
+        w.gaps.clear();
+        w.entries[3].balance_after = m("13.7166");
+        w.wallets[1].1 = Some(13.7166);
+        let o = check(&w, Utc::now() - chrono::Duration::hours(1));
+        let found = classes(&o);
+        assert!(found.iter().all(|f| f.0 != Class::MissingAtProvider), "{found:?}");
+        // The payee's ledger not held at all: nothing to conclude.
+        w.gaps.clear();
+        w.entries.retain(|e| e.agent_id != "ag_a");
+        w.wallets.truncate(1);
+        let o = check(&w, Utc::now() - chrono::Duration::hours(1));
+        let found = classes(&o);
+        assert!(found.iter().all(|f| f.0 != Class::MissingAtProvider), "{found:?}");
     }
 }
