@@ -137,8 +137,10 @@ fn gap(window: &[LedgerEntry], s: &Stored, oldest: &LedgerEntry) -> Option<Gap> 
             GapKind::WindowFull,
             format!(
                 "the newest stored entry {} is no longer among the last {LEDGER_WINDOW} entries the provider lists: \
-                 more than {LEDGER_WINDOW} entries were written since the last sync and the oldest of them cannot be read \
-                 (balance after the stored entry {}, before the oldest entry read {}); sync more often",
+                 more than {LEDGER_WINDOW} entries were written since the last sync and some of them cannot be read \
+                 (the oldest; or, when more than {LEDGER_WINDOW} fall in one second, the newest of that second, \
+                 which the provider lists after the earlier ones) (balance after the stored entry {}, before the \
+                 oldest entry read {}); sync more often",
                 s.entry_id, s.balance_after, before
             ),
         ));
