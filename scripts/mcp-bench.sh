@@ -6,7 +6,8 @@
 #   scripts/mcp-bench.sh [PFSYNC_BINARY] [READS] [PAYOUTS]
 #
 # Needs the MCP SDK: python3 -m venv ~/.cache/pfsync-mcp-venv && ~/.cache/pfsync-mcp-venv/bin/pip install mcp
-# (or PFSYNC_MCP_PYTHON). Debug builds are what the figures in README.md were taken with; say which you use.
+# (or PFSYNC_MCP_PYTHON). The figures in README.md were taken with the release binary (cargo build --release);
+# say which build you use.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${1:-$here/target/debug/pfsync}"
