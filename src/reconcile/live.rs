@@ -254,7 +254,10 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
     let classes: Vec<Class> = data
         .ops
         .iter()
-        .map(|op| classify_op(op, &by_id, &by_ref, &whole, stale_before, &mut claimed, &mut payers, &mut f))
+        .map(|op| {
+            let ledgers = Ledgers { by_id: &by_id, by_ref: &by_ref, whole: &whole };
+            classify_op(op, &ledgers, stale_before, &mut claimed, &mut payers, &mut f)
+        })
         .collect();
 
     // What unknown operations name as candidates is theirs to resolve (stale_unknown shows them), not unlogged.
@@ -348,11 +351,16 @@ fn gap_finding(agent: &str, after: &str, before: &str, detail: String) -> Findin
     }
 }
 
+/// The synced ledgers, indexed: entries by id and by reference, and the agents whose copy is whole.
+struct Ledgers<'l, 'a> {
+    by_id: &'l HashMap<&'a str, &'a Entry>,
+    by_ref: &'l HashMap<&'a str, Vec<&'a Entry>>,
+    whole: &'l HashSet<&'a str>,
+}
+
 fn classify_op<'a>(
     op: &'a Op,
-    by_id: &HashMap<&str, &'a Entry>,
-    by_ref: &HashMap<&str, Vec<&'a Entry>>,
-    whole: &HashSet<&str>,
+    ledgers: &Ledgers<'_, 'a>,
     stale_before: DateTime<Utc>,
     claimed: &mut HashSet<&'a str>,
     payers: &mut HashSet<&'a str>,
@@ -376,6 +384,7 @@ fn classify_op<'a>(
         "unknown" | "in_flight" => return Class::InProgress,
         _ => {}
     }
+    let Ledgers { by_id, by_ref, whole } = *ledgers;
     let expected = op.amount.map(Micros::from_usd);
     let tx = op.tx_id.as_deref();
     let (class, detail) = match (op.kind.as_str(), tx) {
