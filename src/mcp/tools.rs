@@ -270,6 +270,17 @@ impl Outcome {
     fn invalid(message: String) -> Outcome {
         Outcome { decision: "invalid", request_id: None, operation_id: None, amount: None, result: Err(message) }
     }
+
+    /// A money call whose request id is known, before its arguments are checked.
+    fn for_request(request_id: String, operation_id: String) -> Outcome {
+        Outcome {
+            decision: "invalid",
+            request_id: Some(request_id),
+            operation_id: Some(operation_id),
+            amount: None,
+            result: Err(String::new()),
+        }
+    }
 }
 
 /// Arguments as the audit keeps them: those the tool declares; any other is named, its value dropped (an
@@ -730,13 +741,7 @@ impl Engine {
             Err(e) => return Outcome::invalid(e),
         };
         let op = policy::operation_id(&self.client, &request_id);
-        let mut out = Outcome {
-            decision: "invalid",
-            request_id: Some(request_id),
-            operation_id: Some(op.clone()),
-            amount: None,
-            result: Err(String::new()),
-        };
+        let mut out = Outcome::for_request(request_id, op.clone());
         let req = match self.parse_request(tool, args) {
             Ok(r) => r,
             Err(e) => {
@@ -1195,13 +1200,7 @@ impl Engine {
             Err(e) => return Outcome::invalid(e),
         };
         let op = policy::operation_id(&self.client, &request_id);
-        let mut out = Outcome {
-            decision: "invalid",
-            request_id: Some(request_id.clone()),
-            operation_id: Some(op.clone()),
-            amount: None,
-            result: Err(String::new()),
-        };
+        let mut out = Outcome::for_request(request_id.clone(), op.clone());
         let req = match self.parse_direct(tool, args) {
             Ok(r) => r,
             Err(e) => {

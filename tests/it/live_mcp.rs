@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::common::count;
 use crate::live_bed::{LiveBed, bed};
+use crate::live_payouts::get;
 use crate::mcp::{Bed, call, client_script, python};
 
 /// An agent of the bed: (agent_id, api_key).
@@ -65,18 +66,6 @@ fn session(py: &str, dir: &Path, bed: &LiveBed, payer: &Agent, seller: &Agent, s
         assert!(!logs.contains(k.as_str()), "the logs hold an agent key");
     }
     (outputs, logs)
-}
-
-async fn get(url: &str, key: Option<&str>) -> Value {
-    let mut r = reqwest::Client::new().get(url);
-    if let Some(k) = key {
-        r = r.bearer_auth(k);
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    assert!(status.is_success(), "GET {url}: {status} {text}");
-    serde_json::from_str(&text).unwrap()
 }
 
 fn ok(v: &Value) -> &Value {

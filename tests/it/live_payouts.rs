@@ -142,7 +142,8 @@ fn tail(b: &[u8]) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-async fn get(url: &str, key: Option<&str>) -> Value {
+/// GET a JSON answer of the test bed, with an agent's key when given.
+pub async fn get(url: &str, key: Option<&str>) -> Value {
     let mut r = reqwest::Client::new().get(url);
     if let Some(k) = key {
         r = r.bearer_auth(k);
