@@ -97,10 +97,7 @@ pub async fn seed_sources(
         Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
         text(vec![Some("pfsync demo".into()); n]),
     ];
-    let batch =
-        RecordBatch::try_new(PENDING_PAYOUTS.arrow_schema(), columns).map_err(|e| DemoError::Write(e.to_string()))?;
-    let table = open_or_create(wh, &PENDING_PAYOUTS, commit).await?;
-    table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+    write_rows(wh, &PENDING_PAYOUTS, commit, columns).await?;
 
     // The guide's bounty flow: fund a task, then release on a passing quality check or dispute a failing one.
     let mut acts: Vec<[Option<String>; 10]> = Vec::new();
@@ -152,10 +149,7 @@ pub async fn seed_sources(
         Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
         text(vec![Some("pfsync demo".into()); n]),
     ];
-    let batch =
-        RecordBatch::try_new(ESCROW_ACTIONS.arrow_schema(), columns).map_err(|e| DemoError::Write(e.to_string()))?;
-    let table = open_or_create(wh, &ESCROW_ACTIONS, commit).await?;
-    table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+    write_rows(wh, &ESCROW_ACTIONS, commit, columns).await?;
     Ok(())
 }
 
@@ -187,10 +181,7 @@ pub async fn seed_rules(
         Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
         text(vec![Some("pfsync demo".into()); n]),
     ];
-    let batch =
-        RecordBatch::try_new(ESCROW_ACTIONS.arrow_schema(), columns).map_err(|e| DemoError::Write(e.to_string()))?;
-    let table = open_or_create(wh, &ESCROW_ACTIONS, commit).await?;
-    table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+    write_rows(wh, &ESCROW_ACTIONS, commit, columns).await?;
 
     let past = Some(Utc::now().timestamp_micros() - 60_000_000);
     let s = |v: [&str; 2]| text(v.iter().map(|x| (!x.is_empty()).then(|| x.to_string())).collect());
@@ -209,10 +200,7 @@ pub async fn seed_rules(
         s(["EscrowReleaseCallback: validation accuracy above 95%", "latency below 50 ms by the deadline"]),
         s(["pfsync demo", "pfsync demo"]),
     ];
-    let batch = RecordBatch::try_new(crate::tables::ESCROW_RULES.arrow_schema(), columns)
-        .map_err(|e| DemoError::Write(e.to_string()))?;
-    let table = open_or_create(wh, &crate::tables::ESCROW_RULES, commit).await?;
-    table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+    write_rows(wh, &crate::tables::ESCROW_RULES, commit, columns).await?;
     Ok(())
 }
 
@@ -256,6 +244,19 @@ pub async fn seed_feed(dir: &Path, agents: usize) -> Result<crate::payouts::feed
         shape: crate::payouts::source::RowShape::Payouts,
         start_version: 0,
     })
+}
+
+/// Append one batch of `columns` (in the spec's order) to a table, creating it when absent.
+async fn write_rows(
+    wh: &Warehouse,
+    spec: &crate::tables::TableSpec,
+    commit: &CommitInfo,
+    columns: Vec<ArrayRef>,
+) -> Result<(), DemoError> {
+    let batch = RecordBatch::try_new(spec.arrow_schema(), columns).map_err(|e| DemoError::Write(e.to_string()))?;
+    let table = open_or_create(wh, spec, commit).await?;
+    table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -110,19 +110,27 @@ impl Bed {
         Run { outputs: Self::parse(&out.stdout), logs }
     }
 
-    /// `pfsync mcp --listen 127.0.0.1:0`, and the client over streamable HTTP with `token`.
-    fn http(&self, client: &str, token: &str, steps: Value) -> (Run, bool) {
+    /// `pfsync <args>` serving HTTP with the bearer token [`TOKEN`]: the server and the URL its first line gives.
+    fn listen(&self, args: &[&str], stderr: Stdio) -> (std::process::Child, String) {
         let mut server = self
             .pfsync()
-            .args(["-v", "mcp", "--client", client, "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("PFSYNC_MCP_TOKEN", TOKEN)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
         BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("{line}"));
+        (server, url.to_string())
+    }
+
+    /// `pfsync mcp --listen 127.0.0.1:0`, and the client over streamable HTTP with `token`.
+    fn http(&self, client: &str, token: &str, steps: Value) -> (Run, bool) {
+        let (mut server, url) =
+            self.listen(&["-v", "mcp", "--client", client, "--listen", "127.0.0.1:0"], Stdio::piped());
+        let url = url.as_str();
         let script = self.script(&steps);
         let out = tokio::task::block_in_place(|| {
             Command::new(&self.py)
@@ -484,17 +492,7 @@ async fn a_wrong_bearer_token_gets_401_and_no_tool_runs() {
     assert_eq!(count(&ctx, "SELECT count(*) FROM purpleflea.ops.mcp_calls").await, 0, "no tool ran");
 
     // Raw HTTP: no header, a wrong one, and a scheme other than Bearer are all 401 before any tool.
-    let mut server = bed
-        .pfsync()
-        .args(["mcp", "--listen", "127.0.0.1:0"])
-        .env("PFSYNC_MCP_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let (mut server, url) = bed.listen(&["mcp", "--listen", "127.0.0.1:0"], Stdio::null());
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"request_payout","arguments":{}}}"#;
     let http = reqwest::Client::new();
     for auth in [None, Some("Bearer wrong"), Some(&format!("Basic {TOKEN}")[..])] {
@@ -536,17 +534,8 @@ fn http_refuses_a_non_loopback_listen_and_a_missing_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_loopback_hosts_and_allowed_names_are_served() {
     let Some(bed) = Bed::new(EXECUTE_ALL).await else { return };
-    let mut server = bed
-        .pfsync()
-        .args(["mcp", "--listen", "127.0.0.1:0", "--allow-host", "mcp.example.com"])
-        .env("PFSYNC_MCP_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let (mut server, url) =
+        bed.listen(&["mcp", "--listen", "127.0.0.1:0", "--allow-host", "mcp.example.com"], Stdio::null());
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
     let http = reqwest::Client::new();
     let status = |host: &'static str| {
