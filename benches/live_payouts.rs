@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use pfsync::api::ClientConfig;
+use pfsync::http::ClientConfig;
 use pfsync::payouts::{PayoutOptions, run_payouts};
 use pfsync::progress::Progress;
-use pfsync::provider::live::keys::KeyRing;
-use pfsync::provider::live::{LiveOptions, LiveProvider};
+use pfsync::provider::ProviderSettings;
+use pfsync::provider::registry::Common;
 use pfsync::secret::ApiKey;
 use pfsync::tables::{CommitInfo, PENDING_PAYOUTS, Warehouse, open_or_create};
 
@@ -72,12 +72,17 @@ fn run_one(n: usize) {
         open_or_create(&wh, &PENDING_PAYOUTS, &commit).await.expect("table").write(vec![batch]).await.expect("write");
         let key = ApiKey::new(payer["api_key"].as_str().unwrap(), "bench").expect("key");
         let url = |s: &str| url::Url::parse(s).expect("url");
-        let template = ClientConfig::new(url(&casino), url(&casino), key.clone());
-        let ring = KeyRing::connect(&template, &url(&casino), &url(&escrow), key, Vec::new()).await.expect("keys");
-        let provider = LiveProvider::new(ring, LiveOptions::default());
+        let mut section = toml::Table::new();
+        section.insert("kind".into(), "live".into());
+        section.insert("casino_url".into(), casino.clone().into());
+        section.insert("escrow_url".into(), escrow.clone().into());
+        let settings = ProviderSettings::from_table(section).expect("settings");
+        let common = Common { client: ClientConfig::new(url(&casino), key), faucet_url: url(&casino) };
+        let provider = pfsync::provider::connect(&settings, &common).await.expect("keys");
+        let provider = provider.as_ref();
         let opts = PayoutOptions { concurrency: 16, batch_size: 2000, check_agents: false, ..PayoutOptions::default() };
         let t = Instant::now();
-        let r = run_payouts(&provider, &wh, &commit, &opts, &Progress::hidden()).await.expect("payouts");
+        let r = run_payouts(provider, &wh, &commit, &opts, &Progress::hidden()).await.expect("payouts");
         let secs = t.elapsed().as_secs_f64();
         println!("live_payouts: {n} pending, Purple Flea's casino on loopback (test bed), one payer, 50 payees");
         println!(

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use pfsync::api::{Client, ClientConfig};
+use pfsync::http::{ClientConfig, Repeat};
 use pfsync::payouts::{PayoutOptions, run_payouts};
 use pfsync::progress::Progress;
+use pfsync::provider::seed::{SeedClient, SeedProvider};
 use pfsync::sandbox::default_key;
 use pfsync::tables::{CommitInfo, PENDING_PAYOUTS, Warehouse, open_or_create};
 
@@ -52,23 +53,16 @@ fn run_one(n: usize) {
         let batch = RecordBatch::try_new(PENDING_PAYOUTS.arrow_schema(), columns).expect("batch");
         open_or_create(&wh, &PENDING_PAYOUTS, &commit).await.expect("table").write(vec![batch]).await.expect("write");
 
-        let mut cfg = ClientConfig::new(url.clone(), url.clone(), default_key());
-        cfg.keys_honoured = true;
+        let mut cfg = ClientConfig::new(url.clone(), default_key());
         cfg.rate_limit_rps = Some(1900.0);
         cfg.max_concurrency = 128;
-        let client = Client::new(cfg).expect("client");
+        let client = SeedClient::new(cfg, url.clone(), Repeat::KeyedPosts).expect("client");
         let opts =
             PayoutOptions { concurrency: 128, batch_size: 5000, check_agents: false, ..PayoutOptions::default() };
         let t = Instant::now();
-        let r = run_payouts(
-            &pfsync::provider::SeedProvider::new(client.clone(), true),
-            &wh,
-            &commit,
-            &opts,
-            &Progress::hidden(),
-        )
-        .await
-        .expect("payouts");
+        let r = run_payouts(&SeedProvider::new(client.clone(), true), &wh, &commit, &opts, &Progress::hidden())
+            .await
+            .expect("payouts");
         let secs = t.elapsed().as_secs_f64();
         println!("payouts: {n} pending, sandbox in its own process: 20 ms latency on every request, 2,000 req/s limit");
         println!(

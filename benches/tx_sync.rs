@@ -11,10 +11,12 @@ mod common;
 use std::time::Instant;
 
 use futures::StreamExt;
-use pfsync::api::{Client, ClientConfig, PayoutRequest};
+use pfsync::http::{ClientConfig, Repeat};
 use pfsync::maintain::{MaintainOptions, maintain_all};
 use pfsync::money::Usd;
 use pfsync::progress::Progress;
+use pfsync::provider::seed::SeedClient;
+use pfsync::provider::seed::wire::PayoutRequest;
 use pfsync::sandbox::default_key;
 use pfsync::sync::{SyncOptions, sync_transactions};
 use pfsync::tables::{CommitInfo, TRANSACTIONS, Warehouse, open_existing, sql_context};
@@ -30,9 +32,9 @@ fn run_one(n: usize) {
     let (mut sandbox, _out, url) = common::spawn_sandbox(&["--agents", &AGENTS.to_string()]);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let mut cfg = ClientConfig::new(url.clone(), url, default_key());
+        let mut cfg = ClientConfig::new(url.clone(), default_key());
         cfg.max_concurrency = 64;
-        let client = Client::new(cfg).expect("client");
+        let client = SeedClient::new(cfg, url, Repeat::KeyedPosts).expect("client");
         let dir = tempfile::tempdir().expect("tempdir");
         let wh = Warehouse::local(dir.path()).expect("warehouse");
         let commit = CommitInfo { run_id: "bench".into(), step: "sync.transactions" };

@@ -10,9 +10,11 @@ mod common;
 
 use std::time::Instant;
 
-use pfsync::api::{Client, ClientConfig, PayoutRequest};
+use pfsync::http::{ClientConfig, Repeat};
 use pfsync::money::Usd;
 use pfsync::progress::Progress;
+use pfsync::provider::seed::SeedClient;
+use pfsync::provider::seed::wire::PayoutRequest;
 use pfsync::sandbox::default_key;
 use pfsync::sync::{SyncOptions, sync_wallets};
 use pfsync::tables::{CommitInfo, Warehouse};
@@ -29,7 +31,8 @@ fn run_one(agents: usize) {
     let (mut sandbox, _out, url) = common::spawn_sandbox(&["--agents", &agents_arg]);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let client = Client::new(ClientConfig::new(url.clone(), url, default_key())).expect("client");
+        let client =
+            SeedClient::new(ClientConfig::new(url.clone(), default_key()), url, Repeat::KeyedPosts).expect("client");
         let dir = tempfile::tempdir().expect("tempdir");
         let wh = Warehouse::local(dir.path()).expect("warehouse");
         let commit = CommitInfo { run_id: "bench".into(), step: "sync.wallets" };

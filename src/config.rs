@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::api::{ClientConfig, DEFAULT_API_URL, DEFAULT_FAUCET_URL, RetryPolicy};
+use crate::http::{ClientConfig, RetryPolicy};
+use crate::provider::ProviderSettings;
+use crate::provider::registry::Common;
+use crate::provider::seed::{DEFAULT_API_URL, DEFAULT_FAUCET_URL};
 use crate::secret::{ApiKey, SecretError};
 use crate::tables::{TableName, Warehouse};
 
@@ -40,79 +43,6 @@ pub struct ApiSection {
     pub max_elapsed_secs: Option<f64>,
     pub rate_limit_rps: Option<f64>,
     pub max_concurrency: Option<usize>,
-}
-
-/// The `[provider]` section: what the payment provider declares about itself. pfsync never assumes a
-/// capability the provider does not declare; the seed's contract declares idempotency keys.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderSection {
-    /// The provider replays a request repeated with the same `Idempotency-Key` and keeps the key on the
-    /// transaction (so an outcome can be looked up by it). Default: true, as the seed's contract says.
-    /// Set false for a deployment that does not: no POST is then ever repeated after an ambiguous
-    /// failure, and an unknown outcome waits for a person.
-    pub honours_idempotency_keys: Option<bool>,
-    /// `seed` (the API of `../shared/api/purpleflea-api.md`, what `pfsync sandbox` serves; the default) or
-    /// `live` (Purple Flea's casino and escrow services as they run).
-    pub kind: Option<ProviderKind>,
-    /// `live`: the casino's API base [default: https://casino.purpleflea.com/api/v1].
-    pub casino_url: Option<String>,
-    /// `live`: the escrow service's base [default: https://escrow.purpleflea.com].
-    pub escrow_url: Option<String>,
-    /// `live`: the faucet service's base (`POST /faucet/claim`, no key) [default: https://faucet.purpleflea.com].
-    pub faucet_url: Option<String>,
-    /// `live`: keys of further agents the team owns, each from an environment variable (a Databricks
-    /// secret mapped into the task's environment) or a file. Never the key itself.
-    #[serde(default)]
-    pub agent_keys: Vec<KeySource>,
-    /// `live`: `timeout_hours` of an escrow whose action row does not set `metadata.timeout_hours`.
-    pub escrow_timeout_hours: Option<u32>,
-    /// `live`: how far the provider's clock may be behind this machine's, in seconds [default: 30].
-    pub clock_skew_secs: Option<u32>,
-    /// `live`: escrows to sync besides those in the payout log (there is no list endpoint).
-    #[serde(default)]
-    pub escrow_ids: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    #[default]
-    Seed,
-    Live,
-}
-
-/// Where one agent key is read from: exactly one of `env` (a variable name) and `file` (a path).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeySource {
-    pub env: Option<String>,
-    pub file: Option<PathBuf>,
-}
-
-impl KeySource {
-    fn read(&self, field: &str) -> Result<ApiKey, ConfigError> {
-        match (&self.env, &self.file) {
-            (Some(var), None) => {
-                let v = std::env::var(var)
-                    .map_err(|_| value_error(field, format!("environment variable {var} is not set (or not UTF-8)")))?;
-                ApiKey::new(&v, "in an agent key variable").map_err(ConfigError::from)
-            }
-            (None, Some(path)) => ApiKey::resolve(Some(path), None).map_err(ConfigError::from),
-            _ => Err(value_error(field, "give exactly one of env = \"VARIABLE\" or file = \"/path\"")),
-        }
-    }
-}
-
-/// The live provider's settings, checked.
-#[derive(Debug, Clone)]
-pub struct LiveSettings {
-    pub casino_url: Url,
-    pub escrow_url: Url,
-    pub faucet_url: Url,
-    pub agent_keys: Vec<ApiKey>,
-    pub options: crate::provider::live::LiveOptions,
-    pub escrow_ids: Vec<String>,
 }
 
 /// A `[tables."catalog.schema.table"]` entry.
@@ -147,8 +77,10 @@ pub struct FileConfig {
     pub faucet_url: Option<String>,
     #[serde(default)]
     pub api: ApiSection,
+    /// `[provider]`: `kind` picks the provider (`seed`, the default, or `live`); its other keys are that
+    /// provider's own, checked by it (see `provider::registry`).
     #[serde(default)]
-    pub provider: ProviderSection,
+    pub provider: toml::Table,
     #[serde(default)]
     pub tables: BTreeMap<String, TableSection>,
     /// Object-store options handed to delta-rs (credentials, endpoints). Never logged.
@@ -207,7 +139,7 @@ pub struct Settings {
     pub faucet_url: Url,
     pub api_key_file: Option<PathBuf>,
     pub api: ApiSection,
-    pub provider: ProviderSection,
+    pub provider: ProviderSettings,
     /// Resolve table locations through Unity Catalog before touching any table.
     pub unity: Option<UnitySection>,
     /// `[mcp]`: the MCP server's policy, checked when the file is read.
@@ -288,106 +220,38 @@ impl Settings {
                 start_version: f.start_version.unwrap_or(0),
             });
         }
+        let provider = ProviderSettings::from_table(file.provider.clone()).map_err(|e| value_error("[provider]", e))?;
+        provider.check().map_err(|e| value_error("[provider]", e))?;
         let s = Settings {
             feeds,
             warehouse,
             api_url,
             faucet_url,
             api_key_file: o.api_key_file.clone(),
-            provider: file.provider.clone(),
+            provider,
             api,
             unity: file.unity.clone(),
             mcp: file.mcp.clone(),
         };
-        s.check_provider()?;
         s.mcp.check().map_err(|m| value_error("[mcp]", m))?;
         Ok(s)
     }
 
-    /// The client configuration; reads the key (file, then `PURPLEFLEA_API_KEY`) only now, so commands
-    /// that need no API never ask for one.
-    /// The provider the settings choose.
-    pub fn provider_kind(&self) -> ProviderKind {
-        self.provider.kind.unwrap_or_default()
+    /// What every provider is built from: the client settings with the payer's key, read only now (file,
+    /// then `PURPLEFLEA_API_KEY`), so commands that need no provider never ask for one.
+    pub fn provider_common(&self) -> Result<Common, ConfigError> {
+        Ok(Common { client: self.client_config()?, faucet_url: self.faucet_url.clone() })
     }
 
-    /// The `live` provider's URLs, agent keys and options, every value checked (keys read now, so that a
-    /// missing variable stops the run before anything is touched).
-    pub fn live(&self) -> Result<LiveSettings, ConfigError> {
-        let p = &self.provider;
-        let casino_url = parse_api_url(
-            "[provider] casino_url",
-            p.casino_url.as_deref().unwrap_or(crate::provider::live::DEFAULT_CASINO_URL),
-        )?;
-        let escrow_url = parse_api_url(
-            "[provider] escrow_url",
-            p.escrow_url.as_deref().unwrap_or(crate::provider::live::DEFAULT_ESCROW_URL),
-        )?;
-        let faucet_url = parse_api_url(
-            "[provider] faucet_url",
-            p.faucet_url.as_deref().unwrap_or(crate::provider::live::DEFAULT_FAUCET_URL),
-        )?;
-        let agent_keys = p
-            .agent_keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| k.read(&format!("[[provider.agent_keys]] #{}", i + 1)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut options = crate::provider::live::LiveOptions::default();
-        if let Some(h) = p.escrow_timeout_hours {
-            if !(1..=720).contains(&h) {
-                return Err(value_error("[provider] escrow_timeout_hours", format!("must be within 1..=720, got {h}")));
-            }
-            options.escrow_timeout_hours = h;
-        }
-        if let Some(s) = p.clock_skew_secs {
-            if s > 3600 {
-                return Err(value_error("[provider] clock_skew_secs", format!("must be at most 3600, got {s}")));
-            }
-            options.clock_skew_secs = s as i64;
-        }
-        for id in &p.escrow_ids {
-            if !id.starts_with("esc_") || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(value_error(
-                    "[provider] escrow_ids",
-                    format!("{id:?} is not an escrow id (esc_ and letters/digits)"),
-                ));
-            }
-        }
-        Ok(LiveSettings { casino_url, escrow_url, faucet_url, agent_keys, options, escrow_ids: p.escrow_ids.clone() })
-    }
-
-    fn check_provider(&self) -> Result<(), ConfigError> {
-        let p = &self.provider;
-        let live_only = p.casino_url.is_some()
-            || p.escrow_url.is_some()
-            || p.faucet_url.is_some()
-            || !p.agent_keys.is_empty()
-            || p.escrow_timeout_hours.is_some()
-            || p.clock_skew_secs.is_some()
-            || !p.escrow_ids.is_empty();
-        match self.provider_kind() {
-            ProviderKind::Seed if live_only => Err(value_error(
-                "[provider]",
-                "casino_url, escrow_url, faucet_url, agent_keys, escrow_timeout_hours, clock_skew_secs and escrow_ids \
-                 are for kind = \"live\"; set it, or remove them",
-            )),
-            ProviderKind::Live if p.honours_idempotency_keys == Some(true) => Err(value_error(
-                "[provider] honours_idempotency_keys",
-                "Purple Flea's live services read no Idempotency-Key; remove the setting",
-            )),
-            _ => Ok(()),
-        }
-    }
-
+    /// The client configuration against `--api-url`, with the payer's key.
     pub fn client_config(&self) -> Result<ClientConfig, ConfigError> {
         let key = ApiKey::resolve(self.api_key_file.as_deref(), std::env::var(crate::secret::API_KEY_ENV).ok())?;
-        Ok(self.client_config_with_key(self.api_url.clone(), self.faucet_url.clone(), key))
+        Ok(self.client_config_with_key(self.api_url.clone(), key))
     }
 
-    /// The client configuration against given URLs and key (the demo's in-process sandbox).
-    pub fn client_config_with_key(&self, api_url: Url, faucet_url: Url, key: ApiKey) -> ClientConfig {
-        let mut c = ClientConfig::new(api_url, faucet_url, key);
+    /// The client configuration against a given URL and key (the demo's in-process sandbox).
+    pub fn client_config_with_key(&self, api_url: Url, key: ApiKey) -> ClientConfig {
+        let mut c = ClientConfig::new(api_url, key);
         let a = &self.api;
         let defaults = RetryPolicy::default();
         c.timeout = a.timeout_secs.map(Duration::from_secs_f64).unwrap_or(c.timeout);
@@ -396,7 +260,6 @@ impl Settings {
         c.retry.max_elapsed = a.max_elapsed_secs.map(Duration::from_secs_f64).unwrap_or(defaults.max_elapsed);
         c.rate_limit_rps = a.rate_limit_rps.filter(|r| *r > 0.0);
         c.max_concurrency = a.max_concurrency.unwrap_or(c.max_concurrency);
-        c.keys_honoured = self.provider.honours_idempotency_keys.unwrap_or(true);
         c
     }
 }
@@ -501,49 +364,14 @@ fn check_storage(storage: &BTreeMap<String, String>, env_locking: Option<String>
 
 fn parse_api_url(field: &str, text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text)
-        .map_err(|e| value_error(field, format!("{:?} is not a URL: {e}", crate::api::shown_text(text))))?;
-    crate::api::check_url(&url).map_err(|e| value_error(field, e.to_string()))?;
+        .map_err(|e| value_error(field, format!("{:?} is not a URL: {e}", crate::http::shown_text(text))))?;
+    crate::http::check_url(&url).map_err(|e| value_error(field, e.to_string()))?;
     Ok(url)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_live_provider_settings_are_checked_before_anything_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pfsync.toml");
-        let load = |text: &str| {
-            std::fs::write(&p, text).unwrap();
-            Settings::resolve(&Overrides { config: Some(p.clone()), ..Overrides::default() })
-        };
-        // Live-only keys without kind = "live": refused, naming what to do.
-        let e = load("[provider]\ncasino_url = \"https://casino.example/api/v1\"\n").unwrap_err().to_string();
-        assert!(e.contains("kind = \"live\""), "{e}");
-        let e = load("[provider]\nfaucet_url = \"https://faucet.example\"\n").unwrap_err().to_string();
-        assert!(e.contains("faucet_url") && e.contains("kind = \"live\""), "{e}");
-        // The live services read no Idempotency-Key: declaring otherwise is refused.
-        let e = load("[provider]\nkind = \"live\"\nhonours_idempotency_keys = true\n").unwrap_err().to_string();
-        assert!(e.contains("honours_idempotency_keys"), "{e}");
-        // An agent key from a variable that is not set: named, never a silent skip.
-        let s = load("[provider]\nkind = \"live\"\n[[provider.agent_keys]]\nenv = \"PFSYNC_TEST_UNSET_KEY_VAR\"\n")
-            .unwrap();
-        let e = s.live().unwrap_err().to_string();
-        assert!(e.contains("PFSYNC_TEST_UNSET_KEY_VAR") && e.contains("not set"), "{e}");
-        // Both or neither of env and file: refused. Plain http off loopback: refused.
-        let s = load("[provider]\nkind = \"live\"\n[[provider.agent_keys]]\n").unwrap();
-        assert!(s.live().unwrap_err().to_string().contains("exactly one of env"));
-        let s = load("[provider]\nkind = \"live\"\ncasino_url = \"http://casino.example/api/v1\"\n").unwrap();
-        assert!(s.live().unwrap_err().to_string().contains("plain http"));
-        let s = load("[provider]\nkind = \"live\"\nescrow_timeout_hours = 0\n").unwrap();
-        assert!(s.live().unwrap_err().to_string().contains("1..=720"));
-        // Defaults: the public hosts.
-        let s = load("[provider]\nkind = \"live\"\n").unwrap();
-        let l = s.live().unwrap();
-        assert_eq!(l.casino_url.as_str(), "https://casino.purpleflea.com/api/v1");
-        assert_eq!((l.options.escrow_timeout_hours, l.options.clock_skew_secs), (24, 30));
-    }
 
     #[test]
     fn flags_win_over_the_file_and_typos_are_refused() {

@@ -1,18 +1,22 @@
 //! pfsync: the financial layer between the Purple Flea payments API and a Delta Lake warehouse.
 
-pub mod api;
 pub mod app;
+pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod errors;
 pub mod hooks;
+pub mod http;
+pub mod ledger;
 pub mod logging;
 pub mod maintain;
 pub mod mcp;
 pub mod micros;
 pub mod mlflow;
 pub mod money;
+pub mod operation;
 pub mod ops;
 pub mod payouts;
 pub mod progress;

@@ -92,9 +92,9 @@ impl MlflowConfig {
     }
 
     fn new(base: &str, auth: Auth) -> Result<MlflowConfig, MlflowError> {
-        let shown = crate::api::shown_text(base.trim());
+        let shown = crate::http::shown_text(base.trim());
         let mut url = Url::parse(base.trim()).map_err(|e| MlflowError::BadUrl(format!("{shown:?}: {e}")))?;
-        crate::api::check_url(&url).map_err(|e| MlflowError::BadUrl(e.to_string()))?;
+        crate::http::check_url(&url).map_err(|e| MlflowError::BadUrl(e.to_string()))?;
         if !url.path().ends_with('/') {
             let p = format!("{}/", url.path());
             url.set_path(&p);

@@ -2,14 +2,28 @@
 #![no_main]
 
 #[allow(dead_code)]
-#[path = "../../src/api/models.rs"]
-mod models;
+#[path = "../../src/micros.rs"]
+mod micros;
 #[allow(dead_code)]
 #[path = "../../src/money.rs"]
 mod money;
+#[allow(dead_code)]
+#[path = "../../src/provider/records.rs"]
+mod records;
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/provider/seed/wire.rs"]
+mod wire;
+/// The paths those files name their neighbours by.
+mod provider {
+    pub(crate) use super::records;
+    pub mod seed {
+        pub(crate) use super::super::wire;
+    }
+}
 
 use libfuzzer_sys::fuzz_target;
-use models::{Escrow, RawPage, Transaction, Wallet, decode_rows};
+use provider::records::{Escrow, Transaction, Wallet};
+use provider::seed::wire::{RawPage, decode_rows};
 
 fuzz_target!(|data: &[u8]| {
     let decode = |data: &[u8]| serde_json::from_slice::<RawPage>(data).ok();

@@ -2,9 +2,8 @@
 
 use super::query::{STATUS_SUMMARY, print_query, query_count};
 use super::reconcile::reconcile_and_report;
-use super::sync::{rows_failed, run_seed_sync};
+use super::sync::{rows_failed, run_sync};
 use super::{AppError, Context};
-use crate::api::Client;
 use crate::cli::{DemoArgs, ReconcileArgs, ReconcileFlags, SyncTarget};
 use crate::payouts::{PayoutError, PayoutOptions, run_payouts};
 use crate::progress::Progress;
@@ -28,14 +27,17 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     let base = sb.base_url();
     println!("pfsync demo: in-process sandbox at {base} ({} agents, seed {})", args.agents + 1, args.seed);
     println!("warehouse: {}\n", display_location(wh));
-    let mut cfg = ctx.settings.client_config_with_key(base.clone(), base, crate::sandbox::default_key());
-    // The in-process sandbox keeps keys, as the seed's contract declares.
-    cfg.keys_honoured = true;
-    let client = Client::new(cfg)?;
-    let provider = crate::provider::SeedProvider::new(client.clone(), true);
+    // The default provider (the seed's contract, which the in-process sandbox serves), whatever the
+    // settings choose: the demo never talks to a real provider.
+    let common = crate::provider::registry::Common {
+        client: ctx.settings.client_config_with_key(base.clone(), crate::sandbox::default_key()),
+        faucet_url: base,
+    };
+    let provider = crate::provider::connect(&Default::default(), &common).await?;
+    let provider = provider.as_ref();
 
     println!("1. sync");
-    let reports = run_seed_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
+    let reports = run_sync(ctx, provider, SyncTarget::All, &SyncOptions::default()).await?;
     for r in &reports {
         println!("   {r}");
     }
@@ -69,7 +71,7 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     let opts =
         PayoutOptions { namespace: "demo".into(), feeds: feed.into_iter().collect(), ..PayoutOptions::default() };
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "payouts" };
-    let report = run_payouts(&provider, wh, &commit, &opts, &Progress::new(ctx.progress, "payouts")).await?;
+    let report = run_payouts(provider, wh, &commit, &opts, &Progress::new(ctx.progress, "payouts")).await?;
     println!("   {report}");
 
     println!(
@@ -85,13 +87,13 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     let rules = crate::payouts::rules::Rules::new(Some(ml.clone()), chrono::Utc::now());
     let ropts = PayoutOptions { namespace: "demo".into(), rules: Some(rules.clone()), ..PayoutOptions::default() };
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "rules" };
-    let rreport = run_payouts(&provider, wh, &commit, &ropts, &Progress::new(ctx.progress, "rules")).await?;
+    let rreport = run_payouts(provider, wh, &commit, &ropts, &Progress::new(ctx.progress, "rules")).await?;
     println!("   {rreport}");
     let (tagged, _) = super::rules::tag_runs(wh, &ml, &rules.fired()).await;
     println!("   {tagged} MLflow runs tagged; run {accuracy_run}: {:?}", stub.tags(&accuracy_run));
 
     println!("4. sync again (the payouts moved balances)");
-    let after = run_seed_sync(ctx, &client, SyncTarget::All, &SyncOptions::default()).await?;
+    let after = run_sync(ctx, provider, SyncTarget::All, &SyncOptions::default()).await?;
     for r in &after {
         println!("   {r}");
     }

@@ -1,6 +1,5 @@
 //! `pfsync mcp`: connect the provider, make sure the tables the tools write exist, and serve.
 
-use super::backend::Backend;
 use super::{AppError, Context};
 use crate::cli::McpArgs;
 use crate::mcp::{Engine, McpServer, Token, policy, serve_http, serve_stdio};
@@ -25,10 +24,14 @@ pub(super) async fn mcp(ctx: &Context, args: &McpArgs) -> Result<(), AppError> {
         }
         None => None,
     };
-    let cfg = Backend::client_config(&ctx.settings)?;
-    let opts = PayoutOptions { namespace: ctx.settings.mcp.namespace().to_string(), ..PayoutOptions::default() };
+    let cfg = ctx.settings.client_config()?;
+    let opts = PayoutOptions {
+        namespace: ctx.settings.mcp.namespace().to_string(),
+        clock: crate::clock::process_clock(),
+        ..PayoutOptions::default()
+    };
     let opts = super::payouts::with_client(&opts, &cfg)?;
-    let backend = Backend::connect(&ctx.settings).await?;
+    let provider = super::connect(ctx).await?;
     // The money tools append to the two source tables (as an upstream job would) and every call to the audit
     // table: created empty when absent, as `pfsync init` does; an existing one with other columns is refused.
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "mcp" };
@@ -38,7 +41,7 @@ pub(super) async fn mcp(ctx: &Context, args: &McpArgs) -> Result<(), AppError> {
     let transport = if args.listen.is_some() { "http" } else { "stdio" };
     let engine = Engine::new(
         ctx.settings.warehouse.clone(),
-        backend,
+        provider,
         args.client.clone(),
         transport,
         ctx.settings.mcp.clone(),

@@ -1,6 +1,5 @@
 //! The commands, run from parsed flags, and the mapping of their failures to exit codes.
 
-pub(crate) mod backend;
 mod demo;
 mod mcp;
 pub(crate) mod payouts;
@@ -13,7 +12,6 @@ mod sync;
 
 use std::collections::BTreeMap;
 
-use crate::api::ApiError;
 use crate::cli::{Cli, Command};
 use crate::config::{ConfigError, Settings};
 use crate::errors::ErrorClass;
@@ -85,7 +83,7 @@ pub enum AppError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Provider(#[from] crate::provider::ProviderError),
     #[error(transparent)]
     Table(#[from] TableError),
     #[error(transparent)]
@@ -129,7 +127,7 @@ impl AppError {
     pub fn exit(&self) -> Exit {
         match self {
             AppError::Config(_) | AppError::Usage(_) => Exit::Usage,
-            AppError::Api(e) => e.class().into(),
+            AppError::Provider(e) => e.class().into(),
             AppError::Table(e) => e.class().into(),
             AppError::Sync(e) => e.class().into(),
             AppError::Maintain(e) => e.class().into(),
@@ -185,8 +183,8 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     match cli.command {
         Command::Run(args) => run_steps(&ctx, &args).await,
         Command::Sync(args) => {
-            let backend = backend::Backend::connect(&ctx.settings).await?;
-            recorded(&ctx, "sync", sync_step(&ctx, &backend, args.target, &sync_options(&args))).await
+            let provider = connect(&ctx).await?;
+            recorded(&ctx, "sync", sync_step(&ctx, provider.as_ref(), args.target, &sync_options(&args))).await
         }
         Command::Sandbox(args) => sandbox(&args).await,
         Command::Demo(args) => demo(&ctx, &args).await,
@@ -194,9 +192,9 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Maintain(args) => maintain(&ctx, &args).await,
         Command::Payouts(args) => {
             let opts = payout_options(&args)?;
-            let opts = payouts::with_client(&opts, &backend::Backend::client_config(&ctx.settings)?)?;
-            let backend = backend::Backend::connect(&ctx.settings).await?;
-            recorded(&ctx, "payouts", payouts_step(&ctx, &backend, &opts)).await
+            let opts = payouts::with_client(&opts, &ctx.settings.client_config()?)?;
+            let provider = connect(&ctx).await?;
+            recorded(&ctx, "payouts", payouts_step(&ctx, provider.as_ref(), &opts)).await
         }
         Command::Rules(args) => {
             if args.payouts_sql.is_some() || args.actions_sql.is_some() || !args.register.is_empty() {
@@ -206,10 +204,10 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
                 ));
             }
             let opts = payout_options(&args)?;
-            let opts = payouts::with_client(&opts, &backend::Backend::client_config(&ctx.settings)?)?;
+            let opts = payouts::with_client(&opts, &ctx.settings.client_config()?)?;
             let client = rules::mlflow_from_env()?;
-            let backend = backend::Backend::connect(&ctx.settings).await?;
-            recorded(&ctx, "rules", rules::rules_step(&ctx, &backend, &opts, client)).await
+            let provider = connect(&ctx).await?;
+            recorded(&ctx, "rules", rules::rules_step(&ctx, provider.as_ref(), &opts, client)).await
         }
         Command::Status(args) => status(&ctx, &args).await,
         Command::Reconcile(args) => {
@@ -242,6 +240,11 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
     }
+}
+
+/// The provider the settings choose, connected (its keys read and checked before any step runs).
+pub(super) async fn connect(ctx: &Context) -> Result<std::sync::Arc<dyn crate::provider::Provider>, AppError> {
+    Ok(crate::provider::connect(&ctx.settings.provider, &ctx.settings.provider_common()?).await?)
 }
 
 pub(super) fn step(ctx: &Context, step: &'static str, label: &str) -> (CommitInfo, Progress) {

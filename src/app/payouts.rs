@@ -1,15 +1,12 @@
 //! `pfsync payouts`: flags to options, the step, and its exit code.
 
-use super::backend::Backend;
 use super::{AppError, Context, StepOutcome};
-use crate::api::ClientConfig;
 use crate::cli::PayoutsArgs;
-use crate::payouts::{AfterBatch, PayoutOptions, PayoutReport, run_payouts, run_payouts_with};
+use crate::http::ClientConfig;
+use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
-use crate::provider::LiveProvider;
-use crate::provider::SeedProvider;
+use crate::provider::Provider;
 use crate::tables::CommitInfo;
-use crate::tables::Warehouse;
 
 /// Flags of `pfsync payouts` as engine options; everything is checked here or by clap's value parsers
 /// (`--shard`, `--register`, `--max-total-usd`), before any table is touched.
@@ -28,6 +25,7 @@ pub fn payout_options(args: &PayoutsArgs) -> Result<PayoutOptions, AppError> {
         shard: args.shard,
         extra_tables: args.register.clone(),
         in_flight_timeout: std::time::Duration::from_secs(args.in_flight_timeout),
+        clock: crate::clock::process_clock(),
         ..PayoutOptions::default()
     })
 }
@@ -35,7 +33,7 @@ pub fn payout_options(args: &PayoutsArgs) -> Result<PayoutOptions, AppError> {
 /// The options as the client will run them: the longest send comes from the client's timeout and retry
 /// budget, and the in-flight timeout must leave room for it. Checked before any step touches anything.
 pub fn with_client(opts: &PayoutOptions, cfg: &ClientConfig) -> Result<PayoutOptions, AppError> {
-    let opts = PayoutOptions { send_budget: cfg.timeout.saturating_add(cfg.retry.max_elapsed), ..opts.clone() };
+    let opts = PayoutOptions { send_budget: cfg.send_budget(), ..opts.clone() };
     opts.check()?;
     Ok(opts)
 }
@@ -56,41 +54,18 @@ pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
     Ok(())
 }
 
-/// The live casino answers an agent's last 50 ledger entries only, and a payouts run writes one entry per
-/// payout on the payer: its ledger is copied after every batch (at most 20 debits of a payer), so that the
-/// window still reaches back to the previous copy and the copy has no gap of pfsync's own making.
-pub(crate) struct KeepLedgers<'a> {
-    pub(crate) provider: &'a LiveProvider,
-    pub(crate) wh: &'a Warehouse,
-    pub(crate) commit: CommitInfo,
-}
-
-impl AfterBatch for KeepLedgers<'_> {
-    fn after_batch(&self) -> futures::future::BoxFuture<'_, ()> {
-        Box::pin(async move {
-            // A failed copy loses nothing: the next sync reads the window again, and reports a gap if the
-            // window has moved past it.
-            match crate::sync::live::sync_live_ledgers(self.provider, self.wh, &self.commit).await {
-                Ok(r) if r.gaps > 0 => tracing::warn!(gaps = r.gaps, "ledger copy during payouts found gaps"),
-                Ok(r) => tracing::debug!(inserted = r.inserted, "ledger copied after a batch"),
-                Err(e) => tracing::warn!(error = %e, "ledger copy during payouts failed; the next sync reads it again"),
-            }
-        })
-    }
-}
-
 pub(super) async fn payouts_step(
     ctx: &Context,
-    backend: &Backend,
+    provider: &dyn Provider,
     opts: &PayoutOptions,
 ) -> Result<StepOutcome, AppError> {
-    engine_step(ctx, backend, opts, "payouts").await
+    engine_step(ctx, provider, opts, "payouts").await
 }
 
 /// The exactly-once engine over the sources `opts` selects, as step `step` (`payouts`, `rules`).
 pub(super) async fn engine_step(
     ctx: &Context,
-    backend: &Backend,
+    provider: &dyn Provider,
     opts: &PayoutOptions,
     step: &'static str,
 ) -> Result<StepOutcome, AppError> {
@@ -104,24 +79,7 @@ pub(super) async fn engine_step(
     } else {
         opts
     };
-    let wh = &ctx.settings.warehouse;
-    let report = match backend {
-        Backend::Seed(client) => {
-            let provider = SeedProvider::new(client.clone(), client.config().keys_honoured);
-            run_payouts(&provider, wh, &commit, opts, &progress).await?
-        }
-        // Payees at the live services are any agents, not only those the wallets table lists (one row per
-        // held key there): the provider refuses an unknown payee itself (`recipient_not_found`).
-        Backend::Live(provider, _) => {
-            let opts = PayoutOptions { check_agents: false, ..opts.clone() };
-            let keep = KeepLedgers {
-                provider,
-                wh,
-                commit: CommitInfo { run_id: ctx.run_id.clone(), step: "sync.transactions" },
-            };
-            run_payouts_with(provider.as_ref(), wh, &commit, &opts, &progress, &keep).await?
-        }
-    };
+    let report = run_payouts(provider, &ctx.settings.warehouse, &commit, opts, &progress).await?;
     if report.dry_run {
         for p in &report.plan {
             println!(

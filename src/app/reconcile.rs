@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::backend::Backend;
 use super::sync::run_sync;
 use super::{AppError, Context, StepOutcome};
 use crate::cli::{ReconcileArgs, SyncTarget};
@@ -33,8 +32,8 @@ pub(super) async fn reconcile_step(
     classes: &[Class],
 ) -> Result<StepOutcome, AppError> {
     if !args.no_sync {
-        let backend = Backend::connect(&ctx.settings).await?;
-        for r in run_sync(ctx, &backend, SyncTarget::All, &SyncOptions::default()).await? {
+        let provider = super::connect(ctx).await?;
+        for r in run_sync(ctx, provider.as_ref(), SyncTarget::All, &SyncOptions::default()).await? {
             println!("{r}");
         }
     }

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{Array, StringArray};
 
-use super::backend::Backend;
 use super::payouts::engine_step;
 use super::{AppError, Context, StepOutcome};
 use crate::mlflow::{MlflowClient, MlflowConfig, MlflowError};
@@ -35,13 +34,13 @@ pub fn mlflow_from_env() -> Result<Option<MlflowClient>, AppError> {
 
 pub(super) async fn rules_step(
     ctx: &Context,
-    backend: &Backend,
+    provider: &dyn crate::provider::Provider,
     opts: &PayoutOptions,
     client: Option<MlflowClient>,
 ) -> Result<StepOutcome, AppError> {
     let rules = Rules::new(client, chrono::Utc::now());
     let opts = PayoutOptions { rules: Some(rules.clone()), ..opts.clone() };
-    let mut outcome = engine_step(ctx, backend, &opts, "rules").await?;
+    let mut outcome = engine_step(ctx, provider, &opts, "rules").await?;
     if !opts.dry_run
         && let Some(client) = rules.client()
     {

@@ -1,6 +1,5 @@
 //! `pfsync run`: the Workflow entry point, the selected steps in order under one run id.
 
-use super::backend::Backend;
 use super::payouts::{payout_options, payouts_step, with_client};
 use super::reconcile::{fail_on, reconcile_step};
 use super::sync::sync_step;
@@ -14,9 +13,10 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     // Every flag is checked before any step touches anything.
     let popts = payout_options(&args.payouts)?;
     let classes = fail_on(&args.reconcile.fail_on)?;
-    let popts = with_client(&popts, &Backend::client_config(&ctx.settings)?)?;
+    let popts = with_client(&popts, &ctx.settings.client_config()?)?;
     let mlflow = if args.steps.contains(&Step::Rules) { super::rules::mlflow_from_env()? } else { None };
-    let backend = Backend::connect(&ctx.settings).await?;
+    let provider = super::connect(ctx).await?;
+    let backend = provider.as_ref();
     let rargs = ReconcileArgs {
         namespace: args.payouts.namespace.clone(),
         flags: args.reconcile.clone(),
@@ -24,13 +24,13 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
         no_sync: false,
     };
     if !args.follow {
-        return pass(ctx, args, &backend, &popts, &rargs, &classes, &mlflow).await;
+        return pass(ctx, args, backend, &popts, &rargs, &classes, &mlflow).await;
     }
     crate::stop::on_signals();
     let mut passes = 0u64;
     loop {
         passes += 1;
-        match pass(ctx, args, &backend, &popts, &rargs, &classes, &mlflow).await {
+        match pass(ctx, args, backend, &popts, &rargs, &classes, &mlflow).await {
             Err(e) if e.exit() == super::Exit::Usage => return Err(e),
             Err(e) => {
                 tracing::warn!(pass = passes, exit = e.exit().code(), error = %e, "pass ended; the next one follows")
@@ -49,7 +49,7 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
 async fn pass(
     ctx: &Context,
     args: &RunArgs,
-    backend: &Backend,
+    backend: &dyn crate::provider::Provider,
     popts: &crate::payouts::PayoutOptions,
     rargs: &ReconcileArgs,
     classes: &[crate::reconcile::Class],

@@ -116,9 +116,9 @@ async fn proxy(args: &SandboxArgs, url: &str) -> Result<(), AppError> {
 
 /// `--proxy-to`: an http(s) base URL, plain http only to a loopback host (as for `--api-url`).
 fn proxy_target(url: &str) -> Result<url::Url, AppError> {
-    let shown = crate::api::shown_text(url);
+    let shown = crate::http::shown_text(url);
     let u = url::Url::parse(url).map_err(|e| AppError::Usage(format!("--proxy-to {shown:?}: {e}")))?;
-    crate::api::check_url(&u).map_err(|e| AppError::Usage(format!("--proxy-to: {e}")))?;
+    crate::http::check_url(&u).map_err(|e| AppError::Usage(format!("--proxy-to: {e}")))?;
     if u.query().is_some() || u.fragment().is_some() {
         return Err(AppError::Usage(format!("--proxy-to {shown:?}: a base URL has no query or fragment")));
     }

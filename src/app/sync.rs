@@ -1,14 +1,13 @@
-//! `pfsync sync`: the three entity syncs as one step, and their outcome.
+//! `pfsync sync`: the three entity syncs as one step, and their outcome. What is read follows from what the
+//! provider can do: its list endpoints, or the records of the agents whose keys pfsync holds.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::backend::Backend;
 use super::{AppError, Context, StepOutcome, step};
-use crate::api::Client;
 use crate::cli::{SyncArgs, SyncTarget};
-use crate::provider::LiveProvider;
-use crate::sync::{SyncOptions, SyncReport, live, sync_escrows, sync_transactions, sync_wallets};
+use crate::provider::{HeldAgents, Listings, Provider};
+use crate::sync::{SyncOptions, SyncReport, held, sync_escrows, sync_transactions, sync_wallets};
 
 pub(super) fn rows_failed(reports: &[SyncReport]) -> Result<(), AppError> {
     let failed: u64 = reports.iter().map(|r| r.failed).sum();
@@ -17,23 +16,28 @@ pub(super) fn rows_failed(reports: &[SyncReport]) -> Result<(), AppError> {
 
 pub(super) async fn run_sync(
     ctx: &Context,
-    backend: &Backend,
+    provider: &dyn Provider,
     target: SyncTarget,
     opts: &SyncOptions,
 ) -> Result<Vec<SyncReport>, AppError> {
-    match backend {
-        Backend::Seed(client) => run_seed_sync(ctx, client, target, opts).await,
-        Backend::Live(provider, live) => run_live_sync(ctx, provider, &live.escrow_ids, target).await,
+    if let Some(listings) = provider.listings() {
+        return run_listed_sync(ctx, listings, target, opts).await;
+    }
+    match provider.held_agents() {
+        Some(held) => run_held_sync(ctx, held, target).await,
+        None => {
+            Err(AppError::Usage("this provider lists nothing and holds no agents' records: nothing to sync".into()))
+        }
     }
 }
 
-/// The live provider lists nothing: wallets one per held key, escrows by id (the payout log's and
-/// `[provider] escrow_ids`), and each held key's ledger window (the `transactions` target), deduplicated by
-/// entry id with gaps recorded. `SyncOptions` (pages, overlap, `--full`) are about listings and do not apply.
-async fn run_live_sync(
+/// A provider that lists nothing: wallets one per held key, escrows by id (the payout log's and the
+/// provider's configured ones), and each held key's ledger window (the `transactions` target),
+/// deduplicated by entry id with gaps recorded. `SyncOptions` (pages, overlap, `--full`) are about
+/// listings and do not apply.
+async fn run_held_sync(
     ctx: &Context,
-    provider: &LiveProvider,
-    escrow_ids: &[String],
+    provider: &dyn HeldAgents,
     target: SyncTarget,
 ) -> Result<Vec<SyncReport>, AppError> {
     let wanted = |t: SyncTarget| target == t || target == SyncTarget::All;
@@ -41,15 +45,15 @@ async fn run_live_sync(
     let wh = &ctx.settings.warehouse;
     if wanted(SyncTarget::Wallets) {
         let (commit, _) = step(ctx, "sync.wallets", "wallets");
-        reports.push(live::sync_live_wallets(provider, wh, &commit).await?);
+        reports.push(held::sync_held_wallets(provider, wh, &commit).await?);
     }
     if wanted(SyncTarget::Escrows) {
         let (commit, _) = step(ctx, "sync.escrows", "escrows");
-        reports.extend(live::sync_live_escrows(provider, escrow_ids, wh, &commit).await?);
+        reports.extend(held::sync_held_escrows(provider, wh, &commit).await?);
     }
     if wanted(SyncTarget::Transactions) {
         let (commit, _) = step(ctx, "sync.ledger", "ledger");
-        let r = live::sync_live_ledgers(provider, wh, &commit).await?;
+        let r = held::sync_held_ledgers(provider, wh, &commit).await?;
         if r.gaps > 0 {
             tracing::warn!(
                 gaps = r.gaps,
@@ -79,9 +83,9 @@ fn log_reports(reports: &[SyncReport]) {
     }
 }
 
-pub(super) async fn run_seed_sync(
+pub(super) async fn run_listed_sync(
     ctx: &Context,
-    client: &Client,
+    client: &dyn Listings,
     target: SyncTarget,
     opts: &SyncOptions,
 ) -> Result<Vec<SyncReport>, AppError> {
@@ -119,11 +123,11 @@ pub(super) fn sync_options(args: &SyncArgs) -> SyncOptions {
 
 pub(super) async fn sync_step(
     ctx: &Context,
-    backend: &Backend,
+    provider: &dyn Provider,
     target: SyncTarget,
     opts: &SyncOptions,
 ) -> Result<StepOutcome, AppError> {
-    let reports = run_sync(ctx, backend, target, opts).await?;
+    let reports = run_sync(ctx, provider, target, opts).await?;
     let mut counts = BTreeMap::new();
     for r in &reports {
         println!("{r}");

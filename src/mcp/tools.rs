@@ -22,12 +22,11 @@ use serde_json::{Map, Value, json};
 
 use super::audit::{self, CallRecord};
 use super::policy::{self, Decision, McpSection};
-use crate::api::IdempotencyKey;
-use crate::app::backend::Backend;
+use crate::http::IdempotencyKey;
 use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
 use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
-use crate::provider::{AgentActions, FaucetAnswer, SeedProvider};
+use crate::provider::{FaucetAnswer, Provider};
 use crate::tables::{
     ALL, CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, TableSpec, Warehouse, open_or_create,
     sql_context_of,
@@ -44,7 +43,7 @@ A refusal (policy, limits, allowlist) comes back as a tool error whose text says
 /// Everything a call needs: the warehouse, the provider, who the client is, and the policy.
 pub struct Engine {
     pub wh: Warehouse,
-    pub backend: Backend,
+    pub provider: Arc<dyn Provider>,
     /// The client name this server was started for (`--client`): `requested_by` is `mcp:<client>`.
     pub client: String,
     pub transport: &'static str,
@@ -60,7 +59,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(
         wh: Warehouse,
-        backend: Backend,
+        provider: Arc<dyn Provider>,
         client: String,
         transport: &'static str,
         policy: McpSection,
@@ -68,7 +67,7 @@ impl Engine {
     ) -> Engine {
         Engine {
             wh,
-            backend,
+            provider,
             client,
             transport,
             policy,
@@ -495,41 +494,19 @@ impl Engine {
     async fn check_balance(&self, args: &Map<String, Value>) -> Result<Value, String> {
         let agent = id_arg(args, "agent_id")?;
         if Self::live(args)? {
-            return match &self.backend {
-                Backend::Seed(client) => {
-                    let w = client.wallet(&agent).await.map_err(|e| format!("the API answered: {e}"))?;
-                    let mut v = serde_json::to_value(&w).map_err(|e| e.to_string())?;
-                    if let Value::Object(m) = &mut v {
-                        m.insert("source".into(), json!("the payments API, now"));
-                        m.insert("read_at".into(), json!(Utc::now().to_rfc3339()));
-                    }
-                    Ok(v)
-                }
-                // The casino answers a balance only to the agent's own key.
-                Backend::Live(provider, _) => {
-                    let b = provider
-                        .balance_of(&agent)
-                        .await
-                        .map_err(|e| format!("the casino answered: {e}"))?
-                        .ok_or_else(|| {
-                            format!(
-                                "pfsync holds no key of agent {agent}, and the live casino tells a balance only to the \
-                                 agent's own key (held: the payer and [[provider.agent_keys]]). check_balance without \
-                                 live answers from the last sync"
-                            )
-                        })?;
-                    let lifetime = b.lifetime.unwrap_or_default();
-                    let usd = |m: Option<crate::micros::Micros>| m.map(|m| m.to_string());
-                    Ok(json!({
-                        "agent_id": b.agent_id,
-                        "balance_usd": b.balance_usd.to_string(),
-                        "total_deposited_usd": usd(lifetime.total_deposited),
-                        "total_withdrawn_usd": usd(lifetime.total_withdrawn),
-                        "source": "the payments API, now",
-                        "read_at": Utc::now().to_rfc3339(),
-                    }))
-                }
-            };
+            // A provider that answers a balance only to the agent's own key answers None for the others.
+            let mut v = self.provider.wallet_now(&agent).await.map_err(|e| format!("the provider answered: {e}"))?.ok_or_else(|| {
+                format!(
+                    "pfsync holds no key of agent {agent}, and the provider tells a balance only to the agent's own \
+                     key (held: the payer and [[provider.agent_keys]]). check_balance without live answers from the \
+                     last sync"
+                )
+            })?;
+            if let Value::Object(m) = &mut v {
+                m.insert("source".into(), json!("the payments API, now"));
+                m.insert("read_at".into(), json!(Utc::now().to_rfc3339()));
+            }
+            return Ok(v);
         }
         if !self.table_exists("purpleflea.agents.wallets").await? {
             return Err(
@@ -555,22 +532,7 @@ impl Engine {
     async fn escrow(&self, args: &Map<String, Value>) -> Result<Value, String> {
         let id = id_arg(args, "escrow_id")?;
         if Self::live(args)? {
-            let mut v = match &self.backend {
-                Backend::Seed(client) => {
-                    let e = client.escrow(&id).await.map_err(|e| format!("the API answered: {e}"))?;
-                    serde_json::to_value(&e).map_err(|e| e.to_string())?
-                }
-                Backend::Live(provider, _) => {
-                    let e = provider.escrow(&id).await.map_err(|e| format!("the escrow service answered: {e}"))?;
-                    json!({
-                        "escrow_id": e.escrow_id, "status": e.status, "amount_usd": e.amount_usd.to_string(),
-                        "commission_usd": e.commission_usd.to_string(), "net_to_counterparty": e.net_to_counterparty.to_string(),
-                        "description": e.description, "buyer_agent_id": e.creator_id, "seller_agent_id": e.counterparty_id,
-                        "created_at": e.created_at, "auto_release_at": e.auto_release_at, "completed_at": e.completed_at,
-                        "released_at": e.released_at, "disputed_at": e.disputed_at
-                    })
-                }
-            };
+            let mut v = self.provider.escrow_now(&id).await.map_err(|e| format!("the provider answered: {e}"))?;
             if let Value::Object(m) = &mut v {
                 m.insert("source".into(), json!("the payments API, now"));
                 m.insert("read_at".into(), json!(Utc::now().to_rfc3339()));
@@ -1069,23 +1031,9 @@ impl Engine {
         };
         let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
         let progress = Progress::new(false, "mcp");
-        let report: Result<PayoutReport, _> = match &self.backend {
-            Backend::Seed(client) => {
-                let provider = SeedProvider::new(client.clone(), client.config().keys_honoured);
-                run_payouts(&provider, &self.wh, &commit, &opts, &progress).await
-            }
-            // As `pfsync payouts` runs them: any agent may be paid (the service refuses an unknown one), and
-            // the payer's ledger is copied after the batch, while its 50-entry window still reaches back.
-            Backend::Live(provider, _) => {
-                let opts = PayoutOptions { check_agents: false, ..opts };
-                let keep = crate::app::payouts::KeepLedgers {
-                    provider,
-                    wh: &self.wh,
-                    commit: CommitInfo { run_id: commit.run_id.clone(), step: "sync.transactions" },
-                };
-                crate::payouts::run_payouts_with(provider.as_ref(), &self.wh, &commit, &opts, &progress, &keep).await
-            }
-        };
+        // The entry point `pfsync payouts` runs: the same checks, refusals and ledger copies.
+        let report: Result<PayoutReport, _> =
+            run_payouts(self.provider.as_ref(), &self.wh, &commit, &opts, &progress).await;
         if let Err(e) = report {
             return Err(format!("the payouts engine failed: {e}. Call again with the same request_id to retry safely"));
         }
@@ -1256,13 +1204,7 @@ impl Engine {
             return out;
         }
         out.decision = "execute";
-        out.result = match &self.backend {
-            Backend::Seed(client) => {
-                let provider = SeedProvider::new(client.clone(), client.config().keys_honoured);
-                self.act(&provider, &op, &req).await
-            }
-            Backend::Live(provider, _) => self.act(provider.as_ref(), &op, &req).await,
-        };
+        out.result = self.act(self.provider.as_ref(), &op, &req).await;
         if let Ok(v) = &out.result {
             out.amount = v.get("amount_usd").and_then(Value::as_str).and_then(|a| Usd::parse(a).ok());
         }
@@ -1270,7 +1212,7 @@ impl Engine {
     }
 
     /// Carry out a direct request at the provider, as far as it declares it can.
-    async fn act<P: AgentActions>(&self, provider: &P, op: &str, req: &DirectRequest) -> Result<Value, String> {
+    async fn act(&self, provider: &dyn Provider, op: &str, req: &DirectRequest) -> Result<Value, String> {
         let caps = provider.capabilities();
         match req {
             DirectRequest::Faucet { agent_id } => {

@@ -16,10 +16,10 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use super::PayoutError;
-use super::operation::OpKind;
 use super::state::{Event, Logged};
 use super::validate::Reject;
 use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
+use crate::operation::OpKind;
 use crate::tables::{CommitInfo, PAYOUT_LOG, REJECTS};
 
 /// One row of the payout log.

@@ -4,28 +4,30 @@
 //! - `read.rs`: the sources (one seam, `source.rs`), validation into typed operations (`validate.rs`,
 //!   `operation.rs`), and the log history of those operations (`log.rs`);
 //! - `plan.rs`: a pure function from operations + history + options to what to look up, send or hold;
-//! - `engine.rs`: carries the plan out against a [`Provider`](crate::provider::Provider): intents committed
-//!   before money moves, outcomes after, unknown outcomes resolved only from the provider's evidence.
+//! - `execution.rs`: a pure state machine that carries the plan out batch by batch: intents committed
+//!   before money moves, outcomes after, unknown outcomes resolved only from the provider's evidence;
+//! - `executor.rs`: the I/O that performs what the execution says, against a
+//!   [`Provider`](crate::provider::Provider), the log and the injected [`Clock`](crate::clock::Clock).
 //!
 //! The exactly-once argument, in full:
 //! - one idempotency key per operation, from namespace + kind + id only (`operation.rs`);
 //! - an operation is sent only by a run that committed its intent, and the commit of intents carries the
 //!   namespace's Delta application transaction, so two runs that read the log at once cannot both commit
-//!   intents for it: the second conflicts, re-reads and drops it (`engine.rs`, `plan::revise`);
+//!   intents for it: the second conflicts, re-reads and drops it (`execution.rs`, `plan::revise`);
 //! - an intent without an outcome is left alone while its run may still be sending (`plan::decide`); the
-//!   sender never starts a send that late (`engine.rs`);
+//!   sender never starts a send that late (`execution::may_start`);
 //! - after that, or after an unknown outcome, the provider is asked; "never executed" is concluded only
 //!   from a successful answer with zero rows at a provider that can look outcomes up (`provider::seed`);
 //!   anything else leaves the operation unknown for a person, never resent;
 //! - the HTTP client repeats a POST after an ambiguous failure only at a provider that declares it
-//!   honours idempotency keys (`api::client`).
+//!   honours idempotency keys (`http::client`, the rule derived from `provider::Capabilities`).
 //!
 //! Rows that cannot be paid are refused before any money moves, with a code, into the rejects table.
 
-pub mod engine;
+pub mod execution;
+pub mod executor;
 pub mod feed;
 pub mod log;
-pub mod operation;
 pub mod plan;
 pub mod read;
 pub mod rules;
@@ -34,13 +36,14 @@ pub mod state;
 pub mod validate;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::ApiError;
+use crate::clock::Clock;
 use crate::errors::ErrorClass;
 use crate::money::Usd;
 use crate::progress::Progress;
-use crate::provider::Provider;
+use crate::provider::{Provider, ProviderError, RefusalCode};
 use crate::tables::{CommitInfo, TableError, Warehouse};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +59,7 @@ pub enum PayoutError {
         source: datafusion::error::DataFusionError,
     },
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Provider(#[from] ProviderError),
     #[error(transparent)]
     Table(#[from] TableError),
     #[error("writing {table} failed")]
@@ -96,7 +99,7 @@ impl PayoutError {
     pub fn class(&self) -> ErrorClass {
         match self {
             PayoutError::Config(_) | PayoutError::Source { .. } | PayoutError::SourceQuery { .. } => ErrorClass::Usage,
-            PayoutError::Api(e) => e.class(),
+            PayoutError::Provider(e) => e.class(),
             PayoutError::Table(e) => e.class(),
             PayoutError::Write { .. }
             | PayoutError::Query { .. }
@@ -143,6 +146,8 @@ pub struct PayoutOptions {
     pub rules: Option<std::sync::Arc<rules::Rules>>,
     /// Change-feed sources (`[[feeds]]`), read with the payout and action sources.
     pub feeds: Vec<feed::FeedSpec>,
+    /// Where the time comes from (the machine's clock, or a test's).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for PayoutOptions {
@@ -163,6 +168,7 @@ impl Default for PayoutOptions {
             send_budget: Duration::from_secs(150),
             rules: None,
             feeds: Vec::new(),
+            clock: Arc::new(crate::clock::SystemClock),
         }
     }
 }
@@ -181,56 +187,55 @@ impl PayoutOptions {
         }
         Ok(())
     }
-}
 
-/// Called after each batch's sends and their outcomes. For a provider whose records can only be read as a
-/// short window (the live casino answers an agent's last 50 ledger entries), this is where its ledger is
-/// copied while the window still reaches back to the batch before.
-pub trait AfterBatch: Send + Sync {
-    fn after_batch(&self) -> futures::future::BoxFuture<'_, ()>;
-}
-
-/// No work between batches.
-pub struct NoHook;
-
-impl AfterBatch for NoHook {
-    fn after_batch(&self) -> futures::future::BoxFuture<'_, ()> {
-        Box::pin(async {})
+    /// What the plan needs of these options, the provider's capabilities and the time.
+    pub fn plan_options(
+        &self,
+        caps: crate::provider::Capabilities,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> plan::PlanOptions {
+        plan::PlanOptions {
+            namespace: self.namespace.clone(),
+            shard: self.shard,
+            max_total: self.max_total,
+            max_count: self.max_count,
+            in_flight_timeout: chrono::Duration::from_std(self.in_flight_timeout).unwrap_or(chrono::Duration::MAX),
+            can_look_up: caps.can_resolve(),
+            now,
+        }
     }
 }
 
 /// Read, plan, execute. Everything before the first log commit touches no money.
-pub async fn run_payouts<P: Provider>(
-    provider: &P,
+pub async fn run_payouts(
+    provider: &dyn Provider,
     wh: &Warehouse,
     commit: &CommitInfo,
     opts: &PayoutOptions,
     progress: &Progress,
-) -> Result<PayoutReport, PayoutError> {
-    run_payouts_with(provider, wh, commit, opts, progress, &NoHook).await
-}
-
-/// [`run_payouts`] with work after each batch.
-pub async fn run_payouts_with<P: Provider>(
-    provider: &P,
-    wh: &Warehouse,
-    commit: &CommitInfo,
-    opts: &PayoutOptions,
-    progress: &Progress,
-    hook: &dyn AfterBatch,
 ) -> Result<PayoutReport, PayoutError> {
     let mut report = PayoutReport { run_id: commit.run_id.clone(), dry_run: opts.dry_run, ..PayoutReport::default() };
+    let caps = provider.capabilities();
+    // A payee the wallets table does not list is refused only where that table lists every agent.
+    let opts = &PayoutOptions { check_agents: opts.check_agents && caps.wallets_list_every_agent, ..opts.clone() };
     let mut read = read::read(wh, commit, opts, &mut report).await?;
     // What this provider can never carry out as configured is refused before anything moves.
-    let (ok, refused): (Vec<_>, Vec<_>) = read.ops.into_iter().partition(|op| provider.refuse(op).is_none());
-    for op in refused {
-        let r = provider.refuse(&op).expect("partitioned on refuse");
-        tracing::warn!(id = %op.id, code = r.code.as_str(), "{}", r.message);
+    let mut ok = Vec::with_capacity(read.ops.len());
+    for op in read.ops {
+        let Some(r) = provider.refuse(&op) else {
+            ok.push(op);
+            continue;
+        };
+        let code = match r.code {
+            RefusalCode::AgentKeyNotHeld => validate::RejectCode::AgentKeyNotHeld,
+            RefusalCode::InvalidTimeoutHours => validate::RejectCode::InvalidTimeoutHours,
+        };
+        tracing::warn!(id = %op.id, code = code.as_str(), "{}", r.message);
         report.rejected_rows += 1;
         read.rejects.push(validate::Reject {
             operation_id: Some(op.id.clone()),
             kind: validate::RowKind::Op(op.kind()),
-            code: r.code,
+            code,
             message: r.message,
             source_row: format!("{op:?}").chars().take(validate::MAX_SOURCE_ROW_BYTES).collect(),
         });
@@ -241,7 +246,7 @@ pub async fn run_payouts_with<P: Provider>(
     for f in &mut read.feeds {
         f.op_ids.retain(|id| kept.contains(id.as_str()));
     }
-    let plan_opts = engine::plan_options(opts, provider.capabilities(), chrono::Utc::now());
+    let plan_opts = opts.plan_options(caps, opts.clock.now());
     let plan = plan::plan(read.ops, &read.history, &plan_opts)?;
     report.note_plan(&plan);
     if opts.dry_run {
@@ -251,12 +256,21 @@ pub async fn run_payouts_with<P: Provider>(
     let (Some(log), Some(rejects)) = (read.log, read.rejects_table) else {
         return Err(PayoutError::Config("the payout log or rejects table could not be opened".into()));
     };
-    log::append_rejects(rejects, &read.rejects, commit, chrono::Utc::now()).await?;
+    log::append_rejects(rejects, &read.rejects, commit, opts.clock.now()).await?;
     // A sharded run never moves a feed (the other shards' operations are not its to see).
     let feeds = if opts.shard.is_none() { read.feeds.clone() } else { Vec::new() };
-    engine::Executor::new(provider, log, commit, opts, plan_opts)
+    let settings = execution::Settings {
+        caps,
+        plan: plan_opts,
+        run_id: commit.run_id.clone(),
+        batch_size: opts.batch_size,
+        send_budget: chrono::Duration::from_std(opts.send_budget).unwrap_or(chrono::Duration::MAX),
+        copy_ledgers: provider.held_agents().is_some(),
+    };
+    let report = executor::Executor::new(provider, log, commit, opts)
         .with_feeds(feeds)
-        .run(plan, &mut report, progress, hook)
+        .with_warehouse(wh)
+        .run(execution::Execution::new(plan, settings, report), progress)
         .await?;
     // A feed's next read moves past what it read only when everything it yielded is final in the log.
     if opts.shard.is_none() {
@@ -283,7 +297,7 @@ pub fn check_namespace(ns: &str) -> Result<(), PayoutError> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
     pub operation_id: String,
-    pub kind: operation::OpKind,
+    pub kind: crate::operation::OpKind,
     pub agent_id: Option<String>,
     pub amount: Option<Usd>,
     pub resolve_first: bool,

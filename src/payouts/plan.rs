@@ -16,10 +16,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::operation::{EscrowRef, OpKind, Operation};
 use super::state::{Logged, Status, last_intent_at, status};
-use crate::api::IdempotencyKey;
+use crate::http::IdempotencyKey;
 use crate::money::Usd;
+use crate::operation::{EscrowRef, OpKind, Operation};
 
 /// Shard `index` of `count` (`--shard I/N`): operations whose id hashes to `index`, for parallel tasks.
 /// Built only through [`Shard::new`] (or the CLI's parser), so `index < count` always holds.
@@ -147,7 +147,7 @@ impl Plan {
 /// (the payer of payouts is one agent, the creator of an escrow its buyer) and amount. Releases and
 /// disputes debit nobody.
 fn debit_slot(op: &Operation) -> Option<(OpKind, String, Usd)> {
-    use super::operation::Action;
+    use crate::operation::Action;
     match &op.action {
         Action::Payout { amount, .. } => Some((OpKind::Payout, String::new(), *amount)),
         Action::EscrowCreate { buyer, amount, .. } => Some((OpKind::EscrowCreate, buyer.clone(), *amount)),
@@ -307,7 +307,7 @@ pub fn revise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payouts::operation::Action;
+    use crate::operation::Action;
     use crate::payouts::state::Event;
     use proptest::prelude::*;
 

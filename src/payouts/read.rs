@@ -7,12 +7,12 @@ use std::collections::{HashMap, HashSet};
 use deltalake::DeltaTable;
 
 use super::log::history;
-use super::operation::{Fingerprint, Operation};
 use super::plan::in_shard;
 use super::source::{Source, SqlSource};
 use super::state::{Event, Logged};
 use super::validate::{Reject, check_batch};
 use super::{PayoutError, PayoutOptions, PayoutReport};
+use crate::operation::{Fingerprint, Operation};
 use crate::tables::store::check_schema;
 use crate::tables::{
     CommitInfo, ESCROW_ACTIONS, ESCROW_RULES, PAYOUT_LOG, PENDING_PAYOUTS, REJECTS, WALLETS, Warehouse, open_existing,
@@ -128,7 +128,7 @@ pub async fn read(
         .iter()
         .flat_map(|o| {
             let create = match o.escrow() {
-                Some(super::operation::EscrowRef::CreatedBy(c)) => Some(c.clone()),
+                Some(crate::operation::EscrowRef::CreatedBy(c)) => Some(c.clone()),
                 _ => None,
             };
             std::iter::once(o.id.clone()).chain(create)

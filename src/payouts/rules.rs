@@ -19,10 +19,10 @@ use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 
 use super::PayoutError;
-use super::operation::OpKind;
 use super::source::{Columns, RawRow, Source, get, time};
 use super::validate::{MAX_SOURCE_ROW_BYTES, RawAction, RawAmount, Reject, RejectCode, RowKind};
 use crate::mlflow::{MetricPoint, MlflowClient, MlflowError};
+use crate::operation::OpKind;
 
 /// Prefix of every rule's operation id.
 pub const RULE_OP_PREFIX: &str = "rule:";

@@ -17,11 +17,11 @@ use serde_json::{Map, Value};
 use futures::future::BoxFuture;
 
 use super::PayoutError;
-use super::operation::Operation;
 use super::validate::{
     MAX_SOURCE_ROW_BYTES, RawAction, RawAmount, RawPayout, Reject, validate_action, validate_payout,
 };
 use crate::money::{MoneyError, Usd};
+use crate::operation::Operation;
 
 /// One row of any source, before validation.
 #[derive(Debug, Clone, PartialEq)]

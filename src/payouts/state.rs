@@ -1,11 +1,11 @@
-//! The state machine of one operation, read from its log events: `intent -> completed | rejected | unknown`,
-//! and what to do next. Pure: the engine feeds it log rows and acts on the answer.
+//! The state of one operation, read from its log events (`intent -> completed | rejected | unknown`), and
+//! how a failed send is recorded. Pure. What to do next with an operation in each state is `plan::decide`.
 
 use chrono::{DateTime, Utc};
 
-use super::operation::OpKind;
-use crate::api::ApiError;
 use crate::money::Usd;
+use crate::operation::OpKind;
+use crate::provider::{ProviderError, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Event {
@@ -112,25 +112,6 @@ pub fn status(events: &[Logged]) -> Status {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Final already: nothing to do.
-    Skip,
-    /// First send: record the intent, then send.
-    Send { attempt: i32 },
-    /// A previous attempt's outcome is not known: look it up by idempotency key first; only if the
-    /// provider has no transaction for it, record a new intent and send again with the same key.
-    Resolve { attempt: i32 },
-}
-
-pub fn next(status: &Status) -> Next {
-    match status {
-        Status::New => Next::Send { attempt: 1 },
-        Status::InFlight { attempt } | Status::Unknown { attempt } => Next::Resolve { attempt: attempt + 1 },
-        Status::Completed { .. } | Status::Rejected { .. } => Next::Skip,
-    }
-}
-
 /// How a failed send is recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedOutcome {
@@ -140,49 +121,21 @@ pub struct FailedOutcome {
     pub message: String,
 }
 
-/// The contract's final refusals become `rejected`; everything that might have moved money, or might
-/// succeed on a later attempt, becomes `unknown` and is resolved by lookup. Never `failed`.
-pub fn classify(e: &ApiError) -> FailedOutcome {
-    let (event, status) = match e {
-        ApiError::InvalidRequest { .. } => (Event::Rejected, Some(400)),
-        ApiError::AgentNotFound { .. } | ApiError::EscrowNotFound { .. } => (Event::Rejected, Some(404)),
-        ApiError::InsufficientFunds { .. } => (Event::Rejected, Some(402)),
-        ApiError::InvalidState { .. } => (Event::Rejected, Some(409)),
-        // Our key with another body: the provider will never run this operation under this key.
-        ApiError::IdempotencyKeyReused { .. } => (Event::Rejected, Some(422)),
-        ApiError::IdempotencyKeyInUse => (Event::Unknown, Some(409)),
-        ApiError::Refused { status, code, .. } => {
-            return FailedOutcome {
-                event: Event::Rejected,
-                http_status: Some(*status as i32),
-                code: code.clone(),
-                message: clip_message(e.to_string()),
-            };
-        }
-        // Refused before it ran; unknown all the same, so the next run (with a working key) looks it up.
-        ApiError::Unauthorized => (Event::Unknown, Some(401)),
-        ApiError::RateLimited { .. } => (Event::Unknown, Some(429)),
-        ApiError::Server { status, .. } => (Event::Unknown, Some(*status as i32)),
-        ApiError::Decode { status, .. } | ApiError::Unexpected { status, .. } => (Event::Unknown, Some(*status as i32)),
-        _ => (Event::Unknown, None),
+/// A provider's final refusals become `rejected`; everything that might have moved money, or might
+/// succeed on a later attempt, becomes `unknown` and is resolved from the provider's evidence. Never
+/// `failed`. The code is the provider's own where it gave one (a 5xx code such as `release_failed` tells a
+/// person what broke).
+pub fn classify(e: &ProviderError) -> FailedOutcome {
+    let event = match e.verdict() {
+        Verdict::Rejected => Event::Rejected,
+        Verdict::Unknown => Event::Unknown,
     };
-    // A provider's own 5xx code (`release_failed`, `debit_failed`) is kept: it tells a person what broke.
-    let provider_code = match e {
-        ApiError::Server { message, .. } => message
-            .split_once(": ")
-            .map(|(c, _)| c)
-            .filter(|c| !c.is_empty() && c.len() <= 40 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-            .map(str::to_string),
-        _ => None,
-    };
-    let code = provider_code.or_else(|| e.code().map(str::to_string)).unwrap_or_else(|| match e {
-        ApiError::Transport { .. } => "transport".into(),
-        ApiError::Decode { .. } => "malformed_response".into(),
-        ApiError::TooLarge { .. } => "response_too_large".into(),
-        ApiError::GaveUp { .. } => "gave_up".into(),
-        _ => "unexpected".into(),
-    });
-    FailedOutcome { event, http_status: status, code, message: clip_message(e.to_string()) }
+    FailedOutcome {
+        event,
+        http_status: e.http_status().map(i32::from),
+        code: e.code(),
+        message: clip_message(e.to_string()),
+    }
 }
 
 /// A message for the log's `error_message`, at most 1,000 bytes, cut on a character boundary: the text can
@@ -201,6 +154,8 @@ pub fn clip_message(mut s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::HttpError;
+    use crate::provider::seed::SeedError;
 
     fn ev(event: Event, attempt: i32) -> Logged {
         Logged {
@@ -219,27 +174,29 @@ mod tests {
     }
 
     #[test]
-    fn every_history_maps_to_one_next_step() {
+    fn every_history_adds_up_to_one_status() {
         use Event::*;
-        let cases: Vec<(Vec<Logged>, Next)> = vec![
-            (vec![], Next::Send { attempt: 1 }),
-            (vec![ev(Intent, 1)], Next::Resolve { attempt: 2 }),
-            (vec![ev(Intent, 1), ev(Unknown, 1)], Next::Resolve { attempt: 2 }),
-            (vec![ev(Intent, 1), ev(Unknown, 1), ev(Intent, 2)], Next::Resolve { attempt: 3 }),
-            (vec![ev(Intent, 1), ev(Completed, 1)], Next::Skip),
-            (vec![ev(Intent, 1), ev(Rejected, 1)], Next::Skip),
-            (vec![ev(Intent, 1), ev(Unknown, 1), ev(Intent, 2), ev(Completed, 2)], Next::Skip),
+        let done = Status::Completed { tx_id: Some("tx".into()), escrow_id: None };
+        let cases: Vec<(Vec<Logged>, Status)> = vec![
+            (vec![], Status::New),
+            (vec![ev(Intent, 1)], Status::InFlight { attempt: 1 }),
+            (vec![ev(Intent, 1), ev(Unknown, 1)], Status::Unknown { attempt: 1 }),
+            (vec![ev(Intent, 1), ev(Unknown, 1), ev(Intent, 2)], Status::InFlight { attempt: 2 }),
+            (vec![ev(Intent, 1), ev(Completed, 1)], done.clone()),
+            (vec![ev(Intent, 1), ev(Rejected, 1)], Status::Rejected { code: "insufficient_funds".into() }),
+            (vec![ev(Intent, 1), ev(Unknown, 1), ev(Intent, 2), ev(Completed, 2)], done.clone()),
             // Two overlapping runs: one saw unknown, the other completed: completed wins.
-            (vec![ev(Intent, 1), ev(Intent, 1), ev(Completed, 1), ev(Unknown, 1)], Next::Skip),
+            (vec![ev(Intent, 1), ev(Intent, 1), ev(Completed, 1), ev(Unknown, 1)], done),
         ];
         for (events, want) in cases {
-            assert_eq!(next(&status(&events)), want, "{events:?}");
+            assert_eq!(status(&events), want, "{events:?}");
         }
     }
 
     #[test]
     fn the_live_services_refusals_are_rejected_with_their_own_code_and_their_5xx_stay_unknown() {
         // 4xx refusals of Purple Flea's live services, as the client decodes them.
+        use crate::provider::live::error::refusal;
         for (status, code) in [
             (400, "insufficient_balance"),
             (404, "recipient_not_found"),
@@ -248,7 +205,7 @@ mod tests {
             (404, "counterparty_not_found"),
             (400, "same_agent"),
         ] {
-            let e = ApiError::from_code("POST /stats/pay", status, code, "m".into());
+            let e = refusal("POST /stats/pay", status, code, "m".into());
             let f = classify(&e);
             assert_eq!(
                 (f.event, f.code.as_str(), f.http_status),
@@ -257,18 +214,22 @@ mod tests {
             );
         }
         // Their 5xx: the operation may have run (release_failed after the credit): unknown, code kept.
-        let s = ApiError::Server {
+        let s = ProviderError::Http(HttpError::Server {
             endpoint: "e".into(),
             status: 500,
             message: "release_failed: Contact support.".into(),
             attempts: 1,
-        };
+        });
         assert_eq!((classify(&s).event, classify(&s).code.as_str()), (Event::Unknown, "release_failed"));
-        let plain =
-            ApiError::Server { endpoint: "e".into(), status: 502, message: "<html>bad gateway".into(), attempts: 1 };
+        let plain = ProviderError::Http(HttpError::Server {
+            endpoint: "e".into(),
+            status: 502,
+            message: "<html>bad gateway".into(),
+            attempts: 1,
+        });
         assert_eq!(classify(&plain).code, "internal");
         // A code the client does not know stays an unexpected answer: unknown, never a rejection.
-        let odd = ApiError::from_code("e", 418, "teapot", "m".into());
+        let odd = refusal("e", 418, "teapot", "m".into());
         assert_eq!(classify(&odd).event, Event::Unknown);
     }
 
@@ -276,21 +237,27 @@ mod tests {
     fn a_long_provider_message_in_multi_byte_text_is_clipped_without_a_panic() {
         // 999 ASCII bytes then a 3-byte character: byte 1000 falls inside it.
         let message = format!("{}€€€", "x".repeat(999));
-        let f = classify(&ApiError::InvalidState { message });
+        let f = classify(&SeedError::InvalidState { message }.into());
         assert!(f.message.len() <= 1000 && f.message.ends_with('x'), "{}", f.message.len());
     }
 
     #[test]
     fn final_refusals_are_rejected_and_the_rest_unknown() {
         let m = || "m".to_string();
-        assert_eq!(classify(&ApiError::InsufficientFunds { message: m() }).event, Event::Rejected);
-        assert_eq!(classify(&ApiError::AgentNotFound { message: m() }).code, "agent_not_found");
-        assert_eq!(classify(&ApiError::InvalidState { message: m() }).event, Event::Rejected);
-        assert_eq!(classify(&ApiError::InvalidRequest { message: m() }).http_status, Some(400));
-        assert_eq!(classify(&ApiError::IdempotencyKeyInUse).event, Event::Unknown);
-        let t = ApiError::Transport { endpoint: "e".into(), detail: "d".into(), attempts: 3, connected: true };
+        let seed = |e: SeedError| classify(&e.into());
+        assert_eq!(seed(SeedError::InsufficientFunds { message: m() }).event, Event::Rejected);
+        assert_eq!(seed(SeedError::AgentNotFound { message: m() }).code, "agent_not_found");
+        assert_eq!(seed(SeedError::InvalidState { message: m() }).event, Event::Rejected);
+        assert_eq!(seed(SeedError::InvalidRequest { message: m() }).http_status, Some(400));
+        assert_eq!(seed(SeedError::Http(HttpError::KeyInUse)).event, Event::Unknown);
+        let t = ProviderError::Http(HttpError::Transport {
+            endpoint: "e".into(),
+            detail: "d".into(),
+            attempts: 3,
+            connected: true,
+        });
         assert_eq!((classify(&t).event, classify(&t).code.as_str()), (Event::Unknown, "transport"));
-        let s = ApiError::Server { endpoint: "e".into(), status: 503, message: m(), attempts: 8 };
+        let s = ProviderError::Http(HttpError::Server { endpoint: "e".into(), status: 503, message: m(), attempts: 8 });
         assert_eq!((classify(&s).event, classify(&s).http_status), (Event::Unknown, Some(503)));
     }
 }

@@ -6,12 +6,10 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::operation::{Action, EscrowRef, Fingerprint, OpKind, Operation};
 use crate::money::{MoneyError, Usd};
+use crate::operation::{Action, EscrowRef, Fingerprint, OpKind, Operation};
 
-pub const MAX_ID_LEN: usize = 128;
-pub const MAX_TEXT_LEN: usize = 4096;
-pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+pub use crate::check::{MAX_ID_LEN, MAX_METADATA_BYTES, MAX_TEXT_LEN, check_id, check_text_chars};
 /// A rejected row is stored as JSON, clipped to this many bytes.
 pub const MAX_SOURCE_ROW_BYTES: usize = 4096;
 
@@ -138,31 +136,6 @@ fn clip(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
-}
-
-/// Ids become part of an idempotency key and a URL: ASCII letters, digits and `._:-`, 1..=128 long.
-/// Look-alike letters from other scripts (a Cyrillic `а` in `agent-00а`) are refused, not normalised.
-pub fn check_id(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err("is empty".into());
-    }
-    if value.len() > MAX_ID_LEN {
-        return Err(format!("is {} bytes long, more than {MAX_ID_LEN}", value.len()));
-    }
-    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
-        return Err(format!("contains {c:?} (U+{:04X}); only ASCII letters, digits and . _ : - are allowed", c as u32));
-    }
-    Ok(())
-}
-
-/// Free text (a reason, a description) may hold tab and line breaks, no other control character. It goes
-/// to the provider and comes back in its ledger and escrows, which the sync checks by this same rule
-/// (`sync::check`): a row pfsync paid must never be one its sync refuses.
-pub fn check_text_chars(value: &str) -> Result<(), String> {
-    match value.char_indices().find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
-        Some((at, c)) => Err(format!("contains a control character (U+{:04X}) at byte {at}", c as u32)),
-        None => Ok(()),
-    }
 }
 
 struct RowCtx<'a> {

@@ -10,9 +10,6 @@
 //! - `escrow_completion`: the provider's escrows have a complete step (live: `funded -> completed`, by the
 //!   counterparty's key); its state machine refuses a second complete (409), so a resend cannot do more.
 
-use std::future::Future;
-
-use crate::api::{ApiError, IdempotencyKey};
 use crate::micros::Micros;
 
 /// A faucet claim the provider credited.
@@ -50,37 +47,23 @@ pub struct Completion {
     pub already: bool,
 }
 
-/// The agent-facing actions. A provider whose capabilities do not declare one keeps the default, which
-/// refuses: callers check the capability first and never reach it.
-pub trait AgentActions: super::Provider {
-    /// Claim the faucet for `agent_id`; `key` is the claim's idempotency key (sent where it is honoured).
-    fn claim_faucet(
-        &self,
-        _agent_id: &str,
-        _key: &IdempotencyKey,
-    ) -> impl Future<Output = Result<FaucetAnswer, ApiError>> + Send {
-        async { Err(ApiError::BadSetting("this provider declares no faucet".into())) }
-    }
-
-    /// Mark an escrow's task complete with its counterparty's key.
-    fn mark_complete(&self, _escrow_id: &str) -> impl Future<Output = Result<Completion, ApiError>> + Send {
-        async { Err(ApiError::BadSetting("this provider's escrows have no complete step".into())) }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use crate::api::ApiError;
+    use crate::provider::ProviderError;
+    use crate::provider::live::error::refusal;
     use crate::provider::live::wire::FaucetCredited;
 
     /// The live faucet's refusals are final refusals in its own words (what `claim_faucet` maps to "already
     /// claimed"), and its answer is read exactly, `_info` and all.
     #[test]
     fn the_live_faucets_answers_decode() {
-        let e = ApiError::from_code("POST /faucet/claim", 409, "already_claimed", "claimed before".into());
-        assert!(matches!(e, ApiError::Refused { status: 409, ref code, .. } if code == "already_claimed"), "{e:?}");
-        let e = ApiError::from_code("POST /faucet/claim", 403, "has_deposits", String::new());
-        assert!(matches!(e, ApiError::Refused { ref code, .. } if code == "has_deposits"), "{e:?}");
+        let e = refusal("POST /faucet/claim", 409, "already_claimed", "claimed before".into());
+        assert!(
+            matches!(e, ProviderError::Refused { status: 409, ref code, .. } if code == "already_claimed"),
+            "{e:?}"
+        );
+        let e = refusal("POST /faucet/claim", 403, "has_deposits", String::new());
+        assert!(matches!(e, ProviderError::Refused { ref code, .. } if code == "has_deposits"), "{e:?}");
         let a: FaucetCredited = serde_json::from_str(
             r#"{"credited":1.0,"message":"Free $1","claim_id":"c-1","agent_id":"ag_0123456789ab","referral_tracked":false,"_info":{}}"#,
         )

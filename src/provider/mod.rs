@@ -1,27 +1,36 @@
-//! The payment provider behind one seam. The engine, sync and reconcile ask a provider what it can do
-//! ([`Capabilities`]) and branch on the answers, never on which provider it is.
+//! The payment provider behind one seam. Everything that differs between providers is a method of
+//! [`Provider`] or a [`Capabilities`] answer; the engine, sync, reconcile and the MCP tools ask those and
+//! branch on the answers, never on which provider it is. Each provider is a folder of its own (its
+//! client, wire types and error type); [`registry`] is the one place that knows them by name.
 //!
 //! Two questions decide whether an unknown outcome can ever be resolved without a person:
 //! - does the provider honour idempotency keys (a repeat with the same key replays instead of paying
 //!   again)? Only then may anything, the HTTP client included, repeat a POST whose outcome is unknown;
-//! - can an outcome be looked up by key? Only then may "the provider has no transaction for this key"
-//!   be concluded, and only from a successful answer with zero rows.
+//! - can an outcome be looked up, by key or from the payer's ledger? Only then may "it never ran" be
+//!   concluded, and only from evidence that proves it.
 
 pub mod agent;
+pub mod error;
 pub mod live;
+pub mod records;
+pub mod registry;
+#[cfg(feature = "test-hooks")]
+pub mod scripted;
 pub mod seed;
 
 use std::collections::HashSet;
-use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
-use crate::api::{ApiError, IdempotencyKey};
-use crate::payouts::operation::Operation;
+use crate::http::{IdempotencyKey, Repeat};
+use crate::operation::Operation;
 
-pub use agent::{AgentActions, Completion, FaucetAnswer, FaucetClaim};
-pub use live::LiveProvider;
-pub use seed::SeedProvider;
+pub use agent::{Completion, FaucetAnswer, FaucetClaim};
+pub use error::{ProviderError, Verdict};
+pub use records::{AgentWallet, EscrowRecord, LedgerEntry};
+pub use registry::{ProviderSettings, connect};
 
 /// What a provider declares about itself. Every field defaults to the cautious answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,10 +39,6 @@ pub struct Capabilities {
     pub honours_idempotency_keys: bool,
     /// The transaction an operation made can be found by its idempotency key.
     pub lookup_by_key: bool,
-    /// Wallets, escrows and transactions can be listed (sync and reconcile read them).
-    pub list_endpoints: bool,
-    /// Escrow takes a commission from the amount (the seed's API takes none).
-    pub escrow_fee: bool,
     /// Unknown outcomes can be resolved from the payer's own ledger (entries after the intent that no
     /// logged operation claimed), and from an escrow's state.
     pub ledger_evidence: bool,
@@ -43,12 +48,22 @@ pub struct Capabilities {
     /// Escrows have a complete step, taken with the counterparty's key (`funded -> completed`) before the
     /// creator releases.
     pub escrow_completion: bool,
+    /// The synced wallets table lists every agent a payout may go to, so a payee it does not list is
+    /// refused before anything moves (`--no-agent-check` turns the check off). A provider that answers
+    /// only about the agents whose keys pfsync holds cannot say that: the payee check is then its own
+    /// (an unknown payee is refused by the provider, `recipient_not_found`).
+    pub wallets_list_every_agent: bool,
 }
 
 impl Capabilities {
     /// Can an unknown outcome be resolved without a person at all?
     pub fn can_resolve(&self) -> bool {
         self.lookup_by_key || self.ledger_evidence
+    }
+
+    /// When the HTTP client may repeat a POST: the one rule, derived from the one declaration.
+    pub fn repeat(&self) -> Repeat {
+        if self.honours_idempotency_keys { Repeat::KeyedPosts } else { Repeat::OnlyUnsent }
     }
 }
 
@@ -66,10 +81,18 @@ pub struct LookupContext<'a> {
     pub settle: chrono::Duration,
 }
 
-/// Why an operation is refused before anything moves (into the rejects table).
+/// Why a provider refuses an operation before anything moves (into the rejects table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalCode {
+    /// The operation needs the key of an agent pfsync does not hold.
+    AgentKeyNotHeld,
+    /// An escrow's timeout is outside what the provider takes.
+    InvalidTimeoutHours,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub code: crate::payouts::validate::RejectCode,
+    pub code: RefusalCode,
     pub message: String,
 }
 
@@ -119,20 +142,52 @@ pub enum Lookup {
     Pending { why: String },
 }
 
-/// The engine's view of a payment provider.
+/// A provider that lists its records (the seed's contract): sync reads the pages of what changed since a
+/// time, each row decoded on its own. A listing that cannot be followed (a cursor seen before) ends with
+/// an error instead of its next page.
+pub trait Listings: Send + Sync {
+    fn wallets(&self, query: records::ListQuery) -> PageStream<'_, records::Wallet>;
+    fn escrows(&self, query: records::ListQuery) -> PageStream<'_, records::Escrow>;
+    fn transactions(&self, query: records::ListQuery) -> PageStream<'_, records::Transaction>;
+}
+
+/// The pages of one listing, in order.
+pub type PageStream<'a, T> = BoxStream<'a, Result<records::Page<T>, ProviderError>>;
+
+/// A provider that lists nothing and answers each agent only to its own key (Purple Flea's live
+/// services): what can be read is each held agent's wallet and its newest ledger entries, and escrows by id.
+pub trait HeldAgents: Send + Sync {
+    /// The agents whose keys pfsync holds, the payer first.
+    fn agent_ids(&self) -> Vec<String>;
+    /// The agent that pays out and creates escrows.
+    fn payer_id(&self) -> &str;
+    /// How many entries a ledger read answers at most (its newest): more written between two reads is a gap.
+    fn ledger_window(&self) -> usize;
+    /// Escrows to read besides those the payout log names (there is no list to find them in).
+    fn escrow_ids(&self) -> &[String];
+    fn wallet<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, Result<AgentWallet, ProviderError>>;
+    fn ledger<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, Result<Vec<LedgerEntry>, ProviderError>>;
+    fn escrow<'a>(&'a self, escrow_id: &'a str) -> BoxFuture<'a, Result<EscrowRecord, ProviderError>>;
+}
+
+/// The engine's, sync's and the tools' view of a payment provider.
 pub trait Provider: Send + Sync {
     fn capabilities(&self) -> Capabilities;
 
-    /// Send one operation under its key. Errors are classified by the caller (`state::classify`).
-    fn execute(&self, op: &Operation, key: &IdempotencyKey) -> impl Future<Output = Result<Receipt, ApiError>> + Send;
+    /// Send one operation under its key. What a failure means is [`ProviderError::verdict`].
+    fn execute<'a>(
+        &'a self,
+        op: &'a Operation,
+        key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Receipt, ProviderError>>;
 
     /// Find out whether an operation sent earlier ran, from the provider's own records.
-    fn lookup(
-        &self,
-        op: &Operation,
-        key: &IdempotencyKey,
-        ctx: &LookupContext<'_>,
-    ) -> impl Future<Output = Result<Lookup, ApiError>> + Send;
+    fn lookup<'a>(
+        &'a self,
+        op: &'a Operation,
+        key: &'a IdempotencyKey,
+        ctx: &'a LookupContext<'a>,
+    ) -> BoxFuture<'a, Result<Lookup, ProviderError>>;
 
     /// Escrow actions attempted after their escrow's `auto_release_at` so far (the provider refunds such an
     /// escrow to its creator on its own schedule, so the action may fail or come too late).
@@ -145,4 +200,37 @@ pub trait Provider: Send + Sync {
     fn refuse(&self, _op: &Operation) -> Option<Refusal> {
         None
     }
+
+    /// The seed's list endpoints, where the provider has them.
+    fn listings(&self) -> Option<&dyn Listings> {
+        None
+    }
+
+    /// The held agents' records, where that is all the provider answers.
+    fn held_agents(&self) -> Option<&dyn HeldAgents> {
+        None
+    }
+
+    /// Claim the faucet for `agent_id`; `key` is the claim's idempotency key (sent where it is honoured).
+    /// Only called where [`Capabilities::faucet_once_per_agent`] holds (see [`agent`]).
+    fn claim_faucet<'a>(
+        &'a self,
+        _agent_id: &'a str,
+        _key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<FaucetAnswer, ProviderError>> {
+        Box::pin(async { Err(ProviderError::Setting("this provider declares no faucet".into())) })
+    }
+
+    /// Mark an escrow's task complete with its counterparty's key, where
+    /// [`Capabilities::escrow_completion`] holds.
+    fn mark_complete<'a>(&'a self, _escrow_id: &'a str) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+        Box::pin(async { Err(ProviderError::Setting("this provider's escrows have no complete step".into())) })
+    }
+
+    /// An agent's wallet as the provider answers it now, for an agent-facing read (`None`: the provider
+    /// answers it only to a key pfsync does not hold).
+    fn wallet_now<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, ProviderError>>;
+
+    /// An escrow as the provider answers it now, for an agent-facing read.
+    fn escrow_now<'a>(&'a self, escrow_id: &'a str) -> BoxFuture<'a, Result<serde_json::Value, ProviderError>>;
 }

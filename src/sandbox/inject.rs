@@ -12,7 +12,7 @@ use axum::response::Response;
 use bytes::Bytes;
 
 use super::faults::{Decision, Fault, FaultPlan};
-use crate::api::models::ErrorBody;
+use crate::http::ErrorBody;
 
 /// The identity a request's fate is drawn from: a retry with the same idempotency key is the same identity,
 /// seen once more, so it meets the next fault in that identity's sequence; without a key the body tells

@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use serde_json::Value;
 
 use super::cursor::Cursor;
-use crate::api::models::*;
 use crate::money::Usd;
+use crate::provider::seed::wire::*;
 use crate::rng::SplitMix64;
 
 /// The id of the seeded buyer that funds escrows in the demo and the seed's bounty flow.

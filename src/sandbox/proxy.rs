@@ -102,7 +102,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Bind and serve in the background on the current tokio runtime. The URL is not checked here (see
-    /// `crate::api::check_url`); a query or fragment on it is refused.
+    /// `crate::http::check_url`); a query or fragment on it is refused.
     pub async fn start(cfg: ProxyConfig) -> std::io::Result<Proxy> {
         cfg.faults.validate().map_err(std::io::Error::other)?;
         if cfg.upstream.query().is_some() || cfg.upstream.fragment().is_some() || cfg.upstream.cannot_be_a_base() {
@@ -251,7 +251,8 @@ async fn handle(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
     };
     let path = parts.uri.path();
     let query = parts.uri.query().unwrap_or("");
-    let key = parts.headers.get(crate::api::IDEMPOTENCY_HEADER).and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty());
+    let key =
+        parts.headers.get(crate::http::IDEMPOTENCY_HEADER).and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty());
     let ident = inject::identity(&parts.method, path, query, key, &body);
     let decision = if st.posts_only && parts.method != axum::http::Method::POST {
         crate::sandbox::faults::Decision::default()

@@ -19,8 +19,9 @@ use super::faults::{Fault, FaultPlan};
 use super::idempotency::{Begin, Fingerprint, IdempotencyStore, Stored};
 use super::inject;
 use super::ledger::{ContractError, Ledger, reason_of};
-use crate::api::idempotency::MAX_KEY_LEN;
-use crate::api::models::*;
+use crate::http::ErrorBody;
+use crate::http::idempotency::MAX_KEY_LEN;
+use crate::provider::seed::wire::*;
 use crate::secret::ApiKey;
 
 /// Largest request body accepted.
@@ -156,7 +157,7 @@ pub async fn handle(State(st): State<Arc<SandboxState>>, req: Request) -> Respon
     let Some(route) = route(&parts.method, &path) else {
         return refuse(ContractError::new(404, "invalid_request", format!("no endpoint {} {}", parts.method, path)));
     };
-    let key = match parts.headers.get(crate::api::IDEMPOTENCY_HEADER) {
+    let key = match parts.headers.get(crate::http::IDEMPOTENCY_HEADER) {
         None => None,
         Some(v) => match v.to_str() {
             Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN => Some(k.to_string()),

@@ -1,5 +1,5 @@
 //! The sync of one table: read what changed since the stored position (less an overlap window), write it
-//! in bounded batches, each commit carrying the new position (see `position.rs`).
+//! in bounded batches, each commit carrying the new position (see `tables::position`).
 //!
 //! Writes by mode:
 //! - upsert tables (wallets, escrows): the first load of an empty table is a plain append; after that each
@@ -21,9 +21,11 @@ use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
 
 use super::entity::{Synced, WriteMode};
-use super::{SyncError, SyncOptions, SyncReport, position};
-use crate::api::{Client, ListQuery, RowError, shown_id};
+use super::{SyncError, SyncOptions, SyncReport};
 use crate::progress::Progress;
+use crate::provider::Listings;
+use crate::provider::records::{ListQuery, RowError, shown_id};
+use crate::tables::position;
 use crate::tables::{CommitInfo, Warehouse, open_or_create};
 
 /// Attempts when another writer commits to the same table first.
@@ -31,7 +33,7 @@ const MAX_CONFLICT_RETRIES: u32 = 5;
 
 /// Sync one table, retrying from the new position when a concurrent sync wins a commit race.
 pub async fn sync_table<T: Synced>(
-    client: &Client,
+    listings: &dyn Listings,
     wh: &Warehouse,
     commit: &CommitInfo,
     opts: &SyncOptions,
@@ -41,7 +43,7 @@ pub async fn sync_table<T: Synced>(
     let deadline = tokio::time::Instant::now() + opts.max_duration;
     let mut attempt = 1;
     loop {
-        match sync_once::<T>(client, wh, commit, opts, progress, deadline).await {
+        match sync_once::<T>(listings, wh, commit, opts, progress, deadline).await {
             Err(SyncError::Write { source, .. })
                 if position::is_conflict(&source) && attempt < MAX_CONFLICT_RETRIES =>
             {
@@ -79,7 +81,7 @@ fn keep_newest<T: Synced>(into: &mut HashMap<String, T>, row: T) {
 }
 
 async fn sync_once<T: Synced>(
-    client: &Client,
+    listings: &dyn Listings,
     wh: &Warehouse,
     commit: &CommitInfo,
     opts: &SyncOptions,
@@ -114,7 +116,7 @@ async fn sync_once<T: Synced>(
     let mut seen: Option<HashSet<String>> = (full && !first_load && T::MODE == WriteMode::Upsert).then(HashSet::new);
     let mut warned: HashSet<String> = HashSet::new();
     let query = ListQuery { limit: Some(opts.page_size), since, ..ListQuery::default() };
-    let mut pages = std::pin::pin!(client.pages::<T>(query));
+    let mut pages = T::pages(listings, query);
     // Every way out of this loop but its end returns before the rows still held are written: a provider
     // that repeats a cursor, keeps paging past the caps or outlasts the deadline gets nothing more
     // committed (batches already full were committed with the position they reached, as always).

@@ -1,20 +1,21 @@
-//! Pulling API state into Delta tables: wallets and escrows (current state) and the transaction ledger
-//! (append-only), incrementally, exactly once (see `position.rs`), in bounded batches.
+//! Pulling the provider's state into Delta tables, by what the provider can do: from list endpoints
+//! ([`Listings`]: wallets and escrows as current state, the transactions append-only, incrementally, exactly
+//! once (see `tables::position`), in bounded batches), or from the held agents' own records
+//! ([`HeldAgents`](crate::provider::HeldAgents), `held/`).
 
-pub mod check;
 pub mod engine;
 pub mod entity;
-pub mod live;
+pub mod held;
 pub mod merge;
-pub mod position;
 
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{ApiError, Client, Escrow, Transaction, Wallet};
 use crate::progress::Progress;
+use crate::provider::records::{Escrow, Transaction, Wallet};
+use crate::provider::{Listings, ProviderError};
 use crate::tables::{CommitInfo, TableError, Warehouse};
 
 pub use engine::sync_table;
@@ -23,7 +24,9 @@ pub use entity::{Synced, WriteMode};
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error(transparent)]
     Table(#[from] TableError),
     #[error("writing {table} failed: {source}")]
@@ -52,7 +55,8 @@ impl SyncError {
     pub fn class(&self) -> crate::errors::ErrorClass {
         use crate::errors::ErrorClass;
         match self {
-            SyncError::Api(e) => e.class(),
+            SyncError::Provider(e) => e.class(),
+            SyncError::Ledger(e) => e.class(),
             SyncError::Table(e) => e.class(),
             SyncError::Write { .. } | SyncError::Injected { .. } => ErrorClass::Storage,
             // The provider served more, or slower, than a sync may take: an API failure, retried later.
@@ -159,31 +163,31 @@ impl fmt::Display for SyncReport {
 }
 
 pub async fn sync_wallets(
-    client: &Client,
+    listings: &dyn Listings,
     wh: &Warehouse,
     commit: &CommitInfo,
     opts: &SyncOptions,
     progress: &Progress,
 ) -> Result<SyncReport, SyncError> {
-    sync_table::<Wallet>(client, wh, commit, opts, progress).await
+    sync_table::<Wallet>(listings, wh, commit, opts, progress).await
 }
 
 pub async fn sync_escrows(
-    client: &Client,
+    listings: &dyn Listings,
     wh: &Warehouse,
     commit: &CommitInfo,
     opts: &SyncOptions,
     progress: &Progress,
 ) -> Result<SyncReport, SyncError> {
-    sync_table::<Escrow>(client, wh, commit, opts, progress).await
+    sync_table::<Escrow>(listings, wh, commit, opts, progress).await
 }
 
 pub async fn sync_transactions(
-    client: &Client,
+    listings: &dyn Listings,
     wh: &Warehouse,
     commit: &CommitInfo,
     opts: &SyncOptions,
     progress: &Progress,
 ) -> Result<SyncReport, SyncError> {
-    sync_table::<Transaction>(client, wh, commit, opts, progress).await
+    sync_table::<Transaction>(listings, wh, commit, opts, progress).await
 }

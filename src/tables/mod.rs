@@ -1,7 +1,9 @@
 //! The tables pfsync owns: names and locations, declared schemas, and opening/creating them.
 
+pub mod arrays;
 pub mod ddl;
 pub mod name;
+pub mod position;
 pub mod spec;
 pub mod store;
 #[cfg(feature = "unity")]

@@ -60,7 +60,7 @@ fn catalog(section: &UnitySection) -> Result<UnityCatalog, UnityError> {
     };
     let url = Url::parse(&host).map_err(|e| UnityError::Setup(format!("workspace URL {host:?}: {e}")))?;
     // The same rule as for the Purple Flea API: https, or plain http to loopback only.
-    crate::api::check_url(&url).map_err(|_| UnityError::Insecure(host.clone()))?;
+    crate::http::check_url(&url).map_err(|_| UnityError::Insecure(host.clone()))?;
     let opts = [("workspace_url", host.clone()), ("allow_http_url", (url.scheme() == "http").to_string())];
     builder = builder.try_with_options(opts).map_err(|e| UnityError::Setup(e.to_string()))?;
     builder.build().map_err(|e| UnityError::Setup(e.to_string()))

@@ -1,7 +1,9 @@
 //! Every endpoint of the contract and every error code, against the sandbox over HTTP.
 
-use pfsync::api::*;
+use pfsync::http::{ErrorBody, HttpError, IdempotencyKey};
 use pfsync::money::Usd;
+use pfsync::provider::seed::SeedError;
+use pfsync::provider::seed::wire::*;
 use pfsync::sandbox::ORCHESTRATOR_AGENT;
 use serde_json::json;
 
@@ -60,7 +62,7 @@ async fn escrow_create_release_and_dispute_follow_the_contract() {
     assert_eq!(seller_after.balance_usd.cents() - seller_before.balance_usd.cents(), 5000);
     assert_eq!(seller_after.active_escrow_count, 0);
     let again = c.escrow_release(&e.escrow_id, &release, None).await.unwrap_err();
-    assert!(matches!(again, ApiError::InvalidState { .. }), "{again}");
+    assert!(matches!(again, SeedError::InvalidState { .. }), "{again}");
     assert_eq!(again.code(), Some("invalid_state"));
     assert_eq!(c.escrow(&e.escrow_id).await.unwrap().tx_id.as_deref(), Some(r.tx_id.as_str()));
 
@@ -83,9 +85,9 @@ async fn faucet_pays_once_per_agent() {
     let r = c.faucet_claim("agent-000003", None).await.unwrap().answer;
     assert_eq!(r.amount_usd, usd("10.00"));
     let e = c.faucet_claim("agent-000003", None).await.unwrap_err();
-    assert!(matches!(e, ApiError::InvalidState { .. }), "{e}");
+    assert!(matches!(e, SeedError::InvalidState { .. }), "{e}");
     let e = c.faucet_claim("nobody", None).await.unwrap_err();
-    assert!(matches!(e, ApiError::AgentNotFound { .. }), "{e}");
+    assert!(matches!(e, SeedError::AgentNotFound { .. }), "{e}");
 }
 
 #[tokio::test]
@@ -115,11 +117,11 @@ async fn every_error_code_is_typed() {
 
     // 401: a wrong key changes nothing.
     let mut cfg = crate::common::client_config(&sb);
-    cfg.api_key = pfsync::secret::ApiKey::new("pf_test_wrong", "test").unwrap();
-    let wrong = Client::new(cfg).unwrap();
+    cfg.api_key = Some(pfsync::secret::ApiKey::new("pf_test_wrong", "test").unwrap());
+    let wrong = crate::common::seed_client(cfg);
     let before = sb.stats().executed;
     let e = wrong.payout(&pay("agent-000001", usd("1")), None).await.unwrap_err();
-    assert!(matches!(e, ApiError::Unauthorized), "{e}");
+    assert!(matches!(e, SeedError::Http(HttpError::Unauthorized { .. })), "{e}");
     assert_eq!(sb.stats().executed, before);
 
     // 409 in use and 422 reused are covered in idempotency.rs; 429 and 5xx in resilience.rs.

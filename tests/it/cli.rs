@@ -274,7 +274,7 @@ async fn shards_split_the_payouts_disjointly_and_together_take_all() {
         let opts = PayoutOptions { shard: pfsync::payouts::plan::Shard::new(i, 3), ..PayoutOptions::default() };
         let commit = pfsync::tables::CommitInfo { run_id: format!("shard-{i}"), step: "payouts" };
         let r = run_payouts(
-            &pfsync::provider::SeedProvider::new(c.clone(), true),
+            &pfsync::provider::seed::SeedProvider::new(c.clone(), true),
             &wh,
             &commit,
             &opts,

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use pfsync::api::{Client, ClientConfig, RetryPolicy};
+use pfsync::http::{ClientConfig, Repeat, RetryPolicy};
+use pfsync::provider::seed::SeedClient as Client;
 use pfsync::sandbox::{Sandbox, SandboxConfig, default_key};
 use pfsync::tables::Warehouse;
 
@@ -12,14 +13,19 @@ pub async fn sandbox(agents: usize) -> Sandbox {
 
 /// A client with quick retries, so fault tests finish fast.
 pub fn client(sb: &Sandbox) -> Client {
-    Client::new(client_config(sb)).expect("client")
+    seed_client(client_config(sb))
+}
+
+/// The seed's client with these settings against their base URL (the faucet there too). The sandbox keeps
+/// keys, as the seed's contract declares: keyed POSTs may be repeated.
+pub fn seed_client(cfg: ClientConfig) -> Client {
+    let faucet = cfg.base_url.clone();
+    Client::new(cfg, faucet, Repeat::KeyedPosts).expect("client")
 }
 
 pub fn client_config(sb: &Sandbox) -> ClientConfig {
-    let mut cfg = ClientConfig::new(sb.base_url(), sb.base_url(), default_key());
+    let mut cfg = ClientConfig::new(sb.base_url(), default_key());
     cfg.timeout = Duration::from_secs(5);
-    // The sandbox keeps keys, as the seed's contract declares.
-    cfg.keys_honoured = true;
     cfg.retry = RetryPolicy {
         max_attempts: 6,
         max_elapsed: Duration::from_secs(20),

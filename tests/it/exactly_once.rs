@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use pfsync::api::{Client, RetryPolicy};
+use pfsync::http::{Repeat, RetryPolicy};
 use pfsync::payouts::{PayoutOptions, PayoutReport, run_payouts};
 use pfsync::progress::Progress;
-use pfsync::provider::SeedProvider;
+use pfsync::provider::seed::{SeedClient, SeedProvider};
 use pfsync::sandbox::{Fault, LookupFault, Sandbox, SandboxConfig};
 use pfsync::tables::{CommitInfo, Warehouse};
 
@@ -40,11 +40,11 @@ async fn pay(provider: &SeedProvider, wh: &Warehouse) -> PayoutReport {
 }
 
 /// A client that sends each request once: what is under test is the engine's resolution, not retries.
-fn one_shot(sb: &Sandbox, keys_honoured: bool) -> Client {
+fn one_shot(sb: &Sandbox, keys_honoured: bool) -> SeedClient {
     let mut cfg = client_config(sb);
-    cfg.keys_honoured = keys_honoured;
     cfg.retry = RetryPolicy { max_attempts: 1, ..cfg.retry };
-    Client::new(cfg).expect("client")
+    let repeat = SeedProvider::capabilities_for(keys_honoured).repeat();
+    SeedClient::new(cfg, sb.base_url(), repeat).expect("client")
 }
 
 /// The provider commits every payout and answers 500; it keeps no key past the request (retention 0),
@@ -123,17 +123,13 @@ async fn a_500_after_the_commit_gets_no_second_post_from_a_provider_that_ignores
 
     // The defect, as it was: a client that trusts keys the provider ignores retries the 500 and pays twice.
     sb.faults().inject_next("/wallet/payout", Some(Fault::ErrorAfter), None);
-    let trusting = {
-        let mut c = client_config(&sb);
-        c.keys_honoured = true;
-        Client::new(c).unwrap()
-    };
-    let req = pfsync::api::PayoutRequest {
+    let trusting = SeedClient::new(client_config(&sb), sb.base_url(), Repeat::KeyedPosts).unwrap();
+    let req = pfsync::provider::seed::wire::PayoutRequest {
         agent_id: "agent-000001".into(),
         amount_usd: crate::common::usd("1.00"),
         reason: "defect-demo".into(),
     };
-    let key = pfsync::api::IdempotencyKey::derive("t", "payout", "defect-demo").unwrap();
+    let key = pfsync::http::IdempotencyKey::derive("t", "payout", "defect-demo").unwrap();
     trusting.payout(&req, Some(&key)).await.expect("the retry succeeds");
     assert_eq!(paid_per_reference(&sb)["defect-demo"], 2, "the trusting client paid twice");
 
@@ -144,9 +140,10 @@ async fn a_500_after_the_commit_gets_no_second_post_from_a_provider_that_ignores
     for _ in 0..rows.len() {
         sb.faults().inject_next("/wallet/payout", Some(Fault::ErrorAfter), None);
     }
-    let mut c = client_config(&sb);
-    c.keys_honoured = false; // what `[provider] honours_idempotency_keys = false` sets
-    let provider = SeedProvider::new(Client::new(c).unwrap(), false);
+    // What `[provider] honours_idempotency_keys = false` builds: the client's rule follows the declaration.
+    let c = client_config(&sb);
+    let client = SeedClient::new(c, sb.base_url(), SeedProvider::capabilities_for(false).repeat()).unwrap();
+    let provider = SeedProvider::new(client, false);
     let before = sb.stats().executed;
     let r = pay(&provider, &wh).await;
     assert_eq!((r.completed, r.unknown), (0, 5), "{r}");

@@ -76,7 +76,7 @@ async fn the_labeling_bounty_example_creates_releases_and_disputes_each_once() {
         extra_tables: vec![("label_tasks".into(), tasks), ("label_submissions".into(), submissions)],
         ..PayoutOptions::default()
     };
-    let provider = pfsync::provider::SeedProvider::new(client(&sb), true);
+    let provider = pfsync::provider::seed::SeedProvider::new(client(&sb), true);
     let commit = CommitInfo { run_id: "bounty-1".into(), step: "payouts" };
     let r = run_payouts(&provider, &wh, &commit, &opts, &Progress::hidden()).await.unwrap();
     assert_eq!((r.completed, r.rejected_rows, r.waiting), (5, 0, 0), "{r}");

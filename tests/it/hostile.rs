@@ -283,10 +283,13 @@ async fn a_page_that_does_not_follow_the_contract_is_asked_for_twice_not_eight_t
     let p = Provider::start(|_, _| (200, r#"{"data": "not rows", "next_cursor": null}"#.into(), Duration::ZERO)).await;
     let url = url::Url::parse(&p.url()).unwrap();
     let key = pfsync::secret::ApiKey::new("pf_test_hostile", "test").unwrap();
-    let mut cfg = pfsync::api::ClientConfig::new(url.clone(), url, key);
+    let mut cfg = pfsync::http::ClientConfig::new(url, key);
     cfg.retry.base_delay = Duration::from_millis(5);
-    let c = pfsync::api::Client::new(cfg).unwrap();
-    let e = c.list::<pfsync::api::Wallet>(&pfsync::api::ListQuery::default()).await.unwrap_err();
-    assert!(matches!(e, pfsync::api::ApiError::Decode { status: 200, .. }), "{e}");
+    let c = crate::common::seed_client(cfg);
+    let e = c.list::<pfsync::provider::records::Wallet>(&Default::default()).await.unwrap_err();
+    assert!(
+        matches!(e, pfsync::provider::seed::SeedError::Http(pfsync::http::HttpError::Decode { status: 200, .. })),
+        "{e}"
+    );
     assert_eq!(p.requests(), 2);
 }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use pfsync::api::*;
+use pfsync::http::{ErrorBody, IdempotencyKey, RetryPolicy};
+use pfsync::provider::seed::SeedError;
+use pfsync::provider::seed::wire::*;
 use pfsync::sandbox::{Fault, Sandbox, SandboxConfig};
 
 use crate::common::{client, sandbox, usd};
@@ -69,7 +71,7 @@ async fn the_same_key_with_another_body_is_refused_with_422() {
     let c = client(&sb);
     c.payout(&payout("agent-000001", "1.00"), Some(&key("k-422"))).await.unwrap();
     let e = c.payout(&payout("agent-000001", "2.00"), Some(&key("k-422"))).await.unwrap_err();
-    assert!(matches!(e, ApiError::IdempotencyKeyReused { .. }), "{e}");
+    assert!(matches!(e, SeedError::IdempotencyKeyReused { .. }), "{e}");
     assert!(!e.outcome_unknown());
     assert_eq!(txs_with_key(&sb, "k-422"), 1);
 }
@@ -99,7 +101,7 @@ async fn a_second_request_while_the_first_runs_gets_409_and_the_client_waits_it_
         base_delay: Duration::from_millis(20),
         max_delay: Duration::from_millis(100),
     };
-    let c = Client::new(cfg).unwrap();
+    let c = crate::common::seed_client(cfg);
     let req = payout("agent-000002", "4.00");
     let k = key("k-409-client");
     let (a, b) = tokio::join!(c.payout(&req, Some(&k)), async {

@@ -117,7 +117,7 @@ async fn newest_listed_balance(bed: &LiveBed, key: &str) -> Micros {
     assert_eq!(a.status().as_u16(), 200);
     // As text: the amounts are read exactly (a `Value` would make floats of them).
     let w: Window = serde_json::from_str(&a.text().await.unwrap()).unwrap();
-    pfsync::sync::live::chain::chain_order(&w.entries).last().expect("a listed entry").balance_after
+    pfsync::ledger::chain::chain_order(&w.entries).last().expect("a listed entry").balance_after
 }
 
 /// Text cells of a query, one string per row (first column).

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use pfsync::api::TxKind;
+use pfsync::provider::records::TxKind;
 use pfsync::sandbox::Sandbox;
 use serde_json::{Value, json};
 

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use futures::TryStreamExt;
-use pfsync::api::*;
+use pfsync::provider::records::*;
+use pfsync::provider::seed::wire::PayoutRequest;
 
 use crate::common::{client, sandbox, usd};
 

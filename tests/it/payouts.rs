@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray};
-use pfsync::api::Client;
 use pfsync::payouts::{PayoutOptions, PayoutReport, run_payouts};
 use pfsync::progress::Progress;
+use pfsync::provider::seed::SeedClient as Client;
 use pfsync::sandbox::{Fault, ORCHESTRATOR_AGENT, Sandbox, SandboxConfig};
 use pfsync::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, Warehouse, open_or_create, sql_context};
 
@@ -84,7 +84,7 @@ pub async fn write_actions_by(wh: &Warehouse, buyer: &str, rows: &[ActionRow<'_>
 
 async fn pay(c: &Client, wh: &Warehouse, opts: &PayoutOptions) -> PayoutReport {
     let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
-    run_payouts(&pfsync::provider::SeedProvider::new(c.clone(), true), wh, &commit, opts, &Progress::hidden())
+    run_payouts(&pfsync::provider::seed::SeedProvider::new(c.clone(), true), wh, &commit, opts, &Progress::hidden())
         .await
         .unwrap()
 }
@@ -254,7 +254,7 @@ async fn post_commit_failures_never_cause_a_second_payment() {
     }
     let mut cfg = client_config(&sb);
     cfg.retry.max_attempts = 1;
-    let once = Client::new(cfg).unwrap();
+    let once = crate::common::seed_client(cfg);
     let r = pay(&once, &wh, &PayoutOptions::default()).await;
     assert_eq!(r.unknown, 6, "{r}");
     let r = pay(&client(&sb), &wh, &PayoutOptions::default()).await;

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use pfsync::api::{Client, PayoutRequest};
 use pfsync::payouts::log::{LogEvent, append_events};
 use pfsync::payouts::state::Event;
 use pfsync::payouts::{PayoutOptions, run_payouts};
 use pfsync::progress::Progress;
+use pfsync::provider::seed::SeedClient as Client;
+use pfsync::provider::seed::wire::PayoutRequest;
 use pfsync::reconcile::{ReconcileOptions, ReconcileReport, reconcile, report};
 use pfsync::sandbox::{Sandbox, SandboxConfig, SeedConfig};
 use pfsync::sync::{SyncOptions, sync_escrows, sync_transactions, sync_wallets};
@@ -80,7 +81,7 @@ async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
     .await;
     let opts = PayoutOptions { check_agents: false, ..PayoutOptions::default() };
     let r = run_payouts(
-        &pfsync::provider::SeedProvider::new(c.clone(), true),
+        &pfsync::provider::seed::SeedProvider::new(c.clone(), true),
         &wh,
         &commit("payouts"),
         &opts,
@@ -106,7 +107,7 @@ async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
     let log = open_existing(&wh, &PAYOUT_LOG).await.unwrap().unwrap();
     let ev = |op: &str, event: Event, agent: &str, amount: &str, tx: Option<&str>, hours_ago: i64| LogEvent {
         operation_id: op.into(),
-        kind: pfsync::payouts::operation::OpKind::Payout,
+        kind: pfsync::operation::OpKind::Payout,
         event,
         attempt: 1,
         agent_id: Some(agent.into()),
@@ -248,7 +249,7 @@ async fn reconcile_stops_at_a_finding_row_it_cannot_decode_and_names_it() {
     let wh = warehouse(&dir);
     write_pending(&wh, &[("p-1", "agent-000001", "1.00", "r")]).await;
     run_payouts(
-        &pfsync::provider::SeedProvider::new(c.clone(), true),
+        &pfsync::provider::seed::SeedProvider::new(c.clone(), true),
         &wh,
         &commit("payouts"),
         &PayoutOptions::default(),

@@ -4,7 +4,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use pfsync::api::*;
+use pfsync::http::{HttpError, IdempotencyKey, RetryPolicy};
+use pfsync::provider::records::*;
+use pfsync::provider::seed::SeedError;
+use pfsync::provider::seed::wire::PayoutRequest;
 use pfsync::sandbox::{Fault, FaultConfig, Sandbox, SandboxConfig};
 
 use crate::common::{client, client_config, sandbox, usd};
@@ -47,14 +50,14 @@ async fn retries_stop_at_the_attempt_bound_with_a_typed_error() {
     let sb = Sandbox::start(cfg).await.unwrap();
     let mut ccfg = client_config(&sb);
     ccfg.retry.max_attempts = 3;
-    let c = Client::new(ccfg).unwrap();
+    let c = crate::common::seed_client(ccfg);
     let e = c.list::<Wallet>(&ListQuery::default()).await.unwrap_err();
-    assert!(matches!(e, ApiError::Server { status: 500, attempts: 3, .. }), "{e}");
+    assert!(matches!(e, SeedError::Http(HttpError::Server { status: 500, attempts: 3, .. })), "{e}");
     assert_eq!(sb.stats().requests, 3);
 
     sb.faults().set(FaultConfig { seed: 1, rate_limit_prob: 1.0, retry_after_prob: 0.0, ..FaultConfig::default() });
     let e = c.wallet("agent-000001").await.unwrap_err();
-    assert!(matches!(e, ApiError::RateLimited { attempts: 3, .. }), "{e}");
+    assert!(matches!(e, SeedError::Http(HttpError::RateLimited { attempts: 3, .. })), "{e}");
 }
 
 #[tokio::test]
@@ -69,9 +72,9 @@ async fn max_elapsed_bounds_the_retrying() {
         base_delay: Duration::from_millis(20),
         max_delay: Duration::from_millis(50),
     };
-    let c = Client::new(ccfg).unwrap();
+    let c = crate::common::seed_client(ccfg);
     let e = c.wallet("agent-000001").await.unwrap_err();
-    assert!(matches!(e, ApiError::GaveUp { .. }), "{e}");
+    assert!(matches!(e, SeedError::Http(HttpError::GaveUp { .. })), "{e}");
     assert!(sb.stats().requests < 100);
 }
 
@@ -81,9 +84,9 @@ async fn a_body_over_the_limit_is_refused_not_buffered() {
     let mut ccfg = client_config(&sb);
     ccfg.max_body_bytes = 1024;
     ccfg.retry.max_attempts = 1;
-    let c = Client::new(ccfg).unwrap();
+    let c = crate::common::seed_client(ccfg);
     let e = c.list::<Wallet>(&ListQuery { limit: Some(50), ..ListQuery::default() }).await.unwrap_err();
-    assert!(matches!(e, ApiError::TooLarge { limit: 1024, .. }), "{e}");
+    assert!(matches!(e, SeedError::Http(HttpError::TooLarge { limit: 1024, .. })), "{e}");
 }
 
 #[tokio::test]
@@ -92,12 +95,12 @@ async fn a_closed_port_is_a_connect_failure_with_no_unknown_outcome() {
     let mut ccfg = client_config(&sb);
     sb.shutdown().await;
     ccfg.retry.max_attempts = 2;
-    let c = Client::new(ccfg).unwrap();
+    let c = crate::common::seed_client(ccfg);
     let e = c
         .payout(&PayoutRequest { agent_id: "a".into(), amount_usd: usd("1"), reason: "r".into() }, None)
         .await
         .unwrap_err();
-    assert!(matches!(e, ApiError::Transport { connected: false, .. }), "{e}");
+    assert!(matches!(e, SeedError::Http(HttpError::Transport { connected: false, .. })), "{e}");
     assert!(!e.outcome_unknown());
 }
 
@@ -106,7 +109,7 @@ async fn client_side_rate_and_concurrency_limits_hold() {
     let sb = sandbox(3).await;
     let mut ccfg = client_config(&sb);
     ccfg.rate_limit_rps = Some(20.0);
-    let c = Client::new(ccfg).unwrap();
+    let c = crate::common::seed_client(ccfg);
     let t = Instant::now();
     for _ in 0..6 {
         c.wallet("agent-000001").await.unwrap();
@@ -115,7 +118,7 @@ async fn client_side_rate_and_concurrency_limits_hold() {
 
     let mut ccfg = client_config(&sb);
     ccfg.max_concurrency = 1;
-    let c = Client::new(ccfg).unwrap();
+    let c = crate::common::seed_client(ccfg);
     for _ in 0..4 {
         sb.faults().inject_next("/wallet/agent-000002", None, Some(Duration::from_millis(100)));
     }
@@ -132,7 +135,7 @@ async fn a_full_listing_through_chaos_is_complete_and_correct() {
     let sb = Sandbox::start(cfg).await.unwrap();
     let mut ccfg = client_config(&sb);
     ccfg.retry.max_attempts = 20;
-    let c = Client::new(ccfg).unwrap();
+    let c = crate::common::seed_client(ccfg);
     let pages: Vec<Page<Wallet>> =
         c.pages::<Wallet>(ListQuery { limit: Some(20), ..ListQuery::default() }).try_collect().await.unwrap();
     let mut ids: Vec<String> = pages.into_iter().flat_map(|p| p.rows).map(|r| r.unwrap().agent_id).collect();
@@ -152,7 +155,7 @@ async fn an_unreadable_or_oversized_answer_is_asked_for_at_most_twice() {
     let c = client(&sb);
     assert!(c.config().retry.max_attempts > 2);
     let e = c.list::<Wallet>(&ListQuery::default()).await.unwrap_err();
-    assert!(matches!(e, ApiError::Decode { status: 200, .. }), "{e}");
+    assert!(matches!(e, SeedError::Http(HttpError::Decode { status: 200, .. })), "{e}");
     assert_eq!(sb.stats().requests, 2, "one more try, not {}", c.config().retry.max_attempts);
 
     // A keyed POST at a provider that honours keys: the repeat is a replay of the stored answer, so one
@@ -168,10 +171,10 @@ async fn an_unreadable_or_oversized_answer_is_asked_for_at_most_twice() {
     sb.faults().set(FaultConfig::default());
     let mut ccfg = client_config(&sb);
     ccfg.max_body_bytes = 1024;
-    let c = Client::new(ccfg).unwrap();
+    let c = crate::common::seed_client(ccfg);
     let before = sb.stats().requests;
     let e = c.list::<Wallet>(&ListQuery { limit: Some(50), ..ListQuery::default() }).await.unwrap_err();
-    assert!(matches!(e, ApiError::TooLarge { limit: 1024, .. }), "{e}");
+    assert!(matches!(e, SeedError::Http(HttpError::TooLarge { limit: 1024, .. })), "{e}");
     assert_eq!(sb.stats().requests - before, 2);
 }
 

@@ -121,7 +121,7 @@ async fn create_escrows(sb: &Sandbox, wh: &Warehouse, creates: &[(&str, &str, &s
         creates.iter().map(|(id, seller, amount)| (*id, "create", None, None, *seller, *amount, "bounty")).collect();
     write_actions(wh, &rows).await;
     let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
-    let provider = pfsync::provider::SeedProvider::new(client(sb), true);
+    let provider = pfsync::provider::seed::SeedProvider::new(client(sb), true);
     let r = run_payouts(&provider, wh, &commit, &PayoutOptions::default(), &Progress::hidden()).await.unwrap();
     assert_eq!(r.completed, creates.len() as u64, "{r}");
     let ctx = sql_context(wh).await.unwrap();

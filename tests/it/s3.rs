@@ -76,10 +76,15 @@ async fn every_table_is_written_and_read_back_on_s3() {
     sync_wallets(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
     crate::payouts::write_pending(&wh, &[("s3-1", "agent-000001", "1.00", "r"), ("s3-2", "agent-000002", "2.50", "r")])
         .await;
-    let r =
-        run_payouts(&pfsync::provider::SeedProvider::new(c.clone(), true), &wh, &commit, &PayoutOptions::default(), &p)
-            .await
-            .unwrap();
+    let r = run_payouts(
+        &pfsync::provider::seed::SeedProvider::new(c.clone(), true),
+        &wh,
+        &commit,
+        &PayoutOptions::default(),
+        &p,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.completed, 2, "{r}");
     sync_wallets(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
     sync_escrows(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();

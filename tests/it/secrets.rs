@@ -2,8 +2,8 @@
 
 use std::process::Command;
 
-use pfsync::api::{Client, ClientConfig};
 use pfsync::config::{Overrides, Settings};
+use pfsync::http::ClientConfig;
 use pfsync::secret::ApiKey;
 
 use crate::common::sandbox;
@@ -14,9 +14,9 @@ const SECRET: &str = "pf_live_DO_NOT_PRINT_4f9a1c";
 async fn the_key_is_absent_from_debug_and_error_text() {
     let sb = sandbox(2).await;
     let key = ApiKey::new(SECRET, "test").unwrap();
-    let cfg = ClientConfig::new(sb.base_url(), sb.base_url(), key);
+    let cfg = ClientConfig::new(sb.base_url(), key);
     assert!(!format!("{cfg:?}").contains("DO_NOT_PRINT"));
-    let c = Client::new(cfg).unwrap();
+    let c = crate::common::seed_client(cfg);
     assert!(!format!("{c:?}").contains("DO_NOT_PRINT"));
     let e = c.wallet("agent-000001").await.unwrap_err();
     assert!(!format!("{e} {e:?}").contains("DO_NOT_PRINT"));

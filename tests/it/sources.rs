@@ -35,7 +35,7 @@ fn copy_fixture(name: &str, dest: &Path) {
 
 async fn pay(sb: &Sandbox, wh: &Warehouse, opts: &PayoutOptions) -> Result<PayoutReport, PayoutError> {
     let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
-    let provider = pfsync::provider::SeedProvider::new(client(sb), true);
+    let provider = pfsync::provider::seed::SeedProvider::new(client(sb), true);
     run_payouts(&provider, wh, &commit, opts, &Progress::hidden()).await
 }
 

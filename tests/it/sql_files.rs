@@ -298,12 +298,12 @@ async fn every_auditor_query_runs_against_tables_the_job_wrote() {
     let p = Progress::hidden();
     let run = CommitInfo { run_id: "audit-run".into(), step: "payouts" };
     sync_wallets(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
-    run_payouts(&pfsync::provider::SeedProvider::new(c.clone(), true), &wh, &run, &PayoutOptions::default(), &p)
+    run_payouts(&pfsync::provider::seed::SeedProvider::new(c.clone(), true), &wh, &run, &PayoutOptions::default(), &p)
         .await
         .unwrap();
     // A keyless repeat of a-1: an open finding for the auditor queries to show.
     c.payout(
-        &pfsync::api::PayoutRequest {
+        &pfsync::provider::seed::wire::PayoutRequest {
             agent_id: "agent-000001".into(),
             amount_usd: crate::common::usd("1.00"),
             reason: "r".into(),
@@ -413,12 +413,12 @@ async fn every_reconcile_query_is_compiled_in_and_runs_against_tables_the_job_wr
         .await;
     let p = Progress::hidden();
     let run = CommitInfo { run_id: "reconcile-sql".into(), step: "payouts" };
-    run_payouts(&pfsync::provider::SeedProvider::new(c.clone(), true), &wh, &run, &PayoutOptions::default(), &p)
+    run_payouts(&pfsync::provider::seed::SeedProvider::new(c.clone(), true), &wh, &run, &PayoutOptions::default(), &p)
         .await
         .unwrap();
     // A keyless repeat of r-1, so the finding queries have a row to return.
     c.payout(
-        &pfsync::api::PayoutRequest {
+        &pfsync::provider::seed::wire::PayoutRequest {
             agent_id: "agent-000001".into(),
             amount_usd: crate::common::usd("1.00"),
             reason: "r".into(),

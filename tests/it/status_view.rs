@@ -94,7 +94,7 @@ fn log_event(n: usize, kind: &'static str, step: &Step, seq: i64) -> LogEvent {
     let escrow = format!("esc-{n}-{}", step.answer % 2);
     LogEvent {
         operation_id: format!("op-{n}"),
-        kind: pfsync::payouts::operation::OpKind::parse(kind).expect("a kind the log knows"),
+        kind: pfsync::operation::OpKind::parse(kind).expect("a kind the log knows"),
         event: step.event,
         attempt: step.attempt,
         agent_id: Some(format!("agent-{n:06}")),

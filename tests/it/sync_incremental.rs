@@ -7,8 +7,8 @@ use std::time::Duration;
 use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use futures::TryStreamExt;
-use pfsync::api::Client;
 use pfsync::progress::Progress;
+use pfsync::provider::seed::SeedClient as Client;
 use pfsync::sandbox::{Sandbox, SandboxConfig};
 use pfsync::sync::{SyncError, SyncOptions, SyncReport, sync_escrows, sync_transactions, sync_wallets};
 use pfsync::tables::{CommitInfo, ESCROWS, TRANSACTIONS, WALLETS, Warehouse, open_existing, sql_context};
@@ -309,7 +309,8 @@ async fn schema_drift_fails_only_the_bad_rows_and_names_field_and_id() {
     keys.sort();
     assert_eq!(keys, vec!["ok-1", "ok-2"]);
     // The errors name the field and the row.
-    let page: pfsync::api::Page<pfsync::api::Wallet> = c.list(&Default::default()).await.unwrap();
+    let page: pfsync::provider::records::Page<pfsync::provider::records::Wallet> =
+        c.list(&Default::default()).await.unwrap();
     let errors: Vec<String> = page.rows.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
     assert!(errors.iter().any(|e| e.contains("bad-missing") && e.contains("balance_usd")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("bad-type") && e.contains("active_escrow_count")), "{errors:?}");
@@ -326,7 +327,7 @@ async fn escrows_table_follows_escrow_state() {
     let funded: Vec<String> = sb
         .ledger()
         .escrows()
-        .filter(|e| e.status == pfsync::api::EscrowStatus::Funded)
+        .filter(|e| e.status == pfsync::provider::records::EscrowStatus::Funded)
         .map(|e| e.escrow_id.clone())
         .collect();
     assert!(!funded.is_empty());
@@ -347,7 +348,8 @@ mod drift {
 
     use axum::extract::State;
     use axum::routing::get;
-    use pfsync::api::{Client, ClientConfig};
+    use pfsync::http::ClientConfig;
+    use pfsync::provider::seed::SeedClient as Client;
     use serde_json::{Value, json};
 
     pub fn wallet(id: &str, balance: &str) -> Value {
@@ -389,7 +391,7 @@ mod drift {
         }
 
         pub fn client(&self) -> Client {
-            Client::new(ClientConfig::new(self.url.clone(), self.url.clone(), pfsync::sandbox::default_key())).unwrap()
+            crate::common::seed_client(ClientConfig::new(self.url.clone(), pfsync::sandbox::default_key()))
         }
     }
 }

@@ -10,8 +10,8 @@
 
 use std::collections::HashSet;
 
-use super::wire::LedgerEntry;
 use crate::micros::Micros;
+use crate::provider::records::LedgerEntry;
 use crate::provider::{Evidence, Lookup, LookupContext};
 
 /// How many entries `GET /auth/ledger` answers at most.

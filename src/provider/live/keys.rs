@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 
 use url::Url;
 
+use super::error::LiveError;
 use super::wire::Balance;
-use crate::api::{ApiError, Client, ClientConfig};
+use crate::http::{Client, ClientConfig, Repeat};
 use crate::secret::ApiKey;
 
 /// One held key: the agent it acts as, and a client per service.
@@ -25,31 +26,32 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Ask the casino whose each key is. A key it refuses stops the run (401), before anything moves.
+    /// Ask the casino whose each key is. A key it refuses stops the run (401, naming where the key came
+    /// from), before anything moves. `repeat` is the live services' rule (no POST is ever repeated after
+    /// an ambiguous failure: none of them reads an idempotency key).
     pub async fn connect(
         template: &ClientConfig,
         casino: &Url,
         escrow: &Url,
         payer: ApiKey,
-        others: Vec<ApiKey>,
-    ) -> Result<KeyRing, ApiError> {
+        others: Vec<(ApiKey, String)>,
+        repeat: Repeat,
+    ) -> Result<KeyRing, LiveError> {
         let mut agents = BTreeMap::new();
         let mut payer_id = None;
-        for (i, key) in std::iter::once(payer).chain(others).enumerate() {
+        let payer = (payer, template.key_origin.clone());
+        for (i, (key, origin)) in std::iter::once(payer).chain(others).enumerate() {
             let client = |base: &Url| {
-                let mut c = template.clone();
-                c.base_url = base.clone();
-                c.faucet_url = base.clone();
-                c.api_key = key.clone();
-                // No live service reads Idempotency-Key: a POST is never repeated after an ambiguous failure.
-                c.keys_honoured = false;
-                Client::new(c)
+                let mut c = template.at(base.clone());
+                c.api_key = Some(key.clone());
+                c.key_origin = origin.clone();
+                Client::new(c, repeat)
             };
             let casino_client = client(casino)?;
-            let balance: Balance = casino_client.get_json(&["auth", "balance"]).await?;
+            let balance: Balance = casino_client.get_json(&["auth", "balance"]).await.map_err(LiveError::from_http)?;
             let id = balance.agent_id;
             if agents.contains_key(&id) {
-                return Err(ApiError::BadSetting(format!(
+                return Err(LiveError::Setting(format!(
                     "two of the configured keys belong to agent {id}; give each agent's key once"
                 )));
             }
@@ -58,7 +60,7 @@ impl KeyRing {
             }
             agents.insert(id.clone(), Agent { agent_id: id, casino: casino_client, escrow: client(escrow)? });
         }
-        let payer = payer_id.ok_or_else(|| ApiError::BadSetting("no payer key".into()))?;
+        let payer = payer_id.ok_or_else(|| LiveError::Setting("no payer key".into()))?;
         Ok(KeyRing { payer, agents })
     }
 

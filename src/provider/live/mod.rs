@@ -9,23 +9,31 @@
 //! - releases and disputes are guarded by the escrow's state machine (a second release answers 409), so
 //!   their outcome is read from the escrow's state.
 
+pub mod error;
 pub mod evidence;
 pub mod keys;
+pub mod settings;
 pub mod wire;
 
-use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+
+pub use self::error::LiveError;
 use self::evidence::{absent, candidates, describe, from_secs, judge_payment};
 use self::keys::{Agent, KeyRing};
+pub use self::settings::{FIELDS, LiveSettings, check};
 use self::wire::*;
+use super::records::{AgentWallet, EscrowRecord, LedgerEntry};
+use super::registry::Common;
 use super::{
-    AgentActions, Capabilities, Completion, Evidence, FaucetAnswer, FaucetClaim, Lookup, LookupContext, Provider,
-    Receipt, Refusal,
+    Capabilities, Completion, Evidence, FaucetAnswer, FaucetClaim, HeldAgents, Lookup, LookupContext, Provider,
+    ProviderError, Receipt, Refusal, RefusalCode,
 };
-use crate::api::{ApiError, Client, IdempotencyKey};
+use crate::http::{Client, ClientConfig, HttpError, IdempotencyKey};
 use crate::micros::Micros;
-use crate::payouts::operation::{Action, EscrowRef, Operation};
-use crate::payouts::validate::RejectCode;
+use crate::operation::{Action, EscrowRef, Operation};
 
 /// Default public endpoints.
 pub const DEFAULT_CASINO_URL: &str = "https://casino.purpleflea.com/api/v1";
@@ -47,12 +55,58 @@ impl Default for LiveOptions {
     }
 }
 
+/// What Purple Flea's live services are, declared once: no idempotency keys (nothing is repeated after an
+/// ambiguous failure, and no lookup by key), outcomes resolved from the payer's ledger and the escrows'
+/// state, a faucet that credits each agent once, escrows with a complete step, and a wallets table that
+/// lists only the held agents.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    honours_idempotency_keys: false,
+    lookup_by_key: false,
+    ledger_evidence: true,
+    // The faucet service refuses a second claim per agent (409 already_claimed).
+    faucet_once_per_agent: true,
+    escrow_completion: true,
+    wallets_list_every_agent: false,
+};
+
+/// Connect: every held key is checked with the casino (whose agent it is) before any step runs, so a
+/// wrong or missing key stops the run before anything is touched.
+pub async fn connect(section: &toml::Table, common: &Common) -> Result<Arc<dyn Provider>, ProviderError> {
+    let live = LiveSettings::resolve(section).map_err(ProviderError::Setting)?;
+    let payer = common.client.api_key.clone().ok_or_else(|| ProviderError::Setting("no payer key".into()))?;
+    let ring = KeyRing::connect(
+        &common.client,
+        &live.casino_url,
+        &live.escrow_url,
+        payer,
+        live.agent_keys.clone(),
+        CAPABILITIES.repeat(),
+    )
+    .await?;
+    tracing::info!(payer = %ring.payer().agent_id, agents = ring.agents().count(), "live provider: keys checked with the casino");
+    let provider = LiveProvider::new(ring, live.options.clone())
+        .with_faucet(faucet_client(&common.client, &live)?)
+        .with_escrow_ids(live.escrow_ids.clone());
+    Ok(Arc::new(provider))
+}
+
+/// The live faucet's client. The faucet takes no key, so it is never sent one of pfsync's; and it is tried
+/// once: its refusals (409 already claimed, 429 once per IP and day) do not pass by waiting a few seconds.
+fn faucet_client(template: &ClientConfig, live: &LiveSettings) -> Result<Client, ProviderError> {
+    let mut c = template.at(live.faucet_url.clone());
+    c.api_key = None;
+    c.retry.max_attempts = 1;
+    Ok(Client::new(c, CAPABILITIES.repeat())?)
+}
+
 pub struct LiveProvider {
     ring: KeyRing,
     opts: LiveOptions,
     late: std::sync::atomic::AtomicU64,
     /// The faucet service (`POST /faucet/claim`), when one is configured.
     faucet: Option<Client>,
+    /// `[provider] escrow_ids`: escrows to sync besides those the payout log names.
+    escrow_ids: Vec<String>,
 }
 
 /// The tag in an escrow's description that names the operation that created it.
@@ -60,13 +114,18 @@ pub fn description_tag(operation_id: &str) -> String {
     format!("[pfsync:{operation_id}]")
 }
 
-fn refused(code: &str, message: String) -> ApiError {
-    ApiError::Refused { status: 403, code: code.to_string(), message }
+fn refused(code: &str, message: String) -> LiveError {
+    LiveError::Refused { status: 403, code: code.to_string(), message }
 }
 
 impl LiveProvider {
     pub fn new(ring: KeyRing, opts: LiveOptions) -> LiveProvider {
-        LiveProvider { ring, opts, late: Default::default(), faucet: None }
+        LiveProvider { ring, opts, late: Default::default(), faucet: None, escrow_ids: Vec::new() }
+    }
+
+    pub fn with_escrow_ids(mut self, ids: Vec<String>) -> LiveProvider {
+        self.escrow_ids = ids;
+        self
     }
 
     /// With the faucet service at this client's base URL. The faucet takes no key: the client is built with
@@ -92,33 +151,40 @@ impl LiveProvider {
         }
     }
 
-    fn held(&self, agent_id: &str, role: &str) -> Result<&Agent, ApiError> {
+    fn held(&self, agent_id: &str, role: &str) -> Result<&Agent, LiveError> {
         self.ring.get(agent_id).ok_or_else(|| {
-            refused(
-                RejectCode::AgentKeyNotHeld.as_str(),
-                format!("pfsync holds no key of agent {agent_id}, the escrow's {role}"),
-            )
+            refused("agent_key_not_held", format!("pfsync holds no key of agent {agent_id}, the escrow's {role}"))
         })
     }
 
-    pub async fn escrow(&self, id: &str) -> Result<LiveEscrow, ApiError> {
-        self.ring.payer().escrow.get_json(&["escrow", id]).await
+    /// `GET /escrow/{id}` (no key needed; sent with the payer's).
+    pub async fn escrow(&self, id: &str) -> Result<EscrowRecord, LiveError> {
+        self.ring.payer().escrow.get_json(&["escrow", id]).await.map_err(LiveError::from_http)
     }
 
     /// `GET /auth/balance` with the agent's own key (the casino answers no other); `None` when pfsync holds
     /// no key of that agent.
-    pub async fn balance_of(&self, agent_id: &str) -> Result<Option<Balance>, ApiError> {
+    pub async fn balance_of(&self, agent_id: &str) -> Result<Option<Balance>, LiveError> {
         match self.ring.get(agent_id) {
-            Some(a) => Ok(Some(a.casino.get_json(&["auth", "balance"]).await?)),
+            Some(a) => Ok(Some(a.casino.get_json(&["auth", "balance"]).await.map_err(LiveError::from_http)?)),
             None => Ok(None),
         }
     }
 
-    pub async fn ledger(&self, agent: &Agent) -> Result<Vec<LedgerEntry>, ApiError> {
-        Ok(agent.casino.get_json::<Ledger>(&["auth", "ledger"]).await?.entries)
+    async fn ledger_of(&self, agent: &Agent) -> Result<Vec<LedgerEntry>, LiveError> {
+        Ok(agent.casino.get_json::<Ledger>(&["auth", "ledger"]).await.map_err(LiveError::from_http)?.entries)
     }
 
-    async fn release(&self, id: &str) -> Result<Receipt, ApiError> {
+    /// A POST with the agent's key; the services' refusals read as such.
+    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        client: &Client,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T, LiveError> {
+        client.post_json(segments, body).await.map_err(LiveError::from_http)
+    }
+
+    async fn release(&self, id: &str) -> Result<Receipt, LiveError> {
         let esc = self.escrow(id).await?;
         let creator = self.held(&esc.creator_id, "creator")?;
         self.warn_if_late(&esc, "release");
@@ -128,17 +194,18 @@ impl LiveProvider {
         {
             // Marking it complete moves no money and the release does not need it: a failed or unanswered
             // complete is only a warning.
-            if let Err(e) = cp.escrow.post_json::<_, Ack>(&["escrow", "complete", id], &serde_json::json!({})).await {
+            if let Err(e) = Self::post::<_, Ack>(&cp.escrow, &["escrow", "complete", id], &serde_json::json!({})).await
+            {
                 tracing::warn!(escrow = %id, error = %e, "the counterparty's complete failed; releasing all the same");
             }
         }
-        creator.escrow.post_json::<_, Ack>(&["escrow", "release", id], &serde_json::json!({})).await?;
+        Self::post::<_, Ack>(&creator.escrow, &["escrow", "release", id], &serde_json::json!({})).await?;
         Ok(Receipt { tx_id: Some(format!("{id}_release")), escrow_id: Some(id.to_string()), replayed: false })
     }
 
     /// Warn and count an action on an escrow past its `auto_release_at`: the service's timeout job (every
     /// 5 minutes) refunds such an escrow to its creator, less the commission, whatever pfsync asks.
-    fn warn_if_late(&self, esc: &LiveEscrow, action: &str) {
+    fn warn_if_late(&self, esc: &EscrowRecord, action: &str) {
         if past(&esc.auto_release_at) {
             self.late.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(escrow = %esc.escrow_id, status = %esc.status, auto_release_at = %esc.auto_release_at,
@@ -146,7 +213,7 @@ impl LiveProvider {
         }
     }
 
-    async fn dispute(&self, id: &str, reason: &str) -> Result<Receipt, ApiError> {
+    async fn dispute(&self, id: &str, reason: &str) -> Result<Receipt, LiveError> {
         let esc = self.escrow(id).await?;
         // Either party may dispute: the creator's key if held, else the counterparty's.
         let party = match self.ring.get(&esc.creator_id) {
@@ -154,7 +221,7 @@ impl LiveProvider {
             None => self.held(&esc.counterparty_id, "counterparty (nor its creator)")?,
         };
         self.warn_if_late(&esc, "dispute");
-        party.escrow.post_json::<_, Ack>(&["escrow", "dispute", id], &DisputeRequest { reason }).await?;
+        Self::post::<_, Ack>(&party.escrow, &["escrow", "dispute", id], &DisputeRequest { reason }).await?;
         Ok(Receipt { tx_id: None, escrow_id: Some(id.to_string()), replayed: false })
     }
 
@@ -167,12 +234,12 @@ impl LiveProvider {
         seller: &str,
         amount: Micros,
         ctx: &LookupContext<'_>,
-    ) -> Result<Lookup, ApiError> {
+    ) -> Result<Lookup, LiveError> {
         let creator = self.held(buyer, "creator")?;
         let Some(from) = from_secs(ctx, self.opts.clock_skew_secs) else {
             return Ok(Lookup::Inconclusive { why: "the log has no time for the intent".into() });
         };
-        let entries = self.ledger(creator).await?;
+        let entries = self.ledger_of(creator).await?;
         let found = candidates(
             &entries,
             from,
@@ -204,15 +271,18 @@ impl LiveProvider {
     }
 }
 
-impl AgentActions for LiveProvider {
+impl LiveProvider {
     /// `POST /faucet/claim {agent_casino_id}`: credits $1 once per agent, and answers 409 `already_claimed`
     /// to any later claim (registration already claims it for most agents).
-    async fn claim_faucet(&self, agent_id: &str, _key: &IdempotencyKey) -> Result<FaucetAnswer, ApiError> {
+    async fn claim(&self, agent_id: &str) -> Result<FaucetAnswer, LiveError> {
         let faucet =
-            self.faucet.as_ref().ok_or_else(|| ApiError::BadSetting("no faucet service is configured".into()))?;
-        match faucet
-            .post_json::<_, FaucetCredited>(&["faucet", "claim"], &FaucetClaimRequest { agent_casino_id: agent_id })
-            .await
+            self.faucet.as_ref().ok_or_else(|| LiveError::Setting("no faucet service is configured".into()))?;
+        match Self::post::<_, FaucetCredited>(
+            faucet,
+            &["faucet", "claim"],
+            &FaucetClaimRequest { agent_casino_id: agent_id },
+        )
+        .await
         {
             Ok(a) => Ok(FaucetAnswer::Credited(FaucetClaim {
                 agent_id: a.agent_id,
@@ -220,7 +290,7 @@ impl AgentActions for LiveProvider {
                 claim_id: a.claim_id,
                 replayed: false,
             })),
-            Err(ApiError::Refused { code, message, .. }) if code == "already_claimed" => {
+            Err(LiveError::Refused { code, message, .. }) if code == "already_claimed" => {
                 Ok(FaucetAnswer::AlreadyClaimed { message })
             }
             Err(e) => Err(e),
@@ -229,10 +299,10 @@ impl AgentActions for LiveProvider {
 
     /// `POST /escrow/complete/{id}` with the counterparty's key. The state machine takes it from `funded`
     /// only and answers a second one 409: after any failure the escrow's own state says what happened.
-    async fn mark_complete(&self, id: &str) -> Result<Completion, ApiError> {
+    async fn complete(&self, id: &str) -> Result<Completion, LiveError> {
         let esc = self.escrow(id).await?;
         let cp = self.held(&esc.counterparty_id, "counterparty (only the counterparty may mark it complete)")?;
-        let done = |esc: LiveEscrow, already: bool| Completion {
+        let done = |esc: EscrowRecord, already: bool| Completion {
             escrow_id: esc.escrow_id,
             status: esc.status,
             counterparty_id: esc.counterparty_id,
@@ -250,17 +320,17 @@ impl AgentActions for LiveProvider {
             };
         }
         self.warn_if_late(&esc, "complete");
-        let sent = cp.escrow.post_json::<_, Ack>(&["escrow", "complete", id], &serde_json::json!({})).await;
+        let sent = Self::post::<_, Ack>(&cp.escrow, &["escrow", "complete", id], &serde_json::json!({})).await;
         // Whatever the answer (a lost one, a 409 after a race), the escrow's state is the outcome.
         let after = self.escrow(id).await?;
         match sent {
             _ if after.completed_at.is_some() => Ok(done(after, false)),
             Err(e) => Err(e),
-            Ok(_) => Err(ApiError::Unexpected {
+            Ok(_) => Err(LiveError::Http(HttpError::Unexpected {
                 endpoint: format!("POST /escrow/complete/{id}"),
                 status: 200,
                 detail: format!("answered success but the escrow is {} with no completed_at", after.status),
-            }),
+            })),
         }
     }
 }
@@ -270,47 +340,30 @@ fn past(iso: &str) -> bool {
     DateTime::parse_from_rfc3339(iso).is_ok_and(|t| t.with_timezone(&Utc) < Utc::now())
 }
 
-impl Provider for LiveProvider {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            honours_idempotency_keys: false,
-            lookup_by_key: false,
-            list_endpoints: false,
-            escrow_fee: true,
-            ledger_evidence: true,
-            // The faucet service refuses a second claim per agent (409 already_claimed).
-            faucet_once_per_agent: true,
-            escrow_completion: true,
-        }
-    }
-
-    fn past_auto_release(&self) -> u64 {
-        self.late.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn refuse(&self, op: &Operation) -> Option<Refusal> {
+impl LiveProvider {
+    fn refusal(&self, op: &Operation) -> Option<Refusal> {
         match &op.action {
             Action::EscrowCreate { buyer, .. } if !self.ring.holds(buyer) => Some(Refusal {
-                code: RejectCode::AgentKeyNotHeld,
+                code: RefusalCode::AgentKeyNotHeld,
                 message: format!(
                     "the escrow's buyer {buyer} creates and funds it, and pfsync holds no key of that agent \
                      (held: the payer and the agent keys in [provider])"
                 ),
             }),
             Action::EscrowCreate { .. } => {
-                self.timeout_hours(op).err().map(|message| Refusal { code: RejectCode::InvalidTimeoutHours, message })
+                self.timeout_hours(op).err().map(|message| Refusal { code: RefusalCode::InvalidTimeoutHours, message })
             }
             _ => None,
         }
     }
 
-    async fn execute(&self, op: &Operation, _key: &IdempotencyKey) -> Result<Receipt, ApiError> {
+    async fn send(&self, op: &Operation) -> Result<Receipt, LiveError> {
         let unbound =
-            || ApiError::BadSetting(format!("operation {} was sent before its create's escrow was known", op.id));
+            || LiveError::Setting(format!("operation {} was sent before its create's escrow was known", op.id));
         match &op.action {
             Action::Payout { agent, amount } => {
                 let req = PayRequest { to_agent_id: agent, amount: Micros::from_usd(*amount).to_json_number() };
-                let a: PayAnswer = self.ring.payer().casino.post_json(&["stats", "pay"], &req).await?;
+                let a: PayAnswer = Self::post(&self.ring.payer().casino, &["stats", "pay"], &req).await?;
                 Ok(Receipt { tx_id: Some(a.tx_id), ..Receipt::default() })
             }
             Action::EscrowCreate { buyer, seller, amount, description, .. } => {
@@ -323,7 +376,7 @@ impl Provider for LiveProvider {
                     counterparty_agent_id: seller,
                     timeout_hours: hours,
                 };
-                let e: EscrowCreated = creator.escrow.post_json(&["escrow", "create"], &req).await?;
+                let e: EscrowCreated = Self::post(&creator.escrow, &["escrow", "create"], &req).await?;
                 Ok(Receipt {
                     tx_id: Some(format!("{}_debit", e.escrow_id)),
                     escrow_id: Some(e.escrow_id),
@@ -337,10 +390,10 @@ impl Provider for LiveProvider {
         }
     }
 
-    async fn lookup(&self, op: &Operation, _key: &IdempotencyKey, ctx: &LookupContext<'_>) -> Result<Lookup, ApiError> {
+    async fn look_up(&self, op: &Operation, ctx: &LookupContext<'_>) -> Result<Lookup, LiveError> {
         match &op.action {
             Action::Payout { amount, .. } => {
-                let entries = self.ledger(self.ring.payer()).await?;
+                let entries = self.ledger_of(self.ring.payer()).await?;
                 Ok(judge_payment(&entries, Micros::from_usd(*amount), ctx, self.opts.clock_skew_secs))
             }
             Action::EscrowCreate { buyer, seller, amount, .. } => {
@@ -377,5 +430,128 @@ impl Provider for LiveProvider {
                 Ok(Lookup::Inconclusive { why: "the create's escrow is not known yet".into() })
             }
         }
+    }
+}
+
+impl Provider for LiveProvider {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    fn past_auto_release(&self) -> u64 {
+        self.late.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn refuse(&self, op: &Operation) -> Option<Refusal> {
+        self.refusal(op)
+    }
+
+    fn execute<'a>(
+        &'a self,
+        op: &'a Operation,
+        _key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Receipt, ProviderError>> {
+        Box::pin(async move { Ok(self.send(op).await?) })
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        op: &'a Operation,
+        _key: &'a IdempotencyKey,
+        ctx: &'a LookupContext<'a>,
+    ) -> BoxFuture<'a, Result<Lookup, ProviderError>> {
+        Box::pin(async move { Ok(self.look_up(op, ctx).await?) })
+    }
+
+    fn held_agents(&self) -> Option<&dyn HeldAgents> {
+        Some(self)
+    }
+
+    /// `POST /faucet/claim {agent_casino_id}`: the faucet takes no idempotency key.
+    fn claim_faucet<'a>(
+        &'a self,
+        agent_id: &'a str,
+        _key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<FaucetAnswer, ProviderError>> {
+        Box::pin(async move { Ok(self.claim(agent_id).await?) })
+    }
+
+    fn mark_complete<'a>(&'a self, escrow_id: &'a str) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+        Box::pin(async move { Ok(self.complete(escrow_id).await?) })
+    }
+
+    /// The casino answers a balance only to the agent's own key: `None` for an agent pfsync holds none of.
+    fn wallet_now<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, ProviderError>> {
+        Box::pin(async move {
+            let Some(b) = self.balance_of(agent_id).await? else { return Ok(None) };
+            let lifetime = b.lifetime.unwrap_or_default();
+            let usd = |m: Option<Micros>| m.map(|m| m.to_string());
+            Ok(Some(serde_json::json!({
+                "agent_id": b.agent_id,
+                "balance_usd": b.balance_usd.to_string(),
+                "total_deposited_usd": usd(lifetime.total_deposited),
+                "total_withdrawn_usd": usd(lifetime.total_withdrawn),
+            })))
+        })
+    }
+
+    fn escrow_now<'a>(&'a self, escrow_id: &'a str) -> BoxFuture<'a, Result<serde_json::Value, ProviderError>> {
+        Box::pin(async move {
+            let e = self.escrow(escrow_id).await?;
+            Ok(serde_json::json!({
+                "escrow_id": e.escrow_id, "status": e.status, "amount_usd": e.amount_usd.to_string(),
+                "commission_usd": e.commission_usd.to_string(), "net_to_counterparty": e.net_to_counterparty.to_string(),
+                "description": e.description, "buyer_agent_id": e.creator_id, "seller_agent_id": e.counterparty_id,
+                "created_at": e.created_at, "auto_release_at": e.auto_release_at, "completed_at": e.completed_at,
+                "released_at": e.released_at, "disputed_at": e.disputed_at
+            }))
+        })
+    }
+}
+
+impl HeldAgents for LiveProvider {
+    fn agent_ids(&self) -> Vec<String> {
+        self.ring.agents().map(|a| a.agent_id.clone()).collect()
+    }
+
+    fn payer_id(&self) -> &str {
+        &self.ring.payer().agent_id
+    }
+
+    fn ledger_window(&self) -> usize {
+        evidence::LEDGER_WINDOW
+    }
+
+    fn escrow_ids(&self) -> &[String] {
+        &self.escrow_ids
+    }
+
+    /// `GET /auth/balance` and `GET /auth/referral/code`, with the agent's own key.
+    fn wallet<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, Result<AgentWallet, ProviderError>> {
+        Box::pin(async move {
+            let agent = self.held(agent_id, "wallet owner")?;
+            let balance: Balance = agent.casino.get_json(&["auth", "balance"]).await.map_err(LiveError::from_http)?;
+            let code: ReferralCode =
+                agent.casino.get_json(&["auth", "referral", "code"]).await.map_err(LiveError::from_http)?;
+            let lifetime = balance.lifetime.unwrap_or_default();
+            Ok(AgentWallet {
+                agent_id: balance.agent_id,
+                balance: balance.balance_usd,
+                referral_code: Some(code.referral_code),
+                total_deposited: lifetime.total_deposited,
+                total_withdrawn: lifetime.total_withdrawn,
+            })
+        })
+    }
+
+    fn ledger<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, Result<Vec<LedgerEntry>, ProviderError>> {
+        Box::pin(async move {
+            let agent = self.held(agent_id, "ledger owner")?;
+            Ok(self.ledger_of(agent).await?)
+        })
+    }
+
+    fn escrow<'a>(&'a self, escrow_id: &'a str) -> BoxFuture<'a, Result<EscrowRecord, ProviderError>> {
+        Box::pin(async move { Ok(LiveProvider::escrow(self, escrow_id).await?) })
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::micros::Micros;
+pub use crate::provider::records::{EscrowRecord, LedgerEntry};
 
 /// `GET /auth/balance`.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,39 +36,6 @@ pub struct Ledger {
     pub entries: Vec<LedgerEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LedgerEntry {
-    pub id: String,
-    pub agent_id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub amount: Micros,
-    pub balance_after: Micros,
-    pub reason: String,
-    #[serde(default)]
-    pub reference: Option<String>,
-    #[serde(default)]
-    pub service: Option<String>,
-    /// Unix seconds.
-    pub created_at: i64,
-}
-
-impl LedgerEntry {
-    pub fn is_debit(&self) -> bool {
-        self.kind == "debit"
-    }
-
-    /// The balance before this entry, from the one after it.
-    pub fn balance_before(&self) -> Option<Micros> {
-        if self.is_debit() {
-            self.balance_after.checked_add(self.amount)
-        } else {
-            self.balance_after.checked_sub(self.amount)
-        }
-    }
-}
-
 /// `POST /stats/pay`.
 #[derive(Debug, Serialize)]
 pub struct PayRequest<'a> {
@@ -92,28 +60,6 @@ pub struct EscrowCreateRequest<'a> {
 #[derive(Debug, Clone, Deserialize)]
 pub struct EscrowCreated {
     pub escrow_id: String,
-}
-
-/// `GET /escrow/{id}` (no auth needed).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct LiveEscrow {
-    pub escrow_id: String,
-    pub status: String,
-    pub amount_usd: Micros,
-    pub commission_usd: Micros,
-    pub net_to_counterparty: Micros,
-    pub description: String,
-    pub creator_id: String,
-    pub counterparty_id: String,
-    pub timeout_hours: i64,
-    pub created_at: String,
-    pub auto_release_at: String,
-    #[serde(default)]
-    pub completed_at: Option<String>,
-    #[serde(default)]
-    pub released_at: Option<String>,
-    #[serde(default)]
-    pub disputed_at: Option<String>,
 }
 
 /// `POST /escrow/dispute/{id}`.

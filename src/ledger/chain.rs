@@ -1,14 +1,13 @@
 //! An agent's ledger as a chain: every balance change at the casino writes one entry with the balance after
 //! it, so each entry's balance before (`balance_after` less its own movement) is the previous entry's
-//! `balance_after`. `GET /auth/ledger` orders entries only by whole second, so the chain is what orders
+//! `balance_after`. The provider orders entries only by whole second (`GET /auth/ledger`), so the chain is what orders
 //! entries of one second, and a chain that breaks between two reads is a gap. Pure functions, tested
 //! without a network.
 
 use std::collections::HashSet;
 
 use crate::micros::Micros;
-use crate::provider::live::evidence::LEDGER_WINDOW;
-use crate::provider::live::wire::LedgerEntry;
+use crate::provider::LedgerEntry;
 
 /// The newest entry of an agent that the entries table holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +94,8 @@ fn order_second(mut rest: Vec<LedgerEntry>, prev: Option<Micros>) -> Vec<LedgerE
 /// does), numbered on from the stored newest, and every gap: between that and the oldest new one, and
 /// between new ones (the window's 50 are the newest by whole second only: where it cuts through a second it
 /// may hold some of that second's entries and not others, so it can have holes of its own).
-pub fn plan(window: &[LedgerEntry], stored: Option<&Stored>, known: &HashSet<String>) -> Plan {
+/// `limit` is how many entries a read answers at most (the provider's window).
+pub fn plan(window: &[LedgerEntry], limit: usize, stored: Option<&Stored>, known: &HashSet<String>) -> Plan {
     let ordered = chain_order(window);
     let held = ordered.iter().filter(|e| known.contains(&e.id)).count() as u64;
     let first_seq = stored.map_or(1, |s| s.seq + 1);
@@ -107,13 +107,13 @@ pub fn plan(window: &[LedgerEntry], stored: Option<&Stored>, known: &HashSet<Str
         .collect();
     let mut gaps: Vec<Gap> = Vec::new();
     if let (Some(s), Some((oldest, _))) = (stored, new.first()) {
-        gaps.extend(gap(window, s, oldest));
+        gaps.extend(gap(window, limit, s, oldest));
     }
     for pair in new.windows(2) {
         let (prev, next) = (&pair[0].0, &pair[1].0);
         let s = Stored { entry_id: prev.id.clone(), balance_after: prev.balance_after, seq: pair[0].1 };
         if next.balance_before() != Some(prev.balance_after) {
-            gaps.extend(gap(&[], &s, next));
+            gaps.extend(gap(&[], limit, &s, next));
         }
     }
     Plan { new, known: held, gaps }
@@ -121,7 +121,7 @@ pub fn plan(window: &[LedgerEntry], stored: Option<&Stored>, known: &HashSet<Str
 
 /// The gap between the stored entry `s` and `oldest`, the next one read. `window` is the window `oldest`
 /// came from, to tell whether `s` scrolled out of it (empty: `s` is from the same window).
-fn gap(window: &[LedgerEntry], s: &Stored, oldest: &LedgerEntry) -> Option<Gap> {
+fn gap(window: &[LedgerEntry], limit: usize, s: &Stored, oldest: &LedgerEntry) -> Option<Gap> {
     let before = oldest.balance_before().unwrap_or(oldest.balance_after);
     let make = |kind, detail| Gap {
         kind,
@@ -132,13 +132,13 @@ fn gap(window: &[LedgerEntry], s: &Stored, oldest: &LedgerEntry) -> Option<Gap> 
         detail,
     };
     let still_listed = window.iter().any(|e| e.id == s.entry_id);
-    if !window.is_empty() && !still_listed && window.len() >= LEDGER_WINDOW {
+    if !window.is_empty() && !still_listed && window.len() >= limit {
         return Some(make(
             GapKind::WindowFull,
             format!(
-                "the newest stored entry {} is no longer among the last {LEDGER_WINDOW} entries the provider lists: \
-                 more than {LEDGER_WINDOW} entries were written since the last sync and some of them cannot be read \
-                 (the oldest; or, when more than {LEDGER_WINDOW} fall in one second, the newest of that second, \
+                "the newest stored entry {} is no longer among the last {limit} entries the provider lists: \
+                 more than {limit} entries were written since the last sync and some of them cannot be read \
+                 (the oldest; or, when more than {limit} fall in one second, the newest of that second, \
                  which the provider lists after the earlier ones) (balance after the stored entry {}, before the \
                  oldest entry read {}); sync more often",
                 s.entry_id, s.balance_after, before
@@ -161,6 +161,9 @@ fn gap(window: &[LedgerEntry], s: &Stored, oldest: &LedgerEntry) -> Option<Gap> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The live casino's window.
+    const LEDGER_WINDOW: usize = 50;
 
     fn m(s: &str) -> Micros {
         Micros::parse(s).unwrap()
@@ -200,12 +203,12 @@ mod tests {
     fn new_entries_are_numbered_on_and_a_continuing_chain_is_no_gap() {
         let w = vec![entry("b", "debit", "1", "8", 101), entry("a", "debit", "1", "9", 100)];
         let stored = Stored { entry_id: "a".into(), balance_after: m("9"), seq: 7 };
-        let p = plan(&w, Some(&stored), &HashSet::from(["a".to_string()]));
+        let p = plan(&w, LEDGER_WINDOW, Some(&stored), &HashSet::from(["a".to_string()]));
         assert_eq!(p.known, 1);
         assert_eq!(p.new.iter().map(|(e, s)| (e.id.as_str(), *s)).collect::<Vec<_>>(), [("b", 8)]);
         assert!(p.gaps.is_empty());
         // The first sync of an agent: everything, from 1, no gap to find.
-        let p = plan(&w, None, &HashSet::new());
+        let p = plan(&w, LEDGER_WINDOW, None, &HashSet::new());
         assert_eq!(p.new.iter().map(|(e, s)| (e.id.as_str(), *s)).collect::<Vec<_>>(), [("a", 1), ("b", 2)]);
         assert!(p.gaps.is_empty());
     }
@@ -216,7 +219,7 @@ mod tests {
             .map(|i| entry(&format!("e{i}"), "debit", "0.01", &format!("{}", 5.0 - 0.01 * (i + 1) as f64), 200 + i))
             .collect();
         let stored = Stored { entry_id: "old".into(), balance_after: m("5.50"), seq: 3 };
-        let p = plan(&full, Some(&stored), &HashSet::new());
+        let p = plan(&full, LEDGER_WINDOW, Some(&stored), &HashSet::new());
         assert_eq!(p.gaps.len(), 1, "{:?}", p.gaps);
         let g = &p.gaps[0];
         assert_eq!((g.kind, g.after_entry_id.as_str(), g.before_entry_id.as_str()), (GapKind::WindowFull, "old", "e0"));
@@ -225,14 +228,14 @@ mod tests {
         assert_eq!(p.new[0].1, 4);
         // A short window whose oldest new entry does not start where the stored one ended.
         let w = vec![entry("x", "debit", "1", "3", 300)];
-        let p = plan(&w, Some(&stored), &HashSet::new());
+        let p = plan(&w, LEDGER_WINDOW, Some(&stored), &HashSet::new());
         assert_eq!(p.gaps.iter().map(|g| g.kind).collect::<Vec<_>>(), [GapKind::ChainBreak]);
         // No new entries: nothing to compare, no gap.
-        let p = plan(&w, Some(&stored), &HashSet::from(["x".to_string()]));
+        let p = plan(&w, LEDGER_WINDOW, Some(&stored), &HashSet::from(["x".to_string()]));
         assert_eq!((p.gaps.len(), p.new.len(), p.known), (0, 0, 1));
         // A hole inside the window (it cut through a second and kept some of its entries, not others).
         let holed = vec![entry("p", "debit", "1", "4", 400), entry("r", "debit", "1", "2", 400)];
-        let p = plan(&holed, None, &HashSet::new());
+        let p = plan(&holed, LEDGER_WINDOW, None, &HashSet::new());
         let g: Vec<(&str, &str)> =
             p.gaps.iter().map(|g| (g.after_entry_id.as_str(), g.before_entry_id.as_str())).collect();
         assert_eq!(g, [("p", "r")]);

@@ -1,90 +1,15 @@
-//! Request and response bodies of the contract (`shared/api/purpleflea-api.md`), shared by the client and
-//! the sandbox so the two cannot disagree on a field name.
+//! Request and response bodies of the seed's contract (`shared/api/purpleflea-api.md`), shared by the
+//! client and the sandbox so the two cannot disagree on a field name. The records it lists are
+//! `provider::records` (the synced tables' shapes).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::money::Usd;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Wallet {
-    pub agent_id: String,
-    pub wallet_address: Option<String>,
-    pub balance_usd: Usd,
-    pub active_escrow_count: i32,
-    pub total_earned_usd: Usd,
-    pub referral_code: Option<String>,
-    pub registered_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EscrowStatus {
-    Funded,
-    Released,
-    Refunded,
-}
-
-impl EscrowStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EscrowStatus::Funded => "funded",
-            EscrowStatus::Released => "released",
-            EscrowStatus::Refunded => "refunded",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Escrow {
-    pub escrow_id: String,
-    pub buyer_agent_id: String,
-    pub seller_agent_id: String,
-    pub amount_usd: Usd,
-    pub description: String,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-    pub status: EscrowStatus,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub tx_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TxKind {
-    Payout,
-    EscrowLock,
-    EscrowRelease,
-    EscrowRefund,
-    Faucet,
-}
-
-impl TxKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TxKind::Payout => "payout",
-            TxKind::EscrowLock => "escrow_lock",
-            TxKind::EscrowRelease => "escrow_release",
-            TxKind::EscrowRefund => "escrow_refund",
-            TxKind::Faucet => "faucet",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Transaction {
-    pub tx_id: String,
-    pub kind: TxKind,
-    pub agent_id: String,
-    pub counterparty_agent_id: Option<String>,
-    pub amount_usd: Usd,
-    pub idempotency_key: Option<String>,
-    pub reference: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
+pub use crate::provider::records::{
+    Escrow, EscrowStatus, ListQuery, Page, RowError, Transaction, TxKind, Wallet, shown_id,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayoutRequest {
@@ -140,49 +65,11 @@ pub struct FaucetClaimResponse {
     pub amount_usd: Usd,
 }
 
-/// Every non-2xx body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-    #[serde(default)]
-    pub message: String,
-}
-
 /// A list page as it comes off the wire: rows stay raw so that one bad row fails alone, not the page.
 #[derive(Debug, Deserialize)]
 pub struct RawPage {
     pub data: Vec<Box<serde_json::value::RawValue>>,
     pub next_cursor: Option<String>,
-}
-
-/// A page whose rows were decoded one by one.
-#[derive(Debug)]
-pub struct Page<T> {
-    pub rows: Vec<Result<T, RowError>>,
-    pub next_cursor: Option<String>,
-    /// Fields the first row carried that the contract does not define (ignored, reported for logging).
-    pub unknown_fields: Vec<String>,
-}
-
-/// A row the API sent that does not fit the contract: which row (when its id could be read) and why,
-/// naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{entity} {id}: {reason}")]
-pub struct RowError {
-    pub entity: &'static str,
-    pub id: String,
-    pub reason: String,
-}
-
-/// Query of the three list endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListQuery {
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-    /// `updated_since` for wallets and escrows, `since` for transactions.
-    pub since: Option<DateTime<Utc>>,
-    /// Transactions only.
-    pub idempotency_key: Option<String>,
 }
 
 /// What a list endpoint lists; fixes the path, the entity's id field, its `since` parameter name and the
@@ -279,16 +166,6 @@ pub fn decode_rows<T: Listed>(page: RawPage) -> Page<T> {
     Page { rows, next_cursor: page.next_cursor, unknown_fields: unknown }
 }
 
-/// A row's id as it may appear in a message or a log line: clipped to 128 characters and escaped, so an
-/// id from the API cannot break a line or hide a NUL (`agent-2\0\n../../x` is shown as typed here).
-pub fn shown_id(id: &str) -> String {
-    let mut s: String = id.chars().take(128).flat_map(char::escape_debug).collect();
-    if id.chars().nth(128).is_some() {
-        s.push_str("...");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +224,32 @@ mod tests {
             let page = decode_rows::<Wallet>(raw);
             proptest::prop_assert_eq!(page.rows.len(), 1);
         }
+    }
+
+    #[test]
+    fn field_lists_match_the_models() {
+        // Every declared field deserialises: a row with exactly these fields (and nulls) is accepted.
+        fn covers<T: Listed>(sample: &str) {
+            let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(sample).unwrap();
+            let mut keys: Vec<&str> = v.keys().map(String::as_str).collect();
+            keys.sort();
+            let mut fields = <T as Listed>::FIELDS.to_vec();
+            fields.sort();
+            assert_eq!(keys, fields);
+            serde_json::from_str::<T>(sample).unwrap();
+        }
+        covers::<Wallet>(
+            r#"{"agent_id":"a","wallet_address":null,"balance_usd":1,"active_escrow_count":0,"total_earned_usd":1,
+            "referral_code":null,"registered_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}"#,
+        );
+        covers::<Transaction>(
+            r#"{"tx_id":"t","kind":"payout","agent_id":"a","counterparty_agent_id":null,"amount_usd":1,
+            "idempotency_key":null,"reference":null,"created_at":"2026-01-01T00:00:00Z"}"#,
+        );
+        covers::<Escrow>(
+            r#"{"escrow_id":"e","buyer_agent_id":"a","seller_agent_id":"b","amount_usd":1,"description":"d",
+            "metadata":null,"status":"funded","created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","tx_id":null}"#,
+        );
     }
 
     #[test]

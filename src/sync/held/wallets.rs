@@ -1,5 +1,6 @@
-//! `purpleflea.agents.wallets` on the live provider: one row per held key, from `GET /auth/balance` and
-//! `GET /auth/referral/code`. The seed's columns stay as they are; what the casino does not have is NULL:
+//! `purpleflea.agents.wallets` from a provider that answers only about held agents: one row per held key
+//! (Purple Flea's live casino: `GET /auth/balance` and `GET /auth/referral/code`). The seed's columns stay
+//! as they are; what the casino does not have is NULL:
 //! `wallet_address` (the casino keeps a balance, not an on-chain wallet; deposit addresses are per chain),
 //! `active_escrow_count` (the escrow service lists nothing, so pfsync cannot count an agent's escrows),
 //! `total_earned_usd` (the casino's lifetime figures are deposits, wagers and winnings, not earnings),
@@ -11,48 +12,45 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, Float64Array, Int32Array, RecordBatch, TimestampMicrosecondArray};
 use chrono::Utc;
 
-use super::texts;
-use crate::provider::LiveProvider;
-use crate::provider::live::wire::{Balance, ReferralCode};
+use crate::check;
+use crate::provider::{AgentWallet, HeldAgents};
 use crate::sync::merge::upsert_changed;
-use crate::sync::{SyncError, SyncReport, check};
+use crate::sync::{SyncError, SyncReport};
+use crate::tables::arrays::texts;
 use crate::tables::{CommitInfo, WALLETS, Warehouse, open_or_create};
 
-pub async fn sync_live_wallets(
-    provider: &LiveProvider,
+pub async fn sync_held_wallets(
+    held: &dyn HeldAgents,
     wh: &Warehouse,
     commit: &CommitInfo,
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
     let synced_at = Utc::now();
     let mut report = SyncReport { table: WALLETS.name, full: true, ..SyncReport::default() };
-    let mut rows: Vec<(String, Balance, String)> = Vec::new();
-    for agent in provider.keys().agents() {
-        let balance: Balance = agent.casino.get_json(&["auth", "balance"]).await?;
-        let code: ReferralCode = agent.casino.get_json(&["auth", "referral", "code"]).await?;
+    let mut rows: Vec<AgentWallet> = Vec::new();
+    for agent in held.agent_ids() {
+        let wallet = held.wallet(&agent).await?;
         report.rows_read += 1;
         report.pages += 1;
-        let checked = check::id("agent_id", &balance.agent_id)
-            .and_then(|()| check::short_text("referral_code", Some(&code.referral_code)));
+        let checked = check::id("agent_id", &wallet.agent_id)
+            .and_then(|()| check::short_text("referral_code", wallet.referral_code.as_deref()));
         if let Err(reason) = checked {
             report.failed += 1;
-            tracing::warn!(agent = %agent.agent_id, %reason, "wallet skipped");
+            tracing::warn!(agent = %agent, %reason, "wallet skipped");
             continue;
         }
-        rows.push((balance.agent_id.clone(), balance, code.referral_code));
+        rows.push(wallet);
     }
     let n = rows.len();
     let nulls = || Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>; n]).with_timezone("UTC")) as ArrayRef;
     let columns: Vec<ArrayRef> = vec![
-        texts(rows.iter().map(|r| Some(r.0.as_str()))),
+        texts(rows.iter().map(|r| Some(r.agent_id.as_str()))),
         texts(rows.iter().map(|_| None)),
         // The seed's DOUBLE column: a display conversion of the exact amount; nothing computes in it.
-        Arc::new(
-            rows.iter().map(|r| Some(r.1.balance_usd.to_f64_lossy_for_display_column())).collect::<Float64Array>(),
-        ),
+        Arc::new(rows.iter().map(|r| Some(r.balance.to_f64_lossy_for_display_column())).collect::<Float64Array>()),
         Arc::new(Int32Array::from(vec![None::<i32>; n])),
         Arc::new(Float64Array::from(vec![None::<f64>; n])),
-        texts(rows.iter().map(|r| Some(r.2.as_str()))),
+        texts(rows.iter().map(|r| r.referral_code.as_deref())),
         nulls(),
         Arc::new(TimestampMicrosecondArray::from(vec![Some(synced_at.timestamp_micros()); n]).with_timezone("UTC")),
     ];

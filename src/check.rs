@@ -1,14 +1,42 @@
-//! What a synced row may hold, checked before it is written. The API is not trusted more than a pending
-//! payouts table: an id from the API meets the id rule payouts use (`payouts::validate::check_id`: ASCII
-//! letters, digits and `._:-`, 1..=128 long), text fields are capped, and control characters are refused
-//! (free text keeps tab and line breaks). A row that breaks a rule fails alone, like a row that does not
-//! decode: its id (escaped) and the reason are logged, the rest are written, the position stops moving.
-//! Messages never echo the value: it can be megabytes long or built to break a log line.
+//! What a value from outside may hold, one rule for every door: a pending payouts row, a synced row, a
+//! tool's argument. An id meets one rule (ASCII letters, digits and `._:-`, 1..=128 long), text fields are
+//! capped, and control characters are refused (free text keeps tab and line breaks). A synced row that
+//! breaks a rule fails alone, like a row that does not decode: its id (escaped) and the reason are logged,
+//! the rest are written, the position stops moving. Messages never echo the value: it can be megabytes
+//! long or built to break a log line.
 
 use serde_json::Value;
 
-use crate::api::IdempotencyKey;
-pub use crate::payouts::validate::{MAX_METADATA_BYTES, MAX_TEXT_LEN, check_id, check_text_chars};
+use crate::http::IdempotencyKey;
+
+pub const MAX_ID_LEN: usize = 128;
+pub const MAX_TEXT_LEN: usize = 4096;
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// Ids become part of an idempotency key and a URL: ASCII letters, digits and `._:-`, 1..=128 long.
+/// Look-alike letters from other scripts (a Cyrillic `а` in `agent-00а`) are refused, not normalised.
+pub fn check_id(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("is empty".into());
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(format!("is {} bytes long, more than {MAX_ID_LEN}", value.len()));
+    }
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
+        return Err(format!("contains {c:?} (U+{:04X}); only ASCII letters, digits and . _ : - are allowed", c as u32));
+    }
+    Ok(())
+}
+
+/// Free text (a reason, a description) may hold tab and line breaks, no other control character. It goes
+/// to the provider and comes back in its ledger and escrows, which the sync checks by this same rule
+/// (`sync::check`): a row pfsync paid must never be one its sync refuses.
+pub fn check_text_chars(value: &str) -> Result<(), String> {
+    match value.char_indices().find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        Some((at, c)) => Err(format!("contains a control character (U+{:04X}) at byte {at}", c as u32)),
+        None => Ok(()),
+    }
+}
 
 /// Longest short field (a wallet address, a referral code). Real ones are under 100 bytes.
 pub const MAX_SHORT_TEXT: usize = 256;

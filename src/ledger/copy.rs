@@ -1,7 +1,8 @@
-//! Each held key's ledger into `purpleflea.ledger.entries`, append-only and deduplicated by entry id. The
-//! casino answers only an agent's last 50 entries, so a sync finds what it can no longer read: the gaps
-//! (`chain.rs`) go to `purpleflea.ledger.gaps` first (reconcile reports each as `ledger_gap`), then the
-//! entries, in one commit that carries the sync's app transaction so two syncs at once cannot both append.
+//! Each held agent's ledger into `purpleflea.ledger.entries`, append-only and deduplicated by entry id. The
+//! provider answers only an agent's newest entries (its window), so a copy finds what it can no longer
+//! read: the gaps (`chain.rs`) go to `purpleflea.ledger.gaps` first (reconcile reports each as
+//! `ledger_gap`), then the entries, in one commit that carries the copy's app transaction so two copies at
+//! once cannot both append.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,38 +16,38 @@ use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
 
 use super::chain::{Gap, Stored, plan};
-use super::{instants, micros, texts};
+use super::{LedgerCopy, LedgerError};
+use crate::check;
 use crate::micros::{MICROS_SCALE, Micros};
-use crate::provider::LiveProvider;
-use crate::provider::live::wire::LedgerEntry;
-use crate::sync::{SyncError, SyncReport, check, position};
-use crate::tables::{CommitInfo, LEDGER_ENTRIES, LEDGER_GAPS, Warehouse, open_or_create};
+use crate::provider::{HeldAgents, LedgerEntry};
+use crate::tables::arrays::{instants, micros, texts};
+use crate::tables::{CommitInfo, LEDGER_ENTRIES, LEDGER_GAPS, Warehouse, open_or_create, position};
 
 const MAX_CONFLICT_RETRIES: u32 = 5;
 
-fn query_err(e: datafusion::error::DataFusionError) -> SyncError {
-    SyncError::write(LEDGER_ENTRIES.name, e.into())
+fn query_err(e: datafusion::error::DataFusionError) -> LedgerError {
+    LedgerError::write(LEDGER_ENTRIES.name, e.into())
 }
 
-fn bad(what: &str) -> SyncError {
-    SyncError::Arrow(arrow::error::ArrowError::SchemaError(format!("ledger entries: {what}")))
+fn bad(what: &str) -> LedgerError {
+    LedgerError::Row { table: LEDGER_ENTRIES.name, detail: what.to_string() }
 }
 
-async fn query(table: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>, SyncError> {
+async fn query(table: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>, LedgerError> {
     let ctx = SessionContext::new();
-    table.update_datafusion_session(&ctx.state()).map_err(|e| SyncError::write(LEDGER_ENTRIES.name, e))?;
+    table.update_datafusion_session(&ctx.state()).map_err(|e| LedgerError::write(LEDGER_ENTRIES.name, e))?;
     ctx.register_table("target", table.table_provider().await.map_err(query_err)?).map_err(query_err)?;
     ctx.sql(sql).await.map_err(query_err)?.collect().await.map_err(query_err)
 }
 
-fn text_column(b: &RecordBatch, i: usize) -> Result<Vec<String>, SyncError> {
+fn text_column(b: &RecordBatch, i: usize) -> Result<Vec<String>, LedgerError> {
     let c = arrow::compute::cast(b.column(i), &DataType::Utf8)?;
     let s = c.as_string_opt::<i32>().ok_or_else(|| bad("not text"))?;
     Ok((0..s.len()).map(|r| s.value(r).to_string()).collect())
 }
 
 /// The newest stored entry of each agent (highest `ledger_seq`).
-async fn stored_newest(table: &DeltaTable) -> Result<HashMap<String, Stored>, SyncError> {
+async fn stored_newest(table: &DeltaTable) -> Result<HashMap<String, Stored>, LedgerError> {
     let sql = "SELECT agent_id, entry_id, balance_after_usd, ledger_seq FROM (SELECT agent_id, entry_id, \
                balance_after_usd, ledger_seq, row_number() OVER (PARTITION BY agent_id ORDER BY ledger_seq DESC) \
                AS rn FROM target) WHERE rn = 1";
@@ -65,7 +66,7 @@ async fn stored_newest(table: &DeltaTable) -> Result<HashMap<String, Stored>, Sy
 }
 
 /// Entry ids the table holds from `since` on (partition-pruned by `created_date`).
-async fn stored_ids(table: &DeltaTable, since: DateTime<Utc>) -> Result<HashSet<String>, SyncError> {
+async fn stored_ids(table: &DeltaTable, since: DateTime<Utc>) -> Result<HashSet<String>, LedgerError> {
     let sql = format!("SELECT entry_id FROM target WHERE created_date >= DATE '{}'", since.format("%Y-%m-%d"));
     let mut out = HashSet::new();
     for b in query(table, &sql).await? {
@@ -74,27 +75,27 @@ async fn stored_ids(table: &DeltaTable, since: DateTime<Utc>) -> Result<HashSet<
     Ok(out)
 }
 
-fn when(secs: i64) -> Result<DateTime<Utc>, SyncError> {
+fn when(secs: i64) -> Result<DateTime<Utc>, LedgerError> {
     Utc.timestamp_opt(secs, 0).single().ok_or_else(|| bad(&format!("createdAt {secs} is not a time")))
 }
 
-/// Read every held key's window (each entry checked), then append what is new.
-pub async fn sync_live_ledgers(
-    provider: &LiveProvider,
+/// Read every held agent's window (each entry checked), then append what is new.
+pub async fn copy_ledgers(
+    held: &dyn HeldAgents,
     wh: &Warehouse,
     commit: &CommitInfo,
-) -> Result<SyncReport, SyncError> {
+) -> Result<LedgerCopy, LedgerError> {
     let started = Instant::now();
-    let mut report = SyncReport { table: LEDGER_ENTRIES.name, ..SyncReport::default() };
+    let mut report = LedgerCopy::default();
     let mut windows: Vec<(String, Vec<LedgerEntry>)> = Vec::new();
-    for agent in provider.keys().agents() {
-        let entries = provider.ledger(agent).await?;
-        report.pages += 1;
-        report.rows_read += entries.len() as u64;
+    for agent in held.agent_ids() {
+        let entries = held.ledger(&agent).await?;
+        report.windows += 1;
+        report.entries_read += entries.len() as u64;
         let mut ok = Vec::with_capacity(entries.len());
         for e in entries {
             let checked = check::id("entry_id", &e.id)
-                .and_then(|()| (e.agent_id == agent.agent_id).then_some(()).ok_or("another agent's entry".into()))
+                .and_then(|()| (e.agent_id == agent).then_some(()).ok_or("another agent's entry".into()))
                 .and_then(|()| check::short_text("type", Some(&e.kind)))
                 .and_then(|()| check::text("reason", Some(&e.reason)))
                 .and_then(|()| check::short_text("reference", e.reference.as_deref()));
@@ -102,21 +103,20 @@ pub async fn sync_live_ledgers(
                 Ok(()) => ok.push(e),
                 Err(reason) => {
                     report.failed += 1;
-                    tracing::warn!(agent = %agent.agent_id, entry = %e.id, %reason, "ledger entry skipped");
+                    tracing::warn!(agent = %agent, entry = %e.id, %reason, "ledger entry skipped");
                 }
             }
         }
-        windows.push((agent.agent_id.clone(), ok));
+        windows.push((agent, ok));
     }
+    let limit = held.ledger_window();
     let mut attempt = 1;
     loop {
-        match append(&windows, wh, commit, &mut report).await {
-            Err(SyncError::Write { source, .. })
-                if position::is_conflict(&source) && attempt < MAX_CONFLICT_RETRIES =>
-            {
-                tracing::warn!(table = LEDGER_ENTRIES.name, attempt, "another sync appended first; planning again");
+        match append(&windows, limit, wh, commit, &mut report).await {
+            Err(e) if e.is_conflict() && attempt < MAX_CONFLICT_RETRIES => {
+                tracing::warn!(table = LEDGER_ENTRIES.name, attempt, "another copy appended first; planning again");
                 report.inserted = 0;
-                report.unchanged = 0;
+                report.known = 0;
                 report.gaps = 0;
                 attempt += 1;
             }
@@ -131,10 +131,11 @@ pub async fn sync_live_ledgers(
 
 async fn append(
     windows: &[(String, Vec<LedgerEntry>)],
+    limit: usize,
     wh: &Warehouse,
     commit: &CommitInfo,
-    report: &mut SyncReport,
-) -> Result<(), SyncError> {
+    report: &mut LedgerCopy,
+) -> Result<(), LedgerError> {
     let synced_at = Utc::now();
     let table = open_or_create(wh, &LEDGER_ENTRIES, commit).await?;
     let has_rows = table.version().is_some_and(|v| v > 0);
@@ -147,14 +148,14 @@ async fn append(
     let mut fresh: Vec<(LedgerEntry, i64)> = Vec::new();
     let mut gaps: Vec<(String, Gap)> = Vec::new();
     for (agent, window) in windows {
-        let p = plan(window, newest.get(agent), &known);
-        report.unchanged += p.known;
+        let p = plan(window, limit, newest.get(agent), &known);
+        report.known += p.known;
         for g in &p.gaps {
             tracing::warn!(agent = %agent, kind = g.kind.as_str(), detail = %g.detail, "ledger gap");
         }
         if !p.gaps.is_empty() {
             gaps.extend(p.gaps.into_iter().map(|g| (agent.clone(), g)));
-        } else if !newest.contains_key(agent) && window.len() >= crate::provider::live::evidence::LEDGER_WINDOW {
+        } else if !newest.contains_key(agent) && window.len() >= limit {
             tracing::info!(agent = %agent, "first sync of a full ledger window: older entries are not synced");
         }
         fresh.extend(p.new);
@@ -167,7 +168,7 @@ async fn append(
             .with_save_mode(SaveMode::Append)
             .with_commit_properties(commit.properties())
             .await
-            .map_err(|e| SyncError::write(LEDGER_GAPS.name, e))?;
+            .map_err(|e| LedgerError::write(LEDGER_GAPS.name, e))?;
     }
     report.gaps = gaps.len() as u64;
     if fresh.is_empty() {
@@ -181,13 +182,13 @@ async fn append(
         // The app transaction makes two syncs that append at once conflict: one wins, the other plans again.
         .with_commit_properties(position::commit_properties(commit, &LEDGER_ENTRIES, synced_at))
         .await
-        .map_err(|e| SyncError::write(LEDGER_ENTRIES.name, e))?;
+        .map_err(|e| LedgerError::write(LEDGER_ENTRIES.name, e))?;
     report.inserted = n;
     report.version = table.version();
     Ok(())
 }
 
-fn entries_batch(rows: &[(LedgerEntry, i64)], synced_at: DateTime<Utc>) -> Result<RecordBatch, SyncError> {
+fn entries_batch(rows: &[(LedgerEntry, i64)], synced_at: DateTime<Utc>) -> Result<RecordBatch, LedgerError> {
     let epoch = DateTime::UNIX_EPOCH.date_naive();
     let created: Vec<DateTime<Utc>> = rows.iter().map(|(e, _)| when(e.created_at)).collect::<Result<_, _>>()?;
     let columns: Vec<ArrayRef> = vec![
@@ -207,7 +208,7 @@ fn entries_batch(rows: &[(LedgerEntry, i64)], synced_at: DateTime<Utc>) -> Resul
     Ok(RecordBatch::try_new(LEDGER_ENTRIES.arrow_schema(), columns)?)
 }
 
-fn gaps_batch(gaps: &[(String, Gap)], commit: &CommitInfo, at: DateTime<Utc>) -> Result<RecordBatch, SyncError> {
+fn gaps_batch(gaps: &[(String, Gap)], commit: &CommitInfo, at: DateTime<Utc>) -> Result<RecordBatch, LedgerError> {
     let columns: Vec<ArrayRef> = vec![
         texts(gaps.iter().map(|(a, _)| Some(a.as_str()))),
         texts(gaps.iter().map(|(_, g)| Some(g.kind.as_str()))),

@@ -1,5 +1,5 @@
-//! Escrows on the live provider, which has no list endpoint: each escrow the payout log names, and each of
-//! `[provider] escrow_ids`, read by id (`GET /escrow/{id}`). Two tables: the seed's
+//! Escrows from a provider with no list endpoint: each escrow the payout log names, and each one the
+//! provider is configured to read (`[provider] escrow_ids`), read by id (live: `GET /escrow/{id}`). Two tables: the seed's
 //! `purpleflea.agents.escrows` (its columns unchanged: buyer = creator, seller = counterparty, the amount
 //! in cents, metadata NULL since the service keeps none, `tx_id` the release's or refund's ledger reference)
 //! and `purpleflea.agents.escrow_terms`, what the seed's table has no column for, exact to six decimals.
@@ -13,18 +13,18 @@ use arrow::datatypes::DataType;
 use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
 
-use super::{instants, micros, texts};
-use crate::api::ApiError;
+use crate::check;
+use crate::http::HttpError;
 use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE};
-use crate::provider::LiveProvider;
-use crate::provider::live::wire::LiveEscrow;
+use crate::provider::{EscrowRecord, HeldAgents, ProviderError};
 use crate::sync::merge::upsert_changed;
-use crate::sync::{SyncError, SyncReport, check};
+use crate::sync::{SyncError, SyncReport};
+use crate::tables::arrays::{instants, micros, texts};
 use crate::tables::{CommitInfo, ESCROW_TERMS, ESCROWS, PAYOUT_LOG, Warehouse, open_existing, open_or_create};
 
 /// An escrow as read, its times parsed.
 struct Read {
-    e: LiveEscrow,
+    e: EscrowRecord,
     created_at: DateTime<Utc>,
     auto_release_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
@@ -33,7 +33,7 @@ struct Read {
 }
 
 impl Read {
-    fn new(e: LiveEscrow) -> Result<Read, String> {
+    fn new(e: EscrowRecord) -> Result<Read, String> {
         let at = |field: &str, v: &str| {
             DateTime::parse_from_rfc3339(v)
                 .map(|t| t.with_timezone(&Utc))
@@ -95,32 +95,31 @@ async fn logged_ids(wh: &Warehouse) -> Result<BTreeSet<String>, SyncError> {
 }
 
 /// A refusal for this one escrow (unknown id, say): the row fails, the sync goes on.
-fn row_refused(e: &ApiError) -> bool {
+fn row_refused(e: &ProviderError) -> bool {
     matches!(
         e,
-        ApiError::Refused { .. }
-            | ApiError::EscrowNotFound { .. }
-            | ApiError::InvalidRequest { .. }
-            | ApiError::Unexpected { status: 400..=499, .. }
+        ProviderError::Refused { .. }
+            | ProviderError::Http(
+                HttpError::Status { status: 400..=499, .. } | HttpError::Unexpected { status: 400..=499, .. }
+            )
     )
 }
 
-pub async fn sync_live_escrows(
-    provider: &LiveProvider,
-    configured: &[String],
+pub async fn sync_held_escrows(
+    held: &dyn HeldAgents,
     wh: &Warehouse,
     commit: &CommitInfo,
 ) -> Result<Vec<SyncReport>, SyncError> {
     let started = Instant::now();
     let synced_at = Utc::now();
     let mut ids = logged_ids(wh).await?;
-    ids.extend(configured.iter().cloned());
+    ids.extend(held.escrow_ids().iter().cloned());
     let mut report = SyncReport { table: ESCROWS.name, full: true, ..SyncReport::default() };
     let mut rows = Vec::new();
     for id in &ids {
         report.rows_read += 1;
         report.pages += 1;
-        match provider.escrow(id).await.map_err(Some).and_then(|e| {
+        match held.escrow(id).await.map_err(Some).and_then(|e| {
             Read::new(e).map_err(|r| {
                 tracing::warn!(escrow = %id, reason = %r, "escrow skipped");
                 None

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::api::IdempotencyKey;
+use crate::http::IdempotencyKey;
 use crate::money::Usd;
 
 /// The kind of an operation, as the log, the rejects table and the status view spell it.

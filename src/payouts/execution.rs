@@ -1,0 +1,970 @@
+//! Read -> plan -> **execute**, the decisions: a pure state machine that carries a [`Plan`] out one batch
+//! at a time. It performs nothing; it says what to do next ([`Effect`]) and learns what happened
+//! ([`Input`]), with the time as an input. `executor.rs` performs the effects against the provider and the
+//! log and hands the answers back; it decides nothing.
+//!
+//! Per batch:
+//! 1. the unknown outcomes the plan names are looked up; the provider's evidence decides, and only "no
+//!    transaction at all" (`Lookup::NotExecuted`) lets one be sent again;
+//! 2. at a provider without idempotency keys, the lease: while another run's intents in this namespace
+//!    are open, this run sends nothing (two runs' debits would mix in one payer's ledger);
+//! 3. the intents of what will be sent are committed, with the previous batch's outcomes, in one log
+//!    commit that carries the namespace's Delta application transaction: of two runs that read the log at
+//!    once only one commits, the other reads the log again and keeps only what is still its to send;
+//! 4. the sends, none started later than `in_flight_timeout - send_budget` after its intent, so a run that
+//!    finds an intent older than the timeout knows its sender has stopped; at a provider resolved from
+//!    ledgers, batches start a second apart (see [`pace`]);
+//! 5. the outcomes are kept for the next commit; at a provider without key memory an ambiguous failure is
+//!    looked up at once, and what stays unknown stops this run's sending (`halted`): the next run judges it
+//!    before anything new reaches the payer's ledger.
+//!
+//! A crash anywhere leaves either no intent (nothing was sent) or an intent that a later run resolves
+//! from the provider's evidence.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::PayoutReport;
+use super::log::LogEvent;
+use super::plan::{Decision, Plan, PlanOptions, Step, next_batch, revise};
+use super::state::{Event, FailedOutcome, Logged, clip_message};
+use crate::operation::{EscrowRef, OpKind};
+use crate::provider::{Capabilities, Evidence, Lookup, Receipt};
+
+/// Conflicting intent commits in a row before the run gives up (another run keeps winning).
+pub const MAX_CONFLICTS: u32 = 20;
+
+/// At a provider resolved from ledgers: debits of one payer per batch. The ledger answers its last 50
+/// entries; a batch of at most 20 leaves room for the payer's other activity between two reads.
+pub const DEBITS_PER_PAYER_PER_BATCH: usize = 20;
+
+/// At a provider resolved from ledgers, the least time between the end of one batch's sends and the
+/// start of the next (see [`pace`]).
+pub const BATCH_SPACING: Duration = Duration::from_millis(1050);
+
+/// A failed provider call, as the log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub outcome: FailedOutcome,
+    /// The provider refused our key: the run stops after this batch.
+    pub key_refused: bool,
+}
+
+/// The run's settings the decisions need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub caps: Capabilities,
+    pub plan: PlanOptions,
+    pub run_id: String,
+    pub batch_size: usize,
+    /// The longest one send can take, retries included.
+    pub send_budget: chrono::Duration,
+    /// Copy the held agents' ledgers after every batch (a provider that answers only their newest entries).
+    pub copy_ledgers: bool,
+}
+
+/// What the executor is to do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Read the provider references logged operations own (once, before the first ledger lookup).
+    LoadClaimed,
+    /// Ask the provider for evidence about these steps. `one_by_one`: each answer goes to
+    /// [`Execution::note_lookup`] before the next is asked, so that a debit found for one operation is
+    /// claimed before the next is judged (a provider resolved from ledgers); otherwise all at once.
+    /// `of`: whose outcome is looked up (once per batch the earlier attempts', possibly none).
+    LookUp { steps: Vec<Step>, one_by_one: bool, of: Attempts },
+    /// Read the log again for these operations (another run committed intents meanwhile).
+    Recheck(Vec<Step>),
+    /// The other runs' intents in this namespace recorded after `since` that have no outcome yet.
+    CheckLease { since: DateTime<Utc> },
+    /// Append these events (the carried outcomes, then the intents) in one commit carrying the namespace's
+    /// application transaction (and the change feeds' positions) at `at`.
+    CommitIntents { events: Vec<LogEvent>, at: DateTime<Utc> },
+    /// Wait `pace` (see [`pace`]), then send these steps; none may start after `latest_start` (see
+    /// [`may_start`]). Given once per batch, after its intents, whether or not it holds a step.
+    Send { steps: Vec<Step>, pace: Duration, latest_start: DateTime<Utc> },
+    /// The batch is over: copy the held agents' ledgers if asked, report progress.
+    BatchDone { copy_ledgers: bool, done: u64, total: u64 },
+    /// Append the outcomes still carried in one plain commit.
+    CommitOutcomes(Vec<LogEvent>),
+    /// The run is over. `key_refused`: it stopped because the provider refused the key.
+    Done { key_refused: bool },
+}
+
+/// Whose outcomes a lookup is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempts {
+    /// Earlier attempts (this or another run's), before the batch's intents.
+    Earlier,
+    /// This batch's own sends that failed ambiguously, at a provider resolved from ledgers.
+    JustSent,
+}
+
+/// What happened, in answer to the last effect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Start the run (or go on after [`Effect::BatchDone`]).
+    Go,
+    Claimed(HashSet<String>),
+    LookedUp(Vec<(Step, Result<Lookup, Failure>)>),
+    Rechecked(HashMap<String, Vec<Logged>>),
+    Lease {
+        open_elsewhere: Vec<String>,
+    },
+    Committed,
+    Conflict,
+    /// Each step with its answer, or `None` when it was not started (too late after its intent).
+    Sent(Vec<(Step, Option<Result<Receipt, Failure>>)>),
+}
+
+/// The run cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stuck {
+    #[error("another run kept committing intents for this namespace; {attempts} commits conflicted")]
+    Contended { attempts: u32 },
+    #[error("the executor answered {input} where {expected} was expected")]
+    Protocol { expected: &'static str, input: String },
+}
+
+/// Where the machine is, and what it waits for.
+#[derive(Debug, Clone)]
+enum Stage {
+    Start,
+    /// The references logged operations own, before these lookups.
+    Claimed {
+        then: Box<Stage>,
+        resolve: Vec<Step>,
+    },
+    Lookups {
+        send: Vec<Step>,
+    },
+    Recheck {
+        conflicts: u32,
+    },
+    Lease {
+        conflicts: u32,
+    },
+    Commit {
+        at: DateTime<Utc>,
+        conflicts: u32,
+    },
+    Sends {
+        intent_at: DateTime<Utc>,
+    },
+    ResolveNow,
+    BatchDone,
+    Final,
+    Done,
+}
+
+/// The run's execution: everything decided between the plan and the log, with no I/O.
+#[derive(Debug)]
+pub struct Execution {
+    s: Settings,
+    stage: Stage,
+    phases: VecDeque<VecDeque<Step>>,
+    total: u64,
+    done: u64,
+    /// Escrows made by create actions, by action id (releases naming their create need them).
+    created: HashMap<String, String>,
+    /// Outcomes not yet committed: they ride with the next batch's intents, or go alone at the end.
+    carried: Vec<LogEvent>,
+    /// The steps between the lookups and the sends of the batch in hand.
+    sending: Vec<Step>,
+    /// Another run committed intents during this one: every later batch is checked against the log again.
+    contended: bool,
+    /// Provider references owned by logged operations (read once, at a provider resolved from ledgers).
+    claimed: Option<HashSet<String>>,
+    /// An outcome of this run stayed unknown at a provider without key memory: nothing more is sent, so
+    /// that the next run's ledger evidence stays unambiguous.
+    halted: bool,
+    /// The lease was checked and no intent commit has conflicted since: no other run can have started
+    /// sending (its intents would have made ours conflict), so the check need not be repeated.
+    leased: bool,
+    /// When the previous batch's sends ended (at a provider resolved from ledgers, see [`pace`]).
+    last_sends: Option<DateTime<Utc>>,
+    key_refused: bool,
+    report: PayoutReport,
+}
+
+/// May a send of an intent committed at `intent_at` still start at `now`? Not so late that another run
+/// could already take the intent for abandoned: `latest_start` is `intent_at + in_flight_timeout -
+/// send_budget`.
+pub fn may_start(now: DateTime<Utc>, latest_start: DateTime<Utc>) -> bool {
+    now <= latest_start
+}
+
+/// At a provider resolved from ledgers, one batch's sends start at least [`BATCH_SPACING`] after the
+/// previous batch's ended. The ledger is read as its newest 50 entries by whole second, and entries of
+/// one second come in no order, so a second holding more than 50 entries cannot be read whole. Batches a
+/// second apart keep every second to one batch (at most 20 debits of a payer): the window then always
+/// reaches back past the previous read, for the ledger copy and for the evidence alike. This bounds a
+/// payer to about 20 payouts a second.
+pub fn pace(caps: &Capabilities, sending: bool, last_sends: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    match (caps.ledger_evidence, sending, last_sends) {
+        (true, true, Some(t)) => {
+            let elapsed = (now - t).to_std().unwrap_or(Duration::ZERO);
+            BATCH_SPACING.saturating_sub(elapsed)
+        }
+        _ => Duration::ZERO,
+    }
+}
+
+/// A log row for a step. Every field an auditor needs comes from the typed operation.
+pub fn event(s: &Step, ev: Event, run_id: &str, at: DateTime<Utc>) -> LogEvent {
+    LogEvent {
+        operation_id: s.op.id.clone(),
+        kind: s.op.kind(),
+        event: ev,
+        attempt: s.attempt,
+        agent_id: s.op.agent_id().map(str::to_string),
+        counterparty: s.op.counterparty().map(str::to_string),
+        amount: s.op.amount(),
+        reason: Some(s.op.reason.clone()),
+        idempotency_key: s.key.as_str().to_string(),
+        tx_id: None,
+        escrow_id: s.op.escrow_id().map(str::to_string),
+        http_status: None,
+        error_code: None,
+        error_message: None,
+        run_id: run_id.to_string(),
+        recorded_at: at,
+    }
+}
+
+/// What the provider's evidence about an earlier attempt means for the log and the run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judged {
+    /// It never ran: this attempt may be sent.
+    Send,
+    /// The event to log for the earlier attempt; `halt`: nothing more may be sent this run.
+    Record { event: Box<LogEvent>, halt: bool },
+}
+
+/// Judge one lookup. `e` is the earlier attempt's event, `unknown` until the evidence says otherwise.
+pub fn judge(
+    caps: &Capabilities,
+    s: &Step,
+    found: Result<Lookup, Failure>,
+    mut e: LogEvent,
+    report: &mut PayoutReport,
+) -> Judged {
+    let halt = match found {
+        Ok(Lookup::NotExecuted) => return Judged::Send,
+        Ok(Lookup::Executed { tx_id, escrow_id, duplicates, evidence }) => {
+            e.event = Event::Completed;
+            e.tx_id = tx_id;
+            if let Some(esc) = escrow_id {
+                e.escrow_id = Some(esc);
+            }
+            e.error_message = Some(match duplicates {
+                0 => evidence.describe().into(),
+                n => format!("{}; {n} more transaction(s) carry this key", evidence.describe()),
+            });
+            report.completed += 1;
+            report.resolved_by_lookup += 1;
+            if evidence != Evidence::Key {
+                report.resolved_from_ledger += 1;
+            }
+            false
+        }
+        Ok(Lookup::Inconclusive { why }) => {
+            tracing::warn!(id = %s.op.id, "evidence inconclusive, the operation stays unknown for a person: {why}");
+            e.error_code = Some("lookup_inconclusive".into());
+            e.error_message = Some(clip_message(why));
+            report.unknown += 1;
+            report.needs_person += 1;
+            false
+        }
+        Ok(Lookup::Pending { why }) => {
+            tracing::info!(id = %s.op.id, "no evidence yet; the operation stays unknown for a later run: {why}");
+            e.error_code = Some("lookup_pending".into());
+            e.error_message = Some(clip_message(why));
+            report.unknown += 1;
+            caps.ledger_evidence
+        }
+        Err(f) => {
+            tracing::warn!(id = %s.op.id, error = %f.outcome.message, "lookup failed; the operation stays unknown for the next run");
+            (e.http_status, e.error_code, e.error_message) =
+                (f.outcome.http_status, Some("lookup_failed".into()), Some(f.outcome.message));
+            report.unknown += 1;
+            caps.ledger_evidence
+        }
+    };
+    Judged::Record { event: Box::new(e), halt }
+}
+
+impl Execution {
+    pub fn new(plan: Plan, settings: Settings, report: PayoutReport) -> Execution {
+        let total = (plan.first.len() + plan.second.len()) as u64;
+        let mut phases = VecDeque::new();
+        for mut phase in [plan.first, plan.second] {
+            if settings.caps.ledger_evidence {
+                // Unknown outcomes are resolved before anything new is sent: the payer's ledger then holds
+                // no debit of this run's yet when they are judged.
+                phase.sort_by_key(|s| !s.resolve_first);
+            }
+            phases.push_back(phase.into());
+        }
+        Execution {
+            s: settings,
+            stage: Stage::Start,
+            phases,
+            total,
+            done: 0,
+            created: plan.created,
+            carried: Vec::new(),
+            sending: Vec::new(),
+            contended: false,
+            claimed: None,
+            halted: false,
+            leased: false,
+            last_sends: None,
+            key_refused: false,
+            report,
+        }
+    }
+
+    /// The report so far (the whole report once [`Effect::Done`] was given).
+    pub fn report(&self) -> &PayoutReport {
+        &self.report
+    }
+
+    pub fn into_report(self) -> PayoutReport {
+        self.report
+    }
+
+    /// The references logged operations own, for a lookup's context (empty where they are not read).
+    pub fn claimed(&self) -> &HashSet<String> {
+        static NONE: std::sync::OnceLock<HashSet<String>> = std::sync::OnceLock::new();
+        self.claimed.as_ref().unwrap_or_else(|| NONE.get_or_init(HashSet::new))
+    }
+
+    /// How long after an intent a send may still be running at the provider.
+    pub fn settle(&self) -> chrono::Duration {
+        self.s.send_budget
+    }
+
+    /// An answer of a one-by-one lookup: a debit it found is claimed before the next step is judged.
+    pub fn note_lookup(&mut self, found: &Result<Lookup, Failure>) {
+        if let (Ok(Lookup::Executed { tx_id: Some(t), .. }), Some(c)) = (found, self.claimed.as_mut()) {
+            c.insert(t.clone());
+        }
+    }
+
+    fn protocol(&self, expected: &'static str, input: &Input) -> Stuck {
+        Stuck::Protocol { expected, input: format!("{input:?}").chars().take(200).collect() }
+    }
+
+    /// The next effect, given what happened and the time now. `stop_requested`: a stop from outside
+    /// (SIGTERM in `run --follow`): no new batch starts.
+    pub fn next(&mut self, input: Input, now: DateTime<Utc>, stop_requested: bool) -> Result<Effect, Stuck> {
+        let stage = std::mem::replace(&mut self.stage, Stage::Done);
+        match (stage, input) {
+            (Stage::Start | Stage::BatchDone, Input::Go) => Ok(self.start_batch(stop_requested)),
+            (Stage::Claimed { then, resolve }, Input::Claimed(c)) => {
+                self.claimed = Some(c);
+                let of = if matches!(*then, Stage::ResolveNow) { Attempts::JustSent } else { Attempts::Earlier };
+                self.stage = *then;
+                Ok(Effect::LookUp { steps: resolve, one_by_one: true, of })
+            }
+            (Stage::Lookups { send }, Input::LookedUp(found)) => {
+                self.sending = send;
+                let run_id = self.s.run_id.clone();
+                for (s, f) in found {
+                    // The evidence is about the attempt before this one.
+                    let mut e = event(&s, Event::Unknown, &run_id, now);
+                    e.attempt = s.attempt - 1;
+                    self.record(&s, f, e, false);
+                }
+                if self.halted {
+                    // An outcome stayed unknown at a provider without key memory: nothing more is sent.
+                    self.report.held_after_unknown += self.sending.len() as u64;
+                    self.sending.clear();
+                }
+                Ok(self.before_intents(0, now))
+            }
+            (Stage::Recheck { conflicts }, Input::Rechecked(fresh)) => {
+                let mut o = self.s.plan.clone();
+                o.now = now;
+                let (keep, dropped) = revise(std::mem::take(&mut self.sending), &fresh, &o);
+                for (id, d) in dropped {
+                    tracing::info!(id = %id, decision = ?d, "left to the run that committed it first");
+                    match d {
+                        Decision::Final => self.report.already_final += 1,
+                        Decision::NeedsPerson => {
+                            self.report.needs_person += 1;
+                            self.report.unknown += 1;
+                        }
+                        _ => self.report.in_flight_elsewhere += 1,
+                    }
+                }
+                self.sending = keep;
+                Ok(self.lease_or_commit(conflicts, now))
+            }
+            (Stage::Lease { conflicts }, Input::Lease { open_elsewhere }) => {
+                self.leased = true;
+                if !open_elsewhere.is_empty() {
+                    tracing::warn!(
+                        open = open_elsewhere.len(),
+                        first = %open_elsewhere[0],
+                        "another run is sending in this namespace; at a provider without idempotency keys this run sends nothing until it ends"
+                    );
+                    self.report.in_flight_elsewhere += self.sending.len() as u64;
+                    self.halted = true;
+                    self.sending.clear();
+                }
+                Ok(self.commit(conflicts, now))
+            }
+            (Stage::Commit { at, .. }, Input::Committed) => {
+                self.carried.clear();
+                self.report.log_commits += 1;
+                Ok(self.after_intents(at, now))
+            }
+            (Stage::Commit { conflicts, .. }, Input::Conflict) => {
+                tracing::info!(
+                    ops = self.sending.len(),
+                    "another run committed intents meanwhile; reading the log again"
+                );
+                self.contended = true;
+                self.leased = false;
+                let conflicts = conflicts + 1;
+                if conflicts >= MAX_CONFLICTS {
+                    return Err(Stuck::Contended { attempts: MAX_CONFLICTS });
+                }
+                self.stage = Stage::Recheck { conflicts };
+                Ok(Effect::Recheck(self.sending.clone()))
+            }
+            (Stage::Sends { intent_at }, Input::Sent(sent)) => Ok(self.outcomes(sent, intent_at, now)),
+            (Stage::ResolveNow, Input::LookedUp(found)) => {
+                let run_id = self.s.run_id.clone();
+                for (s, f) in found {
+                    if matches!(f, Ok(Lookup::Executed { .. })) {
+                        // Replaces the unknown event carried for this attempt.
+                        self.carried.retain(|c| !(c.operation_id == s.op.id && c.attempt == s.attempt));
+                        self.report.unknown -= 1;
+                        // Sent by this run: the money it moved is this run's.
+                        self.report.usd_moved =
+                            self.report.usd_moved.checked_add(s.op.outflow()).unwrap_or(self.report.usd_moved);
+                        let e = event(&s, Event::Unknown, &run_id, now);
+                        self.record(&s, f, e, true);
+                    } else {
+                        // Never resent in the run that sent it: the send may still be running at the provider.
+                        self.halted = true;
+                    }
+                }
+                Ok(self.batch_done())
+            }
+            (Stage::Final, Input::Committed) => {
+                self.report.log_commits += 1;
+                Ok(self.finish())
+            }
+            (Stage::Done, input) => Err(self.protocol("nothing (the run is over)", &input)),
+            (stage, input) => {
+                let expected = match stage {
+                    Stage::Claimed { .. } => "Claimed",
+                    Stage::Lookups { .. } | Stage::ResolveNow => "LookedUp",
+                    Stage::Recheck { .. } => "Rechecked",
+                    Stage::Lease { .. } => "Lease",
+                    Stage::Commit { .. } | Stage::Final => "Committed or Conflict",
+                    Stage::Sends { .. } => "Sent",
+                    _ => "Go",
+                };
+                Err(self.protocol(expected, &input))
+            }
+        }
+    }
+
+    /// Log an earlier attempt's evidence; `this_run`: the attempt was this run's own send.
+    fn record(&mut self, s: &Step, found: Result<Lookup, Failure>, e: LogEvent, this_run: bool) {
+        match judge(&self.s.caps, s, found, e, &mut self.report) {
+            Judged::Send => self.sending.push(s.clone()),
+            Judged::Record { event, halt } => {
+                if s.op.kind() == OpKind::EscrowCreate
+                    && let Some(esc) = &event.escrow_id
+                    && event.event == Event::Completed
+                {
+                    self.created.insert(s.op.id.clone(), esc.clone());
+                }
+                self.halted |= halt;
+                debug_assert!(!this_run || event.event == Event::Completed);
+                self.carried.push(*event);
+            }
+        }
+    }
+
+    fn start_batch(&mut self, stop_requested: bool) -> Effect {
+        loop {
+            let Some(rest) = self.phases.front_mut() else { return self.end() };
+            if rest.is_empty() {
+                self.phases.pop_front();
+                continue;
+            }
+            if stop_requested {
+                // What is left has no intent and is read again by the next run.
+                self.report.not_started += rest.len() as u64;
+                self.phases.clear();
+                return self.end();
+            }
+            if self.halted {
+                let n = rest.len() as u64;
+                self.report.held_after_unknown += n;
+                self.done += n;
+                self.phases.pop_front();
+                continue;
+            }
+            let chunk = next_batch(rest, self.s.batch_size, self.s.caps.ledger_evidence, DEBITS_PER_PAYER_PER_BATCH);
+            self.done += chunk.len() as u64;
+            let batch = self.bind(chunk);
+            let (resolve, send): (Vec<Step>, Vec<Step>) = batch.into_iter().partition(|s| s.resolve_first);
+            return self.look_up(resolve, send);
+        }
+    }
+
+    /// Releases and disputes naming their create: bind them to the escrow it made, or wait for a later run.
+    fn bind(&mut self, chunk: Vec<Step>) -> Vec<Step> {
+        let mut out = Vec::with_capacity(chunk.len());
+        for mut s in chunk {
+            if let Some(EscrowRef::CreatedBy(c)) = s.op.escrow() {
+                match self.created.get(c) {
+                    Some(e) => s.op.bind_escrow(&e.clone()),
+                    None => {
+                        self.report.waiting += 1;
+                        continue;
+                    }
+                }
+            }
+            out.push(s);
+        }
+        out
+    }
+
+    fn look_up(&mut self, resolve: Vec<Step>, send: Vec<Step>) -> Effect {
+        if resolve.is_empty() {
+            self.stage = Stage::Lookups { send };
+            return Effect::LookUp { steps: resolve, one_by_one: self.s.caps.ledger_evidence, of: Attempts::Earlier };
+        }
+        self.lookups(Stage::Lookups { send }, resolve)
+    }
+
+    /// Ask for evidence, then go on in `then`. At a provider resolved from ledgers, one at a time, with the
+    /// references logged operations own read first.
+    fn lookups(&mut self, then: Stage, steps: Vec<Step>) -> Effect {
+        let one_by_one = self.s.caps.ledger_evidence;
+        if one_by_one && self.claimed.is_none() {
+            self.stage = Stage::Claimed { then: Box::new(then), resolve: steps };
+            return Effect::LoadClaimed;
+        }
+        let of = if matches!(then, Stage::ResolveNow) { Attempts::JustSent } else { Attempts::Earlier };
+        self.stage = then;
+        Effect::LookUp { steps, one_by_one, of }
+    }
+
+    /// Before the intents are committed: the log read again if another run committed meanwhile, then the
+    /// lease.
+    fn before_intents(&mut self, conflicts: u32, now: DateTime<Utc>) -> Effect {
+        if self.contended && !self.sending.is_empty() {
+            self.stage = Stage::Recheck { conflicts };
+            return Effect::Recheck(self.sending.clone());
+        }
+        self.lease_or_commit(conflicts, now)
+    }
+
+    fn lease_or_commit(&mut self, conflicts: u32, now: DateTime<Utc>) -> Effect {
+        if !self.sending.is_empty() && !self.s.caps.honours_idempotency_keys && !self.leased {
+            self.stage = Stage::Lease { conflicts };
+            return Effect::CheckLease { since: now - self.s.plan.in_flight_timeout };
+        }
+        self.commit(conflicts, now)
+    }
+
+    fn commit(&mut self, conflicts: u32, now: DateTime<Utc>) -> Effect {
+        if self.sending.is_empty() {
+            // Nothing to send: the carried outcomes wait for the next commit.
+            return self.after_intents(now, now);
+        }
+        let mut events = self.carried.clone();
+        events.extend(self.sending.iter().map(|s| event(s, Event::Intent, &self.s.run_id, now)));
+        self.stage = Stage::Commit { at: now, conflicts };
+        Effect::CommitIntents { events, at: now }
+    }
+
+    /// Intents committed at `intent_at` (or nothing to send): pace, then send. No send starts so late
+    /// that another run could already take its intent for abandoned (see `PayoutOptions::send_budget`).
+    fn after_intents(&mut self, intent_at: DateTime<Utc>, now: DateTime<Utc>) -> Effect {
+        let pace = pace(&self.s.caps, !self.sending.is_empty(), self.last_sends, now);
+        let latest_start = intent_at + self.s.plan.in_flight_timeout - self.s.send_budget;
+        self.stage = Stage::Sends { intent_at };
+        Effect::Send { steps: std::mem::take(&mut self.sending), pace, latest_start }
+    }
+
+    fn outcomes(
+        &mut self,
+        sent: Vec<(Step, Option<Result<Receipt, Failure>>)>,
+        intent_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Effect {
+        if self.s.caps.ledger_evidence && !sent.is_empty() {
+            self.last_sends = Some(now);
+        }
+        let mut ambiguous: Vec<Step> = Vec::new();
+        for (s, result) in sent {
+            let mut e = event(&s, Event::Completed, &self.s.run_id, now);
+            match result {
+                None => {
+                    // Intent committed, never sent: the intent stays open and a later run looks it up.
+                    tracing::warn!(id = %s.op.id, "not sent: too late after its intent; left for a later run");
+                    self.report.unknown += 1;
+                    continue;
+                }
+                Some(Ok(receipt)) => {
+                    if let (Some(c), Some(t)) = (self.claimed.as_mut(), receipt.tx_id.as_ref()) {
+                        c.insert(t.clone());
+                    }
+                    e.tx_id = receipt.tx_id;
+                    if let Some(esc) = receipt.escrow_id {
+                        if s.op.kind() == OpKind::EscrowCreate {
+                            self.created.insert(s.op.id.clone(), esc.clone());
+                        }
+                        e.escrow_id = Some(esc);
+                    }
+                    e.http_status = Some(200);
+                    self.report.completed += 1;
+                    if receipt.replayed {
+                        self.report.replayed += 1;
+                    } else {
+                        self.report.usd_moved =
+                            self.report.usd_moved.checked_add(s.op.outflow()).unwrap_or(self.report.usd_moved);
+                    }
+                }
+                Some(Err(f)) => {
+                    self.key_refused |= f.key_refused;
+                    e.event = f.outcome.event;
+                    e.http_status = f.outcome.http_status;
+                    e.error_code = Some(f.outcome.code);
+                    e.error_message = Some(f.outcome.message);
+                    if e.event == Event::Rejected {
+                        self.report.rejected_by_api += 1
+                    } else {
+                        self.report.unknown += 1;
+                        if self.s.caps.ledger_evidence && !self.key_refused {
+                            let mut s = s.clone();
+                            s.since = Some(intent_at);
+                            s.last_error = e.error_code.clone();
+                            ambiguous.push(s);
+                        }
+                    }
+                }
+            }
+            self.carried.push(e);
+        }
+        if ambiguous.is_empty() {
+            return self.batch_done();
+        }
+        // At a provider without key memory, an ambiguous failure is resolved from the payer's ledger before
+        // anything else is sent; what stays unknown stops this run's sending.
+        self.lookups(Stage::ResolveNow, ambiguous)
+    }
+
+    fn batch_done(&mut self) -> Effect {
+        self.stage = Stage::BatchDone;
+        if self.key_refused {
+            // No further batch: the rest is read again by the next run.
+            self.phases.clear();
+        }
+        Effect::BatchDone { copy_ledgers: self.s.copy_ledgers, done: self.done, total: self.total }
+    }
+
+    fn end(&mut self) -> Effect {
+        if self.carried.is_empty() {
+            return self.finish();
+        }
+        self.stage = Stage::Final;
+        Effect::CommitOutcomes(std::mem::take(&mut self.carried))
+    }
+
+    fn finish(&mut self) -> Effect {
+        self.stage = Stage::Done;
+        Effect::Done { key_refused: self.key_refused }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Usd;
+    use crate::operation::{Action, Operation};
+    use crate::payouts::state::{Status, status};
+    use proptest::prelude::*;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn ledger_caps() -> Capabilities {
+        Capabilities { ledger_evidence: true, ..Capabilities::default() }
+    }
+
+    fn keyed_caps() -> Capabilities {
+        Capabilities { honours_idempotency_keys: true, lookup_by_key: true, ..Capabilities::default() }
+    }
+
+    fn payout(id: &str, cents: i64) -> Operation {
+        Operation {
+            id: id.into(),
+            action: Action::Payout { agent: format!("agent-{id}"), amount: Usd::from_cents(cents).unwrap() },
+            reason: "r".into(),
+            requested_at: None,
+        }
+    }
+
+    fn plan_options(caps: &Capabilities, now: DateTime<Utc>) -> PlanOptions {
+        PlanOptions {
+            namespace: "t".into(),
+            shard: None,
+            max_total: None,
+            max_count: None,
+            in_flight_timeout: chrono::Duration::minutes(15),
+            can_look_up: caps.can_resolve(),
+            now,
+        }
+    }
+
+    fn failure(event: Event) -> Failure {
+        Failure {
+            outcome: FailedOutcome { event, http_status: Some(502), code: "internal".into(), message: "m".into() },
+            key_refused: false,
+        }
+    }
+
+    #[test]
+    fn pacing_keeps_ledger_batches_a_second_apart_and_nothing_else_waits() {
+        let t = t0();
+        let after = |ms| t + chrono::Duration::milliseconds(ms);
+        assert_eq!(pace(&ledger_caps(), true, Some(t), after(300)), Duration::from_millis(750));
+        assert_eq!(pace(&ledger_caps(), true, Some(t), after(2_000)), Duration::ZERO);
+        assert_eq!(pace(&ledger_caps(), false, Some(t), after(300)), Duration::ZERO, "nothing to send");
+        assert_eq!(pace(&ledger_caps(), true, None, after(300)), Duration::ZERO, "first batch");
+        assert_eq!(pace(&keyed_caps(), true, Some(t), after(300)), Duration::ZERO, "keys: no ledger to keep apart");
+        assert!(may_start(t, t) && !may_start(after(1), t));
+    }
+
+    #[test]
+    fn only_evidence_that_it_never_ran_allows_a_send_and_doubt_halts_a_ledger_run() {
+        let op = payout("p", 100);
+        let step = Step {
+            key: op.idempotency_key("t").unwrap(),
+            op,
+            attempt: 2,
+            resolve_first: true,
+            since: Some(t0()),
+            last_error: None,
+        };
+        let e = || event(&step, Event::Unknown, "run", t0());
+        let mut r = PayoutReport::default();
+        assert_eq!(judge(&ledger_caps(), &step, Ok(Lookup::NotExecuted), e(), &mut r), Judged::Send);
+        let cases = [
+            (Ok(Lookup::Pending { why: "w".into() }), Some("lookup_pending"), true),
+            (Ok(Lookup::Inconclusive { why: "w".into() }), Some("lookup_inconclusive"), false),
+            (Err(failure(Event::Unknown)), Some("lookup_failed"), true),
+        ];
+        for (found, code, halts) in cases {
+            let Judged::Record { event, halt } = judge(&ledger_caps(), &step, found.clone(), e(), &mut r) else {
+                panic!("{found:?} allowed a send")
+            };
+            assert_eq!((event.event, event.error_code.as_deref(), halt), (Event::Unknown, code, halts), "{found:?}");
+            // A provider with keys keeps going: its evidence about one operation says nothing of another's.
+            let Judged::Record { halt, .. } = judge(&keyed_caps(), &step, found, e(), &mut r) else { panic!() };
+            assert!(!halt);
+        }
+        let found = Ok(Lookup::Executed {
+            tx_id: Some("tx".into()),
+            escrow_id: None,
+            duplicates: 1,
+            evidence: Evidence::Ledger,
+        });
+        let Judged::Record { event, halt } = judge(&ledger_caps(), &step, found, e(), &mut r) else { panic!() };
+        assert_eq!((event.event, event.tx_id.as_deref(), halt), (Event::Completed, Some("tx"), false));
+        assert_eq!((r.completed, r.resolved_by_lookup, r.resolved_from_ledger, r.needs_person), (1, 1, 1, 2));
+    }
+
+    /// A provider as the engine meets it, in memory: each send may run or not, and answer or not;
+    /// lookups tell the truth once a send can no longer be running, and may fail or doubt before that.
+    #[derive(Default)]
+    struct World {
+        log: Vec<LogEvent>,
+        /// Times each operation ran at the provider.
+        ran: HashMap<String, u32>,
+        tx: u64,
+    }
+
+    impl World {
+        fn history(&self) -> HashMap<String, Vec<Logged>> {
+            let mut h: HashMap<String, Vec<Logged>> = HashMap::new();
+            for e in &self.log {
+                h.entry(e.operation_id.clone()).or_default().push(Logged {
+                    event: e.event,
+                    attempt: e.attempt,
+                    kind: e.kind,
+                    agent_id: e.agent_id.clone(),
+                    counterparty: e.counterparty.clone(),
+                    amount: e.amount,
+                    reason: e.reason.clone(),
+                    tx_id: e.tx_id.clone(),
+                    escrow_id: e.escrow_id.clone(),
+                    error_code: e.error_code.clone(),
+                    recorded_at: Some(e.recorded_at),
+                });
+            }
+            h
+        }
+    }
+
+    /// One run, killed after `kill_after` effects (if given). Returns the report if it finished.
+    fn run(
+        w: &mut World,
+        ops: &[Operation],
+        caps: Capabilities,
+        now: &mut DateTime<Utc>,
+        rng: &mut crate::rng::SplitMix64,
+        kill_after: Option<u32>,
+        run_id: &str,
+    ) -> Option<PayoutReport> {
+        let o = plan_options(&caps, *now);
+        let plan = crate::payouts::plan::plan(ops.to_vec(), &w.history(), &o).unwrap();
+        let settings = Settings {
+            caps,
+            plan: o,
+            run_id: run_id.into(),
+            batch_size: 3,
+            send_budget: chrono::Duration::seconds(60),
+            copy_ledgers: false,
+        };
+        let mut ex = Execution::new(plan, settings, PayoutReport::default());
+        let mut input = Input::Go;
+        let mut effects = 0u32;
+        loop {
+            *now += chrono::Duration::milliseconds(200);
+            let effect = ex.next(input, *now, false).expect("the protocol holds");
+            effects += 1;
+            if kill_after.is_some_and(|k| effects > k) {
+                return None;
+            }
+            input = match effect {
+                Effect::LoadClaimed => Input::Claimed(w.log.iter().filter_map(|e| e.tx_id.clone()).collect()),
+                Effect::LookUp { steps, .. } => Input::LookedUp(
+                    steps
+                        .into_iter()
+                        .map(|s| {
+                            let ran = w.ran.get(&s.op.id).copied().unwrap_or(0) > 0;
+                            let settled = s.since.is_none_or(|t| *now - t >= chrono::Duration::seconds(60));
+                            let found = match (ran, rng.next_u64() % 5) {
+                                (_, 0) => Err(failure(Event::Unknown)),
+                                (true, _) => Ok(Lookup::Executed {
+                                    tx_id: Some(format!("tx-{}", s.op.id)),
+                                    escrow_id: None,
+                                    duplicates: 0,
+                                    evidence: Evidence::Ledger,
+                                }),
+                                (false, _) if settled => Ok(Lookup::NotExecuted),
+                                (false, _) => Ok(Lookup::Pending { why: "may still run".into() }),
+                            };
+                            ex.note_lookup(&found);
+                            (s, found)
+                        })
+                        .collect(),
+                ),
+                Effect::Recheck(_) => Input::Rechecked(w.history()),
+                Effect::CheckLease { since } => {
+                    let h = w.history();
+                    let open = h
+                        .into_iter()
+                        .filter(|(id, ev)| {
+                            matches!(status(ev), Status::InFlight { .. })
+                                && w.log.iter().any(|e| {
+                                    &e.operation_id == id
+                                        && e.event == Event::Intent
+                                        && e.run_id != run_id
+                                        && e.recorded_at > since
+                                })
+                        })
+                        .map(|(id, _)| id)
+                        .collect();
+                    Input::Lease { open_elsewhere: open }
+                }
+                Effect::CommitIntents { events, .. } | Effect::CommitOutcomes(events) => {
+                    w.log.extend(events);
+                    Input::Committed
+                }
+                Effect::Send { steps, pace, latest_start } => {
+                    *now += chrono::Duration::from_std(pace).unwrap();
+                    let mut out = Vec::new();
+                    for s in steps {
+                        if !may_start(*now, latest_start) {
+                            out.push((s, None));
+                            continue;
+                        }
+                        // 0: ran and answered; 1: ran, answer lost; 2: never ran, unknown; 3: refused.
+                        let r = match rng.next_u64() % 4 {
+                            0 | 1 => {
+                                *w.ran.entry(s.op.id.clone()).or_default() += 1;
+                                w.tx += 1;
+                                if rng.next_u64() % 2 == 0 {
+                                    Ok(Receipt { tx_id: Some(format!("tx-{}", s.op.id)), ..Receipt::default() })
+                                } else {
+                                    Err(failure(Event::Unknown))
+                                }
+                            }
+                            2 => Err(failure(Event::Unknown)),
+                            _ => Err(failure(Event::Rejected)),
+                        };
+                        out.push((s, Some(r)));
+                    }
+                    Input::Sent(out)
+                }
+                Effect::BatchDone { .. } => Input::Go,
+                Effect::Done { .. } => return Some(ex.into_report()),
+            };
+        }
+    }
+
+    proptest! {
+        /// At a provider without idempotency keys, whatever the answers and wherever runs are killed, no
+        /// operation runs twice; and once runs stop being killed and time passes, every operation ends
+        /// final or waits for a person, never lost.
+        #[test]
+        fn killed_and_rerun_nothing_runs_twice_and_nothing_is_lost(
+            seed in any::<u64>(),
+            n in 1usize..12,
+            kills in proptest::collection::vec(1u32..40, 0..6),
+        ) {
+            let mut rng = crate::rng::SplitMix64::new(seed);
+            let ops: Vec<Operation> = (0..n).map(|i| payout(&format!("p{i}"), 100 + i as i64)).collect();
+            let mut w = World::default();
+            let mut now = t0();
+            for (i, k) in kills.iter().enumerate() {
+                run(&mut w, &ops, ledger_caps(), &mut now, &mut rng, Some(*k), &format!("killed-{i}"));
+                // The next run starts past the in-flight timeout of the killed one.
+                now += chrono::Duration::minutes(16);
+            }
+            for i in 0..60 {
+                run(&mut w, &ops, ledger_caps(), &mut now, &mut rng, None, &format!("rerun-{i}"));
+                now += chrono::Duration::minutes(16);
+            }
+            for op in &ops {
+                let ran = w.ran.get(&op.id).copied().unwrap_or(0);
+                prop_assert!(ran <= 1, "{} ran {ran} times (seed {seed})", op.id);
+                let h = w.history();
+                let st = h.get(&op.id).map(|e| status(e)).unwrap_or(Status::New);
+                prop_assert!(st.is_final(), "{} ended {st:?} (seed {seed})", op.id);
+                if matches!(st, Status::Completed { .. }) {
+                    prop_assert_eq!(ran, 1, "{} completed without running (seed {})", op.id, seed);
+                } else {
+                    prop_assert_eq!(ran, 0, "{} rejected after running (seed {})", op.id, seed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Read -> plan -> **execute**, the I/O: performs what the [`Execution`] decides (lookups and sends at the
+//! provider, commits to the log, ledger copies, waits on the injected clock) and hands each answer back.
+//! It decides nothing; the exactly-once argument is in `execution.rs` and `plan.rs`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use futures::StreamExt;
+
+use super::execution::{Attempts, Effect, Execution, Failure, Input, Stuck, may_start};
+use super::log::{IntentCommit, append_events, append_intents, history, intents_app_id, next_intents_version};
+use super::plan::Step;
+use super::state::classify;
+use super::{PayoutError, PayoutOptions, PayoutReport};
+use crate::clock::Clock;
+use crate::hooks::{self, CrashPoint};
+use crate::progress::Progress;
+use crate::provider::{Lookup, LookupContext, Provider, ProviderError, Receipt};
+use crate::tables::{CommitInfo, Warehouse};
+
+pub struct Executor<'a> {
+    provider: &'a dyn Provider,
+    log: DeltaTable,
+    commit: &'a CommitInfo,
+    opts: &'a PayoutOptions,
+    clock: Arc<dyn Clock>,
+    app_id: String,
+    /// The change feeds read for this run: their positions ride on every intent commit (see `feed`).
+    feeds: Vec<super::feed::FeedRead>,
+    /// Where the held agents' ledgers are copied (a provider that answers only their newest entries).
+    wh: Option<&'a Warehouse>,
+    /// The provider's first refusal of our key: the run's error once its outcomes are logged.
+    key_refusal: Option<ProviderError>,
+}
+
+fn failure(e: &ProviderError) -> Failure {
+    Failure { outcome: classify(e), key_refused: e.key_refused() }
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(provider: &'a dyn Provider, log: DeltaTable, commit: &'a CommitInfo, opts: &'a PayoutOptions) -> Self {
+        Executor {
+            provider,
+            log,
+            commit,
+            opts,
+            clock: opts.clock.clone(),
+            app_id: intents_app_id(&opts.namespace),
+            feeds: Vec::new(),
+            wh: None,
+            key_refusal: None,
+        }
+    }
+
+    /// Carry these feeds' positions in the intent commits, with the intents of what they read.
+    pub fn with_feeds(mut self, feeds: Vec<super::feed::FeedRead>) -> Self {
+        self.feeds = feeds;
+        self
+    }
+
+    /// Where to copy the held agents' ledgers when the execution asks for it.
+    pub fn with_warehouse(mut self, wh: &'a Warehouse) -> Self {
+        self.wh = Some(wh);
+        self
+    }
+
+    pub async fn run(mut self, mut ex: Execution, progress: &Progress) -> Result<PayoutReport, PayoutError> {
+        let mut input = Input::Go;
+        loop {
+            let effect = ex.next(input, self.clock.now(), crate::stop::requested()).map_err(|e| match e {
+                Stuck::Contended { attempts } => PayoutError::Contended { attempts },
+                other => PayoutError::Config(other.to_string()),
+            })?;
+            input = match effect {
+                Effect::LoadClaimed => Input::Claimed(super::log::claimed_tx_ids(&self.log).await?),
+                Effect::LookUp { steps, one_by_one, of } => {
+                    let found = self.look_up(&mut ex, steps, one_by_one).await;
+                    if of == Attempts::Earlier {
+                        hooks::reached(CrashPoint::AfterLookups).await;
+                    }
+                    Input::LookedUp(found)
+                }
+                Effect::Recheck(steps) => Input::Rechecked(self.recheck(&steps).await?),
+                Effect::CheckLease { since } => Input::Lease {
+                    open_elsewhere: super::log::open_elsewhere(
+                        &self.log,
+                        &self.opts.namespace,
+                        &self.commit.run_id,
+                        since,
+                    )
+                    .await?,
+                },
+                Effect::CommitIntents { events, at } => {
+                    let version = next_intents_version(&self.log, &self.app_id, at).await?;
+                    let ms = at.timestamp_millis();
+                    let mut txns = vec![Transaction::new_with_last_update(&self.app_id, version, Some(ms))];
+                    txns.extend(self.feeds.iter().flat_map(|f| f.intent_txns(ms)));
+                    match append_intents(self.log.clone(), &events, self.commit, txns).await? {
+                        IntentCommit::Committed(t) => {
+                            self.log = t;
+                            Input::Committed
+                        }
+                        IntentCommit::Conflict => Input::Conflict,
+                    }
+                }
+                Effect::Send { steps, pace, latest_start } => {
+                    hooks::reached(CrashPoint::AfterIntents).await;
+                    if !pace.is_zero() {
+                        self.clock.sleep(pace).await;
+                    }
+                    let sent = self.send(steps, latest_start).await;
+                    hooks::reached(CrashPoint::AfterSend).await;
+                    Input::Sent(sent)
+                }
+                Effect::BatchDone { copy_ledgers, done, total } => {
+                    if copy_ledgers {
+                        self.copy_ledgers().await;
+                    }
+                    progress.rows(done, total);
+                    Input::Go
+                }
+                Effect::CommitOutcomes(events) => {
+                    append_events(self.log.clone(), &events, self.commit).await?;
+                    hooks::reached(CrashPoint::AfterOutcomes).await;
+                    Input::Committed
+                }
+                Effect::Done { key_refused } => {
+                    progress.finish();
+                    let mut report = ex.into_report();
+                    report.past_auto_release = self.provider.past_auto_release();
+                    return match (key_refused, self.key_refusal) {
+                        (true, Some(e)) => Err(PayoutError::Provider(e)),
+                        _ => Ok(report),
+                    };
+                }
+            };
+        }
+    }
+
+    async fn look_up(
+        &self,
+        ex: &mut Execution,
+        steps: Vec<Step>,
+        one_by_one: bool,
+    ) -> Vec<(Step, Result<Lookup, Failure>)> {
+        let provider = self.provider;
+        let settle = ex.settle();
+        if !one_by_one {
+            let empty = HashSet::new();
+            let empty = &empty;
+            let clock = &self.clock;
+            return futures::stream::iter(steps)
+                .map(|s| async move {
+                    let ctx = LookupContext {
+                        since: s.since,
+                        claimed: empty,
+                        last_error: s.last_error.as_deref(),
+                        now: clock.now(),
+                        settle,
+                    };
+                    let r = provider.lookup(&s.op, &s.key, &ctx).await.map_err(|e| failure(&e));
+                    (s, r)
+                })
+                .buffer_unordered(self.opts.concurrency.max(1))
+                .collect()
+                .await;
+        }
+        let mut out = Vec::with_capacity(steps.len());
+        for s in steps {
+            let ctx = LookupContext {
+                since: s.since,
+                claimed: ex.claimed(),
+                last_error: s.last_error.as_deref(),
+                now: self.clock.now(),
+                settle,
+            };
+            let r = provider.lookup(&s.op, &s.key, &ctx).await.map_err(|e| failure(&e));
+            ex.note_lookup(&r);
+            out.push((s, r));
+        }
+        out
+    }
+
+    /// Send, bounded; each send starts only if the clock still allows it.
+    async fn send(
+        &mut self,
+        steps: Vec<Step>,
+        latest_start: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(Step, Option<Result<Receipt, Failure>>)> {
+        let provider = self.provider;
+        let clock = &self.clock;
+        let sent: Vec<(Step, Option<Result<Receipt, ProviderError>>)> = futures::stream::iter(steps)
+            .map(|s| async move {
+                if !may_start(clock.now(), latest_start) {
+                    return (s, None);
+                }
+                let r = provider.execute(&s.op, &s.key).await;
+                hooks::reached(CrashPoint::MidSend).await;
+                (s, Some(r))
+            })
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(sent.len());
+        for (s, r) in sent {
+            let r = r.map(|r| {
+                r.map_err(|e| {
+                    let f = failure(&e);
+                    if f.key_refused && self.key_refusal.is_none() {
+                        self.key_refusal = Some(e);
+                    }
+                    f
+                })
+            });
+            out.push((s, r));
+        }
+        out
+    }
+
+    /// Read the log as it is now for these steps.
+    async fn recheck(
+        &mut self,
+        steps: &[Step],
+    ) -> Result<std::collections::HashMap<String, Vec<super::state::Logged>>, PayoutError> {
+        self.log.update_state().await.map_err(|e| PayoutError::write(crate::tables::PAYOUT_LOG.name, e))?;
+        let ids: Vec<String> = steps.iter().map(|s| s.op.id.clone()).collect();
+        history(&self.log, &ids).await
+    }
+
+    /// A failed copy loses nothing: the next copy reads the window again, and records a gap if the window
+    /// has moved past it.
+    async fn copy_ledgers(&self) {
+        let (Some(wh), Some(held)) = (self.wh, self.provider.held_agents()) else { return };
+        let commit = CommitInfo { run_id: self.commit.run_id.clone(), step: "sync.transactions" };
+        match crate::ledger::copy_ledgers(held, wh, &commit).await {
+            Ok(r) if r.gaps > 0 => tracing::warn!(gaps = r.gaps, "ledger copy during payouts found gaps"),
+            Ok(r) => tracing::debug!(inserted = r.inserted, "ledger copied after a batch"),
+            Err(e) => tracing::warn!(error = %e, "ledger copy during payouts failed; the next sync reads it again"),
+        }
+    }
+}
