@@ -24,3 +24,4 @@ pub mod secret;
 pub mod stop;
 pub mod sync;
 pub mod tables;
+pub mod text;

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::operation::{Action, EscrowRef, Fingerprint, OpKind, Operation};
 use crate::money::{MoneyError, Usd};
+use crate::text;
 
 pub const MAX_ID_LEN: usize = 128;
 pub const MAX_TEXT_LEN: usize = 4096;
@@ -129,15 +130,10 @@ pub struct RawAction {
     pub source_row: String,
 }
 
+/// `s` cut to `max` bytes, marked `...` where it was cut.
 fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
+    let start = text::clip(s, max);
+    if start.len() < s.len() { format!("{start}...") } else { s.to_string() }
 }
 
 /// Ids become part of an idempotency key and a URL: ASCII letters, digits and `._:-`, 1..=128 long.
