@@ -10,7 +10,6 @@ pub mod hooks;
 pub mod logging;
 pub mod maintain;
 pub mod mcp;
-pub mod micros;
 pub mod mlflow;
 pub mod money;
 pub mod ops;
@@ -25,3 +24,6 @@ pub mod stop;
 pub mod sync;
 pub mod tables;
 pub mod text;
+
+/// The provider's micro-dollar amounts, at the path the rest of the crate imports them from.
+pub use money::micros;

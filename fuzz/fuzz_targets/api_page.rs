@@ -5,8 +5,11 @@
 #[path = "../../src/api/models.rs"]
 mod models;
 #[allow(dead_code)]
-#[path = "../../src/money.rs"]
+#[path = "../../src/money/mod.rs"]
 mod money;
+#[allow(dead_code)]
+#[path = "../../src/text.rs"]
+mod text;
 
 use libfuzzer_sys::fuzz_target;
 use models::{Escrow, RawPage, Transaction, Wallet, decode_rows};
