@@ -13,7 +13,6 @@ pub mod ledger;
 pub mod logging;
 pub mod maintain;
 pub mod mcp;
-pub mod micros;
 pub mod mlflow;
 pub mod money;
 pub mod operation;
@@ -28,3 +27,7 @@ pub mod secret;
 pub mod stop;
 pub mod sync;
 pub mod tables;
+pub mod text;
+
+/// The provider's micro-dollar amounts, at the path the rest of the crate imports them from.
+pub use money::micros;

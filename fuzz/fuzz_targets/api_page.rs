@@ -2,10 +2,7 @@
 #![no_main]
 
 #[allow(dead_code)]
-#[path = "../../src/micros.rs"]
-mod micros;
-#[allow(dead_code)]
-#[path = "../../src/money.rs"]
+#[path = "../../src/money/mod.rs"]
 mod money;
 #[allow(dead_code)]
 #[path = "../../src/provider/records.rs"]
@@ -20,8 +17,12 @@ mod provider {
         pub(crate) use super::super::wire;
     }
 }
+#[allow(dead_code)]
+#[path = "../../src/text.rs"]
+mod text;
 
 use libfuzzer_sys::fuzz_target;
+use money::micros;
 use provider::records::{Escrow, Transaction, Wallet};
 use provider::seed::wire::{RawPage, decode_rows};
 

@@ -2,8 +2,11 @@
 #![no_main]
 
 #[allow(dead_code)]
-#[path = "../../src/money.rs"]
+#[path = "../../src/money/mod.rs"]
 mod money;
+#[allow(dead_code)]
+#[path = "../../src/text.rs"]
+mod text;
 
 use libfuzzer_sys::fuzz_target;
 use money::Usd;

@@ -33,14 +33,7 @@ pub struct CallRecord {
 
 /// Clip to at most `MAX_TEXT` bytes on a character boundary.
 pub fn clip(text: &str) -> String {
-    if text.len() <= MAX_TEXT {
-        return text.to_string();
-    }
-    let mut end = MAX_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+    crate::text::clip(text, MAX_TEXT).to_string()
 }
 
 /// Append one row. `cached` holds the table between calls (opening it reads its whole log, which grows by a

@@ -911,7 +911,7 @@ mod tests {
                             0 | 1 => {
                                 *w.ran.entry(s.op.id.clone()).or_default() += 1;
                                 w.tx += 1;
-                                if rng.next_u64() % 2 == 0 {
+                                if rng.next_u64().is_multiple_of(2) {
                                     Ok(Receipt { tx_id: Some(format!("tx-{}", s.op.id)), ..Receipt::default() })
                                 } else {
                                     Err(failure(Event::Unknown))

@@ -22,6 +22,7 @@ use super::validate::{
 };
 use crate::money::{MoneyError, Usd};
 use crate::operation::Operation;
+use crate::text::clip;
 
 /// One row of any source, before validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,11 +221,7 @@ impl<'a> Columns<'a> {
             } else {
                 let mut s = f.value(i).to_string();
                 if s.len() > 512 {
-                    let mut end = 512;
-                    while !s.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    s.truncate(end);
+                    s.truncate(clip(&s, 512).len());
                     s.push_str("...");
                 }
                 Value::String(s)
@@ -232,13 +229,7 @@ impl<'a> Columns<'a> {
             m.insert(name.clone(), v);
         }
         let mut s = Value::Object(m).to_string();
-        if s.len() > MAX_SOURCE_ROW_BYTES {
-            let mut end = MAX_SOURCE_ROW_BYTES;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
-        }
+        s.truncate(clip(&s, MAX_SOURCE_ROW_BYTES).len());
         s
     }
 }

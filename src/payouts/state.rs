@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::money::Usd;
 use crate::operation::OpKind;
 use crate::provider::{ProviderError, Verdict};
+use crate::text::clip;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Event {
@@ -141,13 +142,7 @@ pub fn classify(e: &ProviderError) -> FailedOutcome {
 /// A message for the log's `error_message`, at most 1,000 bytes, cut on a character boundary: the text can
 /// come from the provider, and `String::truncate` inside a multi-byte character would panic.
 pub fn clip_message(mut s: String) -> String {
-    if s.len() > 1000 {
-        let mut end = 1000;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    s.truncate(clip(&s, 1000).len());
     s
 }
 

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::money::{MoneyError, Usd};
 use crate::operation::{Action, EscrowRef, Fingerprint, OpKind, Operation};
+use crate::text;
 
 pub use crate::check::{MAX_ID_LEN, MAX_METADATA_BYTES, MAX_TEXT_LEN, check_id, check_text_chars};
 /// A rejected row is stored as JSON, clipped to this many bytes.
@@ -127,15 +128,10 @@ pub struct RawAction {
     pub source_row: String,
 }
 
+/// `s` cut to `max` bytes, marked `...` where it was cut.
 fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
+    let start = text::clip(s, max);
+    if start.len() < s.len() { format!("{start}...") } else { s.to_string() }
 }
 
 struct RowCtx<'a> {

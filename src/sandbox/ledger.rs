@@ -11,6 +11,7 @@ use super::cursor::Cursor;
 use crate::money::Usd;
 use crate::provider::seed::wire::*;
 use crate::rng::SplitMix64;
+use crate::text::clip;
 
 /// The id of the seeded buyer that funds escrows in the demo and the seed's bounty flow.
 pub const ORCHESTRATOR_AGENT: &str = "databricks-pipeline-orchestrator";
@@ -37,15 +38,11 @@ impl ContractError {
         ContractError::new(400, "invalid_request", message)
     }
     fn agent_not_found(id: &str) -> ContractError {
-        ContractError::new(404, "agent_not_found", format!("no agent {:?}", clip(id)))
+        ContractError::new(404, "agent_not_found", format!("no agent {:?}", clip(id, MAX_ID_LEN)))
     }
     fn escrow_not_found(id: &str) -> ContractError {
-        ContractError::new(404, "escrow_not_found", format!("no escrow {:?}", clip(id)))
+        ContractError::new(404, "escrow_not_found", format!("no escrow {:?}", clip(id, MAX_ID_LEN)))
     }
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(MAX_ID_LEN).collect()
 }
 
 /// How the sandbox seeds its world.

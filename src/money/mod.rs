@@ -3,13 +3,14 @@
 //! Money never passes through a binary float on its way in or out: JSON numbers are read from their
 //! source text (serde_json's `RawValue`), Delta columns are `Decimal128(18,2)`, and the only `f64`
 //! produced is for the seed's published `DOUBLE` wallet columns ([`Usd::to_f64_lossy_for_display_column`]).
+//! [`micros::Micros`] is the provider's six-decimal counterpart; both are built on [`fixed`].
 
-use std::fmt;
+mod fixed;
+pub mod micros;
+
 use std::str::FromStr;
 
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::value::RawValue;
+use fixed::{Excess, Scale, money_traits};
 
 /// Arrow/Delta precision and scale for every money column pfsync owns.
 pub const DECIMAL_PRECISION: u8 = 18;
@@ -17,6 +18,9 @@ pub const DECIMAL_SCALE: i8 = 2;
 
 /// The contract's ceiling: 999,999,999,999.99 USD.
 pub const MAX_CENTS: i64 = 99_999_999_999_999;
+
+/// Two decimals, a third refused, always printed with two (`12.50`, `-0.01`, `0.00`).
+const CENTS: Scale = Scale { decimals: DECIMAL_SCALE as u32, max: MAX_CENTS, excess: Excess::Refuse, shortest: false };
 
 /// Why a text or number is not an amount of money.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,19 +42,19 @@ pub enum MoneyError {
 }
 
 /// An exact amount of US dollars, in cents. May be zero or negative (balances, differences);
-/// use [`Usd::positive`] where the contract demands an amount greater than zero.
+/// use [`Usd::positive`] where the contract demands an amount greater than zero. Displays and serializes
+/// with two decimals (`12.50`); deserializes from a JSON number or a string holding one.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Usd(i64);
+
+money_traits!(Usd, CENTS);
 
 impl Usd {
     pub const ZERO: Usd = Usd(0);
 
     /// From whole cents, refusing values beyond the contract's range.
     pub fn from_cents(cents: i64) -> Result<Usd, MoneyError> {
-        if cents.unsigned_abs() > MAX_CENTS as u64 {
-            return Err(MoneyError::Overflow(format_cents(cents as i128)));
-        }
-        Ok(Usd(cents))
+        CENTS.check(cents.into()).map(Usd)
     }
 
     pub fn cents(self) -> i64 {
@@ -60,63 +64,7 @@ impl Usd {
     /// Parse a decimal text exactly: `12`, `12.5`, `-0.01`, `1.50`, `1.5e1`. Trailing zeros beyond
     /// two decimals are accepted (`1.230` is exactly 1.23); a non-zero third decimal is refused.
     pub fn parse(text: &str) -> Result<Usd, MoneyError> {
-        let s = text.trim();
-        if s.is_empty() {
-            return Err(MoneyError::Empty);
-        }
-        let lower = s.to_ascii_lowercase();
-        let unsigned = lower.trim_start_matches(['+', '-']);
-        if matches!(unsigned, "nan" | "inf" | "infinity") {
-            return Err(MoneyError::NotFinite(clip(text)));
-        }
-        let bad = || MoneyError::NotANumber(clip(text));
-        let (negative, body) = match s.as_bytes()[0] {
-            b'-' => (true, &s[1..]),
-            b'+' => (false, &s[1..]),
-            _ => (false, s),
-        };
-        let (mantissa, exponent) = match body.find(['e', 'E']) {
-            Some(i) => {
-                let exp_text = &body[i + 1..];
-                let exp: i64 = exp_text.parse().map_err(|_| bad())?;
-                (&body[..i], exp)
-            }
-            None => (body, 0),
-        };
-        let (int_part, frac_part) = match mantissa.split_once('.') {
-            Some((i, f)) => (i, f),
-            None => (mantissa, ""),
-        };
-        if int_part.is_empty() && frac_part.is_empty() {
-            return Err(bad());
-        }
-        if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        // All digits as one integer with `scale` decimals, then shift by the exponent.
-        let digits = format!("{int_part}{frac_part}");
-        let digits = digits.trim_start_matches('0');
-        let scale = (frac_part.len() as i64).saturating_sub(exponent);
-        // Trailing zeros carry no value: strip them so `1.230` and `1e2` normalise.
-        let trimmed = digits.trim_end_matches('0');
-        let scale = scale.saturating_sub((digits.len() - trimmed.len()) as i64);
-        if trimmed.is_empty() {
-            return Ok(Usd(0));
-        }
-        if scale > 2 {
-            return Err(MoneyError::TooManyDecimals(clip(text)));
-        }
-        // cents = trimmed * 10^(2 - scale); more than 17 significant digits is past the maximum anyway.
-        let zeros = 2i64.saturating_sub(scale);
-        if (trimmed.len() as i64).saturating_add(zeros) > 17 {
-            return Err(MoneyError::Overflow(clip(text)));
-        }
-        let mut cents: i64 = trimmed.parse().map_err(|_| bad())?;
-        for _ in 0..zeros {
-            cents *= 10;
-        }
-        let cents = if negative { -cents } else { cents };
-        Usd::from_cents(cents).map_err(|_| MoneyError::Overflow(clip(text)))
+        CENTS.parse(text).map(Usd)
     }
 
     /// Parse an amount the contract requires to be positive (payouts, escrows).
@@ -141,20 +89,7 @@ impl Usd {
 
     /// The value of a `Decimal128(_, scale)` cell, exact or refused.
     pub fn from_decimal128(raw: i128, scale: i8) -> Result<Usd, MoneyError> {
-        let cents: i128 = if scale <= DECIMAL_SCALE {
-            let factor =
-                10i128.checked_pow((DECIMAL_SCALE - scale) as u32).ok_or(MoneyError::DecimalScale { scale })?;
-            raw.checked_mul(factor).ok_or_else(|| MoneyError::Overflow(raw.to_string()))?
-        } else {
-            let factor =
-                10i128.checked_pow((scale - DECIMAL_SCALE) as u32).ok_or(MoneyError::DecimalScale { scale })?;
-            if raw % factor != 0 {
-                return Err(MoneyError::DecimalScale { scale });
-            }
-            raw / factor
-        };
-        let cents = i64::try_from(cents).map_err(|_| MoneyError::Overflow(format_cents(cents)))?;
-        Usd::from_cents(cents)
+        CENTS.units_of_decimal128(raw, scale).map(Usd)
     }
 
     /// The `Decimal128(18,2)` cell value.
@@ -163,50 +98,17 @@ impl Usd {
     }
 
     /// The nearest `f64`, only for the seed's published `DOUBLE` columns (`balance_usd`,
-    /// `total_earned_usd`). Integer cents below 2^53 are exact in an f64 and IEEE division is correctly
-    /// rounded, so this is the double closest to the decimal value: a conversion, not arithmetic.
+    /// `total_earned_usd`).
     pub fn to_f64_lossy_for_display_column(self) -> f64 {
-        self.0 as f64 / 100.0
+        CENTS.to_f64_lossy(self.0)
     }
 
     pub fn checked_add(self, other: Usd) -> Option<Usd> {
-        self.0.checked_add(other.0).and_then(|c| Usd::from_cents(c).ok())
+        CENTS.checked_add(self.0, other.0).map(Usd)
     }
 
     pub fn checked_sub(self, other: Usd) -> Option<Usd> {
-        self.0.checked_sub(other.0).and_then(|c| Usd::from_cents(c).ok())
-    }
-}
-
-fn clip(text: &str) -> String {
-    // Bad input may be megabytes long; an error message quotes only its start.
-    const LIMIT: usize = 40;
-    if text.len() <= LIMIT {
-        return text.to_string();
-    }
-    let mut end = LIMIT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}
-
-fn format_cents(cents: i128) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    let abs = cents.unsigned_abs();
-    format!("{sign}{}.{:02}", abs / 100, abs % 100)
-}
-
-impl fmt::Display for Usd {
-    /// Always two decimals: `12.50`, `-0.01`, `0.00`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_cents(self.0 as i128))
-    }
-}
-
-impl fmt::Debug for Usd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Usd({self})")
+        CENTS.checked_sub(self.0, other.0).map(Usd)
     }
 }
 
@@ -217,32 +119,11 @@ impl FromStr for Usd {
     }
 }
 
-impl Serialize for Usd {
-    /// A JSON number with two decimals, written from its text (never through an f64).
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let raw = RawValue::from_string(self.to_string()).map_err(serde::ser::Error::custom)?;
-        raw.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Usd {
-    /// A JSON number or a string holding one, parsed from its source text.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Usd, D::Error> {
-        let raw: Box<RawValue> = Deserialize::deserialize(deserializer)?;
-        let text = raw.get();
-        let text = if text.starts_with('"') {
-            serde_json::from_str::<String>(text).map_err(D::Error::custom)?
-        } else {
-            text.to_string()
-        };
-        Usd::parse(&text).map_err(D::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde::{Deserialize, Serialize};
 
     #[test]
     fn parses_the_contract_examples() {
