@@ -17,8 +17,8 @@ use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray, Timestam
 use pfsync::http::ClientConfig;
 use pfsync::payouts::{PayoutOptions, run_payouts};
 use pfsync::progress::Progress;
+use pfsync::provider::Common;
 use pfsync::provider::ProviderSettings;
-use pfsync::provider::registry::Common;
 use pfsync::secret::ApiKey;
 use pfsync::tables::{CommitInfo, PENDING_PAYOUTS, Warehouse, open_or_create};
 

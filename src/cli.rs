@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
-use crate::app::Exit;
-use crate::config::{ApiSection, Overrides};
+use crate::exit::Exit;
 use crate::money::Usd;
 
 /// The text after the flags in `pfsync --help`: environment, exit codes (from [`Exit::ALL`], so the list
@@ -130,26 +129,6 @@ pub struct ApiArgs {
     /// Requests in flight at once [default: 16].
     #[arg(long, global = true, value_name = "N")]
     pub max_concurrency: Option<usize>,
-}
-
-impl GlobalArgs {
-    pub fn overrides(&self) -> Overrides {
-        Overrides {
-            config: self.config.clone(),
-            warehouse: self.warehouse.clone(),
-            api_url: self.api_url.clone(),
-            faucet_url: self.faucet_url.clone(),
-            api_key_file: self.api_key_file.clone(),
-            api: ApiSection {
-                timeout_secs: self.api.timeout_secs,
-                connect_timeout_secs: self.api.connect_timeout_secs,
-                max_attempts: self.api.max_attempts,
-                max_elapsed_secs: self.api.max_elapsed_secs,
-                rate_limit_rps: self.api.rate_limit_rps,
-                max_concurrency: self.api.max_concurrency,
-            },
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,16 +257,16 @@ pub struct SyncArgs {
 
     /// Most API pages one table's sync reads. A provider that keeps handing out one more page is refused
     /// (exit 3) and nothing more is written; raise it for a table that really is larger.
-    #[arg(long, default_value_t = crate::sync::DEFAULT_MAX_PAGES, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    #[arg(long, default_value_t = crate::sync::limits::DEFAULT_MAX_PAGES, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_pages: u64,
 
     /// Most rows one table's sync reads; more is refused (exit 3) as for --max-pages.
-    #[arg(long, default_value_t = crate::sync::DEFAULT_MAX_ROWS, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    #[arg(long, default_value_t = crate::sync::limits::DEFAULT_MAX_ROWS, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_rows: u64,
 
     /// Longest one table's sync may take, in seconds; past it the sync stops (exit 3) and nothing more is
     /// written. Rows committed before stay, with the position they reached: a rerun goes on from there.
-    #[arg(long, default_value_t = crate::sync::DEFAULT_MAX_SYNC_SECS, value_parser = clap::value_parser!(u64).range(1..=7 * 86_400), value_name = "SECS")]
+    #[arg(long, default_value_t = crate::sync::limits::DEFAULT_MAX_SYNC_SECS, value_parser = clap::value_parser!(u64).range(1..=7 * 86_400), value_name = "SECS")]
     pub max_sync_secs: u64,
 }
 
@@ -335,7 +314,7 @@ pub struct SandboxArgs {
     /// the rows unreadable, `ignore-filter` returns other operations' transactions. pfsync must then leave
     /// the operation unknown, never send it again.
     #[arg(long, value_name = "garble|ignore-filter", value_parser = parse_lookup_fault)]
-    pub lookup_fault: Option<crate::sandbox::LookupFault>,
+    pub lookup_fault: Option<LookupFaultArg>,
 
     /// Seconds a client has to send a request's headers (and to start the next request on a kept-alive
     /// connection) before the connection is closed.
@@ -427,8 +406,19 @@ pub struct DemoArgs {
     pub bounties: usize,
 }
 
-fn parse_lookup_fault(s: &str) -> Result<crate::sandbox::LookupFault, String> {
-    crate::sandbox::LookupFault::parse(s).ok_or_else(|| format!("{s:?} is not garble or ignore-filter"))
+/// `--lookup-fault`: how the sandbox garbles lookups by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupFaultArg {
+    Garble,
+    IgnoreFilter,
+}
+
+fn parse_lookup_fault(s: &str) -> Result<LookupFaultArg, String> {
+    match s {
+        "garble" => Ok(LookupFaultArg::Garble),
+        "ignore-filter" => Ok(LookupFaultArg::IgnoreFilter),
+        _ => Err(format!("{s:?} is not garble or ignore-filter")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -492,7 +482,7 @@ pub struct PayoutsArgs {
     pub in_flight_timeout: u64,
 }
 
-pub use crate::payouts::plan::Shard;
+pub use crate::operation::Shard;
 
 /// `--shard I/N`. clap puts the flag and the value in front of the message.
 pub fn parse_shard(text: &str) -> Result<Shard, String> {

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::http::{ClientConfig, RetryPolicy};
+use crate::provider::Common;
 use crate::provider::ProviderSettings;
-use crate::provider::registry::Common;
-use crate::provider::seed::{DEFAULT_API_URL, DEFAULT_FAUCET_URL};
+use crate::provider::{DEFAULT_API_URL, DEFAULT_FAUCET_URL};
 use crate::secret::{ApiKey, SecretError};
 use crate::tables::{TableName, Warehouse};
 
@@ -129,6 +129,27 @@ pub struct Overrides {
     pub faucet_url: Option<String>,
     pub api_key_file: Option<PathBuf>,
     pub api: ApiSection,
+}
+
+impl From<&crate::cli::GlobalArgs> for Overrides {
+    /// What the global flags (and the environment clap reads for them) say.
+    fn from(g: &crate::cli::GlobalArgs) -> Overrides {
+        Overrides {
+            config: g.config.clone(),
+            warehouse: g.warehouse.clone(),
+            api_url: g.api_url.clone(),
+            faucet_url: g.faucet_url.clone(),
+            api_key_file: g.api_key_file.clone(),
+            api: ApiSection {
+                timeout_secs: g.api.timeout_secs,
+                connect_timeout_secs: g.api.connect_timeout_secs,
+                max_attempts: g.api.max_attempts,
+                max_elapsed_secs: g.api.max_elapsed_secs,
+                rate_limit_rps: g.api.rate_limit_rps,
+                max_concurrency: g.api.max_concurrency,
+            },
+        }
+    }
 }
 
 /// Validated settings for a run.

@@ -1,5 +1,5 @@
 //! The one classification every layer's error answers to. Each module keeps its own typed error enum; it
-//! only says which class a failure is, and the exit code follows from the class alone (`app::Exit`).
+//! only says which class a failure is, and the exit code follows from the class alone (`exit::Exit`).
 
 /// What kind of failure an error is, from the point of view of whoever runs pfsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

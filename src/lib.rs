@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod errors;
+pub mod exit;
 pub mod hooks;
 pub mod http;
 pub mod ledger;

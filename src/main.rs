@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pfsync::app::{self, Exit};
+use pfsync::app;
 use pfsync::cli::Cli;
+use pfsync::exit::Exit;
 
 fn main() -> ExitCode {
     // First, before the key is read from anywhere.

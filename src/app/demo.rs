@@ -1,9 +1,10 @@
 //! `pfsync demo`: the whole job against an in-process sandbox and a local warehouse.
 
+use super::error::AppError;
 use super::query::{STATUS_SUMMARY, print_query, query_count};
 use super::reconcile::reconcile_and_report;
+use super::step::Context;
 use super::sync::{rows_failed, run_sync};
-use super::{AppError, Context};
 use crate::cli::{DemoArgs, ReconcileArgs, ReconcileFlags, SyncTarget};
 use crate::payouts::{PayoutError, PayoutOptions, run_payouts};
 use crate::progress::Progress;
@@ -29,7 +30,7 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     println!("warehouse: {}\n", display_location(wh));
     // The default provider (the seed's contract, which the in-process sandbox serves), whatever the
     // settings choose: the demo never talks to a real provider.
-    let common = crate::provider::registry::Common {
+    let common = crate::provider::Common {
         client: ctx.settings.client_config_with_key(base.clone(), crate::sandbox::default_key()),
         faucet_url: base,
     };

@@ -1,6 +1,7 @@
 //! `pfsync mcp`: connect the provider, make sure the tables the tools write exist, and serve.
 
-use super::{AppError, Context};
+use super::error::AppError;
+use super::step::Context;
 use crate::cli::McpArgs;
 use crate::mcp::{Engine, McpServer, Token, policy, serve_http, serve_stdio};
 use crate::payouts::PayoutOptions;
@@ -31,7 +32,7 @@ pub(super) async fn mcp(ctx: &Context, args: &McpArgs) -> Result<(), AppError> {
         ..PayoutOptions::default()
     };
     let opts = super::payouts::with_client(&opts, &cfg)?;
-    let provider = super::connect(ctx).await?;
+    let provider = super::step::connect(ctx).await?;
     // The money tools append to the two source tables (as an upstream job would) and every call to the audit
     // table: created empty when absent, as `pfsync init` does; an existing one with other columns is refused.
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "mcp" };

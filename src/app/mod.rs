@@ -1,6 +1,8 @@
-//! The commands, run from parsed flags, and the mapping of their failures to exit codes.
+//! The commands, run from parsed flags: each module one command (or step of `pfsync run`), over what they
+//! share (`step.rs`) and how they end (`error.rs`).
 
 mod demo;
+mod error;
 mod mcp;
 pub(crate) mod payouts;
 mod query;
@@ -8,23 +10,15 @@ mod reconcile;
 mod rules;
 mod run;
 mod sandbox;
+mod step;
 mod sync;
 
-use std::collections::BTreeMap;
-
 use crate::cli::{Cli, Command};
-use crate::config::{ConfigError, Settings};
-use crate::errors::ErrorClass;
-use crate::maintain::MaintainError;
-use crate::money::Usd;
-use crate::ops::RunRecord;
-use crate::payouts::PayoutError;
-use crate::progress::Progress;
-use crate::reconcile::ReconcileError;
-use crate::sync::SyncError;
-use crate::tables::{CommitInfo, TableError};
+use crate::config::Settings;
+use crate::tables::CommitInfo;
 pub use demo::SEED_QUERY;
 use demo::demo;
+pub use error::AppError;
 use payouts::payouts_step;
 pub use payouts::{payout_options, payout_outcome};
 use query::{maintain, sql, status, tables};
@@ -32,131 +26,14 @@ pub use reconcile::fail_on;
 use reconcile::reconcile_step;
 use run::run_steps;
 use sandbox::sandbox;
+pub use step::{Context, StepOutcome};
+use step::{connect, recorded};
 use sync::{sync_options, sync_step};
-
-/// Declares `Exit` from one list, so a code cannot be added without its meaning, nor be missing from
-/// [`Exit::ALL`] (which `pfsync --help` prints).
-macro_rules! exit_codes {
-    ($($name:ident = $code:literal: $meaning:literal,)*) => {
-        /// Documented exit codes: `pfsync --help` lists every one with its meaning.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Exit {
-            $(#[doc = $meaning] $name = $code,)*
-        }
-
-        impl Exit {
-            /// Every exit code, in order.
-            pub const ALL: &'static [Exit] = &[$(Exit::$name),*];
-
-            /// One line: what happened and what a scheduler should do about it.
-            pub fn meaning(self) -> &'static str {
-                match self {
-                    $(Exit::$name => $meaning,)*
-                }
-            }
-        }
-    };
-}
-
-exit_codes! {
-    Ok = 0: "success: everything reached a final state",
-    Internal = 1: "unexpected internal error (retry, then alert)",
-    Usage = 2: "usage or configuration error; nothing was touched (fix it, do not retry)",
-    Api = 3: "the Purple Flea API failed after retries or refused the key (retry is safe)",
-    Table = 4: "a Delta table could not be read or written: storage, schema (retry is safe)",
-    RowsFailed = 5: "finished, but some rows were refused or failed (logged with id and reason)",
-    OutcomeUnknown = 6: "some payouts have no known outcome yet; rerun: it resolves them by lookup",
-    BrakeHeld = 7: "the safety brake (--max-total-usd, --max-count) held payouts back",
-    FindingsOpen = 8: "reconciliation findings of the --fail-on classes are open",
-}
-
-impl Exit {
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("{0}")]
-    Usage(String),
-    #[error(transparent)]
-    Provider(#[from] crate::provider::ProviderError),
-    #[error(transparent)]
-    Table(#[from] TableError),
-    #[error(transparent)]
-    Sync(#[from] SyncError),
-    #[error("{failed} row(s) failed; the other rows were written (see the warnings above for ids and reasons)")]
-    RowsFailed { failed: u64 },
-    #[error(transparent)]
-    Maintain(#[from] MaintainError),
-    #[error(transparent)]
-    Payout(#[from] PayoutError),
-    #[error(
-        "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice)"
-    )]
-    OutcomeUnknown { unknown: u64 },
-    #[error(transparent)]
-    Reconcile(#[from] ReconcileError),
-    #[error("{open} reconciliation finding(s) open; see the report or the purpleflea.payouts.open_findings view")]
-    FindingsOpen { open: u64 },
-    #[error("the safety brake held back {held} operation(s); raise --max-total-usd / --max-count or check the source")]
-    BrakeHeld { held: u64 },
-    #[cfg(feature = "unity")]
-    #[error(transparent)]
-    Unity(#[from] crate::tables::unity::UnityError),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<ErrorClass> for Exit {
-    fn from(c: ErrorClass) -> Exit {
-        match c {
-            ErrorClass::Usage => Exit::Usage,
-            ErrorClass::Transient | ErrorClass::Refused => Exit::Api,
-            ErrorClass::Storage => Exit::Table,
-            ErrorClass::Internal => Exit::Internal,
-        }
-    }
-}
-
-impl AppError {
-    /// The exit code: from the failing layer's error class, or from how a finished step ended.
-    pub fn exit(&self) -> Exit {
-        match self {
-            AppError::Config(_) | AppError::Usage(_) => Exit::Usage,
-            AppError::Provider(e) => e.class().into(),
-            AppError::Table(e) => e.class().into(),
-            AppError::Sync(e) => e.class().into(),
-            AppError::Maintain(e) => e.class().into(),
-            AppError::Payout(e) => e.class().into(),
-            AppError::Reconcile(e) => e.class().into(),
-            AppError::RowsFailed { .. } => Exit::RowsFailed,
-            AppError::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
-            AppError::BrakeHeld { .. } => Exit::BrakeHeld,
-            AppError::FindingsOpen { .. } => Exit::FindingsOpen,
-            // The catalog unreachable: retry; a name it does not know, or a bad setting: fix first.
-            #[cfg(feature = "unity")]
-            AppError::Unity(crate::tables::unity::UnityError::Request { .. }) => Exit::Table,
-            #[cfg(feature = "unity")]
-            AppError::Unity(_) => Exit::Usage,
-            AppError::Internal(_) => Exit::Internal,
-        }
-    }
-}
-
-pub struct Context {
-    pub settings: Settings,
-    pub run_id: String,
-    pub progress: bool,
-}
 
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     crate::errors::quiet_caught_dependency_panics();
     #[allow(unused_mut)] // mutated only by the `unity` feature
-    let mut settings = Settings::resolve(&cli.global.overrides())?;
+    let mut settings = Settings::resolve(&(&cli.global).into())?;
     let run_id = match &cli.global.run_id {
         Some(id) if id.trim().is_empty() || id.len() > 200 => {
             return Err(AppError::Usage("--run-id must be 1..=200 characters".into()));
@@ -239,100 +116,5 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             print!("{}", crate::tables::ddl::script(&ctx.settings.warehouse, &grantees));
             Ok(())
         }
-    }
-}
-
-/// The provider the settings choose, connected (its keys read and checked before any step runs).
-pub(super) async fn connect(ctx: &Context) -> Result<std::sync::Arc<dyn crate::provider::Provider>, AppError> {
-    Ok(crate::provider::connect(&ctx.settings.provider, &ctx.settings.provider_common()?).await?)
-}
-
-pub(super) fn step(ctx: &Context, step: &'static str, label: &str) -> (CommitInfo, Progress) {
-    (CommitInfo { run_id: ctx.run_id.clone(), step }, Progress::new(ctx.progress, label))
-}
-
-/// What one step did (for `purpleflea.ops.runs`) and how it ended.
-pub struct StepOutcome {
-    pub rows: Option<i64>,
-    pub amount: Option<Usd>,
-    pub counts: BTreeMap<String, u64>,
-    /// A step can finish its work and still end non-zero (rows refused, outcomes unknown, findings open).
-    pub result: Result<(), AppError>,
-}
-
-/// Run a step and record it in `purpleflea.ops.runs` (not for usage errors: those touch nothing).
-pub(super) async fn recorded(
-    ctx: &Context,
-    step: &'static str,
-    work: impl std::future::Future<Output = Result<StepOutcome, AppError>>,
-) -> Result<(), AppError> {
-    let started_at = chrono::Utc::now();
-    let (record, result) = match work.await {
-        Ok(o) => {
-            let exit = o.result.as_ref().err().map(|e| e.exit() as i32).unwrap_or(0);
-            (
-                RunRecord {
-                    step,
-                    started_at,
-                    finished_at: chrono::Utc::now(),
-                    rows: o.rows,
-                    amount: o.amount,
-                    counts: o.counts,
-                    exit_code: exit,
-                },
-                o.result,
-            )
-        }
-        Err(e) => {
-            let exit = e.exit() as i32;
-            let r = RunRecord {
-                step,
-                started_at,
-                finished_at: chrono::Utc::now(),
-                rows: None,
-                amount: None,
-                counts: BTreeMap::new(),
-                exit_code: exit,
-            };
-            (r, Err(e))
-        }
-    };
-    if record.exit_code != Exit::Usage as i32 {
-        let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "ops.runs" };
-        if let Err(e) = crate::ops::record(&ctx.settings.warehouse, &commit, &record).await {
-            tracing::warn!(error = %e, "could not record the step in purpleflea.ops.runs");
-        }
-    }
-    result
-}
-
-/// The most useful exit for a scheduler among steps that finished: retry-worthy first.
-pub(super) fn worst(results: Vec<Result<(), AppError>>) -> Result<(), AppError> {
-    let rank = |e: &AppError| match e.exit() {
-        Exit::OutcomeUnknown => 0,
-        Exit::FindingsOpen => 1,
-        Exit::BrakeHeld => 2,
-        Exit::RowsFailed => 3,
-        _ => 4,
-    };
-    let mut errors: Vec<AppError> = results.into_iter().filter_map(Result::err).collect();
-    errors.sort_by_key(rank);
-    match errors.into_iter().next() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Exit;
-
-    #[test]
-    fn exit_codes_run_from_0_without_gaps_each_with_a_one_line_meaning() {
-        for (i, e) in Exit::ALL.iter().enumerate() {
-            assert_eq!(e.code() as usize, i, "{e:?}");
-            assert!(!e.meaning().is_empty() && !e.meaning().contains('\n'), "{e:?}");
-        }
-        assert_eq!(Exit::ALL.last(), Some(&Exit::FindingsOpen));
     }
 }

@@ -1,6 +1,7 @@
 //! `pfsync payouts`: flags to options, the step, and its exit code.
 
-use super::{AppError, Context, StepOutcome};
+use super::error::AppError;
+use super::step::{Context, StepOutcome};
 use crate::cli::PayoutsArgs;
 use crate::http::ClientConfig;
 use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};

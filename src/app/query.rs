@@ -1,6 +1,7 @@
 //! The commands that read tables: `sql`, `status`, `tables`, and `maintain`, which compacts them.
 
-use super::{AppError, Context};
+use super::error::AppError;
+use super::step::Context;
 use crate::cli::{MaintainArgs, SqlArgs, StatusArgs};
 use crate::maintain::{MaintainOptions, maintain_all};
 use crate::tables::{CommitInfo, TableError, sql_context};

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::error::AppError;
+use super::step::{Context, StepOutcome};
 use super::sync::run_sync;
-use super::{AppError, Context, StepOutcome};
 use crate::cli::{ReconcileArgs, SyncTarget};
 use crate::reconcile::{Class, FINDING_CLASSES, ReconcileError, ReconcileOptions, ReconcileReport};
 use crate::sync::SyncOptions;
@@ -32,7 +33,7 @@ pub(super) async fn reconcile_step(
     classes: &[Class],
 ) -> Result<StepOutcome, AppError> {
     if !args.no_sync {
-        let provider = super::connect(ctx).await?;
+        let provider = super::step::connect(ctx).await?;
         for r in run_sync(ctx, provider.as_ref(), SyncTarget::All, &SyncOptions::default()).await? {
             println!("{r}");
         }

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{Array, StringArray};
 
+use super::error::AppError;
 use super::payouts::engine_step;
-use super::{AppError, Context, StepOutcome};
+use super::step::{Context, StepOutcome};
 use crate::mlflow::{MlflowClient, MlflowConfig, MlflowError};
 use crate::payouts::rules::{Fired, RULE_OP_PREFIX, Rules};
 use crate::payouts::{PayoutError, PayoutOptions};

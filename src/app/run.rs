@@ -1,10 +1,12 @@
 //! `pfsync run`: the Workflow entry point, the selected steps in order under one run id.
 
+use super::error::AppError;
 use super::payouts::{payout_options, payouts_step, with_client};
 use super::reconcile::{fail_on, reconcile_step};
+use super::step::{Context, recorded, worst};
 use super::sync::sync_step;
-use super::{AppError, Context, Exit, recorded, worst};
 use crate::cli::{ReconcileArgs, RunArgs, Step, SyncTarget};
+use crate::exit::Exit;
 use crate::sync::SyncOptions;
 
 /// `pfsync run`: the steps in order under one run id. A step that fails hard stops the run (later steps
@@ -15,7 +17,7 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     let classes = fail_on(&args.reconcile.fail_on)?;
     let popts = with_client(&popts, &ctx.settings.client_config()?)?;
     let mlflow = if args.steps.contains(&Step::Rules) { super::rules::mlflow_from_env()? } else { None };
-    let provider = super::connect(ctx).await?;
+    let provider = super::step::connect(ctx).await?;
     let backend = provider.as_ref();
     let rargs = ReconcileArgs {
         namespace: args.payouts.namespace.clone(),
@@ -31,7 +33,7 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     loop {
         passes += 1;
         match pass(ctx, args, backend, &popts, &rargs, &classes, &mlflow).await {
-            Err(e) if e.exit() == super::Exit::Usage => return Err(e),
+            Err(e) if e.exit() == Exit::Usage => return Err(e),
             Err(e) => {
                 tracing::warn!(pass = passes, exit = e.exit().code(), error = %e, "pass ended; the next one follows")
             }

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::AppError;
-use crate::cli::{FaultArgs, SandboxArgs};
+use super::error::AppError;
+use crate::cli::{FaultArgs, LookupFaultArg, SandboxArgs};
 use crate::money::Usd;
 use crate::sandbox::{
     ConnectionLimits, DEFAULT_SANDBOX_KEY, FaultConfig, Proxy, ProxyConfig, Sandbox, SandboxConfig, SeedConfig,
@@ -49,7 +49,10 @@ pub(super) async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
         faults: fault_config(args.seed, &args.faults)?,
         admin: args.admin,
         ignore_idempotency_keys: args.ignore_idempotency_keys,
-        lookup_fault: args.lookup_fault,
+        lookup_fault: args.lookup_fault.map(|f| match f {
+            LookupFaultArg::Garble => crate::sandbox::LookupFault::Garble,
+            LookupFaultArg::IgnoreFilter => crate::sandbox::LookupFault::IgnoreFilter,
+        }),
         limits: limits(args),
     };
     let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Usage(format!("cannot start the sandbox: {e}")))?;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{AppError, Context, StepOutcome, step};
+use super::error::AppError;
+use super::step::{Context, StepOutcome, step};
 use crate::cli::{SyncArgs, SyncTarget};
 use crate::provider::{HeldAgents, Listings, Provider};
 use crate::sync::{SyncOptions, SyncReport, held, sync_escrows, sync_transactions, sync_wallets};

@@ -17,7 +17,8 @@
 //! - an intent without an outcome is left alone while its run may still be sending (`plan::decide`); the
 //!   sender never starts a send that late (`execution::may_start`);
 //! - after that, or after an unknown outcome, the provider is asked; "never executed" is concluded only
-//!   from a successful answer with zero rows at a provider that can look outcomes up (`provider::seed`);
+//!   from evidence that proves it (a successful answer with zero rows for the key, or a ledger window that
+//!   covers the time since the intent: `provider::Provider::lookup`);
 //!   anything else leaves the operation unknown for a person, never resent;
 //! - the HTTP client repeats a POST after an ambiguous failure only at a provider that declares it
 //!   honours idempotency keys (`http::client`, the rule derived from `provider::Capabilities`).

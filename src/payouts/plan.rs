@@ -21,35 +21,7 @@ use crate::http::IdempotencyKey;
 use crate::money::Usd;
 use crate::operation::{EscrowRef, OpKind, Operation};
 
-/// Shard `index` of `count` (`--shard I/N`): operations whose id hashes to `index`, for parallel tasks.
-/// Built only through [`Shard::new`] (or the CLI's parser), so `index < count` always holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    index: u32,
-    count: u32,
-}
-
-impl Shard {
-    pub fn new(index: u32, count: u32) -> Option<Shard> {
-        (count > 0 && index < count).then_some(Shard { index, count })
-    }
-
-    pub fn index(self) -> u32 {
-        self.index
-    }
-
-    pub fn count(self) -> u32 {
-        self.count
-    }
-
-    pub fn contains(self, id: &str) -> bool {
-        crate::rng::hash_bytes(0, id.as_bytes()) % self.count as u64 == self.index as u64
-    }
-}
-
-pub fn in_shard(id: &str, shard: Option<Shard>) -> bool {
-    shard.is_none_or(|s| s.contains(id))
-}
+pub use crate::operation::{Shard, in_shard};
 
 /// What the plan needs besides the operations and their history.
 #[derive(Debug, Clone)]

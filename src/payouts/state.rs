@@ -149,8 +149,6 @@ pub fn clip_message(mut s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::HttpError;
-    use crate::provider::seed::SeedError;
 
     fn ev(event: Event, attempt: i32) -> Logged {
         Logged {
@@ -189,70 +187,10 @@ mod tests {
     }
 
     #[test]
-    fn the_live_services_refusals_are_rejected_with_their_own_code_and_their_5xx_stay_unknown() {
-        // 4xx refusals of Purple Flea's live services, as the client decodes them.
-        use crate::provider::live::error::refusal;
-        for (status, code) in [
-            (400, "insufficient_balance"),
-            (404, "recipient_not_found"),
-            (409, "invalid_status"),
-            (403, "forbidden"),
-            (404, "counterparty_not_found"),
-            (400, "same_agent"),
-        ] {
-            let e = refusal("POST /stats/pay", status, code, "m".into());
-            let f = classify(&e);
-            assert_eq!(
-                (f.event, f.code.as_str(), f.http_status),
-                (Event::Rejected, code, Some(status as i32)),
-                "{code}"
-            );
-        }
-        // Their 5xx: the operation may have run (release_failed after the credit): unknown, code kept.
-        let s = ProviderError::Http(HttpError::Server {
-            endpoint: "e".into(),
-            status: 500,
-            message: "release_failed: Contact support.".into(),
-            attempts: 1,
-        });
-        assert_eq!((classify(&s).event, classify(&s).code.as_str()), (Event::Unknown, "release_failed"));
-        let plain = ProviderError::Http(HttpError::Server {
-            endpoint: "e".into(),
-            status: 502,
-            message: "<html>bad gateway".into(),
-            attempts: 1,
-        });
-        assert_eq!(classify(&plain).code, "internal");
-        // A code the client does not know stays an unexpected answer: unknown, never a rejection.
-        let odd = refusal("e", 418, "teapot", "m".into());
-        assert_eq!(classify(&odd).event, Event::Unknown);
-    }
-
-    #[test]
     fn a_long_provider_message_in_multi_byte_text_is_clipped_without_a_panic() {
         // 999 ASCII bytes then a 3-byte character: byte 1000 falls inside it.
         let message = format!("{}€€€", "x".repeat(999));
-        let f = classify(&SeedError::InvalidState { message }.into());
+        let f = classify(&ProviderError::refused(409, "invalid_state", "invalid state", message));
         assert!(f.message.len() <= 1000 && f.message.ends_with('x'), "{}", f.message.len());
-    }
-
-    #[test]
-    fn final_refusals_are_rejected_and_the_rest_unknown() {
-        let m = || "m".to_string();
-        let seed = |e: SeedError| classify(&e.into());
-        assert_eq!(seed(SeedError::InsufficientFunds { message: m() }).event, Event::Rejected);
-        assert_eq!(seed(SeedError::AgentNotFound { message: m() }).code, "agent_not_found");
-        assert_eq!(seed(SeedError::InvalidState { message: m() }).event, Event::Rejected);
-        assert_eq!(seed(SeedError::InvalidRequest { message: m() }).http_status, Some(400));
-        assert_eq!(seed(SeedError::Http(HttpError::KeyInUse)).event, Event::Unknown);
-        let t = ProviderError::Http(HttpError::Transport {
-            endpoint: "e".into(),
-            detail: "d".into(),
-            attempts: 3,
-            connected: true,
-        });
-        assert_eq!((classify(&t).event, classify(&t).code.as_str()), (Event::Unknown, "transport"));
-        let s = ProviderError::Http(HttpError::Server { endpoint: "e".into(), status: 503, message: m(), attempts: 8 });
-        assert_eq!((classify(&s).event, classify(&s).http_status), (Event::Unknown, Some(503)));
     }
 }

@@ -24,13 +24,25 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
-use crate::http::{IdempotencyKey, Repeat};
+use crate::http::{ClientConfig, IdempotencyKey, Repeat};
 use crate::operation::Operation;
 
 pub use agent::{Completion, FaucetAnswer, FaucetClaim};
 pub use error::{ProviderError, Verdict};
 pub use records::{AgentWallet, EscrowRecord, LedgerEntry};
 pub use registry::{ProviderSettings, connect};
+/// The default provider's bases: what `--api-url` and `--faucet-url` default to.
+pub use seed::{DEFAULT_API_URL, DEFAULT_FAUCET_URL};
+
+/// What every provider is built from besides its own `[provider]` keys.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// The client settings (timeouts, retries, limits), against `--api-url`, with the payer's key
+    /// (`PURPLEFLEA_API_KEY` / `--api-key-file`).
+    pub client: ClientConfig,
+    /// `--faucet-url`.
+    pub faucet_url: url::Url,
+}
 
 /// What a provider declares about itself. Every field defaults to the cautious answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

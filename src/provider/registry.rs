@@ -5,21 +5,8 @@
 
 use std::sync::Arc;
 
+use super::{Common, Provider, ProviderError};
 use futures::future::BoxFuture;
-use url::Url;
-
-use super::{Provider, ProviderError};
-use crate::http::ClientConfig;
-
-/// What every provider is built from besides its own `[provider]` keys.
-#[derive(Debug, Clone)]
-pub struct Common {
-    /// The client settings (timeouts, retries, limits), against `--api-url`, with the payer's key
-    /// (`PURPLEFLEA_API_KEY` / `--api-key-file`).
-    pub client: ClientConfig,
-    /// `--faucet-url`.
-    pub faucet_url: Url,
-}
 
 /// A provider connecting: from its `[provider]` keys and what every provider is built from.
 pub type Connect = for<'a> fn(&'a toml::Table, &'a Common) -> BoxFuture<'a, Result<Arc<dyn Provider>, ProviderError>>;

@@ -21,8 +21,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::registry::Common;
-use super::{Capabilities, Evidence, Lookup, LookupContext, Provider, ProviderError, Receipt};
+use super::{Capabilities, Common, Evidence, Lookup, LookupContext, Provider, ProviderError, Receipt};
 use crate::http::{HttpError, IdempotencyKey};
 use crate::operation::Operation;
 

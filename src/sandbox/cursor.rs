@@ -1,7 +1,7 @@
 //! Opaque page cursors: the position `(timestamp µs, id)` of the last row handed out, hex-encoded so
 //! clients treat it as a token and never build one.
 
-use super::ledger::ContractError;
+use super::refusal::ContractError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {

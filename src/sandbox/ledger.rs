@@ -8,42 +8,17 @@ use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use serde_json::Value;
 
 use super::cursor::Cursor;
+pub use super::refusal::{ContractError, MAX_ID_LEN};
 use crate::money::Usd;
 use crate::provider::seed::wire::*;
 use crate::rng::SplitMix64;
-use crate::text::clip;
 
 /// The id of the seeded buyer that funds escrows in the demo and the seed's bounty flow.
 pub const ORCHESTRATOR_AGENT: &str = "databricks-pipeline-orchestrator";
 /// Longest free-text field the sandbox accepts (reason, description); documented in `api/openapi.yaml`.
 pub const MAX_TEXT_LEN: usize = 4096;
-/// Longest id (agent, escrow) the sandbox accepts.
-pub const MAX_ID_LEN: usize = 128;
 pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 100;
-
-/// A refusal in the contract's terms: status, code and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContractError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl ContractError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ContractError {
-        ContractError { status, code, message: message.into() }
-    }
-    pub fn invalid(message: impl Into<String>) -> ContractError {
-        ContractError::new(400, "invalid_request", message)
-    }
-    fn agent_not_found(id: &str) -> ContractError {
-        ContractError::new(404, "agent_not_found", format!("no agent {:?}", clip(id, MAX_ID_LEN)))
-    }
-    fn escrow_not_found(id: &str) -> ContractError {
-        ContractError::new(404, "escrow_not_found", format!("no escrow {:?}", clip(id, MAX_ID_LEN)))
-    }
-}
 
 /// How the sandbox seeds its world.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ pub mod inject;
 pub mod ledger;
 pub mod mlflow_stub;
 pub mod proxy;
+pub mod refusal;
 pub mod server;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

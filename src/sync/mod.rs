@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod entity;
 pub mod held;
+pub mod limits;
 pub mod merge;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use crate::tables::{CommitInfo, TableError, Warehouse};
 
 pub use engine::sync_table;
 pub use entity::{Synced, WriteMode};
+pub use limits::{DEFAULT_MAX_PAGES, DEFAULT_MAX_ROWS, DEFAULT_MAX_SYNC_SECS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -71,12 +73,6 @@ impl SyncError {
         SyncError::Write { table, source: Box::new(source) }
     }
 }
-
-/// Default bounds of one table's sync: far above the largest table a run is expected to read (100M rows
-/// at the maximum page size), so they only ever stop a provider that keeps paging.
-pub const DEFAULT_MAX_PAGES: u64 = 100_000;
-pub const DEFAULT_MAX_ROWS: u64 = 100_000_000;
-pub const DEFAULT_MAX_SYNC_SECS: u64 = 4 * 3600;
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {

@@ -52,7 +52,7 @@ fn help_documents_commands_flags_and_exit_codes() {
 /// meaning, and no other.
 #[test]
 fn help_lists_every_exit_code_with_its_meaning() {
-    use pfsync::app::Exit;
+    use pfsync::exit::Exit;
     for flag in ["--help", "-h"] {
         let out = pfsync().arg(flag).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{flag}");

@@ -68,3 +68,48 @@ pub fn refusal(endpoint: &str, status: u16, code: &str, message: String) -> Prov
     let e = HttpError::Status { endpoint: endpoint.to_string(), status, code: code.to_string(), message };
     LiveError::from_http(e).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payouts::state::{Event, classify};
+
+    #[test]
+    fn the_live_services_refusals_are_rejected_with_their_own_code_and_their_5xx_stay_unknown() {
+        // 4xx refusals of Purple Flea's live services, as the client decodes them.
+        for (status, code) in [
+            (400, "insufficient_balance"),
+            (404, "recipient_not_found"),
+            (409, "invalid_status"),
+            (403, "forbidden"),
+            (404, "counterparty_not_found"),
+            (400, "same_agent"),
+        ] {
+            let e = refusal("POST /stats/pay", status, code, "m".into());
+            let f = classify(&e);
+            assert_eq!(
+                (f.event, f.code.as_str(), f.http_status),
+                (Event::Rejected, code, Some(status as i32)),
+                "{code}"
+            );
+        }
+        // Their 5xx: the operation may have run (release_failed after the credit): unknown, code kept.
+        let s = ProviderError::Http(HttpError::Server {
+            endpoint: "e".into(),
+            status: 500,
+            message: "release_failed: Contact support.".into(),
+            attempts: 1,
+        });
+        assert_eq!((classify(&s).event, classify(&s).code.as_str()), (Event::Unknown, "release_failed"));
+        let plain = ProviderError::Http(HttpError::Server {
+            endpoint: "e".into(),
+            status: 502,
+            message: "<html>bad gateway".into(),
+            attempts: 1,
+        });
+        assert_eq!(classify(&plain).code, "internal");
+        // A code the client does not know stays an unexpected answer: unknown, never a rejection.
+        let odd = refusal("e", 418, "teapot", "m".into());
+        assert_eq!(classify(&odd).event, Event::Unknown);
+    }
+}

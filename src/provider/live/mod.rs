@@ -26,9 +26,8 @@ use self::keys::{Agent, KeyRing};
 pub use self::settings::{FIELDS, LiveSettings, check};
 use self::wire::*;
 use super::records::{AgentWallet, EscrowRecord, LedgerEntry};
-use super::registry::Common;
 use super::{
-    Capabilities, Completion, Evidence, FaucetAnswer, FaucetClaim, HeldAgents, Lookup, LookupContext, Provider,
+    Capabilities, Common, Completion, Evidence, FaucetAnswer, FaucetClaim, HeldAgents, Lookup, LookupContext, Provider,
     ProviderError, Receipt, Refusal, RefusalCode,
 };
 use crate::http::{Client, ClientConfig, HttpError, IdempotencyKey};

@@ -94,3 +94,29 @@ impl From<SeedError> for ProviderError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payouts::state::{Event, classify};
+
+    #[test]
+    fn final_refusals_are_rejected_and_the_rest_unknown() {
+        let m = || "m".to_string();
+        let seed = |e: SeedError| classify(&e.into());
+        assert_eq!(seed(SeedError::InsufficientFunds { message: m() }).event, Event::Rejected);
+        assert_eq!(seed(SeedError::AgentNotFound { message: m() }).code, "agent_not_found");
+        assert_eq!(seed(SeedError::InvalidState { message: m() }).event, Event::Rejected);
+        assert_eq!(seed(SeedError::InvalidRequest { message: m() }).http_status, Some(400));
+        assert_eq!(seed(SeedError::Http(HttpError::KeyInUse)).event, Event::Unknown);
+        let t = ProviderError::Http(HttpError::Transport {
+            endpoint: "e".into(),
+            detail: "d".into(),
+            attempts: 3,
+            connected: true,
+        });
+        assert_eq!((classify(&t).event, classify(&t).code.as_str()), (Event::Unknown, "transport"));
+        let s = ProviderError::Http(HttpError::Server { endpoint: "e".into(), status: 503, message: m(), attempts: 8 });
+        assert_eq!((classify(&s).event, classify(&s).http_status), (Event::Unknown, Some(503)));
+    }
+}

@@ -20,10 +20,9 @@ pub use evidence::judge;
 
 use self::wire::{EscrowActionRequest, EscrowCreateRequest, Listed, PayoutRequest};
 use super::records::{Escrow, ListQuery, Transaction, TxKind, Wallet};
-use super::registry::Common;
 use super::{
-    Capabilities, FaucetAnswer, FaucetClaim, Listings, Lookup, LookupContext, PageStream, Provider, ProviderError,
-    Receipt,
+    Capabilities, Common, FaucetAnswer, FaucetClaim, Listings, Lookup, LookupContext, PageStream, Provider,
+    ProviderError, Receipt,
 };
 use crate::http::{HttpError, IdempotencyKey};
 use crate::operation::{Action, EscrowRef, Operation};

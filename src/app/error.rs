@@ -1,0 +1,69 @@
+//! How a command ends when it does not succeed, and the exit code of each way.
+
+use crate::config::ConfigError;
+use crate::exit::Exit;
+use crate::maintain::MaintainError;
+use crate::payouts::PayoutError;
+use crate::reconcile::ReconcileError;
+use crate::sync::SyncError;
+use crate::tables::TableError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Provider(#[from] crate::provider::ProviderError),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("{failed} row(s) failed; the other rows were written (see the warnings above for ids and reasons)")]
+    RowsFailed { failed: u64 },
+    #[error(transparent)]
+    Maintain(#[from] MaintainError),
+    #[error(transparent)]
+    Payout(#[from] PayoutError),
+    #[error(
+        "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice)"
+    )]
+    OutcomeUnknown { unknown: u64 },
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("{open} reconciliation finding(s) open; see the report or the purpleflea.payouts.open_findings view")]
+    FindingsOpen { open: u64 },
+    #[error("the safety brake held back {held} operation(s); raise --max-total-usd / --max-count or check the source")]
+    BrakeHeld { held: u64 },
+    #[cfg(feature = "unity")]
+    #[error(transparent)]
+    Unity(#[from] crate::tables::unity::UnityError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The exit code: from the failing layer's error class, or from how a finished step ended.
+    pub fn exit(&self) -> Exit {
+        match self {
+            AppError::Config(_) | AppError::Usage(_) => Exit::Usage,
+            AppError::Provider(e) => e.class().into(),
+            AppError::Table(e) => e.class().into(),
+            AppError::Sync(e) => e.class().into(),
+            AppError::Maintain(e) => e.class().into(),
+            AppError::Payout(e) => e.class().into(),
+            AppError::Reconcile(e) => e.class().into(),
+            AppError::RowsFailed { .. } => Exit::RowsFailed,
+            AppError::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
+            AppError::BrakeHeld { .. } => Exit::BrakeHeld,
+            AppError::FindingsOpen { .. } => Exit::FindingsOpen,
+            // The catalog unreachable: retry; a name it does not know, or a bad setting: fix first.
+            #[cfg(feature = "unity")]
+            AppError::Unity(crate::tables::unity::UnityError::Request { .. }) => Exit::Table,
+            #[cfg(feature = "unity")]
+            AppError::Unity(_) => Exit::Usage,
+            AppError::Internal(_) => Exit::Internal,
+        }
+    }
+}

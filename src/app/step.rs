@@ -1,0 +1,99 @@
+//! What every step shares: the run's context, the provider connected, a step's outcome and its record in
+//! `purpleflea.ops.runs`, and the exit of several steps together.
+
+use std::collections::BTreeMap;
+
+use super::error::AppError;
+use crate::config::Settings;
+use crate::exit::Exit;
+use crate::money::Usd;
+use crate::ops::RunRecord;
+use crate::progress::Progress;
+use crate::tables::CommitInfo;
+
+pub struct Context {
+    pub settings: Settings,
+    pub run_id: String,
+    pub progress: bool,
+}
+
+/// The provider the settings choose, connected (its keys read and checked before any step runs).
+pub(crate) async fn connect(ctx: &Context) -> Result<std::sync::Arc<dyn crate::provider::Provider>, AppError> {
+    Ok(crate::provider::connect(&ctx.settings.provider, &ctx.settings.provider_common()?).await?)
+}
+
+pub(crate) fn step(ctx: &Context, step: &'static str, label: &str) -> (CommitInfo, Progress) {
+    (CommitInfo { run_id: ctx.run_id.clone(), step }, Progress::new(ctx.progress, label))
+}
+
+/// What one step did (for `purpleflea.ops.runs`) and how it ended.
+pub struct StepOutcome {
+    pub rows: Option<i64>,
+    pub amount: Option<Usd>,
+    pub counts: BTreeMap<String, u64>,
+    /// A step can finish its work and still end non-zero (rows refused, outcomes unknown, findings open).
+    pub result: Result<(), AppError>,
+}
+
+/// Run a step and record it in `purpleflea.ops.runs` (not for usage errors: those touch nothing).
+pub(crate) async fn recorded(
+    ctx: &Context,
+    step: &'static str,
+    work: impl std::future::Future<Output = Result<StepOutcome, AppError>>,
+) -> Result<(), AppError> {
+    let started_at = chrono::Utc::now();
+    let (record, result) = match work.await {
+        Ok(o) => {
+            let exit = o.result.as_ref().err().map(|e| e.exit() as i32).unwrap_or(0);
+            (
+                RunRecord {
+                    step,
+                    started_at,
+                    finished_at: chrono::Utc::now(),
+                    rows: o.rows,
+                    amount: o.amount,
+                    counts: o.counts,
+                    exit_code: exit,
+                },
+                o.result,
+            )
+        }
+        Err(e) => {
+            let exit = e.exit() as i32;
+            let r = RunRecord {
+                step,
+                started_at,
+                finished_at: chrono::Utc::now(),
+                rows: None,
+                amount: None,
+                counts: BTreeMap::new(),
+                exit_code: exit,
+            };
+            (r, Err(e))
+        }
+    };
+    if record.exit_code != Exit::Usage as i32 {
+        let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "ops.runs" };
+        if let Err(e) = crate::ops::record(&ctx.settings.warehouse, &commit, &record).await {
+            tracing::warn!(error = %e, "could not record the step in purpleflea.ops.runs");
+        }
+    }
+    result
+}
+
+/// The most useful exit for a scheduler among steps that finished: retry-worthy first.
+pub(crate) fn worst(results: Vec<Result<(), AppError>>) -> Result<(), AppError> {
+    let rank = |e: &AppError| match e.exit() {
+        Exit::OutcomeUnknown => 0,
+        Exit::FindingsOpen => 1,
+        Exit::BrakeHeld => 2,
+        Exit::RowsFailed => 3,
+        _ => 4,
+    };
+    let mut errors: Vec<AppError> = results.into_iter().filter_map(Result::err).collect();
+    errors.sort_by_key(rank);
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
