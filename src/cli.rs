@@ -607,9 +607,22 @@ pub struct SqlArgs {
     /// The query, e.g. "SELECT count(*) FROM purpleflea.agents.wallets".
     pub query: String,
 
-    /// Print at most this many rows.
-    #[arg(long, default_value_t = 100)]
-    pub max_rows: usize,
+    /// Print at most this many rows [default: 100 with --format table, every row with --format arrow].
+    #[arg(long)]
+    pub max_rows: Option<usize>,
+
+    /// How the result is printed on stdout.
+    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+    pub format: SqlFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqlFormat {
+    /// A text table, then the row count.
+    Table,
+    /// An Arrow IPC stream with the result's exact types (DECIMAL(18,2) stays exact cents), for programs:
+    /// pyarrow.ipc.open_stream, polars, DuckDB. Nothing else is written on stdout.
+    Arrow,
 }
 
 #[cfg(test)]

@@ -3,10 +3,13 @@
 -- DataFusion SQL, run by `pfsync reconcile` (src/reconcile/matching.rs), which caches the result as the
 -- table `classified` that the other files in sql/reconcile/ read; not deployed to Databricks.
 -- Parameter: $stale_before, a UTC timestamp (now minus --stale-after-secs).
+-- tx_ids lists an operation's transactions in tx_id order, so a finding reads the same in every run and on
+-- every engine. DataFusion orders string_agg only inside its arguments and Spark only WITHIN GROUP, so the
+-- ids are collected, sorted and joined: the same spelling, and text, on both.
 WITH ops AS (SELECT * FROM purpleflea.payouts.status),
 tx AS (SELECT tx_id, kind, agent_id, amount_usd, idempotency_key, created_date FROM purpleflea.ledger.transactions),
 by_key AS (
-  SELECT o.operation_id, count(*) AS n, string_agg(t.tx_id, ',') AS tx_ids,
+  SELECT o.operation_id, count(*) AS n, array_join(array_sort(array_agg(t.tx_id)), ',') AS tx_ids,
          min(t.agent_id) AS t_agent, min(t.amount_usd) AS t_amount, min(t.created_date) AS t_day
   FROM ops o JOIN tx t ON t.idempotency_key = o.idempotency_key
   GROUP BY o.operation_id

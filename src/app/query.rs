@@ -2,7 +2,7 @@
 
 use super::error::AppError;
 use super::step::Context;
-use crate::cli::{MaintainArgs, SqlArgs, StatusArgs};
+use crate::cli::{MaintainArgs, SqlArgs, SqlFormat, StatusArgs};
 use crate::maintain::{MaintainOptions, maintain_all};
 use crate::tables::{CommitInfo, TableError, sql_context};
 
@@ -41,9 +41,39 @@ pub(super) async fn print_query(
 
 pub(super) async fn sql(ctx: &Context, args: &SqlArgs) -> Result<(), AppError> {
     let sql = sql_context(&ctx.settings.warehouse).await?;
-    let rows = print_query(&sql, &args.query, args.max_rows).await?;
-    println!("({rows} rows)");
+    match args.format {
+        SqlFormat::Table => {
+            let rows = print_query(&sql, &args.query, args.max_rows.unwrap_or(100)).await?;
+            println!("({rows} rows)");
+        }
+        SqlFormat::Arrow => write_arrow(&sql, &args.query, args.max_rows).await?,
+    }
     Ok(())
+}
+
+/// The result as an Arrow IPC stream on stdout, batch by batch as the query yields them: a program reading
+/// it gets every value with its type (a text table would turn an exact decimal, a NULL or an empty string
+/// into the same characters), and a large result never sits in memory whole.
+async fn write_arrow(
+    ctx: &datafusion::prelude::SessionContext,
+    query: &str,
+    max_rows: Option<usize>,
+) -> Result<(), AppError> {
+    use futures::TryStreamExt;
+    let query_error = |e: datafusion::error::DataFusionError| TableError::Query(e.to_string());
+    let write_error = |e: arrow::error::ArrowError| AppError::Internal(format!("cannot write the result: {e}"));
+    let df = ctx.sql(query).await.map_err(query_error)?;
+    let df = match max_rows {
+        Some(n) => df.limit(0, Some(n)).map_err(query_error)?,
+        None => df,
+    };
+    let mut batches = df.execute_stream().await.map_err(query_error)?;
+    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(stdout, &batches.schema()).map_err(write_error)?;
+    while let Some(batch) = batches.try_next().await.map_err(query_error)? {
+        writer.write(&batch).map_err(write_error)?;
+    }
+    writer.finish().map_err(write_error)
 }
 
 /// Operations per kind and status, from the status view.

@@ -337,3 +337,45 @@ async fn four_shard_processes_at_once_pay_10000_payouts_each_exactly_once() {
     crate::payouts::assert_each_paid_once(&sb, &ids);
     assert_eq!(sb.ledger().transactions().filter(|t| t.idempotency_key.is_some()).count(), 10_000);
 }
+
+/// `pfsync sql --format arrow` is for programs (scripts/sql-engines.py compares it with Spark): an Arrow IPC
+/// stream and nothing else on stdout, every row unless --max-rows says otherwise, each value with the
+/// table's type (exact cents, a NULL that is not an empty string). The text table keeps its 100-row cap.
+#[tokio::test]
+async fn sql_as_an_arrow_stream_keeps_every_row_and_its_exact_type() {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Decimal128Type};
+    let dir = tempfile::tempdir().unwrap();
+    let wh = crate::common::warehouse(&dir);
+    let rows: Vec<(String, String)> = (1..=150).map(|i| (format!("p-{i:03}"), format!("{i}.{:02}", i % 100))).collect();
+    let pending: Vec<_> = rows.iter().map(|(id, amount)| (id.as_str(), "agent-000001", amount.as_str(), "r")).collect();
+    crate::payouts::write_pending(&wh, &pending).await;
+    let query = "SELECT payout_id, amount_usd, CASE WHEN payout_id = 'p-001' THEN '' END AS maybe \
+                 FROM purpleflea.payouts.pending ORDER BY payout_id";
+    let sql = |extra: &[&str]| {
+        let out = pfsync().arg("--warehouse").arg(dir.path()).args(["sql"]).args(extra).arg(query).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let read = |bytes: Vec<u8>| {
+        let mut cursor = std::io::Cursor::new(bytes);
+        let reader = arrow::ipc::reader::StreamReader::try_new(&mut cursor, None).unwrap();
+        let batches: Vec<_> = reader.map(Result::unwrap).collect();
+        assert_eq!(cursor.position() as usize, cursor.get_ref().len(), "nothing but the stream on stdout");
+        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    };
+
+    let all = read(sql(&["--format", "arrow"]));
+    assert_eq!(all.num_rows(), 150, "no default row cap");
+    assert_eq!(all.schema().field(1).data_type(), &DataType::Decimal128(18, 2));
+    let amounts = all.column(1).as_primitive::<Decimal128Type>();
+    assert_eq!(amounts.value_as_string(0), "1.01");
+    assert_eq!(amounts.value_as_string(149), "150.50");
+    let maybe = arrow::compute::cast(all.column(2), &DataType::Utf8).unwrap();
+    assert!(maybe.is_valid(0) && maybe.as_string::<i32>().value(0).is_empty());
+    assert!(maybe.is_null(1), "NULL stays NULL");
+    assert_eq!(read(sql(&["--format", "arrow", "--max-rows", "5"])).num_rows(), 5);
+
+    let table = String::from_utf8(sql(&[])).unwrap();
+    assert!(table.ends_with("(100 rows)\n"), "{table}");
+}
