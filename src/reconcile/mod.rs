@@ -55,6 +55,8 @@ pub enum ReconcileError {
     Write { table: &'static str, source: Box<deltalake::DeltaTableError> },
     #[error("building a batch failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Row(#[from] crate::tables::row::RowError),
     #[error("cannot write the report {path}: {source}")]
     Report { path: String, source: std::io::Error },
 }
@@ -66,7 +68,7 @@ impl ReconcileError {
             // A report path that cannot be written is the user's to fix; nothing else was left half done.
             ReconcileError::Report { .. } => ErrorClass::Usage,
             ReconcileError::Table(e) => e.class(),
-            ReconcileError::Arrow(_) => ErrorClass::Internal,
+            ReconcileError::Arrow(_) | ReconcileError::Row(_) => ErrorClass::Internal,
             _ => ErrorClass::Storage,
         }
     }
