@@ -25,12 +25,15 @@ use super::policy::{self, Decision, McpSection};
 use crate::api::IdempotencyKey;
 use crate::app::backend::Backend;
 use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
+use crate::payouts::log::LogEvent;
+use crate::payouts::state::Summary;
 use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
 use crate::provider::{AgentActions, FaucetAnswer, SeedProvider};
+use crate::tables::row::{Row, Text};
 use crate::tables::{
-    ALL, CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, TableSpec, Warehouse, open_or_create,
-    sql_context_of,
+    ALL, CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, REJECTS, TableSpec, Warehouse,
+    open_or_create, sql_context_of,
 };
 
 pub const INSTRUCTIONS: &str = "Purple Flea payments through pfsync. Read tools (check_balance, check_escrow_status, \
@@ -614,33 +617,25 @@ impl Engine {
         self.status_of(&op).await
     }
 
-    /// An operation's status: from the status view once the engine logged it, else queued or unknown.
+    /// An operation's status: from its log rows once the engine logged it (through the engine's own status
+    /// machine), else from the rejects table, else queued or unknown.
     async fn status_of(&self, op: &str) -> Result<Value, String> {
         // One session for the log and the rejects table (each open reads a table's log).
-        let ctx = self.ctx_for("purpleflea.payouts.status purpleflea.payouts.rejects").await?;
-        let queries = [
-            (
-                "purpleflea.payouts.status",
-                format!(
-                    "SELECT operation_id, kind, status, tx_id, escrow_id, agent_id, counterparty_agent_id, \
-                     CAST(amount_usd AS VARCHAR) AS amount_usd, error_code, error_message, attempts, last_recorded_at \
-                     FROM purpleflea.payouts.status WHERE operation_id = '{op}'"
-                ),
-            ),
-            (
-                "purpleflea.payouts.rejects",
-                format!(
-                    "SELECT '{op}' AS operation_id, 'refused' AS status, code AS error_code, message AS error_message \
-                     FROM purpleflea.payouts.rejects WHERE operation_id = '{op}' ORDER BY rejected_at DESC LIMIT 1"
-                ),
-            ),
-        ];
-        for (table, sql) in queries {
-            if ctx.table_exist(table).unwrap_or(false)
-                && let Some(row) = rows_in(&ctx, &sql).await?.into_iter().next()
-            {
-                return Ok(Value::Object(row));
+        let ctx = self.ctx_for("purpleflea.payouts.log purpleflea.payouts.rejects").await?;
+        if ctx.table_exist(PAYOUT_LOG.name).unwrap_or(false) {
+            let sql = format!("SELECT * FROM purpleflea.payouts.log WHERE operation_id = '{op}'");
+            if let Some(summary) = Summary::of(&log_rows(&ctx, &sql).await?) {
+                return status_json(&summary);
             }
+        }
+        let rejects = format!(
+            "SELECT '{op}' AS operation_id, 'refused' AS status, code AS error_code, message AS error_message \
+             FROM purpleflea.payouts.rejects WHERE operation_id = '{op}' ORDER BY rejected_at DESC LIMIT 1"
+        );
+        if ctx.table_exist(REJECTS.name).unwrap_or(false)
+            && let Some(row) = rows_in(&ctx, &rejects).await?.into_iter().next()
+        {
+            return Ok(Value::Object(row));
         }
         if self.queued(op).await?.is_some() {
             Ok(json!({"operation_id": op, "status": "queued", "detail": "waiting for the scheduled payouts job"}))
@@ -864,10 +859,11 @@ impl Engine {
                     "SELECT buyer_agent_id AS a, seller_agent_id AS b FROM purpleflea.agents.escrows WHERE escrow_id = '{e}'"
                 ));
             }
-            queries.push(format!(
-                "SELECT agent_id AS a, counterparty_agent_id AS b FROM purpleflea.payouts.status \
-                 WHERE kind = 'escrow_create' AND escrow_id = '{e}'"
-            ));
+            // The log of its create: an escrow created through this server before the next sync.
+            let sql = format!(
+                "SELECT * FROM purpleflea.payouts.log WHERE kind = 'escrow_create' AND escrow_id = '{e}' LIMIT 1"
+            );
+            queries.push(sql);
         }
         if let Some(c) = create {
             queries.push(format!(
@@ -875,7 +871,15 @@ impl Engine {
             ));
         }
         for q in queries {
-            if let Ok(rows) = self.rows(&q).await
+            if q.contains(PAYOUT_LOG.name) {
+                let Ok(ctx) = self.ctx_for(&q).await else { continue };
+                if ctx.table_exist(PAYOUT_LOG.name).unwrap_or(false)
+                    && let Ok(rows) = log_rows(&ctx, &q).await
+                    && let Some(r) = rows.into_iter().next()
+                {
+                    return Ok(r.agent_id.into_iter().chain(r.counterparty_agent_id).collect());
+                }
+            } else if let Ok(rows) = self.rows(&q).await
                 && let Some(r) = rows.into_iter().next()
             {
                 return Ok(["a", "b"].iter().filter_map(|k| r.get(*k)?.as_str().map(str::to_string)).collect());
@@ -1351,6 +1355,46 @@ impl Engine {
             }
         }
     }
+}
+
+/// The payout log's rows a query over `purpleflea.payouts.log` returns, decoded with their types.
+async fn log_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<LogEvent>, String> {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| format!("query failed: {e}"))?
+        .collect()
+        .await
+        .map_err(|e| format!("query failed: {e}"))?;
+    LogEvent::from_batches(&batches).map_err(|e| e.to_string())
+}
+
+/// What `payout_status` answers for a logged operation: the status view's columns, amounts exact, absent
+/// values left out.
+fn status_json(s: &Summary) -> Result<Value, String> {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    };
+    let text = |v: &Option<String>| v.as_ref().map(|t| json!(t));
+    put("operation_id", Some(json!(s.operation_id)));
+    put("kind", Some(json!(s.kind.as_str())));
+    put("status", s.status.name().map(|n| json!(n.as_str())));
+    put("tx_id", text(&s.tx_id));
+    put("escrow_id", text(&s.escrow_id));
+    put("agent_id", text(&s.agent_id));
+    put("counterparty_agent_id", text(&s.counterparty_agent_id));
+    put("amount_usd", s.amount_usd.map(|a| json!(a.to_string())));
+    put("error_code", text(&s.error_code));
+    put("error_message", text(&s.error_message));
+    put("attempts", Some(json!(s.attempts)));
+    // As the status view's timestamp reads in JSON.
+    let at = TimestampMicrosecondArray::from(vec![s.last_recorded_at.timestamp_micros()]).with_timezone("UTC");
+    let at = arrow::util::display::array_value_to_string(&at, 0).map_err(|e| e.to_string())?;
+    put("last_recorded_at", Some(json!(at)));
+    Ok(Value::Object(m))
 }
 
 async fn rows_in(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<Map<String, Value>>, String> {

@@ -533,8 +533,8 @@ fn event(s: &Step, ev: Event, run_id: &str, at: DateTime<Utc>) -> LogEvent {
         event: ev,
         attempt: s.attempt,
         agent_id: s.op.agent_id().map(str::to_string),
-        counterparty: s.op.counterparty().map(str::to_string),
-        amount: s.op.amount(),
+        counterparty_agent_id: s.op.counterparty().map(str::to_string),
+        amount_usd: s.op.amount(),
         reason: Some(s.op.reason.clone()),
         idempotency_key: s.key.as_str().to_string(),
         tx_id: None,
@@ -544,5 +544,6 @@ fn event(s: &Step, ev: Event, run_id: &str, at: DateTime<Utc>) -> LogEvent {
         error_message: None,
         run_id: run_id.to_string(),
         recorded_at: at,
+        recorded_date: at.date_naive(),
     }
 }

@@ -24,26 +24,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 
-use super::decode::decode;
+use super::decode::{decode, decode_rows};
 use super::matching::{LIVE_ESCROWS, LIVE_LEDGER_ENTRIES, LIVE_LEDGER_GAPS, LIVE_OPERATIONS, LIVE_WALLETS};
 use super::{Class, Finding, ReconcileError};
 use crate::micros::Micros;
 use crate::money::Usd;
+use crate::payouts::log::LogEvent;
+use crate::payouts::operation::OpKind;
+use crate::payouts::state::{Status, Summary};
 
-/// An operation of the payout log, with its current status.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Op {
-    pub operation_id: String,
-    pub kind: String,
-    pub status: String,
-    pub agent_id: Option<String>,
-    pub counterparty: Option<String>,
-    pub amount: Option<Usd>,
-    pub tx_id: Option<String>,
-    pub escrow_id: Option<String>,
-    pub error_message: Option<String>,
-    pub last_recorded_at: DateTime<Utc>,
-}
+/// An operation of the payout log: what its events add up to through the one status machine.
+pub type Op = Summary;
 
 /// A synced ledger entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,21 +95,13 @@ pub struct LiveData {
     pub wallets: Vec<(String, Option<f64>)>,
 }
 
+/// Every operation of the payout log, from its events (the rows of `live_operations.sql`).
 pub fn operations(b: &[RecordBatch]) -> Result<Vec<Op>, ReconcileError> {
-    decode(&LIVE_OPERATIONS, b, &["operation_id"], |r| {
-        Ok(Op {
-            operation_id: r.text("operation_id")?,
-            kind: r.text("kind")?,
-            status: r.text("status")?,
-            agent_id: r.opt_text("agent_id")?,
-            counterparty: r.opt_text("counterparty_agent_id")?,
-            amount: r.opt_usd("amount_usd")?,
-            tx_id: r.opt_text("tx_id")?,
-            escrow_id: r.opt_text("escrow_id")?,
-            error_message: r.opt_text("error_message")?,
-            last_recorded_at: r.timestamp("last_recorded_at")?,
-        })
-    })
+    let mut by_op: BTreeMap<String, Vec<LogEvent>> = BTreeMap::new();
+    for e in decode_rows::<LogEvent>(&LIVE_OPERATIONS, b)? {
+        by_op.entry(e.operation_id.clone()).or_default().push(e);
+    }
+    Ok(by_op.values().filter_map(|events| Summary::of(events)).collect())
 }
 
 pub fn entries(b: &[RecordBatch]) -> Result<Vec<Entry>, ReconcileError> {
@@ -210,11 +193,11 @@ impl Findings {
 fn op_finding(class: Class, op: &Op, detail: String) -> Finding {
     Finding {
         operation_id: Some(op.operation_id.clone()),
-        kind: Some(op.kind.clone()),
+        kind: Some(op.kind.as_str().to_string()),
         tx_ids: op.tx_id.clone(),
         agent_id: op.agent_id.clone(),
         expected_agent: op.agent_id.clone(),
-        expected_amount: op.amount,
+        expected_amount: op.amount_usd,
         ..Finding::new(class, detail)
     }
 }
@@ -261,12 +244,8 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
         .collect();
 
     // What unknown operations name as candidates is theirs to resolve (stale_unknown shows them), not unlogged.
-    let unknown_text: Vec<&str> = data
-        .ops
-        .iter()
-        .filter(|o| o.status != "completed" && o.status != "rejected")
-        .filter_map(|o| o.error_message.as_deref())
-        .collect();
+    let unknown_text: Vec<&str> =
+        data.ops.iter().filter(|o| !o.status.is_final()).filter_map(|o| o.error_message.as_deref()).collect();
     let named_by_unknown = |e: &Entry| {
         let r = e.reference.as_deref().unwrap_or(&e.entry_id);
         unknown_text.iter().any(|t| t.contains(r))
@@ -286,7 +265,7 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
         let same: Vec<&str> = data
             .ops
             .iter()
-            .filter(|o| o.status == "completed" && o.amount.map(Micros::from_usd) == Some(e.amount))
+            .filter(|o| o.is_completed() && o.amount_usd.map(Micros::from_usd) == Some(e.amount))
             .filter(|o| payee.is_none() || o.agent_id == payee)
             .map(|o| o.operation_id.as_str())
             .collect();
@@ -333,8 +312,8 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
         out.operations += 1;
         *out.op_classes.entry(class.as_str()).or_default() += 1;
         if class == Class::Matched
-            && op.status == "completed"
-            && let Some(a) = op.amount
+            && op.is_completed()
+            && let Some(a) = op.amount_usd
         {
             out.matched = out.matched.checked_add(a).unwrap_or(out.matched);
         }
@@ -366,9 +345,9 @@ fn classify_op<'a>(
     payers: &mut HashSet<&'a str>,
     f: &mut Findings,
 ) -> Class {
-    match op.status.as_str() {
-        "rejected" => return Class::Matched,
-        "unknown" | "in_flight" if op.last_recorded_at < stale_before => {
+    match op.status {
+        Status::Rejected { .. } => return Class::Matched,
+        Status::Unknown { .. } | Status::InFlight { .. } if op.last_recorded_at < stale_before => {
             let candidates = op.error_message.as_deref().unwrap_or("none recorded");
             f.push(op_finding(
                 Class::StaleUnknown,
@@ -376,19 +355,21 @@ fn classify_op<'a>(
                 format!(
                     "the outcome of {} {} is unknown since {}; a person must decide from the candidate ledger \
                      entries: {candidates}",
-                    op.kind, op.operation_id, op.last_recorded_at
+                    op.kind.as_str(),
+                    op.operation_id,
+                    op.last_recorded_at
                 ),
             ));
             return Class::StaleUnknown;
         }
-        "unknown" | "in_flight" => return Class::InProgress,
-        _ => {}
+        Status::Unknown { .. } | Status::InFlight { .. } => return Class::InProgress,
+        Status::New | Status::Completed { .. } => {}
     }
     let Ledgers { by_id, by_ref, whole } = *ledgers;
-    let expected = op.amount.map(Micros::from_usd);
+    let expected = op.amount_usd.map(Micros::from_usd);
     let tx = op.tx_id.as_deref();
-    let (class, detail) = match (op.kind.as_str(), tx) {
-        ("payout", Some(tx)) => {
+    let (class, detail) = match (op.kind, tx) {
+        (OpKind::Payout, Some(tx)) => {
             let hits: Vec<&Entry> = by_ref
                 .get(tx)
                 .map(|v| v.iter().copied().filter(|e| e.is_debit() && e.reason == "payment_sent").collect())
@@ -403,7 +384,7 @@ fn classify_op<'a>(
                 [] => (Class::MissingAtProvider, format!("no payment_sent debit {tx} in the synced ledgers")),
                 [e] if Some(e.amount) != expected => (
                     Class::AmountMismatch,
-                    format!("payment_sent debit {tx} is {}, the log says {:?}", e.amount, op.amount),
+                    format!("payment_sent debit {tx} is {}, the log says {:?}", e.amount, op.amount_usd),
                 ),
                 [_] => match credit {
                     Some(c) if op.agent_id.as_deref() != Some(c.agent_id.as_str()) => (
@@ -424,7 +405,7 @@ fn classify_op<'a>(
                 many => (Class::DuplicateAtProvider, format!("{} payment_sent debits carry {tx}", many.len())),
             }
         }
-        ("escrow_create", Some(tx)) => match by_id.get(tx) {
+        (OpKind::EscrowCreate, Some(tx)) => match by_id.get(tx) {
             None => (Class::MissingAtProvider, format!("no escrow_lock debit {tx} in the synced ledgers")),
             Some(e) => {
                 claimed.insert(e.entry_id.as_str());
@@ -432,14 +413,14 @@ fn classify_op<'a>(
                 if Some(e.amount) != expected {
                     (
                         Class::AmountMismatch,
-                        format!("escrow_lock debit {tx} is {}, the log says {:?}", e.amount, op.amount),
+                        format!("escrow_lock debit {tx} is {}, the log says {:?}", e.amount, op.amount_usd),
                     )
                 } else {
                     (Class::Matched, String::new())
                 }
             }
         },
-        ("payout" | "escrow_create", None) => {
+        (OpKind::Payout | OpKind::EscrowCreate, None) => {
             (Class::MissingAtProvider, "completed without a provider transaction id in the log".to_string())
         }
         // Releases and disputes are checked against the escrow's state (`check_escrow`).
@@ -469,17 +450,17 @@ fn check_escrow(esc: &EscrowState, ops: &[Op], by_id: &HashMap<&str, &Entry>, he
             ..Finding::new(class, detail)
         };
     // Logged releases and disputes the escrow does not show.
-    for op in ops.iter().filter(|o| o.status == "completed" && o.escrow_id.as_deref() == Some(id)) {
-        let want = match op.kind.as_str() {
-            "escrow_release" => "released",
-            "escrow_dispute" => "disputed",
+    for op in ops.iter().filter(|o| o.is_completed() && o.escrow_id.as_deref() == Some(id)) {
+        let want = match op.kind {
+            OpKind::EscrowRelease => "released",
+            OpKind::EscrowDispute => "disputed",
             _ => continue,
         };
         if esc.status != want {
             f.push(op_finding(
                 Class::StatusMismatch,
                 op,
-                format!("the log completed {} of escrow {id}, which is {}", op.kind, esc.status),
+                format!("the log completed {} of escrow {id}, which is {}", op.kind.as_str(), esc.status),
             ));
         }
     }
@@ -614,13 +595,15 @@ mod tests {
     fn op(id: &str, kind: &str, agent: &str, amount: Option<&str>, tx: Option<&str>, esc: Option<&str>) -> Op {
         Op {
             operation_id: id.into(),
-            kind: kind.into(),
-            status: "completed".into(),
+            kind: OpKind::parse(kind).unwrap(),
+            status: Status::Completed { tx_id: tx.map(str::to_string), escrow_id: esc.map(str::to_string) },
+            attempts: 1,
             agent_id: Some(agent.into()),
-            counterparty: None,
-            amount: amount.map(|a| Usd::parse(a).unwrap()),
+            counterparty_agent_id: None,
+            amount_usd: amount.map(|a| Usd::parse(a).unwrap()),
             tx_id: tx.map(str::to_string),
             escrow_id: esc.map(str::to_string),
+            error_code: None,
             error_message: None,
             last_recorded_at: Utc::now(),
         }

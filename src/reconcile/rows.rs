@@ -12,6 +12,9 @@ use super::matching::{
 };
 use super::{Class, Finding, FindingRow, ReconcileError};
 use crate::money::Usd;
+use crate::payouts::operation::OpKind;
+use crate::payouts::state::StatusName;
+use crate::tables::row::Text;
 
 /// `class_counts.sql`: operations per class.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +45,8 @@ pub fn provider_transactions(batches: &[RecordBatch]) -> Result<u64, ReconcileEr
 pub struct OperationFindingRow {
     pub class: Class,
     pub operation_id: String,
-    pub kind: String,
-    pub status: String,
+    pub kind: OpKind,
+    pub status: StatusName,
     pub idempotency_key: String,
     /// Provider transactions found for the operation, comma-separated; none for `missing_at_provider`.
     pub tx_ids: Option<String>,
@@ -64,8 +67,8 @@ impl OperationFindingRow {
         Ok(OperationFindingRow {
             class: r.class("class")?,
             operation_id: r.text("operation_id")?,
-            kind: r.text("kind")?,
-            status: r.text("status")?,
+            kind: r.parsed("kind")?,
+            status: r.parsed("status")?,
             idempotency_key: r.text("idempotency_key")?,
             tx_ids: r.opt_text("tx_ids")?,
             exp_agent: r.opt_text("exp_agent")?,
@@ -89,7 +92,7 @@ impl OperationFindingRow {
             Class::DuplicateAtProvider => format!("{} provider transactions carry this operation's key", self.n),
             Class::StatusMismatch => "the log says rejected but the provider shows money moved".to_string(),
             Class::StaleUnknown => {
-                format!("{} with no final outcome for longer than the stale threshold", self.status)
+                format!("{} with no final outcome for longer than the stale threshold", self.status.as_str())
             }
             Class::AmountMismatch => {
                 let (e, a) = both(&self.exp_amount, "exp_amount", &self.t_amount, "t_amount")?;
@@ -110,7 +113,7 @@ impl OperationFindingRow {
         Ok(Finding {
             agent_id: self.exp_agent.clone().or_else(|| self.t_agent.clone()),
             operation_id: Some(self.operation_id),
-            kind: Some(self.kind),
+            kind: Some(self.kind.as_str().to_string()),
             idempotency_key: Some(self.idempotency_key),
             tx_ids: self.tx_ids,
             expected_agent: self.exp_agent,

@@ -651,6 +651,14 @@ mod tests {
         assert!(matches!(err, RowError::Column { source: CellError::NoColumn { column: "n" }, .. }), "{err:?}");
     }
 
+    /// Every table's row type, checked against its spec: a spec change its row does not follow fails here.
+    #[test]
+    fn every_row_type_follows_its_spec() {
+        let checks = [follows_spec::<crate::payouts::log::LogEvent>()];
+        let failed: Vec<String> = checks.into_iter().filter_map(Result::err).collect();
+        assert!(failed.is_empty(), "{failed:#?}");
+    }
+
     #[test]
     fn a_row_type_that_drifts_from_its_spec_is_caught() {
         table_row! {
