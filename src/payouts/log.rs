@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::prelude::SessionContext;
@@ -16,7 +16,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 use super::PayoutError;
 use super::operation::OpKind;
 use super::state::Event;
-use super::validate::Reject;
+use super::validate::{Reject, RejectCode, RowKind};
 use crate::money::Usd;
 use crate::tables::row::{Row, table_row};
 use crate::tables::{CommitInfo, PAYOUT_LOG, REJECTS};
@@ -45,10 +45,6 @@ table_row! {
         /// Day (UTC) of `recorded_at`: the partition column.
         pub recorded_date: NaiveDate,
     }
-}
-
-fn text<'a>(rows: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
-    Arc::new(rows.collect::<StringArray>())
 }
 
 async fn append(
@@ -127,6 +123,33 @@ pub async fn append_events(
     append(table, LogEvent::to_batch(events)?, commit, PAYOUT_LOG.name).await
 }
 
+table_row! {
+    /// One row of the rejects table: a source row refused before any money moved.
+    pub struct RejectRow: REJECTS, key(operation_id, code) {
+        pub operation_id: Option<String>,
+        pub kind: RowKind,
+        pub code: RejectCode,
+        pub message: String,
+        pub source_row: Option<String>,
+        pub run_id: String,
+        pub rejected_at: DateTime<Utc>,
+    }
+}
+
+impl RejectRow {
+    pub fn new(r: &Reject, run_id: &str, at: DateTime<Utc>) -> RejectRow {
+        RejectRow {
+            operation_id: r.operation_id.clone(),
+            kind: r.kind,
+            code: r.code,
+            message: r.message.clone(),
+            source_row: Some(r.source_row.clone()),
+            run_id: run_id.to_string(),
+            rejected_at: at,
+        }
+    }
+}
+
 pub async fn append_rejects(
     table: DeltaTable,
     rejects: &[Reject],
@@ -136,17 +159,8 @@ pub async fn append_rejects(
     if rejects.is_empty() {
         return Ok(table);
     }
-    let r = rejects;
-    let columns: Vec<ArrayRef> = vec![
-        text(r.iter().map(|x| x.operation_id.as_deref())),
-        text(r.iter().map(|x| Some(x.kind.as_str()))),
-        text(r.iter().map(|x| Some(x.code.as_str()))),
-        text(r.iter().map(|x| Some(x.message.as_str()))),
-        text(r.iter().map(|x| Some(x.source_row.as_str()))),
-        text(r.iter().map(|_| Some(commit.run_id.as_str()))),
-        Arc::new(TimestampMicrosecondArray::from(vec![Some(at.timestamp_micros()); r.len()]).with_timezone("UTC")),
-    ];
-    append(table, RecordBatch::try_new(REJECTS.arrow_schema(), columns)?, commit, REJECTS.name).await
+    let rows: Vec<RejectRow> = rejects.iter().map(|r| RejectRow::new(r, &commit.run_id, at)).collect();
+    append(table, RejectRow::to_batch(&rows)?, commit, REJECTS.name).await
 }
 
 /// A text column by name, as plain `Utf8` (DataFusion may hand out views or large strings).

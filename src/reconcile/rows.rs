@@ -3,14 +3,16 @@
 //! an operation's id) is required here too: if it is missing, the row is an error naming it, not a blank.
 
 use arrow::array::RecordBatch;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 
-use super::decode::{CellError, Cells, decode, decode_one};
+use super::decode::{CellError, Cells, decode, decode_one, decode_rows};
+use super::findings::ReconciliationRow;
 use super::matching::{
     BALANCE_MISMATCHES, CLASS_COUNTS, DAILY_MATCHED, DAILY_TOTALS, MATCHED_TOTAL, OPERATION_FINDINGS, PREVIOUS_OPEN,
     PROVIDER_TRANSACTIONS, UNATTRIBUTED_PAYOUTS, UNLOGGED_AT_PROVIDER,
 };
 use super::{Class, Finding, FindingRow, ReconcileError};
+use crate::api::models::TxKind;
 use crate::money::Usd;
 use crate::payouts::operation::OpKind;
 use crate::payouts::state::StatusName;
@@ -261,7 +263,7 @@ pub fn balance_mismatches(batches: &[RecordBatch]) -> Result<Vec<Finding>, Recon
 #[derive(Debug, Clone, PartialEq)]
 pub struct DailyTotalRow {
     pub day: NaiveDate,
-    pub kind: String,
+    pub kind: TxKind,
     pub transactions: i64,
     pub amount: Usd,
 }
@@ -270,7 +272,7 @@ pub fn daily_totals(batches: &[RecordBatch]) -> Result<Vec<DailyTotalRow>, Recon
     decode(&DAILY_TOTALS, batches, &["day", "kind"], |r| {
         Ok(DailyTotalRow {
             day: r.date("day")?,
-            kind: r.text("kind")?,
+            kind: r.parsed("kind")?,
             transactions: r.int("transactions")?,
             amount: r.usd("amount_usd")?,
         })
@@ -281,38 +283,17 @@ pub fn daily_totals(batches: &[RecordBatch]) -> Result<Vec<DailyTotalRow>, Recon
 #[derive(Debug, Clone, PartialEq)]
 pub struct DailyMatchedRow {
     pub day: NaiveDate,
-    pub tx_kind: String,
+    pub tx_kind: TxKind,
     pub matched: Usd,
 }
 
 pub fn daily_matched(batches: &[RecordBatch]) -> Result<Vec<DailyMatchedRow>, ReconcileError> {
     decode(&DAILY_MATCHED, batches, &["day", "tx_kind"], |r| {
-        Ok(DailyMatchedRow { day: r.date("day")?, tx_kind: r.text("tx_kind")?, matched: r.usd("matched")? })
+        Ok(DailyMatchedRow { day: r.date("day")?, tx_kind: r.parsed("tx_kind")?, matched: r.usd("matched")? })
     })
 }
 
 /// `previous_open.sql`: the previous run's open findings, as the rows this run carries forward.
 pub fn previous_open(batches: &[RecordBatch]) -> Result<Vec<FindingRow>, ReconcileError> {
-    decode(&PREVIOUS_OPEN, batches, &["finding_key"], |r| {
-        let first_seen_at: DateTime<Utc> = r.timestamp("first_seen_at")?;
-        Ok(FindingRow {
-            key: r.text("finding_key")?,
-            finding: Finding {
-                class: r.class("class")?,
-                operation_id: r.opt_text("operation_id")?,
-                kind: r.opt_text("kind")?,
-                idempotency_key: r.opt_text("idempotency_key")?,
-                tx_ids: r.opt_text("tx_ids")?,
-                agent_id: r.opt_text("agent_id")?,
-                expected_agent: r.opt_text("expected_agent_id")?,
-                actual_agent: r.opt_text("actual_agent_id")?,
-                expected_amount: r.opt_usd("expected_amount_usd")?,
-                actual_amount: r.opt_usd("actual_amount_usd")?,
-                detail: r.text("detail")?,
-            },
-            first_seen_run: r.text("first_seen_run")?,
-            first_seen_at,
-            resolved_at: None,
-        })
-    })
+    Ok(decode_rows::<ReconciliationRow>(&PREVIOUS_OPEN, batches)?.into_iter().map(FindingRow::from).collect())
 }

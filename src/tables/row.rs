@@ -199,7 +199,7 @@ macro_rules! table_row {
             fn fields() -> Vec<$crate::tables::row::FieldShape> {
                 use $crate::tables::row::{Cell, Field, FieldShape};
                 vec![$(FieldShape {
-                    name: stringify!($field),
+                    name: $crate::tables::row::column_name(stringify!($field)),
                     kind: <<$ty as Field>::Cell as Cell>::TYPE,
                     nullable: <$ty as Field>::NULLABLE,
                 }),*]
@@ -213,14 +213,14 @@ macro_rules! table_row {
             fn decode(batch: &arrow::array::RecordBatch) -> Result<Vec<Self>, $crate::tables::row::RowError> {
                 use $crate::tables::row::{Cell, Field, column, undecodable};
                 let table = <Self as $crate::tables::row::Row>::SPEC.name;
-                $(let $field = column::<<$ty as Field>::Cell>(batch, table, stringify!($field))?;)*
+                $(let $field = column::<<$ty as Field>::Cell>(batch, table, $crate::tables::row::column_name(stringify!($field)))?;)*
                 (0..batch.num_rows())
                     .map(|i| {
                         Ok(Self {
                             $($field: <$ty as Field>::from_cell(
-                                <<$ty as Field>::Cell as Cell>::read(&$field, i, stringify!($field))
+                                <<$ty as Field>::Cell as Cell>::read(&$field, i, $crate::tables::row::column_name(stringify!($field)))
                                     .map_err(|e| undecodable::<Self>(batch, i, e))?,
-                                stringify!($field),
+                                $crate::tables::row::column_name(stringify!($field)),
                             )
                             .map_err(|e| undecodable::<Self>(batch, i, e))?),*
                         })
@@ -231,6 +231,11 @@ macro_rules! table_row {
     };
 }
 pub(crate) use table_row;
+
+/// The column a field is named after: the field's name, without the `r#` of a keyword (`r#type`).
+pub fn column_name(field: &'static str) -> &'static str {
+    field.strip_prefix("r#").unwrap_or(field)
+}
 
 /// The error for row `row` of `batch`: its position and the values of the row type's key columns.
 pub fn undecodable<R: Row>(batch: &RecordBatch, row: usize, source: CellError) -> RowError {
@@ -654,7 +659,13 @@ mod tests {
     /// Every table's row type, checked against its spec: a spec change its row does not follow fails here.
     #[test]
     fn every_row_type_follows_its_spec() {
-        let checks = [follows_spec::<crate::payouts::log::LogEvent>()];
+        let checks = [
+            follows_spec::<crate::payouts::log::LogEvent>(),
+            follows_spec::<crate::payouts::log::RejectRow>(),
+            follows_spec::<crate::reconcile::ReconciliationRow>(),
+            follows_spec::<crate::reconcile::DailyTotal>(),
+            follows_spec::<crate::ops::RunRow>(),
+        ];
         let failed: Vec<String> = checks.into_iter().filter_map(Result::err).collect();
         assert!(failed.is_empty(), "{failed:#?}");
     }
