@@ -5,17 +5,16 @@
 //! `total_earned_usd` (the casino's lifetime figures are deposits, wagers and winnings, not earnings),
 //! `registered_at` (not answered to the key owner).
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Float64Array, Int32Array, RecordBatch, TimestampMicrosecondArray};
 use chrono::Utc;
 
-use super::texts;
 use crate::provider::LiveProvider;
 use crate::provider::live::wire::{Balance, ReferralCode};
 use crate::sync::merge::upsert_changed;
+use crate::sync::rows::WalletRow;
 use crate::sync::{SyncError, SyncReport, check};
+use crate::tables::row::Row;
 use crate::tables::{CommitInfo, WALLETS, Warehouse, open_or_create};
 
 pub async fn sync_live_wallets(
@@ -41,22 +40,21 @@ pub async fn sync_live_wallets(
         }
         rows.push((balance.agent_id.clone(), balance, code.referral_code));
     }
-    let n = rows.len();
-    let nulls = || Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>; n]).with_timezone("UTC")) as ArrayRef;
-    let columns: Vec<ArrayRef> = vec![
-        texts(rows.iter().map(|r| Some(r.0.as_str()))),
-        texts(rows.iter().map(|_| None)),
-        // The seed's DOUBLE column: a display conversion of the exact amount; nothing computes in it.
-        Arc::new(
-            rows.iter().map(|r| Some(r.1.balance_usd.to_f64_lossy_for_display_column())).collect::<Float64Array>(),
-        ),
-        Arc::new(Int32Array::from(vec![None::<i32>; n])),
-        Arc::new(Float64Array::from(vec![None::<f64>; n])),
-        texts(rows.iter().map(|r| Some(r.2.as_str()))),
-        nulls(),
-        Arc::new(TimestampMicrosecondArray::from(vec![Some(synced_at.timestamp_micros()); n]).with_timezone("UTC")),
-    ];
-    let batch = RecordBatch::try_new(WALLETS.arrow_schema(), columns)?;
+    let rows: Vec<WalletRow> = rows
+        .into_iter()
+        .map(|(agent_id, balance, referral_code)| WalletRow {
+            agent_id,
+            wallet_address: None,
+            // The seed's DOUBLE column: a display conversion of the exact amount; nothing computes in it.
+            balance_usd: Some(balance.balance_usd.to_f64_lossy_for_display_column()),
+            active_escrow_count: None,
+            total_earned_usd: None,
+            referral_code: Some(referral_code),
+            registered_at: None,
+            last_synced_at: Some(synced_at),
+        })
+        .collect();
+    let batch = WalletRow::to_batch(&rows)?;
     let table = open_or_create(wh, &WALLETS, commit).await?;
     let (table, counts) =
         upsert_changed(table, &WALLETS, &["last_synced_at"], false, batch, commit.properties()).await?;
