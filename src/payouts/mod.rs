@@ -28,6 +28,7 @@ pub mod log;
 pub mod operation;
 pub mod plan;
 pub mod read;
+pub mod requested;
 pub mod rules;
 pub mod source;
 pub mod state;

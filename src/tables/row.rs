@@ -665,11 +665,14 @@ mod tests {
             follows_spec::<crate::reconcile::ReconciliationRow>(),
             follows_spec::<crate::reconcile::DailyTotal>(),
             follows_spec::<crate::ops::RunRow>(),
+            follows_spec::<crate::mcp::audit::CallRecord>(),
             follows_spec::<crate::sync::rows::WalletRow>(),
             follows_spec::<crate::sync::rows::EscrowRow>(),
             follows_spec::<crate::sync::rows::EscrowTermsRow>(),
             follows_spec::<crate::sync::rows::LedgerEntryRow>(),
             follows_spec::<crate::sync::rows::LedgerGapRow>(),
+            follows_spec::<crate::payouts::requested::PendingPayoutRow>(),
+            follows_spec::<crate::payouts::requested::EscrowActionRow>(),
         ];
         let failed: Vec<String> = checks.into_iter().filter_map(Result::err).collect();
         assert!(failed.is_empty(), "{failed:#?}");
