@@ -170,7 +170,7 @@ pub trait Row: Sized {
 
 /// Declare a table's row type: the struct, and its [`Row`] implementation.
 ///
-/// ```ignore
+/// ```text
 /// table_row! {
 ///     /// One row of the payout log.
 ///     pub struct LogEvent: PAYOUT_LOG, key(operation_id, event) {
