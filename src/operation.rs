@@ -16,6 +16,16 @@ pub enum OpKind {
     EscrowDispute,
 }
 
+impl crate::tables::row::Text for OpKind {
+    const WHAT: &'static str = "an operation kind (payout, escrow_create, escrow_release, escrow_dispute)";
+    fn as_str(self) -> &'static str {
+        OpKind::as_str(self)
+    }
+    fn parse(s: &str) -> Option<OpKind> {
+        OpKind::parse(s)
+    }
+}
+
 impl OpKind {
     pub const ALL: [OpKind; 4] = [OpKind::Payout, OpKind::EscrowCreate, OpKind::EscrowRelease, OpKind::EscrowDispute];
 

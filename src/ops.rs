@@ -2,14 +2,11 @@
 //! what it did and how it ended, next to the findings and the log.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
 use chrono::{DateTime, Utc};
 
-use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
+use crate::money::Usd;
+use crate::tables::row::{Row, table_row};
 use crate::tables::{CommitInfo, RUNS, TableError, Warehouse, open_or_create};
 
 #[derive(Debug, Clone)]
@@ -23,25 +20,39 @@ pub struct RunRecord {
     pub exit_code: i32,
 }
 
+table_row! {
+    /// One row of `purpleflea.ops.runs`.
+    pub struct RunRow: RUNS, key(run_id, step) {
+        pub run_id: String,
+        pub step: String,
+        pub started_at: DateTime<Utc>,
+        pub finished_at: DateTime<Utc>,
+        pub rows: Option<i64>,
+        pub amount_usd: Option<Usd>,
+        /// Counts per outcome or finding class, as a JSON object.
+        pub counts: Option<String>,
+        pub exit_code: i32,
+    }
+}
+
+impl RunRow {
+    pub fn new(run_id: &str, r: &RunRecord) -> RunRow {
+        RunRow {
+            run_id: run_id.to_string(),
+            step: r.step.to_string(),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            rows: r.rows,
+            amount_usd: r.amount,
+            counts: Some(serde_json::to_string(&r.counts).unwrap_or_else(|_| "{}".into())),
+            exit_code: r.exit_code,
+        }
+    }
+}
+
 pub async fn record(wh: &Warehouse, commit: &CommitInfo, r: &RunRecord) -> Result<(), TableError> {
     let table = open_or_create(wh, &RUNS, commit).await?;
-    let counts = serde_json::to_string(&r.counts).unwrap_or_else(|_| "{}".into());
-    let err = |e: arrow::error::ArrowError| TableError::Query(e.to_string());
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![commit.run_id.as_str()])),
-        Arc::new(StringArray::from(vec![r.step])),
-        Arc::new(TimestampMicrosecondArray::from(vec![r.started_at.timestamp_micros()]).with_timezone("UTC")),
-        Arc::new(TimestampMicrosecondArray::from(vec![r.finished_at.timestamp_micros()]).with_timezone("UTC")),
-        Arc::new(Int64Array::from(vec![r.rows])),
-        Arc::new(
-            Decimal128Array::from(vec![r.amount.map(Usd::to_decimal128)])
-                .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)
-                .map_err(err)?,
-        ),
-        Arc::new(StringArray::from(vec![counts.as_str()])),
-        Arc::new(Int32Array::from(vec![r.exit_code])),
-    ];
-    let batch = RecordBatch::try_new(RUNS.arrow_schema(), columns).map_err(err)?;
+    let batch = RunRow::to_batch(&[RunRow::new(&commit.run_id, r)]).map_err(|e| TableError::Query(e.to_string()))?;
     table
         .write(vec![batch])
         .with_commit_properties(commit.properties())

@@ -1,3 +1,3 @@
 -- live_wallets: the synced balance of every wallet (one per held key on the live provider).
 -- DataFusion SQL, run by `pfsync reconcile` (src/reconcile/live.rs); not deployed to Databricks.
-SELECT agent_id, balance_usd FROM purpleflea.agents.wallets
+SELECT * FROM purpleflea.agents.wallets

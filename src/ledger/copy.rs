@@ -5,10 +5,9 @@
 //! once cannot both append.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, AsArray, Date32Array, Int64Array, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Decimal128Type, Int64Type};
 use chrono::{DateTime, TimeZone, Utc};
 use datafusion::prelude::SessionContext;
@@ -16,11 +15,12 @@ use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
 
 use super::chain::{Gap, Stored, plan};
+use super::rows::{EntryType, LedgerEntryRow, LedgerGapRow};
 use super::{LedgerCopy, LedgerError};
 use crate::check;
 use crate::micros::{MICROS_SCALE, Micros};
 use crate::provider::{HeldAgents, LedgerEntry};
-use crate::tables::arrays::{instants, micros, texts};
+use crate::tables::row::{Row, Text};
 use crate::tables::{CommitInfo, LEDGER_ENTRIES, LEDGER_GAPS, Warehouse, open_or_create, position};
 
 const MAX_CONFLICT_RETRIES: u32 = 5;
@@ -189,36 +189,45 @@ async fn append(
 }
 
 fn entries_batch(rows: &[(LedgerEntry, i64)], synced_at: DateTime<Utc>) -> Result<RecordBatch, LedgerError> {
-    let epoch = DateTime::UNIX_EPOCH.date_naive();
-    let created: Vec<DateTime<Utc>> = rows.iter().map(|(e, _)| when(e.created_at)).collect::<Result<_, _>>()?;
-    let columns: Vec<ArrayRef> = vec![
-        texts(rows.iter().map(|(e, _)| Some(e.id.as_str()))),
-        texts(rows.iter().map(|(e, _)| Some(e.agent_id.as_str()))),
-        texts(rows.iter().map(|(e, _)| Some(e.kind.as_str()))),
-        micros(rows.iter().map(|(e, _)| Some(e.amount)))?,
-        micros(rows.iter().map(|(e, _)| Some(e.balance_after)))?,
-        texts(rows.iter().map(|(e, _)| Some(e.reason.as_str()))),
-        texts(rows.iter().map(|(e, _)| e.reference.as_deref())),
-        texts(rows.iter().map(|(e, _)| e.service.as_deref())),
-        instants(created.iter().map(|t| Some(*t))),
-        Arc::new(rows.iter().map(|(_, s)| Some(*s)).collect::<Int64Array>()),
-        Arc::new(created.iter().map(|t| Some((t.date_naive() - epoch).num_days() as i32)).collect::<Date32Array>()),
-        instants(rows.iter().map(|_| Some(synced_at))),
-    ];
-    Ok(RecordBatch::try_new(LEDGER_ENTRIES.arrow_schema(), columns)?)
+    let rows = rows
+        .iter()
+        .map(|(e, seq)| {
+            let created_at = when(e.created_at)?;
+            let r#type = <EntryType as Text>::parse(&e.kind)
+                .ok_or_else(|| bad(&format!("entry {} has type {:?}, neither credit nor debit", e.id, e.kind)))?;
+            Ok(LedgerEntryRow {
+                entry_id: e.id.clone(),
+                agent_id: e.agent_id.clone(),
+                r#type,
+                amount_usd: e.amount,
+                balance_after_usd: e.balance_after,
+                reason: e.reason.clone(),
+                reference: e.reference.clone(),
+                service: e.service.clone(),
+                created_at,
+                ledger_seq: *seq,
+                created_date: created_at.date_naive(),
+                synced_at,
+            })
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+    Ok(LedgerEntryRow::to_batch(&rows)?)
 }
 
 fn gaps_batch(gaps: &[(String, Gap)], commit: &CommitInfo, at: DateTime<Utc>) -> Result<RecordBatch, LedgerError> {
-    let columns: Vec<ArrayRef> = vec![
-        texts(gaps.iter().map(|(a, _)| Some(a.as_str()))),
-        texts(gaps.iter().map(|(_, g)| Some(g.kind.as_str()))),
-        texts(gaps.iter().map(|(_, g)| Some(g.after_entry_id.as_str()))),
-        micros(gaps.iter().map(|(_, g)| Some(g.after_balance)))?,
-        texts(gaps.iter().map(|(_, g)| Some(g.before_entry_id.as_str()))),
-        micros(gaps.iter().map(|(_, g)| Some(g.before_balance)))?,
-        texts(gaps.iter().map(|(_, g)| Some(g.detail.as_str()))),
-        texts(gaps.iter().map(|_| Some(commit.run_id.as_str()))),
-        instants(gaps.iter().map(|_| Some(at))),
-    ];
-    Ok(RecordBatch::try_new(LEDGER_GAPS.arrow_schema(), columns)?)
+    let rows: Vec<LedgerGapRow> = gaps
+        .iter()
+        .map(|(agent, g)| LedgerGapRow {
+            agent_id: agent.clone(),
+            kind: g.kind,
+            after_entry_id: g.after_entry_id.clone(),
+            after_balance_usd: g.after_balance,
+            before_entry_id: g.before_entry_id.clone(),
+            before_balance_usd: g.before_balance,
+            detail: g.detail.clone(),
+            run_id: commit.run_id.clone(),
+            detected_at: at,
+        })
+        .collect();
+    Ok(LedgerGapRow::to_batch(&rows)?)
 }

@@ -9,6 +9,7 @@
 
 pub mod chain;
 pub mod copy;
+pub mod rows;
 
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub enum LedgerError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("{table}: {detail}")]
     Row { table: &'static str, detail: String },
+    #[error(transparent)]
+    Rows(#[from] crate::tables::row::RowError),
 }
 
 impl LedgerError {
@@ -41,7 +44,7 @@ impl LedgerError {
         match self {
             LedgerError::Provider(e) => e.class(),
             LedgerError::Table(e) => e.class(),
-            LedgerError::Write { .. } | LedgerError::Row { .. } => ErrorClass::Storage,
+            LedgerError::Write { .. } | LedgerError::Row { .. } | LedgerError::Rows(_) => ErrorClass::Storage,
             LedgerError::Arrow(_) => ErrorClass::Internal,
         }
     }

@@ -2,33 +2,35 @@
 //! tie an agent's request (client, request id) to the operation it became (`operation_id`, which joins the
 //! payout log and the status view) and to the money it moved.
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, BooleanArray, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use chrono::{DateTime, Utc};
 use deltalake::DeltaTable;
 
-use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
+use crate::money::Usd;
+use crate::tables::row::{Row, table_row};
 use crate::tables::{CommitInfo, MCP_CALLS, TableError, Warehouse, open_or_create};
 
 /// Longest text kept of the arguments and the result.
 pub const MAX_TEXT: usize = 4096;
 
-#[derive(Debug, Clone)]
-pub struct CallRecord {
-    pub tool: String,
-    pub client: String,
-    pub client_info: Option<String>,
-    pub transport: &'static str,
-    pub request_id: Option<String>,
-    pub operation_id: Option<String>,
-    pub arguments: String,
-    pub decision: &'static str,
-    pub amount: Option<Usd>,
-    pub is_error: bool,
-    pub result: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
+table_row! {
+    /// One row of `purpleflea.ops.mcp_calls`: one tool call. `arguments` and `result` are clipped to
+    /// [`MAX_TEXT`] when recorded.
+    pub struct CallRecord: MCP_CALLS, key(call_id, tool) {
+        pub call_id: String,
+        pub tool: String,
+        pub client: String,
+        pub client_info: Option<String>,
+        pub transport: String,
+        pub request_id: Option<String>,
+        pub operation_id: Option<String>,
+        pub arguments: String,
+        pub decision: String,
+        pub amount_usd: Option<Usd>,
+        pub is_error: bool,
+        pub result: Option<String>,
+        pub started_at: DateTime<Utc>,
+        pub finished_at: DateTime<Utc>,
+    }
 }
 
 /// Clip to at most `MAX_TEXT` bytes on a character boundary.
@@ -48,31 +50,8 @@ pub async fn record(
         Some(t) => t,
         None => open_or_create(wh, &MCP_CALLS, commit).await?,
     };
-    let err = |e: arrow::error::ArrowError| TableError::Query(e.to_string());
-    let call_id = uuid::Uuid::now_v7().to_string();
-    let ts =
-        |t: DateTime<Utc>| Arc::new(TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC"));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![call_id.as_str()])),
-        Arc::new(StringArray::from(vec![r.tool.as_str()])),
-        Arc::new(StringArray::from(vec![r.client.as_str()])),
-        Arc::new(StringArray::from(vec![r.client_info.as_deref()])),
-        Arc::new(StringArray::from(vec![r.transport])),
-        Arc::new(StringArray::from(vec![r.request_id.as_deref()])),
-        Arc::new(StringArray::from(vec![r.operation_id.as_deref()])),
-        Arc::new(StringArray::from(vec![clip(&r.arguments)])),
-        Arc::new(StringArray::from(vec![r.decision])),
-        Arc::new(
-            Decimal128Array::from(vec![r.amount.map(Usd::to_decimal128)])
-                .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)
-                .map_err(err)?,
-        ),
-        Arc::new(BooleanArray::from(vec![r.is_error])),
-        Arc::new(StringArray::from(vec![clip(&r.result)])),
-        ts(r.started_at),
-        ts(r.finished_at),
-    ];
-    let batch = RecordBatch::try_new(MCP_CALLS.arrow_schema(), columns).map_err(err)?;
+    let clipped = CallRecord { arguments: clip(&r.arguments), result: r.result.as_deref().map(clip), ..r.clone() };
+    let batch = CallRecord::to_batch(&[clipped]).map_err(|e| TableError::Query(e.to_string()))?;
     let written = table
         .write(vec![batch])
         .with_commit_properties(commit.properties())

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{RecordBatch, TimestampMicrosecondArray};
 use chrono::Utc;
 use rmcp::model::{CallToolResult, ContentBlock, Tool, ToolAnnotations};
 use serde_json::{Map, Value, json};
@@ -23,13 +23,17 @@ use serde_json::{Map, Value, json};
 use super::audit::{self, CallRecord};
 use super::policy::{self, Decision, McpSection};
 use crate::http::IdempotencyKey;
-use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
+use crate::money::Usd;
+use crate::payouts::log::{LogEvent, RejectRow};
+use crate::payouts::requested::{EscrowActionRow, PendingPayoutRow};
+use crate::payouts::state::Summary;
 use crate::payouts::{PayoutOptions, PayoutReport, run_payouts};
 use crate::progress::Progress;
 use crate::provider::{FaucetAnswer, Provider};
+use crate::tables::row::{Row, Text};
 use crate::tables::{
-    ALL, CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, TableSpec, Warehouse, open_or_create,
-    sql_context_of,
+    ALL, CommitInfo, ESCROW_ACTIONS, MCP_CALLS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, REJECTS, TableSpec,
+    Warehouse, open_or_create, sql_context_of,
 };
 
 pub const INSTRUCTIONS: &str = "Purple Flea payments through pfsync. Read tools (check_balance, check_escrow_status, \
@@ -410,17 +414,18 @@ impl Engine {
             Err(m) => (true, m.clone()),
         };
         let record = CallRecord {
+            call_id: uuid::Uuid::now_v7().to_string(),
             tool: tool.chars().take(64).collect(),
             client: self.client.clone(),
             client_info,
-            transport: self.transport,
+            transport: self.transport.to_string(),
             request_id: outcome.request_id.clone(),
             operation_id: outcome.operation_id.clone(),
             arguments: audited_arguments(tool, &args),
-            decision: outcome.decision,
-            amount: outcome.amount,
+            decision: outcome.decision.to_string(),
+            amount_usd: outcome.amount,
             is_error,
-            result: result_text,
+            result: Some(result_text),
             started_at,
             finished_at: Utc::now(),
         };
@@ -576,32 +581,29 @@ impl Engine {
         self.status_of(&op).await
     }
 
-    /// An operation's status: from the status view once the engine logged it, else queued or unknown.
+    /// An operation's status: from its log rows once the engine logged it (through the engine's own status
+    /// machine), else from the rejects table, else queued or unknown.
     async fn status_of(&self, op: &str) -> Result<Value, String> {
         // One session for the log and the rejects table (each open reads a table's log).
-        let ctx = self.ctx_for("purpleflea.payouts.status purpleflea.payouts.rejects").await?;
-        let queries = [
-            (
-                "purpleflea.payouts.status",
-                format!(
-                    "SELECT operation_id, kind, status, tx_id, escrow_id, agent_id, counterparty_agent_id, \
-                     CAST(amount_usd AS VARCHAR) AS amount_usd, error_code, error_message, attempts, last_recorded_at \
-                     FROM purpleflea.payouts.status WHERE operation_id = '{op}'"
-                ),
-            ),
-            (
-                "purpleflea.payouts.rejects",
-                format!(
-                    "SELECT '{op}' AS operation_id, 'refused' AS status, code AS error_code, message AS error_message \
-                     FROM purpleflea.payouts.rejects WHERE operation_id = '{op}' ORDER BY rejected_at DESC LIMIT 1"
-                ),
-            ),
-        ];
-        for (table, sql) in queries {
-            if ctx.table_exist(table).unwrap_or(false)
-                && let Some(row) = rows_in(&ctx, &sql).await?.into_iter().next()
-            {
-                return Ok(Value::Object(row));
+        let ctx = self.ctx_for("purpleflea.payouts.log purpleflea.payouts.rejects").await?;
+        if ctx.table_exist(PAYOUT_LOG.name).unwrap_or(false) {
+            let sql = format!("SELECT * FROM purpleflea.payouts.log WHERE operation_id = '{op}'");
+            if let Some(summary) = Summary::of(&log_rows(&ctx, &sql).await?) {
+                return status_json(&summary);
+            }
+        }
+        if ctx.table_exist(REJECTS.name).unwrap_or(false) {
+            let sql = format!(
+                "SELECT * FROM purpleflea.payouts.rejects WHERE operation_id = '{op}' ORDER BY rejected_at DESC LIMIT 1"
+            );
+            let batches = collect(&ctx, &sql).await?;
+            if let Some(r) = RejectRow::from_batches(&batches).map_err(|e| e.to_string())?.into_iter().next() {
+                return Ok(json!({
+                    "operation_id": op,
+                    "status": "refused",
+                    "error_code": r.code.as_str(),
+                    "error_message": r.message,
+                }));
             }
         }
         if self.queued(op).await?.is_some() {
@@ -826,10 +828,11 @@ impl Engine {
                     "SELECT buyer_agent_id AS a, seller_agent_id AS b FROM purpleflea.agents.escrows WHERE escrow_id = '{e}'"
                 ));
             }
-            queries.push(format!(
-                "SELECT agent_id AS a, counterparty_agent_id AS b FROM purpleflea.payouts.status \
-                 WHERE kind = 'escrow_create' AND escrow_id = '{e}'"
-            ));
+            // The log of its create: an escrow created through this server before the next sync.
+            let sql = format!(
+                "SELECT * FROM purpleflea.payouts.log WHERE kind = 'escrow_create' AND escrow_id = '{e}' LIMIT 1"
+            );
+            queries.push(sql);
         }
         if let Some(c) = create {
             queries.push(format!(
@@ -837,7 +840,15 @@ impl Engine {
             ));
         }
         for q in queries {
-            if let Ok(rows) = self.rows(&q).await
+            if q.contains(PAYOUT_LOG.name) {
+                let Ok(ctx) = self.ctx_for(&q).await else { continue };
+                if ctx.table_exist(PAYOUT_LOG.name).unwrap_or(false)
+                    && let Ok(rows) = log_rows(&ctx, &q).await
+                    && let Some(r) = rows.into_iter().next()
+                {
+                    return Ok(r.agent_id.into_iter().chain(r.counterparty_agent_id).collect());
+                }
+            } else if let Ok(rows) = self.rows(&q).await
                 && let Some(r) = rows.into_iter().next()
             {
                 return Ok(["a", "b"].iter().filter_map(|k| r.get(*k)?.as_str().map(str::to_string)).collect());
@@ -848,47 +859,38 @@ impl Engine {
             .into())
     }
 
-    /// The request already written under this operation id, if any.
+    /// The request already written under this operation id, if any, its values decoded with their types.
     async fn queued(&self, op: &str) -> Result<Option<Request>, String> {
-        let payouts = self
-            .rows(&format!(
-                "SELECT agent_id, CAST(amount_usd AS VARCHAR) AS amount_usd, reason \
-                 FROM purpleflea.payouts.pending WHERE payout_id = '{op}'"
-            ))
-            .await?;
-        let s = |r: &Map<String, Value>, k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        if let Some(r) = payouts.first() {
+        let sql = format!("SELECT * FROM purpleflea.payouts.pending WHERE payout_id = '{op}'");
+        let batches = collect(&self.ctx_for(&sql).await?, &sql).await?;
+        if let Some(r) = PendingPayoutRow::from_batches(&batches).map_err(|e| e.to_string())?.into_iter().next() {
+            let amount = r.amount_usd.ok_or_else(|| format!("the queued payout {op} has no amount"))?;
             return Ok(Some(Request::Payout {
-                agent_id: s(r, "agent_id").unwrap_or_default(),
-                amount: s(r, "amount_usd").and_then(|a| Usd::parse(&a).ok()).unwrap_or(Usd::ZERO),
-                reason: s(r, "reason").unwrap_or_default(),
+                agent_id: r.agent_id.unwrap_or_default(),
+                amount,
+                reason: r.reason.unwrap_or_default(),
             }));
         }
-        let actions = self
-            .rows(&format!(
-                "SELECT action, escrow_id, create_action_id, buyer_agent_id, seller_agent_id, \
-                 CAST(amount_usd AS VARCHAR) AS amount_usd, description, metadata, reason \
-                 FROM purpleflea.escrow.actions WHERE action_id = '{op}'"
-            ))
-            .await?;
-        let Some(r) = actions.first() else { return Ok(None) };
-        Ok(Some(match s(r, "action").as_deref() {
+        let sql = format!("SELECT * FROM purpleflea.escrow.actions WHERE action_id = '{op}'");
+        let batches = collect(&self.ctx_for(&sql).await?, &sql).await?;
+        let Some(r) = EscrowActionRow::from_batches(&batches).map_err(|e| e.to_string())?.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some(match r.action.as_deref() {
             Some("create") => Request::Create {
-                buyer: s(r, "buyer_agent_id").unwrap_or_default(),
-                seller: s(r, "seller_agent_id").unwrap_or_default(),
-                amount: s(r, "amount_usd").and_then(|a| Usd::parse(&a).ok()).unwrap_or(Usd::ZERO),
-                description: s(r, "description").unwrap_or_default(),
-                metadata: s(r, "metadata"),
+                buyer: r.buyer_agent_id.unwrap_or_default(),
+                seller: r.seller_agent_id.unwrap_or_default(),
+                amount: r.amount_usd.ok_or_else(|| format!("the queued escrow create {op} has no amount"))?,
+                description: r.description.unwrap_or_default(),
+                metadata: r.metadata,
             },
-            Some("release") => Request::Release {
-                escrow_id: s(r, "escrow_id"),
-                create_action_id: s(r, "create_action_id"),
-                reason: s(r, "reason"),
-            },
+            Some("release") => {
+                Request::Release { escrow_id: r.escrow_id, create_action_id: r.create_action_id, reason: r.reason }
+            }
             _ => Request::Dispute {
-                escrow_id: s(r, "escrow_id"),
-                create_action_id: s(r, "create_action_id"),
-                reason: s(r, "reason").unwrap_or_default(),
+                escrow_id: r.escrow_id,
+                create_action_id: r.create_action_id,
+                reason: r.reason.unwrap_or_default(),
             },
         }))
     }
@@ -916,82 +918,59 @@ impl Engine {
     /// Append the request to the pending or actions table (created, empty, when absent: as `pfsync init`).
     async fn append(&self, op: &str, req: &Request) -> Result<(), String> {
         let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "mcp" };
-        let err = |e: arrow::error::ArrowError| e.to_string();
-        let now = Utc::now().timestamp_micros();
-        let ts = || Arc::new(TimestampMicrosecondArray::from(vec![Some(now)]).with_timezone("UTC")) as ArrayRef;
-        let money = |a: Option<Usd>| -> Result<ArrayRef, String> {
-            Ok(Arc::new(
-                Decimal128Array::from(vec![a.map(Usd::to_decimal128)])
-                    .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)
-                    .map_err(err)?,
-            ))
-        };
-        let s = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as ArrayRef;
-        let by = self.requested_by();
-        let create_reason = format!("escrow created through pfsync mcp by {by}");
-        let (spec, columns): (_, Vec<ArrayRef>) = match req {
-            Request::Payout { agent_id, amount, reason } => (
-                &PENDING_PAYOUTS,
-                vec![s(Some(op)), s(Some(agent_id)), money(Some(*amount))?, s(Some(reason)), ts(), s(Some(&by))],
-            ),
-            other => {
-                let (action, escrow, create, buyer, seller, amount, desc, meta, reason) = match other {
-                    Request::Create { buyer, seller, amount, description, metadata } => (
-                        "create",
-                        None,
-                        None,
-                        Some(buyer.as_str()),
-                        Some(seller.as_str()),
-                        Some(*amount),
-                        Some(description.as_str()),
-                        metadata.as_deref(),
-                        Some(create_reason.as_str()),
-                    ),
-                    Request::Release { escrow_id, create_action_id, reason } => (
-                        "release",
-                        escrow_id.as_deref(),
-                        create_action_id.as_deref(),
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        reason.as_deref(),
-                    ),
-                    Request::Dispute { escrow_id, create_action_id, reason } => (
-                        "dispute",
-                        escrow_id.as_deref(),
-                        create_action_id.as_deref(),
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        Some(reason.as_str()),
-                    ),
-                    Request::Payout { .. } => unreachable!("payouts are matched above"),
-                };
-                (
-                    &ESCROW_ACTIONS,
-                    vec![
-                        s(Some(op)),
-                        s(Some(action)),
-                        s(escrow),
-                        s(create),
-                        s(buyer),
-                        s(seller),
-                        money(amount)?,
-                        s(desc),
-                        s(meta),
-                        s(reason),
-                        ts(),
-                        s(Some(&by)),
-                    ],
-                )
+        let now = Some(Utc::now());
+        let by = Some(self.requested_by());
+        let action = |action: &str, escrow_id: &Option<String>, create: &Option<String>, reason: Option<String>| {
+            EscrowActionRow {
+                action_id: op.to_string(),
+                action: Some(action.to_string()),
+                escrow_id: escrow_id.clone(),
+                create_action_id: create.clone(),
+                buyer_agent_id: None,
+                seller_agent_id: None,
+                amount_usd: None,
+                description: None,
+                metadata: None,
+                reason,
+                requested_at: now,
+                requested_by: by.clone(),
             }
         };
+        let (spec, batch) = match req {
+            Request::Payout { agent_id, amount, reason } => (
+                &PENDING_PAYOUTS,
+                PendingPayoutRow::to_batch(&[PendingPayoutRow {
+                    payout_id: op.to_string(),
+                    agent_id: Some(agent_id.clone()),
+                    amount_usd: Some(*amount),
+                    reason: Some(reason.clone()),
+                    requested_at: now,
+                    requested_by: by.clone(),
+                }]),
+            ),
+            Request::Create { buyer, seller, amount, description, metadata } => {
+                let reason = format!("escrow created through pfsync mcp by {}", self.requested_by());
+                let row = EscrowActionRow {
+                    buyer_agent_id: Some(buyer.clone()),
+                    seller_agent_id: Some(seller.clone()),
+                    amount_usd: Some(*amount),
+                    description: Some(description.clone()),
+                    metadata: metadata.clone(),
+                    ..action("create", &None, &None, Some(reason))
+                };
+                (&ESCROW_ACTIONS, EscrowActionRow::to_batch(&[row]))
+            }
+            Request::Release { escrow_id, create_action_id, reason } => (
+                &ESCROW_ACTIONS,
+                EscrowActionRow::to_batch(&[action("release", escrow_id, create_action_id, reason.clone())]),
+            ),
+            Request::Dispute { escrow_id, create_action_id, reason } => (
+                &ESCROW_ACTIONS,
+                EscrowActionRow::to_batch(&[action("dispute", escrow_id, create_action_id, Some(reason.clone()))]),
+            ),
+        };
+        let batch = batch.map_err(|e| e.to_string())?;
         let table = open_or_create(&self.wh, spec, &commit).await.map_err(|e| e.to_string())?;
-        let batch = RecordBatch::try_new(spec.arrow_schema(), columns).map_err(err)?;
         table
             .write(vec![batch])
             .with_commit_properties(commit.properties())
@@ -1096,25 +1075,17 @@ impl Engine {
     /// Calls of a direct tool made under this operation id that acted (decision `execute`), oldest first:
     /// `(tool, is_error, arguments, result)`.
     async fn direct_calls(&self, op: &str) -> Result<Vec<(String, bool, String, String)>, String> {
-        let rows = self
-            .rows(&format!(
-                "SELECT tool, is_error, arguments, result FROM purpleflea.ops.mcp_calls \
-                 WHERE operation_id = '{op}' AND decision = 'execute' AND tool IN ('claim_faucet', 'mark_complete') \
-                 ORDER BY started_at"
-            ))
-            .await?;
-        let s = |r: &Map<String, Value>, k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    s(r, "tool"),
-                    r.get("is_error").and_then(Value::as_bool).unwrap_or(true),
-                    s(r, "arguments"),
-                    s(r, "result"),
-                )
-            })
-            .collect())
+        let sql = format!(
+            "SELECT * FROM purpleflea.ops.mcp_calls \
+             WHERE operation_id = '{op}' AND decision = 'execute' AND tool IN ('claim_faucet', 'mark_complete') \
+             ORDER BY started_at"
+        );
+        let ctx = self.ctx_for(&sql).await?;
+        if !ctx.table_exist(MCP_CALLS.name).unwrap_or(false) {
+            return Ok(Vec::new());
+        }
+        let calls = CallRecord::from_batches(&collect(&ctx, &sql).await?).map_err(|e| e.to_string())?;
+        Ok(calls.into_iter().map(|c| (c.tool, c.is_error, c.arguments, c.result.unwrap_or_default())).collect())
     }
 
     /// What earlier calls with this operation id did: the id names a queued payout or escrow action, or
@@ -1295,15 +1266,50 @@ impl Engine {
     }
 }
 
-async fn rows_in(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<Map<String, Value>>, String> {
-    let batches = ctx
-        .sql(sql)
+async fn collect(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<RecordBatch>, String> {
+    ctx.sql(sql)
         .await
         .map_err(|e| format!("query failed: {e}"))?
         .collect()
         .await
-        .map_err(|e| format!("query failed: {e}"))?;
-    to_json(&batches)
+        .map_err(|e| format!("query failed: {e}"))
+}
+
+/// The payout log's rows a query over `purpleflea.payouts.log` returns, decoded with their types.
+async fn log_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<LogEvent>, String> {
+    LogEvent::from_batches(&collect(ctx, sql).await?).map_err(|e| e.to_string())
+}
+
+/// What `payout_status` answers for a logged operation: the status view's columns, amounts exact, absent
+/// values left out.
+fn status_json(s: &Summary) -> Result<Value, String> {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    };
+    let text = |v: &Option<String>| v.as_ref().map(|t| json!(t));
+    put("operation_id", Some(json!(s.operation_id)));
+    put("kind", Some(json!(s.kind.as_str())));
+    put("status", s.status.name().map(|n| json!(n.as_str())));
+    put("tx_id", text(&s.tx_id));
+    put("escrow_id", text(&s.escrow_id));
+    put("agent_id", text(&s.agent_id));
+    put("counterparty_agent_id", text(&s.counterparty_agent_id));
+    put("amount_usd", s.amount_usd.map(|a| json!(a.to_string())));
+    put("error_code", text(&s.error_code));
+    put("error_message", text(&s.error_message));
+    put("attempts", Some(json!(s.attempts)));
+    // As the status view's timestamp reads in JSON.
+    let at = TimestampMicrosecondArray::from(vec![s.last_recorded_at.timestamp_micros()]).with_timezone("UTC");
+    let at = arrow::util::display::array_value_to_string(&at, 0).map_err(|e| e.to_string())?;
+    put("last_recorded_at", Some(json!(at)));
+    Ok(Value::Object(m))
+}
+
+async fn rows_in(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<Map<String, Value>>, String> {
+    to_json(&collect(ctx, sql).await?)
 }
 
 fn to_json(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, String> {

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use super::PayoutReport;
 use super::log::LogEvent;
 use super::plan::{Decision, Plan, PlanOptions, Step, next_batch, revise};
-use super::state::{Event, FailedOutcome, Logged, clip_message};
+use super::state::{Event, FailedOutcome, clip_message};
 use crate::operation::{EscrowRef, OpKind};
 use crate::provider::{Capabilities, Evidence, Lookup, Receipt};
 
@@ -109,7 +109,7 @@ pub enum Input {
     Go,
     Claimed(HashSet<String>),
     LookedUp(Vec<(Step, Result<Lookup, Failure>)>),
-    Rechecked(HashMap<String, Vec<Logged>>),
+    Rechecked(HashMap<String, Vec<LogEvent>>),
     Lease {
         open_elsewhere: Vec<String>,
     },
@@ -220,8 +220,8 @@ pub fn event(s: &Step, ev: Event, run_id: &str, at: DateTime<Utc>) -> LogEvent {
         event: ev,
         attempt: s.attempt,
         agent_id: s.op.agent_id().map(str::to_string),
-        counterparty: s.op.counterparty().map(str::to_string),
-        amount: s.op.amount(),
+        counterparty_agent_id: s.op.counterparty().map(str::to_string),
+        amount_usd: s.op.amount(),
         reason: Some(s.op.reason.clone()),
         idempotency_key: s.key.as_str().to_string(),
         tx_id: None,
@@ -231,6 +231,7 @@ pub fn event(s: &Step, ev: Event, run_id: &str, at: DateTime<Utc>) -> LogEvent {
         error_message: None,
         run_id: run_id.to_string(),
         recorded_at: at,
+        recorded_date: at.date_naive(),
     }
 }
 
@@ -801,22 +802,10 @@ mod tests {
     }
 
     impl World {
-        fn history(&self) -> HashMap<String, Vec<Logged>> {
-            let mut h: HashMap<String, Vec<Logged>> = HashMap::new();
+        fn history(&self) -> HashMap<String, Vec<LogEvent>> {
+            let mut h: HashMap<String, Vec<LogEvent>> = HashMap::new();
             for e in &self.log {
-                h.entry(e.operation_id.clone()).or_default().push(Logged {
-                    event: e.event,
-                    attempt: e.attempt,
-                    kind: e.kind,
-                    agent_id: e.agent_id.clone(),
-                    counterparty: e.counterparty.clone(),
-                    amount: e.amount,
-                    reason: e.reason.clone(),
-                    tx_id: e.tx_id.clone(),
-                    escrow_id: e.escrow_id.clone(),
-                    error_code: e.error_code.clone(),
-                    recorded_at: Some(e.recorded_at),
-                });
+                h.entry(e.operation_id.clone()).or_default().push(e.clone());
             }
             h
         }

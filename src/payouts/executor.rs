@@ -223,7 +223,7 @@ impl<'a> Executor<'a> {
     async fn recheck(
         &mut self,
         steps: &[Step],
-    ) -> Result<std::collections::HashMap<String, Vec<super::state::Logged>>, PayoutError> {
+    ) -> Result<std::collections::HashMap<String, Vec<super::log::LogEvent>>, PayoutError> {
         self.log.update_state().await.map_err(|e| PayoutError::write(crate::tables::PAYOUT_LOG.name, e))?;
         let ids: Vec<String> = steps.iter().map(|s| s.op.id.clone()).collect();
         history(&self.log, &ids).await

@@ -4,11 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, Date32Array, Decimal128Array, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
@@ -16,69 +14,37 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use super::PayoutError;
-use super::state::{Event, Logged};
-use super::validate::Reject;
-use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
+use super::state::Event;
+use super::validate::{Reject, RejectCode, RowKind};
+use crate::money::Usd;
 use crate::operation::OpKind;
+use crate::tables::row::{Row, table_row};
 use crate::tables::{CommitInfo, PAYOUT_LOG, REJECTS};
 
-/// One row of the payout log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogEvent {
-    pub operation_id: String,
-    pub kind: OpKind,
-    pub event: Event,
-    pub attempt: i32,
-    pub agent_id: Option<String>,
-    pub counterparty: Option<String>,
-    pub amount: Option<Usd>,
-    pub reason: Option<String>,
-    pub idempotency_key: String,
-    pub tx_id: Option<String>,
-    pub escrow_id: Option<String>,
-    pub http_status: Option<i32>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-    pub run_id: String,
-    pub recorded_at: DateTime<Utc>,
-}
-
-fn text<'a>(rows: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
-    Arc::new(rows.collect::<StringArray>())
-}
-
-fn events_batch(events: &[LogEvent]) -> Result<RecordBatch, PayoutError> {
-    let e = events;
-    let columns: Vec<ArrayRef> = vec![
-        text(e.iter().map(|x| Some(x.operation_id.as_str()))),
-        text(e.iter().map(|x| Some(x.kind.as_str()))),
-        text(e.iter().map(|x| Some(x.event.as_str()))),
-        Arc::new(e.iter().map(|x| Some(x.attempt)).collect::<Int32Array>()),
-        text(e.iter().map(|x| x.agent_id.as_deref())),
-        text(e.iter().map(|x| x.counterparty.as_deref())),
-        Arc::new(
-            e.iter()
-                .map(|x| x.amount.map(Usd::to_decimal128))
-                .collect::<Decimal128Array>()
-                .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)?,
-        ),
-        text(e.iter().map(|x| x.reason.as_deref())),
-        text(e.iter().map(|x| Some(x.idempotency_key.as_str()))),
-        text(e.iter().map(|x| x.tx_id.as_deref())),
-        text(e.iter().map(|x| x.escrow_id.as_deref())),
-        Arc::new(e.iter().map(|x| x.http_status).collect::<Int32Array>()),
-        text(e.iter().map(|x| x.error_code.as_deref())),
-        text(e.iter().map(|x| x.error_message.as_deref())),
-        text(e.iter().map(|x| Some(x.run_id.as_str()))),
-        Arc::new(
-            e.iter()
-                .map(|x| Some(x.recorded_at.timestamp_micros()))
-                .collect::<TimestampMicrosecondArray>()
-                .with_timezone("UTC"),
-        ),
-        Arc::new(e.iter().map(|x| Some(x.recorded_at.timestamp().div_euclid(86_400) as i32)).collect::<Date32Array>()),
-    ];
-    Ok(RecordBatch::try_new(PAYOUT_LOG.arrow_schema(), columns)?)
+table_row! {
+    /// One row of the payout log: what the engine writes, what `history` reads back for the status machine,
+    /// and what reconcile and the MCP server read. Every event of an operation carries the same agent,
+    /// amount and reason (an id reused with other values is refused before it is logged).
+    pub struct LogEvent: PAYOUT_LOG, key(operation_id, event, attempt) {
+        pub operation_id: String,
+        pub kind: OpKind,
+        pub event: Event,
+        pub attempt: i32,
+        pub agent_id: Option<String>,
+        pub counterparty_agent_id: Option<String>,
+        pub amount_usd: Option<Usd>,
+        pub reason: Option<String>,
+        pub idempotency_key: String,
+        pub tx_id: Option<String>,
+        pub escrow_id: Option<String>,
+        pub http_status: Option<i32>,
+        pub error_code: Option<String>,
+        pub error_message: Option<String>,
+        pub run_id: String,
+        pub recorded_at: DateTime<Utc>,
+        /// Day (UTC) of `recorded_at`: the partition column.
+        pub recorded_date: NaiveDate,
+    }
 }
 
 async fn append(
@@ -132,7 +98,7 @@ pub async fn append_intents(
     txns: Vec<Transaction>,
 ) -> Result<IntentCommit, PayoutError> {
     let result = table
-        .write(vec![events_batch(events)?])
+        .write(vec![LogEvent::to_batch(events)?])
         .with_save_mode(SaveMode::Append)
         .with_commit_properties(commit.properties().with_application_transactions(txns))
         .await;
@@ -154,7 +120,34 @@ pub async fn append_events(
     if events.is_empty() {
         return Ok(table);
     }
-    append(table, events_batch(events)?, commit, PAYOUT_LOG.name).await
+    append(table, LogEvent::to_batch(events)?, commit, PAYOUT_LOG.name).await
+}
+
+table_row! {
+    /// One row of the rejects table: a source row refused before any money moved.
+    pub struct RejectRow: REJECTS, key(operation_id, code) {
+        pub operation_id: Option<String>,
+        pub kind: RowKind,
+        pub code: RejectCode,
+        pub message: String,
+        pub source_row: Option<String>,
+        pub run_id: String,
+        pub rejected_at: DateTime<Utc>,
+    }
+}
+
+impl RejectRow {
+    pub fn new(r: &Reject, run_id: &str, at: DateTime<Utc>) -> RejectRow {
+        RejectRow {
+            operation_id: r.operation_id.clone(),
+            kind: r.kind,
+            code: r.code,
+            message: r.message.clone(),
+            source_row: Some(r.source_row.clone()),
+            run_id: run_id.to_string(),
+            rejected_at: at,
+        }
+    }
 }
 
 pub async fn append_rejects(
@@ -166,17 +159,8 @@ pub async fn append_rejects(
     if rejects.is_empty() {
         return Ok(table);
     }
-    let r = rejects;
-    let columns: Vec<ArrayRef> = vec![
-        text(r.iter().map(|x| x.operation_id.as_deref())),
-        text(r.iter().map(|x| Some(x.kind.as_str()))),
-        text(r.iter().map(|x| Some(x.code.as_str()))),
-        text(r.iter().map(|x| Some(x.message.as_str()))),
-        text(r.iter().map(|x| Some(x.source_row.as_str()))),
-        text(r.iter().map(|_| Some(commit.run_id.as_str()))),
-        Arc::new(TimestampMicrosecondArray::from(vec![Some(at.timestamp_micros()); r.len()]).with_timezone("UTC")),
-    ];
-    append(table, RecordBatch::try_new(REJECTS.arrow_schema(), columns)?, commit, REJECTS.name).await
+    let rows: Vec<RejectRow> = rejects.iter().map(|r| RejectRow::new(r, &commit.run_id, at)).collect();
+    append(table, RejectRow::to_batch(&rows)?, commit, REJECTS.name).await
 }
 
 /// A text column by name, as plain `Utf8` (DataFusion may hand out views or large strings).
@@ -187,16 +171,6 @@ fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, PayoutError> {
         .downcast_ref::<StringArray>()
         .cloned()
         .ok_or_else(|| PayoutError::LogRow(format!("log column {name} is not text")))
-}
-
-fn typed<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, PayoutError> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| PayoutError::LogRow(format!("log column {name} does not have the declared type")))
-}
-
-fn opt(a: &StringArray, i: usize) -> Option<String> {
-    (!a.is_null(i)).then(|| a.value(i).to_string())
 }
 
 /// A session over the log as `log`, or `None` when the table has no data yet.
@@ -284,67 +258,25 @@ pub async fn open_elsewhere(
 /// Every logged event of the given operations, grouped by operation id. Values are decoded with their
 /// declared types; a row that cannot be (an event or kind this version does not know, an amount that is
 /// not whole cents) is an error naming it, never skipped: a skipped intent could mean a second payment.
-pub async fn history(table: &DeltaTable, ids: &[String]) -> Result<HashMap<String, Vec<Logged>>, PayoutError> {
-    let mut out: HashMap<String, Vec<Logged>> = HashMap::new();
-    if ids.is_empty()
-        || table.version().is_none()
-        || table.get_file_uris().map_err(|e| PayoutError::write(PAYOUT_LOG.name, e))?.next().is_none()
-    {
+pub async fn history(table: &DeltaTable, ids: &[String]) -> Result<HashMap<String, Vec<LogEvent>>, PayoutError> {
+    let mut out: HashMap<String, Vec<LogEvent>> = HashMap::new();
+    if ids.is_empty() {
         return Ok(out);
     }
-    let ctx = SessionContext::new();
-    table.update_datafusion_session(&ctx.state()).map_err(|e| PayoutError::write(PAYOUT_LOG.name, e))?;
-    let provider = table.table_provider().await.map_err(PayoutError::query("opening the payout log"))?;
-    ctx.register_table("log", provider).map_err(PayoutError::query("registering the payout log"))?;
+    let Some(ctx) = log_session(table).await? else { return Ok(out) };
     let id_batch =
         RecordBatch::try_from_iter(vec![("id", Arc::new(StringArray::from_iter_values(ids.iter())) as ArrayRef)])?;
     ctx.register_batch("ids", id_batch).map_err(PayoutError::query("registering the operation ids"))?;
-    let sql = "SELECT l.operation_id, l.kind, l.event, l.attempt, l.agent_id, l.counterparty_agent_id, \
-               l.amount_usd, l.reason, l.tx_id, l.escrow_id, l.error_code, l.recorded_at \
-               FROM log l JOIN ids i ON l.operation_id = i.id";
     let what = "reading the payout log history";
-    let batches =
-        ctx.sql(sql).await.map_err(PayoutError::query(what))?.collect().await.map_err(PayoutError::query(what))?;
-    for b in &batches {
-        let (op, kind, event) = (strings(b, "operation_id")?, strings(b, "kind")?, strings(b, "event")?);
-        let attempt = typed::<Int32Array>(b, "attempt")?;
-        let amount = typed::<Decimal128Array>(b, "amount_usd")?;
-        let at = typed::<TimestampMicrosecondArray>(b, "recorded_at")?;
-        let (agent, cp, reason) =
-            (strings(b, "agent_id")?, strings(b, "counterparty_agent_id")?, strings(b, "reason")?);
-        let (tx, esc, code) = (strings(b, "tx_id")?, strings(b, "escrow_id")?, strings(b, "error_code")?);
-        for i in 0..b.num_rows() {
-            let id = op.value(i);
-            let bad = |what: String| PayoutError::LogRow(format!("operation {id:?}: {what}"));
-            let ev = Event::parse(event.value(i)).ok_or_else(|| bad(format!("unknown event {:?}", event.value(i))))?;
-            let kind = OpKind::parse(kind.value(i)).ok_or_else(|| bad(format!("unknown kind {:?}", kind.value(i))))?;
-            let amount = if amount.is_null(i) {
-                None
-            } else {
-                Some(Usd::from_decimal128(amount.value(i), amount.scale()).map_err(|e| bad(format!("amount: {e}")))?)
-            };
-            let recorded_at = (!at.is_null(i))
-                .then(|| Utc.timestamp_micros(at.value(i)).single())
-                .flatten()
-                .ok_or_else(|| bad("recorded_at is missing or out of range".into()))?;
-            out.entry(id.to_string()).or_default().push(Logged {
-                event: ev,
-                attempt: if attempt.is_null(i) {
-                    return Err(bad("attempt is missing".into()));
-                } else {
-                    attempt.value(i)
-                },
-                kind,
-                agent_id: opt(&agent, i),
-                counterparty: opt(&cp, i),
-                amount,
-                reason: opt(&reason, i),
-                tx_id: opt(&tx, i),
-                escrow_id: opt(&esc, i),
-                error_code: opt(&code, i),
-                recorded_at: Some(recorded_at),
-            });
-        }
+    let batches = ctx
+        .sql("SELECT l.* FROM log l JOIN ids i ON l.operation_id = i.id")
+        .await
+        .map_err(PayoutError::query(what))?
+        .collect()
+        .await
+        .map_err(PayoutError::query(what))?;
+    for e in LogEvent::from_batches(&batches)? {
+        out.entry(e.operation_id.clone()).or_default().push(e);
     }
     Ok(out)
 }
@@ -397,7 +329,7 @@ pub async fn store_feed_position(
     }
     let txns = feed.final_txns(Utc::now().timestamp_millis());
     let result = table
-        .write(vec![events_batch(&[])?])
+        .write(vec![LogEvent::to_batch(&[])?])
         .with_save_mode(SaveMode::Append)
         .with_commit_properties(commit.properties().with_application_transactions(txns))
         .await;

@@ -31,6 +31,7 @@ pub mod feed;
 pub mod log;
 pub mod plan;
 pub mod read;
+pub mod requested;
 pub mod rules;
 pub mod source;
 pub mod state;
@@ -83,6 +84,9 @@ pub enum PayoutError {
     Contended { attempts: u32 },
     #[error("building a batch failed")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A row of a table pfsync owns that cannot be encoded or decoded (named with its table and key).
+    #[error(transparent)]
+    Row(#[from] crate::tables::row::RowError),
     #[error(transparent)]
     Mlflow(#[from] crate::mlflow::MlflowError),
 }
@@ -105,6 +109,7 @@ impl PayoutError {
             PayoutError::Write { .. }
             | PayoutError::Query { .. }
             | PayoutError::LogRow(_)
+            | PayoutError::Row(_)
             | PayoutError::Contended { .. } => ErrorClass::Storage,
             PayoutError::Plan(_) | PayoutError::Arrow(_) => ErrorClass::Internal,
             PayoutError::Mlflow(crate::mlflow::MlflowError::Request { .. }) => ErrorClass::Transient,

@@ -16,7 +16,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::state::{Logged, Status, last_intent_at, status};
+use super::log::LogEvent;
+use super::state::{Status, last_intent_at, status};
 use crate::http::IdempotencyKey;
 use crate::money::Usd;
 use crate::operation::{EscrowRef, OpKind, Operation};
@@ -66,7 +67,7 @@ pub enum Decision {
     Resolve { attempt: i32 },
 }
 
-pub fn decide(events: &[Logged], o: &PlanOptions) -> Decision {
+pub fn decide(events: &[LogEvent], o: &PlanOptions) -> Decision {
     match status(events) {
         Status::Completed { .. } | Status::Rejected { .. } => Decision::Final,
         Status::New => Decision::Send { attempt: 1 },
@@ -174,9 +175,9 @@ pub struct PlanError {
     pub reason: String,
 }
 
-pub fn plan(ops: Vec<Operation>, history: &HashMap<String, Vec<Logged>>, o: &PlanOptions) -> Result<Plan, PlanError> {
+pub fn plan(ops: Vec<Operation>, history: &HashMap<String, Vec<LogEvent>>, o: &PlanOptions) -> Result<Plan, PlanError> {
     let mut p = Plan::default();
-    let none: Vec<Logged> = Vec::new();
+    let none: Vec<LogEvent> = Vec::new();
     let mut steps: Vec<Step> = Vec::new();
     // Creates completed in earlier runs whose escrow a release or dispute of this batch names.
     for (id, events) in history {
@@ -257,10 +258,10 @@ pub fn plan(ops: Vec<Operation>, history: &HashMap<String, Vec<Logged>>, o: &Pla
 /// what the step was going to do. Returns the steps to keep and the ids dropped, with the reason.
 pub fn revise(
     steps: Vec<Step>,
-    fresh: &HashMap<String, Vec<Logged>>,
+    fresh: &HashMap<String, Vec<LogEvent>>,
     o: &PlanOptions,
 ) -> (Vec<Step>, Vec<(String, Decision)>) {
-    let none: Vec<Logged> = Vec::new();
+    let none: Vec<LogEvent> = Vec::new();
     let mut keep = Vec::new();
     let mut dropped = Vec::new();
     for s in steps {
@@ -329,19 +330,26 @@ mod tests {
         assert_eq!(ids(&next_batch(&mut rest, 4, false, 1)), "a,b,c,d");
     }
 
-    fn ev(event: Event, attempt: i32, minutes_ago: i64) -> Logged {
-        Logged {
+    fn ev(event: Event, attempt: i32, minutes_ago: i64) -> LogEvent {
+        let at = now() - chrono::Duration::minutes(minutes_ago);
+        LogEvent {
+            operation_id: "op".into(),
+            kind: OpKind::Payout,
             event,
             attempt,
-            kind: OpKind::Payout,
             agent_id: Some("agent-1".into()),
-            counterparty: None,
-            amount: None,
+            counterparty_agent_id: None,
+            amount_usd: None,
             reason: Some("r".into()),
+            idempotency_key: "key".into(),
             tx_id: (event == Event::Completed).then(|| "tx".into()),
             escrow_id: None,
+            http_status: None,
             error_code: None,
-            recorded_at: Some(now() - chrono::Duration::minutes(minutes_ago)),
+            error_message: None,
+            run_id: "run".into(),
+            recorded_at: at,
+            recorded_date: at.date_naive(),
         }
     }
 
@@ -351,7 +359,7 @@ mod tests {
         let mut no_lookup = opts();
         no_lookup.can_look_up = false;
         // (history, with lookup, without lookup)
-        let cases: Vec<(Vec<Logged>, Decision, Decision)> = vec![
+        let cases: Vec<(Vec<LogEvent>, Decision, Decision)> = vec![
             (vec![], Decision::Send { attempt: 1 }, Decision::Send { attempt: 1 }),
             (vec![ev(Intent, 1, 1)], Decision::InFlightElsewhere, Decision::InFlightElsewhere),
             (vec![ev(Intent, 1, 60)], Decision::Resolve { attempt: 2 }, Decision::NeedsPerson),
@@ -435,7 +443,7 @@ mod tests {
             let mut ops = Vec::new();
             for (i, h) in histories.iter().enumerate() {
                 let id = format!("op-{i}");
-                let events: Vec<Logged> = h.iter().map(|(e, a, m)| {
+                let events: Vec<LogEvent> = h.iter().map(|(e, a, m)| {
                     let event = [Event::Intent, Event::Completed, Event::Rejected, Event::Unknown][*e as usize];
                     ev(event, *a, *m)
                 }).collect();

@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 
 use deltalake::DeltaTable;
 
-use super::log::history;
+use super::log::{LogEvent, history};
 use super::plan::in_shard;
 use super::source::{Source, SqlSource};
-use super::state::{Event, Logged};
+use super::state::Event;
 use super::validate::{Reject, check_batch};
 use super::{PayoutError, PayoutOptions, PayoutReport};
 use crate::operation::{Fingerprint, Operation};
@@ -23,7 +23,7 @@ use crate::tables::{
 pub struct Read {
     pub ops: Vec<Operation>,
     pub rejects: Vec<Reject>,
-    pub history: HashMap<String, Vec<Logged>>,
+    pub history: HashMap<String, Vec<LogEvent>>,
     /// `None` in a dry run over a warehouse that has no log yet.
     pub log: Option<DeltaTable>,
     pub rejects_table: Option<DeltaTable>,
@@ -163,13 +163,13 @@ pub async fn read(
 }
 
 /// The fingerprint an operation was first logged with.
-fn logged_fingerprint(events: &[Logged]) -> Option<Fingerprint> {
+fn logged_fingerprint(events: &[LogEvent]) -> Option<Fingerprint> {
     let first = events.iter().find(|e| e.event == Event::Intent)?;
     Some(Fingerprint {
         kind: first.kind,
         agent_id: first.agent_id.clone(),
-        counterparty: first.counterparty.clone(),
-        amount: first.amount,
+        counterparty: first.counterparty_agent_id.clone(),
+        amount: first.amount_usd,
         reason: first.reason.clone().unwrap_or_default(),
     })
 }

@@ -3,9 +3,11 @@
 
 use chrono::{DateTime, Utc};
 
+use super::log::LogEvent;
 use crate::money::Usd;
 use crate::operation::OpKind;
 use crate::provider::{ProviderError, Verdict};
+use crate::tables::row::Text;
 use crate::text::clip;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -14,6 +16,16 @@ pub enum Event {
     Completed,
     Rejected,
     Unknown,
+}
+
+impl Text for Event {
+    const WHAT: &'static str = "a payout log event (intent, completed, rejected, unknown)";
+    fn as_str(self) -> &'static str {
+        Event::as_str(self)
+    }
+    fn parse(s: &str) -> Option<Event> {
+        Event::parse(s)
+    }
 }
 
 impl Event {
@@ -37,25 +49,9 @@ impl Event {
     }
 }
 
-/// One event of an operation as the log holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Logged {
-    pub event: Event,
-    pub attempt: i32,
-    pub kind: OpKind,
-    pub agent_id: Option<String>,
-    pub counterparty: Option<String>,
-    pub amount: Option<Usd>,
-    pub reason: Option<String>,
-    pub tx_id: Option<String>,
-    pub escrow_id: Option<String>,
-    pub error_code: Option<String>,
-    pub recorded_at: Option<DateTime<Utc>>,
-}
-
 /// When the latest intent of an operation was recorded (by any run).
-pub fn last_intent_at(events: &[Logged]) -> Option<DateTime<Utc>> {
-    events.iter().filter(|e| e.event == Event::Intent).filter_map(|e| e.recorded_at).max()
+pub fn last_intent_at(events: &[LogEvent]) -> Option<DateTime<Utc>> {
+    events.iter().filter(|e| e.event == Event::Intent).map(|e| e.recorded_at).max()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +79,97 @@ impl Status {
     pub fn is_final(&self) -> bool {
         matches!(self, Status::Completed { .. } | Status::Rejected { .. })
     }
+
+    /// As the status view spells it; `None` for an operation never logged.
+    pub fn name(&self) -> Option<StatusName> {
+        Some(match self {
+            Status::New => return None,
+            Status::InFlight { .. } => StatusName::InFlight,
+            Status::Unknown { .. } => StatusName::Unknown,
+            Status::Completed { .. } => StatusName::Completed,
+            Status::Rejected { .. } => StatusName::Rejected,
+        })
+    }
+}
+
+/// A logged operation's status as the `purpleflea.payouts.status` view's `status` column spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusName {
+    InFlight,
+    Unknown,
+    Completed,
+    Rejected,
+}
+
+impl Text for StatusName {
+    const WHAT: &'static str = "an operation status (in_flight, unknown, completed, rejected)";
+    fn as_str(self) -> &'static str {
+        match self {
+            StatusName::InFlight => "in_flight",
+            StatusName::Unknown => "unknown",
+            StatusName::Completed => "completed",
+            StatusName::Rejected => "rejected",
+        }
+    }
+    fn parse(s: &str) -> Option<StatusName> {
+        [StatusName::InFlight, StatusName::Unknown, StatusName::Completed, StatusName::Rejected]
+            .into_iter()
+            .find(|n| n.as_str() == s)
+    }
+}
+
+/// An operation as its log events add up: the `purpleflea.payouts.status` view's row, with the status from
+/// [`status`]. Where overlapping runs logged different values the greatest is taken, as the view does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub operation_id: String,
+    pub kind: OpKind,
+    pub status: Status,
+    pub attempts: i32,
+    pub agent_id: Option<String>,
+    pub counterparty_agent_id: Option<String>,
+    pub amount_usd: Option<Usd>,
+    /// The provider transaction of a completed operation.
+    pub tx_id: Option<String>,
+    pub escrow_id: Option<String>,
+    /// A refusal's code and message, else an unknown outcome's (where a lookup names its candidate entries).
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub last_recorded_at: DateTime<Utc>,
+}
+
+impl Summary {
+    /// What `events`, all of one operation, add up to; `None` for no event.
+    pub fn of(events: &[LogEvent]) -> Option<Summary> {
+        let first = events.first()?;
+        let greatest = |f: fn(&LogEvent) -> Option<&String>| events.iter().filter_map(f).max().cloned();
+        let outcome = |f: fn(&LogEvent) -> Option<&String>| {
+            let of = |event: Event| events.iter().filter(|e| e.event == event).filter_map(f).max().cloned();
+            of(Event::Rejected).or_else(|| of(Event::Unknown))
+        };
+        let status = status(events);
+        Some(Summary {
+            operation_id: first.operation_id.clone(),
+            kind: events.iter().map(|e| e.kind).max_by_key(|k| k.as_str()).unwrap_or(first.kind),
+            tx_id: match &status {
+                Status::Completed { tx_id, .. } => tx_id.clone(),
+                _ => None,
+            },
+            status,
+            attempts: events.iter().map(|e| e.attempt).max().unwrap_or(first.attempt),
+            agent_id: greatest(|e| e.agent_id.as_ref()),
+            counterparty_agent_id: greatest(|e| e.counterparty_agent_id.as_ref()),
+            amount_usd: events.iter().filter_map(|e| e.amount_usd).max(),
+            escrow_id: greatest(|e| e.escrow_id.as_ref()),
+            error_code: outcome(|e| e.error_code.as_ref()),
+            error_message: outcome(|e| e.error_message.as_ref()),
+            last_recorded_at: events.iter().map(|e| e.recorded_at).max().unwrap_or(first.recorded_at),
+        })
+    }
+
+    pub fn is_completed(&self) -> bool {
+        matches!(self.status, Status::Completed { .. })
+    }
 }
 
 /// The status an operation's events add up to. Money having moved is the strongest fact: a `completed`
@@ -93,7 +180,7 @@ impl Status {
 /// order). So where overlapping runs logged different answers (two tx ids, two refusal codes) the greatest
 /// is taken, never the first seen: the same log always gives the same status, and the same one the
 /// `purpleflea.payouts.status` view gives with `max()` (a property test checks the two agree).
-pub fn status(events: &[Logged]) -> Status {
+pub fn status(events: &[LogEvent]) -> Status {
     let of = |event: Event| events.iter().filter(move |e| e.event == event);
     if of(Event::Completed).next().is_some() {
         return Status::Completed {
@@ -150,19 +237,26 @@ pub fn clip_message(mut s: String) -> String {
 mod tests {
     use super::*;
 
-    fn ev(event: Event, attempt: i32) -> Logged {
-        Logged {
+    fn ev(event: Event, attempt: i32) -> LogEvent {
+        let at = chrono::DateTime::UNIX_EPOCH;
+        LogEvent {
+            operation_id: "op".into(),
+            kind: OpKind::Payout,
             event,
             attempt,
-            kind: OpKind::Payout,
             agent_id: None,
-            counterparty: None,
-            amount: None,
+            counterparty_agent_id: None,
+            amount_usd: None,
             reason: None,
+            idempotency_key: "key".into(),
             tx_id: (event == Event::Completed).then(|| "tx".into()),
             escrow_id: None,
+            http_status: None,
             error_code: (event == Event::Rejected).then(|| "insufficient_funds".into()),
-            recorded_at: None,
+            error_message: None,
+            run_id: "run".into(),
+            recorded_at: at,
+            recorded_date: at.date_naive(),
         }
     }
 
@@ -170,7 +264,7 @@ mod tests {
     fn every_history_adds_up_to_one_status() {
         use Event::*;
         let done = Status::Completed { tx_id: Some("tx".into()), escrow_id: None };
-        let cases: Vec<(Vec<Logged>, Status)> = vec![
+        let cases: Vec<(Vec<LogEvent>, Status)> = vec![
             (vec![], Status::New),
             (vec![ev(Intent, 1)], Status::InFlight { attempt: 1 }),
             (vec![ev(Intent, 1), ev(Unknown, 1)], Status::Unknown { attempt: 1 }),

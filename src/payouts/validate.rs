@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::money::{MoneyError, Usd};
 use crate::operation::{Action, EscrowRef, Fingerprint, OpKind, Operation};
+use crate::tables::row::Text;
 use crate::text;
 
 pub use crate::check::{MAX_ID_LEN, MAX_METADATA_BYTES, MAX_TEXT_LEN, check_id, check_text_chars};
@@ -39,6 +40,28 @@ pub enum RejectCode {
 }
 
 impl RejectCode {
+    pub const ALL: [RejectCode; 19] = [
+        RejectCode::MissingId,
+        RejectCode::InvalidId,
+        RejectCode::InvalidAgentId,
+        RejectCode::MissingAmount,
+        RejectCode::InvalidAmount,
+        RejectCode::MissingReason,
+        RejectCode::FieldTooLong,
+        RejectCode::ControlCharacter,
+        RejectCode::DuplicateIdConflict,
+        RejectCode::IdReused,
+        RejectCode::UnknownAgent,
+        RejectCode::UnknownAction,
+        RejectCode::MissingEscrow,
+        RejectCode::InvalidMetadata,
+        RejectCode::SameBuyerAndSeller,
+        RejectCode::UnknownCreateAction,
+        RejectCode::AgentKeyNotHeld,
+        RejectCode::InvalidTimeoutHours,
+        RejectCode::InvalidRule,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RejectCode::MissingId => "missing_id",
@@ -64,6 +87,16 @@ impl RejectCode {
     }
 }
 
+impl Text for RejectCode {
+    const WHAT: &'static str = "a reject code";
+    fn as_str(self) -> &'static str {
+        RejectCode::as_str(self)
+    }
+    fn parse(s: &str) -> Option<RejectCode> {
+        RejectCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
 /// What a refused row was: an operation of a known kind, or an escrow-action row whose action could not
 /// be read (`escrow_action` in the rejects table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +113,20 @@ impl RowKind {
             RowKind::Op(k) => k.as_str(),
             RowKind::EscrowAction => "escrow_action",
             RowKind::EscrowRule => "escrow_rule",
+        }
+    }
+}
+
+impl Text for RowKind {
+    const WHAT: &'static str = "a rejected row's kind";
+    fn as_str(self) -> &'static str {
+        RowKind::as_str(self)
+    }
+    fn parse(s: &str) -> Option<RowKind> {
+        match s {
+            "escrow_action" => Some(RowKind::EscrowAction),
+            "escrow_rule" => Some(RowKind::EscrowRule),
+            other => OpKind::parse(other).map(RowKind::Op),
         }
     }
 }
@@ -383,6 +430,39 @@ pub fn check_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reject_code_is_listed_and_reads_back() {
+        // Exhaustive: a new code fails to compile here until it is listed in ALL too.
+        let listed = |c: RejectCode| match c {
+            RejectCode::MissingId
+            | RejectCode::InvalidId
+            | RejectCode::InvalidAgentId
+            | RejectCode::MissingAmount
+            | RejectCode::InvalidAmount
+            | RejectCode::MissingReason
+            | RejectCode::FieldTooLong
+            | RejectCode::ControlCharacter
+            | RejectCode::DuplicateIdConflict
+            | RejectCode::IdReused
+            | RejectCode::UnknownAgent
+            | RejectCode::UnknownAction
+            | RejectCode::MissingEscrow
+            | RejectCode::InvalidMetadata
+            | RejectCode::SameBuyerAndSeller
+            | RejectCode::UnknownCreateAction
+            | RejectCode::AgentKeyNotHeld
+            | RejectCode::InvalidTimeoutHours
+            | RejectCode::InvalidRule => RejectCode::ALL.contains(&c),
+        };
+        for c in RejectCode::ALL {
+            assert!(listed(c));
+            assert_eq!(<RejectCode as Text>::parse(c.as_str()), Some(c));
+        }
+        for k in [RowKind::EscrowAction, RowKind::EscrowRule].into_iter().chain(OpKind::ALL.map(RowKind::Op)) {
+            assert_eq!(<RowKind as Text>::parse(k.as_str()), Some(k));
+        }
+    }
 
     fn payout(id: &str, agent: &str, amount: &str, reason: &str) -> RawPayout {
         RawPayout {

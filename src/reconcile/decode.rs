@@ -15,26 +15,11 @@ use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use super::matching::Query;
 use super::{Class, ReconcileError};
 use crate::micros::Micros;
-use crate::money::{MoneyError, Usd};
+use crate::money::Usd;
 
-/// Why one cell could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum CellError {
-    #[error("the result has no column {column}")]
-    NoColumn { column: &'static str },
-    #[error("{column} is {found}, expected {expected}")]
-    Type { column: &'static str, expected: &'static str, found: DataType },
-    #[error("{column} is NULL")]
-    Null { column: &'static str },
-    #[error("{column} is not an amount in cents: {source}")]
-    Money {
-        column: &'static str,
-        #[source]
-        source: MoneyError,
-    },
-    #[error("{column} = {value} is not {expected}")]
-    Value { column: &'static str, value: String, expected: &'static str },
-}
+use crate::tables::row::{Row, RowError, Text, row_name};
+
+pub use crate::tables::row::CellError;
 
 /// One row of a batch, its cells read by column name.
 pub struct Cells<'a> {
@@ -163,6 +148,12 @@ impl<'a> Cells<'a> {
         let text = self.text(column)?;
         Class::parse(&text).ok_or(CellError::Value { column, value: text, expected: "a reconciliation class" })
     }
+
+    /// One of a closed set of values (a kind, a status), by its text.
+    pub fn parsed<T: Text>(&self, column: &'static str) -> Result<T, CellError> {
+        let text = self.text(column)?;
+        T::parse(&text).ok_or(CellError::Value { column, value: text, expected: T::WHAT })
+    }
 }
 
 /// Dictionary-encoded columns (delta-rs may hand partition values over that way) as plain arrays of their
@@ -188,21 +179,6 @@ fn unpack_dictionaries(batch: &RecordBatch) -> Result<RecordBatch, ReconcileErro
     Ok(RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?)
 }
 
-/// How an error names a row: its position, and the values of the columns that identify it.
-fn row_name(batch: &RecordBatch, row: usize, position: usize, subject: &[&'static str]) -> String {
-    let values: Vec<String> = subject
-        .iter()
-        .filter_map(|name| {
-            let column = batch.column_by_name(name)?;
-            // Only for the message: an identifying cell that cannot be shown is left out, and the row
-            // position still names the row.
-            let value = arrow::util::display::array_value_to_string(column, row).ok()?;
-            Some(format!("{name}={value}"))
-        })
-        .collect();
-    if values.is_empty() { format!("#{position}") } else { format!("#{position} ({})", values.join(", ")) }
-}
-
 /// Every row of a query's result, decoded by `row`. `subject` names the columns that identify a row in an
 /// error (an operation id, a transaction id, a finding key).
 pub fn decode<T>(
@@ -224,6 +200,18 @@ pub fn decode<T>(
         }
     }
     Ok(out)
+}
+
+/// Every row of a query that returns a table's rows, decoded as that table's row type. A row that cannot be
+/// decoded is an error naming the query, the row (by its key) and the column, as [`decode`] gives.
+pub fn decode_rows<R: Row>(query: &Query, batches: &[RecordBatch]) -> Result<Vec<R>, ReconcileError> {
+    R::from_batches(batches).map_err(|e| match e {
+        RowError::Undecodable { row, source, .. } => ReconcileError::Undecodable { query: query.file, row, source },
+        RowError::Column { source, .. } => {
+            ReconcileError::Undecodable { query: query.file, row: "(every row)".into(), source }
+        }
+        e @ RowError::Batch { .. } => ReconcileError::Row(e),
+    })
 }
 
 /// The one row of a query that returns exactly one (a total, a count).

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 
 use crate::money::Usd;
+use crate::tables::RECONCILIATION;
+use crate::tables::row::{Text, table_row};
 
 /// Every class an operation or provider transaction can end in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,6 +69,16 @@ impl Class {
     }
 }
 
+impl Text for Class {
+    const WHAT: &'static str = "a reconciliation class";
+    fn as_str(self) -> &'static str {
+        Class::as_str(self)
+    }
+    fn parse(s: &str) -> Option<Class> {
+        Class::parse(s)
+    }
+}
+
 /// One finding of this run. Its class is always known: the rules give one, and a stored row whose class
 /// no rule gives is refused when read back (`rows.rs`), never recorded as "unknown".
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +130,79 @@ pub struct FindingRow {
     pub first_seen_run: String,
     pub first_seen_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
+}
+
+table_row! {
+    /// One row of the reconciliation table: a finding as one run recorded it.
+    pub struct ReconciliationRow: RECONCILIATION, key(finding_key) {
+        pub run_id: String,
+        pub finding_key: String,
+        pub class: Class,
+        pub operation_id: Option<String>,
+        pub kind: Option<String>,
+        pub idempotency_key: Option<String>,
+        pub tx_ids: Option<String>,
+        pub agent_id: Option<String>,
+        pub expected_agent_id: Option<String>,
+        pub actual_agent_id: Option<String>,
+        pub expected_amount_usd: Option<Usd>,
+        pub actual_amount_usd: Option<Usd>,
+        pub detail: String,
+        pub first_seen_run: String,
+        pub first_seen_at: DateTime<Utc>,
+        pub resolved_at: Option<DateTime<Utc>>,
+        pub recorded_at: DateTime<Utc>,
+    }
+}
+
+impl FindingRow {
+    /// The table row this run writes for it.
+    pub fn to_row(&self, run_id: &str, recorded_at: DateTime<Utc>) -> ReconciliationRow {
+        let f = &self.finding;
+        ReconciliationRow {
+            run_id: run_id.to_string(),
+            finding_key: self.key.clone(),
+            class: f.class,
+            operation_id: f.operation_id.clone(),
+            kind: f.kind.clone(),
+            idempotency_key: f.idempotency_key.clone(),
+            tx_ids: f.tx_ids.clone(),
+            agent_id: f.agent_id.clone(),
+            expected_agent_id: f.expected_agent.clone(),
+            actual_agent_id: f.actual_agent.clone(),
+            expected_amount_usd: f.expected_amount,
+            actual_amount_usd: f.actual_amount,
+            detail: f.detail.clone(),
+            first_seen_run: self.first_seen_run.clone(),
+            first_seen_at: self.first_seen_at,
+            resolved_at: self.resolved_at,
+            recorded_at,
+        }
+    }
+}
+
+impl From<ReconciliationRow> for FindingRow {
+    fn from(r: ReconciliationRow) -> FindingRow {
+        FindingRow {
+            finding: Finding {
+                class: r.class,
+                operation_id: r.operation_id,
+                kind: r.kind,
+                idempotency_key: r.idempotency_key,
+                tx_ids: r.tx_ids,
+                agent_id: r.agent_id,
+                expected_agent: r.expected_agent_id,
+                actual_agent: r.actual_agent_id,
+                expected_amount: r.expected_amount_usd,
+                actual_amount: r.actual_amount_usd,
+                detail: r.detail,
+            },
+            key: r.finding_key,
+            first_seen_run: r.first_seen_run,
+            first_seen_at: r.first_seen_at,
+            resolved_at: r.resolved_at,
+        }
+    }
 }
 
 /// This run's rows: every current finding (with its first sighting carried from the previous run's open

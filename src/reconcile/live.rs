@@ -24,74 +24,29 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 
-use super::decode::decode;
+use super::decode::decode_rows;
 use super::matching::{LIVE_ESCROWS, LIVE_LEDGER_ENTRIES, LIVE_LEDGER_GAPS, LIVE_OPERATIONS, LIVE_WALLETS};
 use super::{Class, Finding, ReconcileError};
+use crate::ledger::rows::{LedgerEntryRow, LedgerGapRow};
 use crate::micros::Micros;
 use crate::money::Usd;
+use crate::operation::OpKind;
+use crate::payouts::log::LogEvent;
+use crate::payouts::state::{Status, Summary};
+use crate::sync::rows::{EscrowStatus, EscrowTermsRow, WalletRow};
+use crate::tables::row::Text;
 
-/// An operation of the payout log, with its current status.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Op {
-    pub operation_id: String,
-    pub kind: String,
-    pub status: String,
-    pub agent_id: Option<String>,
-    pub counterparty: Option<String>,
-    pub amount: Option<Usd>,
-    pub tx_id: Option<String>,
-    pub escrow_id: Option<String>,
-    pub error_message: Option<String>,
-    pub last_recorded_at: DateTime<Utc>,
-}
+/// An operation of the payout log: what its events add up to through the one status machine.
+pub type Op = Summary;
 
 /// A synced ledger entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub entry_id: String,
-    pub agent_id: String,
-    pub kind: String,
-    pub amount: Micros,
-    pub balance_after: Micros,
-    pub reason: String,
-    pub reference: Option<String>,
-    pub seq: i64,
-}
-
-impl Entry {
-    fn balance_before(&self) -> Option<Micros> {
-        if self.kind == "debit" {
-            self.balance_after.checked_add(self.amount)
-        } else {
-            self.balance_after.checked_sub(self.amount)
-        }
-    }
-
-    fn is_debit(&self) -> bool {
-        self.kind == "debit"
-    }
-}
+pub type Entry = LedgerEntryRow;
 
 /// A live escrow's state and exact money.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EscrowState {
-    pub escrow_id: String,
-    pub creator: String,
-    pub counterparty: String,
-    pub status: String,
-    pub amount: Micros,
-    pub commission: Micros,
-    pub net: Micros,
-}
+pub type EscrowState = EscrowTermsRow;
 
 /// A gap a sync recorded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GapRow {
-    pub agent_id: String,
-    pub after_entry_id: String,
-    pub before_entry_id: String,
-    pub detail: String,
-}
+pub type GapRow = LedgerGapRow;
 
 /// Everything the checks read.
 #[derive(Debug, Clone, Default)]
@@ -104,65 +59,29 @@ pub struct LiveData {
     pub wallets: Vec<(String, Option<f64>)>,
 }
 
+/// Every operation of the payout log, from its events (the rows of `live_operations.sql`).
 pub fn operations(b: &[RecordBatch]) -> Result<Vec<Op>, ReconcileError> {
-    decode(&LIVE_OPERATIONS, b, &["operation_id"], |r| {
-        Ok(Op {
-            operation_id: r.text("operation_id")?,
-            kind: r.text("kind")?,
-            status: r.text("status")?,
-            agent_id: r.opt_text("agent_id")?,
-            counterparty: r.opt_text("counterparty_agent_id")?,
-            amount: r.opt_usd("amount_usd")?,
-            tx_id: r.opt_text("tx_id")?,
-            escrow_id: r.opt_text("escrow_id")?,
-            error_message: r.opt_text("error_message")?,
-            last_recorded_at: r.timestamp("last_recorded_at")?,
-        })
-    })
+    let mut by_op: BTreeMap<String, Vec<LogEvent>> = BTreeMap::new();
+    for e in decode_rows::<LogEvent>(&LIVE_OPERATIONS, b)? {
+        by_op.entry(e.operation_id.clone()).or_default().push(e);
+    }
+    Ok(by_op.values().filter_map(|events| Summary::of(events)).collect())
 }
 
 pub fn entries(b: &[RecordBatch]) -> Result<Vec<Entry>, ReconcileError> {
-    decode(&LIVE_LEDGER_ENTRIES, b, &["entry_id"], |r| {
-        Ok(Entry {
-            entry_id: r.text("entry_id")?,
-            agent_id: r.text("agent_id")?,
-            kind: r.text("type")?,
-            amount: r.micros("amount_usd")?,
-            balance_after: r.micros("balance_after_usd")?,
-            reason: r.text("reason")?,
-            reference: r.opt_text("reference")?,
-            seq: r.int("ledger_seq")?,
-        })
-    })
+    decode_rows(&LIVE_LEDGER_ENTRIES, b)
 }
 
 pub fn escrows(b: &[RecordBatch]) -> Result<Vec<EscrowState>, ReconcileError> {
-    decode(&LIVE_ESCROWS, b, &["escrow_id"], |r| {
-        Ok(EscrowState {
-            escrow_id: r.text("escrow_id")?,
-            creator: r.text("creator_agent_id")?,
-            counterparty: r.text("counterparty_agent_id")?,
-            status: r.text("status")?,
-            amount: r.micros("amount_usd")?,
-            commission: r.micros("commission_usd")?,
-            net: r.micros("net_to_counterparty_usd")?,
-        })
-    })
+    decode_rows(&LIVE_ESCROWS, b)
 }
 
 pub fn gaps(b: &[RecordBatch]) -> Result<Vec<GapRow>, ReconcileError> {
-    decode(&LIVE_LEDGER_GAPS, b, &["agent_id", "after_entry_id"], |r| {
-        Ok(GapRow {
-            agent_id: r.text("agent_id")?,
-            after_entry_id: r.text("after_entry_id")?,
-            before_entry_id: r.text("before_entry_id")?,
-            detail: r.text("detail")?,
-        })
-    })
+    decode_rows(&LIVE_LEDGER_GAPS, b)
 }
 
 pub fn wallets(b: &[RecordBatch]) -> Result<Vec<(String, Option<f64>)>, ReconcileError> {
-    decode(&LIVE_WALLETS, b, &["agent_id"], |r| Ok((r.text("agent_id")?, r.opt_double("balance_usd")?)))
+    Ok(decode_rows::<WalletRow>(&LIVE_WALLETS, b)?.into_iter().map(|w| (w.agent_id, w.balance_usd)).collect())
 }
 
 /// What the checks found: findings (one per key), and operations per class.
@@ -210,11 +129,11 @@ impl Findings {
 fn op_finding(class: Class, op: &Op, detail: String) -> Finding {
     Finding {
         operation_id: Some(op.operation_id.clone()),
-        kind: Some(op.kind.clone()),
+        kind: Some(op.kind.as_str().to_string()),
         tx_ids: op.tx_id.clone(),
         agent_id: op.agent_id.clone(),
         expected_agent: op.agent_id.clone(),
-        expected_amount: op.amount,
+        expected_amount: op.amount_usd,
         ..Finding::new(class, detail)
     }
 }
@@ -242,7 +161,7 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
     let mut first: HashMap<&str, &Entry> = HashMap::new();
     for e in &data.entries {
         let slot = first.entry(e.agent_id.as_str()).or_insert(e);
-        if e.seq < slot.seq {
+        if e.ledger_seq < slot.ledger_seq {
             *slot = e;
         }
     }
@@ -261,12 +180,8 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
         .collect();
 
     // What unknown operations name as candidates is theirs to resolve (stale_unknown shows them), not unlogged.
-    let unknown_text: Vec<&str> = data
-        .ops
-        .iter()
-        .filter(|o| o.status != "completed" && o.status != "rejected")
-        .filter_map(|o| o.error_message.as_deref())
-        .collect();
+    let unknown_text: Vec<&str> =
+        data.ops.iter().filter(|o| !o.status.is_final()).filter_map(|o| o.error_message.as_deref()).collect();
     let named_by_unknown = |e: &Entry| {
         let r = e.reference.as_deref().unwrap_or(&e.entry_id);
         unknown_text.iter().any(|t| t.contains(r))
@@ -286,7 +201,7 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
         let same: Vec<&str> = data
             .ops
             .iter()
-            .filter(|o| o.status == "completed" && o.amount.map(Micros::from_usd) == Some(e.amount))
+            .filter(|o| o.is_completed() && o.amount_usd.map(Micros::from_usd) == Some(e.amount_usd))
             .filter(|o| payee.is_none() || o.agent_id == payee)
             .map(|o| o.operation_id.as_str())
             .collect();
@@ -304,13 +219,13 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
             tx_ids: Some(reference.clone()),
             agent_id: Some(e.agent_id.clone()),
             actual_agent: payee.clone(),
-            actual_amount: cents(e.amount),
+            actual_amount: cents(e.amount_usd),
             ..Finding::new(
                 Class::UnloggedAtProvider,
                 format!(
                     "{} debit {reference} of {} on {}'s ledger{} is claimed by no logged operation{twin}",
                     e.reason,
-                    e.amount,
+                    e.amount_usd,
                     e.agent_id,
                     payee.as_deref().map(|p| format!(" (to {p})")).unwrap_or_default()
                 ),
@@ -333,8 +248,8 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
         out.operations += 1;
         *out.op_classes.entry(class.as_str()).or_default() += 1;
         if class == Class::Matched
-            && op.status == "completed"
-            && let Some(a) = op.amount
+            && op.is_completed()
+            && let Some(a) = op.amount_usd
         {
             out.matched = out.matched.checked_add(a).unwrap_or(out.matched);
         }
@@ -366,9 +281,9 @@ fn classify_op<'a>(
     payers: &mut HashSet<&'a str>,
     f: &mut Findings,
 ) -> Class {
-    match op.status.as_str() {
-        "rejected" => return Class::Matched,
-        "unknown" | "in_flight" if op.last_recorded_at < stale_before => {
+    match op.status {
+        Status::Rejected { .. } => return Class::Matched,
+        Status::Unknown { .. } | Status::InFlight { .. } if op.last_recorded_at < stale_before => {
             let candidates = op.error_message.as_deref().unwrap_or("none recorded");
             f.push(op_finding(
                 Class::StaleUnknown,
@@ -376,19 +291,21 @@ fn classify_op<'a>(
                 format!(
                     "the outcome of {} {} is unknown since {}; a person must decide from the candidate ledger \
                      entries: {candidates}",
-                    op.kind, op.operation_id, op.last_recorded_at
+                    op.kind.as_str(),
+                    op.operation_id,
+                    op.last_recorded_at
                 ),
             ));
             return Class::StaleUnknown;
         }
-        "unknown" | "in_flight" => return Class::InProgress,
-        _ => {}
+        Status::Unknown { .. } | Status::InFlight { .. } => return Class::InProgress,
+        Status::New | Status::Completed { .. } => {}
     }
     let Ledgers { by_id, by_ref, whole } = *ledgers;
-    let expected = op.amount.map(Micros::from_usd);
+    let expected = op.amount_usd.map(Micros::from_usd);
     let tx = op.tx_id.as_deref();
-    let (class, detail) = match (op.kind.as_str(), tx) {
-        ("payout", Some(tx)) => {
+    let (class, detail) = match (op.kind, tx) {
+        (OpKind::Payout, Some(tx)) => {
             let hits: Vec<&Entry> = by_ref
                 .get(tx)
                 .map(|v| v.iter().copied().filter(|e| e.is_debit() && e.reason == "payment_sent").collect())
@@ -401,9 +318,9 @@ fn classify_op<'a>(
                 by_ref.get(tx).and_then(|v| v.iter().find(|e| !e.is_debit() && e.reason == "payment_received"));
             match hits.as_slice() {
                 [] => (Class::MissingAtProvider, format!("no payment_sent debit {tx} in the synced ledgers")),
-                [e] if Some(e.amount) != expected => (
+                [e] if Some(e.amount_usd) != expected => (
                     Class::AmountMismatch,
-                    format!("payment_sent debit {tx} is {}, the log says {:?}", e.amount, op.amount),
+                    format!("payment_sent debit {tx} is {}, the log says {:?}", e.amount_usd, op.amount_usd),
                 ),
                 [_] => match credit {
                     Some(c) if op.agent_id.as_deref() != Some(c.agent_id.as_str()) => (
@@ -424,22 +341,22 @@ fn classify_op<'a>(
                 many => (Class::DuplicateAtProvider, format!("{} payment_sent debits carry {tx}", many.len())),
             }
         }
-        ("escrow_create", Some(tx)) => match by_id.get(tx) {
+        (OpKind::EscrowCreate, Some(tx)) => match by_id.get(tx) {
             None => (Class::MissingAtProvider, format!("no escrow_lock debit {tx} in the synced ledgers")),
             Some(e) => {
                 claimed.insert(e.entry_id.as_str());
                 payers.insert(e.agent_id.as_str());
-                if Some(e.amount) != expected {
+                if Some(e.amount_usd) != expected {
                     (
                         Class::AmountMismatch,
-                        format!("escrow_lock debit {tx} is {}, the log says {:?}", e.amount, op.amount),
+                        format!("escrow_lock debit {tx} is {}, the log says {:?}", e.amount_usd, op.amount_usd),
                     )
                 } else {
                     (Class::Matched, String::new())
                 }
             }
         },
-        ("payout" | "escrow_create", None) => {
+        (OpKind::Payout | OpKind::EscrowCreate, None) => {
             (Class::MissingAtProvider, "completed without a provider transaction id in the log".to_string())
         }
         // Releases and disputes are checked against the escrow's state (`check_escrow`).
@@ -448,7 +365,7 @@ fn classify_op<'a>(
     if class != Class::Matched {
         let mut finding = op_finding(class, op, detail);
         if let Some(e) = tx.and_then(|t| by_id.get(t).or_else(|| by_ref.get(t).and_then(|v| v.first()))) {
-            finding.actual_amount = cents(e.amount);
+            finding.actual_amount = cents(e.amount_usd);
             finding.actual_agent = Some(e.agent_id.clone());
         }
         f.push(finding);
@@ -461,7 +378,7 @@ fn check_escrow(esc: &EscrowState, ops: &[Op], by_id: &HashMap<&str, &Entry>, he
     let entry = |suffix: &str| by_id.get(format!("{id}_{suffix}").as_str()).copied();
     let esc_finding =
         |class: Class, agent: &str, expected: Option<Micros>, actual: Option<Micros>, detail: String| Finding {
-            kind: Some(format!("escrow_{}", esc.status)),
+            kind: Some(format!("escrow_{}", esc.status.as_str())),
             tx_ids: Some(id.to_string()),
             agent_id: Some(agent.to_string()),
             expected_amount: expected.and_then(cents),
@@ -469,17 +386,17 @@ fn check_escrow(esc: &EscrowState, ops: &[Op], by_id: &HashMap<&str, &Entry>, he
             ..Finding::new(class, detail)
         };
     // Logged releases and disputes the escrow does not show.
-    for op in ops.iter().filter(|o| o.status == "completed" && o.escrow_id.as_deref() == Some(id)) {
-        let want = match op.kind.as_str() {
-            "escrow_release" => "released",
-            "escrow_dispute" => "disputed",
+    for op in ops.iter().filter(|o| o.is_completed() && o.escrow_id.as_deref() == Some(id)) {
+        let want = match op.kind {
+            OpKind::EscrowRelease => EscrowStatus::Released,
+            OpKind::EscrowDispute => EscrowStatus::Disputed,
             _ => continue,
         };
         if esc.status != want {
             f.push(op_finding(
                 Class::StatusMismatch,
                 op,
-                format!("the log completed {} of escrow {id}, which is {}", op.kind, esc.status),
+                format!("the log completed {} of escrow {id}, which is {}", op.kind.as_str(), esc.status.as_str()),
             ));
         }
     }
@@ -491,30 +408,30 @@ fn check_escrow(esc: &EscrowState, ops: &[Op], by_id: &HashMap<&str, &Entry>, he
             agent,
             Some(want),
             None,
-            format!("escrow {id} is {}: no {what} of {want} on {agent}'s ledger", esc.status),
+            format!("escrow {id} is {}: no {what} of {want} on {agent}'s ledger", esc.status.as_str()),
         )),
-        Some(e) if e.amount != want || e.agent_id != agent => f.push(esc_finding(
+        Some(e) if e.amount_usd != want || e.agent_id != agent => f.push(esc_finding(
             Class::AmountMismatch,
             agent,
             Some(want),
-            Some(e.amount),
+            Some(e.amount_usd),
             format!(
                 "escrow {id} ({} less commission {}): {what} {} of {} to {}, expected {want} to {agent}",
-                esc.amount, esc.commission, e.entry_id, e.amount, e.agent_id
+                esc.amount_usd, esc.commission_usd, e.entry_id, e.amount_usd, e.agent_id
             ),
         )),
         _ => {}
     };
-    match esc.status.as_str() {
-        "released" => {
-            expect("release credit", &esc.counterparty, release, esc.net);
+    match esc.status {
+        EscrowStatus::Released => {
+            expect("release credit", &esc.counterparty_agent_id, release, esc.net_to_counterparty_usd);
             if let Some(r) = refcom {
-                let share = referral_share(esc.commission);
+                let share = referral_share(esc.commission_usd);
                 let agent = r.agent_id.clone();
                 expect("referral commission", &agent, Some(r), share);
             }
         }
-        "refunded" => expect("timeout refund", &esc.creator, refund, esc.net),
+        EscrowStatus::Refunded => expect("timeout refund", &esc.creator_agent_id, refund, esc.net_to_counterparty_usd),
         status => {
             // Disputed (frozen), funded or completed: nothing has been paid out of it.
             let paid: Vec<&Entry> = [release, refcom, refund].into_iter().flatten().collect();
@@ -522,10 +439,10 @@ fn check_escrow(esc: &EscrowState, ops: &[Op], by_id: &HashMap<&str, &Entry>, he
                 let ids: Vec<&str> = paid.iter().map(|e| e.entry_id.as_str()).collect();
                 f.push(esc_finding(
                     Class::StatusMismatch,
-                    &esc.creator,
+                    &esc.creator_agent_id,
                     None,
-                    Some(paid[0].amount),
-                    format!("escrow {id} is {status}, yet its money was paid out: {}", ids.join(", ")),
+                    Some(paid[0].amount_usd),
+                    format!("escrow {id} is {}, yet its money was paid out: {}", status.as_str(), ids.join(", ")),
                 ));
             }
         }
@@ -538,9 +455,9 @@ fn check_balances(data: &LiveData, held: &HashSet<&str>, f: &mut Findings) {
         chains.entry(e.agent_id.as_str()).or_default().push(e);
     }
     for chain in chains.values_mut() {
-        chain.sort_by_key(|e| e.seq);
+        chain.sort_by_key(|e| e.ledger_seq);
         for w in chain.windows(2) {
-            if w[1].balance_before() != Some(w[0].balance_after) {
+            if w[1].balance_before() != Some(w[0].balance_after_usd) {
                 f.push(gap_finding(
                     &w[0].agent_id,
                     &w[0].entry_id,
@@ -548,7 +465,7 @@ fn check_balances(data: &LiveData, held: &HashSet<&str>, f: &mut Findings) {
                     format!(
                         "the synced ledger's balance chain breaks: {} leaves {}, the next entry {} starts from {}",
                         w[0].entry_id,
-                        w[0].balance_after,
+                        w[0].balance_after_usd,
                         w[1].entry_id,
                         w[1].balance_before().map(|m| m.to_string()).unwrap_or_else(|| "?".into())
                     ),
@@ -560,11 +477,11 @@ fn check_balances(data: &LiveData, held: &HashSet<&str>, f: &mut Findings) {
         let (Some(chain), true) = (chains.get(agent.as_str()), held.contains(agent.as_str())) else { continue };
         let Some(newest) = chain.last() else { continue };
         let wallet = balance.and_then(wallet_micros);
-        if wallet != Some(newest.balance_after) {
+        if wallet != Some(newest.balance_after_usd) {
             f.push(Finding {
                 agent_id: Some(agent.clone()),
                 tx_ids: None,
-                expected_amount: cents(newest.balance_after),
+                expected_amount: cents(newest.balance_after_usd),
                 actual_amount: wallet.and_then(cents),
                 ..Finding::new(
                     Class::BalanceMismatch,
@@ -573,7 +490,7 @@ fn check_balances(data: &LiveData, held: &HashSet<&str>, f: &mut Findings) {
                          between the wallet and ledger syncs, or the copy is incomplete",
                         wallet.map(|m| m.to_string()).unwrap_or_else(|| "no balance".into()),
                         newest.entry_id,
-                        newest.balance_after
+                        newest.balance_after_usd
                     ),
                 )
             });
@@ -584,6 +501,7 @@ fn check_balances(data: &LiveData, held: &HashSet<&str>, f: &mut Findings) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::rows::EntryType;
 
     fn m(s: &str) -> Micros {
         Micros::parse(s).unwrap()
@@ -599,28 +517,35 @@ mod tests {
         r: &str,
         seq: i64,
     ) -> Entry {
+        let at = DateTime::UNIX_EPOCH;
         Entry {
             entry_id: id.into(),
             agent_id: agent.into(),
-            kind: kind.into(),
-            amount: m(amount),
-            balance_after: m(after),
+            r#type: <EntryType as Text>::parse(kind).unwrap(),
+            amount_usd: m(amount),
+            balance_after_usd: m(after),
             reason: reason.into(),
             reference: (!r.is_empty()).then(|| r.to_string()),
-            seq,
+            service: None,
+            created_at: at,
+            ledger_seq: seq,
+            created_date: at.date_naive(),
+            synced_at: at,
         }
     }
 
     fn op(id: &str, kind: &str, agent: &str, amount: Option<&str>, tx: Option<&str>, esc: Option<&str>) -> Op {
         Op {
             operation_id: id.into(),
-            kind: kind.into(),
-            status: "completed".into(),
+            kind: OpKind::parse(kind).unwrap(),
+            status: Status::Completed { tx_id: tx.map(str::to_string), escrow_id: esc.map(str::to_string) },
+            attempts: 1,
             agent_id: Some(agent.into()),
-            counterparty: None,
-            amount: amount.map(|a| Usd::parse(a).unwrap()),
+            counterparty_agent_id: None,
+            amount_usd: amount.map(|a| Usd::parse(a).unwrap()),
             tx_id: tx.map(str::to_string),
             escrow_id: esc.map(str::to_string),
+            error_code: None,
             error_message: None,
             last_recorded_at: Utc::now(),
         }
@@ -655,12 +580,19 @@ mod tests {
             ],
             escrows: vec![EscrowState {
                 escrow_id: "e1".into(),
-                creator: "ag_p".into(),
-                counterparty: "ag_a".into(),
-                status: "released".into(),
-                amount: m("12.34"),
-                commission: m("0.1234"),
-                net: m("12.2166"),
+                creator_agent_id: "ag_p".into(),
+                counterparty_agent_id: "ag_a".into(),
+                status: EscrowStatus::Released,
+                amount_usd: m("12.34"),
+                commission_usd: m("0.1234"),
+                net_to_counterparty_usd: m("12.2166"),
+                timeout_hours: 24,
+                created_at: DateTime::UNIX_EPOCH,
+                auto_release_at: DateTime::UNIX_EPOCH,
+                completed_at: None,
+                released_at: None,
+                disputed_at: None,
+                last_synced_at: None,
             }],
             gaps: vec![],
             wallets: vec![("ag_p".into(), Some(86.16)), ("ag_a".into(), Some(13.7166))],
@@ -683,11 +615,11 @@ mod tests {
         w.entries.push(entry("c2", "ag_a", "credit", ("1.5", "15.2166"), "payment_received", "pay_2", 3));
         w.wallets = vec![("ag_p".into(), Some(84.66)), ("ag_a".into(), Some(15.0))];
         // The release credited less than amount - commission.
-        w.entries[4].amount = m("12.2");
-        w.entries[4].balance_after = m("13.7");
-        w.entries[6].balance_after = m("15.2");
+        w.entries[4].amount_usd = m("12.2");
+        w.entries[4].balance_after_usd = m("13.7");
+        w.entries[6].balance_after_usd = m("15.2");
         // A disputed escrow that paid out, and a broken chain on A's ledger.
-        w.escrows.push(EscrowState { escrow_id: "e2".into(), status: "disputed".into(), ..w.escrows[0].clone() });
+        w.escrows.push(EscrowState { escrow_id: "e2".into(), status: EscrowStatus::Disputed, ..w.escrows[0].clone() });
         w.entries.push(entry(
             "e2_release_credit",
             "ag_a",
@@ -713,7 +645,7 @@ mod tests {
         let mut w = world();
         // The payer's debit stands; the payee's credit never happened (its chain starts at the release).
         w.entries.retain(|e| e.entry_id != "c1");
-        w.entries[3].balance_after = m("12.2166");
+        w.entries[3].balance_after_usd = m("12.2166");
         w.wallets[1].1 = Some(12.2166);
         let o = check(&w, Utc::now() - chrono::Duration::hours(1));
         let found = classes(&o);
@@ -722,16 +654,21 @@ mod tests {
         // A recorded gap on the payee's ledger: the credit may be in it, so only the gap is reported.
         w.gaps.push(GapRow {
             agent_id: "ag_a".into(),
+            kind: crate::ledger::chain::GapKind::WindowFull,
             after_entry_id: String::new(),
+            after_balance_usd: Micros::ZERO,
             before_entry_id: "e1_release_credit".into(),
+            before_balance_usd: Micros::ZERO,
             detail: "window full".into(),
+            run_id: "r".into(),
+            detected_at: DateTime::UNIX_EPOCH,
         });
         let o = check(&w, Utc::now() - chrono::Duration::hours(1));
         let found = classes(&o);
         assert!(found.iter().all(|f| f.0 != Class::MissingAtProvider), "{found:?}");
         // A payee's copy that starts after its history began (a first sync of a full window): no conclusion.
         w.gaps.clear();
-        w.entries[3].balance_after = m("13.7166");
+        w.entries[3].balance_after_usd = m("13.7166");
         w.wallets[1].1 = Some(13.7166);
         let o = check(&w, Utc::now() - chrono::Duration::hours(1));
         let found = classes(&o);

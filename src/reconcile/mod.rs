@@ -11,21 +11,20 @@ pub mod report;
 pub mod rows;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use arrow::array::TimestampMicrosecondArray;
-use arrow::array::{ArrayRef, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray};
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
 use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
 
-use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE, Usd};
+use crate::money::Usd;
+use crate::provider::records::TxKind;
+use crate::tables::row::{Row, Text, table_row};
 use crate::tables::{
     CommitInfo, DAILY_TOTALS, ESCROW_TERMS, LEDGER_ENTRIES, LEDGER_GAPS, PAYOUT_LOG, RECONCILIATION, TRANSACTIONS,
     TableError, WALLETS, Warehouse, open_existing, open_or_create, sql_context,
 };
 pub use decode::CellError;
-pub use findings::{Class, FINDING_CLASSES, Finding, FindingRow, carry_forward};
+pub use findings::{Class, FINDING_CLASSES, Finding, FindingRow, ReconciliationRow, carry_forward};
 use matching::Params;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +54,8 @@ pub enum ReconcileError {
     Write { table: &'static str, source: Box<deltalake::DeltaTableError> },
     #[error("building a batch failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Row(#[from] crate::tables::row::RowError),
     #[error("cannot write the report {path}: {source}")]
     Report { path: String, source: std::io::Error },
 }
@@ -66,7 +67,7 @@ impl ReconcileError {
             // A report path that cannot be written is the user's to fix; nothing else was left half done.
             ReconcileError::Report { .. } => ErrorClass::Usage,
             ReconcileError::Table(e) => e.class(),
-            ReconcileError::Arrow(_) => ErrorClass::Internal,
+            ReconcileError::Arrow(_) | ReconcileError::Row(_) => ErrorClass::Internal,
             _ => ErrorClass::Storage,
         }
     }
@@ -98,14 +99,29 @@ impl ReconcileOptions {
     }
 }
 
-/// Money per day and provider kind.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DailyTotal {
-    pub day: NaiveDate,
-    pub kind: String,
-    pub transactions: i64,
-    pub amount: Usd,
-    pub matched: Usd,
+table_row! {
+    /// Money per day and provider kind: one row of the daily totals table.
+    pub struct DailyTotal: DAILY_TOTALS, key(day, kind) {
+        pub day: NaiveDate,
+        pub kind: TxKind,
+        pub transactions: i64,
+        pub amount_usd: Usd,
+        /// Of which matched to a completed pfsync operation.
+        pub matched_usd: Usd,
+        pub computed_run_id: String,
+    }
+}
+
+impl Text for TxKind {
+    const WHAT: &'static str = "a provider transaction kind";
+    fn as_str(self) -> &'static str {
+        TxKind::as_str(self)
+    }
+    fn parse(s: &str) -> Option<TxKind> {
+        [TxKind::Payout, TxKind::EscrowLock, TxKind::EscrowRelease, TxKind::EscrowRefund, TxKind::Faucet]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -178,23 +194,24 @@ async fn provider_side(
     Ok(())
 }
 
-async fn daily_totals(ctx: &SessionContext, params: &Params) -> Result<Vec<DailyTotal>, ReconcileError> {
+async fn daily_totals(ctx: &SessionContext, params: &Params, run_id: &str) -> Result<Vec<DailyTotal>, ReconcileError> {
     let totals = rows::daily_totals(&matching::collect(ctx, &matching::DAILY_TOTALS, params).await?)?;
     let matched = rows::daily_matched(&matching::collect(ctx, &matching::DAILY_MATCHED, params).await?)?;
-    let matched: BTreeMap<(NaiveDate, String), Usd> =
-        matched.into_iter().map(|m| ((m.day, m.tx_kind), m.matched)).collect();
+    let matched: BTreeMap<(NaiveDate, &str), Usd> =
+        matched.into_iter().map(|m| ((m.day, m.tx_kind.as_str()), m.matched)).collect();
     let mut out: Vec<DailyTotal> = totals
         .into_iter()
         .map(|t| DailyTotal {
             // A day and kind with no matched operation matched nothing: zero, not a missing value.
-            matched: matched.get(&(t.day, t.kind.clone())).copied().unwrap_or(Usd::ZERO),
+            matched_usd: matched.get(&(t.day, t.kind.as_str())).copied().unwrap_or(Usd::ZERO),
             day: t.day,
             kind: t.kind,
             transactions: t.transactions,
-            amount: t.amount,
+            amount_usd: t.amount,
+            computed_run_id: run_id.to_string(),
         })
         .collect();
-    out.sort_by(|a, b| (a.day, &a.kind).cmp(&(b.day, &b.kind)));
+    out.sort_by(|a, b| (a.day, a.kind.as_str()).cmp(&(b.day, b.kind.as_str())));
     Ok(out)
 }
 
@@ -204,55 +221,6 @@ async fn previous_open(ctx: &SessionContext, params: &Params) -> Result<Vec<Find
         return Ok(Vec::new());
     }
     rows::previous_open(&matching::collect(ctx, &matching::PREVIOUS_OPEN, params).await?)
-}
-
-fn money(v: impl Iterator<Item = Option<Usd>>) -> Result<ArrayRef, ReconcileError> {
-    Ok(Arc::new(
-        v.map(|u| u.map(Usd::to_decimal128))
-            .collect::<Decimal128Array>()
-            .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)?,
-    ))
-}
-
-fn text<'a>(v: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
-    Arc::new(v.collect::<StringArray>())
-}
-
-fn findings_batch(rows: &[FindingRow], run_id: &str, at: DateTime<Utc>) -> Result<RecordBatch, ReconcileError> {
-    let ts = |v: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) };
-    let columns: Vec<ArrayRef> = vec![
-        text(rows.iter().map(|_| Some(run_id))),
-        text(rows.iter().map(|r| Some(r.key.as_str()))),
-        text(rows.iter().map(|r| Some(r.finding.class.as_str()))),
-        text(rows.iter().map(|r| r.finding.operation_id.as_deref())),
-        text(rows.iter().map(|r| r.finding.kind.as_deref())),
-        text(rows.iter().map(|r| r.finding.idempotency_key.as_deref())),
-        text(rows.iter().map(|r| r.finding.tx_ids.as_deref())),
-        text(rows.iter().map(|r| r.finding.agent_id.as_deref())),
-        text(rows.iter().map(|r| r.finding.expected_agent.as_deref())),
-        text(rows.iter().map(|r| r.finding.actual_agent.as_deref())),
-        money(rows.iter().map(|r| r.finding.expected_amount))?,
-        money(rows.iter().map(|r| r.finding.actual_amount))?,
-        text(rows.iter().map(|r| Some(r.finding.detail.as_str()))),
-        text(rows.iter().map(|r| Some(r.first_seen_run.as_str()))),
-        ts(rows.iter().map(|r| Some(r.first_seen_at.timestamp_micros())).collect()),
-        ts(rows.iter().map(|r| r.resolved_at.map(|t| t.timestamp_micros())).collect()),
-        ts(vec![Some(at.timestamp_micros()); rows.len()]),
-    ];
-    Ok(RecordBatch::try_new(RECONCILIATION.arrow_schema(), columns)?)
-}
-
-fn totals_batch(daily: &[DailyTotal], run_id: &str) -> Result<RecordBatch, ReconcileError> {
-    let epoch = DateTime::UNIX_EPOCH.date_naive();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(daily.iter().map(|d| Some((d.day - epoch).num_days() as i32)).collect::<Date32Array>()),
-        text(daily.iter().map(|d| Some(d.kind.as_str()))),
-        Arc::new(daily.iter().map(|d| Some(d.transactions)).collect::<Int64Array>()),
-        money(daily.iter().map(|d| Some(d.amount)))?,
-        money(daily.iter().map(|d| Some(d.matched)))?,
-        text(daily.iter().map(|_| Some(run_id))),
-    ];
-    Ok(RecordBatch::try_new(DAILY_TOTALS.arrow_schema(), columns)?)
 }
 
 /// Which copies of the provider's money hold rows: the live ledger entries, the seed's transactions.
@@ -321,7 +289,7 @@ pub async fn reconcile(
         provider_side(&ctx, &params, &mut report, &mut found).await?;
         report.provider_transactions =
             rows::provider_transactions(&matching::collect(&ctx, &matching::PROVIDER_TRANSACTIONS, &params).await?)?;
-        report.daily = daily_totals(&ctx, &params).await?;
+        report.daily = daily_totals(&ctx, &params, &commit.run_id).await?;
     }
     if ledger_rows {
         live_side(&ctx, &params, &mut report, &mut found).await?;
@@ -333,7 +301,9 @@ pub async fn reconcile(
         let table =
             open_existing(wh, &RECONCILIATION).await?.ok_or(ReconcileError::Vanished { table: RECONCILIATION.name })?;
         table
-            .write(vec![findings_batch(&report.rows, &commit.run_id, now)?])
+            .write(vec![ReconciliationRow::to_batch(
+                &report.rows.iter().map(|r| r.to_row(&commit.run_id, now)).collect::<Vec<_>>(),
+            )?])
             .with_save_mode(SaveMode::Append)
             .with_commit_properties(commit.properties())
             .await
@@ -345,7 +315,7 @@ pub async fn reconcile(
         return Ok(report);
     }
     totals
-        .write(vec![totals_batch(&report.daily, &commit.run_id)?])
+        .write(vec![DailyTotal::to_batch(&report.daily)?])
         .with_save_mode(SaveMode::Overwrite)
         .with_commit_properties(commit.properties())
         .await

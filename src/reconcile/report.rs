@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use super::{FINDING_CLASSES, ReconcileReport};
 use crate::money::Usd;
+use crate::provider::records::TxKind;
 
 pub fn text(r: &ReconcileReport) -> String {
     let mut s = String::new();
@@ -60,7 +61,7 @@ fn amount(u: Option<Usd>) -> String {
 fn chart(r: &ReconcileReport) -> String {
     // One row per day and kind (daily_totals.sql groups by both), so one payout row per day.
     let days: BTreeMap<chrono::NaiveDate, (Usd, Usd)> =
-        r.daily.iter().filter(|d| d.kind == "payout").map(|d| (d.day, (d.amount, d.matched))).collect();
+        r.daily.iter().filter(|d| d.kind == TxKind::Payout).map(|d| (d.day, (d.amount_usd, d.matched_usd))).collect();
     if days.is_empty() {
         return "<p>No payouts in the ledger yet.</p>".into();
     }
@@ -130,10 +131,10 @@ th{{background:#f9fafb}}td.num{{text-align:right;font-variant-numeric:tabular-nu
             h,
             r#"<tr><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
             d.day,
-            esc(&d.kind),
+            esc(d.kind.as_str()),
             d.transactions,
-            d.amount,
-            d.matched
+            d.amount_usd,
+            d.matched_usd
         );
     }
     h.push_str("</table><h2>Open findings</h2>");

@@ -3,15 +3,20 @@
 //! an operation's id) is required here too: if it is missing, the row is an error naming it, not a blank.
 
 use arrow::array::RecordBatch;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 
-use super::decode::{CellError, Cells, decode, decode_one};
+use super::decode::{CellError, Cells, decode, decode_one, decode_rows};
+use super::findings::ReconciliationRow;
 use super::matching::{
     BALANCE_MISMATCHES, CLASS_COUNTS, DAILY_MATCHED, DAILY_TOTALS, MATCHED_TOTAL, OPERATION_FINDINGS, PREVIOUS_OPEN,
     PROVIDER_TRANSACTIONS, UNATTRIBUTED_PAYOUTS, UNLOGGED_AT_PROVIDER,
 };
 use super::{Class, Finding, FindingRow, ReconcileError};
 use crate::money::Usd;
+use crate::operation::OpKind;
+use crate::payouts::state::StatusName;
+use crate::provider::records::TxKind;
+use crate::tables::row::Text;
 
 /// `class_counts.sql`: operations per class.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +47,8 @@ pub fn provider_transactions(batches: &[RecordBatch]) -> Result<u64, ReconcileEr
 pub struct OperationFindingRow {
     pub class: Class,
     pub operation_id: String,
-    pub kind: String,
-    pub status: String,
+    pub kind: OpKind,
+    pub status: StatusName,
     pub idempotency_key: String,
     /// Provider transactions found for the operation, comma-separated; none for `missing_at_provider`.
     pub tx_ids: Option<String>,
@@ -64,8 +69,8 @@ impl OperationFindingRow {
         Ok(OperationFindingRow {
             class: r.class("class")?,
             operation_id: r.text("operation_id")?,
-            kind: r.text("kind")?,
-            status: r.text("status")?,
+            kind: r.parsed("kind")?,
+            status: r.parsed("status")?,
             idempotency_key: r.text("idempotency_key")?,
             tx_ids: r.opt_text("tx_ids")?,
             exp_agent: r.opt_text("exp_agent")?,
@@ -89,7 +94,7 @@ impl OperationFindingRow {
             Class::DuplicateAtProvider => format!("{} provider transactions carry this operation's key", self.n),
             Class::StatusMismatch => "the log says rejected but the provider shows money moved".to_string(),
             Class::StaleUnknown => {
-                format!("{} with no final outcome for longer than the stale threshold", self.status)
+                format!("{} with no final outcome for longer than the stale threshold", self.status.as_str())
             }
             Class::AmountMismatch => {
                 let (e, a) = both(&self.exp_amount, "exp_amount", &self.t_amount, "t_amount")?;
@@ -110,7 +115,7 @@ impl OperationFindingRow {
         Ok(Finding {
             agent_id: self.exp_agent.clone().or_else(|| self.t_agent.clone()),
             operation_id: Some(self.operation_id),
-            kind: Some(self.kind),
+            kind: Some(self.kind.as_str().to_string()),
             idempotency_key: Some(self.idempotency_key),
             tx_ids: self.tx_ids,
             expected_agent: self.exp_agent,
@@ -258,7 +263,7 @@ pub fn balance_mismatches(batches: &[RecordBatch]) -> Result<Vec<Finding>, Recon
 #[derive(Debug, Clone, PartialEq)]
 pub struct DailyTotalRow {
     pub day: NaiveDate,
-    pub kind: String,
+    pub kind: TxKind,
     pub transactions: i64,
     pub amount: Usd,
 }
@@ -267,7 +272,7 @@ pub fn daily_totals(batches: &[RecordBatch]) -> Result<Vec<DailyTotalRow>, Recon
     decode(&DAILY_TOTALS, batches, &["day", "kind"], |r| {
         Ok(DailyTotalRow {
             day: r.date("day")?,
-            kind: r.text("kind")?,
+            kind: r.parsed("kind")?,
             transactions: r.int("transactions")?,
             amount: r.usd("amount_usd")?,
         })
@@ -278,38 +283,17 @@ pub fn daily_totals(batches: &[RecordBatch]) -> Result<Vec<DailyTotalRow>, Recon
 #[derive(Debug, Clone, PartialEq)]
 pub struct DailyMatchedRow {
     pub day: NaiveDate,
-    pub tx_kind: String,
+    pub tx_kind: TxKind,
     pub matched: Usd,
 }
 
 pub fn daily_matched(batches: &[RecordBatch]) -> Result<Vec<DailyMatchedRow>, ReconcileError> {
     decode(&DAILY_MATCHED, batches, &["day", "tx_kind"], |r| {
-        Ok(DailyMatchedRow { day: r.date("day")?, tx_kind: r.text("tx_kind")?, matched: r.usd("matched")? })
+        Ok(DailyMatchedRow { day: r.date("day")?, tx_kind: r.parsed("tx_kind")?, matched: r.usd("matched")? })
     })
 }
 
 /// `previous_open.sql`: the previous run's open findings, as the rows this run carries forward.
 pub fn previous_open(batches: &[RecordBatch]) -> Result<Vec<FindingRow>, ReconcileError> {
-    decode(&PREVIOUS_OPEN, batches, &["finding_key"], |r| {
-        let first_seen_at: DateTime<Utc> = r.timestamp("first_seen_at")?;
-        Ok(FindingRow {
-            key: r.text("finding_key")?,
-            finding: Finding {
-                class: r.class("class")?,
-                operation_id: r.opt_text("operation_id")?,
-                kind: r.opt_text("kind")?,
-                idempotency_key: r.opt_text("idempotency_key")?,
-                tx_ids: r.opt_text("tx_ids")?,
-                agent_id: r.opt_text("agent_id")?,
-                expected_agent: r.opt_text("expected_agent_id")?,
-                actual_agent: r.opt_text("actual_agent_id")?,
-                expected_amount: r.opt_usd("expected_amount_usd")?,
-                actual_amount: r.opt_usd("actual_amount_usd")?,
-                detail: r.text("detail")?,
-            },
-            first_seen_run: r.text("first_seen_run")?,
-            first_seen_at,
-            resolved_at: None,
-        })
-    })
+    Ok(decode_rows::<ReconciliationRow>(&PREVIOUS_OPEN, batches)?.into_iter().map(FindingRow::from).collect())
 }

@@ -8,6 +8,7 @@ pub mod entity;
 pub mod held;
 pub mod limits;
 pub mod merge;
+pub mod rows;
 
 use std::fmt;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub enum SyncError {
     Write { table: &'static str, source: Box<deltalake::DeltaTableError> },
     #[error("building a batch failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Row(#[from] crate::tables::row::RowError),
     #[error(
         "{table}: the API listed more than {limit} pages in one sync; a provider that never stops paging is refused, \
          nothing more was written. If the table really is that large, raise --max-pages"
@@ -65,7 +68,7 @@ impl SyncError {
             SyncError::TooManyPages { .. } | SyncError::TooManyRows { .. } | SyncError::Deadline { .. } => {
                 ErrorClass::Transient
             }
-            SyncError::Arrow(_) => ErrorClass::Internal,
+            SyncError::Arrow(_) | SyncError::Row(_) => ErrorClass::Internal,
         }
     }
 

@@ -4,6 +4,7 @@ pub mod arrays;
 pub mod ddl;
 pub mod name;
 pub mod position;
+pub mod row;
 pub mod spec;
 pub mod store;
 #[cfg(feature = "unity")]

@@ -111,8 +111,8 @@ async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
         event,
         attempt: 1,
         agent_id: Some(agent.into()),
-        counterparty: None,
-        amount: Some(usd(amount)),
+        counterparty_agent_id: None,
+        amount_usd: Some(usd(amount)),
         reason: Some("planted".into()),
         idempotency_key: format!("pfsync:default:payout:{op}"),
         tx_id: tx.map(str::to_string),
@@ -122,6 +122,7 @@ async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
         error_message: None,
         run_id: "planted-run".into(),
         recorded_at: chrono::Utc::now() - chrono::Duration::hours(hours_ago),
+        recorded_date: (chrono::Utc::now() - chrono::Duration::hours(hours_ago)).date_naive(),
     };
     let planted = [
         // The log says 2.50, the provider has 2.00.

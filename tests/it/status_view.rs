@@ -13,7 +13,7 @@ use arrow::array::{Array, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use chrono::{Duration, TimeZone, Utc};
 use pfsync::payouts::log::{LogEvent, append_events, history};
-use pfsync::payouts::state::{self, Event, Logged, Status};
+use pfsync::payouts::state::{self, Event, Status};
 use pfsync::tables::{CommitInfo, PAYOUT_LOG, open_or_create, sql_context};
 use proptest::prelude::*;
 
@@ -91,6 +91,7 @@ fn operation() -> impl Strategy<Value = (&'static str, Vec<Step>)> {
 /// agent, amount, reason and key (an id reused with other values is refused before it is logged); the
 /// provider's answer (tx, escrow, error code) varies with the attempt and the run.
 fn log_event(n: usize, kind: &'static str, step: &Step, seq: i64) -> LogEvent {
+    let recorded_at = Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap() + Duration::seconds(seq);
     let escrow = format!("esc-{n}-{}", step.answer % 2);
     LogEvent {
         operation_id: format!("op-{n}"),
@@ -98,8 +99,8 @@ fn log_event(n: usize, kind: &'static str, step: &Step, seq: i64) -> LogEvent {
         event: step.event,
         attempt: step.attempt,
         agent_id: Some(format!("agent-{n:06}")),
-        counterparty: (kind == "escrow_create").then(|| "agent-999999".to_string()),
-        amount: matches!(kind, "payout" | "escrow_create")
+        counterparty_agent_id: (kind == "escrow_create").then(|| "agent-999999".to_string()),
+        amount_usd: matches!(kind, "payout" | "escrow_create")
             .then(|| pfsync::money::Usd::from_cents(100 + n as i64).unwrap()),
         reason: Some(format!("reason {n}")),
         idempotency_key: format!("pfsync:test:{kind}:op-{n}"),
@@ -119,23 +120,8 @@ fn log_event(n: usize, kind: &'static str, step: &Step, seq: i64) -> LogEvent {
         },
         error_message: None,
         run_id: format!("run-{}", step.commit),
-        recorded_at: Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap() + Duration::seconds(seq),
-    }
-}
-
-fn logged(e: &LogEvent) -> Logged {
-    Logged {
-        event: e.event,
-        attempt: e.attempt,
-        kind: e.kind,
-        agent_id: e.agent_id.clone(),
-        counterparty: e.counterparty.clone(),
-        amount: e.amount,
-        reason: e.reason.clone(),
-        tx_id: e.tx_id.clone(),
-        escrow_id: e.escrow_id.clone(),
-        error_code: e.error_code.clone(),
-        recorded_at: Some(e.recorded_at),
+        recorded_at,
+        recorded_date: recorded_at.date_naive(),
     }
 }
 
@@ -212,9 +198,9 @@ async fn both_ways(ops: &[(&'static str, Vec<Step>)]) -> (BTreeMap<String, Statu
 
 /// What `state::status` says of the events as written; an operation with no events has no row.
 fn as_written(ops: &[(&'static str, Vec<Step>)]) -> BTreeMap<String, Status> {
-    let mut per_op: BTreeMap<String, Vec<Logged>> = BTreeMap::new();
+    let mut per_op: BTreeMap<String, Vec<LogEvent>> = BTreeMap::new();
     for e in commits(ops).values().flatten() {
-        per_op.entry(e.operation_id.clone()).or_default().push(logged(e));
+        per_op.entry(e.operation_id.clone()).or_default().push(e.clone());
     }
     per_op.into_iter().map(|(id, events)| (id, state::status(&events))).collect()
 }
@@ -245,9 +231,9 @@ proptest! {
             (Just(kind), Just(steps), order)
         })
     ) {
-        let events: Vec<Logged> =
-            steps.iter().enumerate().map(|(i, s)| logged(&log_event(0, kind, s, i as i64))).collect();
-        let shuffled: Vec<Logged> = order.iter().map(|&i| events[i].clone()).collect();
+        let events: Vec<LogEvent> =
+            steps.iter().enumerate().map(|(i, s)| log_event(0, kind, s, i as i64)).collect();
+        let shuffled: Vec<LogEvent> = order.iter().map(|&i| events[i].clone()).collect();
         prop_assert_eq!(state::status(&shuffled), state::status(&events));
     }
 }

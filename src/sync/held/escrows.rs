@@ -5,21 +5,20 @@
 //! and `purpleflea.agents.escrow_terms`, what the seed's table has no column for, exact to six decimals.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Decimal128Array, Int64Array, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
 
 use crate::check;
 use crate::http::HttpError;
-use crate::money::{DECIMAL_PRECISION, DECIMAL_SCALE};
 use crate::provider::{EscrowRecord, HeldAgents, ProviderError};
 use crate::sync::merge::upsert_changed;
+use crate::sync::rows::{EscrowRow, EscrowStatus, EscrowTermsRow};
 use crate::sync::{SyncError, SyncReport};
-use crate::tables::arrays::{instants, micros, texts};
+use crate::tables::row::{Row, Text};
 use crate::tables::{CommitInfo, ESCROW_TERMS, ESCROWS, PAYOUT_LOG, Warehouse, open_existing, open_or_create};
 
 /// An escrow as read, its times parsed.
@@ -176,44 +175,62 @@ pub async fn sync_held_escrows(
 }
 
 fn escrows_batch(rows: &[&Read], synced_at: DateTime<Utc>) -> Result<RecordBatch, SyncError> {
-    let tx: Vec<Option<String>> = rows.iter().map(|r| r.tx_id()).collect();
-    let amounts: Decimal128Array = rows
+    let rows = rows
         .iter()
-        .map(|r| r.e.amount_usd.to_usd_exact().map(|u| u.to_decimal128()))
-        .collect::<Decimal128Array>()
-        .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)?;
-    let columns: Vec<ArrayRef> = vec![
-        texts(rows.iter().map(|r| Some(r.e.escrow_id.as_str()))),
-        texts(rows.iter().map(|r| Some(r.e.creator_id.as_str()))),
-        texts(rows.iter().map(|r| Some(r.e.counterparty_id.as_str()))),
-        Arc::new(amounts),
-        texts(rows.iter().map(|r| Some(r.e.description.as_str()))),
-        texts(rows.iter().map(|_| None)),
-        texts(rows.iter().map(|r| Some(r.e.status.as_str()))),
-        instants(rows.iter().map(|r| Some(r.created_at))),
-        instants(rows.iter().map(|r| Some(r.updated_at()))),
-        texts(tx.iter().map(|t| t.as_deref())),
-        instants(rows.iter().map(|_| Some(synced_at))),
-    ];
-    Ok(RecordBatch::try_new(ESCROWS.arrow_schema(), columns)?)
+        .map(|r| {
+            Ok(EscrowRow {
+                escrow_id: r.e.escrow_id.clone(),
+                buyer_agent_id: r.e.creator_id.clone(),
+                seller_agent_id: r.e.counterparty_id.clone(),
+                // Only escrows of whole cents come here (the others stay in escrow_terms alone).
+                amount_usd: r.e.amount_usd.to_usd_exact().ok_or_else(|| {
+                    not_written(&r.e.escrow_id, format!("amount {} is not whole cents", r.e.amount_usd))
+                })?,
+                description: Some(r.e.description.clone()),
+                metadata: None,
+                status: status(r)?,
+                created_at: r.created_at,
+                updated_at: r.updated_at(),
+                tx_id: r.tx_id(),
+                last_synced_at: Some(synced_at),
+            })
+        })
+        .collect::<Result<Vec<_>, SyncError>>()?;
+    Ok(EscrowRow::to_batch(&rows)?)
 }
 
 fn terms_batch(rows: &[&Read], synced_at: DateTime<Utc>) -> Result<RecordBatch, SyncError> {
-    let columns: Vec<ArrayRef> = vec![
-        texts(rows.iter().map(|r| Some(r.e.escrow_id.as_str()))),
-        texts(rows.iter().map(|r| Some(r.e.creator_id.as_str()))),
-        texts(rows.iter().map(|r| Some(r.e.counterparty_id.as_str()))),
-        texts(rows.iter().map(|r| Some(r.e.status.as_str()))),
-        micros(rows.iter().map(|r| Some(r.e.amount_usd)))?,
-        micros(rows.iter().map(|r| Some(r.e.commission_usd)))?,
-        micros(rows.iter().map(|r| Some(r.e.net_to_counterparty)))?,
-        Arc::new(rows.iter().map(|r| Some(r.e.timeout_hours)).collect::<Int64Array>()),
-        instants(rows.iter().map(|r| Some(r.created_at))),
-        instants(rows.iter().map(|r| Some(r.auto_release_at))),
-        instants(rows.iter().map(|r| r.completed_at)),
-        instants(rows.iter().map(|r| r.released_at)),
-        instants(rows.iter().map(|r| r.disputed_at)),
-        instants(rows.iter().map(|_| Some(synced_at))),
-    ];
-    Ok(RecordBatch::try_new(ESCROW_TERMS.arrow_schema(), columns)?)
+    let rows = rows
+        .iter()
+        .map(|r| {
+            Ok(EscrowTermsRow {
+                escrow_id: r.e.escrow_id.clone(),
+                creator_agent_id: r.e.creator_id.clone(),
+                counterparty_agent_id: r.e.counterparty_id.clone(),
+                status: status(r)?,
+                amount_usd: r.e.amount_usd,
+                commission_usd: r.e.commission_usd,
+                net_to_counterparty_usd: r.e.net_to_counterparty,
+                timeout_hours: r.e.timeout_hours,
+                created_at: r.created_at,
+                auto_release_at: r.auto_release_at,
+                completed_at: r.completed_at,
+                released_at: r.released_at,
+                disputed_at: r.disputed_at,
+                last_synced_at: Some(synced_at),
+            })
+        })
+        .collect::<Result<Vec<_>, SyncError>>()?;
+    Ok(EscrowTermsRow::to_batch(&rows)?)
+}
+
+/// The escrow's status as the tables hold it: one this version does not know stops the sync rather than
+/// land as text reconcile cannot read.
+fn status(r: &Read) -> Result<EscrowStatus, SyncError> {
+    <EscrowStatus as Text>::parse(&r.e.status)
+        .ok_or_else(|| not_written(&r.e.escrow_id, format!("status {:?} is not one pfsync knows", r.e.status)))
+}
+
+fn not_written(escrow_id: &str, why: String) -> SyncError {
+    SyncError::Arrow(arrow::error::ArrowError::InvalidArgumentError(format!("escrow {escrow_id}: {why}")))
 }

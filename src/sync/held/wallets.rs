@@ -6,17 +6,16 @@
 //! `total_earned_usd` (the casino's lifetime figures are deposits, wagers and winnings, not earnings),
 //! `registered_at` (not answered to the key owner).
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Float64Array, Int32Array, RecordBatch, TimestampMicrosecondArray};
 use chrono::Utc;
 
 use crate::check;
 use crate::provider::{AgentWallet, HeldAgents};
 use crate::sync::merge::upsert_changed;
+use crate::sync::rows::WalletRow;
 use crate::sync::{SyncError, SyncReport};
-use crate::tables::arrays::texts;
+use crate::tables::row::Row;
 use crate::tables::{CommitInfo, WALLETS, Warehouse, open_or_create};
 
 pub async fn sync_held_wallets(
@@ -41,20 +40,21 @@ pub async fn sync_held_wallets(
         }
         rows.push(wallet);
     }
-    let n = rows.len();
-    let nulls = || Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>; n]).with_timezone("UTC")) as ArrayRef;
-    let columns: Vec<ArrayRef> = vec![
-        texts(rows.iter().map(|r| Some(r.agent_id.as_str()))),
-        texts(rows.iter().map(|_| None)),
-        // The seed's DOUBLE column: a display conversion of the exact amount; nothing computes in it.
-        Arc::new(rows.iter().map(|r| Some(r.balance.to_f64_lossy_for_display_column())).collect::<Float64Array>()),
-        Arc::new(Int32Array::from(vec![None::<i32>; n])),
-        Arc::new(Float64Array::from(vec![None::<f64>; n])),
-        texts(rows.iter().map(|r| r.referral_code.as_deref())),
-        nulls(),
-        Arc::new(TimestampMicrosecondArray::from(vec![Some(synced_at.timestamp_micros()); n]).with_timezone("UTC")),
-    ];
-    let batch = RecordBatch::try_new(WALLETS.arrow_schema(), columns)?;
+    let rows: Vec<WalletRow> = rows
+        .into_iter()
+        .map(|w| WalletRow {
+            agent_id: w.agent_id,
+            wallet_address: None,
+            // The seed's DOUBLE column: a display conversion of the exact amount; nothing computes in it.
+            balance_usd: Some(w.balance.to_f64_lossy_for_display_column()),
+            active_escrow_count: None,
+            total_earned_usd: None,
+            referral_code: w.referral_code,
+            registered_at: None,
+            last_synced_at: Some(synced_at),
+        })
+        .collect();
+    let batch = WalletRow::to_batch(&rows)?;
     let table = open_or_create(wh, &WALLETS, commit).await?;
     let (table, counts) =
         upsert_changed(table, &WALLETS, &["last_synced_at"], false, batch, commit.properties()).await?;
