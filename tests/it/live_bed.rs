@@ -69,7 +69,7 @@ fn script() -> Result<PathBuf, Missing> {
         return Ok(script);
     }
     Err(Missing {
-        what: format!("no Purple Flea test bed at {} (start.sh, agents.py, fund.py)", script.display()),
+        what: format!("no Purple Flea test bed: no {} with agents.py and fund.py beside it", script.display()),
         fix: "set PFSYNC_LIVE_BED_SCRIPT to purpleflea-live/start.sh of the shared folder".into(),
         require: "PFSYNC_REQUIRE_LIVE_BED",
     })

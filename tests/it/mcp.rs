@@ -505,9 +505,9 @@ async fn a_wrong_bearer_token_gets_401_and_no_tool_runs() {
 #[test]
 fn http_refuses_a_non_loopback_listen_and_a_missing_token() {
     let run = |args: &[&str], token: Option<&str>| {
-        let mut c = Command::new(bin());
-        c.env_remove("PFSYNC_MCP_TOKEN").env("PURPLEFLEA_API_KEY", KEY).args(["--api-url", "http://127.0.0.1:9/api"]);
-        c.args(["--warehouse", "/nonexistent/never-created"]).arg("mcp").args(args);
+        let mut c = pfsync_at(bin());
+        c.env("PURPLEFLEA_API_KEY", KEY).args(["--api-url", "http://127.0.0.1:9/api"]);
+        c.warehouse("/nonexistent/never-created").arg("mcp").args(args);
         if let Some(t) = token {
             c.env("PFSYNC_MCP_TOKEN", t);
         }
@@ -627,11 +627,11 @@ async fn claim_faucet_credits_once_per_request_id_and_mark_complete_says_the_see
     // A queued claim (or complete) would never run: the policy is refused before the server starts.
     let cfg = bed.dir.path().join("queued.toml");
     std::fs::write(&cfg, "[mcp.policy]\nclaim_faucet = \"queue\"\n").unwrap();
-    let out = Command::new(bin())
+    let out = pfsync_at(bin())
         .env("PURPLEFLEA_API_KEY", KEY)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--warehouse", "/nonexistent/never-created", "mcp"])
+        .config(&cfg)
+        .warehouse("/nonexistent/never-created")
+        .arg("mcp")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
