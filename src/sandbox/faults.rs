@@ -3,8 +3,10 @@
 //! the same run of requests meets the same faults whatever the thread interleaving.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::rng::{SplitMix64, hash_bytes, mix};
 
@@ -141,11 +143,38 @@ struct Scripted {
     decision: Decision,
 }
 
+/// A request a test holds in flight: it has claimed its idempotency key (if it carries one) and waits,
+/// before it runs, until the test releases it. A test then knows a request is in flight without guessing
+/// how long a delay keeps it there.
+#[derive(Debug, Default)]
+pub struct Hold {
+    reached: Notify,
+    released: Notify,
+}
+
+impl Hold {
+    /// Returns once the request is held.
+    pub async fn reached(&self) {
+        self.reached.notified().await
+    }
+
+    /// Let the request run.
+    pub fn release(&self) {
+        self.released.notify_one()
+    }
+
+    pub(crate) async fn wait_for_release(&self) {
+        self.reached.notify_one();
+        self.released.notified().await
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct FaultPlan {
     config: Mutex<FaultConfig>,
     seen: Mutex<HashMap<u64, u64>>,
     script: Mutex<VecDeque<Scripted>>,
+    holds: Mutex<VecDeque<(String, Arc<Hold>)>>,
     window: Mutex<(u64, u32)>,
 }
 
@@ -167,6 +196,21 @@ impl FaultPlan {
     pub fn inject_next(&self, path_contains: &str, fault: Option<Fault>, latency: Option<Duration>) {
         lock(&self.script)
             .push_back(Scripted { path_contains: path_contains.to_string(), decision: Decision { latency, fault } });
+    }
+
+    /// Hold the next POST whose path contains `path_contains` in flight until the [`Hold`] is released
+    /// (the sandbox's own server; the proxy holds nothing).
+    pub fn hold_next(&self, path_contains: &str) -> Arc<Hold> {
+        let hold = Arc::new(Hold::default());
+        lock(&self.holds).push_back((path_contains.to_string(), Arc::clone(&hold)));
+        hold
+    }
+
+    /// The hold for a POST to `path` that is about to run, if a test asked for one.
+    pub(crate) fn take_hold(&self, path: &str) -> Option<Arc<Hold>> {
+        let mut holds = lock(&self.holds);
+        let i = holds.iter().position(|(p, _)| path.contains(p.as_str()))?;
+        holds.remove(i).map(|(_, h)| h)
     }
 
     /// Decide the fate of one request. `identity` names the request (see module docs).

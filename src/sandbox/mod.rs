@@ -21,7 +21,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use connections::ConnectionLimits;
-pub use faults::{Fault, FaultConfig, FaultPlan};
+pub use faults::{Fault, FaultConfig, FaultPlan, Hold};
 pub use ledger::{Ledger, ORCHESTRATOR_AGENT, SeedConfig};
 pub use proxy::{Proxy, ProxyConfig, ProxyStatsSnapshot};
 pub use server::StatsSnapshot;

@@ -254,9 +254,13 @@ async fn execute_post(
             }
         }
     }
+    let hold = st.faults.take_hold(path);
     let st2 = Arc::clone(st);
     let body = body.clone();
     let task = tokio::spawn(async move {
+        if let Some(h) = hold {
+            h.wait_for_release().await;
+        }
         if let Some(l) = latency {
             tokio::time::sleep(l).await;
         }

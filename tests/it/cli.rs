@@ -1,15 +1,9 @@
 //! The binary as a user meets it: the demo, help, flag validation and the sandbox command.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::common::sandbox;
-
-fn pfsync() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-    c.env_remove("PURPLEFLEA_API_KEY").env_remove("RUST_LOG");
-    c
-}
+use crate::common::{PaidBy, PfsyncCommand, assert_paid_once, pfsync, sandbox};
 
 #[test]
 fn demo_runs_end_to_end_in_a_fresh_folder() {
@@ -101,8 +95,7 @@ fn bad_payout_flag_values_are_refused_by_clap_with_exit_2_naming_the_flag() {
         // A valid key and warehouse, so only the flag can be what is refused.
         let out = pfsync()
             .args(&args)
-            .arg("--warehouse")
-            .arg(dir.path().join("wh"))
+            .warehouse(dir.path().join("wh"))
             .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
             .current_dir(dir.path())
             .output()
@@ -164,7 +157,7 @@ fn bad_flags_and_config_stop_with_exit_2_and_say_what_to_fix() {
     }
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[api]\nmax_atempts = 3\n").unwrap();
-    let out = pfsync().arg("--config").arg(&cfg).arg("sync").output().unwrap();
+    let out = pfsync().config(&cfg).arg("sync").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_atempts"));
     assert!(!dir.path().join("pfsync-warehouse").exists(), "nothing was created");
@@ -174,19 +167,11 @@ fn bad_flags_and_config_stop_with_exit_2_and_say_what_to_fix() {
 async fn sync_command_against_a_sandbox_prints_a_summary() {
     let sb = sandbox(40).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = sb.base_url().to_string();
-    let wh = dir.path().join("wh");
-    let out = tokio::task::spawn_blocking(move || {
-        pfsync()
-            .args(["--api-url", &url, "--log-format", "json", "--run-id", "job-77", "sync", "wallets"])
-            .arg("--warehouse")
-            .arg(&wh)
-            .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut cmd = pfsync();
+    cmd.sandbox(&sb)
+        .args(["--log-format", "json", "--run-id", "job-77", "sync", "wallets"])
+        .warehouse(dir.path().join("wh"));
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
@@ -231,16 +216,8 @@ async fn run_executes_every_step_under_one_run_id_and_records_them() {
     let wh = crate::common::warehouse(&dir);
     crate::payouts::write_pending(&wh, &[("r-1", "agent-000001", "1.00", "a"), ("r-2", "agent-000002", "2.00", "b")])
         .await;
-    let url = sb.base_url().to_string();
-    let path = dir.path().to_path_buf();
     let out = tokio::task::block_in_place(|| {
-        pfsync()
-            .args(["--api-url", &url, "--faucet-url", &url, "--run-id", "job-42", "-q", "run"])
-            .arg("--warehouse")
-            .arg(&path)
-            .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
-            .output()
-            .unwrap()
+        pfsync().sandbox(&sb).args(["--run-id", "job-42", "-q", "run"]).warehouse(dir.path()).output().unwrap()
     });
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
@@ -298,17 +275,15 @@ async fn four_shard_processes_at_once_pay_10000_payouts_each_exactly_once() {
     let wh = crate::common::warehouse(&dir);
     let rows = crate::payouts::n_payouts(10_000, "shard");
     crate::payouts::write_pending(&wh, &crate::payouts::as_refs(&rows)).await;
-    let url = sb.base_url().to_string();
     let children: Vec<_> = (0..4)
         .map(|i| {
             pfsync()
-                .args(["--api-url", &url, "--faucet-url", &url, "-q", "--run-id", &format!("shard-run-{i}")])
-                .arg("--warehouse")
-                .arg(dir.path())
+                .sandbox(&sb)
+                .args(["-q", "--run-id", &format!("shard-run-{i}")])
+                .warehouse(dir.path())
                 .args(["run", "--steps", "payouts", "--shard", &format!("{i}/4"), "--concurrency", "16"])
                 .arg("--batch-size")
                 .arg("500")
-                .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -334,7 +309,7 @@ async fn four_shard_processes_at_once_pay_10000_payouts_each_exactly_once() {
     assert!(completed.iter().all(|&n| n > 1_500), "each shard takes a share: {completed:?}");
     assert_eq!(completed.iter().sum::<u64>(), 10_000, "together they take all: {completed:?}");
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    crate::payouts::assert_each_paid_once(&sb, &ids);
+    assert_paid_once(&sb, PaidBy::Key, &ids, "four shards at once");
     assert_eq!(sb.ledger().transactions().filter(|t| t.idempotency_key.is_some()).count(), 10_000);
 }
 

@@ -6,37 +6,22 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use pfsync::http::{Repeat, RetryPolicy};
-use pfsync::payouts::{PayoutOptions, PayoutReport, run_payouts};
-use pfsync::progress::Progress;
+use pfsync::payouts::{PayoutOptions, PayoutReport};
 use pfsync::provider::seed::{SeedClient, SeedProvider};
 use pfsync::sandbox::{Fault, LookupFault, Sandbox, SandboxConfig};
-use pfsync::tables::{CommitInfo, Warehouse};
+use pfsync::tables::Warehouse;
 
-use crate::common::{client_config, count, warehouse};
+use crate::common::{PaidBy, assert_paid_once, client_config, count, paid_per, pay_with, wait_until, warehouse};
 use crate::payouts::{as_refs, n_payouts, payouts_cmd, write_pending};
 
-/// Transactions per reference (each test payout has its own reason, which the sandbox keeps as the
-/// reference): the count that must be 1, whatever the provider does with keys.
-fn paid_per_reference(sb: &Sandbox) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for t in sb.ledger().transactions() {
-        if let Some(r) = &t.reference {
-            *out.entry(r.clone()).or_default() += 1;
-        }
-    }
-    out
-}
-
-fn assert_paid_once(sb: &Sandbox, rows: &[(String, String, String, String)], why: &str) {
-    let paid = paid_per_reference(sb);
-    for r in rows {
-        assert_eq!(paid.get(&r.3).copied().unwrap_or(0), 1, "{}: paid exactly once ({why})", r.0);
-    }
+/// Each test payout has its own reason, which the sandbox keeps as the reference: what the oracle counts
+/// (transactions per reference must be 1), whatever the provider does with keys.
+fn references(rows: &[(String, String, String, String)]) -> Vec<&str> {
+    rows.iter().map(|r| r.3.as_str()).collect()
 }
 
 async fn pay(provider: &SeedProvider, wh: &Warehouse) -> PayoutReport {
-    let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
-    run_payouts(provider, wh, &commit, &PayoutOptions::default(), &Progress::hidden()).await.expect("payouts run")
+    pay_with(provider, wh, &PayoutOptions::default()).await.expect("payouts run")
 }
 
 /// A client that sends each request once: what is under test is the engine's resolution, not retries.
@@ -67,7 +52,7 @@ async fn unreadable_or_unfiltered_lookups_leave_operations_unknown_and_never_pay
         let provider = SeedProvider::new(one_shot(&sb, true), true);
         let r = pay(&provider, &wh).await;
         assert_eq!((r.completed, r.unknown), (0, 10), "{r}");
-        assert_paid_once(&sb, &rows, "the first run");
+        assert_paid_once(&sb, PaidBy::Reference, &references(&rows), "the first run");
 
         sb.set_lookup_fault(Some(fault));
         let executed = sb.stats().executed;
@@ -75,7 +60,7 @@ async fn unreadable_or_unfiltered_lookups_leave_operations_unknown_and_never_pay
             let r = pay(&provider, &wh).await;
             assert_eq!((r.completed, r.unknown, r.needs_person), (0, 10, 10), "{fault:?} rerun {rerun}: {r}");
             assert_eq!(sb.stats().executed, executed, "{fault:?} rerun {rerun}: no POST after an inconclusive lookup");
-            assert_paid_once(&sb, &rows, "inconclusive lookups");
+            assert_paid_once(&sb, PaidBy::Reference, &references(&rows), "inconclusive lookups");
         }
         let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
         let why = "SELECT count(*) FROM purpleflea.payouts.log WHERE error_code = 'lookup_inconclusive'";
@@ -85,7 +70,7 @@ async fn unreadable_or_unfiltered_lookups_leave_operations_unknown_and_never_pay
         let r = pay(&provider, &wh).await;
         assert_eq!((r.completed, r.resolved_by_lookup, r.unknown), (10, 10, 0), "{r}");
         assert_eq!(sb.stats().executed, executed, "resolved from the provider's records, not by a send");
-        assert_paid_once(&sb, &rows, "after resolution");
+        assert_paid_once(&sb, PaidBy::Reference, &references(&rows), "after resolution");
         // Every recorded outcome is a transaction of its own operation.
         let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
         let b = ctx
@@ -131,7 +116,7 @@ async fn a_500_after_the_commit_gets_no_second_post_from_a_provider_that_ignores
     };
     let key = pfsync::http::IdempotencyKey::derive("t", "payout", "defect-demo").unwrap();
     trusting.payout(&req, Some(&key)).await.expect("the retry succeeds");
-    assert_eq!(paid_per_reference(&sb)["defect-demo"], 2, "the trusting client paid twice");
+    assert_eq!(paid_per(&sb, PaidBy::Reference)["defect-demo"], 2, "the trusting client paid twice");
 
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -148,16 +133,16 @@ async fn a_500_after_the_commit_gets_no_second_post_from_a_provider_that_ignores
     let r = pay(&provider, &wh).await;
     assert_eq!((r.completed, r.unknown), (0, 5), "{r}");
     assert_eq!(sb.stats().executed - before, 5, "one POST per payout, none repeated");
-    assert_paid_once(&sb, &rows, "a 500 after the commit");
+    assert_paid_once(&sb, PaidBy::Reference, &references(&rows), "a 500 after the commit");
     for rerun in 1..=2 {
         let r = pay(&provider, &wh).await;
         assert_eq!((r.unknown, r.needs_person, r.completed), (5, 5, 0), "rerun {rerun}: {r}");
         assert_eq!(sb.stats().executed - before, 5, "rerun {rerun}: nothing sent again");
     }
-    assert_paid_once(&sb, &rows, "after reruns");
+    assert_paid_once(&sb, PaidBy::Reference, &references(&rows), "after reruns");
 }
 
-/// Two `pfsync payouts` processes at once, and a third half a second later, against a provider that
+/// Two `pfsync payouts` processes at once, and a third once they are paying, against a provider that
 /// keeps no keys at all: nothing but the log keeps them from paying the same payout, and each payout is
 /// paid exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,13 +172,14 @@ async fn overlapping_runs_pay_once_against_a_provider_that_ignores_keys() {
     let codes = tokio::task::block_in_place(|| {
         let mut a = spawn(&config);
         let mut b = spawn(&config);
-        std::thread::sleep(Duration::from_millis(500));
+        // Joins runs that are known to be sending (300 payouts at 2-10 ms each take them seconds).
+        wait_until("the first two runs send a payout", Duration::from_secs(60), || sb.stats().executed > 0);
         let mut c = spawn(&config);
         [a.wait().unwrap(), b.wait().unwrap(), c.wait().unwrap()].map(|s| s.code())
     });
     // A run that met another's intents leaves them to it and says so (exit 6); none fails otherwise.
     assert!(codes.iter().all(|c| matches!(c, Some(0) | Some(6))), "{codes:?}");
-    assert_paid_once(&sb, &rows, "three overlapping runs");
+    assert_paid_once(&sb, PaidBy::Reference, &references(&rows), "three overlapping runs");
     let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
     let completed = "SELECT count(DISTINCT operation_id) FROM purpleflea.payouts.log WHERE event = 'completed'";
     assert_eq!(count(&ctx, completed).await, 300, "every payout has its completed row");

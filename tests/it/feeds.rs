@@ -2,17 +2,16 @@
 //! paid once each, across runs, a kill after send, a delete in the events table and a re-read from the
 //! start; a table without a change data feed stops the run with its message.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use deltalake::DeltaTable;
 use deltalake::kernel::{DataType as DeltaType, StructField};
-use pfsync::sandbox::{Sandbox, SandboxConfig};
+use pfsync::sandbox::Sandbox;
 use pfsync::tables::{PAYOUT_LOG, open_existing};
 
-use crate::common::warehouse;
+use crate::common::{PaidBy, PfsyncCommand, assert_paid_once, output_in_place as run, sandbox, warehouse};
 use crate::payouts::{payouts_cmd, wait_out_in_flight};
 
 pub async fn events_table(path: &std::path::Path, cdf: bool) -> DeltaTable {
@@ -51,21 +50,10 @@ fn config(dir: &std::path::Path, name: &str, table: &std::path::Path) -> std::pa
     path
 }
 
-fn per_key(sb: &Sandbox) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for t in sb.ledger().transactions() {
-        if let Some(k) = &t.idempotency_key {
-            *out.entry(k.clone()).or_default() += 1;
-        }
-    }
-    out
-}
-
-fn assert_paid_once(sb: &Sandbox, events: &[&str]) {
-    let keys = per_key(sb);
-    for e in events {
-        assert_eq!(keys.get(&format!("pfsync:default:payout:trade-{e}")).copied(), Some(1), "{e}: {keys:?}");
-    }
+/// Each event's trade paid once at the sandbox, and no other trade.
+fn assert_trades_paid_once(sb: &Sandbox, events: &[&str]) {
+    let trades: Vec<String> = events.iter().map(|e| format!("trade-{e}")).collect();
+    let keys = assert_paid_once(sb, PaidBy::Key, &trades, "feed events");
     let trades = keys.keys().filter(|k| k.contains(":payout:trade-")).count();
     assert_eq!(trades, events.len(), "{keys:?}");
 }
@@ -138,13 +126,9 @@ fn intent_ids(file: std::path::PathBuf) -> Vec<String> {
     ids
 }
 
-fn run(cmd: &mut std::process::Command) -> std::process::Output {
-    tokio::task::block_in_place(|| cmd.output().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills_and_rereads() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(10)).await.unwrap();
+    let sb = sandbox(10).await;
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
     let events = dir.path().join("events");
@@ -154,9 +138,9 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     t = append(t, &[("e4", "agent-000004", "3.00"), ("e5", "agent-000005", "1.00")]).await;
     let cfg = config(dir.path(), "trades", &events);
 
-    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+    let o = run(payouts_cmd(&sb, dir.path()).config(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5"]);
+    assert_trades_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5"]);
     assert_eq!(position(&wh, "trades").await, Some(3), "the feed moved on to the table's version");
     assert_eq!(next_start(&wh, "trades").await, Some(4));
 
@@ -164,7 +148,7 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     t = append(t, &[("e6", "agent-000006", "4.00"), ("e7", "agent-000007", "0.50")]).await;
     let (t, _) = t.delete().with_predicate("event_id = 'e1'").await.unwrap();
     assert_eq!(t.version(), Some(5));
-    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg).env("PFSYNC_CRASH_AT", "after_send"));
+    let o = run(payouts_cmd(&sb, dir.path()).config(&cfg).env("PFSYNC_CRASH_AT", "after_send"));
     assert_eq!(o.status.code(), None, "killed: {}", String::from_utf8_lossy(&o.stderr));
     // The consumed version landed in the commit of the intents it produced; the next read still starts
     // where the killed run's did, since its operations have no outcome in the log.
@@ -178,15 +162,15 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     assert!(txns.contains(&("pfsync.feed.trades.from".to_string(), 4)), "{txns:?}");
     assert!(txns.iter().any(|(a, _)| a == "pfsync.payouts.default"), "{txns:?}");
     tokio::task::block_in_place(wait_out_in_flight);
-    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+    let o = run(payouts_cmd(&sb, dir.path()).config(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
+    assert_trades_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
     assert_eq!(position(&wh, "trades").await, Some(5));
     assert_eq!(next_start(&wh, "trades").await, Some(6), "everything final: the next read starts after it");
 
     // Nothing new: nothing sent.
     let executed = sb.stats().executed;
-    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+    let o = run(payouts_cmd(&sb, dir.path()).config(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sb.stats().executed, executed);
 
@@ -195,30 +179,30 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     let t = deltalake::open_table(url::Url::from_directory_path(&events).unwrap()).await.unwrap();
     let (t, m) = t.update().with_predicate("event_id = 'e2'").with_update("amount", "'9.99'").await.unwrap();
     assert_eq!((m.num_updated_rows, t.version()), (1, Some(6)));
-    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+    let o = run(payouts_cmd(&sb, dir.path()).config(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sb.stats().executed, executed, "an update is not an insert: nothing paid");
     assert_eq!(next_start(&wh, "trades").await, Some(7));
 
     // The same table read again from the start (a new feed name has no position): every id is final.
     let replay = config(dir.path(), "replay", &events);
-    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&replay));
+    let o = run(payouts_cmd(&sb, dir.path()).config(&replay));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sb.stats().executed, executed, "a re-read pays nothing twice");
-    assert_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
+    assert_trades_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
     assert_eq!(position(&wh, "replay").await, Some(6));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_without_a_change_data_feed_stops_the_run_with_its_message() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(10)).await.unwrap();
+    let sb = sandbox(10).await;
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("plain");
     let t = events_table(&events, false).await;
     append(t, &[("e1", "agent-000001", "1.25")]).await;
     let cfg = config(dir.path(), "plain", &events);
     let before = sb.stats().executed;
-    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+    let o = run(payouts_cmd(&sb, dir.path()).config(&cfg));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("does not record a change data feed"), "{err}");
@@ -227,7 +211,7 @@ async fn a_table_without_a_change_data_feed_stops_the_run_with_its_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vacuumed_table_whose_history_no_longer_covers_the_position_stops_the_run() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(10)).await.unwrap();
+    let sb = sandbox(10).await;
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("vacuumed");
     let t = events_table(&events, true).await;
@@ -247,7 +231,7 @@ async fn a_vacuumed_table_whose_history_no_longer_covers_the_position_stops_the_
     assert!(!metrics.files_deleted.is_empty(), "the vacuum deleted the first version's file");
     let cfg = config(dir.path(), "vacuumed", &events);
     let before = sb.stats().executed;
-    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+    let o = run(payouts_cmd(&sb, dir.path()).config(&cfg));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_ne!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("cannot be read from version 0"), "{err}");
@@ -259,7 +243,7 @@ async fn a_vacuumed_table_whose_history_no_longer_covers_the_position_stops_the_
     let mut text = std::fs::read_to_string(&moved).unwrap();
     text.push_str(&format!("start_version = {}\n", t.version().unwrap()));
     std::fs::write(&moved, text).unwrap();
-    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&moved));
+    let o = run(payouts_cmd(&sb, dir.path()).config(&moved));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_paid_once(&sb, &["e3"]);
+    assert_trades_paid_once(&sb, &["e3"]);
 }

@@ -2,12 +2,12 @@
 //! and SIGTERM ends it with exit 0.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use pfsync::sandbox::{Sandbox, SandboxConfig};
+use pfsync::sandbox::Sandbox;
 
-use crate::common::warehouse;
-use crate::payouts::{as_refs, assert_each_paid_once, n_payouts, write_pending};
+use crate::common::{PaidBy, PfsyncCommand, assert_paid_once, pfsync, sandbox, wait_until, wait_within, warehouse};
+use crate::payouts::{as_refs, n_payouts, write_pending};
 
 fn paid(sb: &Sandbox) -> usize {
     sb.ledger()
@@ -17,29 +17,22 @@ fn paid(sb: &Sandbox) -> usize {
 }
 
 fn wait_for(sb: &Sandbox, n: usize) {
-    let start = Instant::now();
-    while paid(sb) < n {
-        assert!(start.elapsed() < Duration::from_secs(60), "only {} of {n} paid", paid(sb));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(&format!("{n} paid"), Duration::from_secs(60), || paid(sb) >= n);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_mode_pays_new_rows_pass_after_pass_and_sigterm_exits_0() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(30)).await.unwrap();
+    let sb = sandbox(30).await;
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
     let rows = n_payouts(8, "f");
     write_pending(&wh, &as_refs(&rows[..5])).await;
-    let url = sb.base_url().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pfsync"))
-        .args(["--api-url", &url, "--faucet-url", &url, "--timeout-secs", "1", "--max-elapsed-secs", "1", "-q"])
-        .arg("--warehouse")
-        .arg(dir.path())
+    let mut child = pfsync()
+        .sandbox(&sb)
+        .client_budget(1, 1)
+        .arg("-q")
+        .warehouse(dir.path())
         .args(["run", "--steps", "payouts", "--follow", "--interval", "1", "--in-flight-timeout", "4"])
-        .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
-        .env_remove("PFSYNC_CRASH_AT")
-        .env_remove("PFSYNC_PAUSE_AT")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -51,16 +44,8 @@ async fn follow_mode_pays_new_rows_pass_after_pass_and_sigterm_exits_0() {
     tokio::task::block_in_place(|| wait_for(&sb, 8));
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = Instant::now();
-    let status = tokio::task::block_in_place(|| {
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "still running after SIGTERM");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
+    let status = tokio::task::block_in_place(|| wait_within(&mut child, Duration::from_secs(30)))
+        .unwrap_or_else(|| panic!("still running after SIGTERM"));
     let err = {
         use std::io::Read;
         let mut s = String::new();
@@ -69,5 +54,5 @@ async fn follow_mode_pays_new_rows_pass_after_pass_and_sigterm_exits_0() {
     };
     assert_eq!(status.code(), Some(0), "{err}");
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    assert_each_paid_once(&sb, &ids);
+    assert_paid_once(&sb, PaidBy::Key, &ids, "pass after pass");
 }

@@ -3,7 +3,6 @@
 //! Every case ends with a documented exit code, in bounded time, and nothing hostile reaches a table.
 
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,6 +12,8 @@ use arrow::datatypes::DataType;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use serde_json::{Value, json};
+
+use crate::common::{self, PfsyncCommand, output_within, text};
 
 type Answer = dyn Fn(&Uri, u64) -> (u16, String, Duration) + Send + Sync;
 
@@ -77,30 +78,15 @@ pub fn page(rows: Vec<Value>, next: Option<String>) -> String {
 
 /// `pfsync` against `url` with quick client bounds; killed (and reported as `None`) after `limit`.
 pub fn pfsync(url: &str, wh: &std::path::Path, args: &[&str], limit: Duration) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pfsync"))
-        .args(["--api-url", url, "--faucet-url", url, "--timeout-secs", "5", "--max-attempts", "3"])
-        .args(["--max-elapsed-secs", "3", "-q", "--warehouse"])
-        .arg(wh)
-        .args(args)
-        .env("PURPLEFLEA_API_KEY", "pf_test_hostile")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        if started.elapsed() > limit {
-            child.kill().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let Output { stdout, stderr, .. } = child.wait_with_output().unwrap();
-    (code, format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr)))
+    let mut cmd = common::pfsync();
+    cmd.provider(url, "pf_test_hostile")
+        .client_budget(5, 3)
+        .args(["--max-attempts", "3", "-q"])
+        .warehouse(wh)
+        .args(args);
+    // Killed at the limit, it has no exit code.
+    let out = output_within(&mut cmd, limit).unwrap_or_else(|killed| killed);
+    (out.status.code(), text(&out))
 }
 
 fn run_blocking(url: &str, wh: &std::path::Path, args: &[&str], limit: Duration) -> (Option<i32>, String) {
@@ -240,27 +226,25 @@ async fn credentials_in_the_api_url_are_refused_and_never_echoed() {
     let good = p.url();
     for case in cases {
         let out = tokio::task::block_in_place(|| {
-            Command::new(env!("CARGO_BIN_EXE_pfsync"))
-                .args(["--api-url", &good, "--faucet-url", &good, "-vv"])
+            common::pfsync()
+                .provider(&good, "pf_test_hostile")
+                .arg("-vv")
                 .args(&case)
-                .arg("--warehouse")
-                .arg(&wh)
+                .warehouse(&wh)
                 .args(["sync", "wallets"])
-                .env("PURPLEFLEA_API_KEY", "pf_test_hostile")
                 .env("RUST_LOG", "trace")
                 .output()
                 .unwrap()
         });
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = text(&out);
         assert_eq!(out.status.code(), Some(2), "{case:?}:\n{text}");
         assert!(!text.contains("s3cr3t"), "{case:?} echoed the credential:\n{text}");
         assert!(text.contains(&case[0]), "names the flag: {text}");
     }
     // From the environment too.
     let out = tokio::task::block_in_place(|| {
-        Command::new(env!("CARGO_BIN_EXE_pfsync"))
-            .arg("--warehouse")
-            .arg(&wh)
+        common::pfsync()
+            .warehouse(&wh)
             .args(["sync", "wallets"])
             .env("PFSYNC_API_URL", &with_password)
             .env("PURPLEFLEA_API_KEY", "pf_test_hostile")

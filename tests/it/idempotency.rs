@@ -8,7 +8,7 @@ use pfsync::provider::seed::SeedError;
 use pfsync::provider::seed::wire::*;
 use pfsync::sandbox::{Fault, Sandbox, SandboxConfig};
 
-use crate::common::{client, sandbox, usd};
+use crate::common::{client, sandbox, until, usd};
 
 fn payout(agent: &str, amount: &str) -> PayoutRequest {
     PayoutRequest { agent_id: agent.into(), amount_usd: usd(amount), reason: "bonus".into() }
@@ -76,15 +76,19 @@ async fn the_same_key_with_another_body_is_refused_with_422() {
     assert_eq!(txs_with_key(&sb, "k-422"), 1);
 }
 
+/// The sandbox holds the first request in flight (its key claimed) until the test lets it go: the second
+/// is sent only once the first is known to be running, and the first ends only after the second's answer.
 #[tokio::test]
 async fn a_second_request_while_the_first_runs_gets_409_and_the_client_waits_it_out() {
     let sb = sandbox(3).await;
-    sb.faults().inject_next("/wallet/payout", None, Some(Duration::from_millis(600)));
+    let hold = sb.faults().hold_next("/wallet/payout");
     let body = r#"{"agent_id":"agent-000002","amount_usd":3,"reason":"r"}"#;
     let first = raw_post(&sb, "k-409", body);
     let second = async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        raw_post(&sb, "k-409", body).await
+        hold.reached().await;
+        let answer = raw_post(&sb, "k-409", body).await;
+        hold.release();
+        answer
     };
     let ((s1, b1), (s2, b2)) = tokio::join!(first, second);
     assert_eq!(s1, 200);
@@ -93,7 +97,7 @@ async fn a_second_request_while_the_first_runs_gets_409_and_the_client_waits_it_
     assert_eq!(err.error, "idempotency_key_in_use");
 
     // The client treats 409-in-use as "not settled yet" and retries with the same key until the replay.
-    sb.faults().inject_next("/wallet/payout", None, Some(Duration::from_millis(200)));
+    let hold = sb.faults().hold_next("/wallet/payout");
     let mut cfg = crate::common::client_config(&sb);
     cfg.retry = RetryPolicy {
         max_attempts: 40,
@@ -105,8 +109,14 @@ async fn a_second_request_while_the_first_runs_gets_409_and_the_client_waits_it_
     let req = payout("agent-000002", "4.00");
     let k = key("k-409-client");
     let (a, b) = tokio::join!(c.payout(&req, Some(&k)), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        c.payout(&req, Some(&k)).await
+        hold.reached().await;
+        let held = sb.stats().requests;
+        let release = async {
+            // A request after the second call's first means that one was answered: 409, the key in flight.
+            until("the second call's first answer", Duration::from_secs(20), || sb.stats().requests >= held + 2).await;
+            hold.release();
+        };
+        tokio::join!(c.payout(&req, Some(&k)), release).0
     });
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.answer.tx_id, b.answer.tx_id);

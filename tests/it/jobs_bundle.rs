@@ -1,17 +1,15 @@
 //! The Databricks bundle in `jobs/`: it parses, keeps every key out of the YAML, passes only flags pfsync
 //! has, and keeps the production rules (README, "Running on Databricks").
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use serde_yaml::Value;
+use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_pfsync")).args(args).arg("--help").output().unwrap();
+    let out = crate::common::pfsync().args(args).arg("--help").output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

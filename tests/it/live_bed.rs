@@ -16,13 +16,17 @@
 //!
 //! With `PFSYNC_LIVE_BED_DIR` set (CI starts one bed for the whole run), that running bed is used instead.
 //! The start script is `$PFSYNC_LIVE_BED_SCRIPT`, by default `../shared/purpleflea-live/start.sh` next to
-//! this crate; `agents.py` and `fund.py` sit beside it. Without the script, [`bed`] prints a skip line and
-//! returns `None`; a script that exists but fails to start the bed fails the test. Its first run installs
-//! the services' npm dependencies (a few minutes); later runs reuse them and start in about a second.
+//! this crate; `agents.py` and `fund.py` sit beside it. Without them, [`bed`] prints a skip line and returns
+//! `None`, unless `CI=true` or `PFSYNC_REQUIRE_LIVE_BED` is set: then a missing bed fails the test. A script
+//! that exists but fails to start the bed fails the test. Its first run installs the services' npm
+//! dependencies (a few minutes); later runs reuse them and start in about a second.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::common::{Missing, wait_until};
 
 /// A running test bed.
 pub struct LiveBed {
@@ -37,35 +41,38 @@ pub struct LiveBed {
     _watchdog: Option<Child>,
 }
 
-/// The test bed, started on first use; `None` (after printing why) when there is no start script.
+/// The test bed, started on first use; `None` (after a skip line) when its scripts are missing, outside CI.
 pub fn bed() -> Option<&'static LiveBed> {
-    static BED: OnceLock<Option<LiveBed>> = OnceLock::new();
-    BED.get_or_init(|| {
-        let script = script();
+    static BED: OnceLock<Result<LiveBed, Missing>> = OnceLock::new();
+    let bed = BED.get_or_init(|| {
+        let script = script()?;
         // A bed CI started (`.ci/run`): used as it is, and left for CI to stop.
         if let Some(dir) = std::env::var_os("PFSYNC_LIVE_BED_DIR").filter(|d| !d.is_empty()) {
-            return Some(LiveBed::attach(PathBuf::from(dir), &script));
+            return Ok(LiveBed::attach(PathBuf::from(dir), &script));
         }
-        if !script.is_file() {
-            // CI sets PFSYNC_REQUIRE_LIVE_BED: there, a missing bed is a failure, never a silent skip.
-            assert!(
-                std::env::var_os("PFSYNC_REQUIRE_LIVE_BED").is_none(),
-                "PFSYNC_REQUIRE_LIVE_BED is set but there is no test bed at {}",
-                script.display()
-            );
-            println!("SKIP: no Purple Flea test bed at {} (set PFSYNC_LIVE_BED_SCRIPT)", script.display());
-            return None;
-        }
-        Some(LiveBed::start(&script))
-    })
-    .as_ref()
+        Ok(LiveBed::start(&script))
+    });
+    match bed {
+        Ok(b) => Some(b),
+        Err(missing) => missing.skip_or_fail(),
+    }
 }
 
-fn script() -> PathBuf {
-    match std::env::var_os("PFSYNC_LIVE_BED_SCRIPT") {
+/// The bed's start script, with `agents.py` and `fund.py` beside it (an attached bed needs those too).
+fn script() -> Result<PathBuf, Missing> {
+    let script = match std::env::var_os("PFSYNC_LIVE_BED_SCRIPT") {
         Some(s) if !s.is_empty() => PathBuf::from(s),
         _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/purpleflea-live/start.sh"),
+    };
+    let beside = |name: &str| script.parent().is_some_and(|d| d.join(name).is_file());
+    if script.is_file() && beside("agents.py") && beside("fund.py") {
+        return Ok(script);
     }
+    Err(Missing {
+        what: format!("no Purple Flea test bed: no {} with agents.py and fund.py beside it", script.display()),
+        fix: "set PFSYNC_LIVE_BED_SCRIPT to purpleflea-live/start.sh of the shared folder".into(),
+        require: "PFSYNC_REQUIRE_LIVE_BED",
+    })
 }
 
 impl LiveBed {
@@ -136,9 +143,12 @@ impl LiveBed {
     }
 
     /// A bed of this test's own (not shared): for a test that restarts a service. Stopped with the process.
+    /// `None` (after a skip line) when the scripts are missing, outside CI.
     pub fn private() -> Option<LiveBed> {
-        let script = script();
-        script.is_file().then(|| LiveBed::start(&script))
+        match script() {
+            Ok(script) => Some(LiveBed::start(&script)),
+            Err(missing) => missing.skip_or_fail(),
+        }
     }
 
     /// Move an escrow's `auto_release_at` into the past and restart the escrow service, whose timeout job
@@ -157,9 +167,16 @@ impl LiveBed {
             .map(|s| s.success())
             .unwrap_or(false);
         assert!(ok, "cannot age escrow {escrow_id} in {}", db.display());
+        let health = format!("{}/health", self.escrow_url);
+        let up = || {
+            let mut curl = Command::new("curl");
+            curl.args(["-fsS", "-m", "2", &health]).stdout(Stdio::null()).stderr(Stdio::null());
+            curl.status().is_ok_and(|s| s.success())
+        };
         let pid = std::fs::read_to_string(self.dir.join("escrow.pid")).unwrap_or_default();
         let _ = Command::new("kill").arg(pid.trim()).status();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The new service takes the old one's port: start it once the old one has stopped answering.
+        wait_until("the escrow service stops after SIGTERM", Duration::from_secs(30), || !up());
         // Detached through a shell that returns at once: the service outlives this call, as the bed's others do.
         let started = Command::new("sh")
             .arg("-c")
@@ -170,15 +187,7 @@ impl LiveBed {
             .status()
             .expect("start-escrow");
         assert!(started.success(), "start-escrow: {started}");
-        let health = format!("{}/health", self.escrow_url);
-        for _ in 0..100 {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let up = Command::new("curl").args(["-fsS", &health]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-            if up.is_ok_and(|s| s.success()) {
-                return;
-            }
-        }
-        panic!("the escrow service did not come back at {health}");
+        wait_until(&format!("the escrow service is back at {health}"), Duration::from_secs(10), up);
     }
 
     /// Credit `amount` USD to `agent_id`'s casino balance as a settled deposit would (one ledger credit).

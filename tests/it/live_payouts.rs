@@ -11,6 +11,7 @@ use std::time::Duration;
 use pfsync::micros::Micros;
 use serde_json::Value;
 
+use crate::common::{PfsyncCommand, pfsync};
 use crate::live_bed::{LiveBed, bed};
 use crate::payouts::{write_actions_by, write_pending};
 use crate::proxy::Server;
@@ -90,21 +91,20 @@ impl World {
         let p = self.payouts(casino);
         let all: Vec<std::ffi::OsString> = p.get_args().map(|a| a.to_os_string()).collect();
         let cut = all.iter().position(|a| a == "payouts").expect("the payouts subcommand");
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+        let mut c = pfsync();
         c.args(&all[..cut]).args(args).envs(p.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
         c
     }
 
     /// With a client timeout and retry budget of `budget` seconds each, and an in-flight timeout.
     fn payouts_with(&self, casino: &str, budget: u64, in_flight: u64) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-        c.arg("--config").arg(self.config(casino)).arg("--warehouse").arg(self.wh_path());
-        let b = budget.to_string();
-        c.args(["-q", "--timeout-secs", &b, "--max-elapsed-secs", &b, "payouts", "--in-flight-timeout"])
+        let mut c = pfsync();
+        c.config(self.config(casino)).warehouse(self.wh_path());
+        c.arg("-q")
+            .client_budget(budget, budget)
+            .args(["payouts", "--in-flight-timeout"])
             .arg(in_flight.to_string())
             .env("PURPLEFLEA_API_KEY", &self.payer.key)
-            .env_remove("PFSYNC_CRASH_AT")
-            .env_remove("PFSYNC_PAUSE_AT")
             .stdin(Stdio::null());
         for (i, a) in self.held.iter().enumerate() {
             c.env(format!("PF_KEY_{}", i + 1), &a.key);
@@ -325,14 +325,16 @@ async fn a_metric_rule_releases_a_live_escrow_once() {
         let c = w.payouts(&bed.casino_url);
         let args: Vec<std::ffi::OsString> =
             c.get_args().map(|a| if a == "payouts" { "rules".into() } else { a.to_owned() }).collect();
-        let mut rules = Command::new(c.get_program());
-        rules.args(args).env("MLFLOW_TRACKING_URI", &ml.url).stdin(Stdio::null());
+        let mut rules = pfsync();
+        rules.args(args);
         for (k, v) in c.get_envs() {
             match v {
                 Some(v) => rules.env(k, v),
                 None => rules.env_remove(k),
             };
         }
+        // After the copy, which removes the variable as every child of these tests starts without it.
+        rules.env("MLFLOW_TRACKING_URI", &ml.url).stdin(Stdio::null());
         let out = run(rules);
         assert_eq!(out.status.code(), Some(0), "{:?}", statuses(&w).await);
         assert_eq!(balance(bed, &seller).await, m("12.2166"), "12.34 less the 0.1234 commission, once");
@@ -720,7 +722,7 @@ async fn no_live_key_appears_in_the_output_at_trace_level() {
     // (exit 6). The engine's answer is a rerun, which resolves it from the ledger: the keys must stay out
     // of every run's output.
     for _ in 0..3 {
-        let mut t = Command::new(env!("CARGO_BIN_EXE_pfsync"));
+        let mut t = pfsync();
         t.args(&args).envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v)))).env("RUST_LOG", "trace");
         let out = t.output().unwrap();
         all.push_str(&String::from_utf8_lossy(&out.stdout));

@@ -3,7 +3,7 @@
 //! ledger entry lands once, a gap of more than the ledger window is recorded and reported, a double payment
 //! is found, and an escrow's commission is kept exactly.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Decimal128Array, RecordBatch, StringArray};
@@ -11,7 +11,7 @@ use pfsync::micros::Micros;
 use pfsync::tables::{CommitInfo, ESCROW_ACTIONS, Warehouse, open_or_create, sql_context};
 use serde_json::{Value, json};
 
-use crate::common::{count, warehouse};
+use crate::common::{PfsyncCommand, count, pfsync, warehouse};
 use crate::live_bed::LiveBed;
 
 /// The env variable the config names for the second agent's key.
@@ -45,14 +45,11 @@ impl World {
 
     /// `pfsync --config ... <args>` with the payer's and the agent's keys.
     fn pfsync(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_pfsync"))
-            .arg("--config")
-            .arg(&self.config)
+        let out = pfsync()
+            .config(&self.config)
             .args(args)
             .env("PURPLEFLEA_API_KEY", &self.payer_key)
             .env(AGENT_KEY_ENV, &self.agent_key)
-            .env_remove("PFSYNC_WAREHOUSE")
-            .env_remove("PFSYNC_PAUSE_AT")
             .output()
             .unwrap();
         println!(

@@ -1,19 +1,16 @@
 //! `pfsync maintain`: compaction, checkpoint, and a vacuum that respects the 7-day floor and the audit
 //! tables' declared retention.
 
-use std::process::Command;
-
 use pfsync::maintain::{MaintainOptions, maintain_all};
 use pfsync::progress::Progress;
-use pfsync::sandbox::{Sandbox, SandboxConfig};
 use pfsync::sync::{SyncOptions, sync_transactions, sync_wallets};
 use pfsync::tables::{CommitInfo, TRANSACTIONS, WALLETS, open_existing};
 
-use crate::common::{client, usd, warehouse};
+use crate::common::{PfsyncCommand, client, pfsync, sandbox, usd, warehouse};
 
 #[tokio::test]
 async fn ten_incremental_appends_compact_into_few_files_and_stay_readable() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(50)).await.unwrap();
+    let sb = sandbox(50).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -56,12 +53,7 @@ async fn ten_incremental_appends_compact_into_few_files_and_stay_readable() {
 #[test]
 fn a_short_retention_is_refused_without_i_know() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pfsync"))
-        .args(["maintain", "--retention-hours", "24"])
-        .arg("--warehouse")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = pfsync().args(["maintain", "--retention-hours", "24"]).warehouse(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--i-know"));
 }

@@ -3,7 +3,7 @@
 //!
 //! The client is `tests/it/mcp_client.py` in the interpreter `PFSYNC_MCP_PYTHON` names (default: the venv
 //! `.ci/run` installs it into, `~/.cache/pfsync-mcp-venv`). Without it the tests print a skip line, unless
-//! `PFSYNC_REQUIRE_MCP=1` (CI) makes that a failure. `PFSYNC_MCP_TEST_BIN` points them at another pfsync
+//! `CI=true` or `PFSYNC_REQUIRE_MCP=1` makes that a failure. `PFSYNC_MCP_TEST_BIN` points them at another pfsync
 //! binary than this build's (a shared target dir where another checkout's build may replace it).
 
 use std::io::{BufRead, BufReader, Read};
@@ -14,11 +14,12 @@ use pfsync::provider::records::TxKind;
 use pfsync::sandbox::Sandbox;
 use serde_json::{Value, json};
 
-use crate::common::{count, sandbox};
+use crate::common::{Missing, PfsyncCommand, count, pfsync_at, sandbox};
 
 const KEY: &str = "pf_test_sandbox";
 const TOKEN: &str = "mcp-test-token-0123456789";
 
+/// The interpreter with the MCP Python SDK; `None` after a skip line when it is missing (outside CI).
 pub(crate) fn python() -> Option<String> {
     let default = format!("{}/.cache/pfsync-mcp-venv/bin/python", std::env::var("HOME").unwrap_or("/root".into()));
     let py = std::env::var("PFSYNC_MCP_PYTHON").unwrap_or(default);
@@ -26,12 +27,12 @@ pub(crate) fn python() -> Option<String> {
     if ok {
         return Some(py);
     }
-    assert!(
-        std::env::var("PFSYNC_REQUIRE_MCP").as_deref() != Ok("1"),
-        "PFSYNC_REQUIRE_MCP=1 but {py} cannot import the MCP Python SDK (pip install mcp)"
-    );
-    eprintln!("skipped: no MCP Python SDK at {py} (set PFSYNC_MCP_PYTHON, or pip install mcp into that venv)");
-    None
+    Missing {
+        what: format!("{py} cannot import the MCP Python SDK"),
+        fix: "pip install mcp into that venv, or set PFSYNC_MCP_PYTHON to a python that has it".into(),
+        require: "PFSYNC_REQUIRE_MCP",
+    }
+    .skip_or_fail()
 }
 
 pub(crate) fn bin() -> String {
@@ -74,15 +75,8 @@ impl Bed {
     }
 
     fn pfsync(&self) -> Command {
-        let url = self.sb.base_url().to_string();
-        let mut c = Command::new(bin());
-        c.env_remove("RUST_LOG")
-            .env("PURPLEFLEA_API_KEY", KEY)
-            .arg("--config")
-            .arg(self.dir.path().join("pfsync.toml"))
-            .arg("--warehouse")
-            .arg(self.dir.path().join("wh"))
-            .args(["--api-url", &url, "--faucet-url", &url]);
+        let mut c = pfsync_at(bin());
+        c.config(self.dir.path().join("pfsync.toml")).warehouse(self.dir.path().join("wh")).sandbox(&self.sb);
         c
     }
 
@@ -511,9 +505,9 @@ async fn a_wrong_bearer_token_gets_401_and_no_tool_runs() {
 #[test]
 fn http_refuses_a_non_loopback_listen_and_a_missing_token() {
     let run = |args: &[&str], token: Option<&str>| {
-        let mut c = Command::new(bin());
-        c.env_remove("PFSYNC_MCP_TOKEN").env("PURPLEFLEA_API_KEY", KEY).args(["--api-url", "http://127.0.0.1:9/api"]);
-        c.args(["--warehouse", "/nonexistent/never-created"]).arg("mcp").args(args);
+        let mut c = pfsync_at(bin());
+        c.env("PURPLEFLEA_API_KEY", KEY).args(["--api-url", "http://127.0.0.1:9/api"]);
+        c.warehouse("/nonexistent/never-created").arg("mcp").args(args);
         if let Some(t) = token {
             c.env("PFSYNC_MCP_TOKEN", t);
         }
@@ -633,11 +627,11 @@ async fn claim_faucet_credits_once_per_request_id_and_mark_complete_says_the_see
     // A queued claim (or complete) would never run: the policy is refused before the server starts.
     let cfg = bed.dir.path().join("queued.toml");
     std::fs::write(&cfg, "[mcp.policy]\nclaim_faucet = \"queue\"\n").unwrap();
-    let out = Command::new(bin())
+    let out = pfsync_at(bin())
         .env("PURPLEFLEA_API_KEY", KEY)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--warehouse", "/nonexistent/never-created", "mcp"])
+        .config(&cfg)
+        .warehouse("/nonexistent/never-created")
+        .arg("mcp")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));

@@ -9,8 +9,8 @@
 //! One server per test process, started by the first test that asks and shared by all: tests keep apart by
 //! making runs of their own. The server runs from the virtual environment `$PFSYNC_MLFLOW_VENV` (default
 //! `~/.cache/pfsync-mlflow-venv`, where `.ci/run` installs `mlflow`), with a SQLite store in a temp folder.
-//! Without `bin/mlflow` there, [`server`] prints a skip line and returns `None`, unless
-//! `PFSYNC_REQUIRE_MLFLOW` is set (CI): then a missing MLflow fails the test. The server, its workers and
+//! Without `bin/mlflow` there, [`server`] prints a skip line and returns `None`, unless `CI=true` or
+//! `PFSYNC_REQUIRE_MLFLOW` is set: then a missing MLflow fails the test. The server, its workers and
 //! its folder go when the test process exits, however it exits: a watchdog shell started alongside waits
 //! for this process to end, then kills the server's process group.
 
@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use crate::common::Missing;
 
 pub struct MlflowServer {
     /// `http://127.0.0.1:PORT`
@@ -35,24 +37,24 @@ fn venv() -> PathBuf {
     }
 }
 
-/// The server, started on first use; `None` (after printing why) when MLflow is not installed.
+/// The server, started on first use; `None` (after a skip line) when MLflow is not installed, outside CI.
 pub fn server() -> Option<&'static MlflowServer> {
-    static SERVER: OnceLock<Option<MlflowServer>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| {
-            let venv = venv();
-            if !venv.join("bin/mlflow").is_file() {
-                assert!(
-                    std::env::var_os("PFSYNC_REQUIRE_MLFLOW").is_none(),
-                    "PFSYNC_REQUIRE_MLFLOW is set but there is no mlflow in {}",
-                    venv.display()
-                );
-                println!("SKIP: no MLflow at {} (pip install mlflow there, or set PFSYNC_MLFLOW_VENV)", venv.display());
-                return None;
-            }
-            Some(MlflowServer::start(venv))
-        })
-        .as_ref()
+    static SERVER: OnceLock<Result<MlflowServer, Missing>> = OnceLock::new();
+    let server = SERVER.get_or_init(|| {
+        let venv = venv();
+        if !venv.join("bin/mlflow").is_file() {
+            return Err(Missing {
+                what: format!("no mlflow in {}", venv.display()),
+                fix: "pip install mlflow into that venv, or set PFSYNC_MLFLOW_VENV to one that has it".into(),
+                require: "PFSYNC_REQUIRE_MLFLOW",
+            });
+        }
+        Ok(MlflowServer::start(venv))
+    });
+    match server {
+        Ok(s) => Some(s),
+        Err(missing) => missing.skip_or_fail(),
+    }
 }
 
 impl MlflowServer {

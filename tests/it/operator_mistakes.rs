@@ -3,20 +3,9 @@
 //! that will not serve its well-known key to a network.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::time::Duration;
 
-fn pfsync() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-    c.env_remove("PURPLEFLEA_API_KEY")
-        .env_remove("RUST_LOG")
-        .env_remove("PFSYNC_CONFIG")
-        .env_remove("PFSYNC_WAREHOUSE");
-    c
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
+use crate::common::{PfsyncCommand, output_within, pfsync, pfsync_at, text};
 
 fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -29,7 +18,7 @@ fn a_table_mapping_under_a_name_pfsync_does_not_own_is_refused() {
     let cfg = dir.path().join("pfsync.toml");
     let mapped = dir.path().join("wallets-elsewhere");
     write(&cfg, &format!("[tables.\"purpleflea.agents.walets\"]\nlocation = \"{}\"\n", mapped.display()));
-    let out = pfsync().arg("--config").arg(&cfg).arg("--warehouse").arg(&wh).arg("init").output().unwrap();
+    let out = pfsync().config(&cfg).warehouse(&wh).arg("init").output().unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("purpleflea.agents.walets") && t.contains("did you mean \"purpleflea.agents.wallets\""), "{t}");
@@ -45,7 +34,7 @@ fn a_table_is_never_created_in_a_folder_that_already_holds_other_files() {
     write(&foreign.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n");
     let cfg = dir.path().join("pfsync.toml");
     write(&cfg, &format!("[tables.\"purpleflea.payouts.log\"]\nlocation = \"{}\"\n", foreign.display()));
-    let out = pfsync().arg("--config").arg(&cfg).arg("--warehouse").arg(&wh).arg("init").output().unwrap();
+    let out = pfsync().config(&cfg).warehouse(&wh).arg("init").output().unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("purpleflea.payouts.log") && t.contains("passwd") && t.contains("no Delta table"), "{t}");
@@ -57,7 +46,7 @@ fn a_table_is_never_created_in_a_folder_that_already_holds_other_files() {
     std::fs::create_dir_all(&own).unwrap();
     write(&cfg, &format!("[tables.\"purpleflea.payouts.log\"]\nlocation = \"{}\"\n", own.display()));
     for _ in 0..2 {
-        let out = pfsync().arg("--config").arg(&cfg).arg("--warehouse").arg(&wh).arg("init").output().unwrap();
+        let out = pfsync().config(&cfg).warehouse(&wh).arg("init").output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
     }
     assert!(own.join("_delta_log").is_dir());
@@ -87,14 +76,14 @@ fn a_permission_error_on_a_table_folder_is_shown_as_one() {
         if std::fs::hard_link(env!("CARGO_BIN_EXE_pfsync"), &bin).is_err() {
             std::fs::copy(env!("CARGO_BIN_EXE_pfsync"), &bin).unwrap();
         }
-        let mut c = Command::new(bin);
-        c.env_remove("PURPLEFLEA_API_KEY").env_remove("RUST_LOG").uid(65534).gid(65534);
+        let mut c = pfsync_at(bin);
+        c.uid(65534).gid(65534);
         c
     } else {
         std::fs::set_permissions(&wallets, std::fs::Permissions::from_mode(0o555)).unwrap();
         pfsync()
     };
-    let out = cmd.arg("--warehouse").arg(&wh).arg("init").current_dir(dir.path()).output().unwrap();
+    let out = cmd.warehouse(&wh).arg("init").current_dir(dir.path()).output().unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(4), "{t}");
     assert!(t.contains("purpleflea.agents.wallets") && t.to_lowercase().contains("permission denied"), "{t}");
@@ -116,8 +105,7 @@ fn memory_locations_are_refused() {
 
     let cfg = dir.path().join("pfsync.toml");
     write(&cfg, "[tables.\"purpleflea.payouts.log\"]\nlocation = \"memory:///log\"\n");
-    let out =
-        pfsync().arg("--config").arg(&cfg).arg("--warehouse").arg(dir.path().join("wh")).arg("init").output().unwrap();
+    let out = pfsync().config(&cfg).warehouse(dir.path().join("wh")).arg("init").output().unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("[tables.\"purpleflea.payouts.log\"].location") && t.contains("memory"), "{t}");
@@ -141,14 +129,7 @@ fn a_volumes_warehouse_exits_2_with_its_message() {
     let cfg = dir.path().join("pfsync.toml");
     for location in ["/dbfs/mnt/pfsync/log", "dbfs:/mnt/pfsync/log"] {
         write(&cfg, &format!("[tables.\"purpleflea.payouts.log\"]\nlocation = \"{location}\"\n"));
-        let out = pfsync()
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--warehouse")
-            .arg(dir.path().join("wh"))
-            .arg("tables")
-            .output()
-            .unwrap();
+        let out = pfsync().config(&cfg).warehouse(dir.path().join("wh")).arg("tables").output().unwrap();
         let t = text(&out);
         assert_eq!(out.status.code(), Some(2), "{t}");
         assert!(t.contains("[tables.\"purpleflea.payouts.log\"].location") && t.contains("DBFS"), "{t}");
@@ -199,10 +180,9 @@ fn values_from_the_api_cannot_forge_log_lines_or_send_terminal_codes() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://{addr}/api");
     let out = pfsync()
-        .args(["--api-url", &url, "--faucet-url", &url, "--max-attempts", "1", "sync", "wallets"])
-        .arg("--warehouse")
-        .arg(dir.path().join("wh"))
-        .env("PURPLEFLEA_API_KEY", "pf_test_x")
+        .provider(&url, "pf_test_x")
+        .args(["--max-attempts", "1", "sync", "wallets"])
+        .warehouse(dir.path().join("wh"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -237,21 +217,6 @@ fn no_core_dump_can_hold_the_key() {
     assert_eq!(&values[..2], ["0", "0"], "soft and hard core limits are 0: {core}");
 }
 
-/// Run to completion, or kill after `secs` and return `None` (a sandbox that started serving).
-fn output_within(mut cmd: Command, secs: u64) -> Option<Output> {
-    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
 #[test]
 fn the_sandbox_will_not_serve_its_well_known_key_or_admin_controls_to_a_network() {
     let refused: Vec<(Vec<&str>, Option<&str>)> = vec![
@@ -266,7 +231,8 @@ fn the_sandbox_will_not_serve_its_well_known_key_or_admin_controls_to_a_network(
         if let Some(k) = key {
             cmd.env("PURPLEFLEA_API_KEY", k);
         }
-        let out = output_within(cmd, 20).unwrap_or_else(|| panic!("{flags:?} {key:?}: the sandbox started serving"));
+        let out = output_within(&mut cmd, Duration::from_secs(20))
+            .unwrap_or_else(|o| panic!("{flags:?} {key:?}: the sandbox started serving: {}", text(&o)));
         let t = text(&out);
         assert_eq!(out.status.code(), Some(2), "{flags:?} {key:?}: {t}");
         assert!(t.contains("--host") && t.contains("PURPLEFLEA_API_KEY"), "{t}");
@@ -275,10 +241,10 @@ fn the_sandbox_will_not_serve_its_well_known_key_or_admin_controls_to_a_network(
     let mut cmd = pfsync();
     cmd.args(["sandbox", "--port", "0", "--agents", "1", "--host", "0.0.0.0", "--admin"])
         .env("PURPLEFLEA_API_KEY", "pf_test_a_key_of_our_own");
-    assert!(output_within(cmd, 3).is_none(), "serves");
+    assert!(output_within(&mut cmd, Duration::from_secs(3)).is_err(), "serves");
     let mut cmd = pfsync();
     cmd.args(["sandbox", "--port", "0", "--agents", "1", "--host", "127.0.0.1", "--admin"]);
-    assert!(output_within(cmd, 3).is_none(), "serves");
+    assert!(output_within(&mut cmd, Duration::from_secs(3)).is_err(), "serves");
 }
 
 /// A `pfsync sandbox` on a free port with the given extra flags, and its address.

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray};
-use pfsync::payouts::{PayoutOptions, PayoutReport, run_payouts};
+use pfsync::payouts::{PayoutOptions, PayoutReport};
 use pfsync::progress::Progress;
 use pfsync::provider::seed::SeedClient as Client;
 use pfsync::sandbox::{Fault, ORCHESTRATOR_AGENT, Sandbox, SandboxConfig};
 use pfsync::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, Warehouse, open_or_create, sql_context};
 
-use crate::common::{client, client_config, warehouse};
+use crate::common::{
+    PaidBy, PfsyncCommand, assert_paid_once, client, client_config, paid_per, pay_with, pfsync, sandbox, warehouse,
+};
 
 /// A pending payout: (payout_id, agent_id, amount, reason).
 pub type PendingRow<'a> = (&'a str, &'a str, &'a str, &'a str);
@@ -83,29 +85,7 @@ pub async fn write_actions_by(wh: &Warehouse, buyer: &str, rows: &[ActionRow<'_>
 }
 
 async fn pay(c: &Client, wh: &Warehouse, opts: &PayoutOptions) -> PayoutReport {
-    let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
-    run_payouts(&pfsync::provider::seed::SeedProvider::new(c.clone(), true), wh, &commit, opts, &Progress::hidden())
-        .await
-        .unwrap()
-}
-
-/// Transactions per idempotency key in the sandbox's own ledger.
-fn paid_per_key(sb: &Sandbox) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for t in sb.ledger().transactions() {
-        if let Some(k) = &t.idempotency_key {
-            *out.entry(k.clone()).or_default() += 1;
-        }
-    }
-    out
-}
-
-pub fn assert_each_paid_once(sb: &Sandbox, ids: &[String]) {
-    let paid = paid_per_key(sb);
-    for id in ids {
-        let key = format!("pfsync:default:payout:{id}");
-        assert_eq!(paid.get(&key).copied().unwrap_or(0), 1, "{id} paid exactly once");
-    }
+    pay_with(&pfsync::provider::seed::SeedProvider::new(c.clone(), true), wh, opts).await.unwrap()
 }
 
 pub fn n_payouts(n: usize, prefix: &str) -> Vec<(String, String, String, String)> {
@@ -127,7 +107,7 @@ pub fn as_refs(v: &[(String, String, String, String)]) -> Vec<(&str, &str, &str,
 
 #[tokio::test]
 async fn pays_each_payout_once_and_a_rerun_pays_nothing() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(60)).await.unwrap();
+    let sb = sandbox(60).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -136,7 +116,7 @@ async fn pays_each_payout_once_and_a_rerun_pays_nothing() {
     let r = pay(&c, &wh, &PayoutOptions::default()).await;
     assert_eq!((r.completed, r.unknown, r.rejected_rows, r.log_commits), (40, 0, 0, 2), "{r}");
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    assert_each_paid_once(&sb, &ids);
+    assert_paid_once(&sb, PaidBy::Key, &ids, "the first run");
     let executed = sb.stats().executed;
     let again = pay(&c, &wh, &PayoutOptions::default()).await;
     assert_eq!((again.completed, again.already_final, again.log_commits), (0, 40, 0), "{again}");
@@ -149,7 +129,7 @@ async fn pays_each_payout_once_and_a_rerun_pays_nothing() {
 
 #[tokio::test]
 async fn every_bad_row_class_is_rejected_with_its_code_while_good_rows_are_paid() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(20)).await.unwrap();
+    let sb = sandbox(20).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -211,14 +191,14 @@ async fn every_bad_row_class_is_rejected_with_its_code_while_good_rows_are_paid(
     for (id, code) in want {
         assert_eq!(codes.get(id).map(String::as_str), Some(code), "{id}: {codes:?}");
     }
-    assert_each_paid_once(&sb, &["good-1".into(), "good-3".into()]);
-    let paid = paid_per_key(&sb);
+    assert_paid_once(&sb, PaidBy::Key, &["good-1", "good-3"], "the good rows");
+    let paid = paid_per(&sb, PaidBy::Key);
     assert_eq!(paid.len(), 2, "nothing else moved");
 }
 
 #[tokio::test]
 async fn an_id_reused_with_other_values_is_rejected_and_nothing_is_paid() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(5)).await.unwrap();
+    let sb = sandbox(5).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -227,12 +207,12 @@ async fn an_id_reused_with_other_values_is_rejected_and_nothing_is_paid() {
     let sql = "SELECT 'p-1' AS payout_id, 'agent-000001' AS agent_id, CAST(2.00 AS DECIMAL(18,2)) AS amount_usd, 'first' AS reason";
     let r = pay(&c, &wh, &PayoutOptions { payout_sql: Some(sql.into()), ..PayoutOptions::default() }).await;
     assert_eq!((r.completed, r.rejected_rows), (0, 1), "{r}");
-    assert_each_paid_once(&sb, &["p-1".into()]);
+    assert_paid_once(&sb, PaidBy::Key, &["p-1"], "the first values only");
 }
 
 #[tokio::test]
 async fn post_commit_failures_never_cause_a_second_payment() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(20)).await.unwrap();
+    let sb = sandbox(20).await;
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
     let rows = n_payouts(12, "f");
@@ -244,7 +224,7 @@ async fn post_commit_failures_never_cause_a_second_payment() {
     let r = pay(&client(&sb), &wh, &PayoutOptions::default()).await;
     assert_eq!((r.completed, r.unknown), (12, 0), "{r}");
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    assert_each_paid_once(&sb, &ids);
+    assert_paid_once(&sb, PaidBy::Key, &ids, "faults after the commit");
 
     // Without client retries: outcomes stay unknown, and the next run resolves them by lookup.
     let more = n_payouts(6, "g");
@@ -260,12 +240,12 @@ async fn post_commit_failures_never_cause_a_second_payment() {
     let r = pay(&client(&sb), &wh, &PayoutOptions::default()).await;
     assert_eq!((r.completed, r.resolved_by_lookup, r.unknown), (6, 6, 0), "{r}");
     let ids: Vec<String> = more.iter().map(|r| r.0.clone()).collect();
-    assert_each_paid_once(&sb, &ids);
+    assert_paid_once(&sb, PaidBy::Key, &ids, "resolved by lookup");
 }
 
 #[tokio::test]
 async fn the_safety_brake_stops_before_the_limit() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(10)).await.unwrap();
+    let sb = sandbox(10).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -278,12 +258,12 @@ async fn the_safety_brake_stops_before_the_limit() {
     assert_eq!(r.usd_moved, usd("20.00"));
     let r = pay(&c, &wh, &PayoutOptions { max_count: Some(3), ..PayoutOptions::default() }).await;
     assert_eq!((r.completed, r.held_by_brake, r.already_final), (3, 3, 4), "{r}");
-    assert_eq!(paid_per_key(&sb).len(), 7);
+    assert_eq!(paid_per(&sb, PaidBy::Key).len(), 7);
 }
 
 #[tokio::test]
 async fn a_dry_run_validates_and_moves_nothing() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(10)).await.unwrap();
+    let sb = sandbox(10).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -332,7 +312,7 @@ async fn the_seed_bounty_flow_runs_from_the_actions_table() {
 
 #[tokio::test]
 async fn a_seed_style_double_table_is_paid_when_exact_in_cents() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(10)).await.unwrap();
+    let sb = sandbox(10).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -376,15 +356,13 @@ pub fn wait_out_in_flight() {
 
 /// `pfsync payouts` as a child process against this test's sandbox.
 pub fn payouts_cmd(sb: &Sandbox, wh: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-    let url = sb.base_url().to_string();
+    let mut c = pfsync();
     let in_flight = IN_FLIGHT_SECS.to_string();
-    c.args(["--api-url", &url, "--faucet-url", &url, "--timeout-secs", "1", "--max-elapsed-secs", "1", "-q"])
+    c.sandbox(sb)
+        .client_budget(1, 1)
+        .arg("-q")
         .args(["payouts", "--in-flight-timeout", &in_flight])
-        .arg("--warehouse")
-        .arg(wh)
-        .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
-        .env_remove("PFSYNC_PAUSE_AT")
+        .warehouse(wh)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
@@ -411,7 +389,7 @@ fn run_and_kill_at(sb: &Sandbox, wh: &std::path::Path, point: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_intents_and_after_the_api_committed_then_rerun_pays_exactly_once() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(30)).await.unwrap();
+    let sb = sandbox(30).await;
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
     let rows = n_payouts(25, "k");
@@ -427,11 +405,11 @@ async fn killed_after_intents_and_after_the_api_committed_then_rerun_pays_exactl
     assert_eq!((status.code(), sb.stats().executed), (Some(6), executed), "a fresh intent is not touched");
     tokio::task::block_in_place(wait_out_in_flight);
     tokio::task::block_in_place(|| run_and_kill_at(&sb, &path, "after_send"));
-    assert_eq!(paid_per_key(&sb).len(), 25, "the API committed every payout before the kill");
+    assert_eq!(paid_per(&sb, PaidBy::Key).len(), 25, "the API committed every payout before the kill");
     tokio::task::block_in_place(wait_out_in_flight);
     let status = tokio::task::block_in_place(|| payouts_cmd(&sb, &path).status().unwrap());
     assert_eq!(status.code(), Some(0));
-    assert_each_paid_once(&sb, &ids);
+    assert_paid_once(&sb, PaidBy::Key, &ids, "after kills and reruns");
     let c = client(&sb);
     let r = pay(&c, &warehouse(&dir), &PayoutOptions::default()).await;
     assert_eq!((r.completed, r.already_final), (0, 25), "{r}");
@@ -461,7 +439,7 @@ async fn two_processes_at_once_pay_each_payout_once() {
     let status = tokio::task::block_in_place(|| payouts_cmd(&sb, &path).status().unwrap());
     assert_eq!(status.code(), Some(0));
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    assert_each_paid_once(&sb, &ids);
+    assert_paid_once(&sb, PaidBy::Key, &ids, "two processes at once");
 }
 
 /// Money moved, as `purpleflea.ops.runs` records it for the payouts steps of this warehouse.
@@ -497,7 +475,7 @@ async fn two_runs_at_once_record_replays_as_replays_not_as_money_moved() {
     });
     assert_eq!((a.code(), b.code()), (Some(0), Some(0)));
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    assert_each_paid_once(&sb, &ids);
+    assert_paid_once(&sb, PaidBy::Key, &ids, "two runs with logs of their own");
     let (ma, mb) = (recorded_moved(&warehouse(&da)).await, recorded_moved(&warehouse(&db)).await);
     assert_eq!(
         ma.cents() + mb.cents(),

@@ -7,6 +7,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 
 use serde_json::{Value, json};
 
+use crate::common::pfsync;
+
 const KEY: &str = "pf_test_sandbox";
 
 /// A `pfsync sandbox` process (plain or `--proxy-to`) on a free loopback port; killed on drop.
@@ -24,8 +26,8 @@ impl Server {
 
     /// With its log (at `rust_log`, if given) going to `stderr`.
     fn spawn_logging(args: &[&str], stderr: impl Into<Stdio>, rust_log: Option<&str>) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-        cmd.args(["sandbox", "--port", "0"]).args(args).env_remove("PURPLEFLEA_API_KEY").env_remove("RUST_LOG");
+        let mut cmd = pfsync();
+        cmd.args(["sandbox", "--port", "0"]).args(args);
         if let Some(level) = rust_log {
             cmd.env("RUST_LOG", level);
         }
@@ -220,10 +222,7 @@ fn an_unreachable_provider_is_a_502_and_plain_http_off_loopback_is_refused() {
     assert!(summary.contains("1 forwarded, 1 not answered by the provider"), "{summary}");
 
     for (url, says) in [("http://purpleflea.com/api", "plain http"), ("ftp://127.0.0.1/x", "scheme")] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pfsync"))
-            .args(["sandbox", "--port", "0", "--proxy-to", url])
-            .output()
-            .unwrap();
+        let out = pfsync().args(["sandbox", "--port", "0", "--proxy-to", url]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{url}: {stderr}");
         assert!(stderr.contains("--proxy-to") && stderr.contains(says), "{url}: {stderr}");

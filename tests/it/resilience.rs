@@ -10,7 +10,7 @@ use pfsync::provider::seed::SeedError;
 use pfsync::provider::seed::wire::PayoutRequest;
 use pfsync::sandbox::{Fault, FaultConfig, Sandbox, SandboxConfig};
 
-use crate::common::{client, client_config, sandbox, usd};
+use crate::common::{PfsyncCommand, client, client_config, pfsync, sandbox, usd};
 
 #[tokio::test]
 async fn rate_limits_are_retried_honouring_retry_after() {
@@ -206,14 +206,13 @@ impl Drop for ReadOnly {
 async fn a_read_only_table_folder_is_a_storage_error_without_a_panic() {
     let sb = sandbox(20).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = sb.base_url().to_string();
     let sync = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_pfsync"))
-            .args(["--api-url", &url, "--faucet-url", &url, "-q", "--warehouse"])
-            .arg(dir.path())
+        pfsync()
+            .sandbox(&sb)
+            .arg("-q")
+            .warehouse(dir.path())
             .args(["sync", "wallets"])
             .args(extra)
-            .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
             .env("RUST_BACKTRACE", "1")
             .output()
             .unwrap()

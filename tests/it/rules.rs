@@ -3,17 +3,18 @@
 //! tagged with the outcome; a rule that never fires moves nothing; past its deadline it disputes once.
 
 use std::collections::HashMap;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use chrono::{DateTime, Utc};
-use pfsync::payouts::{PayoutOptions, run_payouts};
-use pfsync::progress::Progress;
+use pfsync::payouts::PayoutOptions;
 use pfsync::sandbox::{Sandbox, SandboxConfig, SeedConfig};
 use pfsync::tables::{CommitInfo, ESCROW_RULES, Warehouse, open_or_create, sql_context};
 
-use crate::common::{client, warehouse};
+use crate::common::{
+    PaidBy, PfsyncCommand, client, output_in_place as run, paid_per, pay_with, pfsync, text, warehouse,
+};
 use crate::mlflow_server::{MlflowServer, server};
 use crate::payouts::{IN_FLIGHT_SECS, wait_out_in_flight, write_actions};
 
@@ -70,40 +71,16 @@ fn rules_cmd(sb: &Sandbox, ml: &MlflowServer, wh: &std::path::Path) -> Command {
 
 /// `pfsync <command...>` as a child process against this sandbox and MLflow server.
 fn command(sb: &Sandbox, ml: &MlflowServer, wh: &std::path::Path, command: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-    let url = sb.base_url().to_string();
-    c.args(["--api-url", &url, "--faucet-url", &url, "--timeout-secs", "1", "--max-elapsed-secs", "1", "-q"])
+    let mut c = pfsync();
+    c.sandbox(sb)
+        .client_budget(1, 1)
+        .arg("-q")
         .args(command)
         .args(["--in-flight-timeout", &IN_FLIGHT_SECS.to_string()])
-        .arg("--warehouse")
-        .arg(wh)
-        .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
+        .warehouse(wh)
         .env("MLFLOW_TRACKING_URI", &ml.url)
-        .env_remove("MLFLOW_TRACKING_TOKEN")
-        .env_remove("DATABRICKS_HOST")
-        .env_remove("PFSYNC_PAUSE_AT")
-        .env_remove("PFSYNC_CRASH_AT")
         .stdin(Stdio::null());
     c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    tokio::task::block_in_place(|| cmd.output().unwrap())
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// Sandbox transactions per idempotency key.
-fn per_key(sb: &Sandbox) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for t in sb.ledger().transactions() {
-        if let Some(k) = &t.idempotency_key {
-            *out.entry(k.clone()).or_default() += 1;
-        }
-    }
-    out
 }
 
 async fn sandbox() -> Sandbox {
@@ -120,9 +97,8 @@ async fn create_escrows(sb: &Sandbox, wh: &Warehouse, creates: &[(&str, &str, &s
     let rows: Vec<_> =
         creates.iter().map(|(id, seller, amount)| (*id, "create", None, None, *seller, *amount, "bounty")).collect();
     write_actions(wh, &rows).await;
-    let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
     let provider = pfsync::provider::seed::SeedProvider::new(client(sb), true);
-    let r = run_payouts(&provider, wh, &commit, &PayoutOptions::default(), &Progress::hidden()).await.unwrap();
+    let r = pay_with(&provider, wh, &PayoutOptions::default()).await.unwrap();
     assert_eq!(r.completed, creates.len() as u64, "{r}");
     let ctx = sql_context(wh).await.unwrap();
     let b = ctx
@@ -199,7 +175,7 @@ async fn a_rule_releases_once_across_reruns_and_a_kill_after_send_and_tags_its_m
     assert_eq!(o.status.code(), None, "killed at after_send: {}", text(&o));
     assert_eq!(escrow_status(&sb, &escrow), "released", "the release ran before the kill");
     let key = "pfsync:default:escrow_release:rule:r1";
-    assert_eq!(per_key(&sb).get(key).copied(), Some(1));
+    assert_eq!(paid_per(&sb, PaidBy::Key).get(key).copied(), Some(1));
     assert!(ml.purpleflea_tags(&run_id).is_empty(), "no outcome logged, nothing tagged");
 
     // The next run resolves it from the provider, sends nothing again, and tags the run.
@@ -207,7 +183,7 @@ async fn a_rule_releases_once_across_reruns_and_a_kill_after_send_and_tags_its_m
     let o = run(&mut rules_cmd(&sb, ml, dir.path()));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("1 MLflow run(s) tagged"), "{}", text(&o));
-    assert_eq!(per_key(&sb).get(key).copied(), Some(1), "released once");
+    assert_eq!(paid_per(&sb, PaidBy::Key).get(key).copied(), Some(1), "released once");
     let seller_after = sb.ledger().wallet("agent-000001").unwrap().balance_usd;
     assert_eq!(seller_after.cents() - seller_before.cents(), 2500);
     let tx = sb.ledger().escrow(&escrow).unwrap().tx_id.clone().unwrap();
@@ -240,7 +216,7 @@ async fn a_rule_releases_once_across_reruns_and_a_kill_after_send_and_tags_its_m
         assert!(text(&o).contains("0 MLflow run(s) tagged"), "{}", text(&o));
     }
     assert_eq!(sb.stats().executed, executed);
-    assert_eq!(per_key(&sb).get(key).copied(), Some(1));
+    assert_eq!(paid_per(&sb, PaidBy::Key).get(key).copied(), Some(1));
 
     // A run that lacks its tags (a tagging that failed, a tag removed) is tagged again by the next run;
     // the payment is not touched.
@@ -339,7 +315,7 @@ async fn a_rule_that_never_fires_moves_nothing_and_past_its_deadline_disputes_on
         assert_eq!(escrow_status(&sb, &escrows["c-2"]), "funded", "round {round}: no rule fired for c-2");
         assert_eq!(escrow_status(&sb, &escrows["c-3"]), "refunded", "round {round}: disputed");
         assert_eq!(escrow_status(&sb, &escrows["c-4"]), "released", "round {round}: found by the search");
-        let keys = per_key(&sb);
+        let keys = paid_per(&sb, PaidBy::Key);
         assert_eq!(keys.get("pfsync:default:escrow_dispute:rule:r-late").copied(), Some(1));
         assert_eq!(keys.get("pfsync:default:escrow_release:rule:r-search").copied(), Some(1));
         assert!(!keys.keys().any(|k| k.contains("rule:r-wait") || k.contains("rule:r-quiet")), "{keys:?}");
@@ -434,5 +410,5 @@ async fn databricks_hosted_mlflow_with_a_workspace_token_releases_once_and_tags_
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("0 MLflow run(s) tagged"), "{}", text(&o));
     assert_eq!(sb.stats().executed, executed);
-    assert_eq!(per_key(&sb).get("pfsync:default:escrow_release:rule:r-dbx").copied(), Some(1));
+    assert_eq!(paid_per(&sb, PaidBy::Key).get("pfsync:default:escrow_release:rule:r-dbx").copied(), Some(1));
 }

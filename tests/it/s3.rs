@@ -12,7 +12,7 @@ use pfsync::reconcile::{ReconcileOptions, reconcile};
 use pfsync::sync::{SyncOptions, sync_escrows, sync_transactions, sync_wallets};
 use pfsync::tables::{ALL, CommitInfo, Warehouse, sql_context};
 
-use crate::common::{client, sandbox};
+use crate::common::{PaidBy, PfsyncCommand, assert_paid_once, client, pfsync, sandbox};
 
 pub struct Moto(Child);
 
@@ -150,14 +150,13 @@ async fn two_writers_on_s3_lose_no_commit() {
     let sb = sandbox(50).await;
     let rows = crate::payouts::n_payouts(120, "s3c");
     crate::payouts::write_pending(&wh, &crate::payouts::as_refs(&rows)).await;
-    let url = sb.base_url().to_string();
     let cmd = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-        c.args(["--api-url", &url, "--faucet-url", &url, "-q", "--warehouse", &root])
-            .arg("--config")
-            .arg(&config)
+        let mut c = pfsync();
+        c.sandbox(&sb)
+            .arg("-q")
+            .warehouse(&root)
+            .config(&config)
             .args(["payouts", "--batch-size", "10", "--no-agent-check"])
-            .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         c
@@ -174,7 +173,7 @@ async fn two_writers_on_s3_lose_no_commit() {
     let again = tokio::task::block_in_place(|| cmd().output().unwrap());
     assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stderr));
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    crate::payouts::assert_each_paid_once(&sb, &ids);
+    assert_paid_once(&sb, PaidBy::Key, &ids, "two writers on S3 at once");
     let ctx = sql_context(&wh).await.unwrap();
     let n = crate::common::count(
         &ctx,

@@ -1,12 +1,10 @@
 //! The API key never shows: not in Debug output, errors, logs (even at trace level) or exit messages.
 
-use std::process::Command;
-
 use pfsync::config::{Overrides, Settings};
 use pfsync::http::ClientConfig;
 use pfsync::secret::ApiKey;
 
-use crate::common::sandbox;
+use crate::common::{PfsyncCommand, pfsync, sandbox, text};
 
 const SECRET: &str = "pf_live_DO_NOT_PRINT_4f9a1c";
 
@@ -32,11 +30,10 @@ async fn the_binary_never_prints_the_key_even_at_trace_level() {
         let url = sb.base_url().to_string();
         let wh = dir.path().to_path_buf();
         move || {
-            Command::new(env!("CARGO_BIN_EXE_pfsync"))
-                .args(["--api-url", &url, "--faucet-url", &url, "--max-attempts", "2", "-vv", "sync", "wallets"])
-                .arg("--warehouse")
-                .arg(&wh)
-                .env("PURPLEFLEA_API_KEY", SECRET)
+            pfsync()
+                .provider(&url, SECRET)
+                .args(["--max-attempts", "2", "-vv", "sync", "wallets"])
+                .warehouse(&wh)
                 .env("RUST_LOG", "trace")
                 .output()
                 .unwrap()
@@ -44,7 +41,7 @@ async fn the_binary_never_prints_the_key_even_at_trace_level() {
     })
     .await
     .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = text(&out);
     assert_eq!(out.status.code(), Some(3), "401 is an API failure: {text}");
     assert!(text.contains("401"), "{text}");
     assert!(!text.contains("DO_NOT_PRINT"), "key leaked:\n{text}");
@@ -55,10 +52,9 @@ async fn the_binary_never_prints_the_key_even_at_trace_level() {
 fn plain_http_to_a_remote_host_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let wh = dir.path().join("wh");
-    let out = Command::new(env!("CARGO_BIN_EXE_pfsync"))
+    let out = pfsync()
         .args(["--api-url", "http://purpleflea.com/api", "sync"])
-        .arg("--warehouse")
-        .arg(&wh)
+        .warehouse(&wh)
         .env("PURPLEFLEA_API_KEY", "pf_test_x")
         .output()
         .unwrap();
@@ -70,7 +66,7 @@ fn plain_http_to_a_remote_host_is_refused_before_anything_runs() {
 
 #[test]
 fn a_key_is_never_accepted_as_a_flag() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pfsync")).args(["--api-key", SECRET, "sync"]).output().unwrap();
+    let out = pfsync().args(["--api-key", SECRET, "sync"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("DO_NOT_PRINT"), "clap echoes no value of an unknown flag: {err}");

@@ -14,8 +14,7 @@
 //! `PFSYNC_SIM_BIN` points the scenarios at another `pfsync` binary (a frozen copy, so a long run is not
 //! disturbed by a rebuild of the target dir).
 
-use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use pfsync::hooks::CrashPoint;
@@ -24,7 +23,7 @@ use pfsync::sandbox::{FaultConfig, Sandbox, SandboxConfig, SeedConfig};
 use pfsync::secret::ApiKey;
 use pfsync::tables::{ALL, open_existing, sql_context};
 
-use crate::common::{count, warehouse};
+use crate::common::{PaidBy, PfsyncCommand, assert_paid_once, count, paid_per, pfsync, pfsync_at, text, warehouse};
 use crate::payouts::{write_actions, write_pending};
 
 #[derive(Debug, Default)]
@@ -105,25 +104,20 @@ fn spawn(
     extra: &Extra<'_>,
     clock_offset: u64,
 ) -> Child {
-    let url = sb.base_url().to_string();
-    let bin = std::env::var_os("PFSYNC_SIM_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_pfsync").into());
-    let mut c = Command::new(bin);
-    c.args(["--api-url", &url, "--faucet-url", &url, "-q", "--max-attempts", "4"])
-        .args(["--timeout-secs", "0.5", "--max-elapsed-secs", "0.5"])
+    let mut c = match std::env::var_os("PFSYNC_SIM_BIN") {
+        Some(bin) => pfsync_at(bin),
+        None => pfsync(),
+    };
+    c.provider(sb.base_url().as_str(), key)
+        .args(["-q", "--max-attempts", "4"])
+        .client_budget(0.5, 0.5)
         .arg("--run-id")
         .arg(format!("sim-{seed}-{attempt}"))
-        .arg("--warehouse")
-        .arg(wh)
-        .arg("--config")
-        .arg(&extra.config)
+        .warehouse(wh)
+        .config(&extra.config)
         .args(["run", "--batch-size", "7", "--concurrency", "8", "--in-flight-timeout", &IN_FLIGHT_SECS.to_string()])
         .env("PURPLEFLEA_API_KEY", key)
         .env(pfsync::clock::TEST_OFFSET_ENV, clock_offset.to_string())
-        .env_remove("MLFLOW_TRACKING_URI")
-        .env_remove("DATABRICKS_HOST")
-        .env_remove("PFSYNC_PAUSE_AT")
-        .env_remove("PFSYNC_CRASH_AT")
-        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(uri) = extra.mlflow {
@@ -328,10 +322,7 @@ async fn scenario(seed: u64) -> Tally {
         tally.runs += 1 + overlap.is_some() as u32;
         let (code, out) = tokio::task::block_in_place(|| {
             let out = child.wait_with_output().expect("wait");
-            (
-                out.status.code(),
-                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-            )
+            (out.status.code(), text(&out))
         });
         outputs.push_str(&out);
         let mut other_code = Some(0);
@@ -363,11 +354,8 @@ async fn scenario(seed: u64) -> Tally {
     check_safety(&sb, &wh, &world, "at the end").await;
 
     // Nothing lost: every valid operation moved money exactly once, and reconcile left nothing open.
-    let per_key = per_key(&sb);
-    for (id, ..) in rows.iter().take(n_good) {
-        let k = format!("pfsync:default:payout:{id}");
-        assert_eq!(per_key.get(&k).copied().unwrap_or(0), 1, "seed {seed}: {id} paid exactly once");
-    }
+    let good: Vec<&str> = rows.iter().take(n_good).map(|r| r.0.as_str()).collect();
+    let per_key = assert_paid_once(&sb, PaidBy::Key, &good, &format!("seed {seed}"));
     for (id, action, ..) in actions.iter().take(n_good_actions) {
         let k = format!("pfsync:default:escrow_{action}:{id}");
         assert_eq!(per_key.get(&k).copied().unwrap_or(0), 1, "seed {seed}: escrow action {id} moved money once");
@@ -402,21 +390,11 @@ struct World<'a> {
     key: &'a str,
 }
 
-fn per_key(sb: &Sandbox) -> HashMap<String, usize> {
-    let mut per_key: HashMap<String, usize> = HashMap::new();
-    for t in sb.ledger().transactions() {
-        if let Some(k) = &t.idempotency_key {
-            *per_key.entry(k.clone()).or_default() += 1;
-        }
-    }
-    per_key
-}
-
 /// The invariants that hold at every instant, whatever was killed where.
 async fn check_safety(sb: &Sandbox, wh: &pfsync::tables::Warehouse, w: &World<'_>, when: &str) {
     let seed = w.seed;
     // 1. Nothing moved money twice; no bad row ever.
-    let per_key = per_key(sb);
+    let per_key = paid_per(sb, PaidBy::Key);
     for (id, ..) in w.rows.iter().take(w.n_good) {
         let k = format!("pfsync:default:payout:{id}");
         assert!(per_key.get(&k).copied().unwrap_or(0) <= 1, "seed {seed} {when}: {id} paid twice");

@@ -9,12 +9,11 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use pfsync::payouts::{PayoutError, PayoutOptions, PayoutReport, run_payouts};
-use pfsync::progress::Progress;
+use pfsync::payouts::{PayoutError, PayoutOptions, PayoutReport};
 use pfsync::sandbox::Sandbox;
-use pfsync::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, Warehouse, open_existing};
+use pfsync::tables::{ESCROW_ACTIONS, PENDING_PAYOUTS, Warehouse, open_existing};
 
-use crate::common::{client, sandbox, warehouse};
+use crate::common::{PfsyncCommand, client, pay_with, pfsync, sandbox, text, warehouse};
 
 /// Copy a fixture table to `dest` (the fixtures are never written).
 fn copy_fixture(name: &str, dest: &Path) {
@@ -34,9 +33,7 @@ fn copy_fixture(name: &str, dest: &Path) {
 }
 
 async fn pay(sb: &Sandbox, wh: &Warehouse, opts: &PayoutOptions) -> Result<PayoutReport, PayoutError> {
-    let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
-    let provider = pfsync::provider::seed::SeedProvider::new(client(sb), true);
-    run_payouts(&provider, wh, &commit, opts, &Progress::hidden()).await
+    pay_with(&pfsync::provider::seed::SeedProvider::new(client(sb), true), wh, opts).await
 }
 
 /// The provider's payouts made under pfsync's keys, by operation id: (how many, reason of the first).
@@ -152,13 +149,7 @@ async fn payouts_do_not_create_the_source_tables_and_init_does() {
     }
     assert!(open_existing(&wh, &pfsync::tables::PAYOUT_LOG).await.unwrap().is_some(), "the log is pfsync's own");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pfsync"))
-        .env_remove("PFSYNC_CONFIG")
-        .arg("--warehouse")
-        .arg(dir.path())
-        .arg("init")
-        .output()
-        .unwrap();
+    let out = pfsync().warehouse(dir.path()).arg("init").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for spec in [&PENDING_PAYOUTS, &ESCROW_ACTIONS] {
         assert!(open_existing(&wh, spec).await.unwrap().is_some(), "init created {}", spec.name);
@@ -273,14 +264,12 @@ async fn a_table_needing_a_reader_feature_delta_rs_cannot_read_exits_4_naming_it
     for feature in ["typeWidening", "fancyFutureFeature"] {
         let future = features.replace("[\"deletionVectors\"]", &format!("[\"deletionVectors\",\"{feature}\"]"));
         std::fs::write(&first, log.replace(features, &future)).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pfsync"))
-            .env_remove("PFSYNC_CONFIG")
-            .arg("--warehouse")
-            .arg(dir.path())
+        let out = pfsync()
+            .warehouse(dir.path())
             .args(["sql", "SELECT count(*) FROM purpleflea.payouts.pending"])
             .output()
             .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = text(&out);
         assert_eq!(out.status.code(), Some(4), "{text}");
         let named = format!("needs a reader feature delta-rs cannot read: {feature};");
         assert!(text.contains("purpleflea.payouts.pending") && text.contains(&named), "{text}");

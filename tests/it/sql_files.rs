@@ -173,14 +173,7 @@ fn check_databricks_sql(script: &str) -> Statements {
 /// same text.
 #[test]
 fn ddl_for_a_warehouse_has_a_location_for_every_table_and_parses_as_databricks_sql() {
-    let ddl_out = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pfsync"))
-            .env_remove("PFSYNC_CONFIG")
-            .env_remove("PFSYNC_WAREHOUSE")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let ddl_out = |args: &[&str]| crate::common::pfsync().args(args).output().unwrap();
     let out = ddl_out(&["--warehouse", "s3://b/w", "ddl"]);
     let script = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{script}{}", String::from_utf8_lossy(&out.stderr));

@@ -9,11 +9,11 @@ use arrow::datatypes::DataType;
 use futures::TryStreamExt;
 use pfsync::progress::Progress;
 use pfsync::provider::seed::SeedClient as Client;
-use pfsync::sandbox::{Sandbox, SandboxConfig};
+use pfsync::sandbox::Sandbox;
 use pfsync::sync::{SyncError, SyncOptions, SyncReport, sync_escrows, sync_transactions, sync_wallets};
 use pfsync::tables::{CommitInfo, ESCROWS, TRANSACTIONS, WALLETS, Warehouse, open_existing, sql_context};
 
-use crate::common::{client, usd, warehouse};
+use crate::common::{client, sandbox, until, usd, warehouse};
 
 fn commit(run: &str) -> CommitInfo {
     CommitInfo { run_id: run.to_string(), step: "sync" }
@@ -92,7 +92,7 @@ async fn versions(wh: &Warehouse) -> Vec<Option<u64>> {
 
 #[tokio::test]
 async fn a_second_sync_with_no_changes_writes_no_data_rows() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(150)).await.unwrap();
+    let sb = sandbox(150).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -110,7 +110,7 @@ async fn a_second_sync_with_no_changes_writes_no_data_rows() {
 
 #[tokio::test]
 async fn a_change_to_three_wallets_updates_exactly_three_rows_as_cdf_shows() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(100)).await.unwrap();
+    let sb = sandbox(100).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -151,7 +151,7 @@ async fn a_change_to_three_wallets_updates_exactly_three_rows_as_cdf_shows() {
 
 #[tokio::test]
 async fn a_row_updated_during_paging_is_present_with_its_latest_value() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(200)).await.unwrap();
+    let sb = sandbox(200).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -162,8 +162,10 @@ async fn a_row_updated_during_paging_is_present_with_its_latest_value() {
     let opts = SyncOptions { page_size: 10, ..SyncOptions::default() };
     let (cm, progress) = (commit("p"), Progress::hidden());
     let sync = sync_wallets(&c, &wh, &cm, &opts, &progress);
+    let before = sb.stats().requests;
     let change = async {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // The 4th page asked for: three answered, past agent-000001 (seeded first); 18 to go.
+        until("three pages answered", Duration::from_secs(60), || sb.stats().requests >= before + 4).await;
         let mut l = sb.ledger();
         l.payout("agent-000001", usd("11.11"), "during paging", None).unwrap(); // already paged past
         l.payout("agent-000200", usd("22.22"), "during paging", None).unwrap(); // not reached yet
@@ -186,7 +188,7 @@ async fn assert_tables_equal_api_wallets_only(sb: &Sandbox, wh: &Warehouse) {
 
 #[tokio::test]
 async fn a_crash_between_pages_then_a_rerun_leaves_every_table_equal_to_the_api() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(120)).await.unwrap();
+    let sb = sandbox(120).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -214,7 +216,7 @@ async fn a_crash_between_pages_then_a_rerun_leaves_every_table_equal_to_the_api(
 
 #[tokio::test]
 async fn two_syncs_at_once_leave_the_tables_correct() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(300)).await.unwrap();
+    let sb = sandbox(300).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -235,7 +237,7 @@ async fn two_syncs_at_once_leave_the_tables_correct() {
 
 #[tokio::test]
 async fn incremental_reads_from_the_stored_position_and_appends_each_transaction_once() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(80)).await.unwrap();
+    let sb = sandbox(80).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -319,7 +321,7 @@ async fn schema_drift_fails_only_the_bad_rows_and_names_field_and_id() {
 
 #[tokio::test]
 async fn escrows_table_follows_escrow_state() {
-    let sb = Sandbox::start(SandboxConfig::for_tests(60)).await.unwrap();
+    let sb = sandbox(60).await;
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path as UrlPath, State};
@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::common::sandbox;
+use crate::common::{PfsyncCommand, sandbox, text};
 
 const TOKEN: &str = "dapi-UNITYSECRET-0123";
 
@@ -87,15 +87,10 @@ fn registered(root: &Path, missing: &[&str]) -> BTreeMap<String, String> {
 async fn pfsync(root: &Path, config: &str, api: &str, args: &[&str]) -> Output {
     let cfg = root.join("pfsync.toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pfsync"));
-    c.arg("--config").arg(&cfg).arg("--warehouse").arg(root.join("wh"));
-    c.args(["--api-url", api, "--faucet-url", api, "-v"]).args(args);
-    c.env("PURPLEFLEA_API_KEY", "pf_test_sandbox").env("DATABRICKS_TOKEN", TOKEN).env_remove("DATABRICKS_HOST");
+    let mut c = crate::common::pfsync();
+    c.config(&cfg).warehouse(root.join("wh")).provider(api, "pf_test_sandbox").arg("-v").args(args);
+    c.env("DATABRICKS_TOKEN", TOKEN);
     tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
