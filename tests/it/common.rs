@@ -136,6 +136,25 @@ pub trait PfsyncCommand {
     fn client_budget(&mut self, timeout_secs: impl ToString, max_elapsed_secs: impl ToString) -> &mut Self;
     fn warehouse(&mut self, path: impl AsRef<OsStr>) -> &mut Self;
     fn config(&mut self, path: impl AsRef<OsStr>) -> &mut Self;
+    /// Run as if `later` had passed on the machine's clock (see [`Later`]).
+    fn later(&mut self, later: &Later) -> &mut Self;
+}
+
+/// How far past the machine's clock a test's binaries believe they run: a test that would wait out an
+/// in-flight timeout moves this on instead (`PFSYNC_TEST_CLOCK_OFFSET_SECS`, read only by test builds).
+/// It only moves forward, so every later run of the test sees time as having passed.
+#[derive(Debug, Default)]
+pub struct Later(std::sync::atomic::AtomicU64);
+
+impl Later {
+    /// Let `secs` pass for every run from now on.
+    pub fn pass(&self, secs: u64) {
+        self.0.fetch_add(secs, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn secs(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl PfsyncCommand for Command {
@@ -160,6 +179,10 @@ impl PfsyncCommand for Command {
 
     fn config(&mut self, path: impl AsRef<OsStr>) -> &mut Self {
         self.arg("--config").arg(path)
+    }
+
+    fn later(&mut self, later: &Later) -> &mut Self {
+        self.env(pfsync::clock::TEST_OFFSET_ENV, later.secs().to_string())
     }
 }
 

@@ -11,7 +11,7 @@ use deltalake::kernel::{DataType as DeltaType, StructField};
 use pfsync::sandbox::Sandbox;
 use pfsync::tables::{PAYOUT_LOG, open_existing};
 
-use crate::common::{PaidBy, PfsyncCommand, assert_paid_once, output_in_place as run, sandbox, warehouse};
+use crate::common::{Later, PaidBy, PfsyncCommand, assert_paid_once, output_in_place as run, sandbox, warehouse};
 use crate::payouts::{payouts_cmd, wait_out_in_flight};
 
 pub async fn events_table(path: &std::path::Path, cdf: bool) -> DeltaTable {
@@ -161,8 +161,9 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     assert!(txns.contains(&("pfsync.feed.trades".to_string(), 5)), "{txns:?}");
     assert!(txns.contains(&("pfsync.feed.trades.from".to_string(), 4)), "{txns:?}");
     assert!(txns.iter().any(|(a, _)| a == "pfsync.payouts.default"), "{txns:?}");
-    tokio::task::block_in_place(wait_out_in_flight);
-    let o = run(payouts_cmd(&sb, dir.path()).config(&cfg));
+    let later = Later::default();
+    wait_out_in_flight(&later);
+    let o = run(payouts_cmd(&sb, dir.path()).later(&later).config(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_trades_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
     assert_eq!(position(&wh, "trades").await, Some(5));
@@ -170,7 +171,7 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
 
     // Nothing new: nothing sent.
     let executed = sb.stats().executed;
-    let o = run(payouts_cmd(&sb, dir.path()).config(&cfg));
+    let o = run(payouts_cmd(&sb, dir.path()).later(&later).config(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sb.stats().executed, executed);
 
@@ -179,14 +180,14 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     let t = deltalake::open_table(url::Url::from_directory_path(&events).unwrap()).await.unwrap();
     let (t, m) = t.update().with_predicate("event_id = 'e2'").with_update("amount", "'9.99'").await.unwrap();
     assert_eq!((m.num_updated_rows, t.version()), (1, Some(6)));
-    let o = run(payouts_cmd(&sb, dir.path()).config(&cfg));
+    let o = run(payouts_cmd(&sb, dir.path()).later(&later).config(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sb.stats().executed, executed, "an update is not an insert: nothing paid");
     assert_eq!(next_start(&wh, "trades").await, Some(7));
 
     // The same table read again from the start (a new feed name has no position): every id is final.
     let replay = config(dir.path(), "replay", &events);
-    let o = run(payouts_cmd(&sb, dir.path()).config(&replay));
+    let o = run(payouts_cmd(&sb, dir.path()).later(&later).config(&replay));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sb.stats().executed, executed, "a re-read pays nothing twice");
     assert_trades_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);

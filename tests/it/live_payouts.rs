@@ -80,10 +80,10 @@ impl World {
         p
     }
 
-    /// `pfsync payouts` against `casino`, with a client budget of 5 s (timeout) + 5 s (retries) and
-    /// an in-flight timeout of [`IN_FLIGHT_SECS`].
+    /// `pfsync payouts` against `casino`, with a client budget of [`BUDGET_SECS`] (timeout) + as many of
+    /// retries and an in-flight timeout of [`IN_FLIGHT_SECS`].
     fn payouts(&self, casino: &str) -> Command {
-        self.payouts_with(casino, 5, IN_FLIGHT_SECS)
+        self.payouts_with(casino, BUDGET_SECS, IN_FLIGHT_SECS)
     }
 
     /// Another pfsync command (`sync`, `reconcile`, ...) with the same config, warehouse and keys.
@@ -113,7 +113,13 @@ impl World {
     }
 }
 
-const IN_FLIGHT_SECS: u64 = 20;
+/// The client's timeout, and its retry budget: each request to the real casino on loopback is answered in
+/// milliseconds, but its one SQLite database makes a request wait under load.
+const BUDGET_SECS: u64 = 3;
+
+/// The shortest in-flight timeout the client budget allows (twice the send budget of 2 x BUDGET_SECS): the
+/// real casino's clock is involved, so these tests wait it out on the machine's clock.
+const IN_FLIGHT_SECS: u64 = 4 * BUDGET_SECS;
 
 fn run(mut c: Command) -> Output {
     let out = c.output().unwrap();

@@ -248,8 +248,9 @@ async fn write_escrow_actions(wh: &Warehouse, buyer: &str, seller: &str, amount:
     table.write(vec![RecordBatch::try_new(ESCROW_ACTIONS.arrow_schema(), columns).unwrap()]).await.unwrap();
 }
 
-/// The in-flight timeout of [`settle_payouts`]'s runs: twice their send budget (5 s timeout + 5 s retries).
-const IN_FLIGHT_SECS: u64 = 20;
+/// The in-flight timeout of [`settle_payouts`]'s runs: twice their send budget (3 s timeout + 3 s retries),
+/// the shortest it may be.
+const IN_FLIGHT_SECS: u64 = 12;
 
 /// `pfsync payouts` until `want` operations are completed, each run exiting 0 or 6, at most five runs.
 /// A release waits for its create's escrow: the run after the create's sends it. An exit 6 is an outcome
@@ -260,7 +261,7 @@ const IN_FLIGHT_SECS: u64 = 20;
 /// exact commission) then show that nothing was paid or locked twice.
 async fn settle_payouts(w: &World, want: i64) {
     let completed = "SELECT count(*) FROM purpleflea.payouts.status WHERE status = 'completed'";
-    let budget = ["--timeout-secs", "5", "--max-elapsed-secs", "5"];
+    let budget = ["--timeout-secs", "3", "--max-elapsed-secs", "3"];
     let in_flight = IN_FLIGHT_SECS.to_string();
     let args: Vec<&str> = budget.into_iter().chain(["payouts", "--in-flight-timeout", in_flight.as_str()]).collect();
     for run in 1..=5 {

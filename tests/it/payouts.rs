@@ -14,7 +14,8 @@ use pfsync::sandbox::{Fault, ORCHESTRATOR_AGENT, Sandbox, SandboxConfig};
 use pfsync::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, Warehouse, open_or_create, sql_context};
 
 use crate::common::{
-    PaidBy, PfsyncCommand, assert_paid_once, client, client_config, paid_per, pay_with, pfsync, sandbox, warehouse,
+    Later, PaidBy, PfsyncCommand, assert_paid_once, client, client_config, paid_per, pay_with, pfsync, sandbox,
+    warehouse,
 };
 
 /// A pending payout: (payout_id, agent_id, amount, reason).
@@ -349,9 +350,9 @@ async fn a_seed_style_double_table_is_paid_when_exact_in_cents() {
 /// client budget (1 s timeout + 1 s of retries) it must be at least twice.
 pub const IN_FLIGHT_SECS: u64 = 4;
 
-/// Wait until the intents of a killed run are past the in-flight timeout.
-pub fn wait_out_in_flight() {
-    std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
+/// Move a test's clock past the in-flight timeout of a killed run's intents.
+pub fn wait_out_in_flight(later: &Later) {
+    later.pass(IN_FLIGHT_SECS + 1);
 }
 
 /// `pfsync payouts` as a child process against this test's sandbox.
@@ -369,8 +370,8 @@ pub fn payouts_cmd(sb: &Sandbox, wh: &std::path::Path) -> Command {
 }
 
 /// Start the child paused at `point`, wait for it to get there, then `kill -9` it.
-fn run_and_kill_at(sb: &Sandbox, wh: &std::path::Path, point: &str) {
-    let mut child = payouts_cmd(sb, wh).env("PFSYNC_PAUSE_AT", point).spawn().unwrap();
+fn run_and_kill_at(sb: &Sandbox, wh: &std::path::Path, point: &str, later: &Later) {
+    let mut child = payouts_cmd(sb, wh).later(later).env("PFSYNC_PAUSE_AT", point).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut line = String::new();
     let mut reader = BufReader::new(stderr);
@@ -398,16 +399,17 @@ async fn killed_after_intents_and_after_the_api_committed_then_rerun_pays_exactl
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
 
     let executed = sb.stats().executed;
-    tokio::task::block_in_place(|| run_and_kill_at(&sb, &path, "after_intents"));
+    let later = Later::default();
+    tokio::task::block_in_place(|| run_and_kill_at(&sb, &path, "after_intents", &later));
     assert_eq!(sb.stats().executed, executed, "killed before anything was sent");
     // Right after the kill its intents may still be in flight for all another run can tell: left alone.
-    let status = tokio::task::block_in_place(|| payouts_cmd(&sb, &path).status().unwrap());
+    let status = tokio::task::block_in_place(|| payouts_cmd(&sb, &path).later(&later).status().unwrap());
     assert_eq!((status.code(), sb.stats().executed), (Some(6), executed), "a fresh intent is not touched");
-    tokio::task::block_in_place(wait_out_in_flight);
-    tokio::task::block_in_place(|| run_and_kill_at(&sb, &path, "after_send"));
+    wait_out_in_flight(&later);
+    tokio::task::block_in_place(|| run_and_kill_at(&sb, &path, "after_send", &later));
     assert_eq!(paid_per(&sb, PaidBy::Key).len(), 25, "the API committed every payout before the kill");
-    tokio::task::block_in_place(wait_out_in_flight);
-    let status = tokio::task::block_in_place(|| payouts_cmd(&sb, &path).status().unwrap());
+    wait_out_in_flight(&later);
+    let status = tokio::task::block_in_place(|| payouts_cmd(&sb, &path).later(&later).status().unwrap());
     assert_eq!(status.code(), Some(0));
     assert_paid_once(&sb, PaidBy::Key, &ids, "after kills and reruns");
     let c = client(&sb);

@@ -13,7 +13,7 @@ use pfsync::sandbox::{Sandbox, SandboxConfig, SeedConfig};
 use pfsync::tables::{CommitInfo, ESCROW_RULES, Warehouse, open_or_create, sql_context};
 
 use crate::common::{
-    PaidBy, PfsyncCommand, client, output_in_place as run, paid_per, pay_with, pfsync, text, warehouse,
+    Later, PaidBy, PfsyncCommand, client, output_in_place as run, paid_per, pay_with, pfsync, text, warehouse,
 };
 use crate::mlflow_server::{MlflowServer, server};
 use crate::payouts::{IN_FLIGHT_SECS, wait_out_in_flight, write_actions};
@@ -179,8 +179,9 @@ async fn a_rule_releases_once_across_reruns_and_a_kill_after_send_and_tags_its_m
     assert!(ml.purpleflea_tags(&run_id).is_empty(), "no outcome logged, nothing tagged");
 
     // The next run resolves it from the provider, sends nothing again, and tags the run.
-    tokio::task::block_in_place(wait_out_in_flight);
-    let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    let later = Later::default();
+    wait_out_in_flight(&later);
+    let o = run(rules_cmd(&sb, ml, dir.path()).later(&later));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("1 MLflow run(s) tagged"), "{}", text(&o));
     assert_eq!(paid_per(&sb, PaidBy::Key).get(key).copied(), Some(1), "released once");
