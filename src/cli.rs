@@ -174,7 +174,8 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Run the whole job end to end against an in-process sandbox and a local warehouse.
     Demo(DemoArgs),
-    /// Run a SQL query (DataFusion) over pfsync's tables, addressed by their three-level names.
+    /// Run a SQL query (DataFusion) over pfsync's tables, addressed by their three-level names. Read-only:
+    /// a statement that would write (INSERT, UPDATE, DELETE, MERGE, CREATE, DROP, COPY, ...) exits 2.
     Sql(SqlArgs),
     /// Compact small files, write a checkpoint and vacuum old files of every table pfsync owns.
     Maintain(MaintainArgs),

@@ -176,10 +176,8 @@ impl Source for SharedFeed {
                 RowShape::Actions => ACTION_COLUMNS,
             };
             let name = self.name();
-            // A query that does not plan is the query's fault, reported as such.
-            fctx.sql(&f.spec.query)
-                .await
-                .map_err(|source| PayoutError::SourceQuery { source_name: name.clone(), source })?;
+            // A query that does not plan, or would write, is the query's fault, reported as such.
+            super::source::read_only(&fctx, &name, &f.spec.query).await?;
             let batches = match query(&fctx, &name, &f.spec.query, required).await {
                 Ok(b) => b,
                 // A missing column is the query's fault: its own message. Anything else while reading the

@@ -2,6 +2,7 @@
 
 pub mod ddl;
 pub mod name;
+pub mod read_only;
 pub mod spec;
 pub mod store;
 #[cfg(feature = "unity")]
