@@ -242,7 +242,8 @@ pub async fn seed_feed(dir: &Path, agents: usize) -> Result<crate::payouts::feed
                 FROM changes WHERE _change_type = 'insert'"
             .into(),
         shape: crate::payouts::source::RowShape::Payouts,
-        start_version: 0,
+        start_version: None,
+        table_id: None,
     })
 }
 

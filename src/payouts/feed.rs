@@ -5,20 +5,38 @@
 //! (the query derives them, e.g. from a key column or `_commit_version`), so a re-read pays nothing twice:
 //! the stored position only saves reading again, it is never what keeps a payment single.
 //!
-//! The position is kept as two Delta application transactions on the payout log, written in the same log
+//! The position is kept as Delta application transactions on the payout log, written in the same log
 //! commits as the intents they concern, so a position and the intents of what it read land together or not
-//! at all:
-//! - `pfsync.feed.<name>`: the last version of the events table *consumed*, i.e. read by a run whose
-//!   intents for it are committed. It rides on every intent commit of that run.
-//! - `pfsync.feed.<name>.from`: the version the next read *starts* at. Every operation read from versions
-//!   before it is final in the log (completed or rejected). It rides on the same intent commits unchanged
-//!   (the read's own start), and moves past the consumed version only once everything the read yielded is
-//!   final. So an operation held by the brake, waiting for its create, or with an unknown outcome (a kill
-//!   between intent and outcome included) is read again by the next run and carried on; ids make the
-//!   re-read pay nothing twice.
+//! at all. They belong to one feed of one namespace over one table ([`FeedKey`]): two namespaces with a feed
+//! of the same name, or a feed re-pointed at another table, never share or inherit a position.
+//! - `pfsync.feed.<namespace>.<name>.<key>`: the last version of the events table *consumed*, i.e. read by a
+//!   run whose intents for it are committed. It rides on every intent commit of that run. `<key>` is the
+//!   feed's fingerprint ([`FeedKey::fingerprint`], 16 hex digits) over namespace, name, the table's Delta
+//!   table id and its location.
+//! - `pfsync.feed.<namespace>.<name>.<key>.from`: the version the next read *starts* at. Every operation
+//!   read from versions before it is final in the log (completed or rejected). It rides on the same intent
+//!   commits unchanged (the read's own start), and moves past the consumed version only once everything the
+//!   read yielded is final. So an operation held by the brake, waiting for its create, or with an unknown
+//!   outcome (a kill between intent and outcome included) is read again by the next run and carried on;
+//!   ids make the re-read pay nothing twice.
+//! - `pfsync.feed.<namespace>.<name>.table`: the fingerprint of the table this feed of this namespace read
+//!   last, on the same commits. A feed whose table is another one now (re-pointed, or dropped and created
+//!   again at the same location: a new table id) stops the run: reading the new table from the old table's
+//!   position would skip its early versions, and reading it from the start may not be what the operator
+//!   meant. It starts anew under a new name, or with `table_id` set to the new table's id.
 //!
 //! A table without a change data feed, or whose retained history no longer reaches the start (vacuumed,
 //! log cleaned up), stops the run with a message; a feed never skips silently.
+//!
+//! Positions stored by pfsync before namespaces and tables were part of them (`pfsync.feed.<name>` and
+//! `pfsync.feed.<name>.from`) name neither, so they are taken over only where that is unambiguous: by the
+//! first feed of that name to read after the upgrade, when every intent in the log is its namespace's and
+//! the position lies within its table's versions. The take-over is written at once under the feed's own ids
+//! with a claim (`pfsync.feed.<name>.migrated`, the claimant's fingerprint), so no other namespace or
+//! table takes it over later; a feed of another namespace or table then starts at its `start_version`.
+//! Where the old position may be another namespace's (the log holds intents of several namespaces, or the
+//! position lies past the table's last version), the run stops (exit 2) until the feed's `start_version`
+//! says where to read from. Reading from an earlier version is always safe: ids pay nothing twice.
 
 use std::sync::{Arc, Mutex};
 
@@ -37,19 +55,177 @@ pub struct FeedSpec {
     pub location: Url,
     pub query: String,
     pub shape: RowShape,
-    /// Where the feed starts while it has no stored position.
-    pub start_version: i64,
+    /// Where the feed starts while it has no stored position (`None`: not given, version 0).
+    pub start_version: Option<i64>,
+    /// The Delta table id the table at `location` must have (`None`: any, as long as it is the one this
+    /// feed read before).
+    pub table_id: Option<String>,
 }
 
 impl FeedSpec {
-    /// The application id of this feed's position on the payout log.
+    /// The version a feed without a stored position reads from.
+    pub fn first_version(&self) -> i64 {
+        self.start_version.unwrap_or(0)
+    }
+}
+
+/// The application ids pfsync stored a feed's position under before namespaces and tables were part of
+/// it, and the claim of the feed that took that position over.
+pub mod legacy {
+    pub fn app_id(name: &str) -> String {
+        format!("pfsync.feed.{name}")
+    }
+
+    pub fn from_app_id(name: &str) -> String {
+        format!("pfsync.feed.{name}.from")
+    }
+
+    pub fn claim_app_id(name: &str) -> String {
+        format!("pfsync.feed.{name}.migrated")
+    }
+}
+
+/// Which feed a position belongs to: one feed name, of one namespace, over one table (its Delta table
+/// id, which a table keeps for life, and its location).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedKey {
+    pub namespace: String,
+    pub name: String,
+    pub table_id: String,
+    pub location: Url,
+}
+
+impl FeedKey {
+    /// The first 8 bytes of the SHA-256 of namespace, name, table id and location (each followed by a
+    /// NUL), big-endian, top bit cleared: a Delta transaction version is a signed 64-bit number. A
+    /// cryptographic hash, so nobody writes a table whose identity collides with another's on purpose.
+    pub fn fingerprint(&self) -> i64 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [&self.namespace, &self.name, &self.table_id, self.location.as_str()] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        let digest = h.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        (u64::from_be_bytes(first) & i64::MAX as u64) as i64
+    }
+
+    /// The application id of the last version this feed consumed.
     pub fn app_id(&self) -> String {
-        format!("pfsync.feed.{}", self.name)
+        format!("pfsync.feed.{}.{}.{:016x}", self.namespace, self.name, self.fingerprint())
     }
 
     /// The application id of the version this feed's next read starts at.
     pub fn from_app_id(&self) -> String {
-        format!("pfsync.feed.{}.from", self.name)
+        format!("{}.from", self.app_id())
+    }
+
+    /// The application id whose version is the fingerprint of the table this name of this namespace read.
+    pub fn table_app_id(&self) -> String {
+        format!("pfsync.feed.{}.{}.table", self.namespace, self.name)
+    }
+}
+
+/// What the payout log holds for one feed (`log::feed_stored`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stored {
+    /// The fingerprint of the table this feed name of this namespace read last.
+    pub bound: Option<i64>,
+    pub consumed: Option<i64>,
+    pub from: Option<i64>,
+    /// A position stored before namespaces and tables were part of it; looked up only while this
+    /// feed name of this namespace has nothing of its own.
+    pub legacy: Option<Legacy>,
+}
+
+/// A position stored under the feed's name alone (see the module's last paragraph).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Legacy {
+    pub consumed: Option<i64>,
+    pub from: Option<i64>,
+    /// The fingerprint of the feed that took it over, if one did.
+    pub claimed_by: Option<i64>,
+    /// Whether the log holds intents of a namespace other than this feed's.
+    pub other_namespaces: bool,
+}
+
+impl Legacy {
+    fn start(&self) -> Option<i64> {
+        self.from.or(self.consumed.map(|v| v.saturating_add(1)))
+    }
+}
+
+/// Where a feed's read starts, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Where this feed of this namespace and table left off.
+    Stored(i64),
+    /// No position of its own: its `start_version`.
+    Fresh(i64),
+    /// A position stored without namespace or table, taken over by this feed (and written under its ids
+    /// with a claim before it is read from).
+    Adopt { consumed: Option<i64>, from: i64 },
+}
+
+impl Start {
+    pub fn version(self) -> i64 {
+        match self {
+            Start::Stored(v) | Start::Fresh(v) | Start::Adopt { from: v, .. } => v,
+        }
+    }
+}
+
+/// Where the feed `key` reads from, given what the log holds and its table's last version; the message of
+/// a usage error when the position is another table's, or may be another namespace's.
+pub fn decide_start(key: &FeedKey, spec: &FeedSpec, stored: &Stored, latest: i64) -> Result<Start, String> {
+    let fingerprint = key.fingerprint();
+    if let Some(bound) = stored.bound
+        && bound != fingerprint
+        && spec.table_id.as_deref() != Some(key.table_id.as_str())
+    {
+        return Err(format!(
+            "feed {} of namespace {} was read from another table before (another Delta table id or location): \
+             its position belongs to that table, and the table at {} now has Delta table id {}. A position never \
+             carries over to another table: reading this one from it would skip its early versions. To start \
+             anew, give the feed a new name (it reads from start_version, default 0), or pin this table with \
+             table_id = \"{}\" in its [[feeds]] entry (it then reads this table from start_version); see README, \
+             Change feeds",
+            key.name, key.namespace, key.location, key.table_id, key.table_id
+        ));
+    }
+    if let Some(from) = stored.from.or(stored.consumed.map(|v| v.saturating_add(1))) {
+        return Ok(Start::Stored(from));
+    }
+    let Some(legacy) = stored.legacy.as_ref().filter(|_| stored.bound.is_none()) else {
+        return Ok(Start::Fresh(spec.first_version()));
+    };
+    let Some(from) = legacy.start() else { return Ok(Start::Fresh(spec.first_version())) };
+    match legacy.claimed_by {
+        Some(c) if c == fingerprint => return Ok(Start::Adopt { consumed: legacy.consumed, from }),
+        // Another namespace or table took it over: it was never this feed's.
+        Some(_) => return Ok(Start::Fresh(spec.first_version())),
+        None => {}
+    }
+    let doubt = if legacy.other_namespaces {
+        Some("the log holds intents of other namespaces too".to_string())
+    } else if from > latest.saturating_add(1) {
+        Some(format!("the table at {} has versions up to {latest} only", key.location))
+    } else {
+        None
+    };
+    match (doubt, spec.start_version) {
+        (None, _) => Ok(Start::Adopt { consumed: legacy.consumed, from }),
+        (Some(_), Some(v)) => Ok(Start::Fresh(v)),
+        (Some(doubt), None) => Err(format!(
+            "feed {} has a position stored by an earlier pfsync that recorded neither namespace nor table (next \
+             read at version {from}), and {doubt}: it may be another namespace's or another table's. Say where \
+             this feed of namespace {} reads from with start_version in its [[feeds]] entry: {from} if the \
+             position is this feed's, 0 to read the table again from its start (ids already final are not paid \
+             again); see README, Change feeds",
+            key.name, key.namespace
+        )),
     }
 }
 
@@ -67,19 +243,23 @@ pub fn check_feed_name(name: &str) -> Result<(), String> {
 pub struct FeedRead {
     pub app_id: String,
     pub from_app_id: String,
+    /// The feed's table binding: its application id and version (the fingerprint).
+    pub table_app_id: String,
+    pub fingerprint: i64,
     pub start: i64,
     pub end_version: Option<i64>,
     pub op_ids: Vec<String>,
 }
 
 impl FeedRead {
-    /// The application transactions an intent commit of this read carries: consumed up to the end, and
-    /// the next read still starting where this one did (its operations are not final yet).
+    /// The application transactions an intent commit of this read carries: consumed up to the end, the
+    /// next read still starting where this one did (its operations are not final yet), and the table.
     pub fn intent_txns(&self, now_ms: i64) -> Vec<Transaction> {
         match self.end_version {
             Some(end) => vec![
                 Transaction::new_with_last_update(&self.app_id, end, Some(now_ms)),
                 Transaction::new_with_last_update(&self.from_app_id, self.start, Some(now_ms)),
+                Transaction::new_with_last_update(&self.table_app_id, self.fingerprint, Some(now_ms)),
             ],
             None => Vec::new(),
         }
@@ -91,28 +271,77 @@ impl FeedRead {
             Some(end) => vec![
                 Transaction::new_with_last_update(&self.app_id, end, Some(now_ms)),
                 Transaction::new_with_last_update(&self.from_app_id, end.saturating_add(1), Some(now_ms)),
+                Transaction::new_with_last_update(&self.table_app_id, self.fingerprint, Some(now_ms)),
             ],
             None => Vec::new(),
         }
     }
 }
 
+/// A feed's events table, loaded once: the identity its position is stored under and its last version.
+#[derive(Debug, Clone)]
+pub struct FeedTable {
+    pub key: FeedKey,
+    pub table: deltalake::DeltaTable,
+    /// -1 for a table with no version (never, for a table that loaded).
+    pub latest: i64,
+}
+
+impl FeedTable {
+    /// Load the feed's table: it must record a change data feed and, when the feed pins a table id, be
+    /// that table.
+    pub async fn open(
+        spec: &FeedSpec,
+        namespace: &str,
+        storage_options: &std::collections::HashMap<String, String>,
+    ) -> Result<FeedTable, PayoutError> {
+        let fail = |message: String| PayoutError::Source { source_name: format!("feed {}", spec.name), message };
+        let loc = spec.location.clone();
+        let mut table = deltalake::DeltaTableBuilder::from_url(loc.clone())
+            .and_then(|b| b.with_storage_options(storage_options.clone()).build())
+            .map_err(|e| fail(format!("table {loc}: {e}")))?;
+        table.load().await.map_err(|e| fail(format!("table {loc} cannot be read: {e}")))?;
+        let snapshot = table.snapshot().map_err(|e| fail(format!("table {loc}: {e}")))?;
+        let latest: i64 = table.version().map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        let cdf_on = snapshot
+            .metadata()
+            .configuration()
+            .get("delta.enableChangeDataFeed")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if !cdf_on {
+            return Err(fail(format!(
+                "table {loc} does not record a change data feed (delta.enableChangeDataFeed is not true): \
+                 enable it (ALTER TABLE ... SET TBLPROPERTIES (delta.enableChangeDataFeed = true)) before \
+                 using the table as a feed"
+            )));
+        }
+        let table_id = snapshot.metadata().id().to_string();
+        if let Some(pin) = &spec.table_id
+            && *pin != table_id
+        {
+            return Err(fail(format!(
+                "the table at {loc} has Delta table id {table_id}, not the table_id {pin} the feed names: it is \
+                 another table (re-created, or another location); point the feed at the table it names, or pin \
+                 this one"
+            )));
+        }
+        let key = FeedKey { namespace: namespace.to_string(), name: spec.name.clone(), table_id, location: loc };
+        Ok(FeedTable { key, table, latest })
+    }
+}
+
 /// A feed as a source, reading from `start` (the version after the stored position).
 pub struct FeedSource {
     pub spec: FeedSpec,
+    pub table: FeedTable,
     pub start: i64,
-    pub storage_options: std::collections::HashMap<String, String>,
     /// The table's version the read covered (set by `read`).
     pub end: Mutex<Option<i64>>,
 }
 
 impl FeedSource {
-    pub fn new(
-        spec: FeedSpec,
-        start: i64,
-        storage_options: std::collections::HashMap<String, String>,
-    ) -> Arc<FeedSource> {
-        Arc::new(FeedSource { spec, start, storage_options, end: Mutex::new(None) })
+    pub fn new(spec: FeedSpec, table: FeedTable, start: i64) -> Arc<FeedSource> {
+        Arc::new(FeedSource { spec, table, start, end: Mutex::new(None) })
     }
 
     fn fail(&self, message: String) -> PayoutError {
@@ -121,6 +350,20 @@ impl FeedSource {
 
     pub fn end_version(&self) -> Option<i64> {
         *self.end.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What this feed read, for its position.
+    pub fn read_so_far(&self, op_ids: Vec<String>) -> FeedRead {
+        let key = &self.table.key;
+        FeedRead {
+            app_id: key.app_id(),
+            from_app_id: key.from_app_id(),
+            table_app_id: key.table_app_id(),
+            fingerprint: key.fingerprint(),
+            start: self.start,
+            end_version: self.end_version(),
+            op_ids,
+        }
     }
 }
 
@@ -136,24 +379,7 @@ impl Source for SharedFeed {
         Box::pin(async move {
             let f = &self.0;
             let loc = f.spec.location.clone();
-            let mut table = deltalake::DeltaTableBuilder::from_url(loc.clone())
-                .and_then(|b| b.with_storage_options(f.storage_options.clone()).build())
-                .map_err(|e| f.fail(format!("table {loc}: {e}")))?;
-            table.load().await.map_err(|e| f.fail(format!("table {loc} cannot be read: {e}")))?;
-            let snapshot = table.snapshot().map_err(|e| f.fail(format!("table {loc}: {e}")))?;
-            let latest: i64 = table.version().map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
-            let cdf_on = snapshot
-                .metadata()
-                .configuration()
-                .get("delta.enableChangeDataFeed")
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-            if !cdf_on {
-                return Err(f.fail(format!(
-                    "table {loc} does not record a change data feed (delta.enableChangeDataFeed is not true): \
-                     enable it (ALTER TABLE ... SET TBLPROPERTIES (delta.enableChangeDataFeed = true)) before \
-                     using the table as a feed"
-                )));
-            }
+            let (table, latest) = (f.table.table.clone(), f.table.latest);
             if latest < f.start {
                 // Nothing committed since the stored position.
                 return Ok(Vec::new());
@@ -192,5 +418,105 @@ impl Source for SharedFeed {
                 RowShape::Actions => actions_from(&batches)?.into_iter().map(RawRow::Action).collect(),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(start_version: Option<i64>, table_id: Option<&str>) -> FeedSpec {
+        FeedSpec {
+            name: "trades".into(),
+            location: Url::parse("s3://bucket/events/").unwrap(),
+            query: "SELECT 1".into(),
+            shape: RowShape::Payouts,
+            start_version,
+            table_id: table_id.map(str::to_string),
+        }
+    }
+
+    fn key(namespace: &str, table_id: &str) -> FeedKey {
+        FeedKey {
+            namespace: namespace.into(),
+            name: "trades".into(),
+            table_id: table_id.into(),
+            location: Url::parse("s3://bucket/events/").unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_position_names_namespace_name_and_table() {
+        let a = key("prod", "t-1");
+        let fingerprints: Vec<i64> = [
+            a.clone(),
+            key("test", "t-1"),
+            key("prod", "t-2"),
+            FeedKey { name: "other".into(), ..a.clone() },
+            FeedKey { location: Url::parse("s3://bucket/elsewhere/").unwrap(), ..a.clone() },
+        ]
+        .iter()
+        .map(FeedKey::fingerprint)
+        .collect();
+        for (i, f) in fingerprints.iter().enumerate() {
+            assert!(*f >= 0);
+            assert_eq!(fingerprints.iter().filter(|g| *g == f).count(), 1, "{i}: {fingerprints:?}");
+        }
+        assert_eq!(a.fingerprint(), key("prod", "t-1").fingerprint(), "stable");
+        assert_eq!(a.app_id(), format!("pfsync.feed.prod.trades.{:016x}", a.fingerprint()));
+        assert_eq!(a.from_app_id(), format!("{}.from", a.app_id()));
+        assert_eq!(a.table_app_id(), "pfsync.feed.prod.trades.table");
+        // No id of today's form is one of the earlier form, or the claim.
+        for old in [legacy::app_id("trades"), legacy::from_app_id("trades"), legacy::claim_app_id("trades")] {
+            assert!(![a.app_id(), a.from_app_id(), a.table_app_id()].contains(&old), "{old}");
+        }
+    }
+
+    #[test]
+    fn a_feed_continues_its_own_position_and_stops_when_its_table_changed() {
+        let k = key("prod", "t-1");
+        let own = Stored { bound: Some(k.fingerprint()), consumed: Some(4), from: Some(3), legacy: None };
+        assert_eq!(decide_start(&k, &spec(None, None), &own, 9), Ok(Start::Stored(3)));
+        let older = Stored { bound: None, consumed: Some(4), from: None, legacy: None };
+        assert_eq!(decide_start(&k, &spec(None, None), &older, 9), Ok(Start::Stored(5)));
+        assert_eq!(decide_start(&k, &spec(Some(2), None), &Stored::default(), 9), Ok(Start::Fresh(2)));
+        assert_eq!(decide_start(&k, &spec(None, None), &Stored::default(), 9), Ok(Start::Fresh(0)));
+
+        // The name now reads another table (a new id at the same place): stop, saying how to start anew.
+        let moved = key("prod", "t-2");
+        let before = Stored { bound: Some(k.fingerprint()), ..Stored::default() };
+        let e = decide_start(&moved, &spec(Some(5), None), &before, 9).unwrap_err();
+        assert!(e.contains("another table") && e.contains("new name") && e.contains("table_id = \"t-2\""), "{e}");
+        // Pinned to the new table: it reads that one from its start_version.
+        assert_eq!(decide_start(&moved, &spec(Some(5), Some("t-2")), &before, 9), Ok(Start::Fresh(5)));
+    }
+
+    #[test]
+    fn a_position_of_the_earlier_form_is_taken_over_only_where_it_is_unambiguous() {
+        let k = key("prod", "t-1");
+        let old = Legacy { consumed: Some(4), from: Some(3), claimed_by: None, other_namespaces: false };
+        let with = |l: Legacy| Stored { legacy: Some(l), ..Stored::default() };
+        let adopt = Start::Adopt { consumed: Some(4), from: 3 };
+        assert_eq!(decide_start(&k, &spec(None, None), &with(old.clone()), 9), Ok(adopt));
+        assert_eq!(decide_start(&k, &spec(Some(0), None), &with(old.clone()), 9), Ok(adopt), "the position wins");
+        let only_consumed = Legacy { from: None, ..old.clone() };
+        assert_eq!(
+            decide_start(&k, &spec(None, None), &with(only_consumed), 9),
+            Ok(Start::Adopt { consumed: Some(4), from: 5 })
+        );
+        // Taken over already: by this feed it is its own; by another, it never was this one's.
+        let mine = Legacy { claimed_by: Some(k.fingerprint()), ..old.clone() };
+        assert_eq!(decide_start(&k, &spec(None, None), &with(mine), 9), Ok(adopt));
+        let theirs = Legacy { claimed_by: Some(key("test", "t-1").fingerprint()), ..old.clone() };
+        assert_eq!(decide_start(&k, &spec(None, None), &with(theirs), 9), Ok(Start::Fresh(0)));
+        // Maybe another namespace's, or past this table's versions: the operator says where to start.
+        for (doubt, latest, says) in [
+            (Legacy { other_namespaces: true, ..old.clone() }, 9, "other namespaces"),
+            (old.clone(), 1, "versions up to 1 only"),
+        ] {
+            let e = decide_start(&k, &spec(None, None), &with(doubt.clone()), latest).unwrap_err();
+            assert!(e.contains(says) && e.contains("start_version") && e.contains("version 3"), "{e}");
+            assert_eq!(decide_start(&k, &spec(Some(0), None), &with(doubt), latest), Ok(Start::Fresh(0)));
+        }
     }
 }
