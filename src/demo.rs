@@ -192,6 +192,7 @@ pub async fn seed_rules(
         s([accuracy_run, latency_run]),
         s(["", ""]),
         s(["", ""]),
+        Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>, None]).with_timezone("UTC")),
         s(["val_accuracy", "latency_ms"]),
         Arc::new(arrow::array::Float64Array::from(vec![0.95, 50.0])),
         s([">=", "<"]),

@@ -92,6 +92,11 @@ pub enum AppError {
     Sync(#[from] SyncError),
     #[error("{failed} row(s) failed; the other rows were written (see the warnings above for ids and reasons)")]
     RowsFailed { failed: u64 },
+    #[error(
+        "{deferred} rule(s) were not decided in this run (--rules-max-secs or --rules-max-pages; see the warnings \
+         above): the next run decides them, the other rules went through"
+    )]
+    RulesDeferred { deferred: u64 },
     #[error(transparent)]
     Maintain(#[from] MaintainError),
     #[error(transparent)]
@@ -135,7 +140,7 @@ impl AppError {
             AppError::Maintain(e) => e.class().into(),
             AppError::Payout(e) => e.class().into(),
             AppError::Reconcile(e) => e.class().into(),
-            AppError::RowsFailed { .. } => Exit::RowsFailed,
+            AppError::RowsFailed { .. } | AppError::RulesDeferred { .. } => Exit::RowsFailed,
             AppError::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
             AppError::BrakeHeld { .. } => Exit::BrakeHeld,
             AppError::FindingsOpen { .. } => Exit::FindingsOpen,
@@ -198,18 +203,20 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             let backend = backend::Backend::connect(&ctx.settings).await?;
             recorded(&ctx, "payouts", payouts_step(&ctx, &backend, &opts)).await
         }
-        Command::Rules(args) => {
+        Command::Rules(rargs) => {
+            let args = &rargs.payouts;
             if args.payouts_sql.is_some() || args.actions_sql.is_some() || !args.register.is_empty() {
                 return Err(AppError::Usage(
                     "pfsync rules reads purpleflea.escrow.rules: --payouts-sql, --actions-sql and --register are for pfsync payouts"
                         .into(),
                 ));
             }
-            let opts = payout_options(&args)?;
+            let opts = payout_options(args)?;
             let opts = payouts::with_client(&opts, &backend::Backend::client_config(&ctx.settings)?)?;
             let client = rules::mlflow_from_env()?;
             let backend = backend::Backend::connect(&ctx.settings).await?;
-            recorded(&ctx, "rules", rules::rules_step(&ctx, &backend, &opts, client)).await
+            let limits = rargs.limits.limits();
+            recorded(&ctx, "rules", rules::rules_step(&ctx, &backend, &opts, client, limits)).await
         }
         Command::Status(args) => status(&ctx, &args).await,
         Command::Reconcile(args) => {

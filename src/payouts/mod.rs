@@ -29,6 +29,7 @@ pub mod operation;
 pub mod plan;
 pub mod read;
 pub mod rules;
+pub mod sightings;
 pub mod source;
 pub mod state;
 pub mod validate;
