@@ -23,6 +23,7 @@ GRANT SELECT ON TABLE purpleflea.agents.escrow_terms TO `pfsync-readers`;
 GRANT SELECT ON TABLE purpleflea.ledger.entries TO `pfsync-readers`;
 GRANT SELECT ON TABLE purpleflea.ledger.gaps TO `pfsync-readers`;
 GRANT SELECT ON TABLE purpleflea.ops.mcp_calls TO `pfsync-readers`;
+GRANT SELECT ON TABLE purpleflea.escrow.rule_sightings TO `pfsync-readers`;
 GRANT SELECT ON VIEW purpleflea.payouts.status TO `pfsync-readers`;
 GRANT SELECT ON VIEW purpleflea.payouts.open_findings TO `pfsync-readers`;
 GRANT SELECT ON VIEW purpleflea.agents.wallet_freshness TO `pfsync-readers`;
@@ -48,6 +49,7 @@ GRANT SELECT ON TABLE purpleflea.agents.escrow_terms TO `pfsync-job`;
 GRANT SELECT ON TABLE purpleflea.ledger.entries TO `pfsync-job`;
 GRANT SELECT ON TABLE purpleflea.ledger.gaps TO `pfsync-job`;
 GRANT SELECT ON TABLE purpleflea.ops.mcp_calls TO `pfsync-job`;
+GRANT SELECT ON TABLE purpleflea.escrow.rule_sightings TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.agents.wallets TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.agents.escrows TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.ledger.transactions TO `pfsync-job`;
@@ -60,6 +62,7 @@ GRANT MODIFY ON TABLE purpleflea.agents.escrow_terms TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.ledger.entries TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.ledger.gaps TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.ops.mcp_calls TO `pfsync-job`;
+GRANT MODIFY ON TABLE purpleflea.escrow.rule_sightings TO `pfsync-job`;
 -- Credential vending: the job asks Unity Catalog for temporary credentials per table (READ for the
 -- sources, READ_WRITE for the rest); the metastore must allow external data access.
 GRANT EXTERNAL USE SCHEMA ON SCHEMA purpleflea.agents TO `pfsync-job`;

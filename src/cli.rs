@@ -143,7 +143,7 @@ pub enum Command {
     /// (MLFLOW_TRACKING_URI, or DATABRICKS_HOST + DATABRICKS_TOKEN), release (or, past the deadline,
     /// dispute) the escrow of every rule that fired, exactly once, then tag the MLflow run with the outcome.
     /// Takes the flags of `pfsync payouts` except --payouts-sql, --actions-sql and --register.
-    Rules(PayoutsArgs),
+    Rules(RulesArgs),
     /// Sync the ledger and wallets, then match the payout log against the provider's transactions and
     /// record every discrepancy in purpleflea.payouts.reconciliation.
     Reconcile(ReconcileArgs),
@@ -153,7 +153,8 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Run the whole job end to end against an in-process sandbox and a local warehouse.
     Demo(DemoArgs),
-    /// Run a SQL query (DataFusion) over pfsync's tables, addressed by their three-level names.
+    /// Run a SQL query (DataFusion) over pfsync's tables, addressed by their three-level names. Read-only:
+    /// a statement that would write (INSERT, UPDATE, DELETE, MERGE, CREATE, DROP, COPY, ...) exits 2.
     Sql(SqlArgs),
     /// Compact small files, write a checkpoint and vacuum old files of every table pfsync owns.
     Maintain(MaintainArgs),
@@ -482,6 +483,39 @@ pub struct PayoutsArgs {
     pub in_flight_timeout: u64,
 }
 
+/// `pfsync rules`: the payouts flags (the engine's), and the step's bounds.
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    #[command(flatten)]
+    pub payouts: PayoutsArgs,
+
+    #[command(flatten)]
+    pub limits: RuleLimitArgs,
+}
+
+/// Bounds of the rules step (`pfsync rules`, and the rules step of `pfsync run`), as sync has its own.
+#[derive(Debug, Args, Clone)]
+pub struct RuleLimitArgs {
+    /// Longest the rules step reads MLflow, every rule together; rules not decided by then are left to the
+    /// next run (exit 5 when nothing worse happened), so a slow tracking server cannot hold `--follow`.
+    #[arg(long, default_value_t = crate::payouts::rules::DEFAULT_MAX_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECS")]
+    pub rules_max_secs: u64,
+
+    /// Most MLflow requests one rule makes in a run (run searches, run reads, metric history pages); a
+    /// rule that needs more is left undecided (exit 5) until its run_filter is narrowed or this is raised.
+    #[arg(long, default_value_t = crate::payouts::rules::DEFAULT_MAX_PAGES, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub rules_max_pages: u32,
+}
+
+impl RuleLimitArgs {
+    pub fn limits(&self) -> crate::payouts::rules::RuleLimits {
+        crate::payouts::rules::RuleLimits {
+            max_duration: std::time::Duration::from_secs(self.rules_max_secs),
+            max_pages: self.rules_max_pages,
+        }
+    }
+}
+
 pub use crate::operation::Shard;
 
 /// `--shard I/N`. clap puts the flag and the value in front of the message.
@@ -544,6 +578,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub payouts: PayoutsArgs,
+
+    #[command(flatten)]
+    pub rules: RuleLimitArgs,
 
     #[command(flatten)]
     pub reconcile: ReconcileFlags,

@@ -109,6 +109,8 @@ pub struct FeedSection {
     pub kind: Option<String>,
     /// Where a feed with no stored position starts reading (default 0, the table's first version).
     pub start_version: Option<i64>,
+    /// The Delta table id the table must have: a feed re-pointed at another table starts there anew.
+    pub table_id: Option<String>,
 }
 
 impl FileConfig {
@@ -233,12 +235,16 @@ impl Settings {
             if f.start_version.is_some_and(|v| v < 0) {
                 return Err(value_error(&format!("{field} start_version"), "must not be negative"));
             }
+            if f.table_id.as_deref().is_some_and(|id| id.trim().is_empty() || id.trim() != id) {
+                return Err(value_error(&format!("{field} table_id"), "must be the table's id as Delta records it"));
+            }
             feeds.push(crate::payouts::feed::FeedSpec {
                 name: f.name.clone(),
                 location,
                 query: f.query.clone(),
                 shape,
-                start_version: f.start_version.unwrap_or(0),
+                start_version: f.start_version,
+                table_id: f.table_id.clone(),
             });
         }
         let provider = ProviderSettings::from_table(file.provider.clone()).map_err(|e| value_error("[provider]", e))?;

@@ -192,6 +192,7 @@ pub async fn seed_rules(
         s([accuracy_run, latency_run]),
         s(["", ""]),
         s(["", ""]),
+        Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>, None]).with_timezone("UTC")),
         s(["val_accuracy", "latency_ms"]),
         Arc::new(arrow::array::Float64Array::from(vec![0.95, 50.0])),
         s([">=", "<"]),
@@ -242,7 +243,8 @@ pub async fn seed_feed(dir: &Path, agents: usize) -> Result<crate::payouts::feed
                 FROM changes WHERE _change_type = 'insert'"
             .into(),
         shape: crate::payouts::source::RowShape::Payouts,
-        start_version: 0,
+        start_version: None,
+        table_id: None,
     })
 }
 

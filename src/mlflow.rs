@@ -108,6 +108,47 @@ impl MlflowConfig {
 pub struct RunInfo {
     pub tags: HashMap<String, String>,
     pub artifact_uri: Option<String>,
+    /// `active` or `deleted` (a deleted run never counts toward a rule).
+    pub lifecycle_stage: Option<String>,
+    /// Milliseconds since the epoch, as the client that created the run said.
+    pub start_time_ms: Option<i64>,
+}
+
+impl RunInfo {
+    fn from_json(info: &Value, data: &Value) -> RunInfo {
+        let mut tags = HashMap::new();
+        for t in data["tags"].as_array().into_iter().flatten() {
+            if let (Some(k), Some(val)) = (t["key"].as_str(), t["value"].as_str()) {
+                tags.insert(k.to_string(), val.to_string());
+            }
+        }
+        RunInfo {
+            tags,
+            artifact_uri: info["artifact_uri"].as_str().map(str::to_string),
+            lifecycle_stage: info["lifecycle_stage"].as_str().map(str::to_string),
+            start_time_ms: num(&info["start_time"]),
+        }
+    }
+
+    /// Deleted runs (MLflow's trash) never count; a server that does not say is taken at its word that
+    /// the run is there.
+    pub fn is_active(&self) -> bool {
+        self.lifecycle_stage.as_deref().is_none_or(|s| s == "active")
+    }
+}
+
+/// One run of a search: its id and what decides whether it counts.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub info: RunInfo,
+}
+
+/// One page of a listing, and the token of the next one (`None`: the last page).
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
 }
 
 /// One logged value of a metric.
@@ -220,22 +261,10 @@ impl MlflowClient {
         Err(fail(format!("{last} (after {ATTEMPTS} attempts)")))
     }
 
-    /// A run's tags (`runs/get`).
-    pub async fn run_tags(&self, run_id: &str) -> Result<HashMap<String, String>, MlflowError> {
-        Ok(self.run(run_id).await?.tags)
-    }
-
-    /// A run's tags and artifact location (`runs/get`).
+    /// A run's tags, artifact location, lifecycle stage and start time (`runs/get`).
     pub async fn run(&self, run_id: &str) -> Result<RunInfo, MlflowError> {
         let v = self.call(reqwest::Method::GET, "runs/get", &[("run_id", run_id.to_string())], None).await?;
-        let mut tags = HashMap::new();
-        for t in v["run"]["data"]["tags"].as_array().into_iter().flatten() {
-            if let (Some(k), Some(val)) = (t["key"].as_str(), t["value"].as_str()) {
-                tags.insert(k.to_string(), val.to_string());
-            }
-        }
-        let artifact_uri = v["run"]["info"]["artifact_uri"].as_str().map(str::to_string);
-        Ok(RunInfo { tags, artifact_uri })
+        Ok(RunInfo::from_json(&v["run"]["info"], &v["run"]["data"]))
     }
 
     /// Write a small text artifact into a run, where the server serves artifacts itself (an artifact URI
@@ -259,63 +288,61 @@ impl MlflowClient {
             .map(|_| true)
     }
 
-    /// The ids of an experiment's runs that match `filter` (`runs/search`, every page), oldest first.
-    pub async fn search_runs(&self, experiment_id: &str, filter: Option<&str>) -> Result<Vec<String>, MlflowError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..100 {
-            let mut body = json!({
-                "experiment_ids": [experiment_id],
-                "max_results": 1000,
-                "order_by": ["attributes.start_time ASC"],
-            });
-            if let Some(f) = filter {
-                body["filter"] = json!(f);
-            }
-            if let Some(t) = &token {
-                body["page_token"] = json!(t);
-            }
-            let v = self.call(reqwest::Method::POST, "runs/search", &[], Some(&body)).await?;
-            for r in v["runs"].as_array().into_iter().flatten() {
-                if let Some(id) = r["info"]["run_id"].as_str().or_else(|| r["info"]["run_uuid"].as_str()) {
-                    out.push(id.to_string());
-                }
-            }
-            token = v["next_page_token"].as_str().filter(|t| !t.is_empty()).map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
+    /// One page of an experiment's active runs that match `filter` (`runs/search`), oldest first. Deleted
+    /// runs are asked to be left out (`ACTIVE_ONLY`, also MLflow's default), and each run says its stage.
+    pub async fn search_runs_page(
+        &self,
+        experiment_id: &str,
+        filter: Option<&str>,
+        page_token: Option<&str>,
+    ) -> Result<Page<RunSummary>, MlflowError> {
+        let mut body = json!({
+            "experiment_ids": [experiment_id],
+            "max_results": 1000,
+            "order_by": ["attributes.start_time ASC"],
+            "run_view_type": "ACTIVE_ONLY",
+        });
+        if let Some(f) = filter {
+            body["filter"] = json!(f);
+        }
+        if let Some(t) = page_token {
+            body["page_token"] = json!(t);
+        }
+        let v = self.call(reqwest::Method::POST, "runs/search", &[], Some(&body)).await?;
+        let mut items = Vec::new();
+        for r in v["runs"].as_array().into_iter().flatten() {
+            if let Some(id) = r["info"]["run_id"].as_str().or_else(|| r["info"]["run_uuid"].as_str()) {
+                items.push(RunSummary { run_id: id.to_string(), info: RunInfo::from_json(&r["info"], &r["data"]) });
             }
         }
-        Err(MlflowError::Request { path: "runs/search".into(), message: "more than 100 pages of runs".into() })
+        Ok(Page { items, next: next_token(&v) })
     }
 
-    /// Every value logged for `key` in `run_id` (`metrics/get-history`, every page).
-    pub async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<MetricPoint>, MlflowError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..1000 {
-            let mut q =
-                vec![("run_id", run_id.to_string()), ("metric_key", key.to_string()), ("max_results", "25000".into())];
-            if let Some(t) = &token {
-                q.push(("page_token", t.clone()));
-            }
-            let v = self.call(reqwest::Method::GET, "metrics/get-history", &q, None).await?;
-            for m in v["metrics"].as_array().into_iter().flatten() {
-                let value = match &m["value"] {
-                    Value::Number(n) => n.as_f64(),
-                    // NaN and infinities come as strings from some servers.
-                    Value::String(s) => s.parse::<f64>().ok(),
-                    _ => None,
-                };
-                let (Some(value), Some(ts)) = (value, num(&m["timestamp"])) else { continue };
-                out.push(MetricPoint { value, step: num(&m["step"]).unwrap_or(0), timestamp_ms: ts });
-            }
-            token = v["next_page_token"].as_str().filter(|t| !t.is_empty()).map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
+    /// One page of the values logged for `key` in `run_id` (`metrics/get-history`).
+    pub async fn metric_history_page(
+        &self,
+        run_id: &str,
+        key: &str,
+        page_token: Option<&str>,
+    ) -> Result<Page<MetricPoint>, MlflowError> {
+        let mut q =
+            vec![("run_id", run_id.to_string()), ("metric_key", key.to_string()), ("max_results", "25000".into())];
+        if let Some(t) = page_token {
+            q.push(("page_token", t.to_string()));
         }
-        Err(MlflowError::Request { path: "metrics/get-history".into(), message: "more than 1000 pages".into() })
+        let v = self.call(reqwest::Method::GET, "metrics/get-history", &q, None).await?;
+        let mut items = Vec::new();
+        for m in v["metrics"].as_array().into_iter().flatten() {
+            let value = match &m["value"] {
+                Value::Number(n) => n.as_f64(),
+                // NaN and infinities come as strings from some servers.
+                Value::String(s) => s.parse::<f64>().ok(),
+                _ => None,
+            };
+            let (Some(value), Some(ts)) = (value, num(&m["timestamp"])) else { continue };
+            items.push(MetricPoint { value, step: num(&m["step"]).unwrap_or(0), timestamp_ms: ts });
+        }
+        Ok(Page { items, next: next_token(&v) })
     }
 
     /// Set one tag on a run (`runs/set-tag`); setting the same value again changes nothing.
@@ -323,6 +350,10 @@ impl MlflowClient {
         let body = json!({ "run_id": run_id, "run_uuid": run_id, "key": key, "value": value });
         self.call(reqwest::Method::POST, "runs/set-tag", &[], Some(&body)).await.map(|_| ())
     }
+}
+
+fn next_token(v: &Value) -> Option<String> {
+    v["next_page_token"].as_str().filter(|t| !t.is_empty()).map(str::to_string)
 }
 
 /// An integer MLflow sends as a number or as a string (int64 in proto3 JSON).

@@ -10,10 +10,11 @@ CREATE TABLE IF NOT EXISTS purpleflea.escrow.rules (
   mlflow_run_id STRING COMMENT 'MLflow run whose metric is watched',
   experiment_id STRING COMMENT 'Or: any run of this MLflow experiment (with filter)',
   run_filter STRING COMMENT 'With experiment_id: a filter string as mlflow.search_runs takes it',
+  runs_since TIMESTAMP COMMENT 'With experiment_id: only runs started at or after this count (null: runs started after pfsync first read the rule)',
   metric_key STRING COMMENT 'Metric to watch, e.g. val_accuracy',
   threshold DOUBLE COMMENT 'Value the metric is compared with',
   direction STRING COMMENT '> | >= | < | <= : the metric fires when metric DIRECTION threshold',
-  deadline TIMESTAMP COMMENT 'Only metric values logged by then count (null: no deadline)',
+  deadline TIMESTAMP COMMENT 'Only metric values pfsync saw by then count, logged by then by their own time too (null: no deadline)',
   on_deadline STRING COMMENT 'nothing | dispute: what happens when the deadline passes without a hit',
   reason STRING COMMENT 'Why (recorded with the release or dispute)',
   requested_by STRING COMMENT 'Who or what wrote the rule'

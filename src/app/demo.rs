@@ -85,9 +85,11 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     let cfg = crate::mlflow::MlflowConfig::from_vars(|k| (k == "MLFLOW_TRACKING_URI").then(|| stub.url.clone()))
         .map_err(PayoutError::from)?;
     let ml = crate::mlflow::MlflowClient::new(cfg).map_err(PayoutError::from)?;
-    let rules = crate::payouts::rules::Rules::new(Some(ml.clone()), chrono::Utc::now());
-    let ropts = PayoutOptions { namespace: "demo".into(), rules: Some(rules.clone()), ..PayoutOptions::default() };
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "rules" };
+    let store = crate::payouts::rules::SightingStore { wh: wh.clone(), commit: commit.clone() };
+    let limits = crate::payouts::rules::RuleLimits::default();
+    let rules = crate::payouts::rules::Rules::new(Some(ml.clone()), chrono::Utc::now(), limits, Some(store));
+    let ropts = PayoutOptions { namespace: "demo".into(), rules: Some(rules.clone()), ..PayoutOptions::default() };
     let rreport = run_payouts(provider, wh, &commit, &ropts, &Progress::new(ctx.progress, "rules")).await?;
     println!("   {rreport}");
     let (tagged, _) = super::rules::tag_runs(wh, &ml, &rules.fired()).await;

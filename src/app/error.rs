@@ -22,6 +22,11 @@ pub enum AppError {
     Sync(#[from] SyncError),
     #[error("{failed} row(s) failed; the other rows were written (see the warnings above for ids and reasons)")]
     RowsFailed { failed: u64 },
+    #[error(
+        "{deferred} rule(s) were not decided in this run (--rules-max-secs or --rules-max-pages; see the warnings \
+         above): the next run decides them, the other rules went through"
+    )]
+    RulesDeferred { deferred: u64 },
     #[error(transparent)]
     Maintain(#[from] MaintainError),
     #[error(transparent)]
@@ -54,7 +59,7 @@ impl AppError {
             AppError::Maintain(e) => e.class().into(),
             AppError::Payout(e) => e.class().into(),
             AppError::Reconcile(e) => e.class().into(),
-            AppError::RowsFailed { .. } => Exit::RowsFailed,
+            AppError::RowsFailed { .. } | AppError::RulesDeferred { .. } => Exit::RowsFailed,
             AppError::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
             AppError::BrakeHeld { .. } => Exit::BrakeHeld,
             AppError::FindingsOpen { .. } => Exit::FindingsOpen,

@@ -73,18 +73,20 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             let provider = connect(&ctx).await?;
             recorded(&ctx, "payouts", payouts_step(&ctx, provider.as_ref(), &opts)).await
         }
-        Command::Rules(args) => {
+        Command::Rules(rargs) => {
+            let args = &rargs.payouts;
             if args.payouts_sql.is_some() || args.actions_sql.is_some() || !args.register.is_empty() {
                 return Err(AppError::Usage(
                     "pfsync rules reads purpleflea.escrow.rules: --payouts-sql, --actions-sql and --register are for pfsync payouts"
                         .into(),
                 ));
             }
-            let opts = payout_options(&args)?;
+            let opts = payout_options(args)?;
             let opts = payouts::with_client(&opts, &ctx.settings.client_config()?)?;
             let client = rules::mlflow_from_env()?;
             let provider = connect(&ctx).await?;
-            recorded(&ctx, "rules", rules::rules_step(&ctx, provider.as_ref(), &opts, client)).await
+            let limits = rargs.limits.limits();
+            recorded(&ctx, "rules", rules::rules_step(&ctx, provider.as_ref(), &opts, client, limits)).await
         }
         Command::Status(args) => status(&ctx, &args).await,
         Command::Reconcile(args) => {

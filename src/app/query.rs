@@ -4,6 +4,7 @@ use super::error::AppError;
 use super::step::Context;
 use crate::cli::{MaintainArgs, SqlArgs, SqlFormat, StatusArgs};
 use crate::maintain::{MaintainOptions, maintain_all};
+use crate::tables::read_only::{self, ReadOnlyError};
 use crate::tables::{CommitInfo, TableError, sql_context};
 
 pub(super) async fn query_count(ctx: &datafusion::prelude::SessionContext, table: &str) -> Result<i64, AppError> {
@@ -26,7 +27,11 @@ pub(super) async fn print_query(
     query: &str,
     max_rows: usize,
 ) -> Result<usize, AppError> {
-    let df = ctx.sql(query).await.map_err(|e| TableError::Query(e.to_string()))?;
+    let df = match read_only::query(ctx, query).await {
+        Ok(df) => df,
+        Err(e @ ReadOnlyError::Write { .. }) => return Err(AppError::Usage(format!("pfsync sql is read-only: {e}"))),
+        Err(ReadOnlyError::Engine(e)) => return Err(TableError::Query(e.to_string()).into()),
+    };
     let batches = df
         .limit(0, Some(max_rows))
         .map_err(|e| TableError::Query(e.to_string()))?

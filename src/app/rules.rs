@@ -10,9 +10,9 @@ use super::error::AppError;
 use super::payouts::engine_step;
 use super::step::{Context, StepOutcome};
 use crate::mlflow::{MlflowClient, MlflowConfig, MlflowError};
-use crate::payouts::rules::{Fired, RULE_OP_PREFIX, Rules};
+use crate::payouts::rules::{Fired, RULE_OP_PREFIX, RuleLimits, Rules, SightingStore};
 use crate::payouts::{PayoutError, PayoutOptions};
-use crate::tables::{PAYOUT_LOG, Warehouse, sql_context};
+use crate::tables::{CommitInfo, PAYOUT_LOG, Warehouse, sql_context};
 
 /// Tags set on an MLflow run whose rule moved money.
 pub const TAG_ESCROW_ID: &str = "purpleflea.escrow_id";
@@ -38,10 +38,29 @@ pub(super) async fn rules_step(
     provider: &dyn crate::provider::Provider,
     opts: &PayoutOptions,
     client: Option<MlflowClient>,
+    limits: RuleLimits,
 ) -> Result<StepOutcome, AppError> {
-    let rules = Rules::new(client, chrono::Utc::now());
+    // What the step sees for the first time is recorded, except in a dry run, which writes nothing.
+    let store = (!opts.dry_run).then(|| SightingStore {
+        wh: ctx.settings.warehouse.clone(),
+        commit: CommitInfo { run_id: ctx.run_id.clone(), step: "rules" },
+    });
+    let rules = Rules::new(client, chrono::Utc::now(), limits, store);
     let opts = PayoutOptions { rules: Some(rules.clone()), ..opts.clone() };
     let mut outcome = engine_step(ctx, provider, &opts, "rules").await?;
+    let deferred = rules.deferred();
+    outcome.counts.insert("rules_deferred".into(), deferred.len() as u64);
+    if !deferred.is_empty() {
+        println!(
+            "rules: {} rule(s) not decided in this run (left to the next): {}",
+            deferred.len(),
+            deferred.join(", ")
+        );
+        // Worse outcomes (unknown, brake) keep their code; otherwise the run says rules are left over.
+        if outcome.result.is_ok() {
+            outcome.result = Err(AppError::RulesDeferred { deferred: deferred.len() as u64 });
+        }
+    }
     if !opts.dry_run
         && let Some(client) = rules.client()
     {

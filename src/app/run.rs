@@ -74,7 +74,8 @@ async fn pass(
                     extra_tables: Vec::new(),
                     ..popts.clone()
                 };
-                recorded(ctx, "rules", super::rules::rules_step(ctx, backend, &ropts, mlflow.clone())).await
+                let limits = args.rules.limits();
+                recorded(ctx, "rules", super::rules::rules_step(ctx, backend, &ropts, mlflow.clone(), limits)).await
             }
             Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, backend, popts)).await,
             Step::Reconcile => recorded(ctx, "reconcile", reconcile_step(ctx, rargs, classes)).await,

@@ -292,13 +292,86 @@ pub async fn feed_position(table: &DeltaTable, app_id: &str) -> Result<Option<i6
     }
 }
 
-/// Where a change feed's next read starts: its `.from` transaction; for a log written before that existed,
-/// the version after the consumed one (which then meant everything before was final). None: never read.
-pub async fn feed_start(table: &DeltaTable, spec: &super::feed::FeedSpec) -> Result<Option<i64>, PayoutError> {
-    if let Some(from) = feed_position(table, &spec.from_app_id()).await? {
-        return Ok(Some(from));
+/// What the log holds for the feed `key`: its table binding and position, and, while it has neither, a
+/// position stored before namespaces and tables were part of it (see `feed`).
+pub async fn feed_stored(table: &DeltaTable, key: &super::feed::FeedKey) -> Result<super::feed::Stored, PayoutError> {
+    use super::feed::{Legacy, Stored, legacy};
+    let bound = feed_position(table, &key.table_app_id()).await?;
+    let consumed = feed_position(table, &key.app_id()).await?;
+    let from = feed_position(table, &key.from_app_id()).await?;
+    if bound.is_some() || consumed.is_some() || from.is_some() {
+        return Ok(Stored { bound, consumed, from, legacy: None });
     }
-    Ok(feed_position(table, &spec.app_id()).await?.map(|v| v.saturating_add(1)))
+    let old_consumed = feed_position(table, &legacy::app_id(&key.name)).await?;
+    let old_from = feed_position(table, &legacy::from_app_id(&key.name)).await?;
+    if old_consumed.is_none() && old_from.is_none() {
+        return Ok(Stored::default());
+    }
+    let claimed_by = feed_position(table, &legacy::claim_app_id(&key.name)).await?;
+    let other_namespaces = claimed_by.is_none() && intents_of_other_namespaces(table, &key.namespace).await?;
+    let legacy = Legacy { consumed: old_consumed, from: old_from, claimed_by, other_namespaces };
+    Ok(Stored { legacy: Some(legacy), ..Stored::default() })
+}
+
+/// Whether the log holds an intent whose idempotency key is not of `namespace`.
+async fn intents_of_other_namespaces(table: &DeltaTable, namespace: &str) -> Result<bool, PayoutError> {
+    use datafusion::prelude::{col, lit, not};
+    let Some(ctx) = log_session(table).await? else { return Ok(false) };
+    let what = "reading the payout log's namespaces";
+    let prefix = format!("pfsync:{namespace}:");
+    let batches = ctx
+        .table("log")
+        .await
+        .map_err(PayoutError::query(what))?
+        .filter(
+            col("event")
+                .eq(lit("intent"))
+                .and(not(datafusion::functions::expr_fn::starts_with(col("idempotency_key"), lit(prefix)))),
+        )
+        .map_err(PayoutError::query(what))?
+        .limit(0, Some(1))
+        .map_err(PayoutError::query(what))?
+        .collect()
+        .await
+        .map_err(PayoutError::query(what))?;
+    Ok(batches.iter().any(|b| b.num_rows() > 0))
+}
+
+/// Write a position stored without namespace or table under the feed's own ids, with the claim that keeps
+/// any other feed from taking it over too: one commit of no rows. False when another run committed a claim
+/// or position meanwhile (read the log again and decide again).
+pub async fn adopt_feed_position(
+    table: DeltaTable,
+    commit: &CommitInfo,
+    key: &super::feed::FeedKey,
+    consumed: Option<i64>,
+    from: i64,
+) -> Result<bool, PayoutError> {
+    let now = Utc::now().timestamp_millis();
+    let fingerprint = key.fingerprint();
+    let mut txns = vec![
+        Transaction::new_with_last_update(key.table_app_id(), fingerprint, Some(now)),
+        Transaction::new_with_last_update(key.from_app_id(), from, Some(now)),
+        Transaction::new_with_last_update(super::feed::legacy::claim_app_id(&key.name), fingerprint, Some(now)),
+    ];
+    if let Some(c) = consumed {
+        txns.push(Transaction::new_with_last_update(key.app_id(), c, Some(now)));
+    }
+    let result = table
+        .write(vec![LogEvent::to_batch(&[])?])
+        .with_save_mode(SaveMode::Append)
+        .with_commit_properties(commit.properties().with_application_transactions(txns))
+        .await;
+    match result {
+        Ok(_) => {
+            tracing::info!(feed = %key.name, namespace = %key.namespace, version = from, "feed position stored without namespace or table taken over");
+            Ok(true)
+        }
+        Err(DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+        }) => Ok(false),
+        Err(e) => Err(PayoutError::write(PAYOUT_LOG.name, e)),
+    }
 }
 
 /// Move a feed's next read past the version it read, when every operation it yielded is final in the log

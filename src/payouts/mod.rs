@@ -33,6 +33,7 @@ pub mod plan;
 pub mod read;
 pub mod requested;
 pub mod rules;
+pub mod sightings;
 pub mod source;
 pub mod state;
 pub mod validate;

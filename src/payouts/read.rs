@@ -86,15 +86,9 @@ pub async fn read(
     let mut feeds = Vec::new();
     if opts.rules.is_none() {
         for spec in &opts.feeds {
-            let start = match &log {
-                Some(t) => super::log::feed_start(t, spec).await?,
-                None => None,
-            };
-            let f = super::feed::FeedSource::new(
-                spec.clone(),
-                start.unwrap_or(spec.start_version),
-                wh.storage_options().clone(),
-            );
+            let table = super::feed::FeedTable::open(spec, &opts.namespace, wh.storage_options()).await?;
+            let start = feed_start(wh, commit, opts.dry_run, spec, &table).await?;
+            let f = super::feed::FeedSource::new(spec.clone(), table, start);
             feeds.push((f.clone(), all.len()));
             all.push(Box::new(super::feed::SharedFeed(f)));
         }
@@ -149,17 +143,38 @@ pub async fn read(
     for r in &rejects {
         tracing::warn!(id = r.operation_id.as_deref().unwrap_or("-"), code = r.code.as_str(), "refused: {}", r.message);
     }
-    let feeds = feeds
-        .into_iter()
-        .map(|(f, index)| super::feed::FeedRead {
-            app_id: f.spec.app_id(),
-            from_app_id: f.spec.from_app_id(),
-            start: f.start,
-            end_version: f.end_version(),
-            op_ids: feed_ids.remove(&index).unwrap_or_default(),
-        })
-        .collect();
+    let feeds =
+        feeds.into_iter().map(|(f, index)| f.read_so_far(feed_ids.remove(&index).unwrap_or_default())).collect();
     Ok(Read { ops, rejects, history: past, log, rejects_table, feeds })
+}
+
+/// Where a feed's read starts (see `feed::decide_start`). A position stored without namespace or table
+/// that this feed takes over is written under its own ids first (not in a dry run), so no other feed takes
+/// it over too; a concurrent take-over makes it read the log and decide again.
+async fn feed_start(
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    dry_run: bool,
+    spec: &super::feed::FeedSpec,
+    table: &super::feed::FeedTable,
+) -> Result<i64, PayoutError> {
+    use super::feed::{Start, decide_start};
+    let refuse = |message: String| PayoutError::Source { source_name: format!("feed {}", spec.name), message };
+    for _ in 0..3 {
+        let Some(log) = open_existing(wh, &PAYOUT_LOG).await? else { return Ok(spec.first_version()) };
+        let stored = super::log::feed_stored(&log, &table.key).await?;
+        let start = decide_start(&table.key, spec, &stored, table.latest).map_err(refuse)?;
+        tracing::debug!(feed = %spec.name, table_id = %table.key.table_id, ?start, "feed start");
+        match start {
+            Start::Adopt { consumed, from } if !dry_run => {
+                if super::log::adopt_feed_position(log, commit, &table.key, consumed, from).await? {
+                    return Ok(from);
+                }
+            }
+            start => return Ok(start.version()),
+        }
+    }
+    Err(refuse("other runs kept taking over this feed's position meanwhile; run again".into()))
 }
 
 /// The fingerprint an operation was first logged with.

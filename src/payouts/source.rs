@@ -166,7 +166,7 @@ pub async fn query(
     required: &[&str],
 ) -> Result<Vec<RecordBatch>, PayoutError> {
     let failed = |source| PayoutError::SourceQuery { source_name: name.to_string(), source };
-    let df = ctx.sql(sql).await.map_err(failed)?;
+    let df = read_only(ctx, name, sql).await?;
     let schema = df.schema().clone();
     for c in required {
         if schema.field_with_unqualified_name(c).is_err() {
@@ -177,6 +177,24 @@ pub async fn query(
         }
     }
     df.collect().await.map_err(failed)
+}
+
+/// Plan a source query as a read: one that would write (into the payout log, say) is the query's fault,
+/// refused before anything runs (see `tables::read_only`).
+pub(super) async fn read_only(
+    ctx: &SessionContext,
+    name: &str,
+    sql: &str,
+) -> Result<datafusion::dataframe::DataFrame, PayoutError> {
+    use crate::tables::read_only::{ReadOnlyError, query};
+    match query(ctx, sql).await {
+        Ok(df) => Ok(df),
+        Err(e @ ReadOnlyError::Write { .. }) => Err(PayoutError::Source {
+            source_name: name.to_string(),
+            message: format!("source queries are read-only: {e}"),
+        }),
+        Err(ReadOnlyError::Engine(source)) => Err(PayoutError::SourceQuery { source_name: name.to_string(), source }),
+    }
 }
 
 /// Typed access to one batch's columns by name.

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 #[derive(Default)]
 struct Run {
     experiment_id: String,
+    start_time: i64,
     tags: BTreeMap<String, String>,
     metrics: HashMap<String, Vec<(f64, i64, i64)>>,
 }
@@ -51,7 +52,8 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Store> {
 
 fn run_json(id: &str, r: &Run) -> Value {
     let tags: Vec<Value> = r.tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
-    json!({"info": {"run_id": id, "run_uuid": id, "experiment_id": r.experiment_id, "status": "FINISHED"},
+    json!({"info": {"run_id": id, "run_uuid": id, "experiment_id": r.experiment_id, "status": "FINISHED",
+                    "lifecycle_stage": "active", "start_time": r.start_time},
            "data": {"tags": tags}})
 }
 
@@ -80,13 +82,19 @@ async fn history(State(s): State<Shared>, Query(q): Query<HashMap<String, String
 }
 
 async fn search(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
-    if body["filter"].as_str().is_some_and(|f| !f.trim().is_empty()) {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error_code": "INVALID_PARAMETER_VALUE", "message": "the demo stub takes no filter"})),
-        )
-            .into_response();
-    }
+    // The one clause pfsync adds to every search (runs started since); any other filter is refused.
+    let filter = body["filter"].as_str().unwrap_or("").trim();
+    let since = match filter.strip_prefix("attributes.start_time >= ").map(|n| n.trim().parse::<i64>()) {
+        _ if filter.is_empty() => i64::MIN,
+        Some(Ok(ms)) => ms,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error_code": "INVALID_PARAMETER_VALUE", "message": "the demo stub takes no filter"})),
+            )
+                .into_response();
+        }
+    };
     let ids: Vec<String> = body["experiment_ids"]
         .as_array()
         .into_iter()
@@ -94,8 +102,12 @@ async fn search(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
     let store = lock(&s);
-    let runs: Vec<Value> =
-        store.runs.iter().filter(|(_, r)| ids.contains(&r.experiment_id)).map(|(id, r)| run_json(id, r)).collect();
+    let runs: Vec<Value> = store
+        .runs
+        .iter()
+        .filter(|(_, r)| ids.contains(&r.experiment_id) && r.start_time >= since)
+        .map(|(id, r)| run_json(id, r))
+        .collect();
     Json(json!({ "runs": runs })).into_response()
 }
 
@@ -145,6 +157,7 @@ impl MlflowStub {
         let points = values.iter().enumerate().map(|(i, v)| (*v, i as i64, t0 + 1000 * i as i64)).collect();
         let run = Run {
             experiment_id: experiment_id.into(),
+            start_time: t0,
             tags: BTreeMap::new(),
             metrics: HashMap::from([(key.to_string(), points)]),
         };

@@ -4,6 +4,7 @@ pub mod arrays;
 pub mod ddl;
 pub mod name;
 pub mod position;
+pub mod read_only;
 pub mod row;
 pub mod spec;
 pub mod store;
@@ -13,8 +14,8 @@ pub mod unity;
 pub use name::{TableName, Warehouse, location_url};
 pub use spec::{
     ALL, ColumnSpec, ColumnType, DAILY_TOTALS, ESCROW_ACTIONS, ESCROW_RULES, ESCROW_TERMS, ESCROWS, LEDGER_ENTRIES,
-    LEDGER_GAPS, MCP_CALLS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, REJECTS, RUNS, TRANSACTIONS, TableSpec,
-    WALLETS, Writer,
+    LEDGER_GAPS, MCP_CALLS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, REJECTS, RULE_SIGHTINGS, RUNS, TRANSACTIONS,
+    TableSpec, WALLETS, Writer,
 };
 pub use store::{
     CommitInfo, TableError, open_existing, open_or_create, register_location, sql_context, sql_context_of,

@@ -402,6 +402,7 @@ pub const ESCROW_RULES: TableSpec = TableSpec {
             "mlflow_run_id",
             "experiment_id",
             "run_filter",
+            "runs_since",
             "deadline",
             "on_deadline",
             "reason",
@@ -415,16 +416,57 @@ pub const ESCROW_RULES: TableSpec = TableSpec {
         col("mlflow_run_id", String, true, "MLflow run whose metric is watched"),
         col("experiment_id", String, true, "Or: any run of this MLflow experiment (with filter)"),
         col("run_filter", String, true, "With experiment_id: a filter string as mlflow.search_runs takes it"),
+        col(
+            "runs_since",
+            Timestamp,
+            true,
+            "With experiment_id: only runs started at or after this count (null: runs started after pfsync first read the rule)",
+        ),
         col("metric_key", String, true, "Metric to watch, e.g. val_accuracy"),
         col("threshold", Double, true, "Value the metric is compared with"),
         col("direction", String, true, "> | >= | < | <= : the metric fires when metric DIRECTION threshold"),
-        col("deadline", Timestamp, true, "Only metric values logged by then count (null: no deadline)"),
+        col(
+            "deadline",
+            Timestamp,
+            true,
+            "Only metric values pfsync saw by then count, logged by then by their own time too (null: no deadline)",
+        ),
         col("on_deadline", String, true, "nothing | dispute: what happens when the deadline passes without a hit"),
         col("reason", String, true, "Why (recorded with the release or dispute)"),
         col("requested_by", String, true, "Who or what wrote the rule"),
     ],
     partition_columns: &[],
     properties: &[],
+};
+
+/// `purpleflea.escrow.rule_sightings`: what the rules step saw of a metric rule, and when by its own clock.
+/// MLflow takes a metric value's time from the client that logs it, so a deadline is judged by these times.
+pub const RULE_SIGHTINGS: TableSpec = TableSpec {
+    name: "purpleflea.escrow.rule_sightings",
+    writer: Writer::Pfsync,
+    comment: "When pfsync first saw a metric rule, and the metric value that fired it, by the clock of pfsync: deadlines are judged by these times, not by the times MLflow clients give",
+    columns: &[
+        col("rule_id", String, false, "Rule (purpleflea.escrow.rules)"),
+        col("sighting", String, false, "rule (the rule first read) | hit (a metric value that satisfies the rule)"),
+        col("mlflow_run_id", String, true, "Hit: the MLflow run that logged the value"),
+        col("metric_key", String, true, "Hit: the metric"),
+        col("step", Long, true, "Hit: the step the value was logged at"),
+        col("value", Double, true, "Hit: the value"),
+        col(
+            "logged_at",
+            Timestamp,
+            true,
+            "Hit: the time the MLflow client gave the value (never trusted for a deadline)",
+        ),
+        col("seen_at", Timestamp, false, "When pfsync first read it"),
+        col("run_id", String, false, "pfsync run that saw it"),
+    ],
+    partition_columns: &[],
+    properties: &[
+        ("delta.appendOnly", "true"),
+        ("delta.deletedFileRetentionDuration", "interval 365 days"),
+        ("delta.logRetentionDuration", "interval 365 days"),
+    ],
 };
 
 /// `purpleflea.payouts.log`: every step of every payout and escrow action, append-only.
@@ -616,6 +658,7 @@ pub const ALL: &[&TableSpec] = &[
     &LEDGER_ENTRIES,
     &LEDGER_GAPS,
     &MCP_CALLS,
+    &RULE_SIGHTINGS,
 ];
 
 #[cfg(test)]

@@ -8,10 +8,13 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use deltalake::DeltaTable;
 use deltalake::kernel::{DataType as DeltaType, StructField};
+use pfsync::payouts::feed::FeedKey;
 use pfsync::sandbox::Sandbox;
 use pfsync::tables::{PAYOUT_LOG, open_existing};
 
-use crate::common::{Later, PaidBy, PfsyncCommand, assert_paid_once, output_in_place as run, sandbox, warehouse};
+use crate::common::{
+    Later, PaidBy, PfsyncCommand, assert_paid_once, output_in_place as run, paid_per, sandbox, warehouse,
+};
 use crate::payouts::{payouts_cmd, wait_out_in_flight};
 
 pub async fn events_table(path: &std::path::Path, cdf: bool) -> DeltaTable {
@@ -58,15 +61,26 @@ fn assert_trades_paid_once(sb: &Sandbox, events: &[&str]) {
     assert_eq!(trades, events.len(), "{keys:?}");
 }
 
-async fn position(wh: &pfsync::tables::Warehouse, feed: &str) -> Option<i64> {
+/// The feed `name` of `namespace` over the table at `table`: whose positions these are.
+async fn feed_key(namespace: &str, name: &str, table: &std::path::Path) -> FeedKey {
+    FeedKey {
+        namespace: namespace.into(),
+        name: name.into(),
+        table_id: table_id(table).await,
+        location: pfsync::tables::location_url(&table.display().to_string()).unwrap(),
+    }
+}
+
+/// The last version of its table the feed consumed.
+async fn position(wh: &pfsync::tables::Warehouse, feed: &FeedKey) -> Option<i64> {
     let log = open_existing(wh, &PAYOUT_LOG).await.unwrap().unwrap();
-    pfsync::payouts::log::feed_position(&log, &format!("pfsync.feed.{feed}")).await.unwrap()
+    pfsync::payouts::log::feed_position(&log, &feed.app_id()).await.unwrap()
 }
 
 /// Where the feed's next read starts.
-async fn next_start(wh: &pfsync::tables::Warehouse, feed: &str) -> Option<i64> {
+async fn next_start(wh: &pfsync::tables::Warehouse, feed: &FeedKey) -> Option<i64> {
     let log = open_existing(wh, &PAYOUT_LOG).await.unwrap().unwrap();
-    pfsync::payouts::log::feed_position(&log, &format!("pfsync.feed.{feed}.from")).await.unwrap()
+    pfsync::payouts::log::feed_position(&log, &feed.from_app_id()).await.unwrap()
 }
 
 /// One commit of the payout log: the operation ids of its intents, its application transactions (app id,
@@ -137,12 +151,13 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     t = append(t, &[("e3", "agent-000003", "0.75")]).await;
     t = append(t, &[("e4", "agent-000004", "3.00"), ("e5", "agent-000005", "1.00")]).await;
     let cfg = config(dir.path(), "trades", &events);
+    let trades = feed_key("default", "trades", &events).await;
 
     let o = run(payouts_cmd(&sb, dir.path()).config(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_trades_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5"]);
-    assert_eq!(position(&wh, "trades").await, Some(3), "the feed moved on to the table's version");
-    assert_eq!(next_start(&wh, "trades").await, Some(4));
+    assert_eq!(position(&wh, &trades).await, Some(3), "the feed moved on to the table's version");
+    assert_eq!(next_start(&wh, &trades).await, Some(4));
 
     // More events, and a delete the query ignores (it pays inserts only); the run dies after its sends.
     t = append(t, &[("e6", "agent-000006", "4.00"), ("e7", "agent-000007", "0.50")]).await;
@@ -152,22 +167,24 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     assert_eq!(o.status.code(), None, "killed: {}", String::from_utf8_lossy(&o.stderr));
     // The consumed version landed in the commit of the intents it produced; the next read still starts
     // where the killed run's did, since its operations have no outcome in the log.
-    assert_eq!(position(&wh, "trades").await, Some(5), "consumed with the intents");
-    assert_eq!(next_start(&wh, "trades").await, Some(4), "a killed run does not move the next read on");
+    assert_eq!(position(&wh, &trades).await, Some(5), "consumed with the intents");
+    assert_eq!(next_start(&wh, &trades).await, Some(4), "a killed run does not move the next read on");
     let commits = log_commits(dir.path());
     let with_intents: Vec<_> = commits.iter().filter(|(ids, _)| ids.iter().any(|i| i == "trade-e6")).collect();
     assert_eq!(with_intents.len(), 1, "{commits:?}");
     let txns = &with_intents[0].1;
-    assert!(txns.contains(&("pfsync.feed.trades".to_string(), 5)), "{txns:?}");
-    assert!(txns.contains(&("pfsync.feed.trades.from".to_string(), 4)), "{txns:?}");
+    assert!(txns.contains(&(trades.app_id(), 5)), "{txns:?}");
+    assert!(txns.contains(&(trades.from_app_id(), 4)), "{txns:?}");
+    assert!(txns.contains(&(trades.table_app_id(), trades.fingerprint())), "{txns:?}");
+    assert!(trades.app_id().starts_with("pfsync.feed.default.trades."), "{}", trades.app_id());
     assert!(txns.iter().any(|(a, _)| a == "pfsync.payouts.default"), "{txns:?}");
     let later = Later::default();
     wait_out_in_flight(&later);
     let o = run(payouts_cmd(&sb, dir.path()).later(&later).config(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_trades_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
-    assert_eq!(position(&wh, "trades").await, Some(5));
-    assert_eq!(next_start(&wh, "trades").await, Some(6), "everything final: the next read starts after it");
+    assert_eq!(position(&wh, &trades).await, Some(5));
+    assert_eq!(next_start(&wh, &trades).await, Some(6), "everything final: the next read starts after it");
 
     // Nothing new: nothing sent.
     let executed = sb.stats().executed;
@@ -183,7 +200,7 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     let o = run(payouts_cmd(&sb, dir.path()).later(&later).config(&cfg));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sb.stats().executed, executed, "an update is not an insert: nothing paid");
-    assert_eq!(next_start(&wh, "trades").await, Some(7));
+    assert_eq!(next_start(&wh, &trades).await, Some(7));
 
     // The same table read again from the start (a new feed name has no position): every id is final.
     let replay = config(dir.path(), "replay", &events);
@@ -191,7 +208,7 @@ async fn events_appended_in_several_commits_are_paid_once_each_across_runs_kills
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sb.stats().executed, executed, "a re-read pays nothing twice");
     assert_trades_paid_once(&sb, &["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
-    assert_eq!(position(&wh, "replay").await, Some(6));
+    assert_eq!(position(&wh, &feed_key("default", "replay", &events).await).await, Some(6));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,4 +264,170 @@ async fn a_vacuumed_table_whose_history_no_longer_covers_the_position_stops_the_
     let o = run(payouts_cmd(&sb, dir.path()).config(&moved));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_trades_paid_once(&sb, &["e3"]);
+}
+
+/// The Delta table id of a table (its metadata id, kept for the table's life).
+async fn table_id(path: &std::path::Path) -> String {
+    let t = deltalake::open_table(url::Url::from_directory_path(path).unwrap()).await.unwrap();
+    t.snapshot().unwrap().metadata().id().to_string()
+}
+
+/// A feed's position belongs to one feed of one namespace over one table. Two namespaces on one warehouse,
+/// each with a feed named `trades` over its own table: the second used to start at the first one's
+/// position and read 0 rows, exit 0, on every run. A feed re-pointed at another table under the same name
+/// stops (exit 2) saying how to start it anew, and pinning the new table's id reads it from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_of_one_name_in_two_namespaces_or_over_another_table_never_share_a_position() {
+    let sb = sandbox(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let alpha_events = dir.path().join("alpha-events");
+    let mut t = events_table(&alpha_events, true).await;
+    t = append(t, &[("a1", "agent-000001", "1.00")]).await;
+    t = append(t, &[("a2", "agent-000002", "2.00")]).await;
+    append(t, &[("a3", "agent-000003", "3.00")]).await;
+    let beta_events = dir.path().join("beta-events");
+    let t = events_table(&beta_events, true).await;
+    append(t, &[("b1", "agent-000004", "4.00"), ("b2", "agent-000005", "5.00")]).await;
+    let gamma_events = dir.path().join("gamma-events");
+    let t = events_table(&gamma_events, true).await;
+    append(t, &[("c1", "agent-000006", "6.00"), ("c2", "agent-000007", "7.00")]).await;
+    let configs = |sub: &str, table: &std::path::Path| {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        config(&d, "trades", table)
+    };
+    let (alpha, beta) = (configs("alpha", &alpha_events), configs("beta", &beta_events));
+    let payouts = |namespace: &str, cfg: &std::path::Path| {
+        let o = run(payouts_cmd(&sb, dir.path()).args(["--namespace", namespace]).arg("--config").arg(cfg));
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let paid = |namespace: &str, events: &[&str]| {
+        let keys = paid_per(&sb, PaidBy::Key);
+        for e in events {
+            assert_eq!(keys.get(&format!("pfsync:{namespace}:payout:trade-{e}")).copied(), Some(1), "{e}: {keys:?}");
+        }
+        let prefix = format!("pfsync:{namespace}:payout:trade-");
+        assert_eq!(keys.keys().filter(|k| k.starts_with(&prefix)).count(), events.len(), "{keys:?}");
+    };
+
+    for _ in 0..2 {
+        let (code, err) = payouts("alpha", &alpha);
+        assert_eq!(code, Some(0), "{err}");
+        paid("alpha", &["a1", "a2", "a3"]);
+        let (code, err) = payouts("beta", &beta);
+        assert_eq!(code, Some(0), "{err}");
+        paid("beta", &["b1", "b2"]);
+    }
+
+    // Namespace alpha's `trades` re-pointed at another table: its position belongs to the first one.
+    let executed = sb.stats().executed;
+    let repointed = configs("repointed", &gamma_events);
+    let (code, err) = payouts("alpha", &repointed);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("another table") && err.contains("new name") && err.contains("table_id"), "{err}");
+    assert_eq!(sb.stats().executed, executed, "nothing read, nothing paid");
+    // Pinned to the new table by its id, the feed reads it from start_version.
+    let mut text = std::fs::read_to_string(&repointed).unwrap();
+    text.push_str(&format!("table_id = {:?}\n", table_id(&gamma_events).await));
+    std::fs::write(&repointed, text).unwrap();
+    for _ in 0..2 {
+        let (code, err) = payouts("alpha", &repointed);
+        assert_eq!(code, Some(0), "{err}");
+        paid("alpha", &["a1", "a2", "a3", "c1", "c2"]);
+    }
+    // A pin that names another table than the one at the location stops the run before it reads.
+    let (code, err) = payouts("alpha", &{
+        let mut text = std::fs::read_to_string(&alpha).unwrap();
+        text.push_str(&format!("table_id = {:?}\n", table_id(&beta_events).await));
+        let p = dir.path().join("alpha").join("pinned-wrong.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    });
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("table_id"), "{err}");
+}
+
+/// A log commit of no rows carrying a position as pfsync stored it before namespaces and tables were part
+/// of it (`pfsync.feed.<name>`, `.from`).
+async fn store_earlier_position(wh: &pfsync::tables::Warehouse, name: &str, consumed: i64, from: i64) {
+    use deltalake::kernel::Transaction;
+    use deltalake::kernel::transaction::CommitProperties;
+    let commit = pfsync::tables::CommitInfo { run_id: "earlier".into(), step: "payouts" };
+    let log = pfsync::tables::open_or_create(wh, &PAYOUT_LOG, &commit).await.unwrap();
+    let txns = vec![
+        Transaction::new(format!("pfsync.feed.{name}"), consumed),
+        Transaction::new(format!("pfsync.feed.{name}.from"), from),
+    ];
+    log.write(vec![RecordBatch::new_empty(PAYOUT_LOG.arrow_schema())])
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
+        .await
+        .unwrap();
+}
+
+/// A position stored by an earlier pfsync (under the feed's name alone) keeps working for its feed: the
+/// first feed of that name to read takes it over where that is unambiguous (no intent of another namespace
+/// in the log, a version within its table), reads on from there, and claims it, so a feed of that name in
+/// another namespace starts at its own start_version. Where the position may be another namespace's, the
+/// run stops (exit 2) until start_version says where to read from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_stored_by_an_earlier_pfsync_is_taken_over_once_and_only_where_unambiguous() {
+    let sb = sandbox(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let events = dir.path().join("events");
+    let mut t = events_table(&events, true).await;
+    t = append(t, &[("e1", "agent-000001", "1.25"), ("e2", "agent-000002", "2.50")]).await;
+    append(t, &[("e3", "agent-000003", "0.75")]).await;
+    // The earlier pfsync read versions 0 and 1 (e1 and e2 were its to pay).
+    store_earlier_position(&wh, "trades", 1, 2).await;
+    let cfg = config(dir.path(), "trades", &events);
+    let trades = feed_key("default", "trades", &events).await;
+
+    for _ in 0..2 {
+        let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_trades_paid_once(&sb, &["e3"]);
+        assert_eq!(next_start(&wh, &trades).await, Some(3), "read on from the earlier position");
+    }
+    let log = open_existing(&wh, &PAYOUT_LOG).await.unwrap().unwrap();
+    let claim = pfsync::payouts::log::feed_position(&log, "pfsync.feed.trades.migrated").await.unwrap();
+    assert_eq!(claim, Some(trades.fingerprint()), "claimed by this feed of this namespace and table");
+
+    // The same name in another namespace: the earlier position is not its own, it reads from version 0
+    // (trade-e3 is final in the log already: operation ids are one per log).
+    let o = run(payouts_cmd(&sb, dir.path()).args(["--namespace", "other"]).arg("--config").arg(&cfg));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let keys = paid_per(&sb, PaidBy::Key);
+    for e in ["e1", "e2"] {
+        assert_eq!(keys.get(&format!("pfsync:other:payout:trade-{e}")).copied(), Some(1), "{e}: {keys:?}");
+    }
+    assert_eq!(keys.keys().filter(|k| k.ends_with(":payout:trade-e3")).count(), 1, "{keys:?}");
+
+    // A log that holds intents of another namespace: whose the earlier position is cannot be told.
+    let sb = sandbox(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let warm_events = dir.path().join("warm-events");
+    let t = events_table(&warm_events, true).await;
+    append(t, &[("w1", "agent-000004", "1.00")]).await;
+    let warmup = config(dir.path(), "warmup", &warm_events);
+    let o = run(payouts_cmd(&sb, dir.path()).args(["--namespace", "other"]).arg("--config").arg(&warmup));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    store_earlier_position(&wh, "trades", 1, 2).await;
+    let cfg = config(dir.path(), "trades", &events);
+    let executed = sb.stats().executed;
+    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("other namespaces") && err.contains("start_version"), "{err}");
+    assert_eq!(sb.stats().executed, executed, "nothing read, nothing paid");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("start_version = 2\n");
+    std::fs::write(&cfg, text).unwrap();
+    let o = run(payouts_cmd(&sb, dir.path()).arg("--config").arg(&cfg));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let keys = paid_per(&sb, PaidBy::Key);
+    let default: Vec<_> = keys.keys().filter(|k| k.starts_with("pfsync:default:")).collect();
+    assert_eq!(default, ["pfsync:default:payout:trade-e3"], "{keys:?}");
 }

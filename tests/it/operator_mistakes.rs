@@ -314,3 +314,83 @@ fn the_sandbox_closes_connections_that_send_headers_slowly_or_stall() {
     let stall_closed = stall_closed.expect("a connection that stalls mid-body is closed");
     assert!((1.5..5.0).contains(&stall_closed), "closed after {stall_closed:.1} s, the idle timeout is 2 s");
 }
+
+/// `pfsync sql` reads; it never writes. An INSERT into the append-only payout log appended a forged
+/// `completed 999.99` the status view showed, and one into a pending table rounded 1.005 to 1.00 without a
+/// word. Every statement that would write or change a table or the session is refused (exit 2) with where
+/// to write instead, and no table moves; so is a source query of `pfsync payouts` that writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pfsync_sql_refuses_every_write_and_no_table_moves() {
+    use pfsync::payouts::{PayoutOptions, run_payouts};
+    use pfsync::tables::{CommitInfo, PAYOUT_LOG, PENDING_PAYOUTS, open_existing};
+
+    let sb = crate::common::sandbox(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = crate::common::warehouse(&dir);
+    crate::payouts::write_pending(&wh, &[("p-1", "agent-000001", "1.25", "bounty")]).await;
+    let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "payouts" };
+    let provider = pfsync::provider::seed::SeedProvider::new(crate::common::client(&sb), true);
+    let r = run_payouts(&provider, &wh, &commit, &PayoutOptions::default(), &pfsync::progress::Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(r.completed, 1, "{r}");
+    let versions = || async {
+        let mut out = Vec::new();
+        for spec in [&PAYOUT_LOG, &PENDING_PAYOUTS] {
+            out.push(open_existing(&wh, spec).await.unwrap().unwrap().version());
+        }
+        out
+    };
+    let before = versions().await;
+    let sql = |query: &str| {
+        let out = tokio::task::block_in_place(|| {
+            pfsync().arg("--warehouse").arg(dir.path()).args(["sql", query]).output().unwrap()
+        });
+        (out.status.code(), text(&out))
+    };
+
+    let forged = "INSERT INTO purpleflea.payouts.log SELECT 'forged' AS operation_id, kind, event, attempt, agent_id, \
+                  counterparty_agent_id, CAST(999.99 AS DECIMAL(18,2)) AS amount_usd, reason, 'pfsync:default:payout:forged', \
+                  tx_id, escrow_id, http_status, error_code, error_message, run_id, recorded_at, recorded_date \
+                  FROM purpleflea.payouts.log WHERE event = 'completed'";
+    let (code, t) = sql(forged);
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("read-only") && t.contains("pfsync resolve"), "says where the log is written: {t}");
+    let (code, t) =
+        sql("INSERT INTO purpleflea.payouts.pending VALUES ('p-2', 'agent-000002', 1.005, 'x', NULL, 'me')");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("read-only") && t.contains("upstream job"), "says who writes a source table: {t}");
+    for query in [
+        "UPDATE purpleflea.payouts.pending SET amount_usd = 2 WHERE payout_id = 'p-1'",
+        "DELETE FROM purpleflea.payouts.log",
+        "TRUNCATE TABLE purpleflea.payouts.log",
+        "MERGE INTO purpleflea.payouts.pending t USING purpleflea.payouts.pending s ON t.payout_id = s.payout_id \
+         WHEN MATCHED THEN DELETE",
+        "CREATE TABLE purpleflea.payouts.copy AS SELECT * FROM purpleflea.payouts.log",
+        "CREATE VIEW purpleflea.payouts.v AS SELECT 1",
+        "DROP TABLE purpleflea.payouts.log",
+        "ALTER TABLE purpleflea.payouts.log RENAME TO x",
+        "COPY (SELECT * FROM purpleflea.payouts.log) TO '/tmp/pfsync-copied.parquet'",
+        "EXPLAIN ANALYZE INSERT INTO purpleflea.payouts.log SELECT * FROM purpleflea.payouts.log",
+        "SET datafusion.execution.batch_size = 1",
+        "SELECT 1; INSERT INTO purpleflea.payouts.log SELECT * FROM purpleflea.payouts.log",
+    ] {
+        let (code, t) = sql(query);
+        assert_eq!(code, Some(2), "{query}: {t}");
+        assert!(t.contains("read-only"), "{query}: {t}");
+    }
+    assert!(!std::path::Path::new("/tmp/pfsync-copied.parquet").exists());
+    // Reading is what it is for.
+    let (code, t) = sql("SELECT operation_id, amount_usd FROM purpleflea.payouts.log WHERE event = 'completed'");
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains("p-1") && t.contains("(1 rows)") && !t.contains("forged"), "{t}");
+
+    // A source query of `pfsync payouts` is read-only as well.
+    let out = tokio::task::block_in_place(|| {
+        crate::payouts::payouts_cmd(&sb, dir.path()).arg("--payouts-sql").arg(forged).output().unwrap()
+    });
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("read-only"), "{t}");
+    assert_eq!(versions().await, before, "no table moved");
+}

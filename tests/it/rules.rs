@@ -27,6 +27,7 @@ pub struct RuleRow {
     pub mlflow_run_id: Option<String>,
     pub experiment_id: Option<String>,
     pub run_filter: Option<String>,
+    pub runs_since: Option<DateTime<Utc>>,
     pub metric_key: &'static str,
     pub threshold: Option<f64>,
     pub direction: &'static str,
@@ -47,6 +48,12 @@ pub async fn write_rules(wh: &Warehouse, rows: &[RuleRow]) {
         text(&|r| r.mlflow_run_id.clone()),
         text(&|r| r.experiment_id.clone()),
         text(&|r| r.run_filter.clone()),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.runs_since.map(|d| d.timestamp_micros()))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC"),
+        ),
         text(&|r| Some(r.metric_key.to_string())),
         Arc::new(rows.iter().map(|r| r.threshold).collect::<Float64Array>()),
         text(&|r| Some(r.direction.to_string())),
@@ -289,13 +296,15 @@ async fn a_rule_that_never_fires_moves_nothing_and_past_its_deadline_disputes_on
                 on_deadline: Some("dispute"),
                 ..latency.clone()
             },
-            // Any run of the experiment with the task's tag: that one is under 50 ms.
+            // Any run of the experiment with the task's tag: that one is under 50 ms. Its runs started
+            // before the rule was written: the rule says they count.
             RuleRow {
                 rule_id: "r-search",
                 create_action_id: Some("c-4"),
                 mlflow_run_id: None,
                 experiment_id: Some(experiment.clone()),
                 run_filter: Some("tags.task = 'bounty-4'".into()),
+                runs_since: Some(now - chrono::Duration::hours(1)),
                 ..latency.clone()
             },
             RuleRow { rule_id: "r-bad", create_action_id: Some("c-2"), direction: "=>", ..latency.clone() },
@@ -412,4 +421,281 @@ async fn databricks_hosted_mlflow_with_a_workspace_token_releases_once_and_tags_
     assert!(text(&o).contains("0 MLflow run(s) tagged"), "{}", text(&o));
     assert_eq!(sb.stats().executed, executed);
     assert_eq!(paid_per(&sb, PaidBy::Key).get("pfsync:default:escrow_release:rule:r-dbx").copied(), Some(1));
+}
+
+/// Log `value` for `key` in `run_id` at `step`, with the time `at` as the client claims it.
+fn log_at(ml: &MlflowServer, run_id: &str, key: &str, value: f64, step: i64, at: DateTime<Utc>) {
+    tokio::task::block_in_place(|| {
+        ml.python(&format!(
+            "mlflow.MlflowClient().log_metric({run_id:?}, {key:?}, {value}, timestamp={}, step={step})",
+            at.timestamp_millis()
+        ))
+    });
+}
+
+/// Sleep (off the runtime) until `t` has passed.
+fn sleep_past(t: DateTime<Utc>) {
+    let left = (t - Utc::now()).num_milliseconds() + 300;
+    if left > 0 {
+        tokio::task::block_in_place(|| std::thread::sleep(std::time::Duration::from_millis(left as u64)));
+    }
+}
+
+/// MLflow stores the time a client gives with a metric value. The deadline passed with `on_deadline =
+/// dispute`; then whoever may write to the run (typically the seller) logged 0.99 with a time before the
+/// deadline, and the next `pfsync rules` released the escrow. A value counts toward a deadline only if
+/// pfsync saw it by then: this one was seen after it, so the escrow is disputed, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metric_logged_after_the_deadline_with_an_earlier_time_does_not_release_and_the_escrow_is_disputed() {
+    let Some(ml) = server() else { return };
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let escrows = create_escrows(&sb, &wh, &[("c-bd", "agent-000006", "9.00")]).await;
+    let escrow = escrows["c-bd"].clone();
+    let run_id = tokio::task::block_in_place(|| ml.run_with("pfsync-rules-backdated", "val_accuracy", &[0.80]));
+    let deadline = Utc::now() + chrono::Duration::seconds(8);
+    write_rules(
+        &wh,
+        &[RuleRow {
+            rule_id: "r-bd",
+            create_action_id: Some("c-bd"),
+            mlflow_run_id: Some(run_id.clone()),
+            metric_key: "val_accuracy",
+            threshold: Some(0.95),
+            direction: ">=",
+            deadline: Some(deadline),
+            on_deadline: Some("dispute"),
+            ..RuleRow::default()
+        }],
+    )
+    .await;
+    let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(Utc::now() < deadline, "the first run ended before the deadline (a slow machine: raise the margin)");
+    assert_eq!(escrow_status(&sb, &escrow), "funded");
+
+    // Past the deadline, a value with a time before it.
+    sleep_past(deadline);
+    log_at(ml, &run_id, "val_accuracy", 0.99, 1, deadline - chrono::Duration::seconds(2));
+    for _ in 0..2 {
+        let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert_eq!(escrow_status(&sb, &escrow), "refunded", "disputed, not released: {}", text(&o));
+        let keys = paid_per(&sb, PaidBy::Key);
+        assert_eq!(keys.get("pfsync:default:escrow_dispute:rule:r-bd").copied(), Some(1), "{keys:?}");
+        assert!(!keys.contains_key("pfsync:default:escrow_release:rule:r-bd"), "{keys:?}");
+    }
+    let reason =
+        strings(&wh, "SELECT reason FROM purpleflea.payouts.log WHERE operation_id = 'rule:r-bd' AND event = 'intent'")
+            .await;
+    assert!(reason[0].contains("passed without metric val_accuracy >= 0.95"), "{reason:?}");
+}
+
+/// What the sightings table holds for a rule: (sighting, MLflow run, step, seen_at in microseconds).
+async fn sightings(wh: &Warehouse, rule_id: &str) -> Vec<(String, String, String, i64)> {
+    let sql = format!(
+        "SELECT sighting || '|' || coalesce(mlflow_run_id, '') || '|' || coalesce(CAST(step AS STRING), '') || '|' \
+         || CAST(CAST(seen_at AS BIGINT) AS STRING) FROM purpleflea.escrow.rule_sightings WHERE rule_id = '{rule_id}' \
+         ORDER BY seen_at"
+    );
+    strings(wh, &sql)
+        .await
+        .into_iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string(), f[3].parse().unwrap())
+        })
+        .collect()
+}
+
+/// A value pfsync saw by the deadline counts after it: the release it led to was held back (here by the
+/// brake) and runs once the deadline has passed. The hit is recorded with the time pfsync first saw it
+/// (`purpleflea.escrow.rule_sightings`), before the release was planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_pfsync_saw_by_the_deadline_counts_after_it_with_the_time_it_was_first_seen() {
+    let Some(ml) = server() else { return };
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let escrows = create_escrows(&sb, &wh, &[("c-held", "agent-000007", "11.00")]).await;
+    let escrow = escrows["c-held"].clone();
+    let run_id = tokio::task::block_in_place(|| ml.run_with("pfsync-rules-held", "val_accuracy", &[0.80, 0.97]));
+    let deadline = Utc::now() + chrono::Duration::seconds(8);
+    write_rules(
+        &wh,
+        &[RuleRow {
+            rule_id: "r-held",
+            create_action_id: Some("c-held"),
+            mlflow_run_id: Some(run_id.clone()),
+            metric_key: "val_accuracy",
+            threshold: Some(0.95),
+            direction: ">=",
+            deadline: Some(deadline),
+            on_deadline: Some("dispute"),
+            ..RuleRow::default()
+        }],
+    )
+    .await;
+    let o = run(rules_cmd(&sb, ml, dir.path()).args(["--max-count", "0"]));
+    assert_eq!(o.status.code(), Some(7), "held by the brake: {}", text(&o));
+    assert!(Utc::now() < deadline, "the first run ended before the deadline (a slow machine: raise the margin)");
+    assert_eq!(escrow_status(&sb, &escrow), "funded");
+    let seen = sightings(&wh, "r-held").await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (kind, mlflow_run, step, seen_at) = &seen[0];
+    assert_eq!((kind.as_str(), mlflow_run, step.as_str()), ("hit", &run_id, "1"), "{seen:?}");
+    assert!(*seen_at <= deadline.timestamp_micros(), "{seen:?}");
+
+    sleep_past(deadline);
+    for _ in 0..2 {
+        let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert_eq!(escrow_status(&sb, &escrow), "released", "{}", text(&o));
+    }
+    let keys = paid_per(&sb, PaidBy::Key);
+    assert_eq!(keys.get("pfsync:default:escrow_release:rule:r-held").copied(), Some(1), "{keys:?}");
+    assert!(!keys.contains_key("pfsync:default:escrow_dispute:rule:r-held"), "{keys:?}");
+    let reason = strings(
+        &wh,
+        "SELECT reason FROM purpleflea.payouts.log WHERE operation_id = 'rule:r-held' AND event = 'intent'",
+    )
+    .await;
+    assert!(reason[0].contains(&format!("MLflow run {run_id} metric val_accuracy = 0.97 at step 1")), "{reason:?}");
+    assert_eq!(sightings(&wh, "r-held").await, seen, "recorded once");
+}
+
+/// A search rule counts the runs of its experiment that started after pfsync first read it (unless it
+/// says `runs_since`), and never a deleted run: anyone who can create a run in the experiment could make
+/// one that matches. A run made before the rule, and a new one deleted, do not fire it; a new run does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_rule_counts_only_runs_started_after_it_and_never_a_deleted_one() {
+    let Some(ml) = server() else { return };
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let escrows = create_escrows(&sb, &wh, &[("c-new", "agent-000008", "13.00")]).await;
+    let escrow = escrows["c-new"].clone();
+    let name = "pfsync-rules-new-runs";
+    let old = tokio::task::block_in_place(|| ml.run_with(name, "val_accuracy", &[0.99]));
+    let experiment = tokio::task::block_in_place(|| {
+        ml.python(&format!("print(mlflow.MlflowClient().get_experiment_by_name({name:?}).experiment_id)"))
+    });
+    write_rules(
+        &wh,
+        &[RuleRow {
+            rule_id: "r-new",
+            create_action_id: Some("c-new"),
+            experiment_id: Some(experiment.clone()),
+            metric_key: "val_accuracy",
+            threshold: Some(0.95),
+            direction: ">=",
+            ..RuleRow::default()
+        }],
+    )
+    .await;
+    let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(escrow_status(&sb, &escrow), "funded", "a run made before the rule does not count");
+    let seen = sightings(&wh, "r-new").await;
+    assert_eq!(seen.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["rule"], "{seen:?}");
+
+    let deleted = tokio::task::block_in_place(|| {
+        let id = ml.run_with(name, "val_accuracy", &[0.99]);
+        ml.python(&format!("mlflow.MlflowClient().delete_run({id:?})"));
+        id
+    });
+    let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(escrow_status(&sb, &escrow), "funded", "a deleted run does not count");
+
+    let fresh = tokio::task::block_in_place(|| ml.run_with(name, "val_accuracy", &[0.90, 0.96]));
+    let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(escrow_status(&sb, &escrow), "released", "{}", text(&o));
+    let tags: HashMap<String, String> =
+        tokio::task::block_in_place(|| ml.purpleflea_tags(&fresh)).into_iter().collect();
+    assert_eq!(tags.get("purpleflea.rule_id").map(String::as_str), Some("r-new"), "{tags:?}");
+    for other in [&old, &deleted] {
+        assert!(tokio::task::block_in_place(|| ml.purpleflea_tags(other)).is_empty(), "{other}");
+    }
+    let seen = sightings(&wh, "r-new").await;
+    assert_eq!(seen.iter().map(|s| (s.0.as_str(), s.1.as_str())).collect::<Vec<_>>(), [("rule", ""), ("hit", &fresh)]);
+}
+
+/// The rules step is bounded. A tracking server that accepts connections and never answers holds it no
+/// longer than --rules-max-secs (the HTTP client alone would wait out four 30 s attempts): the rule is left
+/// to the next run (exit 5) and `pfsync run` goes on to its payouts step. A search rule that needs more
+/// MLflow pages than --rules-max-pages is left over the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rules_step_is_bounded_in_time_and_pages_and_run_goes_on_past_it() {
+    let Some(ml) = server() else { return };
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let escrows = create_escrows(&sb, &wh, &[("c-slow", "agent-000009", "5.00")]).await;
+    crate::payouts::write_pending(&wh, &[("p-after", "agent-000003", "1.00", "paid after the rules step")]).await;
+    write_rules(
+        &wh,
+        &[RuleRow {
+            rule_id: "r-slow",
+            create_action_id: Some("c-slow"),
+            mlflow_run_id: Some("0123456789abcdef0123456789abcdef".into()),
+            metric_key: "val_accuracy",
+            threshold: Some(0.95),
+            direction: ">=",
+            ..RuleRow::default()
+        }],
+    )
+    .await;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let started = std::time::Instant::now();
+    let o = run(command(&sb, ml, dir.path(), &["run", "--steps", "rules,payouts", "--rules-max-secs", "2"])
+        .env("MLFLOW_TRACKING_URI", format!("http://{addr}")));
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}: {}", text(&o));
+    assert!(text(&o).contains("1 rule(s) not decided in this run"), "{}", text(&o));
+    assert_eq!(
+        paid_per(&sb, PaidBy::Key).get("pfsync:default:payout:p-after").copied(),
+        Some(1),
+        "the payouts step ran"
+    );
+    assert_eq!(escrow_status(&sb, &escrows["c-slow"]), "funded");
+
+    // Pages: three runs need a search page and three history pages; two are allowed.
+    let name = "pfsync-rules-pages";
+    tokio::task::block_in_place(|| ml.runs_with(name, "val_accuracy", &[vec![0.5], vec![0.5], vec![0.5]]));
+    let experiment = tokio::task::block_in_place(|| {
+        ml.python(&format!("print(mlflow.MlflowClient().get_experiment_by_name({name:?}).experiment_id)"))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    create_escrows(&sb, &wh, &[("c-pages", "agent-000002", "4.00")]).await;
+    write_rules(
+        &wh,
+        &[RuleRow {
+            rule_id: "r-pages",
+            create_action_id: Some("c-pages"),
+            experiment_id: Some(experiment),
+            runs_since: Some(Utc::now() - chrono::Duration::hours(1)),
+            metric_key: "val_accuracy",
+            threshold: Some(0.95),
+            direction: ">=",
+            ..RuleRow::default()
+        }],
+    )
+    .await;
+    let o = run(rules_cmd(&sb, ml, dir.path()).args(["--rules-max-pages", "2"]));
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("r-pages"), "{}", text(&o));
+    let o = run(&mut rules_cmd(&sb, ml, dir.path()));
+    assert_eq!(o.status.code(), Some(0), "within the default cap: {}", text(&o));
 }

@@ -1,28 +1,36 @@
 //! Metric rules (`purpleflea.escrow.rules`) as a [`Source`]: each rule watches one metric of an MLflow run
-//! (or of any run of an experiment that matches a filter) and, when a logged value crosses its threshold,
+//! (or of the runs of an experiment that match a filter) and, when a logged value crosses its threshold,
 //! yields a release of its escrow; when its deadline passes without a hit and it says so, a dispute. The
-//! operation id is `rule:<rule_id>` for both, so the log lets a rule move money at most once, ever: a
-//! second outcome of the same rule (a release after its dispute) has the same id with other values and is
-//! refused as `id_reused`. Everything else (the log, rejects, brake, exactly-once execution) is the
-//! engine's, as for every source.
+//! operation id is `rule:<rule_id>` for both, so the log lets a rule move money at most once, ever. Once a
+//! rule's operation is in the log, that is its decision: read again, the rule yields the same operation
+//! (carried on to its outcome), never another one. Everything else (the log, rejects, brake, exactly-once
+//! execution) is the engine's, as for every source.
 //!
-//! Only values logged by the deadline count. Among them the hit is the earliest (by timestamp, then step,
-//! then run id) that satisfies the rule, so every run of pfsync derives the same reason text from the same
-//! history.
+//! Time is judged by what pfsync saw, not by what a client claims: MLflow stores the time the client gives
+//! with a value, so a value logged after the deadline with an earlier time must not count. A value counts
+//! toward a deadline only if pfsync saw it by then (`sightings`: the hit is recorded with the time pfsync
+//! first saw it, before the release is planned) and its own time is by then too. Among the values seen for
+//! the first time, the hit is the earliest (by timestamp, then step, then run id) that satisfies the rule,
+//! so every run of pfsync derives the same reason text from the same history.
+//!
+//! A search rule counts only runs that started after pfsync first read the rule (or at or after its
+//! `runs_since`), and never a deleted run nor one whose start lies in the future when its value is first
+//! seen. The rules step is bounded: every rule reads at most `max_pages` MLflow pages, and the whole step
+//! takes at most `max_duration`; a rule cut off by either is deferred to the next run (and counted), so
+//! `pfsync run --follow` goes on to its next step.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::sync::{Arc, Mutex};
+mod source;
 
 use chrono::{DateTime, TimeZone, Utc};
-use datafusion::prelude::SessionContext;
-use futures::future::BoxFuture;
 
-use super::PayoutError;
-use super::source::{Columns, RawRow, Source, get, time};
-use super::validate::{MAX_SOURCE_ROW_BYTES, RawAction, RawAmount, Reject, RejectCode, RowKind};
-use crate::mlflow::{MetricPoint, MlflowClient, MlflowError};
+use super::sightings::Hit;
+use super::validate::{MAX_SOURCE_ROW_BYTES, Reject, RejectCode, RowKind};
+use crate::mlflow::MetricPoint;
 use crate::operation::OpKind;
+
+pub use source::{
+    DEFAULT_MAX_PAGES, DEFAULT_MAX_SECS, DEFAULT_RULES_SQL, RuleLimits, RuleSource, Rules, SightingStore,
+};
 
 /// Prefix of every rule's operation id.
 pub const RULE_OP_PREFIX: &str = "rule:";
@@ -75,7 +83,13 @@ impl Direction {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Runs {
     One(String),
-    Search { experiment_id: String, filter: Option<String> },
+    /// Runs of an experiment matching `filter`, started at or after `since` (`None`: after pfsync first
+    /// read the rule).
+    Search {
+        experiment_id: String,
+        filter: Option<String>,
+        since: Option<DateTime<Utc>>,
+    },
 }
 
 /// A rule row, checked.
@@ -102,6 +116,7 @@ pub struct RawRule {
     pub mlflow_run_id: Option<String>,
     pub experiment_id: Option<String>,
     pub filter: Option<String>,
+    pub runs_since: Option<DateTime<Utc>>,
     pub metric_key: Option<String>,
     pub threshold: Option<f64>,
     pub direction: Option<String>,
@@ -137,9 +152,13 @@ impl RawRule {
             ));
         }
         let runs = match (nonblank(&self.mlflow_run_id), nonblank(&self.experiment_id)) {
-            (Some(r), None) if nonblank(&self.filter).is_none() => Runs::One(r),
-            (Some(_), None) => return Err(invalid("run_filter goes with experiment_id, not with mlflow_run_id")),
-            (None, Some(e)) => Runs::Search { experiment_id: e, filter: nonblank(&self.filter) },
+            (Some(r), None) if nonblank(&self.filter).is_none() && self.runs_since.is_none() => Runs::One(r),
+            (Some(_), None) => {
+                return Err(invalid("run_filter and runs_since go with experiment_id, not with mlflow_run_id"));
+            }
+            (None, Some(e)) => {
+                Runs::Search { experiment_id: e, filter: nonblank(&self.filter), since: self.runs_since }
+            }
             _ => return Err(invalid("exactly one of mlflow_run_id and experiment_id must be set")),
         };
         let metric_key = nonblank(&self.metric_key).ok_or_else(|| invalid("metric_key is missing"))?;
@@ -178,13 +197,18 @@ impl RawRule {
     }
 }
 
-/// The first value (by timestamp, step, run) that satisfies the rule, logged by its deadline.
-pub fn first_hit<'a>(rule: &Rule, points: &'a [(String, MetricPoint)]) -> Option<&'a (String, MetricPoint)> {
+/// Does `p` satisfy the rule, with a time of its own by the deadline? (Not enough for the deadline: see
+/// [`decide`].)
+fn satisfies(rule: &Rule, p: &MetricPoint) -> bool {
     let deadline_ms = rule.deadline.map(|d| d.timestamp_millis());
+    deadline_ms.is_none_or(|d| p.timestamp_ms <= d) && rule.direction.hit(p.value, rule.threshold)
+}
+
+/// The first value (by timestamp, step, run) that satisfies the rule, logged by its deadline by its own time.
+pub fn first_hit<'a>(rule: &Rule, points: &'a [(String, MetricPoint)]) -> Option<&'a (String, MetricPoint)> {
     points
         .iter()
-        .filter(|(_, p)| deadline_ms.is_none_or(|d| p.timestamp_ms <= d))
-        .filter(|(_, p)| rule.direction.hit(p.value, rule.threshold))
+        .filter(|(_, p)| satisfies(rule, p))
         .min_by(|(ra, a), (rb, b)| (a.timestamp_ms, a.step, ra).cmp(&(b.timestamp_ms, b.step, rb)))
 }
 
@@ -194,6 +218,10 @@ pub enum Decision {
     Release {
         mlflow_run_id: String,
         reason: String,
+        /// The value it fired on, with the time pfsync first saw it.
+        hit: Hit,
+        /// Seen for the first time now: to be recorded before the release is planned.
+        new: bool,
     },
     Dispute {
         mlflow_run_id: Option<String>,
@@ -206,31 +234,32 @@ pub enum Decision {
 fn runs_text(rule: &Rule) -> String {
     match &rule.runs {
         Runs::One(r) => format!("MLflow run {r}"),
-        Runs::Search { experiment_id, filter: Some(f) } => {
+        Runs::Search { experiment_id, filter: Some(f), .. } => {
             format!("any run of MLflow experiment {experiment_id} matching {f}")
         }
-        Runs::Search { experiment_id, filter: None } => format!("any run of MLflow experiment {experiment_id}"),
+        Runs::Search { experiment_id, filter: None, .. } => format!("any run of MLflow experiment {experiment_id}"),
     }
 }
 
-/// The decision for a rule given every value of its metric in the runs it watches.
-pub fn decide(rule: &Rule, points: &[(String, MetricPoint)], now: DateTime<Utc>) -> Decision {
-    let suffix = rule.reason.as_deref().map(|r| format!("; {r}")).unwrap_or_default();
-    if let Some((run, p)) = first_hit(rule, points) {
-        let at = Utc.timestamp_millis_opt(p.timestamp_ms).single().map(|t| t.to_rfc3339()).unwrap_or_default();
-        return Decision::Release {
-            mlflow_run_id: run.clone(),
-            reason: format!(
-                "rule {}: MLflow run {run} metric {} = {} at step {} ({at}) {} {}{suffix}",
-                rule.rule_id,
-                rule.metric_key,
-                p.value,
-                p.step,
-                rule.direction.as_str(),
-                rule.threshold
-            ),
-        };
+/// The decision for a rule at `now`, given the hits pfsync saw in earlier runs (`seen`, of runs the rule
+/// still watches) and every value of its metric in those runs now (`points`).
+///
+/// A value counts toward the deadline only if pfsync saw it by then: a hit recorded by the deadline
+/// fires the rule whenever it is read again; a value seen for the first time fires it only while the
+/// deadline has not passed. Past it, a value whose own time is earlier but that pfsync had not seen (a
+/// backdated log) does not count, and the rule disputes if it says so.
+pub fn decide(rule: &Rule, seen: &[Hit], points: &[(String, MetricPoint)], now: DateTime<Utc>) -> Decision {
+    let in_time = |t: DateTime<Utc>| rule.deadline.is_none_or(|d| t <= d);
+    if let Some(hit) = earliest(seen.iter().filter(|h| in_time(h.seen_at) && satisfies(rule, &h.point))) {
+        return release(rule, hit.clone(), false);
     }
+    if in_time(now)
+        && let Some((run, p)) = first_hit(rule, points)
+    {
+        let seen_at = Utc.timestamp_millis_opt(now.timestamp_millis()).single().unwrap_or(now);
+        return release(rule, Hit { mlflow_run_id: run.clone(), point: p.clone(), seen_at }, true);
+    }
+    let suffix = rule.reason.as_deref().map(|r| format!("; {r}")).unwrap_or_default();
     match rule.deadline {
         Some(d) if now > d && rule.dispute_on_deadline => Decision::Dispute {
             mlflow_run_id: match &rule.runs {
@@ -238,7 +267,7 @@ pub fn decide(rule: &Rule, points: &[(String, MetricPoint)], now: DateTime<Utc>)
                 Runs::Search { .. } => None,
             },
             reason: format!(
-                "rule {}: deadline {} passed without metric {} {} {} on {}{suffix}",
+                "rule {}: deadline {} passed without metric {} {} {} on {}, seen by pfsync by then{suffix}",
                 rule.rule_id,
                 d.to_rfc3339(),
                 rule.metric_key,
@@ -251,174 +280,44 @@ pub fn decide(rule: &Rule, points: &[(String, MetricPoint)], now: DateTime<Utc>)
     }
 }
 
+/// The earliest hit by timestamp, step and run, then by when it was first seen (two runs at once may both
+/// have recorded it): the same one whatever order the sightings are read in.
+fn earliest<'a>(hits: impl Iterator<Item = &'a Hit>) -> Option<&'a Hit> {
+    hits.min_by(|a, b| {
+        (a.point.timestamp_ms, a.point.step, &a.mlflow_run_id, a.seen_at).cmp(&(
+            b.point.timestamp_ms,
+            b.point.step,
+            &b.mlflow_run_id,
+            b.seen_at,
+        ))
+    })
+}
+
+fn release(rule: &Rule, hit: Hit, new: bool) -> Decision {
+    let suffix = rule.reason.as_deref().map(|r| format!("; {r}")).unwrap_or_default();
+    let p = &hit.point;
+    let at = Utc.timestamp_millis_opt(p.timestamp_ms).single().map(|t| t.to_rfc3339()).unwrap_or_default();
+    // Nothing of this run's own in the text (not the time pfsync first saw the value: that is in the
+    // sightings table), so two runs at once derive the same reason, hence the same operation.
+    let reason = format!(
+        "rule {}: MLflow run {} metric {} = {} at step {} ({at}) {} {}{suffix}",
+        rule.rule_id,
+        hit.mlflow_run_id,
+        rule.metric_key,
+        p.value,
+        p.step,
+        rule.direction.as_str(),
+        rule.threshold
+    );
+    Decision::Release { mlflow_run_id: hit.mlflow_run_id.clone(), reason, hit, new }
+}
+
 /// A rule that fired in this run of pfsync: which MLflow run to tag once its outcome is logged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fired {
     pub rule_id: String,
     pub kind: OpKind,
     pub mlflow_run_id: Option<String>,
-}
-
-/// The rules of one pfsync run: the MLflow client (absent when MLflow is not configured: then a rules
-/// table with rows is an error), and what fired, for tagging afterwards.
-pub struct Rules {
-    client: Option<MlflowClient>,
-    now: DateTime<Utc>,
-    fired: Mutex<HashMap<String, Fired>>,
-}
-
-impl fmt::Debug for Rules {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rules").field("client", &self.client).field("now", &self.now).finish()
-    }
-}
-
-impl Rules {
-    pub fn new(client: Option<MlflowClient>, now: DateTime<Utc>) -> Arc<Rules> {
-        Arc::new(Rules { client, now, fired: Mutex::new(HashMap::new()) })
-    }
-
-    pub fn client(&self) -> Option<&MlflowClient> {
-        self.client.as_ref()
-    }
-
-    /// What fired, by operation id.
-    pub fn fired(&self) -> HashMap<String, Fired> {
-        self.fired.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    async fn points(&self, c: &MlflowClient, rule: &Rule) -> Result<Vec<(String, MetricPoint)>, MlflowError> {
-        let runs = match &rule.runs {
-            // get-history answers an empty list for a run that does not exist: ask for the run first, so a
-            // mistyped run id is refused with its reason instead of waiting forever.
-            Runs::One(r) => {
-                c.run_tags(r).await?;
-                vec![r.clone()]
-            }
-            Runs::Search { experiment_id, filter } => c.search_runs(experiment_id, filter.as_deref()).await?,
-        };
-        let mut out = Vec::new();
-        for run in runs {
-            out.extend(c.metric_history(&run, &rule.metric_key).await?.into_iter().map(|p| (run.clone(), p)));
-        }
-        Ok(out)
-    }
-
-    /// One rule row into what the engine reads: a release or dispute action, a refusal, or nothing.
-    async fn evaluate(&self, raw: RawRule) -> Result<Option<RawRow>, PayoutError> {
-        let rule = match raw.check() {
-            Ok(r) => r,
-            Err(r) => return Ok(Some(RawRow::Refused(r))),
-        };
-        let Some(client) = &self.client else {
-            return Err(PayoutError::Mlflow(MlflowError::NotConfigured));
-        };
-        let points = match self.points(client, &rule).await {
-            Ok(p) => p,
-            Err(e) if e.is_rule_error() => {
-                return Ok(Some(RawRow::Refused(Reject {
-                    operation_id: Some(operation_id(&rule.rule_id)),
-                    kind: RowKind::EscrowRule,
-                    code: RejectCode::InvalidRule,
-                    message: e.to_string(),
-                    source_row: raw.source_row.chars().take(MAX_SOURCE_ROW_BYTES).collect(),
-                })));
-            }
-            Err(e) => return Err(PayoutError::Mlflow(e)),
-        };
-        let (action, mlflow_run_id, reason, kind) = match decide(&rule, &points, self.now) {
-            Decision::Nothing => {
-                tracing::debug!(rule = %rule.rule_id, values = points.len(), "rule has not fired");
-                return Ok(None);
-            }
-            Decision::Release { mlflow_run_id, reason } => {
-                ("release", Some(mlflow_run_id), reason, OpKind::EscrowRelease)
-            }
-            Decision::Dispute { mlflow_run_id, reason } => ("dispute", mlflow_run_id, reason, OpKind::EscrowDispute),
-        };
-        let id = operation_id(&rule.rule_id);
-        tracing::info!(rule = %rule.rule_id, action, "{reason}");
-        self.fired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), Fired { rule_id: rule.rule_id.clone(), kind, mlflow_run_id });
-        Ok(Some(RawRow::Action(RawAction {
-            action_id: Some(id),
-            action: Some(action.into()),
-            escrow_id: rule.escrow_id,
-            create_action_id: rule.create_action_id,
-            buyer_agent_id: None,
-            seller_agent_id: None,
-            amount: RawAmount::Missing,
-            description: None,
-            metadata: None,
-            reason: Some(reason),
-            requested_at: None,
-            source_row: raw.source_row,
-        })))
-    }
-}
-
-pub const DEFAULT_RULES_SQL: &str = "SELECT * FROM purpleflea.escrow.rules";
-
-/// The rules table as a source.
-pub struct RuleSource(pub Arc<Rules>);
-
-impl Source for RuleSource {
-    fn name(&self) -> String {
-        crate::tables::ESCROW_RULES.name.to_string()
-    }
-
-    fn read<'a>(&'a self, ctx: &'a SessionContext) -> BoxFuture<'a, Result<Vec<RawRow>, PayoutError>> {
-        Box::pin(async move {
-            if !ctx.table_exist(crate::tables::ESCROW_RULES.name).unwrap_or(false) {
-                return Ok(Vec::new());
-            }
-            let required = crate::tables::ESCROW_RULES.required_columns();
-            let batches = super::source::query(ctx, &self.name(), DEFAULT_RULES_SQL, required).await?;
-            let mut out = Vec::new();
-            for raw in rules_from(&batches)? {
-                out.extend(self.0.evaluate(raw).await?);
-            }
-            Ok(out)
-        })
-    }
-}
-
-fn rules_from(batches: &[arrow::array::RecordBatch]) -> Result<Vec<RawRule>, PayoutError> {
-    use arrow::array::{Array, Float64Array};
-    let mut out = Vec::new();
-    for b in batches {
-        let cols = Columns::new(b)?;
-        let t = |n: &str| cols.text(n);
-        let (id, escrow, create, run) = (t("rule_id")?, t("escrow_id")?, t("create_action_id")?, t("mlflow_run_id")?);
-        let (exp, filter, key, dir) = (t("experiment_id")?, t("run_filter")?, t("metric_key")?, t("direction")?);
-        let (on, reason) = (t("on_deadline")?, t("reason")?);
-        let threshold = match cols.column("threshold") {
-            Some(c) => Some(arrow::compute::cast(c, &arrow::datatypes::DataType::Float64)?),
-            None => None,
-        };
-        let threshold = threshold.as_ref().and_then(|a| a.as_any().downcast_ref::<Float64Array>().cloned());
-        let deadline = cols.times("deadline");
-        for i in 0..b.num_rows() {
-            out.push(RawRule {
-                rule_id: get(&id, i),
-                escrow_id: get(&escrow, i),
-                create_action_id: get(&create, i),
-                mlflow_run_id: get(&run, i),
-                experiment_id: get(&exp, i),
-                filter: get(&filter, i),
-                metric_key: get(&key, i),
-                threshold: threshold.as_ref().filter(|a| !a.is_null(i)).map(|a| a.value(i)),
-                direction: get(&dir, i),
-                deadline: time(&deadline, i),
-                on_deadline: get(&on, i),
-                reason: get(&reason, i),
-                source_row: cols.row_json(i),
-            });
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -452,6 +351,7 @@ mod tests {
             RawRule { experiment_id: Some("1".into()), ..raw() },
             RawRule { mlflow_run_id: None, ..raw() },
             RawRule { filter: Some("tags.x = 1".into()), ..raw() },
+            RawRule { runs_since: Some(Utc::now()), ..raw() },
             RawRule { metric_key: Some(" ".into()), ..raw() },
             RawRule { threshold: None, ..raw() },
             RawRule { threshold: Some(f64::NAN), ..raw() },
@@ -472,30 +372,63 @@ mod tests {
         let rule = raw().check().unwrap();
         let now = Utc::now();
         let pts = [pt("abc", 0.90, 1, 1000), pt("abc", 0.96, 2, 2000), pt("abc", 0.97, 3, 3000)];
-        match decide(&rule, &pts, now) {
-            Decision::Release { mlflow_run_id, reason } => {
+        match decide(&rule, &[], &pts, now) {
+            Decision::Release { mlflow_run_id, reason, .. } => {
                 assert_eq!(mlflow_run_id, "abc");
                 assert!(reason.starts_with("rule r1: MLflow run abc metric val_accuracy = 0.96 at step 2"), "{reason}");
             }
             d => panic!("{d:?}"),
         }
-        assert_eq!(decide(&rule, &pts[..1], now), Decision::Nothing);
+        assert_eq!(decide(&rule, &[], &pts[..1], now), Decision::Nothing);
         let nan = [pt("abc", f64::NAN, 1, 1000)];
-        assert_eq!(decide(&rule, &nan, now), Decision::Nothing);
+        assert_eq!(decide(&rule, &[], &nan, now), Decision::Nothing);
         // A deadline: values logged after it do not count; past it, a dispute if the rule says so.
         let deadline = Utc.timestamp_millis_opt(1500).unwrap();
         let late = RawRule { deadline: Some(deadline), on_deadline: Some("dispute".into()), ..raw() }.check().unwrap();
-        match decide(&late, &pts, now) {
+        match decide(&late, &[], &pts, now) {
             Decision::Dispute { mlflow_run_id, reason } => {
                 assert_eq!(mlflow_run_id.as_deref(), Some("abc"));
                 assert!(reason.contains("passed without metric val_accuracy >= 0.95"), "{reason}");
             }
             d => panic!("{d:?}"),
         }
-        assert_eq!(decide(&late, &pts, deadline), Decision::Nothing, "not past it yet");
+        assert_eq!(decide(&late, &[], &pts, deadline), Decision::Nothing, "not past it yet");
         let quiet = RawRule { deadline: Some(deadline), ..raw() }.check().unwrap();
-        assert_eq!(decide(&quiet, &pts, now), Decision::Nothing);
+        assert_eq!(decide(&quiet, &[], &pts, now), Decision::Nothing);
         let below = RawRule { direction: Some("<".into()), threshold: Some(50.0), ..raw() }.check().unwrap();
-        assert!(matches!(decide(&below, &[pt("abc", 49.5, 7, 10)], now), Decision::Release { .. }));
+        assert!(matches!(decide(&below, &[], &[pt("abc", 49.5, 7, 10)], now), Decision::Release { .. }));
+    }
+
+    #[test]
+    fn a_deadline_counts_only_values_pfsync_saw_by_then_whatever_time_the_client_gave() {
+        let at = |ms: i64| Utc.timestamp_millis_opt(ms).unwrap();
+        let deadline = at(10_000);
+        let rule = RawRule { deadline: Some(deadline), on_deadline: Some("dispute".into()), ..raw() }.check().unwrap();
+        // Logged after the deadline with a time before it: seen only now, past the deadline.
+        let backdated = [pt("abc", 0.90, 1, 1000), pt("abc", 0.99, 2, 9000)];
+        assert!(matches!(decide(&rule, &[], &backdated, at(20_000)), Decision::Dispute { .. }));
+        // The same value seen by pfsync before the deadline (recorded then): it counts, at any later run.
+        let seen = Hit { mlflow_run_id: "abc".into(), point: backdated[1].1.clone(), seen_at: at(9_500) };
+        match decide(&rule, std::slice::from_ref(&seen), &backdated, at(20_000)) {
+            Decision::Release { hit, new, reason, .. } => {
+                assert_eq!((hit, new), (seen.clone(), false));
+                assert!(reason.starts_with("rule r1: MLflow run abc metric val_accuracy = 0.99 at step 2"), "{reason}");
+            }
+            d => panic!("{d:?}"),
+        }
+        // Seen for the first time before the deadline: it fires, and is to be recorded with that time.
+        match decide(&rule, &[], &backdated, at(9_999)) {
+            Decision::Release { hit, new: true, .. } => assert_eq!(hit.seen_at, at(9_999)),
+            d => panic!("{d:?}"),
+        }
+        // A recorded hit the rule no longer takes (a raised threshold), or seen after the deadline: no.
+        let stricter = RawRule { threshold: Some(0.995), ..raw() }.check().unwrap();
+        let stricter = Rule { deadline: Some(deadline), dispute_on_deadline: true, ..stricter };
+        assert!(matches!(
+            decide(&stricter, std::slice::from_ref(&seen), &backdated, at(20_000)),
+            Decision::Dispute { .. }
+        ));
+        let late = Hit { seen_at: at(10_001), ..seen };
+        assert!(matches!(decide(&rule, &[late], &backdated, at(20_000)), Decision::Dispute { .. }));
     }
 }
