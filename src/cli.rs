@@ -498,22 +498,13 @@ pub struct RulesArgs {
 pub struct RuleLimitArgs {
     /// Longest the rules step reads MLflow, every rule together; rules not decided by then are left to the
     /// next run (exit 5 when nothing worse happened), so a slow tracking server cannot hold `--follow`.
-    #[arg(long, default_value_t = crate::payouts::rules::DEFAULT_MAX_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECS")]
+    #[arg(long, default_value_t = crate::payouts::rules::limits::DEFAULT_MAX_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECS")]
     pub rules_max_secs: u64,
 
     /// Most MLflow requests one rule makes in a run (run searches, run reads, metric history pages); a
     /// rule that needs more is left undecided (exit 5) until its run_filter is narrowed or this is raised.
-    #[arg(long, default_value_t = crate::payouts::rules::DEFAULT_MAX_PAGES, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, default_value_t = crate::payouts::rules::limits::DEFAULT_MAX_PAGES, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub rules_max_pages: u32,
-}
-
-impl RuleLimitArgs {
-    pub fn limits(&self) -> crate::payouts::rules::RuleLimits {
-        crate::payouts::rules::RuleLimits {
-            max_duration: std::time::Duration::from_secs(self.rules_max_secs),
-            max_pages: self.rules_max_pages,
-        }
-    }
 }
 
 pub use crate::operation::Shard;

@@ -85,7 +85,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             let opts = payouts::with_client(&opts, &ctx.settings.client_config()?)?;
             let client = rules::mlflow_from_env()?;
             let provider = connect(&ctx).await?;
-            let limits = rargs.limits.limits();
+            let limits = (&rargs.limits).into();
             recorded(&ctx, "rules", rules::rules_step(&ctx, provider.as_ref(), &opts, client, limits)).await
         }
         Command::Status(args) => status(&ctx, &args).await,

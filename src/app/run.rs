@@ -74,7 +74,7 @@ async fn pass(
                     extra_tables: Vec::new(),
                     ..popts.clone()
                 };
-                let limits = args.rules.limits();
+                let limits = (&args.rules).into();
                 recorded(ctx, "rules", super::rules::rules_step(ctx, backend, &ropts, mlflow.clone(), limits)).await
             }
             Step::Payouts => recorded(ctx, "payouts", payouts_step(ctx, backend, popts)).await,

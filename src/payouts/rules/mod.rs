@@ -19,6 +19,7 @@
 //! takes at most `max_duration`; a rule cut off by either is deferred to the next run (and counted), so
 //! `pfsync run --follow` goes on to its next step.
 
+pub mod limits;
 mod source;
 
 use chrono::{DateTime, TimeZone, Utc};

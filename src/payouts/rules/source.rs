@@ -12,6 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 
+pub use super::limits::{DEFAULT_MAX_PAGES, DEFAULT_MAX_SECS};
 use super::{Decision, Fired, RULE_OP_PREFIX, RawRule, Rule, Runs, decide, earliest, first_hit, operation_id};
 use crate::mlflow::{MetricPoint, MlflowClient, MlflowError, Page};
 use crate::operation::OpKind;
@@ -21,11 +22,6 @@ use crate::payouts::source::{Columns, RawRow, Source, get, time};
 use crate::payouts::validate::{MAX_SOURCE_ROW_BYTES, RawAction, RawAmount, Reject, RejectCode, RowKind};
 use crate::tables::{CommitInfo, PAYOUT_LOG, Warehouse};
 
-/// The default of `--rules-max-secs`: the longest the rules step reads MLflow, every rule together.
-pub const DEFAULT_MAX_SECS: u64 = 120;
-/// The default of `--rules-max-pages`: the most MLflow requests one rule makes in a run (its run or run
-/// searches, and each page of each run's metric history).
-pub const DEFAULT_MAX_PAGES: u32 = 100;
 /// How far in the future a run's start may lie when its value is first seen: clocks differ a little, and a
 /// run that says it starts later than pfsync saw its metric says something false about itself.
 const CLOCK_SKEW_MINUTES: i64 = 5;
@@ -35,6 +31,12 @@ const CLOCK_SKEW_MINUTES: i64 = 5;
 pub struct RuleLimits {
     pub max_duration: Duration,
     pub max_pages: u32,
+}
+
+impl From<&crate::cli::RuleLimitArgs> for RuleLimits {
+    fn from(a: &crate::cli::RuleLimitArgs) -> RuleLimits {
+        RuleLimits { max_duration: std::time::Duration::from_secs(a.rules_max_secs), max_pages: a.rules_max_pages }
+    }
 }
 
 impl Default for RuleLimits {
