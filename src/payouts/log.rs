@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
@@ -14,38 +14,10 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use super::PayoutError;
-use super::state::Event;
+pub use super::event::LogEvent;
 use super::validate::{Reject, RejectCode, RowKind};
-use crate::money::Usd;
-use crate::operation::OpKind;
 use crate::tables::row::{Row, table_row};
 use crate::tables::{CommitInfo, PAYOUT_LOG, REJECTS};
-
-table_row! {
-    /// One row of the payout log: what the engine writes, what `history` reads back for the status machine,
-    /// and what reconcile and the MCP server read. Every event of an operation carries the same agent,
-    /// amount and reason (an id reused with other values is refused before it is logged).
-    pub struct LogEvent: PAYOUT_LOG, key(operation_id, event, attempt) {
-        pub operation_id: String,
-        pub kind: OpKind,
-        pub event: Event,
-        pub attempt: i32,
-        pub agent_id: Option<String>,
-        pub counterparty_agent_id: Option<String>,
-        pub amount_usd: Option<Usd>,
-        pub reason: Option<String>,
-        pub idempotency_key: String,
-        pub tx_id: Option<String>,
-        pub escrow_id: Option<String>,
-        pub http_status: Option<i32>,
-        pub error_code: Option<String>,
-        pub error_message: Option<String>,
-        pub run_id: String,
-        pub recorded_at: DateTime<Utc>,
-        /// Day (UTC) of `recorded_at`: the partition column.
-        pub recorded_date: NaiveDate,
-    }
-}
 
 async fn append(
     table: DeltaTable,

@@ -25,6 +25,7 @@
 //!
 //! Rows that cannot be paid are refused before any money moves, with a code, into the rejects table.
 
+pub mod event;
 pub mod execution;
 pub mod executor;
 pub mod feed;

@@ -3,51 +3,12 @@
 
 use chrono::{DateTime, Utc};
 
-use super::log::LogEvent;
+pub use super::event::{Event, LogEvent};
 use crate::money::Usd;
 use crate::operation::OpKind;
 use crate::provider::{ProviderError, Verdict};
 use crate::tables::row::Text;
 use crate::text::clip;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Event {
-    Intent,
-    Completed,
-    Rejected,
-    Unknown,
-}
-
-impl Text for Event {
-    const WHAT: &'static str = "a payout log event (intent, completed, rejected, unknown)";
-    fn as_str(self) -> &'static str {
-        Event::as_str(self)
-    }
-    fn parse(s: &str) -> Option<Event> {
-        Event::parse(s)
-    }
-}
-
-impl Event {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::Intent => "intent",
-            Event::Completed => "completed",
-            Event::Rejected => "rejected",
-            Event::Unknown => "unknown",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Event> {
-        Some(match s {
-            "intent" => Event::Intent,
-            "completed" => Event::Completed,
-            "rejected" => Event::Rejected,
-            "unknown" => Event::Unknown,
-            _ => return None,
-        })
-    }
-}
 
 /// When the latest intent of an operation was recorded (by any run).
 pub fn last_intent_at(events: &[LogEvent]) -> Option<DateTime<Utc>> {

@@ -1,0 +1,75 @@
+//! The payout log's row (`purpleflea.payouts.log`), declared once, and the events an operation's row can
+//! record. Everything that writes or reads the log (the engine, the status machine, reconcile, the MCP
+//! tools) uses these types.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::money::Usd;
+use crate::operation::OpKind;
+use crate::tables::PAYOUT_LOG;
+use crate::tables::row::{Text, table_row};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Event {
+    Intent,
+    Completed,
+    Rejected,
+    Unknown,
+}
+
+impl Text for Event {
+    const WHAT: &'static str = "a payout log event (intent, completed, rejected, unknown)";
+    fn as_str(self) -> &'static str {
+        Event::as_str(self)
+    }
+    fn parse(s: &str) -> Option<Event> {
+        Event::parse(s)
+    }
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Intent => "intent",
+            Event::Completed => "completed",
+            Event::Rejected => "rejected",
+            Event::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Event> {
+        Some(match s {
+            "intent" => Event::Intent,
+            "completed" => Event::Completed,
+            "rejected" => Event::Rejected,
+            "unknown" => Event::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+table_row! {
+    /// One row of the payout log: what the engine writes, what `history` reads back for the status machine,
+    /// and what reconcile and the MCP server read. Every event of an operation carries the same agent,
+    /// amount and reason (an id reused with other values is refused before it is logged).
+    pub struct LogEvent: PAYOUT_LOG, key(operation_id, event, attempt) {
+        pub operation_id: String,
+        pub kind: OpKind,
+        pub event: Event,
+        pub attempt: i32,
+        pub agent_id: Option<String>,
+        pub counterparty_agent_id: Option<String>,
+        pub amount_usd: Option<Usd>,
+        pub reason: Option<String>,
+        pub idempotency_key: String,
+        pub tx_id: Option<String>,
+        pub escrow_id: Option<String>,
+        pub http_status: Option<i32>,
+        pub error_code: Option<String>,
+        pub error_message: Option<String>,
+        pub run_id: String,
+        pub recorded_at: DateTime<Utc>,
+        /// Day (UTC) of `recorded_at`: the partition column.
+        pub recorded_date: NaiveDate,
+    }
+}
