@@ -722,15 +722,7 @@ mod tests {
     }
 
     fn plan_options(caps: &Capabilities, now: DateTime<Utc>) -> PlanOptions {
-        PlanOptions {
-            namespace: "t".into(),
-            shard: None,
-            max_total: None,
-            max_count: None,
-            in_flight_timeout: chrono::Duration::minutes(15),
-            can_look_up: caps.can_resolve(),
-            now,
-        }
+        crate::payouts::plan::test_options(caps.can_resolve(), now)
     }
 
     fn failure(event: Event) -> Failure {

@@ -159,19 +159,19 @@ async fn log_session(table: &DeltaTable) -> Result<Option<SessionContext>, Payou
     Ok(Some(ctx))
 }
 
+/// The batches of `sql` over the log as `log`.
+async fn collect(ctx: &SessionContext, sql: &str, what: &'static str) -> Result<Vec<RecordBatch>, PayoutError> {
+    ctx.sql(sql).await.map_err(PayoutError::query(what))?.collect().await.map_err(PayoutError::query(what))
+}
+
 /// Every provider reference the log has recorded for a completed operation (`tx_id`). At a provider
 /// without key memory, a ledger entry is an unknown operation's outcome only if no other operation
 /// claimed it.
 pub async fn claimed_tx_ids(table: &DeltaTable) -> Result<HashSet<String>, PayoutError> {
     let Some(ctx) = log_session(table).await? else { return Ok(HashSet::new()) };
     let what = "reading the payout log's transaction ids";
-    let batches = ctx
-        .sql("SELECT DISTINCT tx_id FROM log WHERE event = 'completed' AND tx_id IS NOT NULL")
-        .await
-        .map_err(PayoutError::query(what))?
-        .collect()
-        .await
-        .map_err(PayoutError::query(what))?;
+    let batches =
+        collect(&ctx, "SELECT DISTINCT tx_id FROM log WHERE event = 'completed' AND tx_id IS NOT NULL", what).await?;
     let mut out = HashSet::new();
     for b in &batches {
         let ids = strings(b, "tx_id")?;
@@ -240,13 +240,7 @@ pub async fn history(table: &DeltaTable, ids: &[String]) -> Result<HashMap<Strin
         RecordBatch::try_from_iter(vec![("id", Arc::new(StringArray::from_iter_values(ids.iter())) as ArrayRef)])?;
     ctx.register_batch("ids", id_batch).map_err(PayoutError::query("registering the operation ids"))?;
     let what = "reading the payout log history";
-    let batches = ctx
-        .sql("SELECT l.* FROM log l JOIN ids i ON l.operation_id = i.id")
-        .await
-        .map_err(PayoutError::query(what))?
-        .collect()
-        .await
-        .map_err(PayoutError::query(what))?;
+    let batches = collect(&ctx, "SELECT l.* FROM log l JOIN ids i ON l.operation_id = i.id", what).await?;
     for e in LogEvent::from_batches(&batches)? {
         out.entry(e.operation_id.clone()).or_default().push(e);
     }

@@ -277,6 +277,20 @@ pub fn revise(
     (keep, dropped)
 }
 
+/// The options most tests plan with: namespace `t`, a 15-minute in-flight timeout, no brake.
+#[cfg(test)]
+pub(crate) fn test_options(can_look_up: bool, now: DateTime<Utc>) -> PlanOptions {
+    PlanOptions {
+        namespace: "t".into(),
+        shard: None,
+        max_total: None,
+        max_count: None,
+        in_flight_timeout: chrono::Duration::minutes(15),
+        can_look_up,
+        now,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,15 +303,7 @@ mod tests {
     }
 
     fn opts() -> PlanOptions {
-        PlanOptions {
-            namespace: "t".into(),
-            shard: None,
-            max_total: None,
-            max_count: None,
-            in_flight_timeout: chrono::Duration::minutes(15),
-            can_look_up: true,
-            now: now(),
-        }
+        test_options(true, now())
     }
 
     fn payout(id: &str, cents: i64) -> Operation {
