@@ -232,6 +232,9 @@ pub fn event(s: &Step, ev: Event, run_id: &str, at: DateTime<Utc>) -> LogEvent {
         run_id: run_id.to_string(),
         recorded_at: at,
         recorded_date: at.date_naive(),
+        payer_agent_id: s.payer.clone(),
+        decided_by: None,
+        note: None,
     }
 }
 
@@ -754,6 +757,7 @@ mod tests {
             resolve_first: true,
             since: Some(t0()),
             last_error: None,
+            payer: None,
         };
         let e = || event(&step, Event::Unknown, "run", t0());
         let mut r = PayoutReport::default();

@@ -207,6 +207,13 @@ pub trait Provider: Send + Sync {
         0
     }
 
+    /// The agent an operation debits, where the provider pays from an agent's own balance (Purple Flea's
+    /// live services: the payer of a payout, the buyer of an escrow create). `None` where the provider pays
+    /// from an account pfsync does not see as an agent, or the operation debits nobody.
+    fn payer_of(&self, _op: &Operation) -> Option<String> {
+        None
+    }
+
     /// Refuse an operation this provider can never carry out as configured (an agent whose key is not
     /// held), before anything moves. `None`: it may go ahead.
     fn refuse(&self, _op: &Operation) -> Option<Refusal> {

@@ -445,6 +445,14 @@ impl Provider for LiveProvider {
         self.refusal(op)
     }
 
+    fn payer_of(&self, op: &Operation) -> Option<String> {
+        match &op.action {
+            Action::Payout { .. } => Some(self.ring.payer().agent_id.clone()),
+            Action::EscrowCreate { buyer, .. } => Some(buyer.clone()),
+            Action::Release { .. } | Action::Dispute { .. } => None,
+        }
+    }
+
     fn execute<'a>(
         &'a self,
         op: &'a Operation,
