@@ -346,9 +346,11 @@ impl Execution {
         self.claimed.as_ref().unwrap_or_else(|| NONE.get_or_init(HashSet::new))
     }
 
-    /// How long after an intent a send may still be running at the provider.
+    /// How long after an intent "it never ran" cannot yet be concluded: twice the longest send, so that a
+    /// request held on its way (a proxy, a stalled connection) past the client's own budget is still waited
+    /// for before anything is sent again.
     pub fn settle(&self) -> chrono::Duration {
-        self.s.send_budget
+        self.s.send_budget * 2
     }
 
     /// An answer of a one-by-one lookup: a debit it found is claimed before the next step is judged.
