@@ -22,7 +22,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::money::Usd;
+use super::tool::Tool;
+use crate::money::{MoneyError, Usd};
 
 /// What a money tool call does once its limits pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -36,23 +37,63 @@ pub enum Decision {
     Deny,
 }
 
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Execute => "execute",
-            Decision::Queue => "queue",
-            Decision::Deny => "deny",
-        }
-    }
+/// Why an `[mcp]` section is refused when the config file is read (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{field} = {text:?}: {source} (write it like \"100.00\")")]
+    Limit { field: &'static str, text: String, source: MoneyError },
+    #[error("[mcp.policy] names {name:?}, which is not a money tool (one of {:?})", governed_names())]
+    NotAMoneyTool { name: String },
+    #[error(
+        "[mcp.policy] {tool} = \"queue\": the scheduled payouts job runs payouts and escrow actions only, so a \
+         queued {tool} would never run; use \"execute\" or \"deny\""
+    )]
+    NeverRuns { tool: Tool },
+    #[error("{0}")]
+    Namespace(String),
+    #[error("allowed_agents: {id:?} {reason}")]
+    Agent { id: String, reason: String },
+    #[error("allowed_clients: {0}")]
+    Client(BadClientName),
 }
 
-/// The tools a policy names: those that move money or change an escrow.
-pub const MONEY_TOOLS: &[&str] =
-    &["request_payout", "create_escrow", "release_escrow", "dispute_escrow", "claim_faucet", "mark_complete"];
+/// A refusal of the allowlists or the limit per call: text an agent reads, before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("client {client:?} may not call money tools (not in [mcp] allowed_clients)")]
+    Client { client: String },
+    #[error("agent {agent:?} is not in the allowlist of agents this server may move money for ([mcp] allowed_agents)")]
+    Agent { agent: String },
+    #[error("amount {amount} USD is over the limit per call of {max} USD")]
+    PerCall { amount: Usd, max: Usd },
+}
 
-/// The tools the scheduled `pfsync payouts` job can run from a queued row (payouts and escrow actions).
-/// The faucet and the complete step are no operations of the engine: they run now or not at all.
-pub const QUEUEABLE_TOOLS: &[&str] = &["request_payout", "create_escrow", "release_escrow", "dispute_escrow"];
+/// The daily limit's refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "over the daily limit: client {client:?} has requested {spent} USD today (UTC); {amount} USD more would exceed \
+     the limit of {max} USD per day. Nothing was moved; try again tomorrow or ask an operator"
+)]
+pub struct OverDailyLimit {
+    pub client: String,
+    pub spent: Usd,
+    pub amount: Usd,
+    pub max: Usd,
+}
+
+/// A `--client` name that breaks the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("client name {0:?} must be 1..=32 characters of a-z, 0-9, _ and -")]
+pub struct BadClientName(pub String);
+
+/// A request id that breaks the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("request_id must be 1..=64 characters of ASCII letters, digits, '.', '_' and '-'")]
+pub struct BadRequestId;
+
+fn governed_names() -> Vec<&'static str> {
+    Tool::ALL.into_iter().filter(|t| t.governed()).map(Tool::name).collect()
+}
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,37 +127,34 @@ impl McpSection {
     }
 
     /// Checked when the config file is read.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), PolicyError> {
         for (field, v) in [("max_per_call_usd", &self.max_per_call_usd), ("max_per_day_usd", &self.max_per_day_usd)] {
             if let Some(t) = v {
-                Usd::parse_positive(t).map_err(|e| format!("{field} = {t:?}: {e} (write it like \"100.00\")"))?;
+                Usd::parse_positive(t).map_err(|source| PolicyError::Limit { field, text: t.clone(), source })?;
             }
         }
-        for (tool, decision) in &self.policy {
-            if !MONEY_TOOLS.contains(&tool.as_str()) {
-                return Err(format!("[mcp.policy] names {tool:?}, which is not a money tool (one of {MONEY_TOOLS:?})"));
-            }
-            if *decision == Decision::Queue && !QUEUEABLE_TOOLS.contains(&tool.as_str()) {
-                return Err(format!(
-                    "[mcp.policy] {tool} = \"queue\": the scheduled payouts job runs payouts and escrow actions only, \
-                     so a queued {tool} would never run; use \"execute\" or \"deny\""
-                ));
+        for (name, decision) in &self.policy {
+            let Some(tool) = Tool::parse(name).filter(|t| t.governed()) else {
+                return Err(PolicyError::NotAMoneyTool { name: name.clone() });
+            };
+            if *decision == Decision::Queue && !tool.queueable() {
+                return Err(PolicyError::NeverRuns { tool });
             }
         }
         if let Some(ns) = &self.namespace {
-            crate::payouts::check_namespace(ns).map_err(|e| e.to_string())?;
+            crate::payouts::check_namespace(ns).map_err(|e| PolicyError::Namespace(e.to_string()))?;
         }
         for id in self.allowed_agents.iter().flatten() {
-            crate::payouts::validate::check_id(id).map_err(|e| format!("allowed_agents: {id:?} {e}"))?;
+            crate::payouts::validate::check_id(id).map_err(|reason| PolicyError::Agent { id: id.clone(), reason })?;
         }
         for c in self.allowed_clients.iter().flatten() {
-            check_client(c).map_err(|e| format!("allowed_clients: {e}"))?;
+            check_client(c).map_err(PolicyError::Client)?;
         }
         Ok(())
     }
 
-    pub fn decision(&self, tool: &str) -> Decision {
-        self.policy.get(tool).copied().unwrap_or(Decision::Deny)
+    pub fn decision(&self, tool: Tool) -> Decision {
+        self.policy.get(tool.name()).copied().unwrap_or(Decision::Deny)
     }
 
     pub fn namespace(&self) -> &str {
@@ -124,63 +162,54 @@ impl McpSection {
     }
 
     /// The allowlists and the per-call limit: refusals an agent can read, before anything is written.
-    pub fn admit(&self, client: &str, agents: &[&str], amount: Option<Usd>) -> Result<(), String> {
+    pub fn admit(&self, client: &str, agents: &[&str], amount: Option<Usd>) -> Result<(), Refusal> {
         if let Some(clients) = &self.allowed_clients
             && !clients.iter().any(|c| c == client)
         {
-            return Err(format!("client {client:?} may not call money tools (not in [mcp] allowed_clients)"));
+            return Err(Refusal::Client { client: client.to_string() });
         }
         if let Some(allowed) = &self.allowed_agents {
             for a in agents {
                 if !allowed.iter().any(|x| x == a) {
-                    return Err(format!(
-                        "agent {a:?} is not in the allowlist of agents this server may move money for ([mcp] allowed_agents)"
-                    ));
+                    return Err(Refusal::Agent { agent: a.to_string() });
                 }
             }
         }
         if let (Some(max), Some(amount)) = (self.max_per_call(), amount)
             && amount > max
         {
-            return Err(format!("amount {amount} USD is over the limit per call of {max} USD"));
+            return Err(Refusal::PerCall { amount, max });
         }
         Ok(())
     }
 
     /// The daily limit, given what this client already queued or executed today.
-    pub fn admit_daily(&self, client: &str, spent_today: Usd, amount: Option<Usd>) -> Result<(), String> {
+    pub fn admit_daily(&self, client: &str, spent_today: Usd, amount: Option<Usd>) -> Result<(), OverDailyLimit> {
         let (Some(max), Some(amount)) = (self.max_per_day(), amount) else {
             return Ok(());
         };
         let total = spent_today.checked_add(amount).unwrap_or(Usd::from_cents(crate::money::MAX_CENTS).unwrap_or(max));
         if total > max {
-            return Err(format!(
-                "over the daily limit: client {client:?} has requested {spent_today} USD today (UTC); {amount} USD more \
-                 would exceed the limit of {max} USD per day. Nothing was moved; try again tomorrow or ask an operator"
-            ));
+            return Err(OverDailyLimit { client: client.to_string(), spent: spent_today, amount, max });
         }
         Ok(())
     }
 }
 
 /// Client names end up in operation ids and `requested_by`: lowercase letters, digits, `_` and `-`.
-pub fn check_client(name: &str) -> Result<(), String> {
+pub fn check_client(name: &str) -> Result<(), BadClientName> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok { Ok(()) } else { Err(format!("client name {name:?} must be 1..=32 characters of a-z, 0-9, _ and -")) }
+    if ok { Ok(()) } else { Err(BadClientName(name.to_string())) }
 }
 
 /// Request ids come from agents: the id alphabet without `:` (the separator in operation ids), 1..=64.
-pub fn check_request_id(id: &str) -> Result<(), String> {
+pub fn check_request_id(id: &str) -> Result<(), BadRequestId> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err("request_id must be 1..=64 characters of ASCII letters, digits, '.', '_' and '-'".into())
-    }
+    if ok { Ok(()) } else { Err(BadRequestId) }
 }
 
 /// The operation id of a request: one per client and request id, so a retry is the same operation in the
@@ -212,16 +241,16 @@ mod tests {
         s.check().unwrap();
         let usd = |t: &str| Usd::parse(t).unwrap();
         assert!(s.admit("c", &["a1"], Some(usd("10.00"))).is_ok());
-        assert!(s.admit("c", &["a1"], Some(usd("10.01"))).unwrap_err().contains("per call"));
-        assert!(s.admit("c", &["a2"], Some(usd("1.00"))).unwrap_err().contains("allowlist"));
+        assert!(s.admit("c", &["a1"], Some(usd("10.01"))).unwrap_err().to_string().contains("per call"));
+        assert!(s.admit("c", &["a2"], Some(usd("1.00"))).unwrap_err().to_string().contains("allowlist"));
         assert!(s.admit_daily("c", usd("10.00"), Some(usd("5.00"))).is_ok());
-        assert!(s.admit_daily("c", usd("10.00"), Some(usd("5.01"))).unwrap_err().contains("daily limit"));
-        assert_eq!(s.decision("request_payout"), Decision::Execute);
-        assert_eq!(s.decision("create_escrow"), Decision::Deny);
+        assert!(s.admit_daily("c", usd("10.00"), Some(usd("5.01"))).unwrap_err().to_string().contains("daily limit"));
+        assert_eq!(s.decision(Tool::RequestPayout), Decision::Execute);
+        assert_eq!(s.decision(Tool::CreateEscrow), Decision::Deny);
         let bad: McpSection = toml::from_str("[policy]\nsteal = \"execute\"\n").unwrap();
         assert!(bad.check().is_err());
         let queued: McpSection = toml::from_str("[policy]\nclaim_faucet = \"queue\"\n").unwrap();
-        assert!(queued.check().unwrap_err().contains("would never run"));
+        assert!(queued.check().unwrap_err().to_string().contains("would never run"));
         let direct: McpSection =
             toml::from_str("[policy]\nclaim_faucet = \"execute\"\nmark_complete = \"deny\"\n").unwrap();
         direct.check().unwrap();
