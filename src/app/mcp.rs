@@ -21,6 +21,11 @@ pub(super) async fn mcp(ctx: &Context, args: &McpArgs) -> Result<(), AppError> {
         None => None,
     };
     let cfg = ctx.settings.client_config()?;
+    if let Some(token) = &token {
+        let mut keys = ctx.settings.provider.held_keys().map_err(|e| AppError::Usage(format!("[provider] {e}")))?;
+        keys.extend(cfg.api_key.clone());
+        token.check(&keys).map_err(|e| AppError::Usage(e.to_string()))?;
+    }
     let opts = PayoutOptions {
         namespace: ctx.settings.mcp.namespace().to_string(),
         clock: crate::clock::process_clock(),

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::args::{ArgError, Args};
 use super::audit::{CallDecision, CallRecord};
 use super::dispatch::{Engine, Outcome};
-use super::error::McpError;
+use super::error::{McpError, Nothing};
 use super::policy::Decision;
 use super::request::{DirectRequest, EscrowRef};
 use super::tool::{Kind, Tool};
@@ -58,19 +58,22 @@ impl Engine {
                 return Err(McpError::DirectDenied { tool, queued: other == Decision::Queue });
             }
         }
+        self.can_act(&req)?;
         let agents = match &req {
-            DirectRequest::Faucet { agent_id } => Ok(vec![agent_id.clone()]),
-            DirectRequest::Complete(escrow) => self.escrow_parties(escrow).await,
+            DirectRequest::Faucet { agent_id } => vec![agent_id.clone()],
+            DirectRequest::Complete(escrow) => {
+                let facts = self.escrow_facts(escrow).await.map_err(McpError::nothing_changed)?;
+                out.amount = facts.amount;
+                self.escrow_admission(escrow, &facts, Nothing::Changed).map_err(McpError::nothing_changed)?
+            }
         };
-        agents
-            .and_then(|a| {
-                let a: Vec<&str> = a.iter().map(String::as_str).collect();
-                self.policy.admit(&self.client, &a, None).map_err(McpError::NotAdmitted)
-            })
-            .map_err(|e| McpError::NothingChanged(Box::new(e)))?;
+        let agents: Vec<&str> = agents.iter().map(String::as_str).collect();
+        self.policy
+            .admit(&self.client, &agents, None)
+            .map_err(|refusal| McpError::NotAdmitted { refusal, nothing: Nothing::Changed })?;
         out.decision = CallDecision::Execute;
         let v = self.act(&op, &req).await?;
-        out.amount = amount_of(&v);
+        out.amount = amount_of(&v).or(out.amount);
         Ok(v)
     }
 
@@ -108,7 +111,17 @@ impl Engine {
         Ok(Prior::Nothing)
     }
 
-    /// Carry out a direct request at the provider, as far as it declares it can.
+    /// What the provider declares decides whether the request can be made exactly once at all.
+    fn can_act(&self, req: &DirectRequest) -> Result<(), McpError> {
+        let caps = self.provider.capabilities();
+        match req {
+            DirectRequest::Faucet { .. } if !caps.faucet_once_per_agent => Err(McpError::NoOnceFaucet),
+            DirectRequest::Complete(_) if !caps.escrow_completion => Err(McpError::NoCompleteStep),
+            _ => Ok(()),
+        }
+    }
+
+    /// Carry out a direct request at the provider (which [`Engine::can_act`] said it can).
     async fn act(&self, op: &str, req: &DirectRequest) -> Result<Value, McpError> {
         match req {
             DirectRequest::Faucet { agent_id } => self.claim_faucet(op, agent_id).await,
@@ -117,9 +130,6 @@ impl Engine {
     }
 
     async fn claim_faucet(&self, op: &str, agent_id: &str) -> Result<Value, McpError> {
-        if !self.provider.capabilities().faucet_once_per_agent {
-            return Err(McpError::NoOnceFaucet);
-        }
         let key = IdempotencyKey::derive(&self.opts.namespace, "faucet", op).map_err(McpError::ClaimKey)?;
         match self.provider.claim_faucet(agent_id, &key).await {
             Ok(FaucetAnswer::Credited(c)) => Ok(json!({
@@ -142,9 +152,6 @@ impl Engine {
     }
 
     async fn mark_complete(&self, op: &str, escrow: &EscrowRef) -> Result<Value, McpError> {
-        if !self.provider.capabilities().escrow_completion {
-            return Err(McpError::NoCompleteStep);
-        }
         let id = match (&escrow.escrow_id, &escrow.create_action_id) {
             (Some(e), _) => e.clone(),
             (None, Some(c)) => match self.completed_create(c).await {

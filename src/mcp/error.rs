@@ -38,6 +38,11 @@ pub enum McpError {
     NoSuchEscrow(String),
     #[error("no request {0} is known (check the request_id)")]
     NoSuchRequest(String),
+    #[error(
+        "operation {operation} is not a request of client {client:?}: this server answers a client about its own \
+         operations ([mcp] read_all_operations = true answers about every one)"
+    )]
+    NotYours { operation: String, client: String },
 
     // The tables themselves.
     #[error("reading the tables failed: {0}")]
@@ -67,15 +72,20 @@ pub enum McpError {
     #[error("{tool} is not allowed on this server (policy: deny). Nothing was moved.")]
     Denied { tool: Tool },
     #[error(
+        "dispute_escrow is not allowed on this server: this provider's disputes freeze the escrow for review with \
+         no endpoint to resolve them, and [mcp] unresolvable_disputes is \"deny\" (the default). Nothing was moved."
+    )]
+    UnresolvableDispute,
+    #[error(
         "{tool} is not allowed on this server (policy: {}). Nothing was changed.",
         if *queued { "queue, which nothing runs for this tool" } else { "deny" }
     )]
     DirectDenied { tool: Tool, queued: bool },
-    #[error("{0}. Nothing was moved.")]
-    NotAdmitted(Refusal),
+    #[error("{refusal}. {nothing}")]
+    NotAdmitted { refusal: Refusal, nothing: Nothing },
     #[error(transparent)]
     OverDailyLimit(#[from] OverDailyLimit),
-    /// A direct tool's refusal (the allowlists, or the escrow's parties not known).
+    /// A direct tool's failure to check its escrow (the escrow's parties not known, a table unreadable).
     #[error("{0}. Nothing was changed.")]
     NothingChanged(Box<McpError>),
     #[error(
@@ -132,8 +142,34 @@ pub enum McpError {
     NotMarkedComplete { id: String, source: ProviderError },
 }
 
+/// What a refusal says did not happen: a money tool moves money, a direct tool changes an escrow or a
+/// balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nothing {
+    Moved,
+    Changed,
+}
+
+impl std::fmt::Display for Nothing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Nothing::Moved => "Nothing was moved.",
+            Nothing::Changed => "Nothing was changed.",
+        })
+    }
+}
+
 impl McpError {
     pub fn query(e: datafusion::error::DataFusionError) -> McpError {
         McpError::Query(Box::new(e))
+    }
+
+    /// A direct tool's error while it checks whom a call concerns: its refusals say what did not happen
+    /// already; anything else is told to have changed nothing.
+    pub fn nothing_changed(self) -> McpError {
+        match self {
+            e @ McpError::NotAdmitted { .. } => e,
+            other => McpError::NothingChanged(Box::new(other)),
+        }
     }
 }

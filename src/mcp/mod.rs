@@ -7,6 +7,7 @@
 //! - `read.rs`, `status.rs` and `query.rs`: the read tools, a request's status, and read-only SQL;
 //! - `money.rs`: money tools, operations of the exactly-once engine (a row of the pending or actions table
 //!   and, under the `execute` policy, the engine run for it);
+//! - `escrow.rs`: what pfsync knows of the escrow a release, dispute or complete names (whose, how much);
 //! - `direct.rs`: `claim_faucet` and `mark_complete`, which act on the provider during the call;
 //! - `policy.rs`: the `[mcp]` section: execute | queue | deny per tool, limits, allowlists;
 //! - `audit.rs`: every call into `purpleflea.ops.mcp_calls`;
@@ -22,6 +23,7 @@ pub mod audit;
 mod direct;
 mod dispatch;
 mod error;
+mod escrow;
 mod money;
 pub mod policy;
 mod query;

@@ -10,35 +10,36 @@ use serde_json::{Value, json};
 use super::args::Args;
 use super::audit::CallDecision;
 use super::dispatch::{Engine, Outcome};
-use super::error::McpError;
-use super::policy::Decision;
-use super::query::{collect, log_rows};
-use super::request::{EscrowRef, Request, requested_by};
+use super::error::{McpError, Nothing};
+use super::policy::{Decision, Refusal};
+use super::query::collect;
+use super::request::{Queued, Request, requested_by};
 use super::tool::Tool;
 use crate::money::Usd;
 use crate::payouts::requested::{EscrowActionRow, PendingPayoutRow};
 use crate::payouts::{PayoutOptions, run_payouts};
 use crate::progress::Progress;
 use crate::tables::row::Row;
-use crate::tables::{CommitInfo, ESCROW_ACTIONS, PAYOUT_LOG, PENDING_PAYOUTS, open_or_create};
+use crate::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, open_or_create};
 
 impl Engine {
-    /// A money call, its request id known: replay, policy, allowlists, limits, the row, then the engine.
-    /// `out.decision` says how far it got.
+    /// A money call, its request id known: replay, policy, whose escrow, allowlists, limits, the row, then
+    /// the engine. `out.decision` says how far it got.
     pub(super) async fn money(&self, tool: Tool, args: &Args<'_>, out: &mut Outcome) -> Result<Value, McpError> {
         let (request_id, op) = out.ids();
         let (request_id, op) = (request_id.to_string(), op.to_string());
         let req = Request::parse(tool, args, &self.client)?;
         out.amount = req.amount();
         let _one_at_a_time = self.money.lock().await;
-        let decision = self.policy.decision(tool);
+        let decision = self.policy.decision_with(tool, self.provider.capabilities().dispute_resolvable);
         // A retry: the same operation, answered from what the first call did (run again only to finish it).
         out.decision = CallDecision::Error;
         if let Some(first) = self.queued(&op).await? {
             out.decision = CallDecision::Replayed;
-            if first != req {
+            if first.request != req {
                 return Err(McpError::UsedForAnother(request_id));
             }
+            out.amount = first.amount;
             return match decision {
                 Decision::Execute => self.execute(&op, &req).await,
                 _ => self.status_of(&op).await?.to_json(),
@@ -48,26 +49,45 @@ impl Engine {
             out.decision = CallDecision::Replayed;
             return Err(McpError::UsedForAnother(request_id));
         }
+        // A release or dispute: whose escrow, and how much it moves (what it counts toward the limits).
+        let facts = match req.escrow() {
+            Some(escrow) => Some(self.escrow_facts(escrow).await?),
+            None => None,
+        };
+        let amount = req.amount().or(facts.as_ref().and_then(|f| f.amount));
+        out.amount = amount;
         out.decision = CallDecision::Refused;
         if decision == Decision::Deny {
             out.decision = CallDecision::Deny;
-            return Err(McpError::Denied { tool });
+            return Err(match self.policy.decision(tool) {
+                Decision::Deny => McpError::Denied { tool },
+                _ => McpError::UnresolvableDispute,
+            });
         }
+        let refuse = |refusal| McpError::NotAdmitted { refusal, nothing: Nothing::Moved };
         let agents = match &req {
             Request::Payout { agent_id, .. } => vec![agent_id.clone()],
             Request::Create { buyer, seller, .. } => vec![buyer.clone(), seller.clone()],
-            Request::Release { escrow, .. } | Request::Dispute { escrow, .. } => self.escrow_parties(escrow).await?,
+            Request::Release { escrow, .. } | Request::Dispute { escrow, .. } => {
+                let facts = facts.unwrap_or_default();
+                let parties = self.escrow_admission(escrow, &facts, Nothing::Moved)?;
+                if amount.is_none() && self.policy.limits_amounts() {
+                    let escrow = escrow.escrow_id.clone().or(facts.created_by).unwrap_or_default();
+                    return Err(refuse(Refusal::AmountUnknown { escrow }));
+                }
+                parties
+            }
         };
         let agents: Vec<&str> = agents.iter().map(String::as_str).collect();
-        self.policy.admit(&self.client, &agents, req.amount()).map_err(McpError::NotAdmitted)?;
-        if req.amount().is_some() && self.policy.max_per_day().is_some() {
+        self.policy.admit(&self.client, &agents, amount).map_err(refuse)?;
+        if amount.is_some() && self.policy.max_per_day().is_some() {
             out.decision = CallDecision::Error;
             let spent = self.spent_today().await?;
             out.decision = CallDecision::Refused;
-            self.policy.admit_daily(&self.client, spent, req.amount())?;
+            self.policy.admit_daily(&self.client, spent, amount)?;
         }
         out.decision = CallDecision::Error;
-        self.append(&op, &req).await?;
+        self.append(&op, &req, amount).await?;
         out.decision = decision.into();
         match decision {
             Decision::Execute => self.execute(&op, &req).await,
@@ -80,49 +100,8 @@ impl Engine {
         }
     }
 
-    /// Who an escrow's release, dispute or complete concerns: from the synced escrows table, else from the
-    /// log of its create (an escrow created through this server before the next sync). Only with an
-    /// allowlist.
-    pub(super) async fn escrow_parties(&self, escrow: &EscrowRef) -> Result<Vec<String>, McpError> {
-        if self.policy.allowed_agents.is_none() {
-            return Ok(vec![]);
-        }
-        let mut queries = Vec::new();
-        if let Some(e) = &escrow.escrow_id {
-            if self.table_exists("purpleflea.agents.escrows").await? {
-                queries.push(format!(
-                    "SELECT buyer_agent_id AS a, seller_agent_id AS b FROM purpleflea.agents.escrows WHERE escrow_id = '{e}'"
-                ));
-            }
-            queries.push(format!(
-                "SELECT * FROM purpleflea.payouts.log WHERE kind = 'escrow_create' AND escrow_id = '{e}' LIMIT 1"
-            ));
-        }
-        if let Some(c) = &escrow.create_action_id {
-            queries.push(format!(
-                "SELECT buyer_agent_id AS a, seller_agent_id AS b FROM purpleflea.escrow.actions WHERE action_id = '{c}'"
-            ));
-        }
-        for q in queries {
-            if q.contains(PAYOUT_LOG.name) {
-                let Ok(ctx) = self.ctx_for(&q).await else { continue };
-                if ctx.table_exist(PAYOUT_LOG.name).unwrap_or(false)
-                    && let Ok(rows) = log_rows(&ctx, &q).await
-                    && let Some(r) = rows.into_iter().next()
-                {
-                    return Ok(r.agent_id.into_iter().chain(r.counterparty_agent_id).collect());
-                }
-            } else if let Ok(rows) = self.rows(&q).await
-                && let Some(r) = rows.into_iter().next()
-            {
-                return Ok(["a", "b"].iter().filter_map(|k| r.get(*k)?.as_str().map(str::to_string)).collect());
-            }
-        }
-        Err(McpError::PartiesUnknown)
-    }
-
     /// The request already written under this operation id, if any, its values decoded with their types.
-    pub(super) async fn queued(&self, op: &str) -> Result<Option<Request>, McpError> {
+    pub(super) async fn queued(&self, op: &str) -> Result<Option<Queued>, McpError> {
         let sql = format!("SELECT * FROM purpleflea.payouts.pending WHERE payout_id = '{op}'");
         let batches = collect(&self.ctx_for(&sql).await?, &sql).await?;
         if let Some(r) = PendingPayoutRow::from_batches(&batches)?.into_iter().next() {
@@ -133,13 +112,16 @@ impl Engine {
         EscrowActionRow::from_batches(&batches)?.into_iter().next().map(Request::from_action_row).transpose()
     }
 
-    /// What this client requested today (UTC), queued or executed: payouts and escrow funding.
+    /// What this client requested today (UTC), queued or executed: payouts, escrow funding, and the escrows
+    /// its releases and disputes moved (at the amount each counted).
     async fn spent_today(&self) -> Result<Usd, McpError> {
         let since = Utc::now().format("%Y-%m-%dT00:00:00Z");
         let by = requested_by(&self.client);
         // One query per table: DataFusion refuses a UNION of columns whose comments differ.
         let mut total = Usd::ZERO;
-        for (table, filter) in [(PENDING_PAYOUTS.name, ""), (ESCROW_ACTIONS.name, "AND action = 'create'")] {
+        for (table, filter) in
+            [(PENDING_PAYOUTS.name, ""), (ESCROW_ACTIONS.name, "AND action IN ('create', 'release', 'dispute')")]
+        {
             let rows = self
                 .rows(&format!(
                     "SELECT CAST(coalesce(sum(amount_usd), 0) AS VARCHAR) AS total FROM {table} \
@@ -154,9 +136,9 @@ impl Engine {
     }
 
     /// Append the request to the pending or actions table (created, empty, when absent: as `pfsync init`).
-    async fn append(&self, op: &str, req: &Request) -> Result<(), McpError> {
+    async fn append(&self, op: &str, req: &Request, counted: Option<Usd>) -> Result<(), McpError> {
         let commit = CommitInfo { run_id: uuid::Uuid::now_v7().to_string(), step: "mcp" };
-        let batch = req.to_batch(op, &self.client, Utc::now())?;
+        let batch = req.to_batch(op, &self.client, Utc::now(), counted)?;
         let spec = req.table();
         let table = open_or_create(&self.wh, spec, &commit).await.map_err(McpError::Table)?;
         table

@@ -53,6 +53,8 @@ impl Engine {
         Ok(Value::Object(row))
     }
 
+    /// A request's status: the client's own, by `request_id`; by `operation_id`, any operation only where
+    /// the policy says `read_all_operations`.
     pub(super) async fn payout_status(&self, args: &Args<'_>) -> Result<Value, McpError> {
         let op = match (args.text("request_id")?, args.text("operation_id")?) {
             (Some(r), None) => {
@@ -61,6 +63,9 @@ impl Engine {
             }
             (None, Some(o)) => {
                 Args::check_id("operation_id", &o)?;
+                if !self.policy.may_read(&self.client, &o) {
+                    return Err(McpError::NotYours { operation: o, client: self.client.clone() });
+                }
                 o
             }
             _ => return Err(ArgError::ExactlyOne("request_id and operation_id").into()),
@@ -68,6 +73,8 @@ impl Engine {
         self.status_of(&op).await?.to_json()
     }
 
+    /// Open findings of the client's own operations (of every operation, and of none, where the policy says
+    /// `read_all_operations`).
     pub(super) async fn open_findings(&self, args: &Args<'_>) -> Result<Value, McpError> {
         let limit = args.number("limit", 1..=200, "an integer 1..=200")?.unwrap_or(20);
         let class = args.text("class")?;
@@ -79,7 +86,12 @@ impl Engine {
         if !self.table_exists("purpleflea.payouts.open_findings").await? {
             return Ok(json!({"findings": [], "detail": "reconcile has not run yet: no findings recorded"}));
         }
-        let filter = class.map(|c| format!("WHERE class = '{c}'")).unwrap_or_default();
+        // A client's own findings: those of its operations (findings of no operation are the operator's).
+        let mut filters: Vec<String> = class.map(|c| format!("class = '{c}'")).into_iter().collect();
+        if !self.policy.read_all_operations {
+            filters.push(format!("starts_with(operation_id, '{}')", policy::own_prefix(&self.client)));
+        }
+        let filter = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
         let rows = self
             .rows(&format!(
                 "SELECT class, operation_id, agent_id, detail, first_seen_at, \

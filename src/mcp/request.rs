@@ -49,6 +49,14 @@ pub enum Request {
     Dispute { escrow: EscrowRef, reason: String },
 }
 
+/// A request read back from its row, with the amount the row records: a payout's or a create's, and for a
+/// release or dispute this server wrote, the escrow's amount it counted toward the limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub request: Request,
+    pub amount: Option<Usd>,
+}
+
 /// A request of a tool that acts on the provider directly.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DirectRequest {
@@ -120,15 +128,18 @@ impl Request {
     }
 
     /// The request a queued payout row holds, its values decoded with their types.
-    pub fn from_payout_row(r: PendingPayoutRow) -> Result<Request, McpError> {
+    pub fn from_payout_row(r: PendingPayoutRow) -> Result<Queued, McpError> {
         let amount = r.amount_usd.ok_or_else(|| McpError::QueuedWithoutAmount { what: "payout", op: r.payout_id })?;
-        Ok(Request::Payout { agent_id: r.agent_id.unwrap_or_default(), amount, reason: r.reason.unwrap_or_default() })
+        let request =
+            Request::Payout { agent_id: r.agent_id.unwrap_or_default(), amount, reason: r.reason.unwrap_or_default() };
+        Ok(Queued { request, amount: Some(amount) })
     }
 
     /// The request a queued escrow action row holds.
-    pub fn from_action_row(r: EscrowActionRow) -> Result<Request, McpError> {
+    pub fn from_action_row(r: EscrowActionRow) -> Result<Queued, McpError> {
         let escrow = EscrowRef { escrow_id: r.escrow_id, create_action_id: r.create_action_id };
-        Ok(match r.action.as_deref() {
+        let amount = r.amount_usd;
+        let request = match r.action.as_deref() {
             Some("create") => Request::Create {
                 buyer: r.buyer_agent_id.unwrap_or_default(),
                 seller: r.seller_agent_id.unwrap_or_default(),
@@ -140,11 +151,20 @@ impl Request {
             },
             Some("release") => Request::Release { escrow, reason: r.reason },
             _ => Request::Dispute { escrow, reason: r.reason.unwrap_or_default() },
-        })
+        };
+        Ok(Queued { request, amount })
     }
 
-    /// The request as the row an upstream job would write, requested by `client` at `now`.
-    pub fn to_batch(&self, op: &str, client: &str, now: DateTime<Utc>) -> Result<RecordBatch, RowError> {
+    /// The request as the row an upstream job would write, requested by `client` at `now`. A release or
+    /// dispute records `counted`, the escrow's amount it counts toward the client's limits (the engine
+    /// reads no amount of theirs), so the daily total finds it.
+    pub fn to_batch(
+        &self,
+        op: &str,
+        client: &str,
+        now: DateTime<Utc>,
+        counted: Option<Usd>,
+    ) -> Result<RecordBatch, RowError> {
         let (requested_at, by) = (Some(now), Some(requested_by(client)));
         let action = |action: &str, escrow: &EscrowRef, reason: Option<String>| EscrowActionRow {
             action_id: op.to_string(),
@@ -153,7 +173,7 @@ impl Request {
             create_action_id: escrow.create_action_id.clone(),
             buyer_agent_id: None,
             seller_agent_id: None,
-            amount_usd: None,
+            amount_usd: counted,
             description: None,
             metadata: None,
             reason,

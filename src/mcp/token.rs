@@ -8,6 +8,9 @@ use crate::secret::{ApiKey, SecretError};
 /// The environment variable the HTTP bearer token is read from.
 pub const TOKEN_ENV: &str = "PFSYNC_MCP_TOKEN";
 
+/// The shortest token taken, in bytes: guessing one is out of reach (`openssl rand -hex 32` gives 64).
+pub const MIN_TOKEN_BYTES: usize = 32;
+
 /// Why the server does not start with the token it was given (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -17,6 +20,16 @@ pub enum TokenError {
     Unreadable { path: String, source: std::io::Error },
     #[error(transparent)]
     Malformed(#[from] SecretError),
+    #[error(
+        "the bearer token is {len} bytes; it must be at least {MIN_TOKEN_BYTES} (a random one: openssl rand -hex 32)"
+    )]
+    TooShort { len: usize },
+    #[error(
+        "the bearer token is a Purple Flea key pfsync holds (the payer's PURPLEFLEA_API_KEY or an \
+         [[provider.agent_keys]] key): every MCP client's config would hold that key, and anyone with it could call \
+         Purple Flea without pfsync's policy. Give the server a token of its own (openssl rand -hex 32)"
+    )]
+    ProviderKey,
 }
 
 /// A bearer token compared in constant time; its text is never logged.
@@ -34,6 +47,18 @@ impl Token {
             Ok(v) => Ok(Token(ApiKey::new(&v, "in PFSYNC_MCP_TOKEN")?)),
             Err(_) => Err(TokenError::Missing),
         }
+    }
+
+    /// Refused at start: a token short enough to guess, or one that is a provider key.
+    pub fn check(&self, provider_keys: &[ApiKey]) -> Result<(), TokenError> {
+        let len = self.0.byte_len();
+        if len < MIN_TOKEN_BYTES {
+            return Err(TokenError::TooShort { len });
+        }
+        if provider_keys.iter().any(|k| k.same_as(&self.0)) {
+            return Err(TokenError::ProviderKey);
+        }
+        Ok(())
     }
 
     fn accepts(&self, header: Option<&str>) -> bool {
@@ -62,4 +87,21 @@ pub(super) async fn require_token(
             .into_response();
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_token_and_a_provider_key_are_refused() {
+        let key = |t: &str| ApiKey::new(t, "in a test").unwrap();
+        let long = "0123456789abcdef0123456789abcdef";
+        let token = Token(key(long));
+        assert!(token.check(&[key("pf_test_sandbox")]).is_ok());
+        let short = Token(key(&long[1..])).check(&[]).unwrap_err();
+        assert_eq!(short.to_string().split(';').next(), Some("the bearer token is 31 bytes"));
+        assert!(matches!(token.check(&[key("other"), key(long)]), Err(TokenError::ProviderKey)));
+        assert!(!TokenError::ProviderKey.to_string().contains(long), "the key is never shown");
+    }
 }
