@@ -65,6 +65,11 @@ pub struct Capabilities {
     /// only about the agents whose keys pfsync holds cannot say that: the payee check is then its own
     /// (an unknown payee is refused by the provider, `recipient_not_found`).
     pub wallets_list_every_agent: bool,
+    /// A disputed escrow reaches a final state without anyone at the provider (the seed's contract refunds
+    /// the buyer at once). Where it does not (the live escrow service freezes a disputed escrow for its
+    /// staff to review, with no endpoint to resolve it), a dispute locks the money until a person acts, so
+    /// agent-facing tools dispute only where the operator said so explicitly.
+    pub dispute_resolvable: bool,
 }
 
 impl Capabilities {

@@ -92,6 +92,8 @@ impl SeedProvider {
             escrow_completion: false,
             // The wallets list endpoint lists every agent.
             wallets_list_every_agent: true,
+            // The contract's dispute refunds the buyer: the escrow ends `refunded` at once.
+            dispute_resolvable: true,
         }
     }
 
