@@ -5,7 +5,7 @@
 CREATE TABLE IF NOT EXISTS purpleflea.payouts.reconciliation (
   run_id STRING NOT NULL COMMENT 'Reconcile run that wrote the row',
   finding_key STRING NOT NULL COMMENT 'Stable identity of the finding across runs (class and subject)',
-  class STRING NOT NULL COMMENT 'amount_mismatch | agent_mismatch | missing_at_provider | unlogged_at_provider | duplicate_at_provider | status_mismatch | stale_unknown | unattributed_payout | balance_mismatch | ledger_gap',
+  class STRING NOT NULL COMMENT 'amount_mismatch | agent_mismatch | missing_at_provider | unlogged_at_provider | duplicate_at_provider | status_mismatch | stale_unknown | unattributed_payout | balance_mismatch | ledger_gap | claimed_twice',
   operation_id STRING COMMENT 'payout_id or action_id',
   kind STRING COMMENT 'Operation kind or provider transaction kind',
   idempotency_key STRING COMMENT 'Key of the operation or transaction',

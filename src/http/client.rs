@@ -18,6 +18,7 @@ use super::error::HttpError;
 use super::idempotency::IdempotencyKey;
 use super::ratelimit::RateLimiter;
 use super::retry::{RetryCause, RetryPolicy, parse_retry_after};
+use super::skew::{ClockOffset, OffsetCell};
 use super::url::{check_url, is_loopback, shown};
 use crate::rng::SplitMix64;
 use crate::secret::ApiKey;
@@ -139,6 +140,9 @@ struct Inner {
     limiter: Option<RateLimiter>,
     in_flight: Semaphore,
     jitter: Mutex<SplitMix64>,
+    /// The clock the server's `Date` is compared with: the process's (a test build may offset it).
+    clock: Arc<dyn crate::clock::Clock>,
+    offset: OffsetCell,
 }
 
 impl std::fmt::Debug for Client {
@@ -201,6 +205,8 @@ impl Client {
                 limiter,
                 in_flight,
                 jitter: Mutex::new(SplitMix64::from_time()),
+                clock: crate::clock::process_clock(),
+                offset: OffsetCell::default(),
                 cfg,
             }),
         })
@@ -208,6 +214,11 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.cfg
+    }
+
+    /// The server's clock against ours, from the `Date` of its latest answer (`None` before one).
+    pub fn clock_offset(&self) -> Option<ClockOffset> {
+        self.inner.offset.get()
     }
 
     /// A GET below the base URL, decoded. Repeated on any transient failure.
@@ -354,10 +365,19 @@ impl Client {
                 },
             }
         };
+        let sent_at = self.inner.clock.now();
         let mut resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return transport(e),
         };
+        if let Some(m) = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|d| ClockOffset::measure(d, sent_at, self.inner.clock.now()))
+        {
+            self.inner.offset.record(m);
+        }
         let status = resp.status();
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let resp_replayed = resp

@@ -8,10 +8,12 @@ pub mod error;
 pub mod idempotency;
 pub mod ratelimit;
 pub mod retry;
+pub mod skew;
 pub mod url;
 
 pub use client::{Client, ClientConfig, ErrorBody, IDEMPOTENCY_HEADER, REPLAYED_HEADER, Repeat, Sent};
 pub use error::HttpError;
 pub use idempotency::IdempotencyKey;
 pub use retry::RetryPolicy;
+pub use skew::ClockOffset;
 pub use url::{check_url, is_loopback, shown, shown_text};

@@ -5,10 +5,12 @@
 //! pfsync's own making) and the evidence about an unknown outcome can be read from it.
 //!
 //! - `chain.rs`: pure: a window ordered along the `balance_after` chain, what is new, where it breaks;
-//! - `copy.rs`: read every held agent's window and append what is new, gaps first.
+//! - `copy.rs`: read every held agent's window and append what is new, gaps first;
+//! - `history.rs`: an agent's copied ledger read back as evidence, as far as it is one unbroken chain.
 
 pub mod chain;
 pub mod copy;
+pub mod history;
 pub mod rows;
 
 use std::time::Duration;

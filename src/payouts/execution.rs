@@ -6,8 +6,11 @@
 //! Per batch:
 //! 1. the unknown outcomes the plan names are looked up; the provider's evidence decides, and only "no
 //!    transaction at all" (`Lookup::NotExecuted`) lets one be sent again;
-//! 2. at a provider without idempotency keys, the lease: while another run's intents in this namespace
-//!    are open, this run sends nothing (two runs' debits would mix in one payer's ledger);
+//! 2. at a provider without idempotency keys, the lease, per payer and before the ledger is read: while
+//!    another process's intents for a payer are open (any namespace, any run id), this run neither judges
+//!    that payer's ledger nor sends for it (two processes' debits would mix in one ledger). Every commit
+//!    that carries a payer's intents or outcomes also carries the payer's application transaction, so of
+//!    two processes that checked the lease at once only one commits;
 //! 3. the intents of what will be sent are committed, with the previous batch's outcomes, in one log
 //!    commit that carries the namespace's Delta application transaction: of two runs that read the log at
 //!    once only one commits, the other reads the log again and keeps only what is still its to send;
@@ -15,8 +18,10 @@
 //!    finds an intent older than the timeout knows its sender has stopped; at a provider resolved from
 //!    ledgers, batches start a second apart (see [`pace`]);
 //! 5. the outcomes are kept for the next commit; at a provider without key memory an ambiguous failure is
-//!    looked up at once, and what stays unknown stops this run's sending (`halted`): the next run judges it
-//!    before anything new reaches the payer's ledger.
+//!    looked up at once, and what stays unknown holds back only what its evidence could be confused with
+//!    ([`Hold`]: the same payer, kind and amount, or the same escrow) until a later run judges it;
+//! 6. before a commit that claims provider transactions lands, a conflict re-reads who claims them: a
+//!    transaction another operation claimed meanwhile is never taken (the outcome stays unknown).
 //!
 //! A crash anywhere leaves either no intent (nothing was sent) or an intent that a later run resolves
 //! from the provider's evidence.
@@ -30,6 +35,7 @@ use super::PayoutReport;
 use super::log::LogEvent;
 use super::plan::{Decision, Plan, PlanOptions, Step, next_batch, revise};
 use super::state::{Event, FailedOutcome, clip_message};
+use crate::money::Usd;
 use crate::operation::{EscrowRef, OpKind};
 use crate::provider::{Capabilities, Evidence, Lookup, Receipt};
 
@@ -75,10 +81,12 @@ pub enum Effect {
     /// claimed before the next is judged (a provider resolved from ledgers); otherwise all at once.
     /// `of`: whose outcome is looked up (once per batch the earlier attempts', possibly none).
     LookUp { steps: Vec<Step>, one_by_one: bool, of: Attempts },
-    /// Read the log again for these operations (another run committed intents meanwhile).
-    Recheck(Vec<Step>),
-    /// The other runs' intents in this namespace recorded after `since` that have no outcome yet.
-    CheckLease { since: DateTime<Utc> },
+    /// Read the log again for these operations (another run committed meanwhile), and who claims these
+    /// provider transactions now.
+    Recheck { steps: Vec<Step>, claims: Vec<String> },
+    /// The intents recorded after `since` for these payers (any namespace, any process) that have no outcome
+    /// yet.
+    CheckLease { since: DateTime<Utc>, payers: Vec<String> },
     /// Append these events (the carried outcomes, then the intents) in one commit carrying the namespace's
     /// application transaction (and the change feeds' positions) at `at`.
     CommitIntents { events: Vec<LogEvent>, at: DateTime<Utc> },
@@ -87,7 +95,8 @@ pub enum Effect {
     Send { steps: Vec<Step>, pace: Duration, latest_start: DateTime<Utc> },
     /// The batch is over: copy the held agents' ledgers if asked, report progress.
     BatchDone { copy_ledgers: bool, done: u64, total: u64 },
-    /// Append the outcomes still carried in one plain commit.
+    /// Append the outcomes still carried in one commit, carrying their payers' application transactions
+    /// (a conflict answers [`Input::Conflict`]).
     CommitOutcomes(Vec<LogEvent>),
     /// The run is over. `key_refused`: it stopped because the provider refused the key.
     Done { key_refused: bool },
@@ -109,14 +118,63 @@ pub enum Input {
     Go,
     Claimed(HashSet<String>),
     LookedUp(Vec<(Step, Result<Lookup, Failure>)>),
-    Rechecked(HashMap<String, Vec<LogEvent>>),
+    Rechecked {
+        history: HashMap<String, Vec<LogEvent>>,
+        /// For each provider transaction asked about, the operations whose `completed` claims it.
+        claims: HashMap<String, Vec<String>>,
+    },
     Lease {
-        open_elsewhere: Vec<String>,
+        open: Vec<OpenIntent>,
     },
     Committed,
     Conflict,
     /// Each step with its answer, or `None` when it was not started (too late after its intent).
     Sent(Vec<(Step, Option<Result<Receipt, Failure>>)>),
+}
+
+/// An intent with no outcome yet, as the lease reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenIntent {
+    pub operation_id: String,
+    pub attempt: i32,
+    /// The payer it debits; `None` for a row logged before the payer was recorded (it may be anyone's).
+    pub payer: Option<String>,
+}
+
+/// What an operation that cannot be sent now holds back with it: only what its evidence could be confused
+/// with in a payer's ledger, or what another process is sending.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Hold {
+    /// Another process's intents for this payer are open (the lease).
+    Payer(String),
+    /// Another process's intents of unknown payer are open (logged before payers were recorded): every
+    /// payer waits for them.
+    EveryPayer,
+    /// A debit of this kind, payer and amount: another one would be indistinguishable in the ledger.
+    Debit(OpKind, String, Usd),
+    /// Another action on this escrow (by id, or by the create action that makes it).
+    Escrow(String),
+}
+
+impl Hold {
+    /// What an unresolved `op` holds back.
+    pub fn of(s: &Step) -> Hold {
+        match (s.op.amount(), s.op.escrow()) {
+            (Some(a), _) => Hold::Debit(s.op.kind(), s.payer.clone().unwrap_or_default(), a),
+            (None, Some(EscrowRef::Id(e))) => Hold::Escrow(e.clone()),
+            (None, Some(EscrowRef::CreatedBy(c))) => Hold::Escrow(format!("created-by:{c}")),
+            (None, None) => Hold::Escrow(s.op.id.clone()),
+        }
+    }
+
+    /// The same for a logged event (an outcome taken back after a conflict).
+    fn of_event(e: &LogEvent) -> Hold {
+        match (e.amount_usd, &e.escrow_id) {
+            (Some(a), _) => Hold::Debit(e.kind, e.payer_agent_id.clone().unwrap_or_default(), a),
+            (None, Some(esc)) => Hold::Escrow(esc.clone()),
+            (None, None) => Hold::Escrow(e.operation_id.clone()),
+        }
+    }
 }
 
 /// The run cannot go on.
@@ -143,8 +201,11 @@ enum Stage {
     Recheck {
         conflicts: u32,
     },
+    /// The lease; `then`: the batch's lookups and sends still to come (checked before the ledger is
+    /// read), else straight to the intent commit.
     Lease {
         conflicts: u32,
+        then: Option<(Vec<Step>, Vec<Step>)>,
     },
     Commit {
         at: DateTime<Utc>,
@@ -155,7 +216,13 @@ enum Stage {
     },
     ResolveNow,
     BatchDone,
-    Final,
+    Final {
+        conflicts: u32,
+    },
+    /// The final commit conflicted: who claims its transactions is read again.
+    FinalRecheck {
+        conflicts: u32,
+    },
     Done,
 }
 
@@ -177,12 +244,20 @@ pub struct Execution {
     contended: bool,
     /// Provider references owned by logged operations (read once, at a provider resolved from ledgers).
     claimed: Option<HashSet<String>>,
-    /// An outcome of this run stayed unknown at a provider without key memory: nothing more is sent, so
-    /// that the next run's ledger evidence stays unambiguous.
-    halted: bool,
-    /// The lease was checked and no intent commit has conflicted since: no other run can have started
-    /// sending (its intents would have made ours conflict), so the check need not be repeated.
+    /// What may not be sent this run: payers another process is sending for, and what an outcome that
+    /// stayed unknown (at a provider without key memory) could be confused with.
+    holds: HashSet<Hold>,
+    /// How many holds the phases still to come were last filtered by.
+    holds_applied: usize,
+    /// The lease was checked and no commit has conflicted since: no other process can have started sending
+    /// for a payer of ours (its commit would have made ours conflict), so the check need not be repeated.
     leased: bool,
+    /// The intents this process committed (operation, attempt): its own, whatever the run id, so shards
+    /// that share a run id still see each other's intents as another sender's.
+    mine: HashSet<(String, i32)>,
+    /// Carried `completed` outcomes taken from the provider's evidence (operation, attempt), not from its
+    /// answer to our send: the ones a concurrent claim can take back.
+    from_evidence: HashSet<(String, i32)>,
     /// When the previous batch's sends ended (at a provider resolved from ledgers, see [`pace`]).
     last_sends: Option<DateTime<Utc>>,
     key_refused: bool,
@@ -210,6 +285,17 @@ pub fn pace(caps: &Capabilities, sending: bool, last_sends: Option<DateTime<Utc>
         }
         _ => Duration::ZERO,
     }
+}
+
+/// The payers these steps debit, each once, in order.
+fn payers_of<'a>(steps: impl IntoIterator<Item = &'a Step>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in steps.into_iter().filter_map(|s| s.payer.as_ref()) {
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
 }
 
 /// A log row for a step. Every field an auditor needs comes from the typed operation.
@@ -323,12 +409,41 @@ impl Execution {
             sending: Vec::new(),
             contended: false,
             claimed: None,
-            halted: false,
+            holds: HashSet::new(),
+            holds_applied: 0,
             leased: false,
+            mine: HashSet::new(),
+            from_evidence: HashSet::new(),
             last_sends: None,
             key_refused: false,
             report,
         }
+    }
+
+    /// Is there anything to look up or send?
+    pub fn has_work(&self) -> bool {
+        self.total > 0
+    }
+
+    /// The payers of what is to be looked up or sent, each once.
+    pub fn payers(&self) -> Vec<String> {
+        payers_of(self.phases.iter().flatten())
+    }
+
+    /// Would an open unknown outcome explain a debit of `amount` from `payer` at `at`: one of that amount
+    /// from that payer, whose intent came before (less `slack`)?
+    pub fn explains(&self, payer: &str, amount: Usd, at: DateTime<Utc>, slack: chrono::Duration) -> bool {
+        self.phases.iter().flatten().any(|s| {
+            s.resolve_first
+                && s.payer.as_deref() == Some(payer)
+                && s.op.amount() == Some(amount)
+                && s.since.is_some_and(|t| at >= t - slack)
+        })
+    }
+
+    /// Debits found on the payers' ledgers that no operation claims and no open unknown explains.
+    pub fn note_unclaimed_debits(&mut self, n: u64) {
+        self.report.unclaimed_debits += n;
     }
 
     /// The report so far (the whole report once [`Effect::Done`] was given).
@@ -369,7 +484,7 @@ impl Execution {
     pub fn next(&mut self, input: Input, now: DateTime<Utc>, stop_requested: bool) -> Result<Effect, Stuck> {
         let stage = std::mem::replace(&mut self.stage, Stage::Done);
         match (stage, input) {
-            (Stage::Start | Stage::BatchDone, Input::Go) => Ok(self.start_batch(stop_requested)),
+            (Stage::Start | Stage::BatchDone, Input::Go) => Ok(self.start_batch(stop_requested, now)),
             (Stage::Claimed { then, resolve }, Input::Claimed(c)) => {
                 self.claimed = Some(c);
                 let of = if matches!(*then, Stage::ResolveNow) { Attempts::JustSent } else { Attempts::Earlier };
@@ -385,14 +500,13 @@ impl Execution {
                     e.attempt = s.attempt - 1;
                     self.record(&s, f, e, false);
                 }
-                if self.halted {
-                    // An outcome stayed unknown at a provider without key memory: nothing more is sent.
-                    self.report.held_after_unknown += self.sending.len() as u64;
-                    self.sending.clear();
-                }
+                // An outcome that stayed unknown holds back what could be confused with it.
+                let sending = std::mem::take(&mut self.sending);
+                self.sending = self.hold_back(sending);
                 Ok(self.before_intents(0, now))
             }
-            (Stage::Recheck { conflicts }, Input::Rechecked(fresh)) => {
+            (Stage::Recheck { conflicts }, Input::Rechecked { history: fresh, claims }) => {
+                self.revalidate(&claims);
                 let mut o = self.s.plan.clone();
                 o.now = now;
                 let (keep, dropped) = revise(std::mem::take(&mut self.sending), &fresh, &o);
@@ -410,23 +524,27 @@ impl Execution {
                 self.sending = keep;
                 Ok(self.lease_or_commit(conflicts, now))
             }
-            (Stage::Lease { conflicts }, Input::Lease { open_elsewhere }) => {
+            (Stage::Lease { conflicts, then }, Input::Lease { open }) => {
                 self.leased = true;
-                if !open_elsewhere.is_empty() {
-                    tracing::warn!(
-                        open = open_elsewhere.len(),
-                        first = %open_elsewhere[0],
-                        "another run is sending in this namespace; at a provider without idempotency keys this run sends nothing until it ends"
-                    );
-                    self.report.in_flight_elsewhere += self.sending.len() as u64;
-                    self.halted = true;
-                    self.sending.clear();
+                self.note_lease(&open);
+                match then {
+                    Some((resolve, send)) => {
+                        let resolve = self.hold_back(resolve);
+                        let send = self.hold_back(send);
+                        Ok(self.look_up(resolve, send))
+                    }
+                    None => {
+                        let sending = std::mem::take(&mut self.sending);
+                        self.sending = self.hold_back(sending);
+                        Ok(self.commit(conflicts, now))
+                    }
                 }
-                Ok(self.commit(conflicts, now))
             }
             (Stage::Commit { at, .. }, Input::Committed) => {
                 self.carried.clear();
+                self.from_evidence.clear();
                 self.report.log_commits += 1;
+                self.mine.extend(self.sending.iter().map(|s| (s.op.id.clone(), s.attempt)));
                 Ok(self.after_intents(at, now))
             }
             (Stage::Commit { conflicts, .. }, Input::Conflict) => {
@@ -441,7 +559,7 @@ impl Execution {
                     return Err(Stuck::Contended { attempts: MAX_CONFLICTS });
                 }
                 self.stage = Stage::Recheck { conflicts };
-                Ok(Effect::Recheck(self.sending.clone()))
+                Ok(Effect::Recheck { steps: self.sending.clone(), claims: self.carried_claims() })
             }
             (Stage::Sends { intent_at }, Input::Sent(sent)) => Ok(self.outcomes(sent, intent_at, now)),
             (Stage::ResolveNow, Input::LookedUp(found)) => {
@@ -457,24 +575,39 @@ impl Execution {
                         let e = event(&s, Event::Unknown, &run_id, now);
                         self.record(&s, f, e, true);
                     } else {
-                        // Never resent in the run that sent it: the send may still be running at the provider.
-                        self.halted = true;
+                        // Never resent in the run that sent it: the send may still be running at the
+                        // provider; what could be confused with it waits too.
+                        self.holds.insert(Hold::of(&s));
                     }
                 }
                 Ok(self.batch_done())
             }
-            (Stage::Final, Input::Committed) => {
+            (Stage::Final { .. }, Input::Committed) => {
+                self.carried.clear();
                 self.report.log_commits += 1;
                 Ok(self.finish())
+            }
+            (Stage::Final { conflicts }, Input::Conflict) => {
+                let conflicts = conflicts + 1;
+                if conflicts >= MAX_CONFLICTS {
+                    return Err(Stuck::Contended { attempts: MAX_CONFLICTS });
+                }
+                self.stage = Stage::FinalRecheck { conflicts };
+                Ok(Effect::Recheck { steps: Vec::new(), claims: self.carried_claims() })
+            }
+            (Stage::FinalRecheck { conflicts }, Input::Rechecked { claims, .. }) => {
+                self.revalidate(&claims);
+                self.stage = Stage::Final { conflicts };
+                Ok(Effect::CommitOutcomes(self.carried.clone()))
             }
             (Stage::Done, input) => Err(self.protocol("nothing (the run is over)", &input)),
             (stage, input) => {
                 let expected = match stage {
                     Stage::Claimed { .. } => "Claimed",
                     Stage::Lookups { .. } | Stage::ResolveNow => "LookedUp",
-                    Stage::Recheck { .. } => "Rechecked",
+                    Stage::Recheck { .. } | Stage::FinalRecheck { .. } => "Rechecked",
                     Stage::Lease { .. } => "Lease",
-                    Stage::Commit { .. } | Stage::Final => "Committed or Conflict",
+                    Stage::Commit { .. } | Stage::Final { .. } => "Committed or Conflict",
                     Stage::Sends { .. } => "Sent",
                     _ => "Go",
                 };
@@ -494,14 +627,20 @@ impl Execution {
                 {
                     self.created.insert(s.op.id.clone(), esc.clone());
                 }
-                self.halted |= halt;
+                if halt {
+                    self.holds.insert(Hold::of(s));
+                }
+                if event.event == Event::Completed {
+                    self.from_evidence.insert((event.operation_id.clone(), event.attempt));
+                }
                 debug_assert!(!this_run || event.event == Event::Completed);
                 self.carried.push(*event);
             }
         }
     }
 
-    fn start_batch(&mut self, stop_requested: bool) -> Effect {
+    fn start_batch(&mut self, stop_requested: bool, now: DateTime<Utc>) -> Effect {
+        self.apply_holds();
         loop {
             let Some(rest) = self.phases.front_mut() else { return self.end() };
             if rest.is_empty() {
@@ -514,18 +653,111 @@ impl Execution {
                 self.phases.clear();
                 return self.end();
             }
-            if self.halted {
-                let n = rest.len() as u64;
-                self.report.held_after_unknown += n;
-                self.done += n;
-                self.phases.pop_front();
-                continue;
-            }
             let chunk = next_batch(rest, self.s.batch_size, self.s.caps.ledger_evidence, DEBITS_PER_PAYER_PER_BATCH);
             self.done += chunk.len() as u64;
             let batch = self.bind(chunk);
             let (resolve, send): (Vec<Step>, Vec<Step>) = batch.into_iter().partition(|s| s.resolve_first);
+            let payers = payers_of(resolve.iter().chain(&send));
+            if !self.s.caps.honours_idempotency_keys && !self.leased && !payers.is_empty() {
+                // Before the ledger is read: another process's sends for a payer would be evidence too.
+                self.stage = Stage::Lease { conflicts: 0, then: Some((resolve, send)) };
+                return Effect::CheckLease { since: now - self.s.plan.in_flight_timeout, payers };
+            }
             return self.look_up(resolve, send);
+        }
+    }
+
+    /// Take what the holds made since the last batch hold back out of the phases still to come (holds only
+    /// grow during a run).
+    fn apply_holds(&mut self) {
+        if self.holds.len() == self.holds_applied {
+            return;
+        }
+        self.holds_applied = self.holds.len();
+        for phase in std::mem::take(&mut self.phases) {
+            let before = phase.len();
+            let keep = self.hold_back(phase.into());
+            self.done += (before - keep.len()) as u64;
+            self.phases.push_back(keep.into());
+        }
+    }
+
+    /// Steps that may go on; the others are counted as held (by the lease or by an unknown outcome).
+    fn hold_back(&mut self, steps: Vec<Step>) -> Vec<Step> {
+        if self.holds.is_empty() {
+            return steps;
+        }
+        let mut keep = Vec::with_capacity(steps.len());
+        for s in steps {
+            let leased_away = s.payer.as_ref().is_some_and(|p| {
+                self.holds.contains(&Hold::EveryPayer) || self.holds.contains(&Hold::Payer(p.clone()))
+            });
+            if leased_away {
+                self.report.in_flight_elsewhere += 1;
+            } else if self.holds.contains(&Hold::of(&s)) {
+                self.report.held_after_unknown += 1;
+            } else {
+                keep.push(s);
+            }
+        }
+        keep
+    }
+
+    /// The lease's answer: payers with another process's open intents wait for this run's end.
+    fn note_lease(&mut self, open: &[OpenIntent]) {
+        let others: Vec<&OpenIntent> =
+            open.iter().filter(|o| !self.mine.contains(&(o.operation_id.clone(), o.attempt))).collect();
+        if let Some(first) = others.first() {
+            tracing::warn!(
+                open = others.len(),
+                first = %first.operation_id,
+                "another process is sending for a payer of this run; at a provider without idempotency keys \
+                 this run neither judges that payer's ledger nor sends for it until those intents end"
+            );
+        }
+        for o in others {
+            self.holds.insert(o.payer.clone().map_or(Hold::EveryPayer, Hold::Payer));
+        }
+    }
+
+    /// Provider transactions the carried outcomes claim on the provider's evidence (not on its answer).
+    fn carried_claims(&self) -> Vec<String> {
+        self.carried
+            .iter()
+            .filter(|e| {
+                e.event == Event::Completed && self.from_evidence.contains(&(e.operation_id.clone(), e.attempt))
+            })
+            .filter_map(|e| e.tx_id.clone())
+            .collect()
+    }
+
+    /// After a conflict: an outcome taken from evidence whose transaction another operation claimed
+    /// meanwhile is not taken; it stays unknown (and holds back what could be confused with it).
+    fn revalidate(&mut self, claims: &HashMap<String, Vec<String>>) {
+        for e in self.carried.iter_mut() {
+            if e.event != Event::Completed || !self.from_evidence.contains(&(e.operation_id.clone(), e.attempt)) {
+                continue;
+            }
+            let Some(t) = e.tx_id.clone() else { continue };
+            let Some(other) = claims.get(&t).and_then(|by| by.iter().find(|o| **o != e.operation_id)) else {
+                continue;
+            };
+            tracing::warn!(id = %e.operation_id, tx = %t, other = %other, "the transaction the evidence pointed at was claimed by another operation meanwhile; the outcome stays unknown");
+            self.from_evidence.remove(&(e.operation_id.clone(), e.attempt));
+            e.event = Event::Unknown;
+            e.tx_id = None;
+            e.error_code = Some("claimed_by_another".into());
+            e.error_message = Some(clip_message(format!(
+                "the provider transaction {t} the evidence pointed at is claimed by operation {other}; a later run \
+                 looks this operation up again"
+            )));
+            self.report.completed = self.report.completed.saturating_sub(1);
+            self.report.resolved_by_lookup = self.report.resolved_by_lookup.saturating_sub(1);
+            self.report.unknown += 1;
+            self.holds.insert(Hold::of_event(e));
+        }
+        if let Some(c) = self.claimed.as_mut() {
+            c.extend(claims.keys().cloned());
         }
     }
 
@@ -573,15 +805,16 @@ impl Execution {
     fn before_intents(&mut self, conflicts: u32, now: DateTime<Utc>) -> Effect {
         if self.contended && !self.sending.is_empty() {
             self.stage = Stage::Recheck { conflicts };
-            return Effect::Recheck(self.sending.clone());
+            return Effect::Recheck { steps: self.sending.clone(), claims: self.carried_claims() };
         }
         self.lease_or_commit(conflicts, now)
     }
 
     fn lease_or_commit(&mut self, conflicts: u32, now: DateTime<Utc>) -> Effect {
-        if !self.sending.is_empty() && !self.s.caps.honours_idempotency_keys && !self.leased {
-            self.stage = Stage::Lease { conflicts };
-            return Effect::CheckLease { since: now - self.s.plan.in_flight_timeout };
+        let payers = payers_of(&self.sending);
+        if !payers.is_empty() && !self.s.caps.honours_idempotency_keys && !self.leased {
+            self.stage = Stage::Lease { conflicts, then: None };
+            return Effect::CheckLease { since: now - self.s.plan.in_flight_timeout, payers };
         }
         self.commit(conflicts, now)
     }
@@ -687,8 +920,8 @@ impl Execution {
         if self.carried.is_empty() {
             return self.finish();
         }
-        self.stage = Stage::Final;
-        Effect::CommitOutcomes(std::mem::take(&mut self.carried))
+        self.stage = Stage::Final { conflicts: 0 };
+        Effect::CommitOutcomes(self.carried.clone())
     }
 
     fn finish(&mut self) -> Effect {
@@ -863,23 +1096,37 @@ mod tests {
                         })
                         .collect(),
                 ),
-                Effect::Recheck(_) => Input::Rechecked(w.history()),
-                Effect::CheckLease { since } => {
-                    let h = w.history();
-                    let open = h
+                Effect::Recheck { claims, .. } => {
+                    let mut by: HashMap<String, Vec<String>> = HashMap::new();
+                    for e in w.log.iter().filter(|e| e.event == Event::Completed) {
+                        if let Some(t) = e.tx_id.as_ref().filter(|t| claims.contains(t)) {
+                            by.entry(t.clone()).or_default().push(e.operation_id.clone());
+                        }
+                    }
+                    Input::Rechecked { history: w.history(), claims: by }
+                }
+                Effect::CheckLease { since, payers } => {
+                    // Every open intent of these payers, this process's own included: the execution knows
+                    // its own.
+                    let open = w
+                        .history()
                         .into_iter()
-                        .filter(|(id, ev)| {
-                            matches!(status(ev), Status::InFlight { .. })
-                                && w.log.iter().any(|e| {
-                                    &e.operation_id == id
-                                        && e.event == Event::Intent
-                                        && e.run_id != run_id
-                                        && e.recorded_at > since
-                                })
+                        .filter_map(|(id, ev)| match status(&ev) {
+                            Status::InFlight { attempt } => Some((id, attempt, ev)),
+                            _ => None,
                         })
-                        .map(|(id, _)| id)
+                        .filter_map(|(id, attempt, ev)| {
+                            let intent = ev.iter().find(|e| e.event == Event::Intent && e.attempt == attempt)?;
+                            let payer = intent.payer_agent_id.clone();
+                            let mine = payer.as_ref().is_none_or(|p| payers.contains(p));
+                            (intent.recorded_at > since && mine).then_some(OpenIntent {
+                                operation_id: id,
+                                attempt,
+                                payer,
+                            })
+                        })
                         .collect();
-                    Input::Lease { open_elsewhere: open }
+                    Input::Lease { open }
                 }
                 Effect::CommitIntents { events, .. } | Effect::CommitOutcomes(events) => {
                     w.log.extend(events);

@@ -2,7 +2,7 @@
 //! provider, commits to the log, ledger copies, waits on the injected clock) and hands each answer back.
 //! It decides nothing; the exactly-once argument is in `execution.rs` and `plan.rs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deltalake::DeltaTable;
@@ -10,14 +10,16 @@ use deltalake::kernel::Transaction;
 use futures::StreamExt;
 
 use super::execution::{Attempts, Effect, Execution, Failure, Input, Stuck, may_start};
-use super::log::{IntentCommit, append_events, append_intents, history, intents_app_id, next_intents_version};
+use super::log::{
+    IntentCommit, LogEvent, append_events, append_intents, history, intents_app_id, next_intents_version, payer_app_id,
+};
 use super::plan::Step;
 use super::state::classify;
 use super::{PayoutError, PayoutOptions, PayoutReport};
 use crate::clock::Clock;
 use crate::hooks::{self, CrashPoint};
 use crate::progress::Progress;
-use crate::provider::{Lookup, LookupContext, Provider, ProviderError, Receipt};
+use crate::provider::{LedgerEntry, Lookup, LookupContext, Provider, ProviderError, Receipt};
 use crate::tables::{CommitInfo, Warehouse};
 
 pub struct Executor<'a> {
@@ -33,6 +35,17 @@ pub struct Executor<'a> {
     wh: Option<&'a Warehouse>,
     /// The provider's first refusal of our key: the run's error once its outcomes are logged.
     key_refusal: Option<ProviderError>,
+}
+
+/// The application transaction of each payer these events debit: every commit carrying a payer's intents
+/// or outcomes carries it, so two processes that read the log before either committed for one payer
+/// cannot both commit (Delta refuses the second with a concurrent-transaction conflict), whatever their
+/// namespaces or run ids. The version is the commit time: only the conflict matters, nobody reads it.
+fn payer_txns(events: &[LogEvent], ms: i64) -> Vec<Transaction> {
+    let mut payers: Vec<&str> = events.iter().filter_map(|e| e.payer_agent_id.as_deref()).collect();
+    payers.sort_unstable();
+    payers.dedup();
+    payers.into_iter().map(|p| Transaction::new_with_last_update(payer_app_id(p), ms, Some(ms))).collect()
 }
 
 fn failure(e: &ProviderError) -> Failure {
@@ -67,6 +80,13 @@ impl<'a> Executor<'a> {
     }
 
     pub async fn run(mut self, mut ex: Execution, progress: &Progress) -> Result<PayoutReport, PayoutError> {
+        // The payers' ledgers as they are before this run judges or sends anything: entries written since
+        // the last copy (a killed run's last batch, another process's activity) are in the copy before the
+        // window can scroll past them.
+        if ex.has_work() {
+            self.copy_ledgers().await;
+            self.unclaimed_debits(&mut ex).await?;
+        }
         let mut input = Input::Go;
         loop {
             let effect = ex.next(input, self.clock.now(), crate::stop::requested()).map_err(|e| match e {
@@ -82,28 +102,20 @@ impl<'a> Executor<'a> {
                     }
                     Input::LookedUp(found)
                 }
-                Effect::Recheck(steps) => Input::Rechecked(self.recheck(&steps).await?),
-                Effect::CheckLease { since } => Input::Lease {
-                    open_elsewhere: super::log::open_elsewhere(
-                        &self.log,
-                        &self.opts.namespace,
-                        &self.commit.run_id,
-                        since,
-                    )
-                    .await?,
-                },
+                Effect::Recheck { steps, claims } => {
+                    let history = self.recheck(&steps).await?;
+                    Input::Rechecked { history, claims: super::log::claims_of(&self.log, &claims).await? }
+                }
+                Effect::CheckLease { since, payers } => {
+                    Input::Lease { open: super::log::open_intents(&self.log, &payers, since).await? }
+                }
                 Effect::CommitIntents { events, at } => {
                     let version = next_intents_version(&self.log, &self.app_id, at).await?;
                     let ms = at.timestamp_millis();
                     let mut txns = vec![Transaction::new_with_last_update(&self.app_id, version, Some(ms))];
                     txns.extend(self.feeds.iter().flat_map(|f| f.intent_txns(ms)));
-                    match append_intents(self.log.clone(), &events, self.commit, txns).await? {
-                        IntentCommit::Committed(t) => {
-                            self.log = t;
-                            Input::Committed
-                        }
-                        IntentCommit::Conflict => Input::Conflict,
-                    }
+                    txns.extend(payer_txns(&events, ms));
+                    self.commit_conflicting(&events, txns).await?
                 }
                 Effect::Send { steps, pace, latest_start } => {
                     hooks::reached(CrashPoint::AfterIntents).await;
@@ -122,9 +134,17 @@ impl<'a> Executor<'a> {
                     Input::Go
                 }
                 Effect::CommitOutcomes(events) => {
-                    append_events(self.log.clone(), &events, self.commit).await?;
-                    hooks::reached(CrashPoint::AfterOutcomes).await;
-                    Input::Committed
+                    let txns = payer_txns(&events, self.clock.now().timestamp_millis());
+                    let input = if txns.is_empty() {
+                        self.log = append_events(self.log.clone(), &events, self.commit).await?;
+                        Input::Committed
+                    } else {
+                        self.commit_conflicting(&events, txns).await?
+                    };
+                    if input == Input::Committed {
+                        hooks::reached(CrashPoint::AfterOutcomes).await;
+                    }
+                    input
                 }
                 Effect::Done { key_refused } => {
                     progress.finish();
@@ -137,6 +157,17 @@ impl<'a> Executor<'a> {
                 }
             };
         }
+    }
+
+    /// A commit that conflicts with any concurrent commit carrying one of `txns`' application ids.
+    async fn commit_conflicting(&mut self, events: &[LogEvent], txns: Vec<Transaction>) -> Result<Input, PayoutError> {
+        Ok(match append_intents(self.log.clone(), events, self.commit, txns).await? {
+            IntentCommit::Committed(t) => {
+                self.log = t;
+                Input::Committed
+            }
+            IntentCommit::Conflict => Input::Conflict,
+        })
     }
 
     async fn look_up(
@@ -159,6 +190,7 @@ impl<'a> Executor<'a> {
                         last_error: s.last_error.as_deref(),
                         now: clock.now(),
                         settle,
+                        copied: &[],
                     };
                     let r = provider.lookup(&s.op, &s.key, &ctx).await.map_err(|e| failure(&e));
                     (s, r)
@@ -168,13 +200,24 @@ impl<'a> Executor<'a> {
                 .await;
         }
         let mut out = Vec::with_capacity(steps.len());
+        let mut tails: HashMap<String, Vec<LedgerEntry>> = HashMap::new();
         for s in steps {
+            let tail = match (&s.payer, s.since) {
+                (Some(p), Some(since)) => {
+                    if !tails.contains_key(p) {
+                        tails.insert(p.clone(), self.copied_tail(p, since).await);
+                    }
+                    tails.get(p).map(Vec::as_slice).unwrap_or_default()
+                }
+                _ => &[],
+            };
             let ctx = LookupContext {
                 since: s.since,
                 claimed: ex.claimed(),
                 last_error: s.last_error.as_deref(),
                 now: self.clock.now(),
                 settle,
+                copied: tail,
             };
             let r = provider.lookup(&s.op, &s.key, &ctx).await.map_err(|e| failure(&e));
             ex.note_lookup(&r);
@@ -227,6 +270,61 @@ impl<'a> Executor<'a> {
         self.log.update_state().await.map_err(|e| PayoutError::write(crate::tables::PAYOUT_LOG.name, e))?;
         let ids: Vec<String> = steps.iter().map(|s| s.op.id.clone()).collect();
         history(&self.log, &ids).await
+    }
+
+    /// The payer's copied ledger as one unbroken chain from an hour before `since` (the evidence reaches
+    /// back that far for clock skew and slow sends) to the newest copied entry. A copy that cannot be read
+    /// is no evidence: the live window alone then decides, or leaves the outcome to a person.
+    async fn copied_tail(&self, payer: &str, since: chrono::DateTime<chrono::Utc>) -> Vec<LedgerEntry> {
+        let Some(wh) = self.wh else { return Vec::new() };
+        match crate::ledger::history::unbroken_tail(wh, payer, since - chrono::Duration::hours(1)).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(payer, error = %e, "pfsync's ledger copy could not be read as evidence");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Say so when a payer's copied ledger of the last day holds debits that no operation claims and no
+    /// open unknown explains: the payer is used outside pfsync (or a request ran late). The ledger evidence
+    /// is unaffected (a candidate is one debit of the exact amount, unclaimed, after the intent), but an
+    /// operator should know.
+    async fn unclaimed_debits(&self, ex: &mut Execution) -> Result<(), PayoutError> {
+        let Some(wh) = self.wh else { return Ok(()) };
+        let since = self.clock.now() - chrono::Duration::days(1);
+        let slack = chrono::Duration::hours(1);
+        for payer in ex.payers() {
+            let debits = match crate::ledger::history::paying_debits(wh, &payer, since).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(payer, error = %e, "the ledger copy could not be read for unclaimed debits");
+                    continue;
+                }
+            };
+            let refs: Vec<String> = debits.iter().map(|(r, _)| r.clone()).collect();
+            let claims = super::log::claims_of(&self.log, &refs).await?;
+            let unclaimed: Vec<&(String, LedgerEntry)> = debits
+                .iter()
+                .filter(|(r, _)| !claims.contains_key(r))
+                .filter(|(_, e)| {
+                    let at = chrono::DateTime::from_timestamp(e.created_at, 0).unwrap_or_default();
+                    let amount = e.amount.to_usd_exact();
+                    !amount.is_some_and(|a| ex.explains(&payer, a, at, slack))
+                })
+                .collect();
+            if let Some((first, _)) = unclaimed.first() {
+                tracing::warn!(
+                    payer,
+                    unclaimed = unclaimed.len(),
+                    first = %first,
+                    "debits on the payer's ledger of the last day are claimed by no logged operation: the payer is \
+                     used outside pfsync, or a request ran late; reconcile reports each (unlogged_at_provider)"
+                );
+                ex.note_unclaimed_debits(unclaimed.len() as u64);
+            }
+        }
+        Ok(())
     }
 
     /// A failed copy loses nothing: the next copy reads the window again, and records a gap if the window

@@ -14,7 +14,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use super::PayoutError;
-pub use super::event::LogEvent;
+pub use super::event::{Event, LogEvent};
 use super::validate::{Reject, RejectCode, RowKind};
 use crate::tables::row::{Row, table_row};
 use crate::tables::{CommitInfo, PAYOUT_LOG, REJECTS};
@@ -38,6 +38,11 @@ async fn append(
 /// runs that read the log at the same time only one commits its intents; the other re-reads.
 pub fn intents_app_id(namespace: &str) -> String {
     format!("pfsync.payouts.{namespace}")
+}
+
+/// The application transaction of commits that carry a payer's intents or outcomes (see `executor.rs`).
+pub fn payer_app_id(payer: &str) -> String {
+    format!("pfsync.payer.{payer}")
 }
 
 /// The version an intent commit sets: past the table's last, and the commit's time in milliseconds when
@@ -180,32 +185,27 @@ pub async fn claimed_tx_ids(table: &DeltaTable) -> Result<HashSet<String>, Payou
     Ok(out)
 }
 
-/// Operations of this namespace whose latest attempt another run committed after `since` and has not
-/// finished: while there is one, that run may be sending, and at a provider without key memory this run
-/// must not send for the same payer (the lease that keeps two runs' ledger evidence apart).
-pub async fn open_elsewhere(
+/// The intents recorded after `since` for these payers (or with no payer recorded: rows from before
+/// payers were) whose operation has no outcome yet, in any namespace and of any run: the lease. The
+/// caller tells its own intents from another process's.
+pub async fn open_intents(
     table: &DeltaTable,
-    namespace: &str,
-    run_id: &str,
+    payers: &[String],
     since: DateTime<Utc>,
-) -> Result<Vec<String>, PayoutError> {
+) -> Result<Vec<super::execution::OpenIntent>, PayoutError> {
     use datafusion::prelude::{col, lit};
     let Some(ctx) = log_session(table).await? else { return Ok(Vec::new()) };
     let what = "reading the payout log's open intents";
-    let prefix = format!("pfsync:{namespace}:");
     let since =
         datafusion::scalar::ScalarValue::TimestampMicrosecond(Some(since.timestamp_micros()), Some("UTC".into()));
+    let of_payers = col("payer_agent_id")
+        .is_null()
+        .or(col("payer_agent_id").in_list(payers.iter().map(|p| lit(p.clone())).collect(), false));
     let df = ctx
         .table("log")
         .await
         .map_err(PayoutError::query(what))?
-        .filter(
-            col("event")
-                .eq(lit("intent"))
-                .and(col("run_id").not_eq(lit(run_id)))
-                .and(col("recorded_at").gt(lit(since)))
-                .and(datafusion::functions::expr_fn::starts_with(col("idempotency_key"), lit(prefix))),
-        )
+        .filter(col("event").eq(lit("intent")).and(col("recorded_at").gt(lit(since))).and(of_payers))
         .map_err(PayoutError::query(what))?
         .select_columns(&["operation_id"])
         .map_err(PayoutError::query(what))?
@@ -217,14 +217,49 @@ pub async fn open_elsewhere(
         let a = strings(b, "operation_id")?;
         ids.extend((0..b.num_rows()).map(|i| a.value(i).to_string()));
     }
-    let events = history(table, &ids).await?;
-    let mut open: Vec<String> = events
-        .into_iter()
-        .filter(|(_, ev)| matches!(super::state::status(ev), super::state::Status::InFlight { .. }))
-        .map(|(id, _)| id)
-        .collect();
-    open.sort();
+    let mut open = Vec::new();
+    for (id, events) in history(table, &ids).await? {
+        let super::state::Status::InFlight { attempt } = super::state::status(&events) else { continue };
+        let payer = events
+            .iter()
+            .filter(|e| e.event == Event::Intent && e.attempt == attempt)
+            .find_map(|e| e.payer_agent_id.clone());
+        open.push(super::execution::OpenIntent { operation_id: id, attempt, payer });
+    }
+    open.sort_by(|a, b| a.operation_id.cmp(&b.operation_id));
     Ok(open)
+}
+
+/// For each of these provider transactions, the operations whose `completed` claims it.
+pub async fn claims_of(table: &DeltaTable, tx_ids: &[String]) -> Result<HashMap<String, Vec<String>>, PayoutError> {
+    use datafusion::prelude::{col, lit};
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    if tx_ids.is_empty() {
+        return Ok(out);
+    }
+    let Some(ctx) = log_session(table).await? else { return Ok(out) };
+    let what = "reading who claims these provider transactions";
+    let df = ctx
+        .table("log")
+        .await
+        .map_err(PayoutError::query(what))?
+        .filter(
+            col("event")
+                .eq(lit("completed"))
+                .and(col("tx_id").in_list(tx_ids.iter().map(|t| lit(t.clone())).collect(), false)),
+        )
+        .map_err(PayoutError::query(what))?
+        .select_columns(&["tx_id", "operation_id"])
+        .map_err(PayoutError::query(what))?
+        .distinct()
+        .map_err(PayoutError::query(what))?;
+    for b in &df.collect().await.map_err(PayoutError::query(what))? {
+        let (t, o) = (strings(b, "tx_id")?, strings(b, "operation_id")?);
+        for i in 0..b.num_rows() {
+            out.entry(t.value(i).to_string()).or_default().push(o.value(i).to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Every logged event of the given operations, grouped by operation id. Values are decoded with their

@@ -355,6 +355,10 @@ pub struct PayoutReport {
     /// Not sent: an earlier outcome of this run stayed unknown at a provider without key memory, so the
     /// run stopped sending (the next run resolves it from the ledger first).
     pub held_after_unknown: u64,
+    /// Debits on a payer's ledger (copied at the run's start, the last day of it) that no logged operation
+    /// claims and no open unknown explains: the payer is used outside pfsync, or a request ran late. Each is
+    /// a finding of reconcile (`unlogged_at_provider`).
+    pub unclaimed_debits: u64,
     /// Not sent because the safety brake would have been exceeded.
     pub held_by_brake: u64,
     /// Not started because a stop was requested (SIGTERM in `run --follow`): read again by the next run.
@@ -421,6 +425,14 @@ impl fmt::Display for PayoutReport {
             self.already_final,
             self.usd_moved,
             self.log_commits
-        )
+        )?;
+        if self.unclaimed_debits > 0 {
+            write!(
+                f,
+                "; {} debit(s) on a payer's ledger claimed by no operation (used outside pfsync?)",
+                self.unclaimed_debits
+            )?;
+        }
+        Ok(())
     }
 }

@@ -96,6 +96,10 @@ pub struct LookupContext<'a> {
     pub now: DateTime<Utc>,
     /// How long after an intent a send may still be running at the provider.
     pub settle: chrono::Duration,
+    /// pfsync's own copy of the payer's ledger (`purpleflea.ledger.entries`), oldest first, gap-free:
+    /// from the newest copied entry before the intent (less an hour) to the newest copied. Empty where
+    /// the provider is not resolved from ledgers or nothing was copied.
+    pub copied: &'a [LedgerEntry],
 }
 
 /// Why a provider refuses an operation before anything moves (into the rejects table).

@@ -27,6 +27,9 @@ pub enum Class {
     /// Live provider: entries of a held agent's ledger that no sync could read (more than the provider's
     /// window of 50 written between two syncs), or a broken balance chain in the synced copy.
     LedgerGap,
+    /// One provider transaction claimed by two or more logged operations: at most one of them was paid by
+    /// it (live provider; on the seed a transaction is found by its operation's own key).
+    ClaimedTwice,
 }
 
 pub const FINDING_CLASSES: &[Class] = &[
@@ -40,6 +43,7 @@ pub const FINDING_CLASSES: &[Class] = &[
     Class::UnattributedPayout,
     Class::BalanceMismatch,
     Class::LedgerGap,
+    Class::ClaimedTwice,
 ];
 
 impl Class {
@@ -57,6 +61,7 @@ impl Class {
             Class::UnattributedPayout => "unattributed_payout",
             Class::BalanceMismatch => "balance_mismatch",
             Class::LedgerGap => "ledger_gap",
+            Class::ClaimedTwice => "claimed_twice",
         }
     }
 

@@ -240,6 +240,26 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
     for g in &data.gaps {
         f.push(gap_finding(&g.agent_id, &g.after_entry_id, &g.before_entry_id, g.detail.clone()));
     }
+    // A transaction is one operation's at most: every operation claiming one that another claims too is a
+    // finding (the sum matched then counts none of them), the class it ends in whatever else was found.
+    let mut claimants: HashMap<&str, Vec<&str>> = HashMap::new();
+    for op in data.ops.iter().filter(|o| o.is_completed()) {
+        if let Some(t) = op.tx_id.as_deref() {
+            claimants.entry(t).or_default().push(op.operation_id.as_str());
+        }
+    }
+    for op in data.ops.iter().filter(|o| o.is_completed()) {
+        let Some(by) = op.tx_id.as_deref().and_then(|t| claimants.get(t)).filter(|by| by.len() > 1) else {
+            continue;
+        };
+        let others: Vec<&str> = by.iter().copied().filter(|o| *o != op.operation_id).collect();
+        let detail = format!(
+            "provider transaction {} is also claimed by {}: at most one of these operations was paid by it",
+            op.tx_id.as_deref().unwrap_or_default(),
+            others.join(", ")
+        );
+        f.push(op_finding(Class::ClaimedTwice, op, detail));
+    }
     // Each operation in one class: a finding about it (a release the escrow does not show) wins.
     let found: HashMap<&str, Class> =
         f.out.iter().filter_map(|x| x.operation_id.as_deref().map(|o| (o, x.class))).collect();
@@ -642,6 +662,19 @@ mod tests {
         assert!(found.contains(&(Class::LedgerGap, None, Some("c2,e2_release_credit"))), "{found:?}");
         assert!(found.iter().any(|f| f.0 == Class::BalanceMismatch), "{found:?}");
         assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn one_transaction_claimed_by_two_operations_is_a_finding_for_each_and_matches_neither() {
+        let mut w = world();
+        // Another namespace's operation of the same amount took p1's debit as its own.
+        w.ops.push(op("q1", "payout", "ag_q", Some("1.50"), Some("pay_1"), None));
+        let o = check(&w, Utc::now() - chrono::Duration::hours(1));
+        let found = classes(&o);
+        assert!(found.contains(&(Class::ClaimedTwice, Some("p1"), Some("pay_1"))), "{found:?}");
+        assert!(found.contains(&(Class::ClaimedTwice, Some("q1"), Some("pay_1"))), "{found:?}");
+        assert_eq!(o.op_classes.get("claimed_twice").copied(), Some(2));
+        assert_eq!(o.matched, Usd::parse("12.34").unwrap(), "only the escrow create counts as matched");
     }
 
     #[test]

@@ -566,7 +566,7 @@ pub const RECONCILIATION: TableSpec = TableSpec {
             "class",
             String,
             false,
-            "amount_mismatch | agent_mismatch | missing_at_provider | unlogged_at_provider | duplicate_at_provider | status_mismatch | stale_unknown | unattributed_payout | balance_mismatch | ledger_gap",
+            "amount_mismatch | agent_mismatch | missing_at_provider | unlogged_at_provider | duplicate_at_provider | status_mismatch | stale_unknown | unattributed_payout | balance_mismatch | ledger_gap | claimed_twice",
         ),
         col("operation_id", String, true, "payout_id or action_id"),
         col("kind", String, true, "Operation kind or provider transaction kind"),

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use arrow::array::{Array, AsArray};
+
 use pfsync::micros::Micros;
 use serde_json::Value;
 
@@ -453,6 +455,37 @@ async fn a_500_after_the_casino_paid_is_resolved_from_the_ledger_without_a_secon
     assert_eq!(balance(bed, &w.payer).await, m("100").checked_sub(m("21.75")).unwrap().checked_sub(m("14")).unwrap());
 }
 
+/// The casino's clock a minute behind this machine's (pfsync's own clock moved 60 s ahead, as a test build
+/// allows), with `clock_skew_secs = 2`: a payout whose answer is lost (a 500 after it ran) cannot be placed
+/// among the ledger's times. The skew is measured from the `Date` of the answers, so the outcome stays
+/// unknown for a person, and no later run sends it again.
+#[tokio::test]
+async fn a_casino_clock_a_minute_behind_leaves_a_lost_answer_to_a_person_and_never_resends() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 50.0, 0);
+    let payee = agents(bed, 1).remove(0);
+    write_pending(&w.warehouse(), &[("k-1", payee.id.as_str(), "2.34", "clock check")]).await;
+    let proxy = Server::proxy(&bed.casino_url, &["--fault-error-after", "1.0", "--fault-posts-only"]);
+    let ahead = |secs: u64| {
+        let mut c = w.payouts(&proxy.url);
+        c.env(pfsync::clock::TEST_OFFSET_ENV, secs.to_string());
+        c
+    };
+    assert_eq!(run(ahead(60)).status.code(), Some(6), "the lost answer stays unknown");
+    // Reruns past the in-flight timeout and the settle time: still for a person, never resent.
+    for later in [60 + IN_FLIGHT_SECS + 1, 60 + 10 * IN_FLIGHT_SECS] {
+        assert_eq!(run(ahead(later)).status.code(), Some(6));
+    }
+    eprintln!("proxy: {}", proxy.stop());
+    let sent = payments_sent(bed, &w.payer).await;
+    assert_eq!(sent.len(), 1, "paid once: {sent:?}");
+    assert_eq!(statuses(&w).await["k-1"].0, "unknown");
+    let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
+    let sql = "SELECT count(*) FROM purpleflea.payouts.log WHERE operation_id = 'k-1' \
+               AND error_code = 'lookup_inconclusive' AND error_message LIKE '%clock%behind%'";
+    assert!(crate::common::count(&ctx, sql).await >= 1, "the skew is named as the reason");
+}
+
 /// The figures of a fault run, printed for the issue's note.
 #[derive(Debug, Default)]
 struct Tally {
@@ -672,6 +705,123 @@ async fn two_runs_at_once_never_send_for_one_payer_together() {
     assert!(left_alone || both_done, "one run stood aside, or they did not overlap");
     std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
     assert_eq!(settle(&w, &bed.casino_url).status.code(), Some(0));
+    let paid = check_paid_at_most_once(&w, &rows, "at the end").await;
+    assert_eq!(paid.len(), n, "every payout paid once");
+}
+
+/// Each attempt's time in flight as the log records it, in microseconds: from its intent to its outcome.
+/// Keyed by (operation, attempt), with the namespace its idempotency key names.
+async fn in_flight(w: &World) -> Vec<(String, String, i64, i64)> {
+    let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
+    let sql = "SELECT operation_id, attempt, split_part(idempotency_key, ':', 2) AS ns, \
+               min(CASE WHEN event = 'intent' THEN CAST(recorded_at AS BIGINT) END) AS sent, \
+               max(CASE WHEN event <> 'intent' THEN CAST(recorded_at AS BIGINT) END) AS ended \
+               FROM purpleflea.payouts.log GROUP BY operation_id, attempt, split_part(idempotency_key, ':', 2)";
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        let text =
+            |n: &str| arrow::compute::cast(b.column_by_name(n).unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+        let num =
+            |n: &str| arrow::compute::cast(b.column_by_name(n).unwrap(), &arrow::datatypes::DataType::Int64).unwrap();
+        let (id, ns, sent, ended) = (text("operation_id"), text("ns"), num("sent"), num("ended"));
+        let (id, ns) = (id.as_string::<i32>(), ns.as_string::<i32>());
+        let (sent, ended) =
+            (sent.as_primitive::<arrow::datatypes::Int64Type>(), ended.as_primitive::<arrow::datatypes::Int64Type>());
+        for i in 0..b.num_rows() {
+            if sent.is_null(i) || ended.is_null(i) {
+                continue;
+            }
+            out.push((id.value(i).to_string(), ns.value(i).to_string(), sent.value(i), ended.value(i)));
+        }
+    }
+    out
+}
+
+/// No attempt of one sender was in flight while one of another sender's was: `sender` names the process
+/// an operation belongs to (its namespace and shard).
+fn never_at_once(windows: &[(String, String, i64, i64)], sender: impl Fn(&str, &str) -> String) {
+    for x in windows {
+        for y in windows {
+            let (sx, sy) = (sender(&x.0, &x.1), sender(&y.0, &y.1));
+            if sx < sy && x.2 < y.3 && y.2 < x.3 {
+                panic!("{} ({sx}) and {} ({sy}) were in flight at once for one payer: {x:?} {y:?}", x.0, y.0);
+            }
+        }
+    }
+}
+
+/// One sender per payer. The bundle's `for_each` passes one `--run-id` ({{job.run_id}}) to every shard, and
+/// a second namespace (another deployment) may pay from the same payer: three processes started together
+/// (shards 0/2 and 1/2 of one run id, and a run of another namespace) never send for the payer at once:
+/// whichever commits its intents first sends, the others stand aside (exit 6) and later runs pay the rest.
+/// Read from the log: no attempt of one is in flight (between its intent and its outcome) while one of
+/// another's is; every payout is paid once, with its own reference.
+#[tokio::test]
+async fn shards_sharing_a_run_id_and_two_namespaces_never_send_for_one_payer_at_once() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 500.0, 0);
+    let payees = agents(bed, 3);
+    let n = 45;
+    let rows: Vec<(String, String, String, String)> = (0..n)
+        .map(|i| {
+            let prefix = if i < 30 { "h" } else { "n" };
+            (format!("{prefix}-{i:02}"), payees[i % 3].id.clone(), format!("1.{:02}", 10 + i), format!("job {i}"))
+        })
+        .collect();
+    let refs: Vec<(&str, &str, &str, &str)> =
+        rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
+    write_pending(&w.warehouse(), &refs).await;
+    let ours = "SELECT * FROM purpleflea.payouts.pending WHERE payout_id LIKE 'h-%'";
+    let theirs = "SELECT * FROM purpleflea.payouts.pending WHERE payout_id LIKE 'n-%'";
+    let spawn = |extra: &[&str]| {
+        let mut c = w.payouts(&bed.casino_url);
+        c.args(["--batch-size", "5"]).args(extra).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let all = [
+        spawn(&["--run-id", "job-run-7", "--shard", "0/2", "--payouts-sql", ours]),
+        spawn(&["--run-id", "job-run-7", "--shard", "1/2", "--payouts-sql", ours]),
+        spawn(&["--namespace", "other", "--payouts-sql", theirs]),
+    ];
+    let outs: Vec<Output> = all.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for o in &outs {
+        eprintln!("{:?} {}{}", o.status.code(), String::from_utf8_lossy(&o.stdout), tail(&o.stderr));
+        assert!(matches!(o.status.code(), Some(0 | 6)), "each finished or stood aside");
+    }
+    let shard0 = pfsync::operation::Shard::new(0, 2).unwrap();
+    let sender = |id: &str, ns: &str| {
+        format!(
+            "{ns}/{}",
+            if ns == "other" {
+                "-"
+            } else if shard0.contains(id) {
+                "0"
+            } else {
+                "1"
+            }
+        )
+    };
+    never_at_once(&in_flight(&w).await, sender);
+    check_paid_at_most_once(&w, &rows, "after three senders at once").await;
+    // The rest, by reruns of each (after the in-flight timeout of whatever is left open).
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
+        let a = run({
+            let mut c = w.payouts(&bed.casino_url);
+            c.args(["--payouts-sql", ours]);
+            c
+        });
+        let b = run({
+            let mut c = w.payouts(&bed.casino_url);
+            c.args(["--namespace", "other", "--payouts-sql", theirs]);
+            c
+        });
+        if a.status.code() == Some(0) && b.status.code() == Some(0) {
+            break;
+        }
+    }
+    never_at_once(&in_flight(&w).await, sender);
     let paid = check_paid_at_most_once(&w, &rows, "at the end").await;
     assert_eq!(paid.len(), n, "every payout paid once");
 }

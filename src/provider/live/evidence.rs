@@ -27,6 +27,26 @@ pub fn covers(entries: &[LedgerEntry], from: i64) -> bool {
     entries.len() < LEDGER_WINDOW || entries.iter().any(|e| e.created_at < from)
 }
 
+/// The entries to judge an operation by: the live window where it reaches back to `from`; otherwise the
+/// window joined to pfsync's own gap-free copy of the ledger (`copied`, oldest first), when the copy
+/// reaches back before `from` and its newest entry is still in the window (so that nothing between the
+/// two went unseen). `None`: neither reaches back, and absence proves nothing.
+pub fn reaching_back(live: &[LedgerEntry], copied: &[LedgerEntry], from: i64) -> Option<Vec<LedgerEntry>> {
+    if covers(live, from) {
+        return Some(live.to_vec());
+    }
+    let newest = copied.last()?;
+    let joined = live.iter().any(|e| e.id == newest.id);
+    let before = copied.iter().any(|e| e.created_at < from);
+    if !(joined && before) {
+        return None;
+    }
+    let mut all: Vec<LedgerEntry> = copied.to_vec();
+    let seen: HashSet<&str> = copied.iter().map(|e| e.id.as_str()).collect();
+    all.extend(live.iter().filter(|e| !seen.contains(e.id.as_str())).cloned());
+    Some(all)
+}
+
 /// The debits that may be this operation's: the reason and amount fit, at or after `from`, unclaimed.
 pub fn candidates<'a>(
     entries: &'a [LedgerEntry],
@@ -66,8 +86,9 @@ pub fn absent(entries: &[LedgerEntry], from: i64, ctx: &LookupContext<'_>, what:
     if !covers(entries, from) {
         return Lookup::Inconclusive {
             why: format!(
-                "no {what} in the payer's ledger, but its last {LEDGER_WINDOW} entries do not reach back to the intent: \
-                 more entries were written since; check the provider's records"
+                "no {what} in the payer's ledger, but its last {LEDGER_WINDOW} entries do not reach back to the intent \
+                 and pfsync's copy of the ledger has a gap since then: more entries were written than it read; \
+                 compare with the provider's records (pfsync resolve)"
             ),
         };
     }
@@ -82,13 +103,42 @@ pub fn absent(entries: &[LedgerEntry], from: i64, ctx: &LookupContext<'_>, what:
 }
 
 /// A payout (`POST /stats/pay`): a `payment_sent` debit of the amount; its reference (`pay_…`) is the tx id.
-pub fn judge_payment(entries: &[LedgerEntry], amount: Micros, ctx: &LookupContext<'_>, skew_secs: i64) -> Lookup {
+/// `payee`: the payee's own window where its key is held: a candidate then counts only with the payee's
+/// `payment_received` credit of the same reference (a window too short to show it leaves the candidate
+/// unconfirmed, for a person).
+pub fn judge_payment(
+    live: &[LedgerEntry],
+    payee: Option<&[LedgerEntry]>,
+    amount: Micros,
+    ctx: &LookupContext<'_>,
+    skew_secs: i64,
+) -> Lookup {
     let Some(from) = from_secs(ctx, skew_secs) else {
         return Lookup::Inconclusive {
             why: "the log has no time for the intent, so no ledger window can be chosen".into(),
         };
     };
-    let found = candidates(entries, from, amount, ctx.claimed, |e| e.reason == "payment_sent", |e| e.reference.clone());
+    let joined = reaching_back(live, ctx.copied, from);
+    let entries = joined.as_deref().unwrap_or(live);
+    let mut found =
+        candidates(entries, from, amount, ctx.claimed, |e| e.reason == "payment_sent", |e| e.reference.clone());
+    if let Some(payee) = payee {
+        let credited = |c: &&LedgerEntry| {
+            payee.iter().any(|e| !e.is_debit() && e.reason == "payment_received" && e.reference == c.reference)
+        };
+        let (confirmed, other): (Vec<&LedgerEntry>, Vec<&LedgerEntry>) = found.into_iter().partition(credited);
+        if !other.is_empty() && !covers(payee, from) {
+            return Lookup::Inconclusive {
+                why: format!(
+                    "payment_sent debits of {amount} since the intent that the payee's own ledger cannot confirm \
+                     (its last {LEDGER_WINDOW} entries do not reach back to the intent): {}",
+                    describe(&other)
+                ),
+            };
+        }
+        // Debits the payee's ledger shows no credit for went to someone else: not this payout's.
+        found = confirmed;
+    }
     match found.as_slice() {
         [] => absent(entries, from, ctx, &format!("payment_sent debit of {amount}")),
         [one] => Lookup::Executed {
@@ -140,26 +190,92 @@ mod tests {
             last_error: None,
             now: at(now),
             settle: chrono::Duration::seconds(60),
+            copied: &[],
         };
         let amount = Micros::from_raw(12_340_000).unwrap();
         let old = entry("old", "payment_sent", 1234, 900);
         // The one candidate: after the intent, this amount, unclaimed.
         let e = vec![entry("a", "payment_sent", 1234, 1_001), entry("b", "payment_sent", 1234, 1_002), old.clone()];
-        assert!(matches!(judge_payment(&e, amount, &ctx(2_000), 0),
+        assert!(matches!(judge_payment(&e, None, amount, &ctx(2_000), 0),
             Lookup::Executed { tx_id: Some(ref t), .. } if t == "pay_a"));
         // Another amount, another reason, or before the intent: no candidate; settled and covered -> never ran.
         let e = vec![entry("c", "payment_sent", 1235, 1_001), entry("d", "withdrawal", 1234, 1_001), old.clone()];
-        assert_eq!(judge_payment(&e, amount, &ctx(2_000), 0), Lookup::NotExecuted);
+        assert_eq!(judge_payment(&e, None, amount, &ctx(2_000), 0), Lookup::NotExecuted);
         // ... but not while the send may still be running.
-        assert!(matches!(judge_payment(&e, amount, &ctx(1_010), 0), Lookup::Pending { .. }));
+        assert!(matches!(judge_payment(&e, None, amount, &ctx(1_010), 0), Lookup::Pending { .. }));
         // Two unclaimed candidates: a person decides.
         let e = vec![entry("a", "payment_sent", 1234, 1_001), entry("x", "payment_sent", 1234, 1_003)];
-        assert!(matches!(judge_payment(&e, amount, &ctx(2_000), 0), Lookup::Inconclusive { .. }));
+        assert!(matches!(judge_payment(&e, None, amount, &ctx(2_000), 0), Lookup::Inconclusive { .. }));
         // A full window that does not reach back to the intent proves nothing.
         let e: Vec<LedgerEntry> = (0..50).map(|i| entry(&format!("g{i}"), "bet", 100, 1_500)).collect();
-        assert!(matches!(judge_payment(&e, amount, &ctx(2_000), 0), Lookup::Inconclusive { .. }));
+        assert!(matches!(judge_payment(&e, None, amount, &ctx(2_000), 0), Lookup::Inconclusive { .. }));
         // The skew allowance reaches back before our own clock's intent time.
         let e = vec![entry("a", "payment_sent", 1234, 995), old];
-        assert!(matches!(judge_payment(&e, amount, &ctx(2_000), 10), Lookup::Executed { .. }));
+        assert!(matches!(judge_payment(&e, None, amount, &ctx(2_000), 10), Lookup::Executed { .. }));
+    }
+
+    #[test]
+    fn where_the_payees_key_is_held_only_a_debit_it_was_credited_for_is_the_payout() {
+        let claimed = HashSet::new();
+        let ctx = LookupContext {
+            since: Some(at(1_000)),
+            claimed: &claimed,
+            last_error: None,
+            now: at(2_000),
+            settle: chrono::Duration::seconds(60),
+            copied: &[],
+        };
+        let amount = Micros::from_raw(12_340_000).unwrap();
+        // One payment of the amount since the intent, made outside pfsync to another agent.
+        let payer = vec![entry("out", "payment_sent", 1234, 1_001), entry("old", "bet", 100, 900)];
+        let credit = |reference: &str| LedgerEntry {
+            kind: "credit".into(),
+            reason: "payment_received".into(),
+            reference: Some(reference.into()),
+            ..entry("cr", "payment_received", 1234, 1_001)
+        };
+        let payee_without = vec![entry("p0", "bet", 100, 900)];
+        assert_eq!(judge_payment(&payer, Some(&payee_without), amount, &ctx, 0), Lookup::NotExecuted);
+        // The payee was credited with that reference: it is the payout.
+        let payee_with = vec![credit("pay_out"), entry("p0", "bet", 100, 900)];
+        assert!(matches!(judge_payment(&payer, Some(&payee_with), amount, &ctx, 0), Lookup::Executed { .. }));
+        // A payee window that does not reach back proves nothing either way.
+        let busy: Vec<LedgerEntry> = (0..50).map(|i| entry(&format!("b{i}"), "bet", 100, 1_500)).collect();
+        assert!(matches!(judge_payment(&payer, Some(&busy), amount, &ctx, 0), Lookup::Inconclusive { .. }));
+        // Without the payee's key, the same debit is taken (the residual case the README states).
+        assert!(matches!(judge_payment(&payer, None, amount, &ctx, 0), Lookup::Executed { .. }));
+    }
+
+    #[test]
+    fn pfsyncs_own_gap_free_copy_extends_a_window_that_no_longer_reaches_the_intent() {
+        let claimed = HashSet::new();
+        let amount = Micros::from_raw(12_340_000).unwrap();
+        // The live window: 50 entries, all after the intent (at 1_000), none of them this payout's.
+        let live: Vec<LedgerEntry> = (0..50).map(|i| entry(&format!("n{i}"), "bet", 100, 1_500 + i)).collect();
+        // The copy: an entry before the intent, then up to the window's oldest entry.
+        let mut copied = vec![entry("c0", "bet", 100, 900), entry("c1", "bet", 100, 1_200)];
+        copied.push(live[0].clone());
+        let ctx = |copied: &'static [LedgerEntry]| LookupContext {
+            since: Some(at(1_000)),
+            claimed: &claimed,
+            last_error: None,
+            now: at(2_000),
+            settle: chrono::Duration::seconds(60),
+            copied,
+        };
+        let leak = |v: Vec<LedgerEntry>| -> &'static [LedgerEntry] { Box::leak(v.into_boxed_slice()) };
+        // Absent from the window and the copy: it never ran.
+        assert_eq!(judge_payment(&live, None, amount, &ctx(leak(copied.clone())), 0), Lookup::NotExecuted);
+        // Present in the copy only: found.
+        let mut with = copied.clone();
+        with.insert(1, entry("mine", "payment_sent", 1234, 1_100));
+        assert!(matches!(judge_payment(&live, None, amount, &ctx(leak(with)), 0),
+            Lookup::Executed { tx_id: Some(ref t), .. } if t == "pay_mine"));
+        // A copy that does not join the window (its newest entry scrolled out) or starts after the intent
+        // proves nothing.
+        let unjoined = copied[..2].to_vec();
+        assert!(matches!(judge_payment(&live, None, amount, &ctx(leak(unjoined)), 0), Lookup::Inconclusive { .. }));
+        let late = copied[1..].to_vec();
+        assert!(matches!(judge_payment(&live, None, amount, &ctx(leak(late)), 0), Lookup::Inconclusive { .. }));
     }
 }

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 pub use self::error::LiveError;
-use self::evidence::{absent, candidates, describe, from_secs, judge_payment};
+use self::evidence::{absent, candidates, describe, from_secs, judge_payment, reaching_back};
 use self::keys::{Agent, KeyRing};
 pub use self::settings::{FIELDS, LiveSettings, agent_keys, check};
 use self::wire::*;
@@ -240,7 +240,9 @@ impl LiveProvider {
         let Some(from) = from_secs(ctx, self.opts.clock_skew_secs) else {
             return Ok(Lookup::Inconclusive { why: "the log has no time for the intent".into() });
         };
-        let entries = self.ledger_of(creator).await?;
+        let live = self.ledger_of(creator).await?;
+        let joined = reaching_back(&live, ctx.copied, from);
+        let entries = joined.unwrap_or(live);
         let found = candidates(
             &entries,
             from,
@@ -273,6 +275,23 @@ impl LiveProvider {
 }
 
 impl LiveProvider {
+    /// The ledger's times are the casino's, the intents' ours: when the casino's `Date` shows the clocks
+    /// apart by more than `clock_skew_secs`, no ledger window can be placed, and nothing is judged from it
+    /// (the outcome stays unknown for a person; never a resend).
+    fn clock_too_far(&self) -> Option<String> {
+        let m = self.ring.payer().casino.clock_offset()?;
+        let apart = m.at_least_secs();
+        (apart > self.opts.clock_skew_secs).then(|| {
+            let side = if m.offset < chrono::Duration::zero() { "behind" } else { "ahead of" };
+            format!(
+                "the casino's clock is at least {apart} s {side} this machine's (measured from its Date header), \
+                 more than clock_skew_secs = {}: its ledger times cannot be compared with the intent's; fix the \
+                 clock (or the setting) and rerun, or settle it with pfsync resolve",
+                self.opts.clock_skew_secs
+            )
+        })
+    }
+
     /// `POST /faucet/claim {agent_casino_id}`: credits $1 once per agent, and answers 409 `already_claimed`
     /// to any later claim (registration already claims it for most agents).
     async fn claim(&self, agent_id: &str) -> Result<FaucetAnswer, LiveError> {
@@ -392,10 +411,19 @@ impl LiveProvider {
     }
 
     async fn look_up(&self, op: &Operation, ctx: &LookupContext<'_>) -> Result<Lookup, LiveError> {
+        if let Some(why) = self.clock_too_far() {
+            return Ok(Lookup::Inconclusive { why });
+        }
         match &op.action {
-            Action::Payout { amount, .. } => {
+            Action::Payout { agent, amount } => {
                 let entries = self.ledger_of(self.ring.payer()).await?;
-                Ok(judge_payment(&entries, Micros::from_usd(*amount), ctx, self.opts.clock_skew_secs))
+                // Where the payee's key is held, its ledger corroborates a candidate (a payment made
+                // outside pfsync to someone else, of the same amount, is then no candidate).
+                let payee = match self.ring.get(agent) {
+                    Some(a) => Some(self.ledger_of(a).await?),
+                    None => None,
+                };
+                Ok(judge_payment(&entries, payee.as_deref(), Micros::from_usd(*amount), ctx, self.opts.clock_skew_secs))
             }
             Action::EscrowCreate { buyer, seller, amount, .. } => {
                 self.lookup_create(op, buyer, seller, Micros::from_usd(*amount), ctx).await
