@@ -5,6 +5,7 @@ mod api_contract;
 mod cli;
 mod common;
 mod databricks_mlflow;
+mod ecosystem;
 mod exactly_once;
 mod examples;
 pub mod feeds;
