@@ -122,8 +122,9 @@ pub fn fold(groups: impl IntoIterator<Item = OwnGroup>) -> Result<Own, Reconcile
                     at_risk.for_a_person.add(g.operations, g.amount, "stale unknown operations")?;
                 }
             }
-            // Refused by the provider: no money moved.
-            StatusName::Rejected => {}
+            // Nothing moved: refused by the provider, or a person decided it is not to be paid; a person's
+            // `never_ran` is sent again by the next run, where it counts if its outcome is unknown.
+            StatusName::Rejected | StatusName::Abandoned | StatusName::NeverRan => {}
         }
     }
     Ok(Own { days: days.into_values().collect(), at_risk })
