@@ -172,6 +172,12 @@ pub enum Command {
     /// Serve MCP tools to agents (stdio, or streamable HTTP with --listen): balances and escrows from the
     /// synced tables, and payouts and escrow actions through the exactly-once engine under the [mcp] policy.
     Mcp(McpArgs),
+    /// Append rows from a CSV file to a source table pfsync reads (purpleflea.payouts.pending or
+    /// purpleflea.escrow.actions), to try pfsync with your own data. The header row names the table's columns
+    /// (any order); money is exact text (12.50). A row already there with the same values is skipped; an id
+    /// there with other values stops the import, nothing written. In production the job that owns the
+    /// table writes it.
+    Import(ImportArgs),
     /// Check the setup without moving money: the config, the keys, the provider (reachable, keys accepted, a
     /// read-only request), this machine's clock against the provider's, and the tables. Exits with the code
     /// of the worst failed check (2 setup, 3 provider, 4 tables); warnings alone exit 0.
@@ -199,6 +205,26 @@ pub struct TablesArgs {
     /// How the list is printed: a text table, or a JSON array with one object per table.
     #[arg(long, visible_alias = "format", value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Which table: payouts (purpleflea.payouts.pending: payout_id, agent_id, amount_usd, reason
+    /// [, requested_at, requested_by]) or actions (purpleflea.escrow.actions: action_id, action, ...).
+    #[arg(value_enum)]
+    pub into: ImportTarget,
+
+    /// The CSV file, a header row first.
+    #[arg(value_name = "FILE.csv")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportTarget {
+    /// purpleflea.payouts.pending
+    Payouts,
+    /// purpleflea.escrow.actions
+    Actions,
 }
 
 #[derive(Debug, Args)]

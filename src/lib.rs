@@ -11,6 +11,7 @@ pub mod errors;
 pub mod exit;
 pub mod hooks;
 pub mod http;
+pub mod import;
 pub mod ledger;
 pub mod logging;
 pub mod maintain;

@@ -4,6 +4,7 @@
 mod demo;
 mod doctor;
 mod error;
+mod import;
 mod manual;
 mod mcp;
 pub(crate) mod payouts;
@@ -118,6 +119,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         }
         Command::Tables(args) => tables(&ctx, &args).await,
         Command::Mcp(args) => mcp::mcp(&ctx, &args).await,
+        Command::Import(args) => import::import(&ctx, &args).await,
         // Run above, before the settings are resolved.
         Command::Doctor(_) | Command::Completions(_) | Command::Man(_) => Ok(()),
         Command::Ddl(args) => {
