@@ -24,6 +24,7 @@ mod operator_mistakes;
 mod pagination;
 pub mod payouts;
 mod proxy;
+mod readme;
 mod reconcile;
 mod report_browser;
 mod resilience;
