@@ -547,8 +547,11 @@ pub struct PayoutsArgs {
     #[arg(long, value_name = "N")]
     pub max_count: Option<u64>,
 
-    /// Validate and print what would be paid; write nothing, send nothing.
-    #[arg(long)]
+    /// Validate and print what would be paid; write nothing, send nothing. Takes an optional value
+    /// (--dry-run=true|false), so a scheduler can pass it from a job parameter.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL",
+          action = clap::ArgAction::Set, default_value = "false", hide_default_value = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub dry_run: bool,
 
     /// Operations per log commit pair (intents, then outcomes).
@@ -812,6 +815,23 @@ mod tests {
         for bad in ["-0.01", "1.001", "NaN", "lots", "", "1e20"] {
             assert!(parse_brake_usd(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn dry_run_takes_an_optional_value_so_a_job_parameter_can_set_it() {
+        let dry = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Payouts(p)) => Ok(p.dry_run),
+            Ok(Command::Run(r)) => Ok(r.payouts.dry_run),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(dry(&["pfsync", "payouts"]), Ok(false));
+        assert_eq!(dry(&["pfsync", "payouts", "--dry-run"]), Ok(true));
+        assert_eq!(dry(&["pfsync", "payouts", "--dry-run=true"]), Ok(true));
+        assert_eq!(dry(&["pfsync", "run", "--steps=payouts", "--dry-run=false"]), Ok(false));
+        // The value is attached with `=`: a following word is never swallowed as one.
+        assert_eq!(dry(&["pfsync", "payouts", "--dry-run", "--max-count=3"]), Ok(true));
+        assert!(dry(&["pfsync", "payouts", "--dry-run=maybe"]).is_err());
     }
 
     #[test]
