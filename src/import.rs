@@ -217,8 +217,8 @@ mod tests {
         );
         assert_eq!(err(head), "the file has a header but no row");
         assert_eq!(err(""), "the file has no header row");
-        let when = format!("payout_id,agent_id,amount_usd,reason,requested_at\np,a,1,r,yesterday\n");
-        assert!(err(&when).contains("is not an RFC 3339 time"), "{}", err(&when));
+        let when = "payout_id,agent_id,amount_usd,reason,requested_at\np,a,1,r,yesterday\n";
+        assert!(err(when).contains("is not an RFC 3339 time"), "{}", err(when));
         assert_eq!(
             rows(&WALLETS, head.as_bytes(), "x").unwrap_err(),
             ImportError::NotASource("purpleflea.agents.wallets")
