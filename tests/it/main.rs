@@ -12,6 +12,7 @@ pub mod feeds;
 mod follow;
 mod hostile;
 mod idempotency;
+mod import;
 mod jobs_bundle;
 mod live_bed;
 mod live_mcp;
