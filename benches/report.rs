@@ -354,7 +354,7 @@ fn live_payouts(w: &mut String, rs: &[&Result]) {
     let _ = writeln!(w, "## Payouts at Purple Flea's own services (`cargo bench --bench live_payouts`)\n");
     let _ = writeln!(
         w,
-        "The test bed (`../shared/purpleflea-live/start.sh`: their casino, Node.js and SQLite) on loopback; one\n\
+        "The test bed ([docs/purpleflea-live.md](docs/purpleflea-live.md): their casino, Node.js and SQLite) on loopback; one\n\
          funded payer agent pays 50 payees with `[provider] kind = \"live\"`: no idempotency keys, so each log\n\
          batch holds at most 20 debits of the payer, never two of one amount (what keeps its ledger evidence\n\
          conclusive). The services' own speed (one SQLite write per ledger entry) bounds the figure.\n"

@@ -56,7 +56,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Options every command takes, shown under their own heading in every `--help`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Warehouse root: a local folder or an object-store URI (s3://, abfss://, gs://). Tables live at
     /// <warehouse>/<catalog>/<schema>/<table> unless the config file maps them elsewhere.
@@ -105,6 +107,7 @@ pub struct GlobalArgs {
 
 /// HTTP client tuning; each may also be set in the config file's [api] section.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global HTTP client options")]
 pub struct ApiArgs {
     /// Whole-request timeout in seconds [default: 30].
     #[arg(long, global = true, value_name = "SECS")]
@@ -161,7 +164,7 @@ pub enum Command {
     /// Create every table pfsync owns, empty, so a Unity Catalog admin can register them before the first run.
     Init,
     /// List every table pfsync owns: location, version, row count, and the run id of its last commit.
-    Tables,
+    Tables(TablesArgs),
     /// Print the Databricks SQL that registers pfsync in Unity Catalog for --warehouse (a cloud URI): CREATE
     /// SCHEMA, an external table (USING DELTA LOCATION '<uri>') over every table, the views, and the
     /// grants. The files in sql/ddl/ and sql/grants.sql are the same text for a placeholder warehouse.
@@ -169,6 +172,87 @@ pub enum Command {
     /// Serve MCP tools to agents (stdio, or streamable HTTP with --listen): balances and escrows from the
     /// synced tables, and payouts and escrow actions through the exactly-once engine under the [mcp] policy.
     Mcp(McpArgs),
+    /// Append rows from a CSV file to a source table pfsync reads (purpleflea.payouts.pending or
+    /// purpleflea.escrow.actions), to try pfsync with your own data. The header row names the table's columns
+    /// (any order); money is exact text (12.50). A row already there with the same values is skipped; an id
+    /// there with other values stops the import, nothing written. In production the job that owns the
+    /// table writes it.
+    Import(ImportArgs),
+    /// Check the setup without moving money: the config, the keys, the provider (reachable, keys accepted, a
+    /// read-only request), this machine's clock against the provider's, and the tables. Exits with the code
+    /// of the worst failed check (2 setup, 3 provider, 4 tables); warnings alone exit 0.
+    Doctor(DoctorArgs),
+    /// Print a shell completion script, generated from these flags. bash: `pfsync completions bash >
+    /// ~/.local/share/bash-completion/completions/pfsync`; zsh: into a folder of $fpath as `_pfsync`; fish:
+    /// `pfsync completions fish > ~/.config/fish/completions/pfsync.fish`.
+    Completions(CompletionsArgs),
+    /// Print the man page pfsync(1), generated from these flags; with --dir, write pfsync.1 and one
+    /// pfsync-<command>.1 per command there (e.g. `pfsync man --dir ~/.local/share/man/man1`).
+    Man(ManArgs),
+}
+
+/// How `status`, `tables` and `sql` print their result on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Text for people: aligned columns.
+    Table,
+    /// JSON for programs (money as exact decimal numbers, times as RFC 3339 text, nulls written out).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct TablesArgs {
+    /// How the list is printed: a text table, or a JSON array with one object per table.
+    #[arg(long, visible_alias = "format", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Which table: payouts (purpleflea.payouts.pending: payout_id, agent_id, amount_usd, reason
+    /// [, requested_at, requested_by]) or actions (purpleflea.escrow.actions: action_id, action, ...).
+    #[arg(value_enum)]
+    pub into: ImportTarget,
+
+    /// The CSV file, a header row first.
+    #[arg(value_name = "FILE.csv")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportTarget {
+    /// purpleflea.payouts.pending
+    Payouts,
+    /// purpleflea.escrow.actions
+    Actions,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// How the checks are printed: one line each, or one JSON object.
+    #[arg(long, visible_alias = "format", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Most seconds this machine's clock may differ from the provider's before the clock check fails (a
+    /// skew over a fifth of it is a warning). Intents age by this machine's clock: a clock far off makes an
+    /// in-flight timeout expire early or late.
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub max_clock_skew_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write pfsync.1 and pfsync-<command>.1 into this folder (created if missing) instead of printing
+    /// pfsync.1 on stdout.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -431,15 +515,23 @@ pub struct PayoutsArgs {
 
     /// Source of payouts: a SQL query (DataFusion) producing payout_id, agent_id, amount_usd, reason
     /// [, requested_at, requested_by]. Tables are addressed by three-level name; more can be added with
-    /// --register. [default: SELECT * FROM purpleflea.payouts.pending]
-    #[arg(long, value_name = "SQL")]
+    /// --register. A query may start with a `--` comment. [default: SELECT * FROM purpleflea.payouts.pending]
+    #[arg(long, value_name = "SQL", allow_hyphen_values = true, conflicts_with = "payouts_sql_file")]
     pub payouts_sql: Option<String>,
+
+    /// --payouts-sql from a file (e.g. one of sql/examples/), read before anything runs.
+    #[arg(long, value_name = "FILE", value_parser = read_sql_file)]
+    pub payouts_sql_file: Option<String>,
 
     /// Source of escrow actions: a SQL query producing action_id, action (create|release|dispute),
     /// escrow_id or create_action_id, buyer_agent_id, seller_agent_id, amount_usd, description, metadata,
-    /// reason. [default: SELECT * FROM purpleflea.escrow.actions]
-    #[arg(long, value_name = "SQL")]
+    /// reason. A query may start with a `--` comment. [default: SELECT * FROM purpleflea.escrow.actions]
+    #[arg(long, value_name = "SQL", allow_hyphen_values = true, conflicts_with = "actions_sql_file")]
     pub actions_sql: Option<String>,
+
+    /// --actions-sql from a file (e.g. sql/examples/labeling_bounty.sql), read before anything runs.
+    #[arg(long, value_name = "FILE", value_parser = read_sql_file)]
+    pub actions_sql_file: Option<String>,
 
     /// Register another Delta table for the source queries, as NAME=PATH|URI (repeatable), e.g.
     /// labeling_completions=/delta/labeling_completions. NAME is letters, digits and _.
@@ -455,8 +547,11 @@ pub struct PayoutsArgs {
     #[arg(long, value_name = "N")]
     pub max_count: Option<u64>,
 
-    /// Validate and print what would be paid; write nothing, send nothing.
-    #[arg(long)]
+    /// Validate and print what would be paid; write nothing, send nothing. Takes an optional value
+    /// (--dry-run=true|false), so a scheduler can pass it from a job parameter.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL",
+          action = clap::ArgAction::Set, default_value = "false", hide_default_value = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub dry_run: bool,
 
     /// Operations per log commit pair (intents, then outcomes).
@@ -481,6 +576,37 @@ pub struct PayoutsArgs {
     /// the longest send ([api] timeout_secs + max_elapsed_secs).
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 86_400), value_name = "SECS")]
     pub in_flight_timeout: u64,
+}
+
+impl PayoutsArgs {
+    /// The payouts source query, from --payouts-sql or --payouts-sql-file.
+    pub fn payouts_query(&self) -> Option<String> {
+        self.payouts_sql.clone().or_else(|| self.payouts_sql_file.clone())
+    }
+
+    /// The escrow actions source query, from --actions-sql or --actions-sql-file.
+    pub fn actions_query(&self) -> Option<String> {
+        self.actions_sql.clone().or_else(|| self.actions_sql_file.clone())
+    }
+
+    /// Whether any source query or extra table was given (`pfsync rules` takes none).
+    pub fn names_a_source(&self) -> bool {
+        self.payouts_query().is_some() || self.actions_query().is_some() || !self.register.is_empty()
+    }
+}
+
+/// `--payouts-sql-file`, `--actions-sql-file`: the file's text, which must hold a statement. clap names the
+/// flag and the path in front of the message.
+pub fn read_sql_file(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let statement = text.lines().any(|l| {
+        let l = l.trim();
+        !l.is_empty() && !l.starts_with("--")
+    });
+    if !statement {
+        return Err("it holds no SQL statement (only blank lines and comments)".into());
+    }
+    Ok(text)
 }
 
 /// `pfsync rules`: the payouts flags (the engine's), and the step's bounds.
@@ -612,6 +738,11 @@ pub struct StatusArgs {
     /// Also list this many operations that are not final (unknown or in flight).
     #[arg(long, default_value_t = 20)]
     pub show: usize,
+
+    /// How the status is printed: text tables, or one JSON object {"warehouse", "summary": [...],
+    /// "not_final": [...]}.
+    #[arg(long, visible_alias = "format", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -632,22 +763,26 @@ pub struct MaintainArgs {
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// The query, e.g. "SELECT count(*) FROM purpleflea.agents.wallets".
+    /// The query, e.g. "SELECT count(*) FROM purpleflea.agents.wallets". It may start with a `--` comment.
+    #[arg(allow_hyphen_values = true)]
     pub query: String,
 
-    /// Print at most this many rows [default: 100 with --format table, every row with --format arrow].
+    /// Print at most this many rows [default: 100 with --output table, every row with json and arrow].
     #[arg(long)]
     pub max_rows: Option<usize>,
 
     /// How the result is printed on stdout.
-    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
-    pub format: SqlFormat,
+    #[arg(long, visible_alias = "format", value_enum, default_value_t = SqlFormat::Table)]
+    pub output: SqlFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SqlFormat {
     /// A text table, then the row count.
     Table,
+    /// A JSON array with one object per row (every column written, nulls as null; DECIMAL as an exact
+    /// decimal number, timestamps as RFC 3339 text). Nothing else is written on stdout.
+    Json,
     /// An Arrow IPC stream with the result's exact types (DECIMAL(18,2) stays exact cents), for programs:
     /// pyarrow.ipc.open_stream, polars, DuckDB. Nothing else is written on stdout.
     Arrow,
@@ -680,6 +815,23 @@ mod tests {
         for bad in ["-0.01", "1.001", "NaN", "lots", "", "1e20"] {
             assert!(parse_brake_usd(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn dry_run_takes_an_optional_value_so_a_job_parameter_can_set_it() {
+        let dry = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Payouts(p)) => Ok(p.dry_run),
+            Ok(Command::Run(r)) => Ok(r.payouts.dry_run),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(dry(&["pfsync", "payouts"]), Ok(false));
+        assert_eq!(dry(&["pfsync", "payouts", "--dry-run"]), Ok(true));
+        assert_eq!(dry(&["pfsync", "payouts", "--dry-run=true"]), Ok(true));
+        assert_eq!(dry(&["pfsync", "run", "--steps=payouts", "--dry-run=false"]), Ok(false));
+        // The value is attached with `=`: a following word is never swallowed as one.
+        assert_eq!(dry(&["pfsync", "payouts", "--dry-run", "--max-count=3"]), Ok(true));
+        assert!(dry(&["pfsync", "payouts", "--dry-run=maybe"]).is_err());
     }
 
     #[test]

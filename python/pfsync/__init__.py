@@ -31,12 +31,17 @@ SECRET_SETTINGS = {
 # `PFSYNC_AGENT_KEY_SECRET_<NAME>=scope/key` puts that secret into `PFSYNC_AGENT_KEY_<NAME>`.
 AGENT_KEY_SECRET_PREFIX = "PFSYNC_AGENT_KEY_SECRET_"
 AGENT_KEY_PREFIX = "PFSYNC_AGENT_KEY_"
+# The same for several agents in one setting, as one bundle variable carries them (a task's parameter list
+# cannot grow with a variable): `PFSYNC_AGENT_KEY_SECRETS=NAME=scope/key,NAME=scope/key`; empty for none.
+AGENT_KEY_SECRETS = "PFSYNC_AGENT_KEY_SECRETS"
 
 
 def secret_target(name):
     """The variable a secret setting fills, or None when `name` is no secret setting."""
     if name in SECRET_SETTINGS:
         return SECRET_SETTINGS[name]
+    if name == AGENT_KEY_SECRETS:
+        return AGENT_KEY_PREFIX + "*"
     suffix = name[len(AGENT_KEY_SECRET_PREFIX):] if name.startswith(AGENT_KEY_SECRET_PREFIX) else ""
     if suffix and all(c.isupper() or c.isdigit() or c == "_" for c in suffix):
         return AGENT_KEY_PREFIX + suffix
@@ -150,6 +155,25 @@ def workspace_client():
         raise SecretError(f"cannot reach the Databricks workspace to read secrets: {type(e).__name__}: {e}") from None
 
 
+def expand_agent_keys(setting, value):
+    """`NAME=scope/key,...` as one `PFSYNC_AGENT_KEY_SECRET_<NAME>` setting each."""
+    out = {}
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        name, sep, ref = entry.partition("=")
+        single = AGENT_KEY_SECRET_PREFIX + name
+        if not sep or secret_target(single) is None:
+            raise SecretError(
+                f"{setting} must be NAME=SCOPE/KEY pairs, comma-separated, NAME in capitals, digits and _ "
+                f"(e.g. WORKER1=purple-flea/agent_key_worker1), got {entry!r}"
+            )
+        if single in out:
+            raise SecretError(f"{setting} names the agent key {name} twice")
+        out[single] = ref
+    return out
+
+
 def child_environment(environ, settings):
     """The binary's environment: `environ` plus every secret that a setting names.
 
@@ -158,6 +182,12 @@ def child_environment(environ, settings):
     """
     wanted = {name: value for name, value in environ.items() if value and secret_target(name) is not None}
     wanted.update({name: ref for name, ref in settings.items()})
+    several = wanted.pop(AGENT_KEY_SECRETS, None)
+    if several:
+        for name, ref in expand_agent_keys(AGENT_KEY_SECRETS, several).items():
+            if name in wanted:
+                raise SecretError(f"{name} and {AGENT_KEY_SECRETS} both name the agent key {name[len(AGENT_KEY_SECRET_PREFIX):]}")
+            wanted[name] = ref
     env = dict(environ)
     for name in list(env):
         if secret_target(name) is not None:

@@ -44,6 +44,9 @@ pub enum AppError {
     #[cfg(feature = "unity")]
     #[error(transparent)]
     Unity(#[from] crate::tables::unity::UnityError),
+    /// `pfsync doctor`: checks failed (each printed above); the first one's exit code.
+    #[error("{failed} check(s) failed (see above)")]
+    ChecksFailed { failed: u64, exit: Exit },
     #[error("{0}")]
     Internal(String),
 }
@@ -68,6 +71,7 @@ impl AppError {
             AppError::Unity(crate::tables::unity::UnityError::Request { .. }) => Exit::Table,
             #[cfg(feature = "unity")]
             AppError::Unity(_) => Exit::Usage,
+            AppError::ChecksFailed { exit, .. } => *exit,
             AppError::Internal(_) => Exit::Internal,
         }
     }

@@ -2,7 +2,10 @@
 //! share (`step.rs`) and how they end (`error.rs`).
 
 mod demo;
+mod doctor;
 mod error;
+mod import;
+mod manual;
 mod mcp;
 pub(crate) mod payouts;
 mod query;
@@ -32,6 +35,13 @@ use sync::{sync_options, sync_step};
 
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     crate::errors::quiet_caught_dependency_panics();
+    // What reads no settings, or reports on them itself.
+    match &cli.command {
+        Command::Completions(args) => return manual::completions(args),
+        Command::Man(args) => return manual::man(args),
+        Command::Doctor(args) => return doctor::doctor(&cli.global, args).await,
+        _ => {}
+    }
     #[allow(unused_mut)] // mutated only by the `unity` feature
     let mut settings = Settings::resolve(&(&cli.global).into())?;
     let run_id = match &cli.global.run_id {
@@ -75,9 +85,9 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         }
         Command::Rules(rargs) => {
             let args = &rargs.payouts;
-            if args.payouts_sql.is_some() || args.actions_sql.is_some() || !args.register.is_empty() {
+            if args.names_a_source() {
                 return Err(AppError::Usage(
-                    "pfsync rules reads purpleflea.escrow.rules: --payouts-sql, --actions-sql and --register are for pfsync payouts"
+                    "pfsync rules reads purpleflea.escrow.rules: --payouts-sql(-file), --actions-sql(-file) and --register are for pfsync payouts"
                         .into(),
                 ));
             }
@@ -107,8 +117,11 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             }
             Ok(())
         }
-        Command::Tables => tables(&ctx).await,
+        Command::Tables(args) => tables(&ctx, &args).await,
         Command::Mcp(args) => mcp::mcp(&ctx, &args).await,
+        Command::Import(args) => import::import(&ctx, &args).await,
+        // Run above, before the settings are resolved.
+        Command::Doctor(_) | Command::Completions(_) | Command::Man(_) => Ok(()),
         Command::Ddl(args) => {
             let grantees = crate::tables::ddl::Grantees {
                 readers: args.readers,

@@ -2,7 +2,7 @@
 
 use super::error::AppError;
 use super::step::Context;
-use crate::cli::{MaintainArgs, SqlArgs, SqlFormat, StatusArgs};
+use crate::cli::{MaintainArgs, Output, SqlArgs, SqlFormat, StatusArgs, TablesArgs};
 use crate::maintain::{MaintainOptions, maintain_all};
 use crate::tables::read_only::{self, ReadOnlyError};
 use crate::tables::{CommitInfo, TableError, sql_context};
@@ -27,12 +27,8 @@ pub(super) async fn print_query(
     query: &str,
     max_rows: usize,
 ) -> Result<usize, AppError> {
-    let df = match read_only::query(ctx, query).await {
-        Ok(df) => df,
-        Err(e @ ReadOnlyError::Write { .. }) => return Err(AppError::Usage(format!("pfsync sql is read-only: {e}"))),
-        Err(ReadOnlyError::Engine(e)) => return Err(TableError::Query(e.to_string()).into()),
-    };
-    let batches = df
+    let batches = read_query(ctx, query)
+        .await?
         .limit(0, Some(max_rows))
         .map_err(|e| TableError::Query(e.to_string()))?
         .collect()
@@ -44,16 +40,100 @@ pub(super) async fn print_query(
     Ok(rows)
 }
 
+/// A query's result: what the engine made of it, or a usage error for one that would write.
+async fn read_query(
+    ctx: &datafusion::prelude::SessionContext,
+    query: &str,
+) -> Result<datafusion::dataframe::DataFrame, AppError> {
+    match read_only::query(ctx, query).await {
+        Ok(df) => Ok(df),
+        Err(e @ ReadOnlyError::Write { .. }) => Err(AppError::Usage(format!("pfsync sql is read-only: {e}"))),
+        Err(ReadOnlyError::Engine(e)) => Err(TableError::Query(e.to_string()).into()),
+    }
+}
+
 pub(super) async fn sql(ctx: &Context, args: &SqlArgs) -> Result<(), AppError> {
     let sql = sql_context(&ctx.settings.warehouse).await?;
-    match args.format {
+    match args.output {
         SqlFormat::Table => {
             let rows = print_query(&sql, &args.query, args.max_rows.unwrap_or(100)).await?;
             println!("({rows} rows)");
         }
+        SqlFormat::Json => write_json(&sql, &args.query, args.max_rows).await?,
         SqlFormat::Arrow => write_arrow(&sql, &args.query, args.max_rows).await?,
     }
     Ok(())
+}
+
+/// The result as one JSON array on stdout, written batch by batch as the query yields them. Every column is
+/// written (a NULL as null), so each object has the same keys; a DECIMAL is its exact decimal text.
+async fn write_json(
+    ctx: &datafusion::prelude::SessionContext,
+    query: &str,
+    max_rows: Option<usize>,
+) -> Result<(), AppError> {
+    use futures::TryStreamExt;
+    let query_error = |e: datafusion::error::DataFusionError| TableError::Query(e.to_string());
+    let df = read_query(ctx, query).await?;
+    let df = match max_rows {
+        Some(n) => df.limit(0, Some(n)).map_err(query_error)?,
+        None => df,
+    };
+    let mut batches = df.execute_stream().await.map_err(query_error)?;
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut writer = json_writer(&mut stdout);
+    while let Some(batch) = batches.try_next().await.map_err(query_error)? {
+        writer.write(&batch).map_err(json_error)?;
+    }
+    writer.finish().map_err(json_error)?;
+    drop(writer);
+    use std::io::Write as _;
+    writeln!(stdout)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| AppError::Internal(format!("cannot write the result: {e}")))
+}
+
+fn json_writer<W: std::io::Write>(w: W) -> arrow::json::Writer<W, arrow::json::writer::JsonArray> {
+    arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::JsonArray>(w)
+}
+
+fn json_error(e: arrow::error::ArrowError) -> AppError {
+    AppError::Internal(format!("cannot write the result as JSON: {e}"))
+}
+
+/// A query's rows as a JSON array, in memory (the status view's summaries are small).
+async fn json_rows(
+    ctx: &datafusion::prelude::SessionContext,
+    query: &str,
+) -> Result<Box<serde_json::value::RawValue>, AppError> {
+    let batches = ctx
+        .sql(query)
+        .await
+        .map_err(|e| TableError::Query(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| TableError::Query(e.to_string()))?;
+    let mut bytes = Vec::new();
+    let mut writer = json_writer(&mut bytes);
+    for b in &batches {
+        writer.write(b).map_err(json_error)?;
+    }
+    writer.finish().map_err(json_error)?;
+    drop(writer);
+    let text = String::from_utf8(bytes).map_err(|e| AppError::Internal(e.to_string()))?;
+    serde_json::value::RawValue::from_string(text).map_err(|e| AppError::Internal(e.to_string()))
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), AppError> {
+    use std::io::Write as _;
+    let text = serde_json::to_string_pretty(value).map_err(|e| AppError::Internal(e.to_string()))?;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        // A reader that stopped early (`| head`) wanted no more.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(AppError::Internal(format!("cannot write the result: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The result as an Arrow IPC stream on stdout, batch by batch as the query yields them: a program reading
@@ -67,7 +147,7 @@ async fn write_arrow(
     use futures::TryStreamExt;
     let query_error = |e: datafusion::error::DataFusionError| TableError::Query(e.to_string());
     let write_error = |e: arrow::error::ArrowError| AppError::Internal(format!("cannot write the result: {e}"));
-    let df = ctx.sql(query).await.map_err(query_error)?;
+    let df = read_query(ctx, query).await?;
     let df = match max_rows {
         Some(n) => df.limit(0, Some(n)).map_err(query_error)?,
         None => df,
@@ -87,13 +167,32 @@ pub(super) const STATUS_SUMMARY: &str = "SELECT kind, status, count(*) AS operat
 
 pub(super) async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppError> {
     let sql = sql_context(&ctx.settings.warehouse).await?;
-    if sql.table_exist("purpleflea.payouts.status").unwrap_or(false) {
+    let logged = sql.table_exist("purpleflea.payouts.status").unwrap_or(false);
+    let open = format!(
+        "SELECT operation_id, kind, status, attempts, amount_usd, error_code, last_recorded_at \
+         FROM purpleflea.payouts.status WHERE status IN ('unknown', 'in_flight') ORDER BY last_recorded_at LIMIT {}",
+        args.show
+    );
+    if args.output == Output::Json {
+        #[derive(serde::Serialize)]
+        struct Status {
+            warehouse: String,
+            payout_log: bool,
+            summary: Box<serde_json::value::RawValue>,
+            not_final: Box<serde_json::value::RawValue>,
+        }
+        let empty =
+            || serde_json::value::RawValue::from_string("[]".into()).map_err(|e| AppError::Internal(e.to_string()));
+        let (summary, not_final) = if logged {
+            (json_rows(&sql, STATUS_SUMMARY).await?, json_rows(&sql, &open).await?)
+        } else {
+            (empty()?, empty()?)
+        };
+        let warehouse = ctx.settings.warehouse.root().to_string();
+        return print_json(&Status { warehouse, payout_log: logged, summary, not_final });
+    }
+    if logged {
         print_query(&sql, STATUS_SUMMARY, 1000).await?;
-        let open = format!(
-            "SELECT operation_id, kind, status, attempts, amount_usd, error_code, last_recorded_at \
-             FROM purpleflea.payouts.status WHERE status IN ('unknown', 'in_flight') ORDER BY last_recorded_at LIMIT {}",
-            args.show
-        );
         println!("not final:");
         print_query(&sql, &open, args.show).await?;
     } else {
@@ -102,28 +201,66 @@ pub(super) async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppEr
     Ok(())
 }
 
-pub(super) async fn tables(ctx: &Context) -> Result<(), AppError> {
+/// One table of `pfsync tables --output json`.
+#[derive(serde::Serialize)]
+struct TableLine {
+    table: &'static str,
+    location: String,
+    /// Whether the table exists; a table not created yet has no version, rows or last run.
+    created: bool,
+    version: Option<u64>,
+    rows: Option<i64>,
+    last_commit_run_id: Option<String>,
+}
+
+pub(super) async fn tables(ctx: &Context, args: &TablesArgs) -> Result<(), AppError> {
     use futures::TryStreamExt;
     let wh = &ctx.settings.warehouse;
     let sql = sql_context(wh).await?;
-    println!("{:<36} {:>8} {:>10}  {:<38} location", "table", "version", "rows", "last commit's run id");
+    let mut lines = Vec::new();
     for spec in crate::tables::ALL {
-        let location = wh.location(&spec.table_name());
-        match crate::tables::open_existing(wh, spec).await? {
-            None => println!("{:<36} {:>8} {:>10}  {:<38} {location}", spec.name, "-", "-", "(not created)"),
+        let location = wh.location(&spec.table_name()).to_string();
+        let line = match crate::tables::open_existing(wh, spec).await? {
+            None => TableLine {
+                table: spec.name,
+                location,
+                created: false,
+                version: None,
+                rows: None,
+                last_commit_run_id: None,
+            },
             Some(t) => {
                 let rows = query_count(&sql, spec.name).await?;
                 let last: Vec<deltalake::kernel::CommitInfo> =
                     t.history(Some(1)).try_collect().await.map_err(|e| TableError::Query(e.to_string()))?;
-                let run = last
-                    .first()
-                    .and_then(|c| c.info.get("pfsync.run_id"))
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("-")
-                    .to_string();
-                println!("{:<36} {:>8} {:>10}  {:<38} {location}", spec.name, t.version().unwrap_or(0), rows, run);
+                let run =
+                    last.first().and_then(|c| c.info.get("pfsync.run_id")).and_then(|v| v.as_str()).map(str::to_string);
+                TableLine {
+                    table: spec.name,
+                    location,
+                    created: true,
+                    version: Some(t.version().unwrap_or(0)),
+                    rows: Some(rows),
+                    last_commit_run_id: run,
+                }
             }
-        }
+        };
+        lines.push(line);
+    }
+    if args.output == Output::Json {
+        return print_json(&lines);
+    }
+    println!("{:<36} {:>8} {:>10}  {:<38} location", "table", "version", "rows", "last commit's run id");
+    for l in lines {
+        let dash = || "-".to_string();
+        println!(
+            "{:<36} {:>8} {:>10}  {:<38} {}",
+            l.table,
+            l.version.map_or_else(dash, |v| v.to_string()),
+            l.rows.map_or_else(dash, |r| r.to_string()),
+            if l.created { l.last_commit_run_id.unwrap_or_else(dash) } else { "(not created)".to_string() },
+            l.location
+        );
     }
     Ok(())
 }

@@ -81,6 +81,8 @@ pub struct ClientConfig {
     /// A proxy for https requests to hosts other than this machine (`[http] proxy`). The environment's
     /// proxy variables are never read: a proxy sees every request, bearer key included.
     pub proxy: Option<Url>,
+    /// Records how far each server's `Date` is from this machine's clock (`pfsync doctor`); none in a run.
+    pub date_probe: Option<Arc<super::DateProbe>>,
 }
 
 impl ClientConfig {
@@ -96,6 +98,7 @@ impl ClientConfig {
             max_concurrency: 16,
             max_body_bytes: 64 << 20,
             proxy: None,
+            date_probe: None,
         }
     }
 
@@ -122,6 +125,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_concurrency", &self.max_concurrency)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("proxy", &self.proxy.as_ref().map(shown))
+            .field("date_probe", &self.date_probe)
             .finish()
     }
 }
@@ -379,6 +383,9 @@ impl Client {
             self.inner.offset.record(m);
         }
         let status = resp.status();
+        if let Some(probe) = &self.inner.cfg.date_probe {
+            probe.observe(url, resp.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok()));
+        }
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let resp_replayed = resp
             .headers()

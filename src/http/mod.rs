@@ -4,6 +4,7 @@
 //! replays it, a client-side rate limit, a concurrency limit and a cap on response bodies.
 
 pub mod client;
+pub mod date;
 pub mod error;
 pub mod idempotency;
 pub mod ratelimit;
@@ -12,6 +13,7 @@ pub mod skew;
 pub mod url;
 
 pub use client::{Client, ClientConfig, ErrorBody, IDEMPOTENCY_HEADER, REPLAYED_HEADER, Repeat, Sent};
+pub use date::DateProbe;
 pub use error::HttpError;
 pub use idempotency::IdempotencyKey;
 pub use retry::RetryPolicy;

@@ -91,6 +91,8 @@ pub struct Outcome {
     pub op_classes: BTreeMap<&'static str, u64>,
     pub operations: u64,
     pub matched: Usd,
+    /// Each operation's class, in the order of [`LiveData::ops`].
+    pub classes: Vec<Class>,
 }
 
 /// An amount for the reconciliation table's DECIMAL(18,2) columns: only when it is whole cents (the
@@ -265,6 +267,7 @@ pub fn check(data: &LiveData, stale_before: DateTime<Utc>) -> Outcome {
         f.out.iter().filter_map(|x| x.operation_id.as_deref().map(|o| (o, x.class))).collect();
     for (op, class) in data.ops.iter().zip(classes) {
         let class = found.get(op.operation_id.as_str()).copied().unwrap_or(class);
+        out.classes.push(class);
         out.operations += 1;
         *out.op_classes.entry(class.as_str()).or_default() += 1;
         if class == Class::Matched

@@ -58,6 +58,10 @@ pub const LIVE_ESCROWS: Query = query!("live_escrows.sql");
 pub const LIVE_LEDGER_GAPS: Query = query!("live_ledger_gaps.sql");
 /// Live provider: wallet balances.
 pub const LIVE_WALLETS: Query = query!("live_wallets.sql");
+/// pfsync's own operations per day, kind, status and class, with their logged money (the report).
+pub const OWN_OPERATIONS: Query = query!("own_operations.sql");
+/// Refused source rows, one line per row and reason (the report).
+pub const REFUSED_ROWS: Query = query!("refused_rows.sql");
 
 /// Every file of `sql/reconcile/`; a test checks the folder holds exactly these.
 pub const QUERIES: &[&Query] = &[
@@ -78,6 +82,8 @@ pub const QUERIES: &[&Query] = &[
     &LIVE_ESCROWS,
     &LIVE_LEDGER_GAPS,
     &LIVE_WALLETS,
+    &OWN_OPERATIONS,
+    &REFUSED_ROWS,
 ];
 
 /// The name under which [`CLASSIFIED`]'s result is registered for the queries that read it.

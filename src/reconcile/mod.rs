@@ -6,7 +6,10 @@
 pub mod decode;
 pub mod findings;
 pub mod live;
+pub mod live_totals;
 pub mod matching;
+pub mod own;
+pub mod refused;
 pub mod report;
 pub mod rows;
 
@@ -20,8 +23,8 @@ use crate::money::Usd;
 use crate::provider::records::TxKind;
 use crate::tables::row::{Row, Text, table_row};
 use crate::tables::{
-    CommitInfo, DAILY_TOTALS, ESCROW_TERMS, LEDGER_ENTRIES, LEDGER_GAPS, PAYOUT_LOG, RECONCILIATION, TRANSACTIONS,
-    TableError, WALLETS, Warehouse, open_existing, open_or_create, sql_context,
+    CommitInfo, DAILY_TOTALS, ESCROW_TERMS, LEDGER_ENTRIES, LEDGER_GAPS, PAYOUT_LOG, RECONCILIATION, REJECTS,
+    TRANSACTIONS, TableError, WALLETS, Warehouse, open_existing, open_or_create, sql_context,
 };
 pub use decode::CellError;
 pub use findings::{Class, FINDING_CLASSES, Finding, FindingRow, ReconciliationRow, carry_forward};
@@ -56,6 +59,8 @@ pub enum ReconcileError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]
     Row(#[from] crate::tables::row::RowError),
+    #[error("the {what} are beyond the largest amount of money pfsync represents")]
+    Total { what: &'static str },
     #[error("cannot write the report {path}: {source}")]
     Report { path: String, source: std::io::Error },
 }
@@ -67,7 +72,7 @@ impl ReconcileError {
             // A report path that cannot be written is the user's to fix; nothing else was left half done.
             ReconcileError::Report { .. } => ErrorClass::Usage,
             ReconcileError::Table(e) => e.class(),
-            ReconcileError::Arrow(_) | ReconcileError::Row(_) => ErrorClass::Internal,
+            ReconcileError::Arrow(_) | ReconcileError::Row(_) | ReconcileError::Total { .. } => ErrorClass::Internal,
             _ => ErrorClass::Storage,
         }
     }
@@ -136,6 +141,13 @@ pub struct ReconcileReport {
     pub rows: Vec<FindingRow>,
     pub daily: Vec<DailyTotal>,
     pub at: DateTime<Utc>,
+    /// The namespace whose keys are ours, and the warehouse root: what the report was made of.
+    pub namespace: String,
+    pub warehouse: String,
+    /// pfsync's own operations per day and kind, and the money at risk.
+    pub own: own::Own,
+    /// Source rows validation refused (`purpleflea.payouts.rejects`), newest first.
+    pub refused: Vec<refused::RefusedRow>,
 }
 
 impl ReconcileReport {
@@ -173,6 +185,7 @@ async fn classify_operations(
     }
     report.matched_usd = rows::matched_total(&matching::collect(ctx, &matching::MATCHED_TOTAL, params).await?)?;
     out.extend(rows::operation_findings(&matching::collect(ctx, &matching::OPERATION_FINDINGS, params).await?)?);
+    report.own = own::fold(own::groups(&matching::collect(ctx, &matching::OWN_OPERATIONS, params).await?)?)?;
     Ok(())
 }
 
@@ -261,7 +274,45 @@ async fn live_side(
     let others: Vec<Finding> = outcome.findings.iter().filter(|f| f.operation_id.is_none()).cloned().collect();
     report.count(&others);
     out.extend(outcome.findings);
+    report.own = own::fold(live_totals::own_groups(&data, &outcome.classes))?;
+    report.daily = live_daily(&data, &outcome.classes, &report.run_id);
     Ok(())
+}
+
+/// The live provider's daily totals, in the table's exact cents. A day and kind whose total is not whole
+/// cents (escrow credits are the amount less a 1% commission, to six decimals) is left out with a warning:
+/// rounding it would put a figure in an audit table that the provider never recorded. The entries hold it
+/// exactly.
+fn live_daily(data: &live::LiveData, classes: &[Class], run_id: &str) -> Vec<DailyTotal> {
+    let mut out = Vec::new();
+    for d in live_totals::daily(data, classes) {
+        match (d.amount.to_usd_exact(), d.matched.to_usd_exact()) {
+            (Some(amount_usd), Some(matched_usd)) => out.push(DailyTotal {
+                day: d.day,
+                kind: d.kind,
+                transactions: d.transactions,
+                amount_usd,
+                matched_usd,
+                computed_run_id: run_id.to_string(),
+            }),
+            _ => tracing::warn!(
+                day = %d.day,
+                kind = d.kind.as_str(),
+                amount_usd = %d.amount,
+                matched_usd = %d.matched,
+                "a live daily total is not whole cents: left out of purpleflea.ops.daily_totals (exact in purpleflea.ledger.entries)"
+            ),
+        }
+    }
+    out
+}
+
+/// Refused source rows, when the rejects table exists (payouts created it).
+async fn refused_rows(ctx: &SessionContext, params: &Params) -> Result<Vec<refused::RefusedRow>, ReconcileError> {
+    if !matching::table_exists(ctx, &REJECTS) {
+        return Ok(Vec::new());
+    }
+    refused::rows(&matching::collect(ctx, &matching::REFUSED_ROWS, params).await?)
 }
 
 /// Match, classify, record. The transactions and wallets tables should have been synced just before
@@ -272,7 +323,13 @@ pub async fn reconcile(
     opts: &ReconcileOptions,
 ) -> Result<ReconcileReport, ReconcileError> {
     let now = Utc::now();
-    let mut report = ReconcileReport { run_id: commit.run_id.clone(), at: now, ..ReconcileReport::default() };
+    let mut report = ReconcileReport {
+        run_id: commit.run_id.clone(),
+        at: now,
+        namespace: opts.namespace.clone(),
+        warehouse: report::shown_location(wh.root()),
+        ..ReconcileReport::default()
+    };
     for spec in [&PAYOUT_LOG, &TRANSACTIONS, &RECONCILIATION, &LEDGER_ENTRIES, &LEDGER_GAPS, &ESCROW_TERMS] {
         open_or_create(wh, spec, commit).await?;
     }
@@ -294,6 +351,7 @@ pub async fn reconcile(
     if ledger_rows {
         live_side(&ctx, &params, &mut report, &mut found).await?;
     }
+    report.refused = refused_rows(&ctx, &params).await?;
 
     let previous = previous_open(&ctx, &params).await?;
     report.rows = carry_forward(&previous, found, &commit.run_id, now);

@@ -67,9 +67,13 @@ fn params(task: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The leading `PFSYNC_..._SECRET=scope/key` settings the wheel's entry point takes, and pfsync's own args.
+/// The leading `PFSYNC_..._SECRET=scope/key` (and `PFSYNC_AGENT_KEY_SECRETS=...`) settings the wheel's entry
+/// point takes, and pfsync's own args.
 fn split(params: &[String]) -> (Vec<String>, Vec<String>) {
-    let n = params.iter().take_while(|p| p.starts_with("PFSYNC_") && p.contains("_SECRET=")).count();
+    let n = params
+        .iter()
+        .take_while(|p| p.starts_with("PFSYNC_") && (p.contains("_SECRET=") || p.contains("_SECRETS=")))
+        .count();
     (params[..n].to_vec(), params[n..].to_vec())
 }
 
@@ -96,6 +100,12 @@ fn the_bundle_parses_and_uses_only_existing_flags() {
             let (settings, args) = split(&params(&task));
             for s in &settings {
                 let setting = s.split('=').next().unwrap();
+                if setting == "PFSYNC_AGENT_KEY_SECRETS" {
+                    // NAME=scope/key pairs, the whole value one variable (see agent_keys_... below).
+                    assert!(shim.contains("\"PFSYNC_AGENT_KEY_SECRETS\""), "the entry point takes {setting}");
+                    assert_eq!(s, "PFSYNC_AGENT_KEY_SECRETS=${var.agent_key_secrets}");
+                    continue;
+                }
                 assert!(shim.contains(&format!("\"{setting}\":")), "{setting} is not a setting the entry point takes");
                 assert!(s.contains("=${var.secret_scope}/${var."), "{s}: a scope and key from variables");
             }
@@ -118,14 +128,17 @@ fn the_bundle_parses_and_uses_only_existing_flags() {
         }
     }
     assert!(seen >= 7, "{seen} tasks");
-    // pfsync.toml, which every task passes as --config, is one pfsync accepts (all of it with the wheel's
-    // `unity` feature; without it, pfsync refuses a [unity] section, so only the file's shape is checked).
-    let toml = root().join("jobs/pfsync.toml");
-    let file = pfsync::config::FileConfig::load(&toml).expect("jobs/pfsync.toml parses");
-    assert!(file.unity.is_some_and(|u| u.vend_credentials));
-    #[cfg(feature = "unity")]
-    pfsync::config::Settings::resolve(&pfsync::config::Overrides { config: Some(toml), ..Default::default() })
-        .expect("jobs/pfsync.toml is a valid config");
+    // pfsync-<provider>.toml, which every task passes as --config, is one pfsync accepts (all of it with the
+    // wheel's `unity` feature; without it, pfsync refuses a [unity] section, so only the file's shape is
+    // checked).
+    for provider in ["live", "seed"] {
+        let toml = root().join(format!("jobs/pfsync-{provider}.toml"));
+        let file = pfsync::config::FileConfig::load(&toml).unwrap_or_else(|e| panic!("{}: {e}", toml.display()));
+        assert!(file.unity.is_some_and(|u| u.vend_credentials));
+        #[cfg(feature = "unity")]
+        pfsync::config::Settings::resolve(&pfsync::config::Overrides { config: Some(toml), ..Default::default() })
+            .expect("a valid config");
+    }
 }
 
 #[test]
@@ -227,12 +240,17 @@ fn the_brake_limits_are_job_parameters_not_literals() {
     }
 }
 
+/// Production failures page the on-call; the prod target adds the notifications to every job, so a
+/// development copy needs no alert variables.
 #[test]
 fn failures_notify_by_email_and_webhook_from_variables() {
     let (main, _) = bundle();
+    let prod = &main["targets"]["prod"]["resources"]["jobs"];
     for (name, job) in jobs() {
-        let email = job["email_notifications"]["on_failure"][0].as_str().unwrap();
-        let hook = job["webhook_notifications"]["on_failure"][0]["id"].as_str().unwrap();
+        assert!(job.get("email_notifications").is_none() && job.get("webhook_notifications").is_none(), "{name}");
+        let job = &prod[name.as_str()];
+        let email = job["email_notifications"]["on_failure"][0].as_str().unwrap_or_else(|| panic!("{name}"));
+        let hook = job["webhook_notifications"]["on_failure"][0]["id"].as_str().unwrap_or_else(|| panic!("{name}"));
         for v in [email, hook] {
             let var =
                 v.strip_prefix("${var.").and_then(|v| v.strip_suffix('}')).unwrap_or_else(|| panic!("{name}: {v}"));
@@ -295,5 +313,152 @@ fn the_warehouse_is_a_cloud_uri_never_a_volume() {
             let p = params(&t);
             assert!(p.contains(&"--warehouse=${var.warehouse}".to_string()), "{name}: {p:?}");
         }
+    }
+}
+
+/// Every `${var.NAME}` anywhere in the bundle, by name.
+fn variables_used(text: &str) -> Vec<String> {
+    text.split("${var.").skip(1).map(|s| s.split('}').next().unwrap().to_string()).collect()
+}
+
+/// `databricks bundle deploy -t dev` asks for every variable without a default: only the two that differ
+/// per workspace and cloud. The alert and run-as variables are the prod target's alone.
+#[test]
+fn the_dev_target_needs_only_the_warehouse_and_a_node_type() {
+    let (main, resources) = bundle();
+    let variables = main["variables"].as_mapping().unwrap();
+    let required: Vec<&str> =
+        variables.iter().filter(|(_, v)| v.get("default").is_none()).map(|(k, _)| k.as_str().unwrap()).collect();
+    assert_eq!(required, ["warehouse", "node_type_id"]);
+    assert_eq!(main["targets"]["dev"]["mode"], "development");
+    assert!(main["targets"]["dev"].get("resources").is_none(), "dev adds no notifications");
+    let root_text = std::fs::read_to_string(root().join("jobs/databricks.yml")).unwrap();
+    let mut used: Vec<String> = resources.iter().flat_map(|(_, text, _)| variables_used(text)).collect();
+    used.extend(variables_used(&root_text));
+    for v in &used {
+        assert!(variables.contains_key(v.as_str()), "${{var.{v}}} is not declared");
+    }
+    for (_, text, _) in &resources {
+        for prod_only in ["alert_email", "alert_webhook_id", "service_principal"] {
+            assert!(!variables_used(text).iter().any(|v| v == prod_only), "{prod_only} only in the prod target");
+        }
+    }
+}
+
+/// A node type exists on one cloud only: no default, and the bundle and the README name one per cloud
+/// (x86_64: the wheel's binary).
+#[test]
+fn the_node_type_is_chosen_per_cloud() {
+    let (main, _) = bundle();
+    let node = &main["variables"]["node_type_id"];
+    assert!(node.get("default").is_none());
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for (cloud, node_type) in [("AWS", "m5d.xlarge"), ("Azure", "Standard_D4ds_v5"), ("GCP", "n2-standard-4")] {
+        let description = node["description"].as_str().unwrap();
+        assert!(description.contains(cloud) && description.contains(node_type), "{description}");
+        assert!(readme.contains(&format!("`{node_type}`")), "the walkthrough names {node_type} for {cloud}");
+    }
+}
+
+#[test]
+fn the_bundle_names_the_oldest_databricks_cli_it_works_with() {
+    let (main, _) = bundle();
+    let version = main["bundle"]["databricks_cli_version"].as_str().unwrap();
+    let minimum = version.strip_prefix(">= ").expect("a lower bound");
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(readme.contains(&format!("Databricks CLI {minimum} or later")), "the walkthrough says {minimum}");
+}
+
+/// Purple Flea's services as they run are what the jobs pay through unless `--var provider=seed`.
+#[test]
+fn the_live_provider_is_deployed_by_default_and_the_seed_is_a_variable_away() {
+    let (main, _) = bundle();
+    assert_eq!(main["variables"]["provider"]["default"], "live");
+    let kind = |provider: &str| {
+        let text = std::fs::read_to_string(root().join(format!("jobs/pfsync-{provider}.toml"))).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        table["provider"]["kind"].as_str().unwrap().to_string()
+    };
+    assert_eq!((kind("live"), kind("seed")), ("live".to_string(), "seed".to_string()));
+    for (name, job) in jobs() {
+        for t in tasks(&job) {
+            let p = params(&t);
+            assert!(
+                p.contains(&"--config=${workspace.file_path}/pfsync-${var.provider}.toml".to_string()),
+                "{name}: {p:?}"
+            );
+        }
+    }
+}
+
+/// A dry run is one job parameter away (Run now with different parameters), never an edit of a task.
+#[test]
+fn a_dry_run_is_a_job_parameter() {
+    for name in ["pfsync", "pfsync_serverless"] {
+        let job = job(name);
+        let dry = job["parameters"].as_sequence().unwrap().iter().find(|p| p["name"] == "dry_run").cloned();
+        assert_eq!(dry.unwrap()["default"], "false", "{name}: sends by default");
+        let payouts = params(&task(&job, "payouts"));
+        assert!(payouts.contains(&"--dry-run={{job.parameters.dry_run}}".to_string()), "{name}: {payouts:?}");
+    }
+    // The binary takes the flag with the parameter's two values.
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["true", "false"] {
+        let o = crate::common::pfsync()
+            .args(["--warehouse", dir.path().join("w").to_str().unwrap(), "payouts", "--max-count=0"])
+            .arg(format!("--dry-run={value}"))
+            .env("PURPLEFLEA_API_KEY", "pf_test_sandbox")
+            .args(["--api-url", "http://127.0.0.1:9/api", "--max-attempts=1", "--max-elapsed-secs=1"])
+            .output()
+            .unwrap();
+        let text = crate::common::text(&o);
+        assert!(!text.contains("unexpected value") && !text.contains("invalid value"), "--dry-run={value}: {text}");
+    }
+}
+
+/// Agent keys ride in one bundle variable (`NAME=scope/key,...`) that the wheel's entry point reads from the
+/// secret scope into `PFSYNC_AGENT_KEY_<NAME>`, the variables `[[provider.agent_keys]]` names.
+#[test]
+fn agent_keys_come_from_the_secret_scope_through_one_bundle_variable() {
+    for name in ["pfsync", "pfsync_serverless"] {
+        for t in tasks(&job(name)) {
+            let (settings, _) = split(&params(&t));
+            assert!(settings.contains(&"PFSYNC_AGENT_KEY_SECRETS=${var.agent_key_secrets}".to_string()), "{name}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = dir.path().join("databricks/sdk");
+    std::fs::create_dir_all(&sdk).unwrap();
+    std::fs::write(dir.path().join("databricks/__init__.py"), "").unwrap();
+    std::fs::write(
+        sdk.join("__init__.py"),
+        "class _S:\n    def get(self, scope, key):\n        return {'pf/w1': 'sk_live_one', 'pf/w2': 'sk_live_two'}[scope + '/' + key]\n\
+         class _D:\n    secrets = _S()\nclass WorkspaceClient:\n    dbutils = _D()\n",
+    )
+    .unwrap();
+    let program = "import json, sys, pfsync\n\
+        settings, rest = pfsync.split_settings(sys.argv[1:])\n\
+        try:\n    env, notes = pfsync.child_environment({}, settings)\n    print(json.dumps([rest, env, notes]))\n\
+        except pfsync.SecretError as e:\n    print(json.dumps(['error', str(e)]))\n";
+    let run = |value: &str| -> serde_json::Value {
+        let o = std::process::Command::new("python3")
+            .env("PYTHONPATH", format!("{}:{}", root().join("python").display(), dir.path().display()))
+            .args(["-c", program, &format!("PFSYNC_AGENT_KEY_SECRETS={value}"), "run"])
+            .output()
+            .expect("python3 (the wheel's entry point is Python)");
+        assert!(o.status.success(), "{}", crate::common::text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let out = run("WORKER1=pf/w1, WORKER2=pf/w2");
+    assert_eq!(out[0], serde_json::json!(["run"]), "the setting is the entry point's, not pfsync's");
+    assert_eq!(
+        out[1],
+        serde_json::json!({"PFSYNC_AGENT_KEY_WORKER1": "sk_live_one", "PFSYNC_AGENT_KEY_WORKER2": "sk_live_two"})
+    );
+    let notes = out[2].to_string();
+    assert!(notes.contains("PFSYNC_AGENT_KEY_WORKER1 from the Databricks secret pf/w1") && !notes.contains("sk_live"));
+    assert_eq!(run("")[1], serde_json::json!({}), "empty: the payer's key only");
+    for bad in ["worker1=pf/w1", "WORKER1", "WORKER1=pf/w1,WORKER1=pf/w2"] {
+        assert_eq!(run(bad)[0], "error", "{bad}");
     }
 }

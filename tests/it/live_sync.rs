@@ -294,8 +294,25 @@ fn live_reconcile_finds_a_double_payment_and_keeps_the_escrow_commission_exact()
         write_escrow_actions(&w.wh, payer, payee, "12.34").await;
         settle_payouts(&w, 4).await;
 
-        let out = w.pfsync(&["reconcile"]);
+        let report = w._dir.path().join("live-report.html");
+        let out = w.pfsync(&["reconcile", "--report", report.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "nothing to find yet");
+        // The daily totals and the report's chart come from the ledger copy: the payer's two payments and its
+        // escrow lock, all matched. The release credit (12.2166: the amount less the commission) is not
+        // whole cents, so the cents table leaves it out rather than round it.
+        let totals = texts(
+            &w.wh,
+            "SELECT concat(kind, ' ', CAST(sum(transactions) AS VARCHAR), ' ', CAST(sum(amount_usd) AS VARCHAR), ' ', \
+             CAST(sum(matched_usd) AS VARCHAR)) FROM purpleflea.ops.daily_totals GROUP BY kind ORDER BY kind",
+        )
+        .await;
+        assert_eq!(totals, ["escrow_lock 1 12.34 12.34", "payout 2 3.50 3.50"]);
+        let html = std::fs::read_to_string(&report).unwrap();
+        assert!(html.contains("id=\"own-payouts-chart\""), "the chart is drawn");
+        assert!(
+            html.contains(r#"<td>payout</td><td class="num">2</td><td class="num">3.50</td><td class="num">2</td><td class="num">3.50</td>"#),
+            "pfsync's two payouts, both matched: {html}"
+        );
         // The commission exactly: 12.34 -> 0.1234, and 12.2166 to the counterparty.
         let exact = "SELECT count(*) FROM purpleflea.agents.escrow_terms WHERE status = 'released' AND \
                      amount_usd = CAST('12.34' AS DECIMAL(18,6)) AND commission_usd = CAST('0.1234' AS DECIMAL(18,6)) \

@@ -1,0 +1,10 @@
+-- own_operations: pfsync's own operations grouped by the day (UTC) of their last log event, kind, status and
+-- class, with the money the log gives them: what the report draws as "paid out by pfsync vs matched at the
+-- provider" (completed, and completed and matched) and counts as money at risk (not final; past the stale
+-- threshold, for a person). The provider's other money (opening balances, other payers) is not here.
+-- DataFusion SQL over the `classified` table that `pfsync reconcile` registers from classified.sql.
+SELECT CAST(last_recorded_at AS DATE) AS day, kind, status, class,
+       count(*) AS operations, sum(exp_amount) AS amount_usd
+FROM classified
+GROUP BY CAST(last_recorded_at AS DATE), kind, status, class
+ORDER BY day, kind, status, class
