@@ -3,6 +3,7 @@
 
 mod api_contract;
 mod cli;
+mod env_proxies;
 mod common;
 mod databricks_mlflow;
 mod exactly_once;
