@@ -159,6 +159,7 @@ impl<'a> Executor<'a> {
                         last_error: s.last_error.as_deref(),
                         now: clock.now(),
                         settle,
+                        legacy_escrow_tag: s.legacy_escrow_tag,
                     };
                     let r = provider.lookup(&s.op, &s.key, &ctx).await.map_err(|e| failure(&e));
                     (s, r)
@@ -175,6 +176,7 @@ impl<'a> Executor<'a> {
                 last_error: s.last_error.as_deref(),
                 now: self.clock.now(),
                 settle,
+                legacy_escrow_tag: s.legacy_escrow_tag,
             };
             let r = provider.lookup(&s.op, &s.key, &ctx).await.map_err(|e| failure(&e));
             ex.note_lookup(&r);

@@ -42,6 +42,7 @@ async fn old_log(wh: &Warehouse, extra: Option<deltalake::kernel::StructField>) 
         payer_agent_id: None,
         decided_by: None,
         note: None,
+        escrow_tag: None,
     };
     use pfsync::tables::row::Row;
     let full = pfsync::payouts::log::LogEvent::to_batch(&[e]).unwrap();

@@ -140,6 +140,7 @@ mod tests {
             last_error: None,
             now: at(now),
             settle: chrono::Duration::seconds(60),
+            legacy_escrow_tag: false,
         };
         let amount = Micros::from_raw(12_340_000).unwrap();
         let old = entry("old", "payment_sent", 1234, 900);
