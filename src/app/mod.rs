@@ -51,7 +51,9 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         let names: Vec<_> =
             crate::tables::ALL.iter().map(|s| s.table_name()).filter(|n| !settings.warehouse.is_mapped(n)).collect();
         let proxy = settings.proxy.clone();
-        for (name, url) in crate::tables::unity::resolve(&mut settings.warehouse, &section, proxy.as_ref(), names).await? {
+        for (name, url) in
+            crate::tables::unity::resolve(&mut settings.warehouse, &section, proxy.as_ref(), names).await?
+        {
             tracing::info!(table = %name, location = %url, "location from Unity Catalog");
         }
     }

@@ -16,9 +16,9 @@ use url::Url;
 
 use super::error::HttpError;
 use super::idempotency::IdempotencyKey;
+use super::outbound::client_builder;
 use super::ratelimit::RateLimiter;
 use super::retry::{RetryCause, RetryPolicy, parse_retry_after};
-use super::outbound::client_builder;
 use super::url::{check_url, shown};
 use crate::rng::SplitMix64;
 use crate::secret::ApiKey;

@@ -91,7 +91,15 @@ mod tests {
         assert_eq!(parse_proxy("http://proxy.corp:3128").unwrap().as_str(), "http://proxy.corp:3128/");
         assert!(parse_proxy(" https://proxy.corp:3128/ ").is_ok());
         assert!(parse_proxy("http://user:pw@proxy.corp:3128").is_ok());
-        for bad in ["proxy.corp:3128", "socks5://proxy.corp:1080", "ftp://proxy.corp", "http://proxy.corp/path", "http://proxy.corp/?q=1", "", "http://"] {
+        for bad in [
+            "proxy.corp:3128",
+            "socks5://proxy.corp:1080",
+            "ftp://proxy.corp",
+            "http://proxy.corp/path",
+            "http://proxy.corp/?q=1",
+            "",
+            "http://",
+        ] {
             assert!(parse_proxy(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -862,8 +862,12 @@ async fn one_action_id_in_two_namespaces_makes_one_escrow_each_and_each_finds_it
     let beta = alpha.elsewhere();
     let seller = alpha.held[0].id.clone();
     for w in [&alpha, &beta] {
-        write_actions_by(&w.warehouse(), &w.payer.id, &[("t-1", "create", None, None, seller.as_str(), "7.00", "bounty")])
-            .await;
+        write_actions_by(
+            &w.warehouse(),
+            &w.payer.id,
+            &[("t-1", "create", None, None, seller.as_str(), "7.00", "bounty")],
+        )
+        .await;
     }
     // beta records its intent and dies before sending; alpha then creates its escrow.
     let mut c = payouts_in(&beta, "beta");

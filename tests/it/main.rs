@@ -3,9 +3,9 @@
 
 mod api_contract;
 mod cli;
-mod env_proxies;
 mod common;
 mod databricks_mlflow;
+mod env_proxies;
 mod exactly_once;
 mod examples;
 pub mod feeds;

@@ -100,7 +100,11 @@ pub(crate) async fn sandbox() -> Sandbox {
 }
 
 /// Run the escrow creates of the actions table (in-process); the escrow id each create made.
-pub(crate) async fn create_escrows(sb: &Sandbox, wh: &Warehouse, creates: &[(&str, &str, &str)]) -> HashMap<String, String> {
+pub(crate) async fn create_escrows(
+    sb: &Sandbox,
+    wh: &Warehouse,
+    creates: &[(&str, &str, &str)],
+) -> HashMap<String, String> {
     let rows: Vec<_> =
         creates.iter().map(|(id, seller, amount)| (*id, "create", None, None, *seller, *amount, "bounty")).collect();
     write_actions(wh, &rows).await;

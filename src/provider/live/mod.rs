@@ -399,7 +399,12 @@ impl LiveProvider {
         }
     }
 
-    async fn look_up(&self, op: &Operation, key: &IdempotencyKey, ctx: &LookupContext<'_>) -> Result<Lookup, LiveError> {
+    async fn look_up(
+        &self,
+        op: &Operation,
+        key: &IdempotencyKey,
+        ctx: &LookupContext<'_>,
+    ) -> Result<Lookup, LiveError> {
         match &op.action {
             Action::Payout { amount, .. } => {
                 let entries = self.ledger_of(self.ring.payer()).await?;
