@@ -174,7 +174,7 @@ pub struct Settings {
     pub api_key_file: Option<PathBuf>,
     pub api: ApiSection,
     /// `[http] proxy`, checked.
-    pub proxy: Option<Url>,
+    pub proxy: Option<crate::http::outbound::ProxyUrl>,
     pub provider: ProviderSettings,
     /// Resolve table locations through Unity Catalog before touching any table.
     pub unity: Option<UnitySection>,
@@ -308,7 +308,7 @@ impl Settings {
         c.retry.max_elapsed = a.max_elapsed_secs.map(Duration::from_secs_f64).unwrap_or(defaults.max_elapsed);
         c.rate_limit_rps = a.rate_limit_rps.filter(|r| *r > 0.0);
         c.max_concurrency = a.max_concurrency.unwrap_or(c.max_concurrency);
-        c.proxy = self.proxy.clone();
+        c.proxy = self.proxy.as_ref().map(|p| p.url().clone());
         c
     }
 }

@@ -17,7 +17,7 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     let classes = fail_on(&args.reconcile.fail_on)?;
     let popts = with_client(&popts, &ctx.settings.client_config()?)?;
     let mlflow = if args.steps.contains(&Step::Rules) {
-        super::rules::mlflow_from_env(ctx.settings.proxy.as_ref())?
+        super::rules::mlflow_from_env(ctx.settings.proxy.as_ref().map(|p| p.url()))?
     } else {
         None
     };

@@ -49,10 +49,26 @@ pub fn proxied(target: &Url) -> bool {
     target.scheme() == "https" && !is_loopback(target)
 }
 
+/// `[http] proxy`, checked. `Debug` shows no user name or password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUrl(Url);
+
+impl ProxyUrl {
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&shown(&self.0))
+    }
+}
+
 /// `[http] proxy`, checked when the config is read (a bad one stops the run before anything is touched):
 /// an `http://` or `https://` URL of a host, with nothing after it but `/`. A user name and password are
 /// allowed (a proxy may ask for them) and never shown.
-pub fn parse_proxy(text: &str) -> Result<Url, String> {
+pub fn parse_proxy(text: &str) -> Result<ProxyUrl, String> {
     let text = text.trim();
     let url = Url::parse(text).map_err(|e| format!("{:?} is not a URL: {e}", shown_text(text)))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -65,7 +81,7 @@ pub fn parse_proxy(text: &str) -> Result<Url, String> {
         return Err(format!("{}: a proxy is a host and port, with no path, query or fragment", shown(&url)));
     }
     reqwest::Proxy::https(url.as_str()).map_err(|e| format!("{}: {e}", shown(&url)))?;
-    Ok(url)
+    Ok(ProxyUrl(url))
 }
 
 #[cfg(test)]
@@ -88,7 +104,7 @@ mod tests {
 
     #[test]
     fn a_proxy_is_an_http_or_https_host_and_port() {
-        assert_eq!(parse_proxy("http://proxy.corp:3128").unwrap().as_str(), "http://proxy.corp:3128/");
+        assert_eq!(parse_proxy("http://proxy.corp:3128").unwrap().url().as_str(), "http://proxy.corp:3128/");
         assert!(parse_proxy(" https://proxy.corp:3128/ ").is_ok());
         assert!(parse_proxy("http://user:pw@proxy.corp:3128").is_ok());
         for bad in [
@@ -110,5 +126,8 @@ mod tests {
         assert!(!e.contains("s3cret"), "{e}");
         let e = parse_proxy("http://user:s3cret@proxy corp").unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");
+        let p = parse_proxy("http://user:s3cret@proxy.corp:3128").unwrap();
+        assert!(!format!("{p:?}").contains("s3cret"), "{p:?}");
+        assert_eq!(p.url().password(), Some("s3cret"), "the proxy itself is sent it");
     }
 }
