@@ -45,6 +45,15 @@ pub struct ApiSection {
     pub max_concurrency: Option<usize>,
 }
 
+/// The `[http]` section: how pfsync's HTTP clients reach the outside.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// A proxy for https requests to other machines (`http://host:port`). The environment's proxy
+    /// variables are never read: a proxy sees every request it carries (see `http::outbound`).
+    pub proxy: Option<String>,
+}
+
 /// A `[tables."catalog.schema.table"]` entry.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +86,8 @@ pub struct FileConfig {
     pub faucet_url: Option<String>,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub http: HttpSection,
     /// `[provider]`: `kind` picks the provider (`seed`, the default, or `live`); its other keys are that
     /// provider's own, checked by it (see `provider::registry`).
     #[serde(default)]
@@ -162,6 +173,8 @@ pub struct Settings {
     pub faucet_url: Url,
     pub api_key_file: Option<PathBuf>,
     pub api: ApiSection,
+    /// `[http] proxy`, checked.
+    pub proxy: Option<crate::http::outbound::ProxyUrl>,
     pub provider: ProviderSettings,
     /// Resolve table locations through Unity Catalog before touching any table.
     pub unity: Option<UnitySection>,
@@ -206,6 +219,13 @@ impl Settings {
         )?;
         let api = merge_api(&o.api, &file.api);
         validate_api(&api)?;
+        let proxy = file
+            .http
+            .proxy
+            .as_deref()
+            .map(crate::http::parse_proxy)
+            .transpose()
+            .map_err(|e| value_error("[http] proxy", e))?;
         if file.unity.is_some() && !cfg!(feature = "unity") {
             return Err(value_error(
                 "[unity]",
@@ -257,6 +277,7 @@ impl Settings {
             api_key_file: o.api_key_file.clone(),
             provider,
             api,
+            proxy,
             unity: file.unity.clone(),
             mcp: file.mcp.clone(),
         };
@@ -287,6 +308,7 @@ impl Settings {
         c.retry.max_elapsed = a.max_elapsed_secs.map(Duration::from_secs_f64).unwrap_or(defaults.max_elapsed);
         c.rate_limit_rps = a.rate_limit_rps.filter(|r| *r > 0.0);
         c.max_concurrency = a.max_concurrency.unwrap_or(c.max_concurrency);
+        c.proxy = self.proxy.as_ref().map(|p| p.url().clone());
         c
     }
 }

@@ -10,6 +10,7 @@ use pfsync::exit::Exit;
 fn main() -> ExitCode {
     // First, before the key is read from anywhere.
     let no_core_dumps = pfsync::secret::forbid_core_dumps();
+    let ignored_proxies = remove_proxy_variables();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -22,6 +23,12 @@ fn main() -> ExitCode {
     pfsync::logging::init(cli.global.log_format, cli.global.verbose, cli.global.quiet);
     if let Err(e) = no_core_dumps {
         tracing::warn!(error = %e, "could not turn core dumps off: a crash dump may hold the API key");
+    }
+    if !ignored_proxies.is_empty() {
+        tracing::info!(
+            variables = ?ignored_proxies,
+            "proxy variables ignored: a proxy would see every key; set [http] proxy in the config to use one"
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -43,4 +50,18 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
+}
+
+/// pfsync's own clients never read the proxy variables (`pfsync::http::outbound`), but the clients libraries
+/// build (delta-rs's Unity Catalog client, the object stores) do, and would hand a proxy their tokens. So they
+/// leave the process's environment before any of those exists. Returns the names that were set.
+fn remove_proxy_variables() -> Vec<&'static str> {
+    let set: Vec<&'static str> =
+        pfsync::http::PROXY_VARS.into_iter().filter(|v| std::env::var_os(v).is_some()).collect();
+    for v in &set {
+        // SAFETY: no other thread exists yet (the async runtime and logging start later in `main`), so no
+        // one reads the environment while it changes.
+        unsafe { std::env::remove_var(v) };
+    }
+    set
 }

@@ -48,6 +48,8 @@ pub struct MlflowConfig {
     pub base: Url,
     auth: Auth,
     pub timeout: Duration,
+    /// `[http] proxy`: used for https to another machine only (see `http::outbound`).
+    pub proxy: Option<Url>,
 }
 
 impl fmt::Debug for MlflowConfig {
@@ -57,7 +59,11 @@ impl fmt::Debug for MlflowConfig {
             Auth::Bearer(_) => "token ***",
             Auth::Basic(..) => "basic ***",
         };
-        f.debug_struct("MlflowConfig").field("base", &self.base.as_str()).field("auth", &auth).finish()
+        f.debug_struct("MlflowConfig")
+            .field("base", &self.base.as_str())
+            .field("auth", &auth)
+            .field("proxy", &self.proxy.as_ref().map(crate::http::shown))
+            .finish()
     }
 }
 
@@ -99,7 +105,7 @@ impl MlflowConfig {
             let p = format!("{}/", url.path());
             url.set_path(&p);
         }
-        Ok(MlflowConfig { base: url, auth, timeout: Duration::from_secs(30) })
+        Ok(MlflowConfig { base: url, auth, timeout: Duration::from_secs(30), proxy: None })
     }
 }
 
@@ -177,12 +183,9 @@ const ATTEMPTS: u32 = 4;
 
 impl MlflowClient {
     pub fn new(cfg: MlflowConfig) -> Result<MlflowClient, MlflowError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(Duration::from_secs(10))
-            // A redirect could carry the token to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        // No proxy from the environment, no redirects: either could carry the token elsewhere.
+        let http = crate::http::client_builder(&cfg.base, cfg.proxy.as_ref(), cfg.timeout, Duration::from_secs(10))
+            .and_then(|b| b.build().map_err(|e| crate::http::HttpError::BadSetting(e.to_string())))
             .map_err(|e| MlflowError::BadUrl(format!("cannot build the HTTP client: {e}")))?;
         Ok(MlflowClient { http, cfg })
     }

@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS purpleflea.payouts.log (
   recorded_date DATE NOT NULL COMMENT 'Day (UTC) of recorded_at; the partition column',
   payer_agent_id STRING COMMENT 'The agent the operation debits (the payer of a payout, the buyer of an escrow create), where the provider pays from the balance of an agent',
   decided_by STRING COMMENT 'The person who recorded this event (pfsync resolve --by); null for events pfsync wrote itself',
-  note STRING COMMENT 'Why a person decided so (pfsync resolve --note)'
+  note STRING COMMENT 'Why a person decided so (pfsync resolve --note)',
+  escrow_tag STRING COMMENT 'The tag an escrow create intent sent at the end of the escrow description ([pfsync:<namespace>:<action id>]), where the provider finds escrows by it; null on intents logged before tags named the namespace (their escrows carry [pfsync:<action id>])'
 )
 USING DELTA
 PARTITIONED BY (recorded_date)

@@ -60,7 +60,10 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     {
         let names: Vec<_> =
             crate::tables::ALL.iter().map(|s| s.table_name()).filter(|n| !settings.warehouse.is_mapped(n)).collect();
-        for (name, url) in crate::tables::unity::resolve(&mut settings.warehouse, &section, names).await? {
+        let proxy = settings.proxy.as_ref().map(|p| p.url().clone());
+        for (name, url) in
+            crate::tables::unity::resolve(&mut settings.warehouse, &section, proxy.as_ref(), names).await?
+        {
             tracing::info!(table = %name, location = %url, "location from Unity Catalog");
         }
     }
@@ -93,7 +96,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             }
             let opts = payout_options(args)?;
             let opts = payouts::with_client(&opts, &ctx.settings.client_config()?)?;
-            let client = rules::mlflow_from_env()?;
+            let client = rules::mlflow_from_env(ctx.settings.proxy.as_ref().map(|p| p.url()))?;
             let provider = connect(&ctx).await?;
             let limits = (&rargs.limits).into();
             recorded(&ctx, "rules", rules::rules_step(&ctx, provider.as_ref(), &opts, client, limits)).await

@@ -24,10 +24,13 @@ pub const TAG_RULE_ID: &str = "purpleflea.rule_id";
 pub const ARTIFACT_NAME: &str = "purpleflea_escrow.json";
 
 /// The MLflow client from the environment; `None` when nothing is configured (a rules table with rows
-/// is then an error, an empty or missing one is not).
-pub fn mlflow_from_env() -> Result<Option<MlflowClient>, AppError> {
+/// is then an error, an empty or missing one is not). `proxy` is `[http] proxy`.
+pub fn mlflow_from_env(proxy: Option<&url::Url>) -> Result<Option<MlflowClient>, AppError> {
     match MlflowConfig::from_env() {
-        Ok(cfg) => Ok(Some(MlflowClient::new(cfg).map_err(PayoutError::from)?)),
+        Ok(mut cfg) => {
+            cfg.proxy = proxy.cloned();
+            Ok(Some(MlflowClient::new(cfg).map_err(PayoutError::from)?))
+        }
         Err(MlflowError::NotConfigured) => Ok(None),
         Err(e) => Err(PayoutError::from(e).into()),
     }

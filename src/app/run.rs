@@ -16,7 +16,11 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     let popts = payout_options(&args.payouts)?;
     let classes = fail_on(&args.reconcile.fail_on)?;
     let popts = with_client(&popts, &ctx.settings.client_config()?)?;
-    let mlflow = if args.steps.contains(&Step::Rules) { super::rules::mlflow_from_env()? } else { None };
+    let mlflow = if args.steps.contains(&Step::Rules) {
+        super::rules::mlflow_from_env(ctx.settings.proxy.as_ref().map(|p| p.url()))?
+    } else {
+        None
+    };
     let provider = super::step::connect(ctx).await?;
     let backend = provider.as_ref();
     let rargs = ReconcileArgs {

@@ -16,10 +16,11 @@ use url::Url;
 
 use super::error::HttpError;
 use super::idempotency::IdempotencyKey;
+use super::outbound::client_builder;
 use super::ratelimit::RateLimiter;
 use super::retry::{RetryCause, RetryPolicy, parse_retry_after};
 use super::skew::{ClockOffset, OffsetCell};
-use super::url::{check_url, is_loopback, shown};
+use super::url::{check_url, shown};
 use crate::rng::SplitMix64;
 use crate::secret::ApiKey;
 
@@ -181,22 +182,7 @@ impl Client {
             }
             None => None,
         };
-        let mut builder = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.connect_timeout)
-            // A redirect could carry the Authorization header somewhere else: never follow one.
-            .redirect(reqwest::redirect::Policy::none())
-            // HTTP_PROXY and friends are not read: whoever can set the environment would get the key.
-            .no_proxy()
-            .user_agent(concat!("pfsync/", env!("CARGO_PKG_VERSION")));
-        if let Some(p) = &cfg.proxy
-            && cfg.base_url.scheme() == "https"
-            && !is_loopback(&cfg.base_url)
-        {
-            let proxy = reqwest::Proxy::https(p.as_str())
-                .map_err(|e| HttpError::BadSetting(format!("[http] proxy {}: {e}", shown(p))))?;
-            builder = builder.proxy(proxy);
-        }
+        let builder = client_builder(&cfg.base_url, cfg.proxy.as_ref(), cfg.timeout, cfg.connect_timeout)?;
         let http =
             builder.build().map_err(|e| HttpError::BadSetting(format!("the HTTP client cannot be built: {e}")))?;
         let limiter = cfg.rate_limit_rps.and_then(RateLimiter::per_second);

@@ -31,6 +31,26 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The namespace of a derived key (`pfsync:<namespace>:...`); namespaces hold no `:`.
+    pub fn namespace(&self) -> Option<&str> {
+        self.0.strip_prefix("pfsync:")?.split_once(':').map(|(ns, _)| ns)
+    }
+
+    /// The tag the escrow an operation creates carries at the end of its description, where a provider
+    /// finds the escrow by it (one without key memory): `[pfsync:<namespace>:<operation id>]`, from the
+    /// create's key, so the send, the evidence and the log cannot disagree. With the namespace, the same
+    /// action id in two namespaces names two escrows.
+    pub fn escrow_tag(&self, operation_id: &str) -> Option<String> {
+        Some(format!("[pfsync:{}:{operation_id}]", self.namespace()?))
+    }
+}
+
+/// The tag of the form pfsync wrote before tags named the namespace: `[pfsync:<operation id>]`. It could be
+/// any namespace's, so evidence accepts it only for a create whose intent was logged before the change (see
+/// `payouts::plan::Step::legacy_escrow_tag`).
+pub fn legacy_escrow_tag(operation_id: &str) -> String {
+    format!("[pfsync:{operation_id}]")
 }
 
 impl fmt::Display for IdempotencyKey {
@@ -58,5 +78,15 @@ mod tests {
         assert!(IdempotencyKey::derive("prod", "payout", "has space").is_err());
         assert!(IdempotencyKey::derive("prod", "payout", &"x".repeat(300)).is_err());
         assert!(IdempotencyKey::new("").is_err());
+    }
+
+    #[test]
+    fn an_escrow_tag_names_the_namespace_of_the_key() {
+        let a = IdempotencyKey::derive("prod", "escrow_create", "task-1").unwrap();
+        let b = IdempotencyKey::derive("staging", "escrow_create", "task-1").unwrap();
+        assert_eq!(a.escrow_tag("task-1").as_deref(), Some("[pfsync:prod:task-1]"));
+        assert_eq!(b.escrow_tag("task-1").as_deref(), Some("[pfsync:staging:task-1]"));
+        assert_eq!(legacy_escrow_tag("task-1"), "[pfsync:task-1]");
+        assert_eq!(IdempotencyKey::new("someone-else").unwrap().escrow_tag("task-1"), None);
     }
 }

@@ -86,5 +86,7 @@ table_row! {
         pub decided_by: Option<String>,
         /// A person's event: why (`pfsync resolve --note`).
         pub note: Option<String>,
+        /// An escrow create's intent: the tag sent in the escrow's description (`Provider::escrow_tag`).
+        pub escrow_tag: Option<String>,
     }
 }

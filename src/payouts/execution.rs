@@ -321,6 +321,8 @@ pub fn event(s: &Step, ev: Event, run_id: &str, at: DateTime<Utc>) -> LogEvent {
         payer_agent_id: s.payer.clone(),
         decided_by: None,
         note: None,
+        // What the intent sent is what a later lookup may accept (see `Step::legacy_escrow_tag`).
+        escrow_tag: if ev == Event::Intent { s.escrow_tag.clone() } else { None },
     }
 }
 
@@ -993,6 +995,8 @@ mod tests {
             since: Some(t0()),
             last_error: None,
             payer: None,
+            escrow_tag: None,
+            legacy_escrow_tag: false,
         };
         let e = || event(&step, Event::Unknown, "run", t0());
         let mut r = PayoutReport::default();

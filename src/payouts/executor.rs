@@ -191,6 +191,7 @@ impl<'a> Executor<'a> {
                         now: clock.now(),
                         settle,
                         copied: &[],
+                        legacy_escrow_tag: s.legacy_escrow_tag,
                     };
                     let r = provider.lookup(&s.op, &s.key, &ctx).await.map_err(|e| failure(&e));
                     (s, r)
@@ -218,6 +219,7 @@ impl<'a> Executor<'a> {
                 now: self.clock.now(),
                 settle,
                 copied: tail,
+                legacy_escrow_tag: s.legacy_escrow_tag,
             };
             let r = provider.lookup(&s.op, &s.key, &ctx).await.map_err(|e| failure(&e));
             ex.note_lookup(&r);

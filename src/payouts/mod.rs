@@ -258,6 +258,7 @@ pub async fn run_payouts(
     let mut plan = plan::plan(read.ops, &read.history, &plan_opts)?;
     for s in plan.first.iter_mut().chain(plan.second.iter_mut()) {
         s.payer = provider.payer_of(&s.op);
+        s.escrow_tag = provider.escrow_tag(&s.op, &s.key);
     }
     report.note_plan(&plan);
     if opts.dry_run {

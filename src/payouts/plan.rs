@@ -58,6 +58,16 @@ pub struct Step {
     /// The agent the operation debits, where the provider pays from an agent's balance (see
     /// `Provider::payer_of`): what the lease and the ledger evidence are kept per.
     pub payer: Option<String>,
+    /// The tag the provider writes into the description of the escrow a create makes
+    /// (`Provider::escrow_tag`), recorded with the intent.
+    pub escrow_tag: Option<String>,
+    /// An earlier intent of this create was logged with no tag, by a pfsync from before tags named the
+    /// namespace: its escrow may carry `[pfsync:<action id>]`, and only such a create's evidence accepts that
+    /// form. What the log row says was sent is the one sure witness: a clock or a version cut-over would
+    /// misjudge intents written by an older pfsync still running next to a newer one, or a clock that was
+    /// wrong. Any other create accepts only its own namespace's tag, so the same action id in another
+    /// namespace never confirms its escrow.
+    pub legacy_escrow_tag: bool,
 }
 
 /// What the log says to do with one operation (rules 2 to 5 above, before the brake).
@@ -226,7 +236,19 @@ pub fn plan(ops: Vec<Operation>, history: &HashMap<String, Vec<LogEvent>>, o: &P
             .filter(|e| e.event == super::state::Event::Unknown)
             .max_by_key(|e| (e.attempt, e.recorded_at))
             .and_then(|e| e.error_code.clone());
-        steps.push(Step { op, key, attempt, resolve_first, since, last_error, payer: None });
+        let legacy_escrow_tag = op.kind() == OpKind::EscrowCreate
+            && events.iter().any(|e| e.event == super::state::Event::Intent && e.escrow_tag.is_none());
+        steps.push(Step {
+            op,
+            key,
+            attempt,
+            resolve_first,
+            since,
+            last_error,
+            payer: None,
+            escrow_tag: None,
+            legacy_escrow_tag,
+        });
     }
     steps.sort_by(|a, b| (a.op.requested_at, &a.op.id).cmp(&(b.op.requested_at, &b.op.id)));
     let (second, first): (Vec<Step>, Vec<Step>) =
@@ -330,6 +352,8 @@ mod tests {
             since: None,
             last_error: None,
             payer: None,
+            escrow_tag: None,
+            legacy_escrow_tag: false,
         };
         let ids = |b: &[Step]| b.iter().map(|s| s.op.id.clone()).collect::<Vec<_>>().join(",");
         let all = [("a", 100), ("b", 100), ("c", 200), ("d", 100), ("e", 300), ("f", 400)];
@@ -365,6 +389,7 @@ mod tests {
             payer_agent_id: None,
             decided_by: None,
             note: None,
+            escrow_tag: None,
         }
     }
 

@@ -239,6 +239,7 @@ mod tests {
             payer_agent_id: None,
             decided_by: None,
             note: None,
+            escrow_tag: None,
         }
     }
 

@@ -100,6 +100,9 @@ pub struct LookupContext<'a> {
     /// from the newest copied entry before the intent (less an hour) to the newest copied. Empty where
     /// the provider is not resolved from ledgers or nothing was copied.
     pub copied: &'a [LedgerEntry],
+    /// An intent of this create was logged without an escrow tag: before tags named the namespace, so its
+    /// escrow may carry the old form (`legacy_escrow_tag`). Only then does evidence accept that form.
+    pub legacy_escrow_tag: bool,
 }
 
 /// Why a provider refuses an operation before anything moves (into the rejects table).
@@ -220,6 +223,13 @@ pub trait Provider: Send + Sync {
     /// live services: the payer of a payout, the buyer of an escrow create). `None` where the provider pays
     /// from an account pfsync does not see as an agent, or the operation debits nobody.
     fn payer_of(&self, _op: &Operation) -> Option<String> {
+        None
+    }
+
+    /// The tag the escrow a create makes carries in its description, where this provider's evidence finds
+    /// the escrow by it (see `IdempotencyKey::escrow_tag`). `None` where the key is the evidence and no tag
+    /// is written.
+    fn escrow_tag(&self, _op: &Operation, _key: &IdempotencyKey) -> Option<String> {
         None
     }
 

@@ -108,11 +108,11 @@ impl Proxy {
         if cfg.upstream.query().is_some() || cfg.upstream.fragment().is_some() || cfg.upstream.cannot_be_a_base() {
             return Err(std::io::Error::other("the provider URL must be a base URL, without a query or fragment"));
         }
-        let http = reqwest::Client::builder()
-            .timeout(cfg.upstream_timeout)
-            .connect_timeout(cfg.upstream_timeout.min(Duration::from_secs(10)))
-            // The client sees the provider's redirect as it is, and its Authorization goes nowhere else.
-            .redirect(reqwest::redirect::Policy::none())
+        // The client sees the provider's redirect as it is, and its Authorization goes nowhere else; no proxy
+        // from the environment sees it either.
+        let connect = cfg.upstream_timeout.min(Duration::from_secs(10));
+        let http = crate::http::client_builder(&cfg.upstream, None, cfg.upstream_timeout, connect)
+            .map_err(std::io::Error::other)?
             .build()
             .map_err(std::io::Error::other)?;
         let state = Arc::new(ProxyState {

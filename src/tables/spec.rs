@@ -518,6 +518,14 @@ pub const PAYOUT_LOG: TableSpec = TableSpec {
             "The person who recorded this event (pfsync resolve --by); null for events pfsync wrote itself",
         ),
         col("note", String, true, "Why a person decided so (pfsync resolve --note)"),
+        col(
+            "escrow_tag",
+            String,
+            true,
+            "The tag an escrow create intent sent at the end of the escrow description \
+             ([pfsync:<namespace>:<action id>]), where the provider finds escrows by it; null on intents logged \
+             before tags named the namespace (their escrows carry [pfsync:<action id>])",
+        ),
     ],
     partition_columns: &["recorded_date"],
     properties: &[

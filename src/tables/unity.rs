@@ -49,8 +49,7 @@ pub enum UnityError {
 
 /// The catalog client, from `DATABRICKS_*` / `UNITY_*` environment variables plus the config section. The
 /// token only ever comes from the environment.
-fn catalog(section: &UnitySection) -> Result<UnityCatalog, UnityError> {
-    let mut builder = UnityCatalogBuilder::from_env();
+fn catalog(section: &UnitySection, proxy: Option<&Url>) -> Result<UnityCatalog, UnityError> {
     let host = match &section.workspace_url {
         Some(u) => Some(u.clone()),
         None => std::env::var("DATABRICKS_HOST").ok().or_else(|| std::env::var("UNITY_WORKSPACE_URL").ok()),
@@ -61,6 +60,19 @@ fn catalog(section: &UnitySection) -> Result<UnityCatalog, UnityError> {
     let url = Url::parse(&host).map_err(|e| UnityError::Setup(format!("workspace URL {host:?}: {e}")))?;
     // The same rule as for the Purple Flea API: https, or plain http to loopback only.
     crate::http::check_url(&url).map_err(|_| UnityError::Insecure(host.clone()))?;
+    // The catalog client reads no proxy variable (the binary removes them before it starts): the configured
+    // proxy is the only one, and only for https to another machine, as for pfsync's own clients.
+    let mut builder = match proxy.filter(|_| crate::http::outbound::proxied(&url)) {
+        Some(p) => UnityCatalogBuilder::builder()
+            .client_options(deltalake_catalog_unity::client::ClientOptions::builder().proxy_url(p.as_str()).build())
+            .build(),
+        None => UnityCatalogBuilder::builder().build(),
+    };
+    // What `UnityCatalogBuilder::from_env` reads, onto a builder that carries the client options.
+    let env = std::env::vars()
+        .filter(|(k, _)| k.starts_with("UNITY_") || k.starts_with("DATABRICKS_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v));
+    builder = builder.try_with_options(env).map_err(|e| UnityError::Setup(e.to_string()))?;
     let opts = [("workspace_url", host.clone()), ("allow_http_url", (url.scheme() == "http").to_string())];
     builder = builder.try_with_options(opts).map_err(|e| UnityError::Setup(e.to_string()))?;
     builder.build().map_err(|e| UnityError::Setup(e.to_string()))
@@ -70,9 +82,10 @@ fn catalog(section: &UnitySection) -> Result<UnityCatalog, UnityError> {
 pub async fn resolve(
     wh: &mut Warehouse,
     section: &UnitySection,
+    proxy: Option<&Url>,
     names: impl IntoIterator<Item = TableName>,
 ) -> Result<Vec<(TableName, Url)>, UnityError> {
-    let uc = catalog(section)?;
+    let uc = catalog(section, proxy)?;
     let mut resolved = Vec::new();
     for name in names {
         let table = name.to_string();

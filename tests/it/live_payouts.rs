@@ -60,6 +60,18 @@ impl World {
         }
     }
 
+    /// The same payer, held agents and services, with a warehouse of its own (another deployment).
+    fn elsewhere(&self) -> World {
+        World {
+            bed: self.bed,
+            referrer: self.referrer.clone(),
+            payer: self.payer.clone(),
+            held: self.held.clone(),
+            escrow_url: self.escrow_url.clone(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
     fn wh_path(&self) -> PathBuf {
         self.dir.path().join("wh")
     }
@@ -284,7 +296,7 @@ async fn live_payouts_and_escrow_actions_reach_the_right_balances_and_ledger() {
     let esc_a = st["task-a"].1.as_ref().unwrap().trim_end_matches("_debit").to_string();
     let e = get(&format!("{}/escrow/{esc_a}", bed.escrow_url), None).await;
     assert_eq!((e["status"].as_str(), micros(&e["commission_usd"])), (Some("released"), m("0.1234")));
-    assert!(e["description"].as_str().unwrap().ends_with("[pfsync:task-a]"), "{e}");
+    assert!(e["description"].as_str().unwrap().ends_with("[pfsync:default:task-a]"), "{e}");
     assert!(e["completed_at"].is_string(), "the counterparty (key held) completed it first: {e}");
 
     // A rerun sends nothing.
@@ -963,4 +975,138 @@ async fn two_unclaimed_debits_of_one_amount_leave_the_payout_to_a_person_and_it_
         })
         .collect();
     assert!(rows.iter().any(|d| sent.keys().all(|r| d.contains(r.as_str()))), "the candidates, for a person: {rows:?}");
+}
+
+/// The payer's escrow locks: escrow id -> amount.
+async fn escrow_locks(bed: &LiveBed, payer: &Agent) -> HashMap<String, Micros> {
+    let l = get(&format!("{}/auth/ledger", bed.casino_url), Some(&payer.key)).await;
+    l["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("escrow_lock")))
+        .map(|e| (e["reference"].as_str().unwrap().to_string(), micros(&e["amount"])))
+        .collect()
+}
+
+/// `pfsync payouts` of `w` in `namespace`.
+fn payouts_in(w: &World, namespace: &str) -> Command {
+    let mut c = w.payouts(&w.bed.casino_url);
+    c.env("PFSYNC_NAMESPACE", namespace);
+    c
+}
+
+/// An escrow's description, from the escrow service.
+async fn description(bed: &LiveBed, escrow_id: &str) -> String {
+    get(&format!("{}/escrow/{escrow_id}", bed.escrow_url), None).await["description"].as_str().unwrap().to_string()
+}
+
+/// One action id in two namespaces (two deployments with one payer): each create makes its own escrow,
+/// tagged with its namespace, and a create whose outcome is looked up finds its own escrow, never the other
+/// namespace's (with tags that named only the action id, `beta` took `alpha`'s escrow as its own and never
+/// made one).
+#[tokio::test]
+async fn one_action_id_in_two_namespaces_makes_one_escrow_each_and_each_finds_its_own() {
+    let Some(bed) = bed() else { return };
+    let alpha = World::new(bed, 50.0, 1);
+    let beta = alpha.elsewhere();
+    let seller = alpha.held[0].id.clone();
+    for w in [&alpha, &beta] {
+        write_actions_by(
+            &w.warehouse(),
+            &w.payer.id,
+            &[("t-1", "create", None, None, seller.as_str(), "7.00", "bounty")],
+        )
+        .await;
+    }
+    // beta records its intent and dies before sending; alpha then creates its escrow.
+    let mut c = payouts_in(&beta, "beta");
+    c.env("PFSYNC_CRASH_AT", "after_intents");
+    assert_eq!(run(c).status.code(), None, "killed after the intent");
+    assert_eq!(run(payouts_in(&alpha, "alpha")).status.code(), Some(0));
+    let st = statuses(&alpha).await;
+    let esc_alpha = st["t-1"].1.as_ref().unwrap().trim_end_matches("_debit").to_string();
+    assert!(description(bed, &esc_alpha).await.ends_with("[pfsync:alpha:t-1]"));
+
+    // Past the in-flight timeout beta looks its create up: alpha's escrow (same buyer, seller, amount and
+    // action id, locked after beta's intent) is not its own; it never ran, so beta creates its own now.
+    std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
+    let out = run(payouts_in(&beta, "beta"));
+    assert_eq!(out.status.code(), Some(0), "{:?}", statuses(&beta).await);
+    let st = statuses(&beta).await;
+    assert_eq!(st["t-1"].0, "completed", "{:?}", st["t-1"]);
+    let esc_beta = st["t-1"].1.as_ref().unwrap().trim_end_matches("_debit").to_string();
+    assert_ne!(esc_beta, esc_alpha, "beta's create is attributed its own escrow");
+    assert!(description(bed, &esc_beta).await.ends_with("[pfsync:beta:t-1]"));
+
+    // One escrow per namespace, nothing created twice, also after reruns of both.
+    for (w, ns) in [(&alpha, "alpha"), (&beta, "beta")] {
+        assert_eq!(run(payouts_in(w, ns)).status.code(), Some(0));
+    }
+    let locks = escrow_locks(bed, &alpha.payer).await;
+    assert_eq!(locks.len(), 2, "{locks:?}");
+    assert!(locks.values().all(|a| *a == m("7.00")), "{locks:?}");
+}
+
+/// A create an earlier pfsync logged (its intent has no tag: the column did not exist) whose escrow carries
+/// the tag of that time, `[pfsync:<action id>]`, is still found as its outcome after the upgrade: nothing
+/// is created twice.
+#[tokio::test]
+async fn an_escrow_tagged_the_old_way_resolves_the_create_an_earlier_pfsync_logged() {
+    use pfsync::tables::row::Row;
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 50.0, 1);
+    let seller = w.held[0].id.clone();
+    let action = [("t-old", "create", None, None, seller.as_str(), "6.00", "bounty")];
+    // The intent as pfsync writes it, taken from a run killed right after it.
+    let scratch = w.elsewhere();
+    write_actions_by(&scratch.warehouse(), &w.payer.id, &action).await;
+    let mut c = payouts_in(&scratch, "gamma");
+    c.env("PFSYNC_CRASH_AT", "after_intents");
+    assert_eq!(run(c).status.code(), None, "killed after the intent");
+    let ctx = pfsync::tables::sql_context(&scratch.warehouse()).await.unwrap();
+    let rows = ctx.sql("SELECT * FROM purpleflea.payouts.log").await.unwrap().collect().await.unwrap();
+    let intent = pfsync::payouts::log::LogEvent::from_batches(&rows).unwrap();
+    assert_eq!(intent.len(), 1);
+    assert_eq!(intent[0].escrow_tag.as_deref(), Some("[pfsync:gamma:t-old]"));
+
+    // The warehouse of the earlier pfsync: its log without the escrow_tag column, holding that intent.
+    let wh = w.warehouse();
+    write_actions_by(&wh, &w.payer.id, &action).await;
+    let log = pfsync::tables::PAYOUT_LOG;
+    let old: Vec<_> = log.delta_columns().into_iter().filter(|c| c.name() != "escrow_tag").collect();
+    let n = old.len();
+    let url = wh.location(&log.table_name());
+    std::fs::create_dir_all(url.to_file_path().unwrap()).unwrap();
+    let t = deltalake::DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
+    let t = t.create().with_columns(old).with_partition_columns(["recorded_date"]).await.unwrap();
+    let batch = pfsync::payouts::log::LogEvent::to_batch(&intent).unwrap();
+    t.write(vec![batch.project(&(0..n).collect::<Vec<_>>()).unwrap()]).await.unwrap();
+    // ... and the escrow its send made, tagged as that pfsync tagged it.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/escrow/create", bed.escrow_url))
+        .bearer_auth(&w.payer.key)
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"amount_usd": 6, "description": "Data labeling task t-old [pfsync:t-old]",
+                "counterparty_agent_id": seller, "timeout_hours": 24})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert!(status.is_success(), "{status} {body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let escrow = created["escrow_id"].as_str().unwrap().to_string();
+
+    std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
+    let out = run(payouts_in(&w, "gamma"));
+    assert_eq!(out.status.code(), Some(0), "{:?}", statuses(&w).await);
+    let st = statuses(&w).await;
+    assert_eq!(st["t-old"].0, "completed", "{:?}", st["t-old"]);
+    assert_eq!(st["t-old"].1.as_deref().map(|t| t.trim_end_matches("_debit")), Some(escrow.as_str()));
+    let locks = escrow_locks(bed, &w.payer).await;
+    assert_eq!(locks.len(), 1, "nothing created twice: {locks:?}");
 }

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod databricks_mlflow;
 mod ecosystem;
+mod env_proxies;
 mod exactly_once;
 mod examples;
 pub mod feeds;

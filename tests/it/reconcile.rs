@@ -126,6 +126,7 @@ async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
         payer_agent_id: None,
         decided_by: None,
         note: None,
+        escrow_tag: None,
     };
     let planted = [
         // The log says 2.50, the provider has 2.00.

@@ -72,7 +72,7 @@ pub async fn write_rules(wh: &Warehouse, rows: &[RuleRow]) {
 }
 
 /// `pfsync rules` as a child process against this sandbox and MLflow server.
-fn rules_cmd(sb: &Sandbox, ml: &MlflowServer, wh: &std::path::Path) -> Command {
+pub(crate) fn rules_cmd(sb: &Sandbox, ml: &MlflowServer, wh: &std::path::Path) -> Command {
     command(sb, ml, wh, &["rules"])
 }
 
@@ -90,7 +90,7 @@ fn command(sb: &Sandbox, ml: &MlflowServer, wh: &std::path::Path, command: &[&st
     c
 }
 
-async fn sandbox() -> Sandbox {
+pub(crate) async fn sandbox() -> Sandbox {
     Sandbox::start(SandboxConfig {
         world: SeedConfig { agents: 10, escrows: Some(0), ..Default::default() },
         ..SandboxConfig::for_tests(10)
@@ -100,7 +100,11 @@ async fn sandbox() -> Sandbox {
 }
 
 /// Run the escrow creates of the actions table (in-process); the escrow id each create made.
-async fn create_escrows(sb: &Sandbox, wh: &Warehouse, creates: &[(&str, &str, &str)]) -> HashMap<String, String> {
+pub(crate) async fn create_escrows(
+    sb: &Sandbox,
+    wh: &Warehouse,
+    creates: &[(&str, &str, &str)],
+) -> HashMap<String, String> {
     let rows: Vec<_> =
         creates.iter().map(|(id, seller, amount)| (*id, "create", None, None, *seller, *amount, "bounty")).collect();
     write_actions(wh, &rows).await;
@@ -130,7 +134,7 @@ async fn create_escrows(sb: &Sandbox, wh: &Warehouse, creates: &[(&str, &str, &s
     out
 }
 
-fn escrow_status(sb: &Sandbox, escrow_id: &str) -> String {
+pub(crate) fn escrow_status(sb: &Sandbox, escrow_id: &str) -> String {
     sb.ledger().escrow(escrow_id).unwrap().status.as_str().to_string()
 }
 

@@ -125,6 +125,7 @@ fn log_event(n: usize, kind: &'static str, step: &Step, seq: i64) -> LogEvent {
         payer_agent_id: None,
         decided_by: None,
         note: None,
+        escrow_tag: None,
     }
 }
 

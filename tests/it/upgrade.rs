@@ -42,6 +42,7 @@ async fn old_log(wh: &Warehouse, extra: Option<deltalake::kernel::StructField>) 
         payer_agent_id: None,
         decided_by: None,
         note: None,
+        escrow_tag: None,
     };
     use pfsync::tables::row::Row;
     let full = pfsync::payouts::log::LogEvent::to_batch(&[e]).unwrap();
@@ -58,7 +59,8 @@ async fn an_earlier_payout_log_gains_the_new_columns_once_and_keeps_its_rows() {
     let t = open_or_create(&wh, &PAYOUT_LOG, &commit).await.expect("an earlier log is brought up to the spec");
     let names: Vec<String> = t.snapshot().unwrap().schema().fields().map(|f| f.name().clone()).collect();
     assert_eq!(names.len(), PAYOUT_LOG.columns.len(), "{names:?}");
-    assert!(names.ends_with(&["payer_agent_id".into(), "decided_by".into(), "note".into()]), "{names:?}");
+    let added = ["payer_agent_id", "decided_by", "note", "escrow_tag"].map(String::from);
+    assert!(names.ends_with(&added), "{names:?}");
     let version = t.version();
     // Opened again (by a reader too): nothing more to add, no further commit.
     let again = open_existing(&wh, &PAYOUT_LOG).await.unwrap().unwrap();

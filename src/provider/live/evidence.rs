@@ -191,6 +191,7 @@ mod tests {
             now: at(now),
             settle: chrono::Duration::seconds(60),
             copied: &[],
+            legacy_escrow_tag: false,
         };
         let amount = Micros::from_raw(12_340_000).unwrap();
         let old = entry("old", "payment_sent", 1234, 900);
@@ -224,6 +225,7 @@ mod tests {
             now: at(2_000),
             settle: chrono::Duration::seconds(60),
             copied: &[],
+            legacy_escrow_tag: false,
         };
         let amount = Micros::from_raw(12_340_000).unwrap();
         // One payment of the amount since the intent, made outside pfsync to another agent.
@@ -262,6 +264,7 @@ mod tests {
             now: at(2_000),
             settle: chrono::Duration::seconds(60),
             copied,
+            legacy_escrow_tag: false,
         };
         let leak = |v: Vec<LedgerEntry>| -> &'static [LedgerEntry] { Box::leak(v.into_boxed_slice()) };
         // Absent from the window and the copy: it never ran.

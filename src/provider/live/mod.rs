@@ -110,9 +110,12 @@ pub struct LiveProvider {
     escrow_ids: Vec<String>,
 }
 
-/// The tag in an escrow's description that names the operation that created it.
-pub fn description_tag(operation_id: &str) -> String {
-    format!("[pfsync:{operation_id}]")
+/// The tag at the end of an escrow's description that names the create that made it:
+/// `[pfsync:<namespace>:<action id>]` (see `IdempotencyKey::escrow_tag`).
+pub fn description_tag(op: &Operation, key: &IdempotencyKey) -> Result<String, LiveError> {
+    key.escrow_tag(&op.id).ok_or_else(|| {
+        LiveError::Setting(format!("operation {}: the key {key} names no namespace for the escrow's tag", op.id))
+    })
 }
 
 fn refused(code: &str, message: String) -> LiveError {
@@ -234,6 +237,7 @@ impl LiveProvider {
         buyer: &str,
         seller: &str,
         amount: Micros,
+        key: &IdempotencyKey,
         ctx: &LookupContext<'_>,
     ) -> Result<Lookup, LiveError> {
         let creator = self.held(buyer, "creator")?;
@@ -251,11 +255,15 @@ impl LiveProvider {
             |e| e.reason.starts_with("escrow_lock: "),
             |e| Some(e.id.clone()),
         );
-        let tag = description_tag(&op.id);
+        let tag = description_tag(op, key)?;
+        // The old form could be any namespace's: only a create logged before tags named the namespace
+        // (`LookupContext::legacy_escrow_tag`) may have sent it.
+        let legacy = ctx.legacy_escrow_tag.then(|| crate::http::idempotency::legacy_escrow_tag(&op.id));
+        let tagged = |d: &str| d.ends_with(&tag) || legacy.as_deref().is_some_and(|l| d.ends_with(l));
         for c in &found {
             let Some(esc_id) = c.reference.as_deref() else { continue };
             let esc = self.escrow(esc_id).await?;
-            if esc.description.ends_with(&tag) && esc.counterparty_id == seller && esc.creator_id == buyer {
+            if tagged(&esc.description) && esc.counterparty_id == seller && esc.creator_id == buyer {
                 return Ok(Lookup::Executed {
                     tx_id: Some(c.id.clone()),
                     escrow_id: Some(esc.escrow_id),
@@ -377,7 +385,7 @@ impl LiveProvider {
         }
     }
 
-    async fn send(&self, op: &Operation) -> Result<Receipt, LiveError> {
+    async fn send(&self, op: &Operation, key: &IdempotencyKey) -> Result<Receipt, LiveError> {
         let unbound =
             || LiveError::Setting(format!("operation {} was sent before its create's escrow was known", op.id));
         match &op.action {
@@ -389,7 +397,7 @@ impl LiveProvider {
             Action::EscrowCreate { buyer, seller, amount, description, .. } => {
                 let creator = self.held(buyer, "buyer")?;
                 let hours = self.timeout_hours(op).map_err(|m| refused("invalid_timeout_hours", m))?;
-                let description = format!("{} {}", description.trim(), description_tag(&op.id));
+                let description = format!("{} {}", description.trim(), description_tag(op, key)?);
                 let req = EscrowCreateRequest {
                     amount_usd: Micros::from_usd(*amount).to_json_number(),
                     description: &description,
@@ -410,7 +418,12 @@ impl LiveProvider {
         }
     }
 
-    async fn look_up(&self, op: &Operation, ctx: &LookupContext<'_>) -> Result<Lookup, LiveError> {
+    async fn look_up(
+        &self,
+        op: &Operation,
+        key: &IdempotencyKey,
+        ctx: &LookupContext<'_>,
+    ) -> Result<Lookup, LiveError> {
         if let Some(why) = self.clock_too_far() {
             return Ok(Lookup::Inconclusive { why });
         }
@@ -426,7 +439,7 @@ impl LiveProvider {
                 Ok(judge_payment(&entries, payee.as_deref(), Micros::from_usd(*amount), ctx, self.opts.clock_skew_secs))
             }
             Action::EscrowCreate { buyer, seller, amount, .. } => {
-                self.lookup_create(op, buyer, seller, Micros::from_usd(*amount), ctx).await
+                self.lookup_create(op, buyer, seller, Micros::from_usd(*amount), key, ctx).await
             }
             Action::Release { escrow: EscrowRef::Id(id) } | Action::Dispute { escrow: EscrowRef::Id(id) } => {
                 let esc = self.escrow(id).await?;
@@ -483,21 +496,25 @@ impl Provider for LiveProvider {
         }
     }
 
+    fn escrow_tag(&self, op: &Operation, key: &IdempotencyKey) -> Option<String> {
+        matches!(op.action, Action::EscrowCreate { .. }).then(|| description_tag(op, key).ok()).flatten()
+    }
+
     fn execute<'a>(
         &'a self,
         op: &'a Operation,
-        _key: &'a IdempotencyKey,
+        key: &'a IdempotencyKey,
     ) -> BoxFuture<'a, Result<Receipt, ProviderError>> {
-        Box::pin(async move { Ok(self.send(op).await?) })
+        Box::pin(async move { Ok(self.send(op, key).await?) })
     }
 
     fn lookup<'a>(
         &'a self,
         op: &'a Operation,
-        _key: &'a IdempotencyKey,
+        key: &'a IdempotencyKey,
         ctx: &'a LookupContext<'a>,
     ) -> BoxFuture<'a, Result<Lookup, ProviderError>> {
-        Box::pin(async move { Ok(self.look_up(op, ctx).await?) })
+        Box::pin(async move { Ok(self.look_up(op, key, ctx).await?) })
     }
 
     fn held_agents(&self) -> Option<&dyn HeldAgents> {
