@@ -24,6 +24,20 @@ pub fn text(r: &ReconcileReport) -> String {
         open,
         r.resolved().count()
     );
+    match &r.rebuilt {
+        Some(why) => {
+            let _ =
+                writeln!(s, "  state rebuilt from the whole history ({why}): {} operations classified", r.classified);
+        }
+        None if r.classified > 0 || r.operations > 0 => {
+            let _ = writeln!(
+                s,
+                "  state kept from what changed: {} operations classified (new data, or not settled)",
+                r.classified
+            );
+        }
+        None => {}
+    }
     for c in FINDING_CLASSES {
         let n = r.open().filter(|f| f.finding.class == *c).count();
         if n > 0 {
