@@ -24,6 +24,7 @@ mod pagination;
 pub mod payouts;
 mod proxy;
 mod reconcile;
+mod reconcile_incremental;
 mod resilience;
 pub mod rules;
 #[cfg(feature = "s3")]
