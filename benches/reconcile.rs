@@ -109,6 +109,9 @@ async fn append_ops(
             text(ids.iter().map(|_| Some("bench".to_string()))),
             Arc::new(TimestampMicrosecondArray::from(at.clone()).with_timezone("UTC")),
             Arc::new(Date32Array::from(at.iter().map(|&us| day_of(us)).collect::<Vec<_>>())),
+            text(ids.iter().map(|_| None)),
+            text(ids.iter().map(|_| None)),
+            text(ids.iter().map(|_| None)),
         ];
         batches.push(RecordBatch::try_new(PAYOUT_LOG.arrow_schema(), log_cols).expect("batch"));
     }

@@ -108,7 +108,9 @@ struct Folded {
     kind: OpKind,
     completed: bool,
     rejected: bool,
+    abandoned: bool,
     attempts: i32,
+    never_ran_attempt: Option<i32>,
     unknown_attempt: Option<i32>,
     agent_id: Option<String>,
     amount: Option<Usd>,
@@ -130,7 +132,9 @@ fn fold(events: &[&LogEvent]) -> Option<Folded> {
         kind: first.kind,
         completed: false,
         rejected: false,
+        abandoned: false,
         attempts: first.attempt,
+        never_ran_attempt: None,
         unknown_attempt: None,
         agent_id: None,
         amount: None,
@@ -144,7 +148,11 @@ fn fold(events: &[&LogEvent]) -> Option<Folded> {
         f.kind = max_kind(f.kind, e.kind);
         f.completed |= e.event == Event::Completed;
         f.rejected |= e.event == Event::Rejected;
+        f.abandoned |= e.event == Event::Abandoned;
         f.attempts = f.attempts.max(e.attempt);
+        if e.event == Event::NeverRan {
+            f.never_ran_attempt = f.never_ran_attempt.max(Some(e.attempt));
+        }
         if e.event == Event::Unknown {
             f.unknown_attempt = f.unknown_attempt.max(Some(e.attempt));
         }
@@ -164,14 +172,31 @@ fn fold(events: &[&LogEvent]) -> Option<Folded> {
     Some(f)
 }
 
-/// The status view's rule: a completed event wins, then a rejected one; otherwise unknown when the latest
-/// attempt's outcome was unknown, else in flight.
-fn status_of(completed: bool, rejected: bool, unknown_attempt: Option<i32>, attempts: i32) -> StatusName {
-    if completed {
+/// What an operation's events say about its status, as the status view aggregates them.
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    completed: bool,
+    rejected: bool,
+    abandoned: bool,
+    /// The highest attempt a person found never ran, and the highest whose outcome was unknown.
+    never_ran_attempt: Option<i32>,
+    unknown_attempt: Option<i32>,
+    attempts: i32,
+}
+
+/// The status view's rule: a completed event wins, then a rejected one, then a person's abandoned;
+/// otherwise never_ran when a person found the latest attempt never ran, unknown when its outcome was
+/// unknown, else in flight.
+fn status_of(f: Facts) -> StatusName {
+    if f.completed {
         StatusName::Completed
-    } else if rejected {
+    } else if f.rejected {
         StatusName::Rejected
-    } else if unknown_attempt == Some(attempts) {
+    } else if f.abandoned {
+        StatusName::Abandoned
+    } else if f.never_ran_attempt == Some(f.attempts) {
+        StatusName::NeverRan
+    } else if f.unknown_attempt == Some(f.attempts) {
         StatusName::Unknown
     } else {
         StatusName::InFlight
@@ -254,15 +279,17 @@ impl Merge {
                     }
                     let was_completed_payout = completed_payout(op).is_some();
                     let attempts = op.attempts.max(f.attempts);
-                    // An unknown status means the highest attempt so far was unknown; an earlier unknown
-                    // attempt of an in-flight operation is below every attempt to come.
-                    let old_unknown = (op.status == StatusName::Unknown).then_some(op.attempts);
-                    op.status = status_of(
-                        op.status == StatusName::Completed || f.completed,
-                        op.status == StatusName::Rejected || f.rejected,
-                        old_unknown.max(f.unknown_attempt),
+                    // A never_ran or unknown status means the highest attempt so far was so; an earlier one is
+                    // below every attempt to come, and the final statuses stay whatever comes.
+                    let was = |s: StatusName| (op.status == s).then_some(op.attempts);
+                    op.status = status_of(Facts {
+                        completed: op.status == StatusName::Completed || f.completed,
+                        rejected: op.status == StatusName::Rejected || f.rejected,
+                        abandoned: op.status == StatusName::Abandoned || f.abandoned,
+                        never_ran_attempt: was(StatusName::NeverRan).max(f.never_ran_attempt),
+                        unknown_attempt: was(StatusName::Unknown).max(f.unknown_attempt),
                         attempts,
-                    );
+                    });
                     op.attempts = attempts;
                     op.kind = max_kind(op.kind, f.kind);
                     op.agent_id = op.agent_id.take().max(f.agent_id);
@@ -279,7 +306,14 @@ impl Merge {
                     let op = Operation {
                         operation_id: id.to_string(),
                         kind: f.kind,
-                        status: status_of(f.completed, f.rejected, f.unknown_attempt, f.attempts),
+                        status: status_of(Facts {
+                            completed: f.completed,
+                            rejected: f.rejected,
+                            abandoned: f.abandoned,
+                            never_ran_attempt: f.never_ran_attempt,
+                            unknown_attempt: f.unknown_attempt,
+                            attempts: f.attempts,
+                        }),
                         attempts: f.attempts,
                         agent_id: f.agent_id,
                         amount: f.amount,

@@ -1,6 +1,7 @@
 //! Reconcile reads only what changed, and gives the answer a rebuild from the whole history gives: for random
-//! histories (new operations, events that correct earlier ones, transactions that arrive late or before
-//! their operation, duplicates, keyless repeats, keys nobody logged, time passing, compaction in between)
+//! histories (new operations, events that correct earlier ones, a person's never_ran and abandoned,
+//! transactions that arrive late or before their operation, duplicates, keyless repeats, keys nobody logged,
+//! time passing, compaction in between)
 //! the classification, the totals and the findings of a run that reads what changed equal those of a
 //! `--full` rebuild over the same data, row for row, after every step. And a run killed part way leaves a
 //! state the next run completes to the same answer.
@@ -96,7 +97,14 @@ struct Step {
 }
 
 fn event() -> impl Strategy<Value = Event> {
-    prop_oneof![3 => Just(Event::Intent), 3 => Just(Event::Completed), 1 => Just(Event::Rejected), 2 => Just(Event::Unknown)]
+    prop_oneof![
+        3 => Just(Event::Intent),
+        3 => Just(Event::Completed),
+        1 => Just(Event::Rejected),
+        2 => Just(Event::Unknown),
+        1 => Just(Event::NeverRan),
+        1 => Just(Event::Abandoned),
+    ]
 }
 
 fn tx_kind() -> impl Strategy<Value = TxKind> {
@@ -159,6 +167,9 @@ fn rows_of(step: &Step, now: DateTime<Utc>, txs_so_far: &mut u32) -> (Vec<LogEve
                     run_id: "history".into(),
                     recorded_at: at,
                     recorded_date: at.date_naive(),
+                    payer_agent_id: None,
+                    decided_by: (matches!(event, Event::NeverRan | Event::Abandoned)).then(|| "ops@example.com".into()),
+                    note: None,
                 });
             }
             Action::Tx { key, kind, agent, amount, reference, like_its_op, minutes_ago } => {
