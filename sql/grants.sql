@@ -24,6 +24,8 @@ GRANT SELECT ON TABLE purpleflea.ledger.entries TO `pfsync-readers`;
 GRANT SELECT ON TABLE purpleflea.ledger.gaps TO `pfsync-readers`;
 GRANT SELECT ON TABLE purpleflea.ops.mcp_calls TO `pfsync-readers`;
 GRANT SELECT ON TABLE purpleflea.escrow.rule_sightings TO `pfsync-readers`;
+GRANT SELECT ON TABLE purpleflea.payouts.classification TO `pfsync-readers`;
+GRANT SELECT ON TABLE purpleflea.ledger.implied_balances TO `pfsync-readers`;
 GRANT SELECT ON VIEW purpleflea.payouts.status TO `pfsync-readers`;
 GRANT SELECT ON VIEW purpleflea.payouts.open_findings TO `pfsync-readers`;
 GRANT SELECT ON VIEW purpleflea.agents.wallet_freshness TO `pfsync-readers`;
@@ -50,6 +52,8 @@ GRANT SELECT ON TABLE purpleflea.ledger.entries TO `pfsync-job`;
 GRANT SELECT ON TABLE purpleflea.ledger.gaps TO `pfsync-job`;
 GRANT SELECT ON TABLE purpleflea.ops.mcp_calls TO `pfsync-job`;
 GRANT SELECT ON TABLE purpleflea.escrow.rule_sightings TO `pfsync-job`;
+GRANT SELECT ON TABLE purpleflea.payouts.classification TO `pfsync-job`;
+GRANT SELECT ON TABLE purpleflea.ledger.implied_balances TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.agents.wallets TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.agents.escrows TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.ledger.transactions TO `pfsync-job`;
@@ -63,6 +67,8 @@ GRANT MODIFY ON TABLE purpleflea.ledger.entries TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.ledger.gaps TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.ops.mcp_calls TO `pfsync-job`;
 GRANT MODIFY ON TABLE purpleflea.escrow.rule_sightings TO `pfsync-job`;
+GRANT MODIFY ON TABLE purpleflea.payouts.classification TO `pfsync-job`;
+GRANT MODIFY ON TABLE purpleflea.ledger.implied_balances TO `pfsync-job`;
 -- Credential vending: the job asks Unity Catalog for temporary credentials per table (READ for the
 -- sources, READ_WRITE for the rest); the metastore must allow external data access.
 GRANT EXTERNAL USE SCHEMA ON SCHEMA purpleflea.agents TO `pfsync-job`;

@@ -717,6 +717,18 @@ pub struct ReconcileFlags {
     /// Finding classes that make the run exit 8 (comma-separated) [default: every finding class].
     #[arg(long, value_name = "CLASS,...", value_delimiter = ',')]
     pub fail_on: Vec<String>,
+
+    /// Rebuild the reconcile state (purpleflea.payouts.classification and the totals) from the whole payout
+    /// log and ledger, instead of reading only what was appended since the last run. A run rebuilds by itself
+    /// when it has no state yet or cannot read what changed.
+    #[arg(long)]
+    pub full: bool,
+
+    /// Memory a rebuild's queries may hold, in MiB; beyond it they spill to the OS temporary directory
+    /// (TMPDIR).
+    #[arg(long, default_value_t = crate::reconcile::limits::DEFAULT_MEMORY_LIMIT_MIB, value_name = "MIB",
+          value_parser = clap::value_parser!(u32).range(64..))]
+    pub memory_limit_mib: u32,
 }
 
 #[derive(Debug, Args)]

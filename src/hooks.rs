@@ -7,7 +7,7 @@
 //!   (default 1) it reaches POINT, so a seed that picks (POINT, N) reproduces the same crash.
 //! - `PFSYNC_PAUSE_AT=POINT`: the process stops at POINT and waits to be killed from outside.
 
-/// Where the payouts engine can be killed.
+/// Where the payouts engine, or a reconcile run, can be killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
     /// Lookups of unknown outcomes answered, nothing of the batch committed yet.
@@ -20,9 +20,14 @@ pub enum CrashPoint {
     AfterSend,
     /// A log commit carrying outcomes landed.
     AfterOutcomes,
+    /// Reconcile: the implied balances and daily totals of this run committed, its classification not.
+    ReconcileAfterTotals,
+    /// Reconcile: the classification committed (the run's coverage moved), its findings not written.
+    ReconcileAfterState,
 }
 
 impl CrashPoint {
+    /// The payouts engine's points (the simulation picks among these).
     pub const ALL: [CrashPoint; 5] = [
         CrashPoint::AfterLookups,
         CrashPoint::AfterIntents,
@@ -31,6 +36,9 @@ impl CrashPoint {
         CrashPoint::AfterOutcomes,
     ];
 
+    /// A reconcile run's points.
+    pub const RECONCILE: [CrashPoint; 2] = [CrashPoint::ReconcileAfterTotals, CrashPoint::ReconcileAfterState];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CrashPoint::AfterLookups => "after_lookups",
@@ -38,11 +46,13 @@ impl CrashPoint {
             CrashPoint::MidSend => "mid_send",
             CrashPoint::AfterSend => "after_send",
             CrashPoint::AfterOutcomes => "after_outcomes",
+            CrashPoint::ReconcileAfterTotals => "reconcile_after_totals",
+            CrashPoint::ReconcileAfterState => "reconcile_after_state",
         }
     }
 
     pub fn parse(s: &str) -> Option<CrashPoint> {
-        CrashPoint::ALL.into_iter().find(|p| p.as_str() == s)
+        CrashPoint::ALL.into_iter().chain(CrashPoint::RECONCILE).find(|p| p.as_str() == s)
     }
 }
 
@@ -53,7 +63,8 @@ mod active {
 
     use super::CrashPoint;
 
-    static HITS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+    static HITS: [AtomicU64; CrashPoint::ALL.len() + CrashPoint::RECONCILE.len()] =
+        [const { AtomicU64::new(0) }; CrashPoint::ALL.len() + CrashPoint::RECONCILE.len()];
     static PLAN: Mutex<Option<Option<(CrashPoint, u64)>>> = Mutex::new(None);
 
     fn planned() -> Option<(CrashPoint, u64)> {
@@ -69,7 +80,7 @@ mod active {
     }
 
     pub async fn reached(p: CrashPoint) {
-        let idx = CrashPoint::ALL.iter().position(|x| *x == p).unwrap_or(0);
+        let idx = CrashPoint::ALL.into_iter().chain(CrashPoint::RECONCILE).position(|x| x == p).unwrap_or(0);
         let n = HITS[idx].fetch_add(1, Ordering::SeqCst) + 1;
         if planned() == Some((p, n)) {
             eprintln!("pfsync: crash point {} #{n} (PFSYNC_CRASH_AT): killing the process", p.as_str());

@@ -1,4 +1,5 @@
--- purpleflea.ops.daily_totals: provider money per day and kind, rewritten by each reconcile run.
+-- purpleflea.ops.daily_totals: provider money per day and kind, kept by reconcile from what changed and
+-- rewritten by each run that changes it.
 -- Mirrors DAILY_TOTALS in src/tables/spec.rs.
 -- The statement below is generated (src/tables/ddl.rs): `pfsync ddl --warehouse URI` prints it with the
 -- warehouse's cloud URI in place of <warehouse>, with the schemas, views and grants.

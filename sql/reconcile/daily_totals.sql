@@ -1,5 +1,6 @@
--- daily_totals: provider money per day and kind.
--- DataFusion SQL, run by `pfsync reconcile`, which rewrites purpleflea.ops.daily_totals from it.
+-- daily_totals: provider money per day and kind, as a full rebuild computes it; other runs add the
+-- transactions appended since (src/reconcile/totals.rs).
+-- DataFusion SQL, run by `pfsync reconcile` when it rebuilds purpleflea.ops.daily_totals.
 SELECT created_date AS day, kind, count(*) AS transactions, sum(amount_usd) AS amount_usd
 FROM purpleflea.ledger.transactions
 GROUP BY created_date, kind

@@ -1,4 +1,5 @@
--- provider_transactions: how many provider transactions the ledger copy holds, as one row.
--- DataFusion SQL, run by `pfsync reconcile`.
-SELECT count(*) AS transactions
-FROM purpleflea.ledger.transactions
+-- provider_transactions: how many provider transactions the ledger copy holds, as one row, from the daily
+-- totals reconcile keeps (every transaction counts in its day and kind).
+-- DataFusion SQL, run by `pfsync reconcile` after it wrote them.
+SELECT coalesce(sum(transactions), 0) AS transactions
+FROM purpleflea.ops.daily_totals

@@ -1,9 +1,8 @@
 -- unattributed_payouts: keyless provider payouts equal (agent, amount, reason) to a completed logged payout:
--- paid by hand or by another path, most likely a second payment.
+-- paid by hand or by another path, most likely a second payment. One row per pair, as
+-- purpleflea.payouts.classification holds them.
 -- DataFusion SQL, run by `pfsync reconcile`; not deployed to Databricks.
-SELECT t.tx_id, t.agent_id, t.amount_usd, t.reference, s.operation_id
-FROM purpleflea.ledger.transactions t
-JOIN purpleflea.payouts.status s
-  ON s.kind = 'payout' AND s.status = 'completed'
- AND s.agent_id = t.agent_id AND s.amount_usd = t.amount_usd AND s.reason = t.reference
-WHERE t.kind = 'payout' AND t.idempotency_key IS NULL
+SELECT tx_ids AS tx_id, provider_agent_id AS agent_id, provider_amount_usd AS amount_usd,
+       provider_reference AS reference, repeats_operation_id AS operation_id
+FROM purpleflea.payouts.classification
+WHERE settled = false AND operation_id IS NULL AND repeats_operation_id IS NOT NULL

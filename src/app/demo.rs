@@ -105,7 +105,13 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     let report_path = wh.root().to_file_path().ok().map(|p| p.join("reconciliation.html"));
     let rargs = ReconcileArgs {
         namespace: "demo".into(),
-        flags: ReconcileFlags { stale_after_secs: 3600, report: report_path.clone(), fail_on: Vec::new() },
+        flags: ReconcileFlags {
+            stale_after_secs: 3600,
+            report: report_path.clone(),
+            fail_on: Vec::new(),
+            full: false,
+            memory_limit_mib: crate::reconcile::limits::DEFAULT_MEMORY_LIMIT_MIB,
+        },
         no_sync: true,
     };
     let reconciled = reconcile_and_report(ctx, &rargs).await.and_then(|r| match r.failing(FINDING_CLASSES) {

@@ -55,6 +55,8 @@ pub(super) async fn reconcile_and_report(ctx: &Context, args: &ReconcileArgs) ->
     let opts = ReconcileOptions {
         namespace: args.namespace.clone(),
         stale_after: Duration::from_secs(args.flags.stale_after_secs),
+        full: args.flags.full,
+        memory_limit: args.flags.memory_limit_mib as usize * 1024 * 1024,
     };
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "reconcile" };
     let report = crate::reconcile::reconcile(&ctx.settings.warehouse, &commit, &opts).await?;

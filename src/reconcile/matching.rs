@@ -1,7 +1,10 @@
 //! The matching rules, as DataFusion SQL in `sql/reconcile/` (compiled in with `include_str!`, like the views
 //! in `sql/views/`). Every operation lands in exactly one class (the `CASE` of `classified.sql`); every
 //! provider transaction carrying one of our keys either belongs to an operation or is
-//! `unlogged_at_provider`. The rows each query returns are decoded, with their types, in `rows.rs`.
+//! `unlogged_at_provider`. A rebuild runs `classified.sql`, `unclaimed_transactions.sql`,
+//! `implied_balances.sql` and `daily_totals.sql` over the whole history; the findings and totals are read
+//! from the state they keep (`purpleflea.payouts.classification` and the totals). The rows each query returns
+//! are decoded, with their types, in `rows.rs`.
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -24,8 +27,12 @@ macro_rules! query {
     };
 }
 
-/// Operations joined to provider transactions and classified; cached as the table [`CLASSIFIED_TABLE`].
+/// Operations joined to provider transactions and classified: the operations' classification rows.
 pub const CLASSIFIED: Query = query!("classified.sql");
+/// Provider transactions no operation's key claims: the other classification rows.
+pub const UNCLAIMED_TRANSACTIONS: Query = query!("unclaimed_transactions.sql");
+/// What the transactions imply per agent.
+pub const IMPLIED_BALANCES: Query = query!("implied_balances.sql");
 /// Operations per class.
 pub const CLASS_COUNTS: Query = query!("class_counts.sql");
 /// Provider money of matched, completed operations.
@@ -40,8 +47,6 @@ pub const UNATTRIBUTED_PAYOUTS: Query = query!("unattributed_payouts.sql");
 pub const BALANCE_MISMATCHES: Query = query!("balance_mismatches.sql");
 /// Provider money per day and kind.
 pub const DAILY_TOTALS: Query = query!("daily_totals.sql");
-/// Matched money per day and provider kind.
-pub const DAILY_MATCHED: Query = query!("daily_matched.sql");
 /// How many provider transactions there are.
 pub const PROVIDER_TRANSACTIONS: Query = query!("provider_transactions.sql");
 /// The previous run's open findings.
@@ -66,6 +71,8 @@ pub const REFUSED_ROWS: Query = query!("refused_rows.sql");
 /// Every file of `sql/reconcile/`; a test checks the folder holds exactly these.
 pub const QUERIES: &[&Query] = &[
     &CLASSIFIED,
+    &UNCLAIMED_TRANSACTIONS,
+    &IMPLIED_BALANCES,
     &CLASS_COUNTS,
     &MATCHED_TOTAL,
     &OPERATION_FINDINGS,
@@ -73,7 +80,6 @@ pub const QUERIES: &[&Query] = &[
     &UNATTRIBUTED_PAYOUTS,
     &BALANCE_MISMATCHES,
     &DAILY_TOTALS,
-    &DAILY_MATCHED,
     &PROVIDER_TRANSACTIONS,
     &PREVIOUS_OPEN,
     &LIVE_HAS_ROWS,
@@ -86,7 +92,7 @@ pub const QUERIES: &[&Query] = &[
     &REFUSED_ROWS,
 ];
 
-/// The name under which [`CLASSIFIED`]'s result is registered for the queries that read it.
+/// The name under which [`register_classified`] registers [`CLASSIFIED`]'s result.
 pub const CLASSIFIED_TABLE: &str = "classified";
 
 /// The values the queries take as named parameters (`$stale_before`, `$key_prefix`). They are bound as typed
@@ -127,8 +133,33 @@ pub async fn collect(ctx: &SessionContext, query: &Query, params: &Params) -> Re
         .map_err(failed(query.file))
 }
 
-/// Run [`CLASSIFIED`] once, keep its result in memory and register it as [`CLASSIFIED_TABLE`]: four queries
-/// read it, and the join behind it is the expensive part of a run.
+/// One query's result as a stream of batches, for the queries of a rebuild, whose results are as large as
+/// the history: the caller writes them as they come.
+pub async fn stream(
+    ctx: &SessionContext,
+    query: &Query,
+    params: &Params,
+) -> Result<datafusion::physical_plan::SendableRecordBatchStream, ReconcileError> {
+    ctx.sql(query.sql)
+        .await
+        .and_then(|df| df.with_param_values(params.values()))
+        .map_err(failed(query.file))?
+        .execute_stream()
+        .await
+        .map_err(failed(query.file))
+}
+
+/// A stream's next batch, its error named after the query.
+pub async fn next(
+    query: &Query,
+    stream: &mut datafusion::physical_plan::SendableRecordBatchStream,
+) -> Result<Option<RecordBatch>, ReconcileError> {
+    use futures::StreamExt;
+    stream.next().await.transpose().map_err(failed(query.file))
+}
+
+/// Run [`CLASSIFIED`] once, keep its result in memory and register it as [`CLASSIFIED_TABLE`]: a look at
+/// every operation's class from scratch, as a rebuild computes it (small warehouses only: it is held whole).
 pub async fn register_classified(ctx: &SessionContext, params: &Params) -> Result<(), ReconcileError> {
     let classified = ctx
         .sql(CLASSIFIED.sql)

@@ -2,16 +2,34 @@
 //! `sql/reconcile/`, loaded by `matching.rs`), check every wallet against the ledger, keep daily totals, and
 //! record every finding with how long it has been open (`findings.rs`). Query results are decoded with their
 //! types, by column name (`rows.rs`, `decode.rs`). A report people read comes from `report.rs`.
+//!
+//! The work follows what changed, not the history. What a run concluded is kept (`state.rs`: the
+//! classification of every operation, the implied balances, the daily totals, with the versions they cover,
+//! `coverage.rs`); the next run reads the log events and transactions appended since (`changes.rs`) and the
+//! rows they concern, and applies the same rules to them (`merge.rs`, `classify.rs`, `totals.rs`:
+//! `incremental.rs`). A rebuild (`--full`, a first run, or history that is not plain appends since) runs the
+//! SQL over everything with bounded memory (`rebuild.rs`); it is the reference the incremental rules are
+//! tested against. The findings are then read from the state (`stored.rs`).
 
+pub mod changes;
+pub mod classify;
+pub mod coverage;
 pub mod decode;
 pub mod findings;
+pub mod incremental;
+pub mod limits;
 pub mod live;
 pub mod live_totals;
 pub mod matching;
 pub mod own;
 pub mod refused;
+pub mod merge;
+pub mod rebuild;
 pub mod report;
 pub mod rows;
+pub mod state;
+pub mod stored;
+pub mod totals;
 
 use std::collections::BTreeMap;
 
@@ -24,7 +42,7 @@ use crate::provider::records::TxKind;
 use crate::tables::row::{Row, Text, table_row};
 use crate::tables::{
     CommitInfo, DAILY_TOTALS, ESCROW_TERMS, LEDGER_ENTRIES, LEDGER_GAPS, PAYOUT_LOG, RECONCILIATION, REJECTS,
-    TRANSACTIONS, TableError, WALLETS, Warehouse, open_existing, open_or_create, sql_context,
+    TRANSACTIONS, TableError, WALLETS, Warehouse, open_existing, open_or_create, sql_context, sql_context_of,
 };
 pub use decode::CellError;
 pub use findings::{Class, FINDING_CLASSES, Finding, FindingRow, ReconciliationRow, carry_forward};
@@ -55,12 +73,16 @@ pub enum ReconcileError {
     Vanished { table: &'static str },
     #[error("writing {table} failed: {source}")]
     Write { table: &'static str, source: Box<deltalake::DeltaTableError> },
+    #[error("reading {table} failed: {source}")]
+    Read { table: &'static str, source: Box<deltalake::DeltaTableError> },
+    #[error("a total cannot be kept: {0}")]
+    Total(totals::Overflow),
     #[error("building a batch failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]
     Row(#[from] crate::tables::row::RowError),
     #[error("the {what} are beyond the largest amount of money pfsync represents")]
-    Total { what: &'static str },
+    Sum { what: &'static str },
     #[error("cannot write the report {path}: {source}")]
     Report { path: String, source: std::io::Error },
 }
@@ -72,7 +94,10 @@ impl ReconcileError {
             // A report path that cannot be written is the user's to fix; nothing else was left half done.
             ReconcileError::Report { .. } => ErrorClass::Usage,
             ReconcileError::Table(e) => e.class(),
-            ReconcileError::Arrow(_) | ReconcileError::Row(_) | ReconcileError::Total { .. } => ErrorClass::Internal,
+            ReconcileError::Arrow(_)
+            | ReconcileError::Row(_)
+            | ReconcileError::Total(_)
+            | ReconcileError::Sum { .. } => ErrorClass::Internal,
             _ => ErrorClass::Storage,
         }
     }
@@ -84,11 +109,20 @@ pub struct ReconcileOptions {
     pub namespace: String,
     /// An intent with no final outcome older than this is `stale_unknown`.
     pub stale_after: std::time::Duration,
+    /// Rebuild the state from the whole history instead of reading what changed.
+    pub full: bool,
+    /// Bytes of memory a rebuild's queries may hold before they spill to disk.
+    pub memory_limit: usize,
 }
 
 impl Default for ReconcileOptions {
     fn default() -> Self {
-        ReconcileOptions { namespace: "default".into(), stale_after: std::time::Duration::from_secs(3600) }
+        ReconcileOptions {
+            namespace: "default".into(),
+            stale_after: std::time::Duration::from_secs(3600),
+            full: false,
+            memory_limit: limits::DEFAULT_MEMORY_LIMIT_MIB as usize * 1024 * 1024,
+        }
     }
 }
 
@@ -129,10 +163,23 @@ impl Text for TxKind {
     }
 }
 
+/// What the state step of a run did: the daily totals it left, how many operations it classified (all of
+/// them in a rebuild, the changed and unsettled ones otherwise), and why it rebuilt, if it did.
+#[derive(Debug, Clone, Default)]
+pub struct Built {
+    pub daily: Vec<DailyTotal>,
+    pub classified: u64,
+    pub rebuilt: Option<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileReport {
     pub run_id: String,
     pub operations: u64,
+    /// Operations this run classified: every one when it rebuilt, else those new data or the time concerns.
+    pub classified: u64,
+    /// Why this run rebuilt its state from the whole history (`None`: it read only what changed).
+    pub rebuilt: Option<String>,
     pub provider_transactions: u64,
     /// Operations and provider transactions per class (matched and in_progress included).
     pub counts: BTreeMap<&'static str, u64>,
@@ -172,7 +219,8 @@ impl ReconcileReport {
     }
 }
 
-/// Findings and counts from the classified operations.
+/// Findings and counts from the classification: the unsettled operations by class, the settled ones
+/// counted, and the matched money from the daily totals.
 async fn classify_operations(
     ctx: &SessionContext,
     params: &Params,
@@ -180,6 +228,9 @@ async fn classify_operations(
     out: &mut Vec<Finding>,
 ) -> Result<(), ReconcileError> {
     for c in rows::class_counts(&matching::collect(ctx, &matching::CLASS_COUNTS, params).await?)? {
+        if c.operations == 0 {
+            continue;
+        }
         *report.counts.entry(c.class.as_str()).or_default() += c.operations;
         report.operations += c.operations;
     }
@@ -202,30 +253,31 @@ async fn provider_side(
     if matching::table_exists(ctx, &WALLETS) {
         found.extend(rows::balance_mismatches(&matching::collect(ctx, &matching::BALANCE_MISMATCHES, params).await?)?);
     }
+    // The same findings in the same order whichever way the state was reached: carry_forward keeps the first
+    // finding of a key.
+    found.sort_by(|a, b| (a.key(), &a.tx_ids).cmp(&(b.key(), &b.tx_ids)));
     report.count(&found);
     out.extend(found);
     Ok(())
 }
 
-async fn daily_totals(ctx: &SessionContext, params: &Params, run_id: &str) -> Result<Vec<DailyTotal>, ReconcileError> {
-    let totals = rows::daily_totals(&matching::collect(ctx, &matching::DAILY_TOTALS, params).await?)?;
-    let matched = rows::daily_matched(&matching::collect(ctx, &matching::DAILY_MATCHED, params).await?)?;
-    let matched: BTreeMap<(NaiveDate, &str), Usd> =
-        matched.into_iter().map(|m| ((m.day, m.tx_kind.as_str()), m.matched)).collect();
-    let mut out: Vec<DailyTotal> = totals
-        .into_iter()
-        .map(|t| DailyTotal {
-            // A day and kind with no matched operation matched nothing: zero, not a missing value.
-            matched_usd: matched.get(&(t.day, t.kind.as_str())).copied().unwrap_or(Usd::ZERO),
-            day: t.day,
-            kind: t.kind,
-            transactions: t.transactions,
-            amount_usd: t.amount,
-            computed_run_id: run_id.to_string(),
-        })
-        .collect();
-    out.sort_by(|a, b| (a.day, a.kind.as_str()).cmp(&(b.day, b.kind.as_str())));
-    Ok(out)
+/// Bring the state up to date: from what changed when it can, else (or with `--full`) from everything.
+async fn build_state(
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    opts: &ReconcileOptions,
+    params: &Params,
+) -> Result<Built, ReconcileError> {
+    let why = if opts.full {
+        "--full".to_string()
+    } else {
+        match incremental::advance(wh, commit, params).await? {
+            Ok(built) => return Ok(built),
+            Err(why) => why,
+        }
+    };
+    tracing::info!(reason = %why, "reconcile rebuilds its state from the whole history");
+    rebuild::rebuild(wh, commit, params, opts.memory_limit, why).await
 }
 
 /// The previous run's open findings.
@@ -322,7 +374,16 @@ pub async fn reconcile(
     commit: &CommitInfo,
     opts: &ReconcileOptions,
 ) -> Result<ReconcileReport, ReconcileError> {
-    let now = Utc::now();
+    reconcile_at(wh, commit, opts, Utc::now()).await
+}
+
+/// [`reconcile`] as of `now`: what is stale is judged by it, and findings are stamped with it.
+pub async fn reconcile_at(
+    wh: &Warehouse,
+    commit: &CommitInfo,
+    opts: &ReconcileOptions,
+    now: DateTime<Utc>,
+) -> Result<ReconcileReport, ReconcileError> {
     let mut report = ReconcileReport {
         run_id: commit.run_id.clone(),
         at: now,
@@ -333,20 +394,27 @@ pub async fn reconcile(
     for spec in [&PAYOUT_LOG, &TRANSACTIONS, &RECONCILIATION, &LEDGER_ENTRIES, &LEDGER_GAPS, &ESCROW_TERMS] {
         open_or_create(wh, spec, commit).await?;
     }
-    let ctx = sql_context(wh).await?;
+    let ctx = sql_context_of(wh, &[&LEDGER_ENTRIES, &TRANSACTIONS]).await?;
     let params = opts.params(now);
     // What to check follows from which copy of the provider's money holds data, not from a provider name:
     // the seed's transaction list, or the live provider's ledgers (a warehouse with neither runs the seed's
     // checks, as before the live provider existed).
     let (ledger_rows, transaction_rows) = has_rows(&ctx, &params).await?;
     let mut found = Vec::new();
-    if transaction_rows || !ledger_rows {
-        matching::register_classified(&ctx, &params).await?;
+    let seed_checks = transaction_rows || !ledger_rows;
+    if seed_checks {
+        let built = build_state(wh, commit, opts, &params).await?;
+        report.classified = built.classified;
+        report.rebuilt = built.rebuilt;
+        report.daily = built.daily;
+    }
+    // Opened after the state was written: the findings are read from it.
+    let ctx = sql_context(wh).await?;
+    if seed_checks {
         classify_operations(&ctx, &params, &mut report, &mut found).await?;
         provider_side(&ctx, &params, &mut report, &mut found).await?;
         report.provider_transactions =
             rows::provider_transactions(&matching::collect(&ctx, &matching::PROVIDER_TRANSACTIONS, &params).await?)?;
-        report.daily = daily_totals(&ctx, &params, &commit.run_id).await?;
     }
     if ledger_rows {
         live_side(&ctx, &params, &mut report, &mut found).await?;
@@ -367,16 +435,5 @@ pub async fn reconcile(
             .await
             .map_err(|e| ReconcileError::Write { table: RECONCILIATION.name, source: Box::new(e) })?;
     }
-    // Daily totals are derived: each run rewrites them whole.
-    let totals = open_or_create(wh, &DAILY_TOTALS, commit).await?;
-    if report.daily.is_empty() {
-        return Ok(report);
-    }
-    totals
-        .write(vec![DailyTotal::to_batch(&report.daily)?])
-        .with_save_mode(SaveMode::Overwrite)
-        .with_commit_properties(commit.properties())
-        .await
-        .map_err(|e| ReconcileError::Write { table: DAILY_TOTALS.name, source: Box::new(e) })?;
     Ok(report)
 }

@@ -55,7 +55,7 @@ impl Tally {
     fn add(&mut self, operations: u64, usd: Option<Usd>, what: &'static str) -> Result<(), ReconcileError> {
         self.operations += operations;
         if let Some(u) = usd {
-            self.usd = self.usd.checked_add(u).ok_or(ReconcileError::Total { what })?;
+            self.usd = self.usd.checked_add(u).ok_or(ReconcileError::Sum { what })?;
         }
         Ok(())
     }

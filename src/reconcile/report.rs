@@ -35,6 +35,20 @@ pub fn text(r: &ReconcileReport) -> String {
             risk.unknown.operations, risk.unknown.usd, risk.for_a_person.operations, risk.for_a_person.usd
         );
     }
+    match &r.rebuilt {
+        Some(why) => {
+            let _ =
+                writeln!(s, "  state rebuilt from the whole history ({why}): {} operations classified", r.classified);
+        }
+        None if r.classified > 0 || r.operations > 0 => {
+            let _ = writeln!(
+                s,
+                "  state kept from what changed: {} operations classified (new data, or not settled)",
+                r.classified
+            );
+        }
+        None => {}
+    }
     for c in FINDING_CLASSES {
         let n = r.open().filter(|f| f.finding.class == *c).count();
         if n > 0 {

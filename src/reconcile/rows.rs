@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 use super::decode::{CellError, Cells, decode, decode_one, decode_rows};
 use super::findings::ReconciliationRow;
 use super::matching::{
-    BALANCE_MISMATCHES, CLASS_COUNTS, DAILY_MATCHED, DAILY_TOTALS, MATCHED_TOTAL, OPERATION_FINDINGS, PREVIOUS_OPEN,
+    BALANCE_MISMATCHES, CLASS_COUNTS, DAILY_TOTALS, IMPLIED_BALANCES, MATCHED_TOTAL, OPERATION_FINDINGS, PREVIOUS_OPEN,
     PROVIDER_TRANSACTIONS, UNATTRIBUTED_PAYOUTS, UNLOGGED_AT_PROVIDER,
 };
 use super::{Class, Finding, FindingRow, ReconcileError};
@@ -42,7 +42,8 @@ pub fn provider_transactions(batches: &[RecordBatch]) -> Result<u64, ReconcileEr
 }
 
 /// `operation_findings.sql`: a classified operation that is a finding, with what the log (`exp_*`, `log_tx_id`)
-/// and the provider (`t_*`, `tx_ids`, `n`) say.
+/// and the provider (`t_*`, `tx_ids`, `n`) say (the classification's `agent_id`, `amount_usd`, `provider_*`
+/// and `transactions`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperationFindingRow {
     pub class: Class,
@@ -73,11 +74,11 @@ impl OperationFindingRow {
             status: r.parsed("status")?,
             idempotency_key: r.text("idempotency_key")?,
             tx_ids: r.opt_text("tx_ids")?,
-            exp_agent: r.opt_text("exp_agent")?,
-            exp_amount: r.opt_usd("exp_amount")?,
-            t_agent: r.opt_text("t_agent")?,
-            t_amount: r.opt_usd("t_amount")?,
-            n: r.count("n")?,
+            exp_agent: r.opt_text("agent_id")?,
+            exp_amount: r.opt_usd("amount_usd")?,
+            t_agent: r.opt_text("provider_agent_id")?,
+            t_amount: r.opt_usd("provider_amount_usd")?,
+            n: r.count("transactions")?,
             log_tx_id: r.opt_text("log_tx_id")?,
         })
     }
@@ -97,11 +98,11 @@ impl OperationFindingRow {
                 format!("{} with no final outcome for longer than the stale threshold", self.status.as_str())
             }
             Class::AmountMismatch => {
-                let (e, a) = both(&self.exp_amount, "exp_amount", &self.t_amount, "t_amount")?;
+                let (e, a) = both(&self.exp_amount, "amount_usd", &self.t_amount, "provider_amount_usd")?;
                 format!("the log says {e} USD, the provider {a} USD")
             }
             Class::AgentMismatch => {
-                let (e, a) = both(&self.exp_agent, "exp_agent", &self.t_agent, "t_agent")?;
+                let (e, a) = both(&self.exp_agent, "agent_id", &self.t_agent, "provider_agent_id")?;
                 format!("the log says agent {e}, the provider {a}")
             }
             other => {
@@ -279,17 +280,10 @@ pub fn daily_totals(batches: &[RecordBatch]) -> Result<Vec<DailyTotalRow>, Recon
     })
 }
 
-/// `daily_matched.sql`: matched money of one day and provider kind.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DailyMatchedRow {
-    pub day: NaiveDate,
-    pub tx_kind: TxKind,
-    pub matched: Usd,
-}
-
-pub fn daily_matched(batches: &[RecordBatch]) -> Result<Vec<DailyMatchedRow>, ReconcileError> {
-    decode(&DAILY_MATCHED, batches, &["day", "tx_kind"], |r| {
-        Ok(DailyMatchedRow { day: r.date("day")?, tx_kind: r.parsed("tx_kind")?, matched: r.usd("matched")? })
+/// `implied_balances.sql`: what one agent's transactions add up to.
+pub fn implied_balances(batches: &[RecordBatch]) -> Result<Vec<(String, Usd, i64)>, ReconcileError> {
+    decode(&IMPLIED_BALANCES, batches, &["agent_id"], |r| {
+        Ok((r.text("agent_id")?, r.usd("implied_usd")?, r.int("transactions")?))
     })
 }
 

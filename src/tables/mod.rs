@@ -13,10 +13,11 @@ pub mod unity;
 
 pub use name::{TableName, Warehouse, location_url};
 pub use spec::{
-    ALL, ColumnSpec, ColumnType, DAILY_TOTALS, ESCROW_ACTIONS, ESCROW_RULES, ESCROW_TERMS, ESCROWS, LEDGER_ENTRIES,
-    LEDGER_GAPS, MCP_CALLS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, REJECTS, RULE_SIGHTINGS, RUNS, TRANSACTIONS,
-    TableSpec, WALLETS, Writer,
+    ALL, CLASSIFICATION, ColumnSpec, ColumnType, DAILY_TOTALS, ESCROW_ACTIONS, ESCROW_RULES, ESCROW_TERMS, ESCROWS,
+    IMPLIED_BALANCES, LEDGER_ENTRIES, LEDGER_GAPS, MCP_CALLS, PAYOUT_LOG, PENDING_PAYOUTS, RECONCILIATION, REJECTS,
+    RULE_SIGHTINGS, RUNS, TRANSACTIONS, TableSpec, WALLETS, Writer,
 };
 pub use store::{
-    CommitInfo, TableError, open_existing, open_or_create, register_location, sql_context, sql_context_of,
+    CommitInfo, TableError, open_existing, open_or_create, open_version, register_location, register_tables,
+    sql_context, sql_context_of, version_of,
 };

@@ -599,6 +599,96 @@ pub const RECONCILIATION: TableSpec = TableSpec {
     ],
 };
 
+/// `purpleflea.payouts.classification`: what reconcile carries from one run to the next, so a run reads only
+/// what changed. One row per logged operation (its status, the provider transactions that match it, its
+/// class) and per provider transaction no operation's key claims. A full rebuild writes it from the whole
+/// log and ledger; every other run rewrites the rows that new log events or transactions concern, and the
+/// `settled = false` rows, which it reads whole. The log and ledger versions it covers are Delta `txn`
+/// actions on it (`src/reconcile/coverage.rs`).
+pub const CLASSIFICATION: TableSpec = TableSpec {
+    name: "purpleflea.payouts.classification",
+    writer: Writer::Pfsync,
+    comment: "Reconcile state: every logged operation with the provider transactions that match it and its class, and every provider transaction no operation claims; the log and ledger versions it covers are in its transaction log",
+    columns: &[
+        col(
+            "operation_id",
+            String,
+            true,
+            "payout_id or action_id; null on the row of a provider transaction no operation claims",
+        ),
+        col("kind", String, false, "Operation kind; on a transaction row, the provider transaction kind"),
+        col(
+            "status",
+            String,
+            true,
+            "completed | rejected | unknown | in_flight, as purpleflea.payouts.status gives it",
+        ),
+        col("attempts", Int, true, "Highest attempt logged"),
+        col("agent_id", String, true, "Agent the log recorded"),
+        col("amount_usd", Money, true, "Amount the log recorded, exact cents"),
+        col("reason", String, true, "Reason the log recorded"),
+        col(
+            "idempotency_key",
+            String,
+            true,
+            "Key of the operation; on a transaction row, the key it carried (null when none)",
+        ),
+        col("log_tx_id", String, true, "Provider transaction a completed event recorded"),
+        col("first_recorded_at", Timestamp, true, "First event of the operation"),
+        col("last_recorded_at", Timestamp, true, "Latest event of the operation"),
+        col("matched_by", String, true, "key | tx_id: how the provider transactions were found (null: none were)"),
+        col(
+            "transactions",
+            Long,
+            false,
+            "Provider transactions found for the operation (by key, else the one the log recorded); 1 on a transaction row",
+        ),
+        col("tx_ids", String, true, "Those transactions, comma-separated in tx_id order"),
+        col("provider_agent_id", String, true, "Agent the provider shows (the least, when several)"),
+        col("provider_amount_usd", Money, true, "Amount the provider shows (the least, when several)"),
+        col("provider_date", Date, true, "Day (UTC) of the earliest of those transactions"),
+        col("provider_reference", String, true, "Transaction row: the reference the provider shows"),
+        col(
+            "repeats_operation_id",
+            String,
+            true,
+            "Transaction row of a payout with no key: a completed logged payout of the same agent, amount and reason (one row per such payout)",
+        ),
+        col(
+            "class",
+            String,
+            true,
+            "matched | in_progress | a finding class; null on a transaction row that is no finding (another namespace, a keyless payout that repeats none)",
+        ),
+        col("log_version", Long, false, "Payout log version of the run that last changed the row"),
+        col("transactions_version", Long, false, "Transactions table version of that run (-1: there was no table)"),
+        col(
+            "settled",
+            Boolean,
+            false,
+            "true: a final operation that matched, read again only when new events or transactions concern it; false: read by every run; the partition column",
+        ),
+    ],
+    partition_columns: &["settled"],
+    properties: &[],
+};
+
+/// `purpleflea.ledger.implied_balances`: per agent, the balance the synced provider transactions imply, kept
+/// by reconcile from the transactions appended since its last run.
+pub const IMPLIED_BALANCES: TableSpec = TableSpec {
+    name: "purpleflea.ledger.implied_balances",
+    writer: Writer::Pfsync,
+    comment: "Per agent, the balance the synced provider transactions imply (credits less escrow locks); kept by reconcile from the transactions appended since its last run",
+    columns: &[
+        col("agent_id", String, false, "Purple Flea agent identifier (NOT NULL, PK)"),
+        col("implied_usd", Money, false, "Sum of its transactions, escrow locks negative, exact cents"),
+        col("transactions", Long, false, "Transactions summed"),
+        col("computed_run_id", String, false, "Reconcile run that wrote the row"),
+    ],
+    partition_columns: &[],
+    properties: &[],
+};
+
 /// `purpleflea.ops.runs`: one summary row per step of every run.
 pub const RUNS: TableSpec = TableSpec {
     name: "purpleflea.ops.runs",
@@ -687,6 +777,8 @@ pub const ALL: &[&TableSpec] = &[
     &LEDGER_GAPS,
     &MCP_CALLS,
     &RULE_SIGHTINGS,
+    &CLASSIFICATION,
+    &IMPLIED_BALANCES,
 ];
 
 #[cfg(test)]

@@ -391,16 +391,29 @@ pub async fn sql_context(wh: &Warehouse) -> Result<SessionContext, TableError> {
 
 /// [`sql_context`] with only these tables (and the views over them): opening a table reads its log, so a
 /// short query (an MCP read tool) opens only what it reads.
-pub async fn sql_context_of(wh: &Warehouse, specs: &[&TableSpec]) -> Result<SessionContext, TableError> {
-    use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
-
+pub async fn sql_context_of(wh: &Warehouse, specs: &[&'static TableSpec]) -> Result<SessionContext, TableError> {
     let config = datafusion::prelude::SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
+    register_tables(&ctx, wh, specs).await?;
+    Ok(ctx)
+}
+
+/// Register every one of `specs` that exists in `ctx` under its three-level name, and the views over them;
+/// returns the version of each table registered (what every query in `ctx` reads).
+pub async fn register_tables(
+    ctx: &SessionContext,
+    wh: &Warehouse,
+    specs: &[&'static TableSpec],
+) -> Result<HashMap<&'static str, i64>, TableError> {
+    use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+
+    let mut versions = HashMap::new();
     let mut catalogs: HashMap<String, Arc<MemoryCatalogProvider>> = HashMap::new();
     for spec in specs {
         let Some(table) = open_existing(wh, spec).await? else {
             continue;
         };
+        versions.insert(spec.name, version_of(&table));
         let name: TableName = spec.table_name();
         let location = wh.location(&name);
         table.update_datafusion_session(&ctx.state()).map_err(delta_err(spec, &location))?;
@@ -425,7 +438,34 @@ pub async fn sql_context_of(wh: &Warehouse, specs: &[&TableSpec]) -> Result<Sess
             tracing::debug!(view = name, error = %e, "view not registered");
         }
     }
-    Ok(ctx)
+    Ok(versions)
+}
+
+/// A table's version as a signed number (-1: nothing committed), as the versions reconcile records are.
+pub fn version_of(table: &DeltaTable) -> i64 {
+    table.version().and_then(|v| i64::try_from(v).ok()).unwrap_or(-1)
+}
+
+/// A table as it was at `version` (time travel), or `None` when the table or that version cannot be read.
+pub async fn open_version(wh: &Warehouse, spec: &TableSpec, version: i64) -> Result<Option<DeltaTable>, TableError> {
+    let location = wh.location(&spec.table_name());
+    let mut table = deltalake::DeltaTableBuilder::from_url(location.clone())
+        .and_then(|b| b.with_storage_options(wh.storage_options_for(&spec.table_name())).build())
+        .map_err(delta_err(spec, &location))?;
+    if !table.verify_deltatable_existence().await.map_err(delta_err(spec, &location))? {
+        return Ok(None);
+    }
+    let Ok(version) = u64::try_from(version) else { return Ok(None) };
+    match table.load_version(version).await {
+        Ok(()) => {
+            check_readable(&table, spec.name, &location)?;
+            Ok(Some(table))
+        }
+        Err(e) => {
+            tracing::warn!(table = spec.name, version, error = %e, "cannot read the table at this version");
+            Ok(None)
+        }
+    }
 }
 
 /// Register a Delta table at `location` under a plain `name` (for user source queries).

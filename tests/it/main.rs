@@ -29,6 +29,7 @@ mod proxy;
 mod readme;
 mod reconcile;
 mod report_browser;
+mod reconcile_incremental;
 mod resilience;
 pub mod rules;
 #[cfg(feature = "s3")]
