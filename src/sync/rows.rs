@@ -2,14 +2,15 @@
 //! `purpleflea.agents.escrows`, `purpleflea.agents.escrow_terms`), declared once: the sync builds its
 //! batches from them and reconcile reads them back with the same types. The seed's sync writes wallets,
 //! escrows and transactions through its own `Synced` models (`entity.rs`); the ledger copy's rows are
-//! `crate::ledger::rows`.
+//! `crate::ledger::rows`. `TransactionRow` reads back what the seed's sync wrote (`pfsync resolve`).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::micros::Micros;
 use crate::money::Usd;
+use crate::provider::records::TxKind;
 use crate::tables::row::{Text, table_row};
-use crate::tables::{ESCROW_TERMS, ESCROWS, WALLETS};
+use crate::tables::{ESCROW_TERMS, ESCROWS, TRANSACTIONS, WALLETS};
 
 /// An escrow's state: the seed's `funded | released | refunded`, and the live provider's `completed` and
 /// `disputed` too.
@@ -87,5 +88,21 @@ table_row! {
         pub released_at: Option<DateTime<Utc>>,
         pub disputed_at: Option<DateTime<Utc>>,
         pub last_synced_at: Option<DateTime<Utc>>,
+    }
+}
+
+table_row! {
+    /// One row of `purpleflea.ledger.transactions`: a provider transaction as the seed's sync copied it.
+    pub struct TransactionRow: TRANSACTIONS, key(tx_id) {
+        pub tx_id: String,
+        pub kind: TxKind,
+        pub agent_id: String,
+        pub counterparty_agent_id: Option<String>,
+        pub amount_usd: Usd,
+        pub idempotency_key: Option<String>,
+        pub reference: Option<String>,
+        pub created_at: DateTime<Utc>,
+        pub created_date: NaiveDate,
+        pub synced_at: DateTime<Utc>,
     }
 }
