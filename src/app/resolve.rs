@@ -120,7 +120,10 @@ pub(super) async fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<(), App
                 out.push('\n');
                 describe(&mut out, case, &ev, &candidates(case, &ev, &claimed), now);
             }
-            print!("{}", crate::logging::escape_control(&out));
+            // Values from outside (ids, provider messages) are printed one line each, with no control character.
+            for line in out.lines() {
+                println!("{}", crate::logging::escape_control(line));
+            }
             Ok(())
         }
     }
@@ -315,7 +318,8 @@ async fn read_evidence(
         let ctx = ctx.clone();
         async move {
             let Some(filter) = filter else { return Ok::<Vec<RecordBatch>, AppError>(Vec::new()) };
-            if !ctx.table_exist(name).map_err(query_error)? {
+            // A table no run has created yet (no catalog of that name at all) holds nothing.
+            if !ctx.table_exist(name).unwrap_or(false) {
                 return Ok(Vec::new());
             }
             let df = ctx.table(name).await.map_err(query_error)?;

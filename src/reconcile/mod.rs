@@ -3,6 +3,7 @@
 //! record every finding with how long it has been open (`findings.rs`). Query results are decoded with their
 //! types, by column name (`rows.rs`, `decode.rs`). A report people read comes from `report.rs`.
 
+pub mod decisions;
 pub mod decode;
 pub mod findings;
 pub mod live;
@@ -135,6 +136,8 @@ pub struct ReconcileReport {
     /// This run's rows: open findings and resolutions.
     pub rows: Vec<FindingRow>,
     pub daily: Vec<DailyTotal>,
+    /// Operations a person decided about (`pfsync resolve`), with who and why.
+    pub decisions: Vec<decisions::PersonDecision>,
     pub at: DateTime<Utc>,
 }
 
@@ -295,6 +298,7 @@ pub async fn reconcile(
         live_side(&ctx, &params, &mut report, &mut found).await?;
     }
 
+    report.decisions = decisions::read(&ctx, &found).await?;
     let previous = previous_open(&ctx, &params).await?;
     report.rows = carry_forward(&previous, found, &commit.run_id, now);
     if !report.rows.is_empty() {

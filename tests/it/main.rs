@@ -25,6 +25,7 @@ pub mod payouts;
 mod proxy;
 mod reconcile;
 mod resilience;
+mod resolve;
 pub mod rules;
 #[cfg(feature = "s3")]
 mod s3;
