@@ -67,7 +67,8 @@ pub(super) async fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<(), App
     match (&args.operation_id, decision) {
         (Some(id), Some((d, by, note))) => {
             let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "resolve" };
-            let event = decide(wh, &commit, id, &d, &by, &note, clock.as_ref(), timeout).await?;
+            let ask = Ask { id, decision: &d, by: &by, note: &note, in_flight_timeout: timeout };
+            let event = decide(wh, &commit, &ask, clock.as_ref()).await?;
             println!(
                 "{}",
                 crate::logging::escape_control(&format!(
@@ -196,51 +197,84 @@ fn describe(
     );
 }
 
+/// What a person asks to record, with who and why.
+#[derive(Debug, Clone)]
+pub struct Ask<'a> {
+    pub id: &'a str,
+    pub decision: &'a Decision,
+    pub by: &'a str,
+    pub note: &'a str,
+    pub in_flight_timeout: Duration,
+}
+
+/// A checked decision and the log version it was checked at.
+pub struct Prepared {
+    table: DeltaTable,
+    /// The operation's events at that version.
+    pub events: Vec<LogEvent>,
+    pub event: LogEvent,
+}
+
 /// Check and record a decision. The log is read at one version and the event committed on exactly that
 /// version (no retry past another commit): a payouts run that wrote to the log meanwhile makes the commit
 /// fail, and the operation is read again; if its events changed, the decision is refused.
-#[allow(clippy::too_many_arguments)]
 pub async fn decide(
     wh: &crate::tables::Warehouse,
     commit: &CommitInfo,
-    id: &str,
-    decision: &Decision,
-    by: &str,
-    note: &str,
+    ask: &Ask<'_>,
     clock: &dyn crate::clock::Clock,
-    timeout: Duration,
 ) -> Result<LogEvent, AppError> {
     let mut seen: Option<Vec<LogEvent>> = None;
     for _ in 0..COMMIT_ATTEMPTS {
-        let table = open_existing(wh, &PAYOUT_LOG).await?.ok_or_else(|| Refusal::NotLogged(id.into()))?;
-        let now = clock.now();
-        let read = read_log(&table, Some(id)).await?;
-        let events: Vec<LogEvent> = read.iter().filter(|e| e.operation_id == id).cloned().collect();
-        if let Some(before) = &seen
-            && let Some(what) = changed(before, &events)
-        {
-            return Err(Refusal::Changed { id: id.into(), what }.into());
+        let p = prepare(wh, &commit.run_id, ask, clock.now(), seen.as_deref()).await?;
+        match commit_prepared(p, commit).await? {
+            Ok(event) => return Ok(event),
+            Err(events) => seen = Some(events),
         }
-        let attempt = check_decidable(id, &events, decision, now, timeout)?;
-        let fit = match decision {
-            Decision::Completed { tx } => {
-                let case = Case::of(&events).ok_or_else(|| Refusal::NotLogged(id.into()))?;
-                let ev = read_evidence(wh, None, Some(tx)).await?;
-                check_reference(&case, tx, &ev, &claims(&read))?
-            }
-            _ => Fit::default(),
-        };
-        let event = decision_event(&events, attempt, decision, &fit, by, note, &commit.run_id, now)
-            .ok_or_else(|| Refusal::NotLogged(id.into()))?;
-        seen = Some(events);
-        if commit_on_read_version(table, &event, commit).await? {
-            return Ok(event);
-        }
-        tracing::info!(operation = %id, "the payout log moved on while deciding; reading the operation again");
+        tracing::info!(operation = %ask.id, "the payout log moved on while deciding; reading the operation again");
     }
     Err(AppError::Internal(format!(
         "the payout log kept moving ({COMMIT_ATTEMPTS} commits conflicted); run pfsync resolve again"
     )))
+}
+
+/// Read the log, check the decision against it (and, for `completed`, the reference against the copies and
+/// the claims at that version), and build its event. `seen`: the operation's events when an earlier
+/// attempt's commit conflicted; refused if they changed since.
+pub async fn prepare(
+    wh: &crate::tables::Warehouse,
+    run_id: &str,
+    ask: &Ask<'_>,
+    now: DateTime<Utc>,
+    seen: Option<&[LogEvent]>,
+) -> Result<Prepared, AppError> {
+    let id = ask.id;
+    let table = open_existing(wh, &PAYOUT_LOG).await?.ok_or_else(|| Refusal::NotLogged(id.into()))?;
+    let read = read_log(&table, Some(id)).await?;
+    let events: Vec<LogEvent> = read.iter().filter(|e| e.operation_id == id).cloned().collect();
+    if let Some(before) = seen
+        && let Some(what) = changed(before, &events)
+    {
+        return Err(Refusal::Changed { id: id.into(), what }.into());
+    }
+    let attempt = check_decidable(id, &events, ask.decision, now, ask.in_flight_timeout)?;
+    let fit = match ask.decision {
+        Decision::Completed { tx } => {
+            let case = Case::of(&events).ok_or_else(|| Refusal::NotLogged(id.into()))?;
+            let ev = read_evidence(wh, None, Some(tx)).await?;
+            check_reference(&case, tx, &ev, &claims(&read))?
+        }
+        _ => Fit::default(),
+    };
+    let event = decision_event(&events, attempt, ask.decision, &fit, ask.by, ask.note, run_id, now)
+        .ok_or_else(|| Refusal::NotLogged(id.into()))?;
+    Ok(Prepared { table, events, event })
+}
+
+/// Commit a prepared decision on the version it was checked at: the event, or (another commit took that
+/// version first) the operation's events as they were checked.
+pub async fn commit_prepared(p: Prepared, commit: &CommitInfo) -> Result<Result<LogEvent, Vec<LogEvent>>, AppError> {
+    Ok(if commit_on_read_version(p.table, &p.event, commit).await? { Ok(p.event) } else { Err(p.events) })
 }
 
 /// What `after` holds that `before` did not, in words (`None`: the operation did not change).

@@ -203,3 +203,90 @@ async fn no_decision_is_taken_on_an_intent_that_may_still_be_sent() {
     assert_eq!(b.payouts(), Some(0));
     assert_eq!(b.paid("r-f-1"), 0, "abandoned: never sent");
 }
+
+/// One event of a payout `id`, recorded an hour ago by run `run-a`.
+fn event(id: &str, event: pfsync::payouts::event::Event, attempt: i32) -> pfsync::payouts::log::LogEvent {
+    use pfsync::payouts::event::Event;
+    let at = chrono::Utc::now() - chrono::Duration::hours(1);
+    pfsync::payouts::log::LogEvent {
+        operation_id: id.into(),
+        kind: pfsync::operation::OpKind::Payout,
+        event,
+        attempt,
+        agent_id: Some("agent-000001".into()),
+        counterparty_agent_id: None,
+        amount_usd: Some(crate::common::usd("1.00")),
+        reason: Some(format!("r-{id}")),
+        idempotency_key: format!("pfsync:default:payout:{id}"),
+        tx_id: (event == Event::Completed).then(|| format!("tx-{id}")),
+        escrow_id: None,
+        http_status: None,
+        error_code: (event == Event::Unknown).then(|| "transport".into()),
+        error_message: None,
+        run_id: "run-a".into(),
+        recorded_at: at,
+        recorded_date: at.date_naive(),
+        payer_agent_id: None,
+        decided_by: None,
+        note: None,
+    }
+}
+
+/// A decision is committed on the log version it was checked at. A commit that lands in between (a payouts
+/// run) makes it check again: an outcome of another operation changes nothing and the decision is
+/// recorded; an outcome of the same operation refuses it, and nothing of the person's is recorded.
+#[tokio::test]
+async fn a_decision_checked_before_a_concurrent_outcome_of_its_operation_is_refused() {
+    use pfsync::app::AppError;
+    use pfsync::app::resolve::{Ask, commit_prepared, prepare};
+    use pfsync::payouts::event::Event::{Completed, Intent, Unknown};
+    use pfsync::payouts::log::append_events;
+    use pfsync::payouts::resolve::{Decision, Refusal};
+    use pfsync::tables::{CommitInfo, PAYOUT_LOG, open_existing, open_or_create};
+
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let run = CommitInfo { run_id: "run-a".into(), step: "payouts" };
+    let table = open_or_create(&wh, &PAYOUT_LOG, &run).await.unwrap();
+    let unknown: Vec<_> =
+        ["c-1", "c-2", "c-3"].iter().flat_map(|id| [event(id, Intent, 1), event(id, Unknown, 1)]).collect();
+    append_events(table, &unknown, &run).await.unwrap();
+    let land = |id: &'static str| {
+        let (wh, run) = (&wh, &run);
+        async move {
+            let t = open_existing(wh, &PAYOUT_LOG).await.unwrap().unwrap();
+            append_events(t, &[event(id, Completed, 1)], run).await.unwrap();
+        }
+    };
+    let person = CommitInfo { run_id: "resolve-run".into(), step: "resolve" };
+    let now = chrono::Utc::now();
+    let ask = |id: &'static str, decision: &'static Decision| Ask {
+        id,
+        decision,
+        by: "erin",
+        note: "checked",
+        in_flight_timeout: chrono::Duration::seconds(900),
+    };
+
+    static NEVER_RAN: Decision = Decision::NeverRan;
+    let p = prepare(&wh, "resolve-run", &ask("c-1", &NEVER_RAN), now, None).await.unwrap();
+    land("c-2").await;
+    let seen = commit_prepared(p, &person).await.unwrap().expect_err("another commit took the version");
+    let p = prepare(&wh, "resolve-run", &ask("c-1", &NEVER_RAN), now, Some(&seen)).await.unwrap();
+    let recorded = commit_prepared(p, &person).await.unwrap().expect("c-1 did not change: recorded");
+    assert_eq!((recorded.decided_by.as_deref(), recorded.attempt), (Some("erin"), 1));
+
+    static ABANDONED: Decision = Decision::Abandoned;
+    let p = prepare(&wh, "resolve-run", &ask("c-3", &ABANDONED), now, None).await.unwrap();
+    land("c-3").await;
+    let seen = commit_prepared(p, &person).await.unwrap().expect_err("another commit took the version");
+    match prepare(&wh, "resolve-run", &ask("c-3", &ABANDONED), now, Some(&seen)).await {
+        Err(AppError::Refused(Refusal::Changed { id, what })) => {
+            assert_eq!((id.as_str(), what.as_str()), ("c-3", "completed of attempt 1"))
+        }
+        other => panic!("c-3 changed meanwhile: {:?}", other.map(|p| p.event)),
+    }
+    let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
+    let decided = "SELECT count(*) FROM purpleflea.payouts.log WHERE decided_by IS NOT NULL";
+    assert_eq!(count(&ctx, decided).await, 1, "only c-1's decision");
+}
