@@ -15,6 +15,7 @@ mod jobs_bundle;
 mod live_bed;
 mod live_mcp;
 mod live_payouts;
+mod live_resolve;
 mod live_sync;
 mod maintain;
 mod mcp;
