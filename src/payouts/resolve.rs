@@ -585,3 +585,139 @@ pub fn decision_event(
         note: Some(note.to_string()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::rows::EntryType;
+    use crate::money::Usd;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn ev(id: &str, event: Event, attempt: i32, secs: i64) -> LogEvent {
+        LogEvent {
+            operation_id: id.into(),
+            kind: OpKind::Payout,
+            event,
+            attempt,
+            agent_id: Some("payee".into()),
+            counterparty_agent_id: None,
+            amount_usd: Some(Usd::from_cents(333).unwrap()),
+            reason: Some("r".into()),
+            idempotency_key: format!("pfsync:t:payout:{id}"),
+            tx_id: (event == Event::Completed).then(|| format!("pay_{id}")),
+            escrow_id: None,
+            http_status: None,
+            error_code: (event == Event::Unknown).then(|| "lookup_inconclusive".into()),
+            error_message: None,
+            run_id: "run".into(),
+            recorded_at: at(secs),
+            recorded_date: at(secs).date_naive(),
+            payer_agent_id: Some("payer".into()),
+            decided_by: None,
+            note: None,
+        }
+    }
+
+    fn entry(
+        id: &str,
+        agent: &str,
+        debit: bool,
+        reason: &str,
+        reference: &str,
+        cents: i64,
+        secs: i64,
+    ) -> LedgerEntryRow {
+        LedgerEntryRow {
+            entry_id: id.into(),
+            agent_id: agent.into(),
+            r#type: if debit { EntryType::Debit } else { EntryType::Credit },
+            amount_usd: Micros::from_usd(Usd::from_cents(cents).unwrap()),
+            balance_after_usd: Micros::ZERO,
+            reason: reason.into(),
+            reference: Some(reference.into()),
+            service: None,
+            created_at: at(secs),
+            ledger_seq: secs,
+            created_date: at(secs).date_naive(),
+            synced_at: at(1_000),
+        }
+    }
+
+    #[test]
+    fn only_an_unknown_outcome_or_an_intent_past_the_timeout_waits_for_a_person_and_is_decided() {
+        let timeout = Duration::seconds(60);
+        let unknown = vec![ev("u", Event::Intent, 1, 0), ev("u", Event::Unknown, 1, 1)];
+        let fresh = vec![ev("f", Event::Intent, 1, 100)];
+        let done = vec![ev("d", Event::Intent, 1, 0), ev("d", Event::Completed, 1, 1)];
+        assert!(needs_person(&unknown, at(100), timeout));
+        assert!(!needs_person(&fresh, at(120), timeout) && needs_person(&fresh, at(160), timeout));
+        assert!(!needs_person(&done, at(100), timeout));
+        let never = Decision::NeverRan;
+        assert_eq!(check_decidable("u", &unknown, &never, at(100), timeout), Ok(1));
+        assert!(matches!(check_decidable("f", &fresh, &never, at(120), timeout), Err(Refusal::InFlight { .. })));
+        assert_eq!(check_decidable("f", &fresh, &Decision::Abandoned, at(160), timeout), Ok(1));
+        assert!(matches!(
+            check_decidable("d", &done, &Decision::Abandoned, at(100), timeout),
+            Err(Refusal::Final { status: "completed", .. })
+        ));
+        assert_eq!(check_decidable("n", &[], &never, at(0), timeout), Err(Refusal::NotLogged("n".into())));
+        // Found never ran: not again for the same attempt; a completed or abandoned may still follow.
+        let mut decided = unknown.clone();
+        decided.push(ev("u", Event::NeverRan, 1, 2));
+        assert!(matches!(
+            check_decidable("u", &decided, &never, at(100), timeout),
+            Err(Refusal::AlreadyNeverRan { .. })
+        ));
+        assert_eq!(check_decidable("u", &decided, &Decision::Abandoned, at(100), timeout), Ok(1));
+    }
+
+    #[test]
+    fn a_reference_is_taken_only_if_it_is_an_unclaimed_debit_of_the_payers_that_fits() {
+        let events = vec![ev("u", Event::Intent, 1, 0), ev("u", Event::Unknown, 1, 5), ev("d", Event::Completed, 1, 0)];
+        let case = Case::of(&events[..2]).unwrap();
+        let ev = Evidence {
+            entries: vec![
+                entry("e1", "payer", true, "payment_sent", "pay_mine", 333, 1),
+                entry("e2", "payer", true, "payment_sent", "pay_other", 333, 2),
+                entry("c2", "someone", false, "payment_received", "pay_other", 333, 2),
+                entry("e3", "payer", true, "payment_sent", "pay_less", 111, 3),
+                entry("e4", "payer", true, "payment_sent", "pay_d", 333, 3),
+                entry("e5", "other_payer", true, "payment_sent", "pay_theirs", 333, 3),
+                entry("e6", "payer", true, "payment_sent", "pay_old", 333, -1_000),
+                entry("e7", "payer", false, "deposit", "dep", 333, 4),
+            ],
+            ..Evidence::default()
+        };
+        let claimed = claims(&events);
+        assert_eq!(check_reference(&case, "pay_mine", &ev, &claimed), Ok(Fit::default()));
+        let refused = |r: &str| check_reference(&case, r, &ev, &claimed).unwrap_err().to_string();
+        assert!(refused("pay_other").contains("it paid someone"));
+        assert!(refused("pay_less").contains("its amount is 1.11"));
+        assert!(refused("pay_d").contains("already the outcome of operation d"));
+        assert!(refused("pay_theirs").contains("it debits other_payer"));
+        assert!(refused("pay_old").contains("before the operation's first intent"));
+        assert!(refused("dep").contains("deposit credit"));
+        assert!(refused("pay_none").contains("is not in the payer's ledger copy"));
+        // The candidates: this kind, amount and payer since the window, each with who claims it.
+        let found = candidates(&case, &ev, &claimed);
+        let refs: Vec<(&str, Option<&str>)> =
+            found.iter().map(|c| (c.reference.as_str(), c.claimed_by.as_deref())).collect();
+        assert_eq!(refs, [("pay_mine", None), ("pay_other", None), ("pay_d", Some("d"))]);
+        assert_eq!(found[1].payee.as_deref(), Some("someone"));
+        assert!(assess(&case, &ev, &found, at(100)).contains("2 unclaimed candidates"));
+    }
+
+    #[test]
+    fn the_decision_event_carries_the_operations_values_who_and_why() {
+        let events = vec![ev("u", Event::Intent, 1, 0), ev("u", Event::Unknown, 1, 1)];
+        let d = Decision::Completed { tx: "pay_mine".into() };
+        let e = decision_event(&events, 1, &d, &Fit::default(), "alice", "checked", "r2", at(50)).unwrap();
+        assert_eq!((e.event, e.attempt, e.tx_id.as_deref()), (Event::Completed, 1, Some("pay_mine")));
+        assert_eq!((e.decided_by.as_deref(), e.note.as_deref()), (Some("alice"), Some("checked")));
+        assert_eq!((e.idempotency_key.as_str(), e.payer_agent_id.as_deref()), ("pfsync:t:payout:u", Some("payer")));
+        assert_eq!((e.error_code, e.amount_usd), (None, Some(Usd::from_cents(333).unwrap())));
+    }
+}
