@@ -19,8 +19,8 @@ use crate::cli::{ResolveArgs, ResolveDecision};
 use crate::ledger::rows::{LedgerEntryRow, LedgerGapRow};
 use crate::payouts::log::LogEvent;
 use crate::payouts::resolve::{
-    Case, Decision, Evidence, Fit, Refusal, Source, assess, candidates, check_decidable, check_reference, claims,
-    decision_event, gaps_in_window, needs_person,
+    Case, Decision, Evidence, Fit, Person, Refusal, Source, assess, candidates, check_decidable, check_reference,
+    claims, decision_event, gaps_in_window, needs_person,
 };
 use crate::sync::rows::TransactionRow;
 use crate::tables::row::Row;
@@ -141,7 +141,7 @@ fn describe(
     let s = &case.summary;
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let at = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or("-".into());
-    let status = s.status.name().map(|n| crate::tables::row::Text::as_str(n)).unwrap_or("new");
+    let status = s.status.name().map(crate::tables::row::Text::as_str).unwrap_or("new");
     let _ = writeln!(out, "{} {} {} (attempts {})", s.operation_id, s.kind.as_str(), status, s.attempts);
     let _ = writeln!(
         out,
@@ -266,8 +266,9 @@ pub async fn prepare(
         }
         _ => Fit::default(),
     };
-    let event = decision_event(&events, attempt, ask.decision, &fit, ask.by, ask.note, run_id, now)
-        .ok_or_else(|| Refusal::NotLogged(id.into()))?;
+    let event =
+        decision_event(&events, attempt, ask.decision, &fit, Person { by: ask.by, note: ask.note }, run_id, now)
+            .ok_or_else(|| Refusal::NotLogged(id.into()))?;
     Ok(Prepared { table, events, event })
 }
 

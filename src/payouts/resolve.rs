@@ -546,14 +546,20 @@ fn check_ledger(case: &Case, reference: &str, ev: &Evidence) -> Result<Fit, Opti
     Ok(Fit { escrow_id })
 }
 
+/// Who decided, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Person<'a> {
+    pub by: &'a str,
+    pub note: &'a str,
+}
+
 /// The event that records a person's decision: the operation's values, the latest attempt, who and why.
 pub fn decision_event(
     events: &[LogEvent],
     attempt: i32,
     decision: &Decision,
     fit: &Fit,
-    by: &str,
-    note: &str,
+    person: Person<'_>,
     run_id: &str,
     now: DateTime<Utc>,
 ) -> Option<LogEvent> {
@@ -581,8 +587,8 @@ pub fn decision_event(
         recorded_at: now,
         recorded_date: now.date_naive(),
         payer_agent_id: greatest(|e| e.payer_agent_id.as_ref()),
-        decided_by: Some(by.to_string()),
-        note: Some(note.to_string()),
+        decided_by: Some(person.by.to_string()),
+        note: Some(person.note.to_string()),
     })
 }
 
@@ -714,7 +720,8 @@ mod tests {
     fn the_decision_event_carries_the_operations_values_who_and_why() {
         let events = vec![ev("u", Event::Intent, 1, 0), ev("u", Event::Unknown, 1, 1)];
         let d = Decision::Completed { tx: "pay_mine".into() };
-        let e = decision_event(&events, 1, &d, &Fit::default(), "alice", "checked", "r2", at(50)).unwrap();
+        let e = decision_event(&events, 1, &d, &Fit::default(), Person { by: "alice", note: "checked" }, "r2", at(50))
+            .unwrap();
         assert_eq!((e.event, e.attempt, e.tx_id.as_deref()), (Event::Completed, 1, Some("pay_mine")));
         assert_eq!((e.decided_by.as_deref(), e.note.as_deref()), (Some("alice"), Some("checked")));
         assert_eq!((e.idempotency_key.as_str(), e.payer_agent_id.as_deref()), ("pfsync:t:payout:u", Some("payer")));
