@@ -32,7 +32,8 @@ pub enum AppError {
     #[error(transparent)]
     Payout(#[from] PayoutError),
     #[error(
-        "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice)"
+        "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice); \
+         `pfsync resolve` lists those that wait for a person"
     )]
     OutcomeUnknown { unknown: u64 },
     #[error(transparent)]

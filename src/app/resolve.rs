@@ -42,8 +42,11 @@ fn decision_of(args: &ResolveArgs) -> Result<Option<(Decision, String, String)>,
     };
     let text = |flag: &str, v: &Option<String>| -> Result<String, AppError> {
         match v.as_deref().map(str::trim) {
-            Some(t) if !t.is_empty() && t.len() <= 1000 => Ok(t.to_string()),
-            _ => Err(AppError::Usage(format!("{flag} is required with a decision (1..=1000 characters)"))),
+            // Printed by reconcile's report and read by auditors: one line, no control character.
+            Some(t) if !t.is_empty() && t.len() <= 1000 && !t.chars().any(char::is_control) => Ok(t.to_string()),
+            _ => Err(AppError::Usage(format!(
+                "{flag} is required with a decision (1..=1000 characters, no control character)"
+            ))),
         }
     };
     let by = text("--by", &args.by)?;

@@ -359,9 +359,11 @@ pub fn assess(case: &Case, ev: &Evidence, found: &[Candidate], now: DateTime<Utc
             case.last_intent_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()),
             case.last_intent_at.map(|t| (now - t).num_seconds()).unwrap_or(0)
         ),
-        Status::Unknown { attempt } => {
-            format!("attempt {attempt}'s outcome is unknown and the provider's evidence did not settle it")
-        }
+        Status::Unknown { attempt } => format!(
+            "attempt {attempt}'s outcome is unknown ({}): a provider that can look it up settles it on the next \
+             payouts run, where it could not the evidence below is all there is",
+            case.summary.error_code.as_deref().unwrap_or("no code")
+        ),
         other => format!("status {:?}", other.name()),
     };
     let hint = if stale {

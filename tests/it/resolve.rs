@@ -139,6 +139,8 @@ async fn a_persons_decisions_are_checked_recorded_and_honoured_by_the_next_run()
     }
     let out = b.run(&["resolve", "u-1", "abandoned", "--note", "no one says who"]);
     assert_eq!(out.status.code(), Some(2), "--by is required");
+    let out = b.run(&["resolve", "u-1", "abandoned", "--by", "eve", "--note", "forged\nline"]);
+    assert!(out.status.code() == Some(2) && text(&out).contains("no control character"), "{}", text(&out));
     let out = decide(&b, "done-1", &["abandoned"], "alice");
     assert!(out.status.code() == Some(2) && text(&out).contains("already final (completed)"), "{}", text(&out));
     let out = decide(&b, "nobody", &["abandoned"], "alice");
