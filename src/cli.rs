@@ -152,6 +152,10 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Current status of every payout and escrow action (the purpleflea.payouts.status view).
     Status(StatusArgs),
+    /// Operations that wait for a person (outcome unknown, or in flight past the in-flight timeout), each with
+    /// the provider's evidence as pfsync's copies hold it; and a person's decision about one, checked and
+    /// appended to the payout log with who and why. Refused decisions exit 2 and record nothing.
+    Resolve(ResolveArgs),
     /// Serve an in-memory Purple Flea sandbox (for trying pfsync without an account, and for tests).
     Sandbox(SandboxArgs),
     /// Run the whole job end to end against an in-process sandbox and a local warehouse.
@@ -755,6 +759,47 @@ pub struct StatusArgs {
     /// "not_final": [...]}.
     #[arg(long, visible_alias = "format", value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The operation (payout_id or action_id). Without it: every operation that waits for a person.
+    #[arg(value_name = "OPERATION_ID")]
+    pub operation_id: Option<String>,
+
+    /// What a person decided about OPERATION_ID. Without it: that operation's evidence.
+    #[arg(value_enum, requires = "operation_id")]
+    pub decision: Option<ResolveDecision>,
+
+    /// With `completed`: the provider reference it made (a payment's pay_ reference or an escrow lock's entry
+    /// id in the payer's ledger; a transaction id of the seed's API). It must exist in pfsync's copy, fit the
+    /// operation (kind, amount, payee where the record names one) and be no other operation's outcome.
+    #[arg(long, value_name = "REF")]
+    pub tx: Option<String>,
+
+    /// Who decides (recorded as decided_by). Required with a decision.
+    #[arg(long, value_name = "WHO")]
+    pub by: Option<String>,
+
+    /// Why (recorded as note). Required with a decision.
+    #[arg(long, value_name = "WHY")]
+    pub note: Option<String>,
+
+    /// An intent younger than this many seconds may still be being sent: no decision is taken on it (use the
+    /// value given to `pfsync payouts`).
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 86_400), value_name = "SECS")]
+    pub in_flight_timeout: u64,
+}
+
+/// A person's decision about an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResolveDecision {
+    /// It ran: --tx names what it made. Final; never sent again.
+    Completed,
+    /// Its latest attempt never ran: the next `pfsync payouts` sends it as a new attempt.
+    NeverRan,
+    /// It is not to be paid. Final; nothing is sent.
+    Abandoned,
 }
 
 #[derive(Debug, Args)]

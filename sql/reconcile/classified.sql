@@ -37,8 +37,11 @@ classed AS (
     CASE
       WHEN status = 'completed' AND transactions = 0 THEN 'missing_at_provider'
       WHEN transactions > 1 THEN 'duplicate_at_provider'
-      WHEN status = 'rejected' AND transactions >= 1 THEN 'status_mismatch'
-      WHEN status = 'rejected' THEN 'matched'
+      -- Refused, or a person decided it is not to be paid (`abandoned`): nothing was to move.
+      WHEN status IN ('rejected', 'abandoned') AND transactions >= 1 THEN 'status_mismatch'
+      WHEN status IN ('rejected', 'abandoned') THEN 'matched'
+      -- A person found the latest attempt never ran: the next payouts run sends it.
+      WHEN status = 'never_ran' THEN 'in_progress'
       WHEN status IN ('unknown', 'in_flight') AND last_recorded_at < $stale_before THEN 'stale_unknown'
       -- Young and not final, even when the provider already shows the money moved: a payouts run is between
       -- the API's answer and its log commit, or died there; the next run records it by lookup. Flagging it

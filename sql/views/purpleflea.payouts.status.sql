@@ -3,7 +3,8 @@
 -- `rejected`, then a person's `abandoned`; otherwise `never_ran` when a person found the latest attempt
 -- never ran (the next run sends it again), `unknown` when the latest attempt's outcome was not known, else
 -- `in_flight` (an intent with no outcome yet: the run is still going or died; the next run resolves it).
--- `decided_by` names the person of the latest decision, where one was recorded (`pfsync resolve`).
+-- `decided_by`, `note` and `decided_at` show a person's decision (`pfsync resolve`), where one was recorded:
+-- null for an operation pfsync settled alone (where two people decided, max() takes the greatest of each).
 -- A rejected operation's error_code is its refusal's, never an earlier attempt's `unknown` code; otherwise
 -- error_code is an `unknown` outcome's. Where overlapping runs logged different answers (two tx ids, two
 -- codes), max() takes the greatest, as state.rs does; tests/it/status_view.rs checks the two agree.
@@ -32,6 +33,8 @@ SELECT operation_id,
        coalesce(max(CASE WHEN event = 'rejected' THEN error_message END),
                 max(CASE WHEN event = 'unknown' THEN error_message END)) AS error_message,
        max(decided_by) AS decided_by,
+       max(note) AS note,
+       max(CASE WHEN decided_by IS NOT NULL THEN recorded_at END) AS decided_at,
        max(run_id) AS last_run_id,
        min(recorded_at) AS first_recorded_at,
        max(recorded_at) AS last_recorded_at

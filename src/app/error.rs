@@ -32,11 +32,15 @@ pub enum AppError {
     #[error(transparent)]
     Payout(#[from] PayoutError),
     #[error(
-        "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice)"
+        "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice); \
+         `pfsync resolve` lists those that wait for a person"
     )]
     OutcomeUnknown { unknown: u64 },
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
+    /// A person's decision that cannot be recorded as asked (`pfsync resolve`).
+    #[error("refused: {0}")]
+    Refused(#[from] crate::payouts::resolve::Refusal),
     #[error("{open} reconciliation finding(s) open; see the report or the purpleflea.payouts.open_findings view")]
     FindingsOpen { open: u64 },
     #[error("the safety brake held back {held} operation(s); raise --max-total-usd / --max-count or check the source")]
@@ -55,7 +59,7 @@ impl AppError {
     /// The exit code: from the failing layer's error class, or from how a finished step ended.
     pub fn exit(&self) -> Exit {
         match self {
-            AppError::Config(_) | AppError::Usage(_) => Exit::Usage,
+            AppError::Config(_) | AppError::Usage(_) | AppError::Refused(_) => Exit::Usage,
             AppError::Provider(e) => e.class().into(),
             AppError::Table(e) => e.class().into(),
             AppError::Sync(e) => e.class().into(),

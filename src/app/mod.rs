@@ -10,6 +10,7 @@ mod mcp;
 pub(crate) mod payouts;
 mod query;
 mod reconcile;
+pub mod resolve;
 mod rules;
 mod run;
 mod sandbox;
@@ -102,6 +103,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             recorded(&ctx, "rules", rules::rules_step(&ctx, provider.as_ref(), &opts, client, limits)).await
         }
         Command::Status(args) => status(&ctx, &args).await,
+        Command::Resolve(args) => resolve::resolve(&ctx, &args).await,
         Command::Reconcile(args) => {
             crate::payouts::check_namespace(&args.namespace)?;
             let classes = fail_on(&args.flags.fail_on)?;

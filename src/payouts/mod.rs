@@ -33,6 +33,7 @@ pub mod log;
 pub mod plan;
 pub mod read;
 pub mod requested;
+pub mod resolve;
 pub mod rules;
 pub mod sightings;
 pub mod source;

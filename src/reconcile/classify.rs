@@ -18,8 +18,13 @@ pub fn classify(op: &Operation, stale_before: DateTime<Utc>) -> Class {
     if n > 1 {
         return Class::DuplicateAtProvider;
     }
-    if op.status == StatusName::Rejected {
+    // Refused, or a person decided it is not to be paid: nothing was to move.
+    if matches!(op.status, StatusName::Rejected | StatusName::Abandoned) {
         return if n >= 1 { Class::StatusMismatch } else { Class::Matched };
+    }
+    // A person found the latest attempt never ran: the next payouts run sends it.
+    if op.status == StatusName::NeverRan {
+        return Class::InProgress;
     }
     if not_final {
         return if op.last_recorded_at < stale_before { Class::StaleUnknown } else { Class::InProgress };

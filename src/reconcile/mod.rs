@@ -14,6 +14,7 @@
 pub mod changes;
 pub mod classify;
 pub mod coverage;
+pub mod decisions;
 pub mod decode;
 pub mod findings;
 pub mod incremental;
@@ -187,6 +188,8 @@ pub struct ReconcileReport {
     /// This run's rows: open findings and resolutions.
     pub rows: Vec<FindingRow>,
     pub daily: Vec<DailyTotal>,
+    /// Operations a person decided about (`pfsync resolve`), with who and why.
+    pub decisions: Vec<decisions::PersonDecision>,
     pub at: DateTime<Utc>,
     /// The namespace whose keys are ours, and the warehouse root: what the report was made of.
     pub namespace: String,
@@ -421,6 +424,7 @@ pub async fn reconcile_at(
     }
     report.refused = refused_rows(&ctx, &params).await?;
 
+    report.decisions = decisions::read(&ctx, &found).await?;
     let previous = previous_open(&ctx, &params).await?;
     report.rows = carry_forward(&previous, found, &commit.run_id, now);
     if !report.rows.is_empty() {

@@ -70,6 +70,23 @@ pub fn text(r: &ReconcileReport) -> String {
             f.first_seen_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
     }
+    if !r.decisions.is_empty() {
+        let _ = writeln!(s, "  decided by a person: {}", r.decisions.len());
+    }
+    for d in &r.decisions {
+        let _ = writeln!(
+            s,
+            "  - {} {} {}{} by {} at {}: {} [{}]",
+            d.operation_id,
+            d.kind,
+            d.event.as_str(),
+            d.tx_id.as_deref().map(|t| format!(" (tx {t})")).unwrap_or_default(),
+            d.decided_by,
+            d.recorded_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            d.note.as_deref().unwrap_or("-"),
+            d.class.as_str()
+        );
+    }
     s
 }
 
@@ -418,6 +435,27 @@ th{{background:#f9fafb}}td.num{{text-align:right;font-variant-numeric:tabular-nu
                 amount(x.actual_amount),
                 esc(&x.detail),
                 f.first_seen_at.format("%Y-%m-%d %H:%M:%S")
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Decided by a person</h2>");
+    if r.decisions.is_empty() {
+        h.push_str("<p>None.</p>");
+    } else {
+        h.push_str("<table><tr><th>operation</th><th>kind</th><th>decision</th><th>provider tx</th><th>by</th><th>note</th><th>at</th><th>class</th></tr>");
+        for d in &r.decisions {
+            let _ = write!(
+                h,
+                r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                esc(&d.operation_id),
+                esc(&d.kind),
+                d.event.as_str(),
+                esc(d.tx_id.as_deref().unwrap_or("")),
+                esc(&d.decided_by),
+                esc(d.note.as_deref().unwrap_or("")),
+                d.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                d.class.as_str()
             );
         }
         h.push_str("</table>");

@@ -93,7 +93,9 @@ impl OperationFindingRow {
                 self.log_tx_id.as_deref().unwrap_or("-")
             ),
             Class::DuplicateAtProvider => format!("{} provider transactions carry this operation's key", self.n),
-            Class::StatusMismatch => "the log says rejected but the provider shows money moved".to_string(),
+            Class::StatusMismatch => {
+                format!("the log says {} but the provider shows money moved", self.status.as_str())
+            }
             Class::StaleUnknown => {
                 format!("{} with no final outcome for longer than the stale threshold", self.status.as_str())
             }

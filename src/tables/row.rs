@@ -672,6 +672,7 @@ mod tests {
             follows_spec::<crate::sync::rows::WalletRow>(),
             follows_spec::<crate::sync::rows::EscrowRow>(),
             follows_spec::<crate::sync::rows::EscrowTermsRow>(),
+            follows_spec::<crate::sync::rows::TransactionRow>(),
             follows_spec::<crate::ledger::rows::LedgerEntryRow>(),
             follows_spec::<crate::ledger::rows::LedgerGapRow>(),
             follows_spec::<crate::payouts::requested::PendingPayoutRow>(),

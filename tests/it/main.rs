@@ -18,6 +18,7 @@ mod jobs_bundle;
 mod live_bed;
 mod live_mcp;
 mod live_payouts;
+mod live_resolve;
 mod live_sync;
 mod maintain;
 mod mcp;
@@ -31,6 +32,7 @@ mod reconcile;
 mod report_browser;
 mod reconcile_incremental;
 mod resilience;
+mod resolve;
 pub mod rules;
 #[cfg(feature = "s3")]
 mod s3;
