@@ -151,7 +151,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Serve an in-memory Purple Flea sandbox (for trying pfsync without an account, and for tests).
     Sandbox(SandboxArgs),
-    /// Run the whole job end to end against an in-process sandbox and a local warehouse.
+    /// Run the whole job end to end against an in-process sandbox and a local warehouse of its own
+    /// (./pfsync-demo unless --warehouse says otherwise), started afresh each time. A folder holding a
+    /// commit the demo did not make (a real run's) is refused with exit 2, never cleared.
     Demo(DemoArgs),
     /// Run a SQL query (DataFusion) over pfsync's tables, addressed by their three-level names. Read-only:
     /// a statement that would write (INSERT, UPDATE, DELETE, MERGE, CREATE, DROP, COPY, ...) exits 2.

@@ -32,8 +32,12 @@ use sync::{sync_options, sync_step};
 
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     crate::errors::quiet_caught_dependency_panics();
+    let mut overrides: crate::config::Overrides = (&cli.global).into();
+    if matches!(cli.command, Command::Demo(_)) {
+        overrides.default_warehouse = Some(crate::demo::DEFAULT_WAREHOUSE);
+    }
     #[allow(unused_mut)] // mutated only by the `unity` feature
-    let mut settings = Settings::resolve(&(&cli.global).into())?;
+    let mut settings = Settings::resolve(&overrides)?;
     let run_id = match &cli.global.run_id {
         Some(id) if id.trim().is_empty() || id.len() > 200 => {
             return Err(AppError::Usage("--run-id must be 1..=200 characters".into()));
