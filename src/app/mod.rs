@@ -27,7 +27,7 @@ use reconcile::reconcile_step;
 use run::run_steps;
 use sandbox::sandbox;
 pub use step::{Context, StepOutcome};
-use step::{connect, recorded};
+use step::{connect, recorded, require_initialised};
 use sync::{sync_options, sync_step};
 
 pub async fn run(cli: Cli) -> Result<(), AppError> {
@@ -96,6 +96,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Reconcile(args) => {
             crate::payouts::check_namespace(&args.namespace)?;
             let classes = fail_on(&args.flags.fail_on)?;
+            require_initialised(&ctx).await?;
             recorded(&ctx, "reconcile", reconcile_step(&ctx, &args, &classes)).await
         }
         Command::Init => {

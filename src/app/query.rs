@@ -45,6 +45,7 @@ pub(super) async fn print_query(
 }
 
 pub(super) async fn sql(ctx: &Context, args: &SqlArgs) -> Result<(), AppError> {
+    super::step::require_initialised(ctx).await?;
     let sql = sql_context(&ctx.settings.warehouse).await?;
     match args.format {
         SqlFormat::Table => {
@@ -86,6 +87,7 @@ pub(super) const STATUS_SUMMARY: &str = "SELECT kind, status, count(*) AS operat
      FROM purpleflea.payouts.status GROUP BY kind, status ORDER BY kind, status";
 
 pub(super) async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppError> {
+    super::step::require_initialised(ctx).await?;
     let sql = sql_context(&ctx.settings.warehouse).await?;
     if sql.table_exist("purpleflea.payouts.status").unwrap_or(false) {
         print_query(&sql, STATUS_SUMMARY, 1000).await?;
@@ -103,6 +105,7 @@ pub(super) async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppEr
 }
 
 pub(super) async fn tables(ctx: &Context) -> Result<(), AppError> {
+    super::step::require_initialised(ctx).await?;
     use futures::TryStreamExt;
     let wh = &ctx.settings.warehouse;
     let sql = sql_context(wh).await?;
@@ -130,6 +133,8 @@ pub(super) async fn tables(ctx: &Context) -> Result<(), AppError> {
 
 pub(super) async fn maintain(ctx: &Context, args: &MaintainArgs) -> Result<(), AppError> {
     let opts = MaintainOptions { retention_hours: args.retention_hours, i_know: args.i_know, dry_run: args.dry_run };
+    opts.validate()?;
+    super::step::require_initialised(ctx).await?;
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "maintain" };
     let reports = maintain_all(&ctx.settings.warehouse, &opts, &commit).await?;
     if reports.is_empty() {

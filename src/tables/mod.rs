@@ -18,5 +18,6 @@ pub use spec::{
     TableSpec, WALLETS, Writer,
 };
 pub use store::{
-    CommitInfo, TableError, open_existing, open_or_create, register_location, sql_context, sql_context_of,
+    CommitInfo, TableError, any_table_exists, open_existing, open_or_create, register_location, sql_context,
+    sql_context_of,
 };

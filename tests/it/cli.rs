@@ -209,6 +209,7 @@ fn bad_flags_and_config_stop_with_exit_2_and_say_what_to_fix() {
 async fn sync_command_against_a_sandbox_prints_a_summary() {
     let sb = sandbox(40).await;
     let dir = tempfile::tempdir().unwrap();
+    crate::common::init(dir.path().join("wh"));
     let mut cmd = pfsync();
     cmd.sandbox(&sb)
         .args(["--log-format", "json", "--run-id", "job-77", "sync", "wallets"])

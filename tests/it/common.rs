@@ -186,6 +186,17 @@ impl PfsyncCommand for Command {
     }
 }
 
+/// `pfsync init --warehouse <wh>`, as a user runs it once before the first run (every other command but
+/// `demo` refuses a warehouse with none of pfsync's tables), unless the payout log is there already.
+pub fn init(wh: impl AsRef<std::path::Path>) {
+    let wh = wh.as_ref();
+    if wh.join("purpleflea/payouts/log/_delta_log").is_dir() {
+        return;
+    }
+    let out = pfsync().arg("init").warehouse(wh).output().expect("spawn pfsync init");
+    assert!(out.status.success(), "pfsync init: {}", text(&out));
+}
+
 /// Stdout, then stderr, as one text.
 pub fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

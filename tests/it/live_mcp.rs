@@ -39,6 +39,7 @@ fn config(dir: &Path, bed: &LiveBed) -> std::path::PathBuf {
 fn session(py: &str, dir: &Path, bed: &LiveBed, payer: &Agent, seller: &Agent, steps: Value) -> (Vec<Value>, String) {
     let script = dir.join(format!("script-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(&script, steps.to_string()).unwrap();
+    crate::common::init(dir.join("wh"));
     let out = Command::new(py)
         .arg(client_script())
         .arg("stdio")

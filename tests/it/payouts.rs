@@ -355,8 +355,9 @@ pub fn wait_out_in_flight(later: &Later) {
     later.pass(IN_FLIGHT_SECS + 1);
 }
 
-/// `pfsync payouts` as a child process against this test's sandbox.
+/// `pfsync payouts` as a child process against this test's sandbox, into `wh` (initialised first).
 pub fn payouts_cmd(sb: &Sandbox, wh: &std::path::Path) -> Command {
+    crate::common::init(wh);
     let mut c = pfsync();
     let in_flight = IN_FLIGHT_SECS.to_string();
     c.sandbox(sb)
