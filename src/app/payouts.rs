@@ -48,7 +48,8 @@ pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
     if r.held_by_brake > 0 {
         return Err(AppError::BrakeHeld { held: r.held_by_brake });
     }
-    let refused = r.rejected_rows + r.rejected_by_api;
+    // Rows refused the same way before were recorded (and made a run exit 5) then: only new refusals count.
+    let refused = r.rejected_rows - r.refused_before.min(r.rejected_rows) + r.rejected_by_api;
     if refused > 0 {
         return Err(AppError::RowsFailed { failed: refused });
     }
@@ -99,6 +100,7 @@ pub(super) async fn engine_step(
         ("resolved_by_lookup", report.resolved_by_lookup),
         ("rejected_by_api", report.rejected_by_api),
         ("refused_by_validation", report.rejected_rows),
+        ("refused_before", report.refused_before),
         ("unknown", report.unknown),
         ("needs_person", report.needs_person),
         ("in_flight_elsewhere", report.in_flight_elsewhere),

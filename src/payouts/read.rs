@@ -26,6 +26,7 @@ pub struct Read {
     pub history: HashMap<String, Vec<LogEvent>>,
     /// `None` in a dry run over a warehouse that has no log yet.
     pub log: Option<DeltaTable>,
+    /// `None` likewise (the refusals recorded before are read from it).
     pub rejects_table: Option<DeltaTable>,
     /// What each change feed read (for moving its position on after the run).
     pub feeds: Vec<super::feed::FeedRead>,
@@ -85,7 +86,8 @@ pub async fn read(
         }
     }
     let log = open_existing(wh, &PAYOUT_LOG).await?;
-    let rejects_table = if opts.dry_run { None } else { open_existing(wh, &REJECTS).await? };
+    // Read in a dry run too: what was refused before is told apart from new refusals.
+    let rejects_table = open_existing(wh, &REJECTS).await?;
 
     let ctx = sql_context(wh).await?;
     for (name, location) in &opts.extra_tables {
@@ -154,9 +156,6 @@ pub async fn read(
     let (ops, more) = check_batch(ops, &logged, known.as_ref(), &rows);
     rejects.extend(more);
     report.rejected_rows = rejects.len() as u64;
-    for r in &rejects {
-        tracing::warn!(id = r.operation_id.as_deref().unwrap_or("-"), code = r.code.as_str(), "refused: {}", r.message);
-    }
     let feeds =
         feeds.into_iter().map(|(f, index)| f.read_so_far(feed_ids.remove(&index).unwrap_or_default())).collect();
     Ok(Read { ops, rejects, history: past, log, rejects_table, feeds })
