@@ -61,7 +61,7 @@ script stdio >"$work/stdio.json"
 "$py" "$here/tests/it/mcp_client.py" stdio "$work/stdio.json" "$bin" "${common[@]}" mcp --client bench-stdio \
   2>/dev/null | report stdio
 
-export PFSYNC_MCP_TOKEN="bench-$RANDOM-$RANDOM"
+export PFSYNC_MCP_TOKEN="$("$py" -c "import secrets; print(secrets.token_hex(32))")"
 "$bin" "${common[@]}" mcp --client bench-http --listen 127.0.0.1:0 >"$work/mcp.out" 2>/dev/null &
 pids+=($!)
 for _ in $(seq 100); do grep -q "ready at" "$work/mcp.out" 2>/dev/null && break; sleep 0.1; done

@@ -177,7 +177,7 @@ pub enum Command {
 pub struct McpArgs {
     /// Serve streamable HTTP at http://ADDR/mcp instead of stdio; loopback only (127.0.0.1:PORT, port 0
     /// picks one). Every request needs `Authorization: Bearer <token>`, the token from PFSYNC_MCP_TOKEN or
-    /// --token-file (never a flag value).
+    /// --token-file (never a flag value): at least 32 bytes, and no Purple Flea key pfsync holds.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 

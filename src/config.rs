@@ -267,7 +267,7 @@ impl Settings {
             unity: file.unity.clone(),
             mcp: file.mcp.clone(),
         };
-        s.mcp.check().map_err(|m| value_error("[mcp]", m))?;
+        s.mcp.check().map_err(|e| value_error("[mcp]", e.to_string()))?;
         Ok(s)
     }
 

@@ -50,6 +50,16 @@ impl ApiKey {
         &self.0
     }
 
+    /// How many bytes the key has (its strength, without its text).
+    pub fn byte_len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether two secrets are the same text, compared in constant time.
+    pub fn same_as(&self, other: &ApiKey) -> bool {
+        self.matches(&other.0)
+    }
+
     /// Compare with a presented bearer token without an early exit on the first differing byte.
     pub fn matches(&self, presented: &str) -> bool {
         let a = self.0.as_bytes();

@@ -5,7 +5,7 @@
 CREATE TABLE IF NOT EXISTS purpleflea.payouts.log (
   operation_id STRING NOT NULL COMMENT 'payout_id or action_id',
   kind STRING NOT NULL COMMENT 'payout | escrow_create | escrow_release | escrow_dispute',
-  event STRING NOT NULL COMMENT 'intent | completed | rejected | unknown',
+  event STRING NOT NULL COMMENT 'intent | completed | rejected | unknown | never_ran (an attempt that provably did not run: the next may be sent) | abandoned (a person decided it is not to be paid)',
   attempt INT NOT NULL COMMENT '1 for the first send; grows with each resolution attempt',
   agent_id STRING COMMENT 'Payee (payout, release) or buyer (create, dispute)',
   counterparty_agent_id STRING COMMENT 'Seller of an escrow create',
@@ -19,7 +19,10 @@ CREATE TABLE IF NOT EXISTS purpleflea.payouts.log (
   error_message STRING COMMENT 'Error text',
   run_id STRING NOT NULL COMMENT 'Run that wrote the event',
   recorded_at TIMESTAMP NOT NULL COMMENT 'When the event was recorded',
-  recorded_date DATE NOT NULL COMMENT 'Day (UTC) of recorded_at; the partition column'
+  recorded_date DATE NOT NULL COMMENT 'Day (UTC) of recorded_at; the partition column',
+  payer_agent_id STRING COMMENT 'The agent the operation debits (the payer of a payout, the buyer of an escrow create), where the provider pays from the balance of an agent',
+  decided_by STRING COMMENT 'The person who recorded this event (pfsync resolve --by); null for events pfsync wrote itself',
+  note STRING COMMENT 'Why a person decided so (pfsync resolve --note)'
 )
 USING DELTA
 PARTITIONED BY (recorded_date)

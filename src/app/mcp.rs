@@ -3,29 +3,29 @@
 use super::error::AppError;
 use super::step::Context;
 use crate::cli::McpArgs;
-use crate::mcp::{Engine, McpServer, Token, policy, serve_http, serve_stdio};
+use crate::mcp::{Engine, McpServer, Token, check_listen, policy, serve_http, serve_stdio};
 use crate::payouts::PayoutOptions;
 use crate::tables::{CommitInfo, ESCROW_ACTIONS, MCP_CALLS, PENDING_PAYOUTS, open_or_create};
 
 pub(super) async fn mcp(ctx: &Context, args: &McpArgs) -> Result<(), AppError> {
     policy::check_client(&args.client).map_err(|e| AppError::Usage(format!("--client: {e}")))?;
-    if let Some(addr) = args.listen
-        && !addr.ip().to_canonical().is_loopback()
-    {
-        return Err(AppError::Usage(format!(
-            "--listen {addr} is not a loopback address: the tools move money and this server speaks plain HTTP. \
-             Listen on 127.0.0.1 and put a TLS-terminating proxy in front of it"
-        )));
+    if let Some(addr) = args.listen {
+        check_listen(addr).map_err(|e| AppError::Usage(e.to_string()))?;
     }
     // The token is read before anything else, so a server that cannot authenticate never starts.
     let token = match args.listen {
-        Some(_) => Some(Token::resolve(args.token_file.as_deref()).map_err(AppError::Usage)?),
+        Some(_) => Some(Token::resolve(args.token_file.as_deref()).map_err(|e| AppError::Usage(e.to_string()))?),
         None if args.token_file.is_some() => {
             return Err(AppError::Usage("--token-file is for HTTP: add --listen 127.0.0.1:PORT".into()));
         }
         None => None,
     };
     let cfg = ctx.settings.client_config()?;
+    if let Some(token) = &token {
+        let mut keys = ctx.settings.provider.held_keys().map_err(|e| AppError::Usage(format!("[provider] {e}")))?;
+        keys.extend(cfg.api_key.clone());
+        token.check(&keys).map_err(|e| AppError::Usage(e.to_string()))?;
+    }
     let opts = PayoutOptions {
         namespace: ctx.settings.mcp.namespace().to_string(),
         clock: crate::clock::process_clock(),
@@ -52,8 +52,9 @@ pub(super) async fn mcp(ctx: &Context, args: &McpArgs) -> Result<(), AppError> {
     );
     let server = McpServer::new(engine);
     tracing::info!(client = %args.client, transport, "pfsync mcp serving");
-    match (args.listen, token) {
-        (Some(addr), Some(token)) => serve_http(server, addr, token, &args.allow_hosts).await.map_err(AppError::Usage),
-        _ => serve_stdio(server).await.map_err(AppError::Internal),
-    }
+    let served = match (args.listen, token) {
+        (Some(addr), Some(token)) => serve_http(server, addr, token, &args.allow_hosts).await,
+        _ => serve_stdio(server).await,
+    };
+    served.map_err(|e| if e.is_usage() { AppError::Usage(e.to_string()) } else { AppError::Internal(e.to_string()) })
 }

@@ -45,12 +45,13 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// When a POST whose outcome is not known may be sent again by the client. A provider derives it from
-/// what it declares (`provider::Capabilities::honours_idempotency_keys`); nothing else sets it, so the rule
-/// and the declaration cannot disagree.
+/// When the client may send a POST again. A provider derives it from what it declares
+/// (`provider::Capabilities::honours_idempotency_keys`); nothing else sets it, so the rule and the
+/// declaration cannot disagree. Either way, a POST that may have run is never sent again by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Repeat {
-    /// A POST with an idempotency key may be repeated on any transient failure: the provider replays it.
+    /// The provider honours keys: a keyed POST answered 409 `idempotency_key_in_use` (another request with
+    /// the key is running) is repeated until the provider replays that request's answer.
     KeyedPosts,
     /// A POST is repeated only when the failure proves it never ran (a 429, a connection that never
     /// opened). Against a provider that ignores keys, any other repeat could be a second payment.
@@ -260,9 +261,11 @@ impl Client {
         Ok(url)
     }
 
-    /// Send with retries. A GET, or a POST with an idempotency key the provider honours, is repeated on any
-    /// transient failure; any other POST only when the failure proves it was not applied (see
-    /// [`RetryCause`]): a key the provider ignores protects nothing.
+    /// Send with retries. A GET is repeated on any transient failure. A POST is repeated only when the
+    /// failure proves it was not applied (see [`RetryCause`]), and, under a key the provider honours, while
+    /// another request with that key is still running (the repeat waits for it and replays its answer):
+    /// after a failure that may have run, only the provider's evidence can say whether to send again, and
+    /// the engine asks for it. Keys protect against races, never against a resend.
     async fn execute<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -271,7 +274,10 @@ impl Client {
         key: Option<&IdempotencyKey>,
     ) -> Result<Sent<T>, HttpError> {
         let endpoint = format!("{method} {}", url.path());
-        let repeatable = method == Method::GET || (key.is_some() && self.inner.repeat == Repeat::KeyedPosts);
+        let keyed = key.is_some() && self.inner.repeat == Repeat::KeyedPosts;
+        let may_repeat = |cause: RetryCause| {
+            method == Method::GET || cause.safe_without_key() || (keyed && cause == RetryCause::KeyInUse)
+        };
         let policy = &self.inner.cfg.retry;
         let started = Instant::now();
         let mut attempts = 0u32;
@@ -295,7 +301,7 @@ impl Client {
                 },
                 Attempt::Retry { cause, retry_after, error } => (cause, retry_after, error),
             };
-            if !(repeatable || cause.safe_without_key()) {
+            if !may_repeat(cause) {
                 return Err(error);
             }
             let repeats = seen.iter().filter(|c| **c == cause).count() as u32;

@@ -5,9 +5,73 @@
 use chrono::{DateTime, Utc};
 use deltalake::DeltaTable;
 
+use super::policy::Decision;
 use crate::money::Usd;
-use crate::tables::row::{Row, table_row};
+use crate::tables::row::{Row, Text, table_row};
 use crate::tables::{CommitInfo, MCP_CALLS, TableError, Warehouse, open_or_create};
+
+/// What the server decided about a call: the `decision` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDecision {
+    /// A read tool answered (or failed to).
+    Read,
+    /// The policy ran it now.
+    Execute,
+    /// The policy queued it for the scheduled payouts job.
+    Queue,
+    /// The policy denies the tool.
+    Deny,
+    /// The allowlists or a limit refused it.
+    Refused,
+    /// The request id was used before: the first result, or a refusal of a different request.
+    Replayed,
+    /// The arguments were refused, or the tool is unknown.
+    Invalid,
+    /// Reading or writing the tables failed before the call was decided.
+    Error,
+}
+
+impl CallDecision {
+    const ALL: [CallDecision; 8] = [
+        CallDecision::Read,
+        CallDecision::Execute,
+        CallDecision::Queue,
+        CallDecision::Deny,
+        CallDecision::Refused,
+        CallDecision::Replayed,
+        CallDecision::Invalid,
+        CallDecision::Error,
+    ];
+}
+
+impl Text for CallDecision {
+    const WHAT: &'static str = "an MCP call decision (read, execute, queue, deny, refused, replayed, invalid, error)";
+    fn as_str(self) -> &'static str {
+        match self {
+            CallDecision::Read => "read",
+            CallDecision::Execute => "execute",
+            CallDecision::Queue => "queue",
+            CallDecision::Deny => "deny",
+            CallDecision::Refused => "refused",
+            CallDecision::Replayed => "replayed",
+            CallDecision::Invalid => "invalid",
+            CallDecision::Error => "error",
+        }
+    }
+    fn parse(s: &str) -> Option<CallDecision> {
+        CallDecision::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+impl From<Decision> for CallDecision {
+    fn from(d: Decision) -> CallDecision {
+        match d {
+            Decision::Execute => CallDecision::Execute,
+            Decision::Queue => CallDecision::Queue,
+            Decision::Deny => CallDecision::Deny,
+        }
+    }
+}
 
 /// Longest text kept of the arguments and the result.
 pub const MAX_TEXT: usize = 4096;
@@ -24,7 +88,7 @@ table_row! {
         pub request_id: Option<String>,
         pub operation_id: Option<String>,
         pub arguments: String,
-        pub decision: String,
+        pub decision: CallDecision,
         pub amount_usd: Option<Usd>,
         pub is_error: bool,
         pub result: Option<String>,

@@ -1,32 +1,54 @@
 //! `pfsync mcp`: an MCP tool server for agents, in front of the synced tables and the exactly-once engine.
 //!
-//! - `tools.rs`: the tools, their JSON schemas, and what each does (read tools query the tables; money tools
-//!   append a row to the pending or actions table and, under the `execute` policy, run the engine for it);
+//! - `tool.rs`: the tools by name ([`Tool`]), and the kind of each (read, money, direct);
+//! - `schema.rs`: their JSON schemas and descriptions (`tools/list`), generated from [`Tool::ALL`];
+//! - `dispatch.rs`: one call: parsed, checked, sent down its kind's path, and audited;
+//! - `args.rs` and `request.rs`: arguments read strictly, and the validated requests of governed tools;
+//! - `read.rs`, `status.rs` and `query.rs`: the read tools, a request's status, and read-only SQL;
+//! - `money.rs`: money tools, operations of the exactly-once engine (a row of the pending or actions table
+//!   and, under the `execute` policy, the engine run for it);
+//! - `escrow.rs`: what pfsync knows of the escrow a release, dispute or complete names (whose, how much);
+//! - `direct.rs`: `claim_faucet` and `mark_complete`, which act on the provider during the call;
 //! - `policy.rs`: the `[mcp]` section: execute | queue | deny per tool, limits, allowlists;
-//! - `audit.rs`: every call into `purpleflea.ops.mcp_calls`.
+//! - `audit.rs`: every call into `purpleflea.ops.mcp_calls`;
+//! - `error.rs`: [`McpError`], whose text is what the agent reads;
+//! - `serve.rs` and `token.rs`: the transports, and the HTTP bearer token.
 //!
 //! Transports: stdio (the process is the session), and streamable HTTP on loopback, behind a bearer token
 //! read from `PFSYNC_MCP_TOKEN` or `--token-file` (never a flag value). No Purple Flea key ever passes
 //! through a tool: the server holds it, as `pfsync payouts` does.
 
+mod args;
 pub mod audit;
+mod direct;
+mod dispatch;
+mod error;
+mod escrow;
+mod money;
 pub mod policy;
-pub mod tools;
+mod query;
+mod read;
+mod request;
+mod schema;
+mod serve;
+mod status;
+mod token;
+mod tool;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig, Tool,
+    ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
-pub use tools::Engine;
-
-/// The environment variable the HTTP bearer token is read from.
-pub const TOKEN_ENV: &str = "PFSYNC_MCP_TOKEN";
+pub use dispatch::Engine;
+pub use error::McpError;
+pub use serve::{ServeError, check_listen, serve_http, serve_stdio};
+pub use token::{TOKEN_ENV, Token, TokenError};
+pub use tool::{Kind, Tool};
 
 /// One server, shared by every session (HTTP) or the one session (stdio).
 #[derive(Clone)]
@@ -44,7 +66,7 @@ impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("pfsync", env!("CARGO_PKG_VERSION")))
-            .with_instructions(tools::INSTRUCTIONS)
+            .with_instructions(schema::INSTRUCTIONS)
     }
 
     async fn list_tools(
@@ -52,11 +74,11 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools::definitions()))
+        Ok(ListToolsResult::with_all_items(schema::definitions()))
     }
 
-    fn get_tool(&self, name: &str) -> Option<Tool> {
-        tools::definitions().into_iter().find(|t| t.name == name)
+    fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
+        Tool::parse(name).map(Tool::definition)
     }
 
     async fn call_tool(
@@ -68,97 +90,4 @@ impl ServerHandler for McpServer {
         let args = request.arguments.unwrap_or_default();
         Ok(self.engine.call(&request.name, args, client_info).await.into())
     }
-}
-
-/// Serve over stdin/stdout until the client closes them.
-pub async fn serve_stdio(server: McpServer) -> Result<(), String> {
-    use rmcp::ServiceExt;
-    let running = server.serve(rmcp::transport::stdio()).await.map_err(|e| format!("MCP over stdio: {e}"))?;
-    running.waiting().await.map_err(|e| format!("MCP over stdio: {e}"))?;
-    Ok(())
-}
-
-/// A bearer token compared in constant time; its text is never logged.
-#[derive(Clone)]
-pub struct Token(crate::secret::ApiKey);
-
-impl Token {
-    pub fn resolve(file: Option<&std::path::Path>) -> Result<Token, String> {
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read --token-file {}: {e}", path.display()))?;
-            return crate::secret::ApiKey::new(&text, "in --token-file").map(Token).map_err(|e| e.to_string());
-        }
-        match std::env::var(TOKEN_ENV) {
-            Ok(v) => crate::secret::ApiKey::new(&v, "in PFSYNC_MCP_TOKEN").map(Token).map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
-                "HTTP needs a bearer token: set {TOKEN_ENV} or pass --token-file PATH (never a flag value)"
-            )),
-        }
-    }
-
-    fn accepts(&self, header: Option<&str>) -> bool {
-        match header.and_then(|h| h.strip_prefix("Bearer ")) {
-            Some(presented) => self.0.matches(presented.trim()),
-            None => false,
-        }
-    }
-}
-
-async fn require_token(
-    axum::extract::State(token): axum::extract::State<Token>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if !token.accepts(header) {
-        tracing::warn!("MCP request refused: missing or wrong bearer token");
-        return (
-            axum::http::StatusCode::UNAUTHORIZED,
-            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid bearer token is required\n",
-        )
-            .into_response();
-    }
-    next.run(request).await
-}
-
-/// Serve streamable HTTP at `http://<listen>/mcp` until Ctrl-C. Loopback only: the tools move money, and
-/// this server has no TLS of its own (put a TLS-terminating proxy in front of it on the same host).
-pub async fn serve_http(
-    server: McpServer,
-    listen: SocketAddr,
-    token: Token,
-    allow_hosts: &[String],
-) -> Result<(), String> {
-    use rmcp::transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-    };
-    if !listen.ip().to_canonical().is_loopback() {
-        return Err(format!(
-            "--listen {listen} is not a loopback address: the tools move money and this server speaks plain HTTP. \
-             Listen on 127.0.0.1 and put a TLS-terminating proxy in front of it"
-        ));
-    }
-    // Loopback names (rmcp's default), and the names a TLS proxy in front forwards.
-    let mut config = StreamableHttpServerConfig::default();
-    config.allowed_hosts.extend(allow_hosts.iter().cloned());
-    let service: StreamableHttpService<McpServer, LocalSessionManager> =
-        StreamableHttpService::new(move || Ok(server.clone()), Default::default(), config);
-    let router = axum::Router::new()
-        .nest_service("/mcp", service)
-        .layer(axum::middleware::from_fn_with_state(token, require_token));
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("pfsync mcp ready at http://{addr}/mcp (bearer token required); Ctrl-C stops it");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| format!("MCP over HTTP: {e}"))
 }

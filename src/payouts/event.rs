@@ -15,10 +15,15 @@ pub enum Event {
     Completed,
     Rejected,
     Unknown,
+    /// The attempt provably did not run (a person's decision, `pfsync resolve never-ran`): the next attempt
+    /// may be sent.
+    NeverRan,
+    /// A person decided the operation is not to be paid (`pfsync resolve abandoned`): final, nothing sent.
+    Abandoned,
 }
 
 impl Text for Event {
-    const WHAT: &'static str = "a payout log event (intent, completed, rejected, unknown)";
+    const WHAT: &'static str = "a payout log event (intent, completed, rejected, unknown, never_ran, abandoned)";
     fn as_str(self) -> &'static str {
         Event::as_str(self)
     }
@@ -34,6 +39,8 @@ impl Event {
             Event::Completed => "completed",
             Event::Rejected => "rejected",
             Event::Unknown => "unknown",
+            Event::NeverRan => "never_ran",
+            Event::Abandoned => "abandoned",
         }
     }
 
@@ -43,6 +50,8 @@ impl Event {
             "completed" => Event::Completed,
             "rejected" => Event::Rejected,
             "unknown" => Event::Unknown,
+            "never_ran" => Event::NeverRan,
+            "abandoned" => Event::Abandoned,
             _ => return None,
         })
     }
@@ -71,5 +80,11 @@ table_row! {
         pub recorded_at: DateTime<Utc>,
         /// Day (UTC) of `recorded_at`: the partition column.
         pub recorded_date: NaiveDate,
+        /// The agent the operation debits, where the provider pays from an agent's balance.
+        pub payer_agent_id: Option<String>,
+        /// A person's event: who recorded it (`pfsync resolve --by`).
+        pub decided_by: Option<String>,
+        /// A person's event: why (`pfsync resolve --note`).
+        pub note: Option<String>,
     }
 }

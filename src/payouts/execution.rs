@@ -232,6 +232,9 @@ pub fn event(s: &Step, ev: Event, run_id: &str, at: DateTime<Utc>) -> LogEvent {
         run_id: run_id.to_string(),
         recorded_at: at,
         recorded_date: at.date_naive(),
+        payer_agent_id: s.payer.clone(),
+        decided_by: None,
+        note: None,
     }
 }
 
@@ -343,9 +346,11 @@ impl Execution {
         self.claimed.as_ref().unwrap_or_else(|| NONE.get_or_init(HashSet::new))
     }
 
-    /// How long after an intent a send may still be running at the provider.
+    /// How long after an intent "it never ran" cannot yet be concluded: twice the longest send, so that a
+    /// request held on its way (a proxy, a stalled connection) past the client's own budget is still waited
+    /// for before anything is sent again.
     pub fn settle(&self) -> chrono::Duration {
-        self.s.send_budget
+        self.s.send_budget * 2
     }
 
     /// An answer of a one-by-one lookup: a debit it found is claimed before the next step is judged.
@@ -754,6 +759,7 @@ mod tests {
             resolve_first: true,
             since: Some(t0()),
             last_error: None,
+            payer: None,
         };
         let e = || event(&step, Event::Unknown, "run", t0());
         let mut r = PayoutReport::default();

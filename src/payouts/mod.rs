@@ -283,7 +283,10 @@ pub async fn run_payouts(
     }
     read.rejects = new;
     let plan_opts = opts.plan_options(caps, opts.clock.now());
-    let plan = plan::plan(read.ops, &read.history, &plan_opts)?;
+    let mut plan = plan::plan(read.ops, &read.history, &plan_opts)?;
+    for s in plan.first.iter_mut().chain(plan.second.iter_mut()) {
+        s.payer = provider.payer_of(&s.op);
+    }
     report.note_plan(&plan);
     if opts.dry_run {
         report.plan = plan.steps().map(Planned::from).collect();

@@ -55,6 +55,9 @@ pub struct Step {
     pub since: Option<DateTime<Utc>>,
     /// The error code the latest earlier attempt ended with, if any.
     pub last_error: Option<String>,
+    /// The agent the operation debits, where the provider pays from an agent's balance (see
+    /// `Provider::payer_of`): what the lease and the ledger evidence are kept per.
+    pub payer: Option<String>,
 }
 
 /// What the log says to do with one operation (rules 2 to 5 above, before the brake).
@@ -69,8 +72,10 @@ pub enum Decision {
 
 pub fn decide(events: &[LogEvent], o: &PlanOptions) -> Decision {
     match status(events) {
-        Status::Completed { .. } | Status::Rejected { .. } => Decision::Final,
+        Status::Completed { .. } | Status::Rejected { .. } | Status::Abandoned => Decision::Final,
         Status::New => Decision::Send { attempt: 1 },
+        // A person found the latest attempt never ran: the next one is a send like the first.
+        Status::NeverRan { attempt } => Decision::Send { attempt: attempt + 1 },
         Status::InFlight { attempt } => {
             let recent = last_intent_at(events).is_none_or(|at| o.now - at < o.in_flight_timeout);
             if recent {
@@ -221,7 +226,7 @@ pub fn plan(ops: Vec<Operation>, history: &HashMap<String, Vec<LogEvent>>, o: &P
             .filter(|e| e.event == super::state::Event::Unknown)
             .max_by_key(|e| (e.attempt, e.recorded_at))
             .and_then(|e| e.error_code.clone());
-        steps.push(Step { op, key, attempt, resolve_first, since, last_error });
+        steps.push(Step { op, key, attempt, resolve_first, since, last_error, payer: None });
     }
     steps.sort_by(|a, b| (a.op.requested_at, &a.op.id).cmp(&(b.op.requested_at, &b.op.id)));
     let (second, first): (Vec<Step>, Vec<Step>) =
@@ -324,6 +329,7 @@ mod tests {
             resolve_first: false,
             since: None,
             last_error: None,
+            payer: None,
         };
         let ids = |b: &[Step]| b.iter().map(|s| s.op.id.clone()).collect::<Vec<_>>().join(",");
         let all = [("a", 100), ("b", 100), ("c", 200), ("d", 100), ("e", 300), ("f", 400)];
@@ -356,6 +362,9 @@ mod tests {
             run_id: "run".into(),
             recorded_at: at,
             recorded_date: at.date_naive(),
+            payer_agent_id: None,
+            decided_by: None,
+            note: None,
         }
     }
 

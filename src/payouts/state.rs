@@ -34,11 +34,17 @@ pub enum Status {
     Rejected {
         code: String,
     },
+    /// A person decided the latest attempt never ran (`pfsync resolve never-ran`): the next may be sent.
+    NeverRan {
+        attempt: i32,
+    },
+    /// A person decided the operation is not to be paid (`pfsync resolve abandoned`).
+    Abandoned,
 }
 
 impl Status {
     pub fn is_final(&self) -> bool {
-        matches!(self, Status::Completed { .. } | Status::Rejected { .. })
+        matches!(self, Status::Completed { .. } | Status::Rejected { .. } | Status::Abandoned)
     }
 
     /// As the status view spells it; `None` for an operation never logged.
@@ -49,6 +55,8 @@ impl Status {
             Status::Unknown { .. } => StatusName::Unknown,
             Status::Completed { .. } => StatusName::Completed,
             Status::Rejected { .. } => StatusName::Rejected,
+            Status::NeverRan { .. } => StatusName::NeverRan,
+            Status::Abandoned => StatusName::Abandoned,
         })
     }
 }
@@ -60,22 +68,25 @@ pub enum StatusName {
     Unknown,
     Completed,
     Rejected,
+    NeverRan,
+    Abandoned,
 }
 
 impl Text for StatusName {
-    const WHAT: &'static str = "an operation status (in_flight, unknown, completed, rejected)";
+    const WHAT: &'static str = "an operation status (in_flight, unknown, completed, rejected, never_ran, abandoned)";
     fn as_str(self) -> &'static str {
         match self {
             StatusName::InFlight => "in_flight",
             StatusName::Unknown => "unknown",
             StatusName::Completed => "completed",
             StatusName::Rejected => "rejected",
+            StatusName::NeverRan => "never_ran",
+            StatusName::Abandoned => "abandoned",
         }
     }
     fn parse(s: &str) -> Option<StatusName> {
-        [StatusName::InFlight, StatusName::Unknown, StatusName::Completed, StatusName::Rejected]
-            .into_iter()
-            .find(|n| n.as_str() == s)
+        use StatusName::*;
+        [InFlight, Unknown, Completed, Rejected, NeverRan, Abandoned].into_iter().find(|n| n.as_str() == s)
     }
 }
 
@@ -134,8 +145,9 @@ impl Summary {
 }
 
 /// The status an operation's events add up to. Money having moved is the strongest fact: a `completed`
-/// anywhere wins over everything (two overlapping runs may both log one); then `rejected`; otherwise the
-/// latest attempt's last event decides.
+/// anywhere wins over everything (two overlapping runs may both log one); then `rejected`; then a person's
+/// `abandoned`; otherwise the latest attempt decides: a person's `never_ran` for it, else its `unknown`,
+/// else its intent alone (in flight).
 ///
 /// The events may come in any order: the log is read back without one (Delta files and their rows in any
 /// order). So where overlapping runs logged different answers (two tx ids, two refusal codes) the greatest
@@ -153,7 +165,13 @@ pub fn status(events: &[LogEvent]) -> Status {
         let code = of(Event::Rejected).filter_map(|e| e.error_code.clone()).max();
         return Status::Rejected { code: code.unwrap_or_else(|| "rejected".into()) };
     }
+    if of(Event::Abandoned).next().is_some() {
+        return Status::Abandoned;
+    }
     let Some(attempt) = events.iter().map(|e| e.attempt).max() else { return Status::New };
+    if events.iter().any(|e| e.attempt == attempt && e.event == Event::NeverRan) {
+        return Status::NeverRan { attempt };
+    }
     if events.iter().any(|e| e.attempt == attempt && e.event == Event::Unknown) {
         Status::Unknown { attempt }
     } else {
@@ -218,6 +236,9 @@ mod tests {
             run_id: "run".into(),
             recorded_at: at,
             recorded_date: at.date_naive(),
+            payer_agent_id: None,
+            decided_by: None,
+            note: None,
         }
     }
 

@@ -65,6 +65,11 @@ pub struct Capabilities {
     /// only about the agents whose keys pfsync holds cannot say that: the payee check is then its own
     /// (an unknown payee is refused by the provider, `recipient_not_found`).
     pub wallets_list_every_agent: bool,
+    /// A disputed escrow reaches a final state without anyone at the provider (the seed's contract refunds
+    /// the buyer at once). Where it does not (the live escrow service freezes a disputed escrow for its
+    /// staff to review, with no endpoint to resolve it), a dispute locks the money until a person acts, so
+    /// agent-facing tools dispute only where the operator said so explicitly.
+    pub dispute_resolvable: bool,
 }
 
 impl Capabilities {
@@ -205,6 +210,13 @@ pub trait Provider: Send + Sync {
     /// escrow to its creator on its own schedule, so the action may fail or come too late).
     fn past_auto_release(&self) -> u64 {
         0
+    }
+
+    /// The agent an operation debits, where the provider pays from an agent's own balance (Purple Flea's
+    /// live services: the payer of a payout, the buyer of an escrow create). `None` where the provider pays
+    /// from an account pfsync does not see as an agent, or the operation debits nobody.
+    fn payer_of(&self, _op: &Operation) -> Option<String> {
+        None
     }
 
     /// Refuse an operation this provider can never carry out as configured (an agent whose key is not

@@ -6,17 +6,25 @@
 use std::sync::Arc;
 
 use super::{Common, Provider, ProviderError};
+use crate::secret::ApiKey;
 use futures::future::BoxFuture;
 
 /// A provider connecting: from its `[provider]` keys and what every provider is built from.
 pub type Connect = for<'a> fn(&'a toml::Table, &'a Common) -> BoxFuture<'a, Result<Arc<dyn Provider>, ProviderError>>;
 
-/// One provider: its name, the `[provider]` keys it takes, how those are checked, and how it connects.
+/// One provider: its name, the `[provider]` keys it takes, how those are checked, the secrets they name,
+/// and how it connects.
 pub struct Kind {
     pub name: &'static str,
     pub fields: &'static [&'static str],
     pub check: fn(&toml::Table) -> Result<(), String>,
+    /// The keys its section holds besides the payer's, read now (no network).
+    pub keys: fn(&toml::Table) -> Result<Vec<ApiKey>, String>,
     pub connect: Connect,
+}
+
+fn no_keys(_: &toml::Table) -> Result<Vec<ApiKey>, String> {
+    Ok(Vec::new())
 }
 
 /// Every provider pfsync can use; the first is the default.
@@ -25,12 +33,14 @@ pub static KINDS: &[Kind] = &[
         name: "seed",
         fields: super::seed::FIELDS,
         check: super::seed::check,
+        keys: no_keys,
         connect: |s, c| Box::pin(super::seed::connect(s, c)),
     },
     Kind {
         name: "live",
         fields: super::live::FIELDS,
         check: super::live::check,
+        keys: super::live::agent_keys,
         connect: |s, c| Box::pin(super::live::connect(s, c)),
     },
     #[cfg(feature = "test-hooks")]
@@ -38,6 +48,7 @@ pub static KINDS: &[Kind] = &[
         name: "scripted",
         fields: super::scripted::FIELDS,
         check: super::scripted::check,
+        keys: no_keys,
         connect: |s, c| Box::pin(super::scripted::connect(s, c)),
     },
 ];
@@ -102,6 +113,14 @@ impl ProviderSettings {
             ));
         }
         (kind.check)(&self.section)
+    }
+}
+
+impl ProviderSettings {
+    /// The keys the section holds besides the payer's (`[[provider.agent_keys]]`), read now: what another
+    /// secret (the MCP server's bearer token) must never equal.
+    pub fn held_keys(&self) -> Result<Vec<ApiKey>, String> {
+        (self.kind()?.keys)(&self.section)
     }
 }
 

@@ -50,6 +50,8 @@ struct DeclaredCapabilities {
     honours_idempotency_keys: bool,
     #[serde(default)]
     lookup_by_key: bool,
+    #[serde(default)]
+    dispute_resolvable: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +144,7 @@ impl Provider for Scripted {
         Capabilities {
             honours_idempotency_keys: d.honours_idempotency_keys,
             lookup_by_key: d.lookup_by_key,
+            dispute_resolvable: d.dispute_resolvable,
             ..Capabilities::default()
         }
     }

@@ -282,7 +282,11 @@ fn classify_op<'a>(
     f: &mut Findings,
 ) -> Class {
     match op.status {
-        Status::Rejected { .. } => return Class::Matched,
+        // Nothing was to move (refused, or a person decided it is not to be paid): an entry that did move
+        // stays unclaimed and is reported as such.
+        Status::Rejected { .. } | Status::Abandoned => return Class::Matched,
+        // A person found the attempt never ran: the next run sends it again.
+        Status::NeverRan { .. } => return Class::InProgress,
         Status::Unknown { .. } | Status::InFlight { .. } if op.last_recorded_at < stale_before => {
             let candidates = op.error_message.as_deref().unwrap_or("none recorded");
             f.push(op_finding(

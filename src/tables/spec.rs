@@ -477,7 +477,13 @@ pub const PAYOUT_LOG: TableSpec = TableSpec {
     columns: &[
         col("operation_id", String, false, "payout_id or action_id"),
         col("kind", String, false, "payout | escrow_create | escrow_release | escrow_dispute"),
-        col("event", String, false, "intent | completed | rejected | unknown"),
+        col(
+            "event",
+            String,
+            false,
+            "intent | completed | rejected | unknown | never_ran (an attempt that provably did not run: the next \
+             may be sent) | abandoned (a person decided it is not to be paid)",
+        ),
         col("attempt", Int, false, "1 for the first send; grows with each resolution attempt"),
         col("agent_id", String, true, "Payee (payout, release) or buyer (create, dispute)"),
         col("counterparty_agent_id", String, true, "Seller of an escrow create"),
@@ -498,6 +504,20 @@ pub const PAYOUT_LOG: TableSpec = TableSpec {
         col("run_id", String, false, "Run that wrote the event"),
         col("recorded_at", Timestamp, false, "When the event was recorded"),
         col("recorded_date", Date, false, "Day (UTC) of recorded_at; the partition column"),
+        col(
+            "payer_agent_id",
+            String,
+            true,
+            "The agent the operation debits (the payer of a payout, the buyer of an escrow create), where the \
+             provider pays from the balance of an agent",
+        ),
+        col(
+            "decided_by",
+            String,
+            true,
+            "The person who recorded this event (pfsync resolve --by); null for events pfsync wrote itself",
+        ),
+        col("note", String, true, "Why a person decided so (pfsync resolve --note)"),
     ],
     partition_columns: &["recorded_date"],
     properties: &[

@@ -134,7 +134,44 @@ pub async fn open_or_create(wh: &Warehouse, spec: &TableSpec, commit: &CommitInf
             }
         }
     };
+    let table = add_new_columns(table, spec, &location).await?;
     check_schema(&table, spec, &location)?;
+    Ok(table)
+}
+
+/// A table pfsync writes, as an earlier version created it: every column it has is the spec's, in order,
+/// and the spec's further columns are all nullable. pfsync's tables change only that way (a new column
+/// at the end, which rows written before hold as null), so the table is brought up to the spec with one
+/// metadata commit; anything else is left for [`check_schema`] to refuse.
+async fn add_new_columns(table: DeltaTable, spec: &TableSpec, location: &Url) -> Result<DeltaTable, TableError> {
+    if spec.writer != Writer::Pfsync {
+        return Ok(table);
+    }
+    let Ok(snapshot) = table.snapshot() else { return Ok(table) };
+    let actual: Vec<StructField> = snapshot.schema().fields().cloned().collect();
+    let expected = spec.delta_columns();
+    let same = |a: &StructField, e: &StructField| {
+        a.name() == e.name() && a.data_type() == e.data_type() && a.is_nullable() == e.is_nullable()
+    };
+    let missing = &expected[actual.len().min(expected.len())..];
+    let older = actual.len() < expected.len()
+        && actual.iter().zip(&expected).all(|(a, e)| same(a, e))
+        && missing.iter().all(StructField::is_nullable);
+    if !older {
+        return Ok(table);
+    }
+    let names: Vec<&str> = missing.iter().map(|f| f.name().as_str()).collect();
+    tracing::info!(table = spec.name, columns = ?names, "adding the columns this version of pfsync writes");
+    let commit = CommitInfo { run_id: format!("pfsync-{}", env!("CARGO_PKG_VERSION")), step: "add_columns" };
+    match table.clone().add_columns().with_fields(missing.to_vec()).with_commit_properties(commit.properties()).await {
+        Ok(t) => Ok(t),
+        // Another process added them meanwhile: read the table as it is now.
+        Err(_) => open_at_location(table, spec, location).await,
+    }
+}
+
+async fn open_at_location(mut table: DeltaTable, spec: &TableSpec, location: &Url) -> Result<DeltaTable, TableError> {
+    table.update_state().await.map_err(delta_err(spec, location))?;
     Ok(table)
 }
 
@@ -235,7 +272,10 @@ pub async fn any_table_exists(wh: &Warehouse) -> Result<bool, TableError> {
 pub async fn open_existing(wh: &Warehouse, spec: &TableSpec) -> Result<Option<DeltaTable>, TableError> {
     let location = wh.location(&spec.table_name());
     let table = open_at(wh, spec, &location).await?;
-    Ok(table.version().map(|_| table))
+    if table.version().is_none() {
+        return Ok(None);
+    }
+    Ok(Some(add_new_columns(table, spec, &location).await?))
 }
 
 /// Check a table's schema against its spec: exactly for a table pfsync writes, and for one upstream jobs

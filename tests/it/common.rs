@@ -140,6 +140,12 @@ pub trait PfsyncCommand {
     fn later(&mut self, later: &Later) -> &mut Self;
 }
 
+/// The machine's clock moved `secs` on: for an in-process run that should happen "later" (past the
+/// in-flight timeout or a send's settle time) without waiting.
+pub fn later_clock(secs: i64) -> std::sync::Arc<dyn pfsync::clock::Clock> {
+    std::sync::Arc::new(pfsync::clock::OffsetClock { offset: chrono::Duration::seconds(secs) })
+}
+
 /// How far past the machine's clock a test's binaries believe they run: a test that would wait out an
 /// in-flight timeout moves this on instead (`PFSYNC_TEST_CLOCK_OFFSET_SECS`, read only by test builds).
 /// It only moves forward, so every later run of the test sees time as having passed.

@@ -98,15 +98,17 @@ async fn unreadable_or_unfiltered_lookups_leave_operations_unknown_and_never_pay
 }
 
 /// A provider that ignores `Idempotency-Key` commits the payout and answers 500. A client that trusted
-/// the key would repeat the POST and pay again (shown first, as the defect was); declared as it is, the
-/// POST is sent once, the outcome stays unknown for a person, and reruns send nothing.
+/// the key once repeated the POST and paid again; now no client repeats a POST that may have run, whatever
+/// the declaration (shown first). Declared as it is, the POST is sent once, the outcome stays unknown for a
+/// person, and reruns send nothing.
 #[tokio::test]
 async fn a_500_after_the_commit_gets_no_second_post_from_a_provider_that_ignores_keys() {
     let mut cfg = SandboxConfig::for_tests(20);
     cfg.ignore_idempotency_keys = true;
     let sb = Sandbox::start(cfg).await.unwrap();
 
-    // The defect, as it was: a client that trusts keys the provider ignores retries the 500 and pays twice.
+    // The defect, as it was: a client that trusted keys the provider ignores retried the 500 and paid twice.
+    // A client built as if the provider kept keys sends the POST once all the same: it may have run.
     sb.faults().inject_next("/wallet/payout", Some(Fault::ErrorAfter), None);
     let trusting = SeedClient::new(client_config(&sb), sb.base_url(), Repeat::KeyedPosts).unwrap();
     let req = pfsync::provider::seed::wire::PayoutRequest {
@@ -115,8 +117,9 @@ async fn a_500_after_the_commit_gets_no_second_post_from_a_provider_that_ignores
         reason: "defect-demo".into(),
     };
     let key = pfsync::http::IdempotencyKey::derive("t", "payout", "defect-demo").unwrap();
-    trusting.payout(&req, Some(&key)).await.expect("the retry succeeds");
-    assert_eq!(paid_per(&sb, PaidBy::Reference)["defect-demo"], 2, "the trusting client paid twice");
+    let e = trusting.payout(&req, Some(&key)).await.expect_err("no second POST");
+    assert!(e.outcome_unknown(), "{e}");
+    assert_eq!(paid_per(&sb, PaidBy::Reference)["defect-demo"], 1, "the trusting client paid once");
 
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
@@ -140,6 +143,32 @@ async fn a_500_after_the_commit_gets_no_second_post_from_a_provider_that_ignores
         assert_eq!(sb.stats().executed - before, 5, "rerun {rerun}: nothing sent again");
     }
     assert_paid_once(&sb, PaidBy::Reference, &references(&rows), "after reruns");
+}
+
+/// A deployment of the seed's API declared to keep idempotency keys that does not: it commits each payout,
+/// answers 500, and records no key. Nothing is sent again after the 500 (the client repeats no POST that may
+/// have run), and the next run, finding no transaction under the key but one that does what the payout did
+/// without it, leaves each for a person instead of paying again: 10 operations, 10 payments.
+#[tokio::test]
+async fn a_provider_misdeclared_as_keeping_keys_still_pays_each_operation_once() {
+    let mut cfg = SandboxConfig::for_tests(20);
+    cfg.ignore_idempotency_keys = true;
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    let rows = n_payouts(10, "m");
+    write_pending(&wh, &as_refs(&rows)).await;
+    for _ in 0..rows.len() {
+        sb.faults().inject_next("/wallet/payout", Some(Fault::ErrorAfter), None);
+    }
+    let client = SeedClient::new(client_config(&sb), sb.base_url(), SeedProvider::capabilities_for(true).repeat());
+    let provider = SeedProvider::new(client.unwrap(), true);
+    let r = pay(&provider, &wh).await;
+    assert_eq!((r.completed, r.unknown), (0, 10), "{r}");
+    let later = PayoutOptions { clock: crate::common::later_clock(3600), ..PayoutOptions::default() };
+    let r = crate::common::pay_with(&provider, &wh, &later).await.unwrap();
+    assert_eq!((r.completed, r.unknown, r.needs_person), (0, 10, 10), "{r}");
+    assert_paid_once(&sb, PaidBy::Reference, &references(&rows), "a provider that keeps no keys, declared to");
 }
 
 /// Two `pfsync payouts` processes at once, and a third once they are paying, against a provider that

@@ -21,13 +21,13 @@ struct Agent {
 }
 
 /// The config: the bed's casino and escrow, the seller's key held, a faucet URL where nothing listens (the
-/// bed has no faucet service), and every write tool executed.
-fn config(dir: &Path, bed: &LiveBed) -> std::path::PathBuf {
+/// bed has no faucet service), every write tool executed, and `mcp` added to the `[mcp]` section.
+fn config(dir: &Path, bed: &LiveBed, mcp: &str) -> std::path::PathBuf {
     let text = format!(
         "[provider]\nkind = \"live\"\ncasino_url = \"{}\"\nescrow_url = \"{}\"\nfaucet_url = \"http://127.0.0.1:9\"\n\
          clock_skew_secs = 2\n[[provider.agent_keys]]\nenv = \"PF_KEY_1\"\n\
-         [mcp]\n[mcp.policy]\ncreate_escrow = \"execute\"\nrelease_escrow = \"execute\"\nmark_complete = \"execute\"\n\
-         claim_faucet = \"execute\"\n",
+         [mcp]\n{mcp}[mcp.policy]\ncreate_escrow = \"execute\"\nrelease_escrow = \"execute\"\n\
+         mark_complete = \"execute\"\nclaim_faucet = \"execute\"\ndispute_escrow = \"execute\"\n",
         bed.casino_url, bed.escrow_url
     );
     let p = dir.join("pfsync.toml");
@@ -35,8 +35,16 @@ fn config(dir: &Path, bed: &LiveBed) -> std::path::PathBuf {
     p
 }
 
-/// One MCP session over stdio: the client starts `pfsync mcp`, which holds the payer's and the seller's keys.
-fn session(py: &str, dir: &Path, bed: &LiveBed, payer: &Agent, seller: &Agent, steps: Value) -> (Vec<Value>, String) {
+/// One MCP session over stdio: the client starts `pfsync mcp`, which holds the payer's and the seller's keys;
+/// `mcp` is added to the `[mcp]` section.
+fn session(
+    py: &str,
+    dir: &Path,
+    (bed, mcp): (&LiveBed, &str),
+    payer: &Agent,
+    seller: &Agent,
+    steps: Value,
+) -> (Vec<Value>, String) {
     let script = dir.join(format!("script-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(&script, steps.to_string()).unwrap();
     crate::common::init(dir.join("wh"));
@@ -46,7 +54,7 @@ fn session(py: &str, dir: &Path, bed: &LiveBed, payer: &Agent, seller: &Agent, s
         .arg(&script)
         .arg(crate::mcp::bin())
         .arg("--config")
-        .arg(config(dir, bed))
+        .arg(config(dir, bed, mcp))
         .arg("--warehouse")
         .arg(dir.join("wh"))
         .args(["--timeout-secs", "10", "-v", "mcp", "--client", "live-agent"])
@@ -104,7 +112,7 @@ async fn live_mcp_balances_and_an_escrow_created_completed_and_released_once_per
         faucet.clone(),
         faucet,
     ]);
-    let (run, _) = session(&py, dir.path(), bed, &payer, &seller, steps);
+    let (run, _) = session(&py, dir.path(), (bed, ""), &payer, &seller, steps);
     assert_eq!(run.len(), 10, "{run:?}");
 
     // Balances: from the casino now, with the agent's own key; no key of the stranger is held.
@@ -166,7 +174,7 @@ async fn live_mcp_balances_and_an_escrow_created_completed_and_released_once_per
     let (later, _) = session(
         &py,
         dir.path(),
-        bed,
+        (bed, ""),
         &payer,
         &seller,
         json!([
@@ -198,4 +206,52 @@ async fn live_mcp_balances_and_an_escrow_created_completed_and_released_once_per
     assert_eq!(count(&ctx, &q("mark_complete", "replayed")).await, 2);
     assert_eq!(count(&ctx, &q("release_escrow", "replayed")).await, 1);
     assert_eq!(count(&ctx, &q("claim_faucet", "execute")).await, 2, "tried twice: no faucet answered");
+}
+
+/// A live escrow's dispute freezes it for Purple Flea's staff with no endpoint to resolve it, as the provider
+/// declares (`dispute_resolvable: false`): `dispute_escrow = "execute"` alone is denied, and nothing is sent;
+/// with `unresolvable_disputes = "execute"` as well, the operator has said so and the dispute goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mcp_denies_a_dispute_the_provider_cannot_resolve_unless_the_policy_says_so() {
+    let Some(py) = python() else { return };
+    let Some(bed) = bed() else { return };
+    let mut made = bed.agents(2).into_iter().map(|(id, key, _)| Agent { id, key });
+    let (payer, seller) = (made.next().unwrap(), made.next().unwrap());
+    bed.fund(&payer.id, 20.0);
+    let dir = tempfile::tempdir().unwrap();
+    let create = call(
+        "create_escrow",
+        json!({
+            "request_id": "e1", "buyer_agent_id": payer.id, "counterparty_agent_id": seller.id,
+            "amount_usd": 5, "description": "a task that went wrong"
+        }),
+    );
+    let dispute = |id: &str| {
+        call("dispute_escrow", json!({"request_id": id, "create_request_id": "e1", "reason": "not delivered"}))
+    };
+    let (run, _) = session(&py, dir.path(), (bed, ""), &payer, &seller, json!([create, dispute("d1")]));
+    let escrow = ok(&run[0])["escrow_id"].as_str().unwrap().to_string();
+    assert_eq!(run[1]["isError"], true, "{}", run[1]);
+    let text = run[1]["text"].as_str().unwrap();
+    assert!(text.contains("unresolvable_disputes") && text.contains("Nothing was moved"), "{text}");
+    let esc = get(&format!("{}/escrow/{escrow}", bed.escrow_url), None).await;
+    assert_eq!(esc["status"], "funded", "no dispute was sent: {esc}");
+
+    let (run, _) = session(
+        &py,
+        dir.path(),
+        (bed, "unresolvable_disputes = \"execute\"\n"),
+        &payer,
+        &seller,
+        json!([dispute("d2")]),
+    );
+    assert_eq!(ok(&run[0])["status"], "completed", "{}", run[0]);
+    let esc = get(&format!("{}/escrow/{escrow}", bed.escrow_url), None).await;
+    assert_eq!(esc["status"], "disputed", "{esc}");
+
+    let wh = pfsync::tables::Warehouse::local(&dir.path().join("wh")).unwrap();
+    let ctx = pfsync::tables::sql_context(&wh).await.unwrap();
+    let q = "SELECT count(*) FROM purpleflea.ops.mcp_calls WHERE tool = 'dispute_escrow' AND amount_usd = 5";
+    assert_eq!(count(&ctx, &format!("{q} AND decision = 'deny'")).await, 1);
+    assert_eq!(count(&ctx, &format!("{q} AND decision = 'execute'")).await, 1);
 }

@@ -36,5 +36,6 @@ mod status_view;
 mod sync_incremental;
 #[cfg(feature = "unity")]
 mod unity;
+mod upgrade;
 mod wallet_sync;
 mod wheel;

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::common::{Missing, PfsyncCommand, count, pfsync_at, sandbox};
 
 const KEY: &str = "pf_test_sandbox";
-const TOKEN: &str = "mcp-test-token-0123456789";
+const TOKEN: &str = "mcp-test-token-0123456789abcdef0123456789";
 
 /// The interpreter with the MCP Python SDK; `None` after a skip line when it is missing (outside CI).
 pub(crate) fn python() -> Option<String> {
@@ -79,6 +79,51 @@ impl Bed {
         let mut c = pfsync_at(bin());
         c.config(self.dir.path().join("pfsync.toml")).warehouse(self.dir.path().join("wh")).sandbox(&self.sb);
         c
+    }
+
+    /// The `[mcp]` section later sessions start with.
+    fn set_mcp(&self, mcp: &str) {
+        std::fs::write(self.dir.path().join("pfsync.toml"), format!("[mcp]\n{mcp}\n")).unwrap();
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = tokio::task::block_in_place(|| self.pfsync().args(args).output().unwrap());
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The pipeline's escrow: an upstream job's row of `purpleflea.escrow.actions`, run by `pfsync payouts`
+    /// and synced. Its id.
+    async fn pipeline_escrow(&self, amount: &str, seller: &str) -> String {
+        use pfsync::payouts::requested::EscrowActionRow;
+        use pfsync::tables::row::Row;
+        use pfsync::tables::{CommitInfo, ESCROW_ACTIONS, open_or_create};
+        let wh = pfsync::tables::Warehouse::local(&self.dir.path().join("wh")).unwrap();
+        let commit = CommitInfo { run_id: "upstream".into(), step: "test" };
+        let row = EscrowActionRow {
+            action_id: "pipeline-esc-1".into(),
+            action: Some("create".into()),
+            escrow_id: None,
+            create_action_id: None,
+            buyer_agent_id: Some("databricks-pipeline-orchestrator".into()),
+            seller_agent_id: Some(seller.into()),
+            amount_usd: Some(pfsync::money::Usd::parse(amount).unwrap()),
+            description: Some("sentiment labeling, 10k rows".into()),
+            metadata: None,
+            reason: Some("the pipeline's bounty".into()),
+            requested_at: None,
+            requested_by: Some("pipeline".into()),
+        };
+        let table = open_or_create(&wh, &ESCROW_ACTIONS, &commit).await.unwrap();
+        table.write(vec![EscrowActionRow::to_batch(&[row]).unwrap()]).await.unwrap();
+        self.run(&["payouts"]);
+        self.run(&["sync"]);
+        let escrow = self
+            .sb
+            .ledger()
+            .escrows()
+            .find(|e| e.amount_usd == pfsync::money::Usd::parse(amount).unwrap() && e.seller_agent_id == seller)
+            .map(|e| e.escrow_id.clone());
+        escrow.expect("the pipeline's escrow")
     }
 
     fn script(&self, steps: &Value) -> PathBuf {
@@ -637,4 +682,174 @@ async fn claim_faucet_credits_once_per_request_id_and_mark_complete_says_the_see
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("would never run"));
+}
+
+/// Releases and disputes count toward the limits at the escrow's amount: with 10.00 per call and 20.00 a day,
+/// a client that was refused an 11.00 payout cannot release the pipeline's 300.00 escrow either (not its own;
+/// nor when the policy lets it act on others' escrows: 300.00 is over the limit per call), and its own 10.00
+/// escrow's create and release fill its day. Every call's audit row carries the amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_limit_cannot_release_an_escrow_and_releases_count_at_the_escrows_amount() {
+    let Some(bed) = Bed::new(EXECUTE_ALL).await else { return };
+    let seller = "agent-000003";
+    let escrow = bed.pipeline_escrow("300.00", seller).await;
+    let seller_before = bed.sb.ledger().wallet(seller).unwrap().balance_usd;
+    let releases = bed.txs(TxKind::EscrowRelease);
+    let limits = "max_per_call_usd = \"10.00\"\nmax_per_day_usd = \"20.00\"\n";
+    bed.set_mcp(&format!("{limits}{EXECUTE_ALL}"));
+    let pay = |id: &str, amount: &str| {
+        call(
+            "request_payout",
+            json!({"request_id": id, "agent_id": "agent-000004", "amount_usd": amount, "reason": "r"}),
+        )
+    };
+    let release = |id: &str| call("release_escrow", json!({"request_id": id, "escrow_id": escrow}));
+    let run = bed.stdio(
+        "spender",
+        json!([
+            pay("p1", "11.00"),
+            release("r1"),
+            call("dispute_escrow", json!({"request_id": "d1", "escrow_id": escrow, "reason": "no"}))
+        ]),
+    );
+    assert!(run.call(0)["text"].as_str().unwrap().contains("over the limit per call"), "{}", run.call(0));
+    for i in [1, 2] {
+        let text = run.call(i)["text"].as_str().unwrap();
+        assert!(text.contains("was not created by client \"spender\""), "{}", run.call(i));
+        assert!(text.contains("Nothing was moved"), "{text}");
+    }
+    // Allowed to act on others' escrows, the client is still held to the limit at the escrow's amount.
+    bed.set_mcp(&format!("{limits}other_escrows = [\"*\"]\n{EXECUTE_ALL}"));
+    let run = bed.stdio("spender", json!([release("r2")]));
+    let text = run.call(0)["text"].as_str().unwrap();
+    assert!(text.contains("amount 300.00 USD is over the limit per call of 10.00 USD"), "{text}");
+    assert_eq!(bed.txs(TxKind::EscrowRelease), releases, "nothing released");
+    assert_eq!(bed.sb.ledger().wallet(seller).unwrap().balance_usd, seller_before);
+    assert_eq!(bed.sb.ledger().escrow(&escrow).unwrap().status.as_str(), "funded");
+    // Its own escrow: the create (10.00) and its release (10.00) fill the day; one cent more is refused.
+    let run = bed.stdio(
+        "spender",
+        json!([
+            call(
+                "create_escrow",
+                json!({"request_id": "e1", "buyer_agent_id": "databricks-pipeline-orchestrator",
+                "counterparty_agent_id": "agent-000005", "amount_usd": "10.00", "description": "a task"})
+            ),
+            call("release_escrow", json!({"request_id": "r3", "create_request_id": "e1"})),
+            pay("p2", "0.01"),
+            call("release_escrow", json!({"request_id": "r3", "create_request_id": "e1"})),
+        ]),
+    );
+    assert_eq!(run.call(0)["structured"]["status"], "completed", "{}", run.call(0));
+    assert_eq!(run.call(1)["structured"]["status"], "completed", "{}", run.call(1));
+    assert!(run.call(2)["text"].as_str().unwrap().contains("over the daily limit"), "{}", run.call(2));
+    assert!(run.call(2)["text"].as_str().unwrap().contains("has requested 20.00 USD today"), "{}", run.call(2));
+    assert_eq!(run.call(3)["structured"]["tx_id"], run.call(1)["structured"]["tx_id"], "a retry, not a new release");
+    assert_eq!(bed.txs(TxKind::EscrowRelease), releases + 1);
+    let ctx = bed.sql().await;
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM purpleflea.ops.mcp_calls WHERE tool IN ('release_escrow', 'dispute_escrow') AND amount_usd IS NULL").await,
+        0,
+        "every release and dispute row carries its amount"
+    );
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM purpleflea.ops.mcp_calls WHERE tool IN ('release_escrow', 'dispute_escrow') AND amount_usd = 300 AND decision = 'refused'").await,
+        3
+    );
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM purpleflea.ops.mcp_calls WHERE tool = 'release_escrow' AND amount_usd = 10 AND decision IN ('execute', 'replayed')").await,
+        2
+    );
+}
+
+/// A client acts only on the escrows it created, and reads only its own operations: another client's
+/// release and dispute of them are refused, and so is its read of their status; the creator releases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_act_on_or_read_another_clients_escrow() {
+    let Some(bed) = Bed::new(EXECUTE_ALL).await else { return };
+    let create = call(
+        "create_escrow",
+        json!({"request_id": "e1", "buyer_agent_id": "databricks-pipeline-orchestrator",
+               "counterparty_agent_id": "agent-000006", "amount_usd": "12.00", "description": "a task"}),
+    );
+    let alice = bed.stdio("alice", json!([create]));
+    let escrow = alice.call(0)["structured"]["escrow_id"].as_str().unwrap().to_string();
+    let releases = bed.txs(TxKind::EscrowRelease);
+    let refunds = bed.txs(TxKind::EscrowRefund);
+    let mallory = bed.stdio(
+        "mallory",
+        json!([
+            call("release_escrow", json!({"request_id": "r1", "escrow_id": escrow})),
+            call("dispute_escrow", json!({"request_id": "d1", "escrow_id": escrow, "reason": "mine now"})),
+            call("payout_status", json!({"operation_id": "mcp:alice:e1"})),
+            call("payout_status", json!({"request_id": "e1"})),
+        ]),
+    );
+    for i in [0, 1] {
+        let text = mallory.call(i)["text"].as_str().unwrap();
+        assert!(text.contains(&format!("escrow {escrow} was not created by client \"mallory\"")), "{text}");
+    }
+    let text = mallory.call(2)["text"].as_str().unwrap();
+    assert!(text.contains("is not a request of client \"mallory\""), "{text}");
+    assert!(
+        mallory.call(3)["text"].as_str().unwrap().contains("no request mcp:mallory:e1 is known"),
+        "{}",
+        mallory.call(3)
+    );
+    assert_eq!((bed.txs(TxKind::EscrowRelease), bed.txs(TxKind::EscrowRefund)), (releases, refunds), "nothing moved");
+    let alice = bed.stdio(
+        "alice",
+        json!([
+            call("payout_status", json!({"operation_id": "mcp:alice:e1"})),
+            call("release_escrow", json!({"request_id": "r1", "escrow_id": escrow})),
+        ]),
+    );
+    assert_eq!(alice.call(0)["structured"]["status"], "completed", "{}", alice.call(0));
+    assert_eq!(alice.call(1)["structured"]["status"], "completed", "its creator releases it: {}", alice.call(1));
+    assert_eq!(bed.txs(TxKind::EscrowRelease), releases + 1);
+    let ctx = bed.sql().await;
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM purpleflea.escrow.actions WHERE requested_by = 'mcp:mallory'").await,
+        0,
+        "a refused call writes nothing"
+    );
+}
+
+/// The bearer token is refused at start (exit 2) when it is shorter than 32 bytes, or when it is one of the
+/// provider keys pfsync holds: the payer's, or an `[[provider.agent_keys]]` key. Neither is ever echoed.
+#[test]
+fn http_refuses_a_short_token_and_one_that_is_a_provider_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // A warehouse that cannot be made: a server that got past the token would stop there, not serve.
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    let api_key = "pf_live_0123456789abcdef0123456789abcdef";
+    let agent_key = "pf_live_agent_fedcba9876543210fedcba9876543210";
+    let live = dir.path().join("live.toml");
+    std::fs::write(
+        &live,
+        "[provider]\nkind = \"live\"\ncasino_url = \"http://127.0.0.1:9/api/v1\"\nescrow_url = \"http://127.0.0.1:9\"\n\
+         faucet_url = \"http://127.0.0.1:9\"\n[[provider.agent_keys]]\nenv = \"PFSYNC_TEST_AGENT_KEY\"\n",
+    )
+    .unwrap();
+    let run = |token: &str, config: Option<&std::path::Path>| {
+        let mut c = Command::new(bin());
+        c.env("PURPLEFLEA_API_KEY", api_key).env("PFSYNC_TEST_AGENT_KEY", agent_key).env("PFSYNC_MCP_TOKEN", token);
+        if let Some(cfg) = config {
+            c.arg("--config").arg(cfg);
+        }
+        c.args(["--api-url", "http://127.0.0.1:9/api", "--warehouse"]).arg(dir.path().join("file/wh"));
+        let out = c.args(["mcp", "--listen", "127.0.0.1:0"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!stderr.contains(api_key) && !stderr.contains(agent_key), "a key is echoed: {stderr}");
+        (out.status.code(), stderr)
+    };
+    let (code, stderr) = run("0123456789abcdef0123456789abcde", None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the bearer token is 31 bytes; it must be at least 32"), "{stderr}");
+    let (code, stderr) = run(api_key, None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the bearer token is a Purple Flea key pfsync holds"), "{stderr}");
+    let (code, stderr) = run(agent_key, Some(&live));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the bearer token is a Purple Flea key pfsync holds"), "{stderr}");
 }

@@ -14,8 +14,8 @@ use pfsync::sandbox::{Fault, ORCHESTRATOR_AGENT, Sandbox, SandboxConfig};
 use pfsync::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, Warehouse, open_or_create, sql_context};
 
 use crate::common::{
-    Later, PaidBy, PfsyncCommand, assert_paid_once, client, client_config, paid_per, pay_with, pfsync, sandbox,
-    warehouse,
+    Later, PaidBy, PfsyncCommand, assert_paid_once, client, client_config, later_clock, paid_per, pay_with, pfsync,
+    sandbox, warehouse,
 };
 
 /// A pending payout: (payout_id, agent_id, amount, reason).
@@ -221,9 +221,13 @@ async fn post_commit_failures_never_cause_a_second_payment() {
     for fault in [Fault::ErrorAfter, Fault::DropAfter, Fault::Malformed, Fault::ErrorAfter] {
         sb.faults().inject_next("/wallet/payout", Some(fault), None);
     }
-    // With client retries the same key replays the committed result.
+    // No POST that may have run is sent again: their outcomes stay unknown, and the next run, once the
+    // sends can no longer be running, resolves them by the same key.
     let r = pay(&client(&sb), &wh, &PayoutOptions::default()).await;
-    assert_eq!((r.completed, r.unknown), (12, 0), "{r}");
+    assert_eq!((r.completed, r.unknown), (8, 4), "{r}");
+    let later = PayoutOptions { clock: later_clock(600), ..PayoutOptions::default() };
+    let r = pay(&client(&sb), &wh, &later).await;
+    assert_eq!((r.completed, r.resolved_by_lookup, r.unknown), (4, 4, 0), "{r}");
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     assert_paid_once(&sb, PaidBy::Key, &ids, "faults after the commit");
 

@@ -123,6 +123,9 @@ async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
         run_id: "planted-run".into(),
         recorded_at: chrono::Utc::now() - chrono::Duration::hours(hours_ago),
         recorded_date: (chrono::Utc::now() - chrono::Duration::hours(hours_ago)).date_naive(),
+        payer_agent_id: None,
+        decided_by: None,
+        note: None,
     };
     let planted = [
         // The log says 2.50, the provider has 2.00.

@@ -26,21 +26,23 @@ async fn rate_limits_are_retried_honouring_retry_after() {
 }
 
 #[tokio::test]
-async fn server_errors_before_the_operation_are_retried() {
+async fn server_errors_are_retried_for_reads_and_never_for_a_post_that_may_have_run() {
     let sb = sandbox(3).await;
     let c = client(&sb);
     for _ in 0..3 {
         sb.faults().inject_next("/wallet/agent-000001", Some(Fault::ErrorBefore), None);
     }
     c.wallet("agent-000001").await.unwrap();
-    // A keyed POST through the same faults executes exactly once.
+    // A keyed POST through the same faults is not repeated: a 5xx may come after the payment ran, and only
+    // the provider's evidence (the engine's lookup) may say whether to send it again. Nothing ran twice.
     for _ in 0..2 {
         sb.faults().inject_next("/wallet/payout", Some(Fault::ErrorBefore), None);
     }
     let k = IdempotencyKey::new("k-5xx").unwrap();
     let req = PayoutRequest { agent_id: "agent-000001".into(), amount_usd: usd("1"), reason: "r".into() };
-    c.payout(&req, Some(&k)).await.unwrap();
-    assert_eq!(sb.ledger().transactions().filter(|t| t.idempotency_key.as_deref() == Some("k-5xx")).count(), 1);
+    let e = c.payout(&req, Some(&k)).await.unwrap_err();
+    assert!(e.outcome_unknown(), "{e}");
+    assert_eq!(sb.ledger().transactions().filter(|t| t.idempotency_key.as_deref() == Some("k-5xx")).count(), 0);
 }
 
 #[tokio::test]
@@ -158,15 +160,14 @@ async fn an_unreadable_or_oversized_answer_is_asked_for_at_most_twice() {
     assert!(matches!(e, SeedError::Http(HttpError::Decode { status: 200, .. })), "{e}");
     assert_eq!(sb.stats().requests, 2, "one more try, not {}", c.config().retry.max_attempts);
 
-    // A keyed POST at a provider that honours keys: the repeat is a replay of the stored answer, so one
-    // is worth it (the damage may have been on the wire); after that the outcome is unknown, for the
-    // lookup to resolve. It ran once.
+    // A keyed POST, even at a provider that honours keys: it ran (its answer came back), so it is not sent
+    // again; the outcome is unknown, for the lookup to resolve. It ran once.
     let before = sb.stats();
     let k = IdempotencyKey::new("k-unreadable").unwrap();
     let req = PayoutRequest { agent_id: "agent-000001".into(), amount_usd: usd("1"), reason: "r".into() };
     let e = c.payout(&req, Some(&k)).await.unwrap_err();
     assert!(e.outcome_unknown(), "{e}");
-    assert_eq!((sb.stats().requests - before.requests, sb.stats().executed - before.executed), (2, 1));
+    assert_eq!((sb.stats().requests - before.requests, sb.stats().executed - before.executed), (1, 1));
 
     sb.faults().set(FaultConfig::default());
     let mut ccfg = client_config(&sb);

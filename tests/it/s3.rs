@@ -97,9 +97,10 @@ async fn every_table_is_written_and_read_back_on_s3() {
     let ctx = sql_context(&wh).await.unwrap();
     // Source tables upstream jobs own: pfsync never creates one at run time (`pfsync init` does).
     let sources = ["purpleflea.escrow.actions", "purpleflea.escrow.rules"];
-    // Tables other flows fill (the live provider's ledger, the MCP server's audit): empty here if created.
+    // Tables other flows fill (the live provider's ledger, the rules step, the MCP server's audit): empty here if created.
     let other_flows = [
         "purpleflea.agents.escrow_terms",
+        "purpleflea.escrow.rule_sightings",
         "purpleflea.ledger.entries",
         "purpleflea.ledger.gaps",
         "purpleflea.ops.mcp_calls",

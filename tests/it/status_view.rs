@@ -122,6 +122,9 @@ fn log_event(n: usize, kind: &'static str, step: &Step, seq: i64) -> LogEvent {
         run_id: format!("run-{}", step.commit),
         recorded_at,
         recorded_date: recorded_at.date_naive(),
+        payer_agent_id: None,
+        decided_by: None,
+        note: None,
     }
 }
 

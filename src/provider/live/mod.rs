@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 pub use self::error::LiveError;
 use self::evidence::{absent, candidates, describe, from_secs, judge_payment};
 use self::keys::{Agent, KeyRing};
-pub use self::settings::{FIELDS, LiveSettings, check};
+pub use self::settings::{FIELDS, LiveSettings, agent_keys, check};
 use self::wire::*;
 use super::records::{AgentWallet, EscrowRecord, LedgerEntry};
 use super::{
@@ -66,6 +66,8 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     faucet_once_per_agent: true,
     escrow_completion: true,
     wallets_list_every_agent: false,
+    // `POST /escrow/dispute/{id}` freezes the escrow for Purple Flea's staff; no endpoint resolves it.
+    dispute_resolvable: false,
 };
 
 /// Connect: every held key is checked with the casino (whose agent it is) before any step runs, so a
@@ -443,6 +445,14 @@ impl Provider for LiveProvider {
 
     fn refuse(&self, op: &Operation) -> Option<Refusal> {
         self.refusal(op)
+    }
+
+    fn payer_of(&self, op: &Operation) -> Option<String> {
+        match &op.action {
+            Action::Payout { .. } => Some(self.ring.payer().agent_id.clone()),
+            Action::EscrowCreate { buyer, .. } => Some(buyer.clone()),
+            Action::Release { .. } | Action::Dispute { .. } => None,
+        }
     }
 
     fn execute<'a>(

@@ -96,6 +96,11 @@ fn url(field: &str, text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// The agent keys the section names, read now.
+pub fn agent_keys(section: &toml::Table) -> Result<Vec<ApiKey>, String> {
+    Ok(LiveSettings::resolve(section)?.agent_keys.into_iter().map(|(key, _)| key).collect())
+}
+
 impl LiveSettings {
     /// Every value checked, agent keys read (a missing variable stops the run before anything moves).
     pub fn resolve(section: &toml::Table) -> Result<LiveSettings, String> {

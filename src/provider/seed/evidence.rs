@@ -22,6 +22,11 @@ fn belongs(op: &Operation, key: &IdempotencyKey, tx: &Transaction) -> Result<(),
     if tx.idempotency_key.as_deref() != Some(key.as_str()) {
         return Err(format!("transaction {} carries key {:?}, not this operation's", tx.tx_id, tx.idempotency_key));
     }
+    fits(op, tx)
+}
+
+/// Does this transaction do what the operation does (kind, agents, amount, escrow), whatever key it carries?
+fn fits(op: &Operation, tx: &Transaction) -> Result<(), String> {
     if tx.kind != tx_kind(op) {
         return Err(format!("transaction {} is a {}, not a {}", tx.tx_id, tx.kind.as_str(), tx_kind(op).as_str()));
     }
@@ -49,6 +54,13 @@ fn belongs(op: &Operation, key: &IdempotencyKey, tx: &Transaction) -> Result<(),
         },
     }
     Ok(())
+}
+
+/// A transaction that does what this operation does but carries no key, or another one: at a provider
+/// declared to keep keys, the sign that it does not (its record of this operation's send, without the key).
+/// While one exists after the intent, "no transaction carries the key" proves nothing.
+pub fn unkeyed_twin<'a>(op: &Operation, key: &IdempotencyKey, txs: &'a [Transaction]) -> Option<&'a Transaction> {
+    txs.iter().find(|t| t.idempotency_key.as_deref() != Some(key.as_str()) && fits(op, t).is_ok())
 }
 
 /// Judge a lookup page. "Never executed" needs a successful answer with zero rows and no further page;

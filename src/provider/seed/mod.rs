@@ -31,6 +31,9 @@ use crate::operation::{Action, EscrowRef, Operation};
 /// that ignored the filter.
 const LOOKUP_LIMIT: u32 = 10;
 
+/// Pages of transactions (1,000 each) read at most to rule out an unkeyed twin of an operation.
+const MAX_TWIN_PAGES: usize = 20;
+
 /// `[provider]` keys of this provider (besides `kind`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +92,8 @@ impl SeedProvider {
             escrow_completion: false,
             // The wallets list endpoint lists every agent.
             wallets_list_every_agent: true,
+            // The contract's dispute refunds the buyer: the escrow ends `refunded` at once.
+            dispute_resolvable: true,
         }
     }
 
@@ -138,7 +143,15 @@ impl SeedProvider {
         }
     }
 
-    async fn look_up(&self, op: &Operation, key: &IdempotencyKey) -> Result<Lookup, SeedError> {
+    /// An answer with no transaction for the key proves the send never ran only once it can no longer be
+    /// running (`ctx.settle` after its intent): before that, it is pending. The provider's key memory then
+    /// guards a race, never a resend.
+    async fn look_up(
+        &self,
+        op: &Operation,
+        key: &IdempotencyKey,
+        ctx: &LookupContext<'_>,
+    ) -> Result<Lookup, SeedError> {
         if !self.caps.lookup_by_key {
             return Ok(Lookup::Inconclusive {
                 why: "the provider is declared not to keep idempotency keys, so no lookup by key can prove anything"
@@ -151,7 +164,59 @@ impl SeedProvider {
             ..ListQuery::default()
         };
         let page = self.client.list::<Transaction>(&q).await?;
-        Ok(judge(op, key, &page))
+        let settled = ctx.since.is_none_or(|t| ctx.now - t >= ctx.settle);
+        match judge(op, key, &page) {
+            Lookup::NotExecuted if !settled => Ok(Lookup::Pending {
+                why: "no transaction carries the key yet, and the send may still be running at the provider".into(),
+            }),
+            Lookup::NotExecuted => self.no_unkeyed_twin(op, key, ctx).await,
+            other => Ok(other),
+        }
+    }
+
+    /// "No transaction carries the key" holds only if the provider keeps keys as declared: a transaction
+    /// since the intent that does what this operation does under no key (or another) says it does not, and
+    /// the outcome is then for a person, never a resend.
+    async fn no_unkeyed_twin(
+        &self,
+        op: &Operation,
+        key: &IdempotencyKey,
+        ctx: &LookupContext<'_>,
+    ) -> Result<Lookup, SeedError> {
+        use futures::TryStreamExt;
+        let Some(since) = ctx.since else { return Ok(Lookup::NotExecuted) };
+        // The provider's clock may be behind ours: look back further than the intent.
+        let q = ListQuery { limit: Some(1000), since: Some(since - ctx.settle), ..ListQuery::default() };
+        let mut pages = std::pin::pin!(self.client.pages::<Transaction>(q));
+        let mut read = 0usize;
+        while let Some(page) = pages.try_next().await? {
+            let txs: Vec<Transaction> = page.rows.into_iter().flatten().collect();
+            if let Some(t) = evidence::unkeyed_twin(op, key, &txs) {
+                tracing::warn!(id = %op.id, tx = %t.tx_id, "the provider is declared to keep idempotency keys, but holds a transaction of this operation's kind, agents and amount without its key: it may not keep keys");
+                return Ok(Lookup::Inconclusive {
+                    why: format!(
+                        "no transaction carries the key, but {} ({} {} to {}, key {:?}) since the intent does what \
+                         this operation does: the provider may not keep keys as declared ([provider] \
+                         honours_idempotency_keys); check its records",
+                        t.tx_id,
+                        t.kind.as_str(),
+                        t.amount_usd,
+                        t.agent_id,
+                        t.idempotency_key
+                    ),
+                });
+            }
+            read += 1;
+            if read >= MAX_TWIN_PAGES {
+                return Ok(Lookup::Inconclusive {
+                    why: format!(
+                        "no transaction carries the key, but more than {MAX_TWIN_PAGES} pages of transactions since the \
+                         intent could not all be read to rule out an unkeyed one"
+                    ),
+                });
+            }
+        }
+        Ok(Lookup::NotExecuted)
     }
 
     /// `POST faucet /claim` under the claim's key. The contract credits an agent once and answers any later
@@ -211,9 +276,9 @@ impl Provider for SeedProvider {
         &'a self,
         op: &'a Operation,
         key: &'a IdempotencyKey,
-        _ctx: &'a LookupContext<'a>,
+        ctx: &'a LookupContext<'a>,
     ) -> BoxFuture<'a, Result<Lookup, ProviderError>> {
-        Box::pin(async move { self.look_up(op, key).await.map_err(ProviderError::from) })
+        Box::pin(async move { self.look_up(op, key, ctx).await.map_err(ProviderError::from) })
     }
 
     fn listings(&self) -> Option<&dyn Listings> {
