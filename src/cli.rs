@@ -147,7 +147,8 @@ pub enum Command {
     /// Sync the ledger and wallets, then match the payout log against the provider's transactions and
     /// record every discrepancy in purpleflea.payouts.reconciliation.
     Reconcile(ReconcileArgs),
-    /// Current status of every payout and escrow action (the purpleflea.payouts.status view).
+    /// Current status of every payout and escrow action (the purpleflea.payouts.status view); with an
+    /// OPERATION_ID, that operation's events in the payout log and why it waits, if it does.
     Status(StatusArgs),
     /// Serve an in-memory Purple Flea sandbox (for trying pfsync without an account, and for tests).
     Sandbox(SandboxArgs),
@@ -611,9 +612,17 @@ pub struct ReconcileArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// One operation (payout_id or action_id): its events in the payout log, and why it waits (and from
+    /// when a rerun acts on it), as a run with --in-flight-timeout would see it.
+    #[arg(value_name = "OPERATION_ID")]
+    pub operation_id: Option<String>,
     /// Also list this many operations that are not final (unknown or in flight).
     #[arg(long, default_value_t = 20)]
     pub show: usize,
+    /// The in-flight timeout the runs use (as `pfsync payouts --in-flight-timeout`): an intent younger
+    /// than this may still be being sent.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 86_400), value_name = "SECS")]
+    pub in_flight_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -140,7 +140,10 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     rows_failed(&after)?;
     // The bad rows are there on purpose; anything still unknown is not.
     if report.unknown + rreport.unknown > 0 {
-        return Err(AppError::OutcomeUnknown { unknown: report.unknown + rreport.unknown });
+        return Err(AppError::OutcomeUnknown {
+            unknown: report.unknown + rreport.unknown,
+            detail: "rerun the demo's payouts to resolve them by lookup".into(),
+        });
     }
     Ok(())
 }

@@ -31,10 +31,9 @@ pub enum AppError {
     Maintain(#[from] MaintainError),
     #[error(transparent)]
     Payout(#[from] PayoutError),
-    #[error(
-        "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice)"
-    )]
-    OutcomeUnknown { unknown: u64 },
+    /// `detail`: which operations wait and from when a rerun acts on them (`payouts::waiting`).
+    #[error("{unknown} operation(s) have no known outcome yet: {detail} (nothing is paid twice)")]
+    OutcomeUnknown { unknown: u64, detail: String },
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
     #[error("{open} reconciliation finding(s) open; see the report or the purpleflea.payouts.open_findings view")]
@@ -44,6 +43,9 @@ pub enum AppError {
     #[cfg(feature = "unity")]
     #[error(transparent)]
     Unity(#[from] crate::tables::unity::UnityError),
+    /// A stop asked from outside (SIGTERM, Ctrl-C): what finished and what the next run picks up.
+    #[error("stopped by SIGTERM or Ctrl-C: {detail}")]
+    Stopped { detail: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -68,6 +70,7 @@ impl AppError {
             AppError::Unity(crate::tables::unity::UnityError::Request { .. }) => Exit::Table,
             #[cfg(feature = "unity")]
             AppError::Unity(_) => Exit::Usage,
+            AppError::Stopped { .. } => Exit::Stopped,
             AppError::Internal(_) => Exit::Internal,
         }
     }

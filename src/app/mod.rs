@@ -59,6 +59,15 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         }
     }
     let ctx = Context { settings, run_id, progress: !cli.global.quiet };
+    // SIGTERM and Ctrl-C: a command with a batch in flight finishes and logs it (exit 9, see `stop`); the
+    // servers (sandbox, mcp) shut down on their own.
+    match &cli.command {
+        Command::Sandbox(_) | Command::Mcp(_) => {}
+        Command::Run(_) | Command::Sync(_) | Command::Payouts(_) | Command::Rules(_) | Command::Reconcile(_) => {
+            crate::stop::on_signals(crate::stop::Mode::Finish)
+        }
+        _ => crate::stop::on_signals(crate::stop::Mode::Now),
+    }
     let span = tracing::info_span!("run", run_id = %ctx.run_id);
     let _guard = span.enter();
     match cli.command {

@@ -104,11 +104,13 @@ pub(crate) async fn recorded(
 /// The most useful exit for a scheduler among steps that finished: retry-worthy first.
 pub(crate) fn worst(results: Vec<Result<(), AppError>>) -> Result<(), AppError> {
     let rank = |e: &AppError| match e.exit() {
-        Exit::OutcomeUnknown => 0,
-        Exit::FindingsOpen => 1,
-        Exit::BrakeHeld => 2,
-        Exit::RowsFailed => 3,
-        _ => 4,
+        // A stopped run did not do all it was asked: that comes first (its message names what waits).
+        Exit::Stopped => 0,
+        Exit::OutcomeUnknown => 1,
+        Exit::FindingsOpen => 2,
+        Exit::BrakeHeld => 3,
+        Exit::RowsFailed => 4,
+        _ => 5,
     };
     let mut errors: Vec<AppError> = results.into_iter().filter_map(Result::err).collect();
     errors.sort_by_key(rank);

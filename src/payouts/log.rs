@@ -200,7 +200,7 @@ pub async fn append_rejects(
 }
 
 /// A text column by name, as plain `Utf8` (DataFusion may hand out views or large strings).
-fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, PayoutError> {
+pub(super) fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, PayoutError> {
     let col = b.column_by_name(name).ok_or_else(|| PayoutError::LogRow(format!("the log has no column {name}")))?;
     let cast = arrow::compute::cast(col, &DataType::Utf8)?;
     cast.as_any()
@@ -210,7 +210,7 @@ fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, PayoutError> {
 }
 
 /// A session over the log as `log`, or `None` when the table has no data yet.
-async fn log_session(table: &DeltaTable) -> Result<Option<SessionContext>, PayoutError> {
+pub(super) async fn log_session(table: &DeltaTable) -> Result<Option<SessionContext>, PayoutError> {
     if table.version().is_none()
         || table.get_file_uris().map_err(|e| PayoutError::write(PAYOUT_LOG.name, e))?.next().is_none()
     {
@@ -224,7 +224,11 @@ async fn log_session(table: &DeltaTable) -> Result<Option<SessionContext>, Payou
 }
 
 /// The batches of `sql` over the log as `log`.
-async fn collect(ctx: &SessionContext, sql: &str, what: &'static str) -> Result<Vec<RecordBatch>, PayoutError> {
+pub(super) async fn collect(
+    ctx: &SessionContext,
+    sql: &str,
+    what: &'static str,
+) -> Result<Vec<RecordBatch>, PayoutError> {
     ctx.sql(sql).await.map_err(PayoutError::query(what))?.collect().await.map_err(PayoutError::query(what))
 }
 

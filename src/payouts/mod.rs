@@ -38,6 +38,7 @@ pub mod sightings;
 pub mod source;
 pub mod state;
 pub mod validate;
+pub mod waiting;
 
 use std::fmt;
 use std::sync::Arc;

@@ -33,6 +33,7 @@ mod simulation;
 mod sources;
 mod sql_files;
 mod status_view;
+mod stop;
 mod sync_incremental;
 #[cfg(feature = "unity")]
 mod unity;
