@@ -289,6 +289,7 @@ pub async fn run_payouts(
         s.payer = provider.payer_of(&s.op);
     }
     report.note_plan(&plan);
+    progress.start(plan.steps().count() as u64);
     if opts.dry_run {
         report.plan = plan.steps().map(Planned::from).collect();
         return Ok(report);

@@ -22,6 +22,7 @@ pub mod mlflow_server;
 mod operator_mistakes;
 mod pagination;
 pub mod payouts;
+mod progress;
 mod proxy;
 mod reconcile;
 mod resilience;
