@@ -20,7 +20,10 @@ pub enum AppError {
     Table(#[from] TableError),
     #[error(transparent)]
     Sync(#[from] SyncError),
-    #[error("{failed} row(s) failed; the other rows were written (see the warnings above for ids and reasons)")]
+    #[error(
+        "{failed} row(s) were newly refused or failed (see the warnings above for ids and reasons); every other row \
+         went through as the summary says"
+    )]
     RowsFailed { failed: u64 },
     #[error(
         "{deferred} rule(s) were not decided in this run (--rules-max-secs or --rules-max-pages; see the warnings \

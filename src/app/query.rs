@@ -22,6 +22,16 @@ pub(super) async fn query_count(ctx: &datafusion::prelude::SessionContext, table
     Ok(n)
 }
 
+/// A query that cannot be planned (a typo, a table or column that does not exist) is the user's to fix
+/// (exit 2); one that fails while it runs is the storage's (exit 4, retry is safe).
+fn query_error(e: datafusion::error::DataFusionError) -> AppError {
+    use datafusion::error::DataFusionError as E;
+    match e.find_root() {
+        E::SQL(..) | E::Plan(_) | E::SchemaError(..) => AppError::Usage(format!("the query cannot run: {e}")),
+        _ => TableError::Query(e.to_string()).into(),
+    }
+}
+
 pub(super) async fn print_query(
     ctx: &datafusion::prelude::SessionContext,
     query: &str,
@@ -30,7 +40,7 @@ pub(super) async fn print_query(
     let df = match read_only::query(ctx, query).await {
         Ok(df) => df,
         Err(e @ ReadOnlyError::Write { .. }) => return Err(AppError::Usage(format!("pfsync sql is read-only: {e}"))),
-        Err(ReadOnlyError::Engine(e)) => return Err(TableError::Query(e.to_string()).into()),
+        Err(ReadOnlyError::Engine(e)) => return Err(query_error(e)),
     };
     let batches = df
         .limit(0, Some(max_rows))
@@ -66,7 +76,6 @@ async fn write_arrow(
     max_rows: Option<usize>,
 ) -> Result<(), AppError> {
     use futures::TryStreamExt;
-    let query_error = |e: datafusion::error::DataFusionError| TableError::Query(e.to_string());
     let write_error = |e: arrow::error::ArrowError| AppError::Internal(format!("cannot write the result: {e}"));
     let df = ctx.sql(query).await.map_err(query_error)?;
     let df = match max_rows {

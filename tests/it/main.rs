@@ -7,6 +7,7 @@ mod common;
 mod databricks_mlflow;
 mod exactly_once;
 mod examples;
+mod exit_codes;
 pub mod feeds;
 mod follow;
 mod hostile;
