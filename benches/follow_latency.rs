@@ -56,6 +56,8 @@ fn run_one(events: usize) {
             .expect("events table")
     });
     let url_s = url.to_string();
+    let init = Command::new(env!("CARGO_BIN_EXE_pfsync")).arg("--warehouse").arg(&wh_dir).arg("init").output();
+    assert!(init.is_ok_and(|o| o.status.success()), "pfsync init");
     let mut follower = Command::new(env!("CARGO_BIN_EXE_pfsync"))
         .args(["--api-url", &url_s, "--faucet-url", &url_s, "-q", "--config"])
         .arg(&cfg)

@@ -7,7 +7,8 @@ Usage: scripts/sql-engines.py --pfsync target/debug/pfsync [--work DIR] [--live-
    rules, rejects); runs against `pfsync sandbox --admin` (steps in purpleflea.ops.runs, discrepancies
    planted at the provider so reconcile records open and resolved findings); and with --live-bed, runs of
    `[provider] kind = "live"` against a test bed of Purple Flea's own services (ledger entries, a gap,
-   escrow terms). `pfsync init` then creates whatever is still missing, as a Unity Catalog admin would.
+   escrow terms). Each real warehouse starts with `pfsync init`, as a user's does; after the demo, `pfsync
+   init` creates whatever it left missing, as a Unity Catalog admin would.
 2. Spark SQL (pyspark, local): every table is read with the `deltalake` package, staged as Parquet and
    created as `purpleflea_<schema>.<table>`: `purpleflea.<schema>.<table>` with the catalog folded into the
    database name, the one rewrite of the text Spark runs (open-source Spark has no catalog that holds Delta
@@ -206,6 +207,7 @@ SELECT 'ci-e-2-dispute', 'dispute', NULL, 'ci-e-2', NULL, NULL, NULL, NULL, NULL
 def make_runs_warehouse(pf, work):
     """Three `pfsync run`s against a sandbox with planted discrepancies: every finding query has rows."""
     wh = Warehouse("runs", work / "runs", "ci", "ci-run-1")
+    pf.run(wh.path, "init")
     with Sandbox(pf) as sb:
         urls = ["--api-url", sb.url, "--faucet-url", sb.url]
 
@@ -228,7 +230,6 @@ def make_runs_warehouse(pf, work):
         # The balance put right: the third run records that finding as resolved and carries the others.
         sb.set_balance("agent-000006", str(original))
         run("ci-run-3", "--steps", "sync,reconcile")
-    pf.run(wh.path, "init")
     return wh
 
 
@@ -261,6 +262,7 @@ def make_live_warehouse(pf, work, bed, scripts):
         f"casino_url = {json.dumps(casino)}\nescrow_url = {json.dumps(escrow)}\n\n"
         '[[provider.agent_keys]]\nenv = "SQL_ENGINES_HELD_KEY"\n'
     )
+    pf.run(wh.path, "init")
 
     def pay(key, to, amount):
         http("POST", f"{casino}/stats/pay", key, {"to_agent_id": to, "amount": amount})
@@ -299,7 +301,6 @@ def make_live_warehouse(pf, work, bed, scripts):
     for _ in range(5):
         pay(payer_key, other, 0.01)
     run("ci-live-5", "run", "--namespace", wh.namespace, "--steps", "sync,reconcile")
-    pf.run(wh.path, "init")
     return wh
 
 

@@ -150,7 +150,8 @@ pub enum Command {
     /// Sync the ledger and wallets, then match the payout log against the provider's transactions and
     /// record every discrepancy in purpleflea.payouts.reconciliation.
     Reconcile(ReconcileArgs),
-    /// Current status of every payout and escrow action (the purpleflea.payouts.status view).
+    /// Current status of every payout and escrow action (the purpleflea.payouts.status view); with an
+    /// OPERATION_ID, that operation's events in the payout log and why it waits, if it does.
     Status(StatusArgs),
     /// Operations that wait for a person (outcome unknown, or in flight past the in-flight timeout), each with
     /// the provider's evidence as pfsync's copies hold it; and a person's decision about one, checked and
@@ -158,7 +159,9 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// Serve an in-memory Purple Flea sandbox (for trying pfsync without an account, and for tests).
     Sandbox(SandboxArgs),
-    /// Run the whole job end to end against an in-process sandbox and a local warehouse.
+    /// Run the whole job end to end against an in-process sandbox and a local warehouse of its own
+    /// (./pfsync-demo unless --warehouse says otherwise), started afresh each time. A folder holding a
+    /// commit the demo did not make (a real run's) is refused with exit 2, never cleared.
     Demo(DemoArgs),
     /// Run a SQL query (DataFusion) over pfsync's tables, addressed by their three-level names. Read-only:
     /// a statement that would write (INSERT, UPDATE, DELETE, MERGE, CREATE, DROP, COPY, ...) exits 2.
@@ -751,6 +754,10 @@ pub struct ReconcileArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// One operation (payout_id or action_id): its events in the payout log, and why it waits (and from
+    /// when a rerun acts on it), as a run with --in-flight-timeout would see it.
+    #[arg(value_name = "OPERATION_ID")]
+    pub operation_id: Option<String>,
     /// Also list this many operations that are not final (unknown or in flight).
     #[arg(long, default_value_t = 20)]
     pub show: usize,
@@ -759,6 +766,11 @@ pub struct StatusArgs {
     /// "not_final": [...]}.
     #[arg(long, visible_alias = "format", value_enum, default_value_t = Output::Table)]
     pub output: Output,
+
+    /// The in-flight timeout the runs use (as `pfsync payouts --in-flight-timeout`): an intent younger
+    /// than this may still be being sent.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 86_400), value_name = "SECS")]
+    pub in_flight_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -142,6 +142,9 @@ pub struct Overrides {
     pub faucet_url: Option<String>,
     pub api_key_file: Option<PathBuf>,
     pub api: ApiSection,
+    /// The warehouse when neither the flags, the environment nor the file name one [default:
+    /// [`DEFAULT_WAREHOUSE`]] (the demo has a folder of its own).
+    pub default_warehouse: Option<&'static str>,
 }
 
 impl From<&crate::cli::GlobalArgs> for Overrides {
@@ -161,6 +164,7 @@ impl From<&crate::cli::GlobalArgs> for Overrides {
                 rate_limit_rps: g.api.rate_limit_rps,
                 max_concurrency: g.api.max_concurrency,
             },
+            default_warehouse: None,
         }
     }
 }
@@ -190,8 +194,11 @@ impl Settings {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        let warehouse_text =
-            o.warehouse.clone().or(file.warehouse.clone()).unwrap_or_else(|| DEFAULT_WAREHOUSE.to_string());
+        let warehouse_text = o
+            .warehouse
+            .clone()
+            .or(file.warehouse.clone())
+            .unwrap_or_else(|| o.default_warehouse.unwrap_or(DEFAULT_WAREHOUSE).to_string());
         let mut overrides = BTreeMap::new();
         for (name, section) in &file.tables {
             let table = owned_table(name)?;

@@ -13,8 +13,16 @@ use crate::rng::SplitMix64;
 use crate::sandbox::ORCHESTRATOR_AGENT;
 use crate::tables::{CommitInfo, ESCROW_ACTIONS, PENDING_PAYOUTS, TableError, Warehouse, open_or_create};
 
-/// A file the demo leaves in its warehouse, so a later demo knows it may start that folder afresh.
+/// Where the demo writes when neither --warehouse, PFSYNC_WAREHOUSE nor the config file names a place: a
+/// folder of its own, never the real commands' default (`./pfsync-warehouse`), so a demo cannot clear a
+/// warehouse a real run wrote.
+pub const DEFAULT_WAREHOUSE: &str = "./pfsync-demo";
+
+/// A file the demo leaves in its warehouse with the run id of every commit it made there, so a later demo
+/// knows it may start that folder afresh: only if no commit of any other run has landed since.
 pub const MARKER: &str = ".pfsync-demo";
+
+const MARKER_HEAD: &str = "made by pfsync demo; the next demo clears this folder unless another run wrote to it";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -23,6 +31,12 @@ pub enum DemoError {
          Pass --warehouse with another folder"
     )]
     NotADemoWarehouse(String),
+    #[error(
+        "{path} holds a commit the demo did not make ({table} version {version}, {by}): it may be real data, so \
+         the demo leaves the folder alone. Pass --warehouse with another folder (the demo's own default is {})",
+        DEFAULT_WAREHOUSE
+    )]
+    ForeignCommit { path: String, table: String, version: String, by: String },
     #[error("cannot prepare the demo warehouse {path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -31,22 +45,73 @@ pub enum DemoError {
     Write(String),
 }
 
-/// Start the demo's local warehouse afresh: the in-process sandbox is new on every run, so tables left
-/// by an earlier demo would describe another sandbox's money. Only a folder the demo itself made (it has
-/// the marker) is ever cleared.
-pub fn prepare_warehouse(dir: &Path) -> Result<(), DemoError> {
+/// Start the demo's local warehouse afresh for run `run_id`: the in-process sandbox is new on every run,
+/// so tables left by an earlier demo would describe another sandbox's money. A folder is cleared only when
+/// the demo made it (it has the marker) and every Delta commit in it is one of the demo's runs the marker
+/// names: a real command pointed at the same folder afterwards makes it the user's.
+pub fn prepare_warehouse(dir: &Path, run_id: &str) -> Result<(), DemoError> {
     let io = |source| DemoError::Io { path: dir.display().to_string(), source };
     if dir.exists() {
         let empty = std::fs::read_dir(dir).map_err(io)?.next().is_none();
         if !empty {
-            if !dir.join(MARKER).exists() {
-                return Err(DemoError::NotADemoWarehouse(dir.display().to_string()));
+            let marker = match std::fs::read_to_string(dir.join(MARKER)) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(DemoError::NotADemoWarehouse(dir.display().to_string()));
+                }
+                Err(e) => return Err(io(e)),
+            };
+            let runs: Vec<&str> = marker.lines().filter_map(|l| l.strip_prefix("run_id = ")).collect();
+            if let Some((table, version, by)) = foreign_commit(dir, &runs).map_err(io)? {
+                return Err(DemoError::ForeignCommit { path: dir.display().to_string(), table, version, by });
             }
             std::fs::remove_dir_all(dir).map_err(io)?;
         }
     }
     std::fs::create_dir_all(dir).map_err(io)?;
-    std::fs::write(dir.join(MARKER), "made by pfsync demo; the next demo run clears this folder\n").map_err(io)
+    std::fs::write(dir.join(MARKER), format!("{MARKER_HEAD}\nrun_id = {run_id}\n")).map_err(io)
+}
+
+/// The first Delta commit under `dir` whose `pfsync.run_id` is none of `runs` (or that has none: another
+/// engine's), if any: its table folder, version and author.
+fn foreign_commit(dir: &Path, runs: &[&str]) -> std::io::Result<Option<(String, String, String)>> {
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&folder)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let in_log = folder.file_name().is_some_and(|n| n == "_delta_log");
+            if !in_log || path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let by = commit_run_id(&std::fs::read_to_string(&path)?);
+            if by.as_deref().is_some_and(|r| runs.contains(&r)) {
+                continue;
+            }
+            let table = folder.parent().and_then(|t| t.strip_prefix(dir).ok()).unwrap_or(&folder);
+            let version = path.file_stem().map(|s| s.to_string_lossy().trim_start_matches('0').to_string());
+            let by = match by {
+                Some(r) => format!("run {}", crate::text::clip(&r, 64)),
+                None => "not by pfsync".into(),
+            };
+            let version = version.filter(|v| !v.is_empty()).unwrap_or_else(|| "0".into());
+            return Ok(Some((table.display().to_string(), version, by)));
+        }
+    }
+    Ok(None)
+}
+
+/// The `pfsync.run_id` a Delta commit file's `commitInfo` carries.
+fn commit_run_id(commit: &str) -> Option<String> {
+    commit.lines().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        v.get("commitInfo")?.get("pfsync.run_id")?.as_str().map(str::to_string)
+    })
 }
 
 fn text(v: Vec<Option<String>>) -> ArrayRef {
@@ -207,7 +272,11 @@ pub async fn seed_rules(
 
 /// A small events table a pipeline would append to (change data feed on), in two commits, at `dir`; the
 /// feed that pays its inserted events.
-pub async fn seed_feed(dir: &Path, agents: usize) -> Result<crate::payouts::feed::FeedSpec, DemoError> {
+pub async fn seed_feed(
+    dir: &Path,
+    agents: usize,
+    commit: &CommitInfo,
+) -> Result<crate::payouts::feed::FeedSpec, DemoError> {
     use deltalake::kernel::{DataType as DeltaType, StructField};
     let io = |source| DemoError::Io { path: dir.display().to_string(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -218,22 +287,27 @@ pub async fn seed_feed(dir: &Path, agents: usize) -> Result<crate::payouts::feed
         .with_location(url.as_str())
         .with_columns(names.map(|n| StructField::new(n.to_string(), DeltaType::STRING, true)))
         .with_configuration_property(deltalake::TableProperty::EnableChangeDataFeed, Some("true"))
+        .with_commit_properties(commit.properties())
         .await
         .map_err(|e| DemoError::Write(e.to_string()))?;
     let schema = Arc::new(arrow::datatypes::Schema::new(
         names.map(|n| arrow::datatypes::Field::new(n, arrow::datatypes::DataType::Utf8, true)).to_vec(),
     ));
-    for commit in 0..2 {
+    for n in 0..2 {
         let rows: Vec<[String; 3]> = (0..3)
             .map(|i| {
-                let k = commit * 3 + i + 1;
+                let k = n * 3 + i + 1;
                 [format!("trade-{k:03}"), format!("agent-{:06}", 1 + k % agents.max(1)), format!("{}.50", k)]
             })
             .collect();
         let col = |j: usize| text(rows.iter().map(|r| Some(r[j].clone())).collect());
         let batch = RecordBatch::try_new(schema.clone(), vec![col(0), col(1), col(2)])
             .map_err(|e| DemoError::Write(e.to_string()))?;
-        table = table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+        table = table
+            .write(vec![batch])
+            .with_commit_properties(commit.properties())
+            .await
+            .map_err(|e| DemoError::Write(e.to_string()))?;
     }
     Ok(crate::payouts::feed::FeedSpec {
         name: "demo-trades".into(),
@@ -257,7 +331,12 @@ async fn write_rows(
 ) -> Result<(), DemoError> {
     let batch = RecordBatch::try_new(spec.arrow_schema(), columns).map_err(|e| DemoError::Write(e.to_string()))?;
     let table = open_or_create(wh, spec, commit).await?;
-    table.write(vec![batch]).await.map_err(|e| DemoError::Write(e.to_string()))?;
+    // With the run id, as every commit pfsync makes: the next demo clears only folders of its own commits.
+    table
+        .write(vec![batch])
+        .with_commit_properties(commit.properties())
+        .await
+        .map_err(|e| DemoError::Write(e.to_string()))?;
     Ok(())
 }
 
@@ -266,17 +345,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_demo_folder_is_cleared() {
+    fn only_a_demo_folder_with_only_demo_commits_is_cleared() {
         let dir = tempfile::tempdir().unwrap();
         let wh = dir.path().join("wh");
-        prepare_warehouse(&wh).unwrap();
+        prepare_warehouse(&wh, "demo-1").unwrap();
         std::fs::write(wh.join("table"), "x").unwrap();
-        prepare_warehouse(&wh).unwrap();
+        let log = wh.join("t").join("_delta_log");
+        std::fs::create_dir_all(&log).unwrap();
+        let commit = |run: &str| format!("{{\"commitInfo\":{{\"pfsync.run_id\":\"{run}\"}}}}\n{{\"add\":{{}}}}\n");
+        std::fs::write(log.join("00000000000000000000.json"), commit("demo-1")).unwrap();
+        prepare_warehouse(&wh, "demo-2").unwrap();
         assert!(!wh.join("table").exists(), "a demo folder starts afresh");
+
+        // A commit of another run (a real `pfsync payouts` into the demo's folder): the folder is the user's.
+        std::fs::create_dir_all(&log).unwrap();
+        std::fs::write(log.join("00000000000000000000.json"), commit("demo-2")).unwrap();
+        std::fs::write(log.join("00000000000000000001.json"), commit("real-run")).unwrap();
+        let e = prepare_warehouse(&wh, "demo-3").unwrap_err();
+        assert!(matches!(&e, DemoError::ForeignCommit { version, by, .. } if version == "1" && by == "run real-run"));
+        assert!(log.join("00000000000000000001.json").exists());
+        // And one no pfsync run made (another engine's commit).
+        std::fs::write(log.join("00000000000000000001.json"), "{\"commitInfo\":{}}\n").unwrap();
+        assert!(matches!(prepare_warehouse(&wh, "demo-3"), Err(DemoError::ForeignCommit { .. })));
+
         let other = dir.path().join("real");
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join("precious"), "x").unwrap();
-        assert!(matches!(prepare_warehouse(&other), Err(DemoError::NotADemoWarehouse(_))));
+        assert!(matches!(prepare_warehouse(&other, "demo-4"), Err(DemoError::NotADemoWarehouse(_))));
         assert!(other.join("precious").exists());
     }
 }

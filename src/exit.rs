@@ -37,6 +37,7 @@ exit_codes! {
     OutcomeUnknown = 6: "some payouts have no known outcome yet; rerun: it resolves them by lookup",
     BrakeHeld = 7: "the safety brake (--max-total-usd, --max-count) held payouts back",
     FindingsOpen = 8: "reconciliation findings of the --fail-on classes are open",
+    Stopped = 9: "stopped by SIGTERM or Ctrl-C: the batch in flight finished and was logged, nothing new was sent (rerun to go on)",
 }
 
 impl Exit {
@@ -66,6 +67,6 @@ mod tests {
             assert_eq!(e.code() as usize, i, "{e:?}");
             assert!(!e.meaning().is_empty() && !e.meaning().contains('\n'), "{e:?}");
         }
-        assert_eq!(Exit::ALL.last(), Some(&Exit::FindingsOpen));
+        assert_eq!(Exit::ALL.last(), Some(&Exit::Stopped));
     }
 }

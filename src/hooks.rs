@@ -6,6 +6,8 @@
 //! - `PFSYNC_CRASH_AT=POINT[:N]`: the process kills itself (SIGKILL, no unwinding, no flush) the N-th time
 //!   (default 1) it reaches POINT, so a seed that picks (POINT, N) reproduces the same crash.
 //! - `PFSYNC_PAUSE_AT=POINT`: the process stops at POINT and waits to be killed from outside.
+//! - `PFSYNC_SIGNAL_AT=POINT[:N[:int]]`: the process sends itself SIGTERM (SIGINT with `:int`, as Ctrl-C
+//!   does) the N-th time it reaches POINT, and goes on: what an operator's stop in the middle of a batch does.
 
 /// Where the payouts engine, or a reconcile run, can be killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +92,19 @@ mod active {
                 libc::kill(libc::getpid(), libc::SIGKILL);
             }
             std::process::abort();
+        }
+        if let Ok(v) = std::env::var("PFSYNC_SIGNAL_AT") {
+            let mut parts = v.split(':');
+            let at = parts.next().and_then(CrashPoint::parse);
+            let nth: u64 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+            let sig = if parts.next() == Some("int") { libc::SIGINT } else { libc::SIGTERM };
+            if at == Some(p) && nth == n {
+                eprintln!("pfsync: crash point {} #{n} (PFSYNC_SIGNAL_AT): signalling the process", p.as_str());
+                // SAFETY: kill(2) on our own pid with a constant signal has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(libc::getpid(), sig);
+                }
+            }
         }
         if std::env::var("PFSYNC_PAUSE_AT").is_ok_and(|v| v == p.as_str()) {
             eprintln!("pfsync: paused at {} (PFSYNC_PAUSE_AT); waiting to be killed", p.as_str());

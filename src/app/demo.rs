@@ -18,10 +18,12 @@ pub const SEED_QUERY: &str = include_str!("../../sql/analyst/high_balances_ready
 
 pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError> {
     let wh = &ctx.settings.warehouse;
-    // Checked before the sandbox starts: the demo only ever clears a folder it made itself.
-    if let Ok(dir) = wh.root().to_file_path() {
-        crate::demo::prepare_warehouse(&dir).map_err(|e| AppError::Usage(e.to_string()))?;
-    }
+    // Checked before the sandbox starts: the demo only ever clears a folder it made itself, and only a local
+    // one (it could not tell a bucket's real data from its own as surely).
+    let dir = wh.root().to_file_path().map_err(|_| {
+        AppError::Usage(format!("the demo writes a local folder; --warehouse {} is not one", wh.root()))
+    })?;
+    crate::demo::prepare_warehouse(&dir, &ctx.run_id).map_err(|e| AppError::Usage(e.to_string()))?;
     let mut cfg = SandboxConfig::for_tests(args.agents);
     cfg.world.seed = args.seed;
     let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Internal(format!("cannot start the sandbox: {e}")))?;
@@ -58,14 +60,11 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
     // A change feed: an events table (CDF on) that a pipeline appends to, next to the warehouse.
-    let feed = match wh.root().to_file_path() {
-        Ok(root) => Some(
-            crate::demo::seed_feed(&root.join("pipeline").join("trade_events"), args.agents)
-                .await
-                .map_err(|e| AppError::Internal(e.to_string()))?,
-        ),
-        Err(_) => None,
-    };
+    let feed = Some(
+        crate::demo::seed_feed(&dir.join("pipeline").join("trade_events"), args.agents, &commit)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?,
+    );
     if let Some(f) = &feed {
         println!("   and a change feed: 6 trade events in 2 commits of {} ([[feeds]] {})", f.location, f.name);
     }
@@ -147,7 +146,10 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
     rows_failed(&after)?;
     // The bad rows are there on purpose; anything still unknown is not.
     if report.unknown + rreport.unknown > 0 {
-        return Err(AppError::OutcomeUnknown { unknown: report.unknown + rreport.unknown });
+        return Err(AppError::OutcomeUnknown {
+            unknown: report.unknown + rreport.unknown,
+            detail: "rerun the demo's payouts to resolve them by lookup".into(),
+        });
     }
     Ok(())
 }

@@ -20,7 +20,10 @@ pub enum AppError {
     Table(#[from] TableError),
     #[error(transparent)]
     Sync(#[from] SyncError),
-    #[error("{failed} row(s) failed; the other rows were written (see the warnings above for ids and reasons)")]
+    #[error(
+        "{failed} row(s) were newly refused or failed (see the warnings above for ids and reasons); every other row \
+         went through as the summary says"
+    )]
     RowsFailed { failed: u64 },
     #[error(
         "{deferred} rule(s) were not decided in this run (--rules-max-secs or --rules-max-pages; see the warnings \
@@ -31,11 +34,12 @@ pub enum AppError {
     Maintain(#[from] MaintainError),
     #[error(transparent)]
     Payout(#[from] PayoutError),
+    /// `detail`: which operations wait and from when a rerun acts on them (`payouts::waiting`).
     #[error(
-        "{unknown} operation(s) have no known outcome yet; rerun to resolve them by lookup (nothing is paid twice); \
-         `pfsync resolve` lists those that wait for a person"
+        "{unknown} operation(s) have no known outcome yet: {detail} (nothing is paid twice); `pfsync resolve` lists \
+         those that wait for a person"
     )]
-    OutcomeUnknown { unknown: u64 },
+    OutcomeUnknown { unknown: u64, detail: String },
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
     /// A person's decision that cannot be recorded as asked (`pfsync resolve`).
@@ -51,6 +55,9 @@ pub enum AppError {
     /// `pfsync doctor`: checks failed (each printed above); the first one's exit code.
     #[error("{failed} check(s) failed (see above)")]
     ChecksFailed { failed: u64, exit: Exit },
+    /// A stop asked from outside (SIGTERM, Ctrl-C): what finished and what the next run picks up.
+    #[error("stopped by SIGTERM or Ctrl-C: {detail}")]
+    Stopped { detail: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -76,6 +83,7 @@ impl AppError {
             #[cfg(feature = "unity")]
             AppError::Unity(_) => Exit::Usage,
             AppError::ChecksFailed { exit, .. } => *exit,
+            AppError::Stopped { .. } => Exit::Stopped,
             AppError::Internal(_) => Exit::Internal,
         }
     }

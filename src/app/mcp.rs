@@ -32,6 +32,8 @@ pub(super) async fn mcp(ctx: &Context, args: &McpArgs) -> Result<(), AppError> {
         ..PayoutOptions::default()
     };
     let opts = super::payouts::with_client(&opts, &cfg)?;
+    // `connect` refuses a warehouse with none of pfsync's tables: the money tools create the tables they
+    // write, but balances come from the synced ones, and a mistyped warehouse's payouts no job reconciles.
     let provider = super::step::connect(ctx).await?;
     // The money tools append to the two source tables (as an upstream job would) and every call to the audit
     // table: created empty when absent, as `pfsync init` does; an existing one with other columns is refused.

@@ -31,7 +31,7 @@ use reconcile::reconcile_step;
 use run::run_steps;
 use sandbox::sandbox;
 pub use step::{Context, StepOutcome};
-use step::{connect, recorded};
+use step::{connect, recorded, require_initialised};
 use sync::{sync_options, sync_step};
 
 pub async fn run(cli: Cli) -> Result<(), AppError> {
@@ -43,8 +43,12 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Doctor(args) => return doctor::doctor(&cli.global, args).await,
         _ => {}
     }
+    let mut overrides: crate::config::Overrides = (&cli.global).into();
+    if matches!(cli.command, Command::Demo(_)) {
+        overrides.default_warehouse = Some(crate::demo::DEFAULT_WAREHOUSE);
+    }
     #[allow(unused_mut)] // mutated only by the `unity` feature
-    let mut settings = Settings::resolve(&(&cli.global).into())?;
+    let mut settings = Settings::resolve(&overrides)?;
     let run_id = match &cli.global.run_id {
         Some(id) if id.trim().is_empty() || id.len() > 200 => {
             return Err(AppError::Usage("--run-id must be 1..=200 characters".into()));
@@ -69,6 +73,15 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         }
     }
     let ctx = Context { settings, run_id, progress: !cli.global.quiet };
+    // SIGTERM and Ctrl-C: a command with a batch in flight finishes and logs it (exit 9, see `stop`); the
+    // servers (sandbox, mcp) shut down on their own.
+    match &cli.command {
+        Command::Sandbox(_) | Command::Mcp(_) => {}
+        Command::Run(_) | Command::Sync(_) | Command::Payouts(_) | Command::Rules(_) | Command::Reconcile(_) => {
+            crate::stop::on_signals(crate::stop::Mode::Finish)
+        }
+        _ => crate::stop::on_signals(crate::stop::Mode::Now),
+    }
     let span = tracing::info_span!("run", run_id = %ctx.run_id);
     let _guard = span.enter();
     match cli.command {
@@ -107,6 +120,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Command::Reconcile(args) => {
             crate::payouts::check_namespace(&args.namespace)?;
             let classes = fail_on(&args.flags.fail_on)?;
+            require_initialised(&ctx).await?;
             recorded(&ctx, "reconcile", reconcile_step(&ctx, &args, &classes)).await
         }
         Command::Init => {

@@ -43,12 +43,16 @@ pub fn with_client(opts: &PayoutOptions, cfg: &ClientConfig) -> Result<PayoutOpt
 pub fn payout_outcome(r: &PayoutReport) -> Result<(), AppError> {
     // Operations another run may still be sending are not settled either: rerun to see them through.
     if r.unknown + r.in_flight_elsewhere + r.held_after_unknown > 0 {
-        return Err(AppError::OutcomeUnknown { unknown: r.unknown + r.in_flight_elsewhere + r.held_after_unknown });
+        return Err(AppError::OutcomeUnknown {
+            unknown: r.unknown + r.in_flight_elsewhere + r.held_after_unknown,
+            detail: "a rerun resolves them by lookup".into(),
+        });
     }
     if r.held_by_brake > 0 {
         return Err(AppError::BrakeHeld { held: r.held_by_brake });
     }
-    let refused = r.rejected_rows + r.rejected_by_api;
+    // Rows refused the same way before were recorded (and made a run exit 5) then: only new refusals count.
+    let refused = r.rejected_rows - r.refused_before.min(r.rejected_rows) + r.rejected_by_api;
     if refused > 0 {
         return Err(AppError::RowsFailed { failed: refused });
     }
@@ -99,6 +103,7 @@ pub(super) async fn engine_step(
         ("resolved_by_lookup", report.resolved_by_lookup),
         ("rejected_by_api", report.rejected_by_api),
         ("refused_by_validation", report.rejected_rows),
+        ("refused_before", report.refused_before),
         ("unknown", report.unknown),
         ("needs_person", report.needs_person),
         ("in_flight_elsewhere", report.in_flight_elsewhere),
@@ -115,10 +120,43 @@ pub(super) async fn engine_step(
     .iter()
     .map(|(k, v)| (k.to_string(), *v))
     .collect();
-    Ok(StepOutcome {
-        rows: Some(report.source_rows as i64),
-        amount: Some(report.usd_moved),
-        counts,
-        result: payout_outcome(&report),
-    })
+    let mut result = payout_outcome(&report);
+    if let Err(AppError::OutcomeUnknown { unknown, .. }) = result {
+        let detail = waiting_detail(ctx, provider, opts, &report).await;
+        result = Err(AppError::OutcomeUnknown { unknown, detail });
+    }
+    if crate::stop::requested() && !report.dry_run {
+        let waits = match &result {
+            Err(AppError::OutcomeUnknown { unknown, detail }) => format!("; {unknown} wait: {detail}"),
+            _ => String::new(),
+        };
+        result = Err(AppError::Stopped {
+            detail: format!(
+                "the {step} batch in flight finished and its outcomes are logged; {} operation(s) were not \
+                 started and nothing new was sent (the next run picks them up){waits}",
+                report.not_started
+            ),
+        });
+    }
+    Ok(StepOutcome { rows: Some(report.source_rows as i64), amount: Some(report.usd_moved), counts, result })
+}
+
+/// Which operations wait and from when a rerun acts on them, read from the log as the run left it. A log
+/// that cannot be read leaves the message general: the exit code says the same.
+async fn waiting_detail(ctx: &Context, provider: &dyn Provider, opts: &PayoutOptions, r: &PayoutReport) -> String {
+    let now = opts.clock.now();
+    let plan = opts.plan_options(provider.capabilities(), now);
+    let read = async {
+        let Some(log) = crate::tables::open_existing(&ctx.settings.warehouse, &crate::tables::PAYOUT_LOG).await? else {
+            return Ok::<_, AppError>((Vec::new(), 0));
+        };
+        Ok(crate::payouts::waiting::open_operations(&log, &plan, 20).await?)
+    };
+    match read.await {
+        Ok((waiting, total)) => crate::payouts::waiting::summary(&waiting, total, r.held_after_unknown, now),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read which operations wait");
+            "a rerun resolves them by lookup".into()
+        }
+    }
 }

@@ -22,6 +22,16 @@ pub(super) async fn query_count(ctx: &datafusion::prelude::SessionContext, table
     Ok(n)
 }
 
+/// A query that cannot be planned (a typo, a table or column that does not exist) is the user's to fix
+/// (exit 2); one that fails while it runs is the storage's (exit 4, retry is safe).
+fn query_error(e: datafusion::error::DataFusionError) -> AppError {
+    use datafusion::error::DataFusionError as E;
+    match e.find_root() {
+        E::SQL(..) | E::Plan(_) | E::SchemaError(..) => AppError::Usage(format!("the query cannot run: {e}")),
+        _ => TableError::Query(e.to_string()).into(),
+    }
+}
+
 pub(super) async fn print_query(
     ctx: &datafusion::prelude::SessionContext,
     query: &str,
@@ -48,11 +58,12 @@ async fn read_query(
     match read_only::query(ctx, query).await {
         Ok(df) => Ok(df),
         Err(e @ ReadOnlyError::Write { .. }) => Err(AppError::Usage(format!("pfsync sql is read-only: {e}"))),
-        Err(ReadOnlyError::Engine(e)) => Err(TableError::Query(e.to_string()).into()),
+        Err(ReadOnlyError::Engine(e)) => Err(query_error(e)),
     }
 }
 
 pub(super) async fn sql(ctx: &Context, args: &SqlArgs) -> Result<(), AppError> {
+    super::step::require_initialised(ctx).await?;
     let sql = sql_context(&ctx.settings.warehouse).await?;
     match args.output {
         SqlFormat::Table => {
@@ -145,7 +156,6 @@ async fn write_arrow(
     max_rows: Option<usize>,
 ) -> Result<(), AppError> {
     use futures::TryStreamExt;
-    let query_error = |e: datafusion::error::DataFusionError| TableError::Query(e.to_string());
     let write_error = |e: arrow::error::ArrowError| AppError::Internal(format!("cannot write the result: {e}"));
     let df = read_query(ctx, query).await?;
     let df = match max_rows {
@@ -166,6 +176,10 @@ pub(super) const STATUS_SUMMARY: &str = "SELECT kind, status, count(*) AS operat
      FROM purpleflea.payouts.status GROUP BY kind, status ORDER BY kind, status";
 
 pub(super) async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppError> {
+    super::step::require_initialised(ctx).await?;
+    if let Some(id) = &args.operation_id {
+        return operation_status(ctx, id, args).await;
+    }
     let sql = sql_context(&ctx.settings.warehouse).await?;
     let logged = sql.table_exist("purpleflea.payouts.status").unwrap_or(false);
     let open = format!(
@@ -194,9 +208,68 @@ pub(super) async fn status(ctx: &Context, args: &StatusArgs) -> Result<(), AppEr
     if logged {
         print_query(&sql, STATUS_SUMMARY, 1000).await?;
         println!("not final:");
-        print_query(&sql, &open, args.show).await?;
+        if query_count(&sql, &format!("({open})")).await? == 0 {
+            println!("(none: every operation in the log is final)");
+        } else {
+            print_query(&sql, &open, args.show).await?;
+        }
     } else {
         println!("no payout log under {} yet", ctx.settings.warehouse.root());
+    }
+    Ok(())
+}
+
+/// `pfsync status OPERATION_ID`: the operation's events, oldest first, and why it waits.
+async fn operation_status(ctx: &Context, id: &str, args: &StatusArgs) -> Result<(), AppError> {
+    use crate::payouts::waiting::{utc, why};
+    let log = crate::tables::open_existing(&ctx.settings.warehouse, &crate::tables::PAYOUT_LOG).await?;
+    let mut events = match &log {
+        Some(log) => crate::payouts::log::history(log, &[id.to_string()]).await?.remove(id).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if events.is_empty() {
+        return Err(AppError::Usage(format!(
+            "no operation {id:?} in the payout log at {}: check the id (payout_id or action_id as in the source); \
+             a row refused by validation is in purpleflea.payouts.rejects",
+            super::demo::display_location(&ctx.settings.warehouse)
+        )));
+    }
+    events.sort_by_key(|e| (e.recorded_at, e.attempt));
+    println!("operation {id} ({})", events[0].kind.as_str());
+    for e in &events {
+        let outcome = [
+            e.http_status.map(|s| format!("http {s}")),
+            e.tx_id.as_ref().map(|t| format!("tx {t}")),
+            e.escrow_id.as_ref().map(|t| format!("escrow {t}")),
+            e.error_code.clone(),
+            e.error_message.as_ref().map(|m| crate::text::clip(m, 200).to_string()),
+            e.decided_by.as_ref().map(|b| format!("by {b}")),
+        ];
+        let outcome: Vec<String> = outcome.into_iter().flatten().collect();
+        println!(
+            "  {}  {:<10} attempt {}  run {}  {}",
+            utc(e.recorded_at),
+            e.event.as_str(),
+            e.attempt,
+            e.run_id,
+            crate::logging::escape_control(&outcome.join("; "))
+        );
+    }
+    let opts = crate::payouts::plan::PlanOptions {
+        namespace: String::new(),
+        shard: None,
+        max_total: None,
+        max_count: None,
+        in_flight_timeout: chrono::Duration::seconds(args.in_flight_timeout as i64),
+        // A provider that cannot look outcomes up leaves an unknown to a person (see the README).
+        can_look_up: true,
+        now: crate::clock::process_clock().now(),
+    };
+    let status = crate::payouts::state::status(&events);
+    match why(&events, &opts) {
+        Some(wait) => println!("waits: {wait}"),
+        None if status.is_final() => println!("final: nothing more is sent for it"),
+        None => println!("not final: the next run sends it (a new attempt)"),
     }
     Ok(())
 }
@@ -214,6 +287,7 @@ struct TableLine {
 }
 
 pub(super) async fn tables(ctx: &Context, args: &TablesArgs) -> Result<(), AppError> {
+    super::step::require_initialised(ctx).await?;
     use futures::TryStreamExt;
     let wh = &ctx.settings.warehouse;
     let sql = sql_context(wh).await?;
@@ -267,6 +341,8 @@ pub(super) async fn tables(ctx: &Context, args: &TablesArgs) -> Result<(), AppEr
 
 pub(super) async fn maintain(ctx: &Context, args: &MaintainArgs) -> Result<(), AppError> {
     let opts = MaintainOptions { retention_hours: args.retention_hours, i_know: args.i_know, dry_run: args.dry_run };
+    opts.validate()?;
+    super::step::require_initialised(ctx).await?;
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "maintain" };
     let reports = maintain_all(&ctx.settings.warehouse, &opts, &commit).await?;
     if reports.is_empty() {

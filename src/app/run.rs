@@ -32,12 +32,14 @@ pub(super) async fn run_steps(ctx: &Context, args: &RunArgs) -> Result<(), AppEr
     if !args.follow {
         return pass(ctx, args, backend, &popts, &rargs, &classes, &mlflow).await;
     }
-    crate::stop::on_signals();
     let mut passes = 0u64;
     loop {
         passes += 1;
         match pass(ctx, args, backend, &popts, &rargs, &classes, &mlflow).await {
             Err(e) if e.exit() == Exit::Usage => return Err(e),
+            Err(e) if crate::stop::requested() => {
+                tracing::info!(pass = passes, exit = e.exit().code(), error = %e, "pass ended by the stop");
+            }
             Err(e) => {
                 tracing::warn!(pass = passes, exit = e.exit().code(), error = %e, "pass ended; the next one follows")
             }
@@ -62,8 +64,12 @@ async fn pass(
     mlflow: &Option<crate::mlflow::MlflowClient>,
 ) -> Result<(), AppError> {
     let mut results = Vec::new();
-    for step in &args.steps {
+    for (i, step) in args.steps.iter().enumerate() {
         if crate::stop::requested() {
+            let left: Vec<String> = args.steps[i..].iter().map(|s| format!("{s:?}").to_lowercase()).collect();
+            results.push(Err(AppError::Stopped {
+                detail: format!("the steps before finished; not started: {}", left.join(", ")),
+            }));
             break;
         }
         let r = match step {

@@ -17,9 +17,29 @@ pub struct Context {
     pub progress: bool,
 }
 
-/// The provider the settings choose, connected (its keys read and checked before any step runs).
+/// The provider the settings choose, connected (its keys read and checked before any step runs), once the
+/// warehouse is known to be initialised: a command that moves or syncs anything needs pfsync's tables.
 pub(crate) async fn connect(ctx: &Context) -> Result<std::sync::Arc<dyn crate::provider::Provider>, AppError> {
-    Ok(crate::provider::connect(&ctx.settings.provider, &ctx.settings.provider_common()?).await?)
+    let common = ctx.settings.provider_common()?;
+    require_initialised(ctx).await?;
+    Ok(crate::provider::connect(&ctx.settings.provider, &common).await?)
+}
+
+/// Refuse a warehouse that holds none of pfsync's tables (exit 2): a mistyped `--warehouse` would otherwise
+/// create or read nothing and report zero rows on every run. `pfsync init` creates them; `demo` makes its
+/// own; `ddl` and `sandbox` touch no table.
+pub(crate) async fn require_initialised(ctx: &Context) -> Result<(), AppError> {
+    let wh = &ctx.settings.warehouse;
+    if crate::tables::any_table_exists(wh).await? {
+        return Ok(());
+    }
+    let at = super::demo::display_location(wh);
+    Err(AppError::Usage(format!(
+        "no pfsync table at {at}{}: this warehouse was never initialised. If it is the one you mean, run \
+         `pfsync init --warehouse {at}` once to create the tables; if not, check --warehouse, PFSYNC_WAREHOUSE \
+         and the config file's `warehouse`",
+        if wh.has_overrides() { " (nor at the locations the config file maps)" } else { "" }
+    )))
 }
 
 pub(crate) fn step(ctx: &Context, step: &'static str, label: &str) -> (CommitInfo, Progress) {
@@ -84,11 +104,13 @@ pub(crate) async fn recorded(
 /// The most useful exit for a scheduler among steps that finished: retry-worthy first.
 pub(crate) fn worst(results: Vec<Result<(), AppError>>) -> Result<(), AppError> {
     let rank = |e: &AppError| match e.exit() {
-        Exit::OutcomeUnknown => 0,
-        Exit::FindingsOpen => 1,
-        Exit::BrakeHeld => 2,
-        Exit::RowsFailed => 3,
-        _ => 4,
+        // A stopped run did not do all it was asked: that comes first (its message names what waits).
+        Exit::Stopped => 0,
+        Exit::OutcomeUnknown => 1,
+        Exit::FindingsOpen => 2,
+        Exit::BrakeHeld => 3,
+        Exit::RowsFailed => 4,
+        _ => 5,
     };
     let mut errors: Vec<AppError> = results.into_iter().filter_map(Result::err).collect();
     errors.sort_by_key(rank);

@@ -48,11 +48,11 @@ async fn run_held_sync(
         let (commit, _) = step(ctx, "sync.wallets", "wallets");
         reports.push(held::sync_held_wallets(provider, wh, &commit).await?);
     }
-    if wanted(SyncTarget::Escrows) {
+    if wanted(SyncTarget::Escrows) && !crate::stop::requested() {
         let (commit, _) = step(ctx, "sync.escrows", "escrows");
         reports.extend(held::sync_held_escrows(provider, wh, &commit).await?);
     }
-    if wanted(SyncTarget::Transactions) {
+    if wanted(SyncTarget::Transactions) && !crate::stop::requested() {
         let (commit, _) = step(ctx, "sync.ledger", "ledger");
         let r = held::sync_held_ledgers(provider, wh, &commit).await?;
         if r.gaps > 0 {
@@ -97,11 +97,11 @@ pub(super) async fn run_listed_sync(
         let (commit, progress) = step(ctx, "sync.wallets", "wallets");
         reports.push(sync_wallets(client, wh, &commit, opts, &progress).await?);
     }
-    if wanted(SyncTarget::Escrows) {
+    if wanted(SyncTarget::Escrows) && !crate::stop::requested() {
         let (commit, progress) = step(ctx, "sync.escrows", "escrows");
         reports.push(sync_escrows(client, wh, &commit, opts, &progress).await?);
     }
-    if wanted(SyncTarget::Transactions) {
+    if wanted(SyncTarget::Transactions) && !crate::stop::requested() {
         let (commit, progress) = step(ctx, "sync.transactions", "transactions");
         reports.push(sync_transactions(client, wh, &commit, opts, &progress).await?);
     }
@@ -143,5 +143,16 @@ pub(super) async fn sync_step(
         }
     }
     let rows = reports.iter().map(|r| r.rows_read as i64).sum();
-    Ok(StepOutcome { rows: Some(rows), amount: None, counts, result: rows_failed(&reports) })
+    // A stop lets the table being synced finish and be written; the next table is left to the next sync.
+    let result = if crate::stop::requested() {
+        Err(AppError::Stopped {
+            detail: format!(
+                "{} table(s) synced and written; no other table was started (the next sync reads them)",
+                reports.len()
+            ),
+        })
+    } else {
+        rows_failed(&reports)
+    };
+    Ok(StepOutcome { rows: Some(rows), amount: None, counts, result })
 }

@@ -122,7 +122,7 @@ impl<'a> Executor<'a> {
                     if !pace.is_zero() {
                         self.clock.sleep(pace).await;
                     }
-                    let sent = self.send(steps, latest_start).await;
+                    let sent = self.send(steps, latest_start, progress).await;
                     hooks::reached(CrashPoint::AfterSend).await;
                     Input::Sent(sent)
                 }
@@ -130,7 +130,7 @@ impl<'a> Executor<'a> {
                     if copy_ledgers {
                         self.copy_ledgers().await;
                     }
-                    progress.rows(done, total);
+                    progress.batch_done(done, total, ex.report().unknown);
                     Input::Go
                 }
                 Effect::CommitOutcomes(events) => {
@@ -233,6 +233,7 @@ impl<'a> Executor<'a> {
         &mut self,
         steps: Vec<Step>,
         latest_start: chrono::DateTime<chrono::Utc>,
+        progress: &Progress,
     ) -> Vec<(Step, Option<Result<Receipt, Failure>>)> {
         let provider = self.provider;
         let clock = &self.clock;
@@ -242,6 +243,7 @@ impl<'a> Executor<'a> {
                     return (s, None);
                 }
                 let r = provider.execute(&s.op, &s.key).await;
+                progress.one_done(r.as_ref().is_err_and(|e| e.outcome_unknown()));
                 hooks::reached(CrashPoint::MidSend).await;
                 (s, Some(r))
             })

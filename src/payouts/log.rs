@@ -127,6 +127,70 @@ impl RejectRow {
     }
 }
 
+/// What makes two refusals one: a refused row is recorded once per version of it. A version is the row's
+/// id, kind and code with its values as the rejects table keeps them (`source_row`: every column, where a
+/// clipped value ends with a digest of the whole). A row left as it is counts as refused before in later
+/// runs; an edited row is a new version, validated again (paid if it is valid now, recorded anew if not).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RejectVersion {
+    operation_id: Option<String>,
+    kind: &'static str,
+    code: &'static str,
+    source_row: String,
+}
+
+impl RejectVersion {
+    pub fn of(r: &Reject) -> RejectVersion {
+        RejectVersion {
+            operation_id: r.operation_id.clone(),
+            kind: r.kind.as_str(),
+            code: r.code.as_str(),
+            source_row: r.source_row.clone(),
+        }
+    }
+
+    fn of_row(r: &RejectRow) -> RejectVersion {
+        RejectVersion {
+            operation_id: r.operation_id.clone(),
+            kind: r.kind.as_str(),
+            code: r.code.as_str(),
+            source_row: r.source_row.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Of `rejects`, the versions the rejects table holds already (recorded by an earlier run).
+pub async fn recorded_rejects(table: &DeltaTable, rejects: &[Reject]) -> Result<HashSet<RejectVersion>, PayoutError> {
+    let mut out = HashSet::new();
+    if rejects.is_empty()
+        || table.version().is_none()
+        || table.get_file_uris().map_err(|e| PayoutError::write(REJECTS.name, e))?.next().is_none()
+    {
+        return Ok(out);
+    }
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).map_err(|e| PayoutError::write(REJECTS.name, e))?;
+    let provider = table.table_provider().await.map_err(PayoutError::query("opening the rejects table"))?;
+    ctx.register_table("rejects", provider).map_err(PayoutError::query("registering the rejects table"))?;
+    let ids: HashSet<&str> = rejects.iter().filter_map(|r| r.operation_id.as_deref()).collect();
+    let id_batch =
+        RecordBatch::try_from_iter(vec![("id", Arc::new(StringArray::from_iter_values(ids.into_iter())) as ArrayRef)])?;
+    ctx.register_batch("ids", id_batch).map_err(PayoutError::query("registering the refused ids"))?;
+    let mut sql = "SELECT r.* FROM rejects r JOIN ids i ON r.operation_id = i.id".to_string();
+    if rejects.iter().any(|r| r.operation_id.is_none()) {
+        sql.push_str(" UNION ALL SELECT * FROM rejects WHERE operation_id IS NULL");
+    }
+    let wanted: HashSet<RejectVersion> = rejects.iter().map(RejectVersion::of).collect();
+    let what = "reading the rejects table";
+    for row in RejectRow::from_batches(&collect(&ctx, &sql, what).await?)? {
+        let v = RejectVersion::of_row(&row);
+        if wanted.contains(&v) {
+            out.insert(v);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn append_rejects(
     table: DeltaTable,
     rejects: &[Reject],
@@ -141,7 +205,7 @@ pub async fn append_rejects(
 }
 
 /// A text column by name, as plain `Utf8` (DataFusion may hand out views or large strings).
-fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, PayoutError> {
+pub(super) fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, PayoutError> {
     let col = b.column_by_name(name).ok_or_else(|| PayoutError::LogRow(format!("the log has no column {name}")))?;
     let cast = arrow::compute::cast(col, &DataType::Utf8)?;
     cast.as_any()
@@ -151,7 +215,7 @@ fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, PayoutError> {
 }
 
 /// A session over the log as `log`, or `None` when the table has no data yet.
-async fn log_session(table: &DeltaTable) -> Result<Option<SessionContext>, PayoutError> {
+pub(super) async fn log_session(table: &DeltaTable) -> Result<Option<SessionContext>, PayoutError> {
     if table.version().is_none()
         || table.get_file_uris().map_err(|e| PayoutError::write(PAYOUT_LOG.name, e))?.next().is_none()
     {
@@ -165,7 +229,11 @@ async fn log_session(table: &DeltaTable) -> Result<Option<SessionContext>, Payou
 }
 
 /// The batches of `sql` over the log as `log`.
-async fn collect(ctx: &SessionContext, sql: &str, what: &'static str) -> Result<Vec<RecordBatch>, PayoutError> {
+pub(super) async fn collect(
+    ctx: &SessionContext,
+    sql: &str,
+    what: &'static str,
+) -> Result<Vec<RecordBatch>, PayoutError> {
     ctx.sql(sql).await.map_err(PayoutError::query(what))?.collect().await.map_err(PayoutError::query(what))
 }
 

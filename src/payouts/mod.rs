@@ -39,6 +39,7 @@ pub mod sightings;
 pub mod source;
 pub mod state;
 pub mod validate;
+pub mod waiting;
 
 use std::fmt;
 use std::sync::Arc;
@@ -239,14 +240,13 @@ pub async fn run_payouts(
             RefusalCode::AgentKeyNotHeld => validate::RejectCode::AgentKeyNotHeld,
             RefusalCode::InvalidTimeoutHours => validate::RejectCode::InvalidTimeoutHours,
         };
-        tracing::warn!(id = %op.id, code = code.as_str(), "{}", r.message);
         report.rejected_rows += 1;
         read.rejects.push(validate::Reject {
             operation_id: Some(op.id.clone()),
             kind: validate::RowKind::Op(op.kind()),
             code,
             message: r.message,
-            source_row: format!("{op:?}").chars().take(validate::MAX_SOURCE_ROW_BYTES).collect(),
+            source_row: source::clip_marked(&format!("{op:?}"), validate::MAX_SOURCE_ROW_BYTES),
         });
     }
     read.ops = ok;
@@ -255,6 +255,35 @@ pub async fn run_payouts(
     for f in &mut read.feeds {
         f.op_ids.retain(|id| kept.contains(id.as_str()));
     }
+    // A refusal is recorded once per version of its row: what an earlier run recorded is only counted.
+    let before = match &read.rejects_table {
+        Some(t) => log::recorded_rejects(t, &read.rejects).await?,
+        None => Default::default(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    let (mut known, mut new) = (Vec::new(), Vec::new());
+    for r in read.rejects {
+        let version = log::RejectVersion::of(&r);
+        if before.contains(&version) {
+            known.push(r);
+        } else if seen.insert(version) {
+            // Two identical rows of one run are one version: recorded once.
+            new.push(r);
+        }
+    }
+    report.refused_before = known.len() as u64;
+    for r in &new {
+        tracing::warn!(id = r.operation_id.as_deref().unwrap_or("-"), code = r.code.as_str(), "refused: {}", r.message);
+    }
+    if !known.is_empty() {
+        tracing::info!(
+            rows = known.len(),
+            first = known[0].operation_id.as_deref().unwrap_or("-"),
+            "refused before and unchanged since (in purpleflea.payouts.rejects): not recorded again; fix or remove \
+             the source row to clear it"
+        );
+    }
+    read.rejects = new;
     let plan_opts = opts.plan_options(caps, opts.clock.now());
     let mut plan = plan::plan(read.ops, &read.history, &plan_opts)?;
     for s in plan.first.iter_mut().chain(plan.second.iter_mut()) {
@@ -262,6 +291,7 @@ pub async fn run_payouts(
         s.escrow_tag = provider.escrow_tag(&s.op, &s.key);
     }
     report.note_plan(&plan);
+    progress.start(plan.steps().count() as u64);
     if opts.dry_run {
         report.plan = plan.steps().map(Planned::from).collect();
         return Ok(report);
@@ -334,6 +364,9 @@ pub struct PayoutReport {
     pub source_rows: u64,
     /// Refused by validation (into the rejects table).
     pub rejected_rows: u64,
+    /// Of `rejected_rows`: refused the same way by an earlier run, the row unchanged since; recorded then,
+    /// not again (and no reason to exit 5 again).
+    pub refused_before: u64,
     /// Already completed or rejected in an earlier run.
     pub already_final: u64,
     pub completed: u64,
@@ -396,18 +429,19 @@ impl fmt::Display for PayoutReport {
         if self.dry_run {
             return write!(
                 f,
-                "dry run {}: {} rows, {} would be sent, {} refused by validation, {} already final, {} held by the brake; nothing written or sent",
+                "dry run {}: {} rows, {} would be sent, {} refused by validation ({} of them before), {} already final, {} held by the brake; nothing written or sent",
                 self.run_id,
                 self.source_rows,
                 self.plan.len(),
                 self.rejected_rows,
+                self.refused_before,
                 self.already_final,
                 self.held_by_brake
             );
         }
         write!(
             f,
-            "payouts {}: {} rows; completed {} (of which {} found by lookup, {} from the ledger), rejected by API {}, refused by validation {}, \
+            "payouts {}: {} rows; completed {} (of which {} found by lookup, {} from the ledger), rejected by API {}, refused by validation {} ({} of them before), \
              unknown {} ({} for a person), in flight elsewhere {}, held after an unknown or a busy namespace {}, waiting {}, \
              held by brake {}, already final {}; \
              moved {} USD in {} log commits",
@@ -418,6 +452,7 @@ impl fmt::Display for PayoutReport {
             self.resolved_from_ledger,
             self.rejected_by_api,
             self.rejected_rows,
+            self.refused_before,
             self.unknown,
             self.needs_person,
             self.in_flight_elsewhere,

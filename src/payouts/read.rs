@@ -26,6 +26,7 @@ pub struct Read {
     pub history: HashMap<String, Vec<LogEvent>>,
     /// `None` in a dry run over a warehouse that has no log yet.
     pub log: Option<DeltaTable>,
+    /// `None` likewise (the refusals recorded before are read from it).
     pub rejects_table: Option<DeltaTable>,
     /// What each change feed read (for moving its position on after the run).
     pub feeds: Vec<super::feed::FeedRead>,
@@ -59,19 +60,34 @@ pub async fn read(
     // A default source table that exists must hold the columns pfsync reads, with types it converts
     // (nullable and extra columns are fine), and a protocol delta-rs reads in full.
     let rules = opts.rules.is_some();
-    for (spec, custom) in [(&PENDING_PAYOUTS, &opts.payout_sql), (&ESCROW_ACTIONS, &opts.action_sql)] {
-        if custom.is_none()
-            && !rules
-            && let Some(table) = open_existing(wh, spec).await?
-        {
-            check_schema(&table, spec, &wh.location(&spec.table_name()))?;
+    let defaults: &[&crate::tables::TableSpec] = match rules {
+        true => &[&ESCROW_RULES],
+        false => &[&PENDING_PAYOUTS, &ESCROW_ACTIONS],
+    };
+    for spec in defaults {
+        let custom = match spec.name {
+            n if n == PENDING_PAYOUTS.name => opts.payout_sql.is_some(),
+            n if n == ESCROW_ACTIONS.name => opts.action_sql.is_some(),
+            _ => false,
+        };
+        if custom {
+            continue;
+        }
+        let location = wh.location(&spec.table_name());
+        match open_existing(wh, spec).await? {
+            Some(table) => check_schema(&table, spec, &location)?,
+            // Said, not silent: a source mapped to the wrong place would otherwise read as "nothing to pay".
+            None => tracing::warn!(
+                table = spec.name,
+                %location,
+                "the default source table does not exist there, so nothing is read from it (pfsync init \
+                 creates it empty; the upstream job that fills it writes there)"
+            ),
         }
     }
-    if rules && let Some(table) = open_existing(wh, &ESCROW_RULES).await? {
-        check_schema(&table, &ESCROW_RULES, &wh.location(&ESCROW_RULES.table_name()))?;
-    }
     let log = open_existing(wh, &PAYOUT_LOG).await?;
-    let rejects_table = if opts.dry_run { None } else { open_existing(wh, &REJECTS).await? };
+    // Read in a dry run too: what was refused before is told apart from new refusals.
+    let rejects_table = open_existing(wh, &REJECTS).await?;
 
     let ctx = sql_context(wh).await?;
     for (name, location) in &opts.extra_tables {
@@ -140,9 +156,6 @@ pub async fn read(
     let (ops, more) = check_batch(ops, &logged, known.as_ref(), &rows);
     rejects.extend(more);
     report.rejected_rows = rejects.len() as u64;
-    for r in &rejects {
-        tracing::warn!(id = r.operation_id.as_deref().unwrap_or("-"), code = r.code.as_str(), "refused: {}", r.message);
-    }
     let feeds =
         feeds.into_iter().map(|(f, index)| f.read_so_far(feed_ids.remove(&index).unwrap_or_default())).collect();
     Ok(Read { ops, rejects, history: past, log, rejects_table, feeds })

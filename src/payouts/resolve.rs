@@ -591,6 +591,7 @@ pub fn decision_event(
         payer_agent_id: greatest(|e| e.payer_agent_id.as_ref()),
         decided_by: Some(person.by.to_string()),
         note: Some(person.note.to_string()),
+        escrow_tag: None,
     })
 }
 
@@ -626,6 +627,7 @@ mod tests {
             payer_agent_id: Some("payer".into()),
             decided_by: None,
             note: None,
+            escrow_tag: None,
         }
     }
 

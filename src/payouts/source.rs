@@ -229,7 +229,9 @@ impl<'a> Columns<'a> {
         cast.as_any().downcast_ref::<TimestampMicrosecondArray>().cloned()
     }
 
-    /// The row as JSON text, for the rejects table (each value as it displays, clipped).
+    /// The row as JSON text, for the rejects table (each value as it displays, clipped). A clipped value,
+    /// and a row clipped as a whole, end with a digest of what was cut: the text still tells two versions
+    /// of a row apart, and a refusal is recorded once per version (see `log::RejectVersion`).
     pub(super) fn row_json(&self, i: usize) -> String {
         let mut m = Map::new();
         for (name, f) in &self.formatters {
@@ -237,19 +239,25 @@ impl<'a> Columns<'a> {
             let v = if col.is_some_and(|c| c.is_null(i)) {
                 Value::Null
             } else {
-                let mut s = f.value(i).to_string();
-                if s.len() > 512 {
-                    s.truncate(clip(&s, 512).len());
-                    s.push_str("...");
-                }
-                Value::String(s)
+                Value::String(clip_marked(&f.value(i).to_string(), 512))
             };
             m.insert(name.clone(), v);
         }
-        let mut s = Value::Object(m).to_string();
-        s.truncate(clip(&s, MAX_SOURCE_ROW_BYTES).len());
-        s
+        clip_marked(&Value::Object(m).to_string(), MAX_SOURCE_ROW_BYTES)
     }
+}
+
+/// `s` within `max` bytes: as it is when it fits, else its start, `...` and a digest of the whole
+/// (`(sha256:` and 16 hex digits`)`).
+pub(crate) fn clip_marked(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let mark = format!("...(sha256:{hex})");
+    format!("{}{mark}", clip(s, max.saturating_sub(mark.len())))
 }
 
 pub(super) fn get(a: &Option<StringArray>, i: usize) -> Option<String> {
@@ -388,5 +396,17 @@ mod tests {
         let a = amounts(Some(&ints)).unwrap();
         assert_eq!(a[0], RawAmount::Value(Ok(Usd::from_cents(300).unwrap())));
         assert!(matches!(a[1], RawAmount::Value(Err(_))));
+    }
+
+    #[test]
+    fn a_clipped_text_keeps_a_digest_of_what_was_cut() {
+        assert_eq!(clip_marked("short", 64), "short");
+        let (a, b) = ("x".repeat(100) + "a", "x".repeat(100) + "b");
+        let (ca, cb) = (clip_marked(&a, 64), clip_marked(&b, 64));
+        assert!(ca.len() <= 64 && cb.len() <= 64, "{ca}");
+        assert_ne!(ca, cb, "two rows that differ only past the clip are two versions");
+        assert!(ca.starts_with("xxx") && ca.contains("...(sha256:"), "{ca}");
+        // Never cut inside a character.
+        assert!(clip_marked(&"é".repeat(100), 64).len() <= 64);
     }
 }

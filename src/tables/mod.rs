@@ -18,6 +18,6 @@ pub use spec::{
     RULE_SIGHTINGS, RUNS, TRANSACTIONS, TableSpec, WALLETS, Writer,
 };
 pub use store::{
-    CommitInfo, TableError, open_existing, open_or_create, open_version, register_location, register_tables,
-    sql_context, sql_context_of, version_of,
+    CommitInfo, TableError, any_table_exists, open_existing, open_or_create, open_version, register_location,
+    register_tables, sql_context, sql_context_of, version_of,
 };

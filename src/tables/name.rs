@@ -162,6 +162,11 @@ impl Warehouse {
     }
 
     /// Whether the config file mapped this name to a location itself.
+    /// Whether any table has a location of its own (the config file's `[tables."..."]`, or Unity Catalog's).
+    pub fn has_overrides(&self) -> bool {
+        !self.overrides.is_empty()
+    }
+
     pub fn is_mapped(&self, name: &TableName) -> bool {
         self.overrides.contains_key(name)
     }

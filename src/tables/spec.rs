@@ -539,7 +539,7 @@ pub const PAYOUT_LOG: TableSpec = TableSpec {
 pub const REJECTS: TableSpec = TableSpec {
     name: "purpleflea.payouts.rejects",
     writer: Writer::Pfsync,
-    comment: "Pending payouts and escrow actions refused by validation, one row per refusal per run",
+    comment: "Pending payouts and escrow actions refused by validation, one row per version of a refused row",
     columns: &[
         col("operation_id", String, true, "payout_id or action_id as given (null when missing)"),
         col(
@@ -550,8 +550,13 @@ pub const REJECTS: TableSpec = TableSpec {
         ),
         col("code", String, false, "Machine-readable reason (see README)"),
         col("message", String, false, "What is wrong and what to fix"),
-        col("source_row", String, true, "The source row as JSON, clipped to 4 KiB"),
-        col("run_id", String, false, "Run that refused it"),
+        col(
+            "source_row",
+            String,
+            true,
+            "The source row as JSON, clipped to 4 KiB (a clipped value ends with a digest of the whole)",
+        ),
+        col("run_id", String, false, "Run that first refused this version of the row"),
         col("rejected_at", Timestamp, false, "When"),
     ],
     partition_columns: &[],

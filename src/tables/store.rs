@@ -249,6 +249,25 @@ fn unreadable(name: &str, location: &Url, e: DeltaTableError) -> TableError {
     }
 }
 
+/// Whether any table pfsync owns is where the warehouse puts it. A warehouse with none was never
+/// initialised, or is not the one meant (a mistyped `--warehouse`): every command but `init` and `demo`
+/// refuses it rather than report zero rows forever.
+pub async fn any_table_exists(wh: &Warehouse) -> Result<bool, TableError> {
+    // The log first: the table a warehouse in use is least likely to lack.
+    let order = std::iter::once(&super::spec::PAYOUT_LOG)
+        .chain(ALL.iter().copied().filter(|s| s.name != super::spec::PAYOUT_LOG.name));
+    for spec in order {
+        let location = wh.location(&spec.table_name());
+        let table = deltalake::DeltaTableBuilder::from_url(location.clone())
+            .and_then(|b| b.with_storage_options(wh.storage_options_for(&spec.table_name())).build())
+            .map_err(delta_err(spec, &location))?;
+        if table.verify_deltatable_existence().await.map_err(delta_err(spec, &location))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Open a table that must exist.
 pub async fn open_existing(wh: &Warehouse, spec: &TableSpec) -> Result<Option<DeltaTable>, TableError> {
     let location = wh.location(&spec.table_name());

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use crate::common::{PaidBy, PfsyncCommand, assert_paid_once, pfsync, sandbox};
+use crate::common::{PaidBy, PfsyncCommand, assert_paid_once, count, output_in_place, pfsync, sandbox, text};
 
 #[test]
 fn demo_runs_end_to_end_in_a_fresh_folder() {
@@ -14,11 +14,53 @@ fn demo_runs_end_to_end_in_a_fresh_folder() {
     assert!(stdout.contains("purpleflea.agents.wallets"), "{stdout}");
     assert!(stdout.contains("301 rows"), "{stdout}");
     assert!(stdout.contains("pfsync --warehouse"), "prints a query to try: {stdout}");
-    assert!(dir.path().join("pfsync-warehouse/purpleflea/agents/wallets/_delta_log").is_dir());
+    assert!(dir.path().join("pfsync-demo/purpleflea/agents/wallets/_delta_log").is_dir());
+    assert!(!dir.path().join("pfsync-warehouse").exists(), "the real commands' default folder is not the demo's");
     // Running it again is fine: still one row per agent.
     let out = pfsync().args(["demo", "--agents", "300"]).current_dir(dir.path()).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("301 rows"));
+}
+
+/// The data loss, replayed: a demo, then a real payout logged into the same folder, then the demo
+/// again. The second demo refuses (exit 2, naming the real run's commit) and the real log is intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_demo_refuses_a_folder_a_real_run_wrote_to_and_leaves_its_log_intact() {
+    let sb = sandbox(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let demo = || {
+        let mut c = pfsync();
+        c.args(["demo", "--agents", "30", "--payouts", "5", "--bounties", "2"]).current_dir(dir.path());
+        c
+    };
+    let out = output_in_place(&mut demo());
+    assert!(out.status.success(), "{}", text(&out));
+    let wh = dir.path().join("pfsync-demo");
+    assert!(wh.join("purpleflea/payouts/log/_delta_log").is_dir(), "the demo's own default folder");
+
+    // A user tries their own payout against the demo's folder (as the demo's last lines suggest).
+    let out = output_in_place(
+        pfsync()
+            .sandbox(&sb)
+            .warehouse(&wh)
+            .args(["payouts", "--payouts-sql"])
+            .arg("SELECT 'real-1' AS payout_id, 'agent-000001' AS agent_id, 5.00 AS amount_usd, 'mine' AS reason")
+            .args(["--actions-sql", "SELECT * FROM purpleflea.escrow.actions WHERE false"]),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let real = "SELECT count(*) FROM purpleflea.payouts.log WHERE operation_id = 'real-1'";
+    let logged = |wh: &std::path::Path| {
+        let wh = pfsync::tables::Warehouse::local(wh).unwrap();
+        async move { count(&pfsync::tables::sql_context(&wh).await.unwrap(), real).await }
+    };
+    assert_eq!(logged(&wh).await, 2, "intent and outcome of the real payout");
+
+    let out = output_in_place(&mut demo());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds a commit the demo did not make") && err.contains("--warehouse"), "{err}");
+    assert_eq!(logged(&wh).await, 2, "the real payout log is intact");
+    assert_paid_once(&sb, PaidBy::Key, &["real-1"], "the real payout");
 }
 
 #[test]
@@ -167,6 +209,7 @@ fn bad_flags_and_config_stop_with_exit_2_and_say_what_to_fix() {
 async fn sync_command_against_a_sandbox_prints_a_summary() {
     let sb = sandbox(40).await;
     let dir = tempfile::tempdir().unwrap();
+    crate::common::init(dir.path().join("wh"));
     let mut cmd = pfsync();
     cmd.sandbox(&sb)
         .args(["--log-format", "json", "--run-id", "job-77", "sync", "wallets"])

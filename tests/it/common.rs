@@ -100,6 +100,8 @@ const ENVIRONMENT_READ_BY_PFSYNC: &[&str] = &[
     "PFSYNC_NAMESPACE",
     "PFSYNC_CRASH_AT",
     "PFSYNC_PAUSE_AT",
+    "PFSYNC_SIGNAL_AT",
+    "PFSYNC_PROGRESS_SECS",
     "PFSYNC_MCP_TOKEN",
     "PFSYNC_MCP_CLIENT",
     "MLFLOW_TRACKING_URI",
@@ -190,6 +192,17 @@ impl PfsyncCommand for Command {
     fn later(&mut self, later: &Later) -> &mut Self {
         self.env(pfsync::clock::TEST_OFFSET_ENV, later.secs().to_string())
     }
+}
+
+/// `pfsync init --warehouse <wh>`, as a user runs it once before the first run (every other command but
+/// `demo` refuses a warehouse with none of pfsync's tables), unless the payout log is there already.
+pub fn init(wh: impl AsRef<std::path::Path>) {
+    let wh = wh.as_ref();
+    if wh.join("purpleflea/payouts/log/_delta_log").is_dir() {
+        return;
+    }
+    let out = pfsync().arg("init").warehouse(wh).output().expect("spawn pfsync init");
+    assert!(out.status.success(), "pfsync init: {}", text(&out));
 }
 
 /// Stdout, then stderr, as one text.

@@ -78,6 +78,7 @@ pub fn page(rows: Vec<Value>, next: Option<String>) -> String {
 
 /// `pfsync` against `url` with quick client bounds; killed (and reported as `None`) after `limit`.
 pub fn pfsync(url: &str, wh: &std::path::Path, args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    common::init(wh);
     let mut cmd = common::pfsync();
     cmd.provider(url, "pf_test_hostile")
         .client_budget(5, 3)

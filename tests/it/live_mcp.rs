@@ -47,6 +47,7 @@ fn session(
 ) -> (Vec<Value>, String) {
     let script = dir.join(format!("script-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(&script, steps.to_string()).unwrap();
+    crate::common::init(dir.join("wh"));
     let out = Command::new(py)
         .arg(client_script())
         .arg("stdio")

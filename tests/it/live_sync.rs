@@ -40,6 +40,7 @@ impl World {
             bed.escrow_url
         );
         std::fs::write(&config, text).unwrap();
+        crate::common::init(dir.path());
         World { _dir: dir, wh, config, payer_key: payer_key.into(), agent_key: agent_key.into() }
     }
 

@@ -69,6 +69,7 @@ impl Bed {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pfsync.toml"), format!("[mcp]\n{mcp}\n")).unwrap();
         let bed = Bed { sb, dir, py };
+        crate::common::init(bed.dir.path().join("wh"));
         let out = tokio::task::block_in_place(|| bed.pfsync().arg("sync").output().unwrap());
         assert!(out.status.success(), "sync: {}", String::from_utf8_lossy(&out.stderr));
         Some(bed)

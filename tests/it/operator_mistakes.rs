@@ -25,6 +25,59 @@ fn a_table_mapping_under_a_name_pfsync_does_not_own_is_refused() {
     assert!(!wh.exists() && !mapped.exists(), "nothing was created: {t}");
 }
 
+/// A mistyped `--warehouse` used to be a silent no-op: `pfsync payouts` created three tables there, reported
+/// 0 rows and exited 0, every hour. Every command that reads or writes tables now refuses a warehouse with
+/// none of pfsync's (exit 2, naming the location and `pfsync init`) and creates nothing there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warehouse_with_no_pfsync_table_is_refused_by_every_command_but_init() {
+    let sb = crate::common::sandbox(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("pfsync-warehose");
+    let commands: [&[&str]; 10] = [
+        &["payouts"],
+        &["payouts", "--dry-run"],
+        &["run"],
+        &["sync"],
+        &["rules"],
+        &["reconcile"],
+        &["status"],
+        &["tables"],
+        &["sql", "SELECT 1"],
+        &["maintain"],
+    ];
+    for args in commands {
+        let out = crate::common::output_in_place(pfsync().sandbox(&sb).warehouse(&typo).args(args));
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains("no pfsync table at") && t.contains("pfsync init"), "{args:?}: {t}");
+        assert!(t.contains(&typo.display().to_string()), "{args:?} names the resolved location: {t}");
+        assert!(!typo.exists(), "{args:?} created nothing: {t}");
+    }
+    // `init` is how a warehouse starts; after it, a run goes through.
+    let out = crate::common::output_in_place(pfsync().warehouse(&typo).arg("init"));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = crate::common::output_in_place(pfsync().sandbox(&sb).warehouse(&typo).arg("payouts"));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// In an initialised warehouse, a default source table that is not where pfsync looks (here: removed) is
+/// an empty source, but said, with the location it looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_default_source_table_is_a_warning_naming_where_pfsync_looked() {
+    let sb = crate::common::sandbox(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::init(dir.path());
+    let pending = dir.path().join("purpleflea/payouts/pending");
+    std::fs::remove_dir_all(&pending).unwrap();
+    let out = crate::common::output_in_place(pfsync().sandbox(&sb).warehouse(dir.path()).arg("payouts"));
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let warning = t.lines().find(|l| l.contains("WARN") && l.contains("purpleflea.payouts.pending"));
+    let warning = warning.unwrap_or_else(|| panic!("a warning names the table: {t}"));
+    assert!(warning.contains(&pending.display().to_string()), "and where it looked: {warning}");
+    assert!(warning.contains("does not exist"), "{warning}");
+}
+
 #[test]
 fn a_table_is_never_created_in_a_folder_that_already_holds_other_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -179,6 +232,7 @@ fn values_from_the_api_cannot_forge_log_lines_or_send_terminal_codes() {
     let addr = serve_page(serde_json::json!({"data": [good, bad], "next_cursor": null}).to_string());
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://{addr}/api");
+    crate::common::init(dir.path().join("wh"));
     let out = pfsync()
         .provider(&url, "pf_test_x")
         .args(["--max-attempts", "1", "sync", "wallets"])

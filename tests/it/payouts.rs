@@ -359,8 +359,9 @@ pub fn wait_out_in_flight(later: &Later) {
     later.pass(IN_FLIGHT_SECS + 1);
 }
 
-/// `pfsync payouts` as a child process against this test's sandbox.
+/// `pfsync payouts` as a child process against this test's sandbox, into `wh` (initialised first).
 pub fn payouts_cmd(sb: &Sandbox, wh: &std::path::Path) -> Command {
+    crate::common::init(wh);
     let mut c = pfsync();
     let in_flight = IN_FLIGHT_SECS.to_string();
     c.sandbox(sb)
@@ -489,4 +490,59 @@ async fn two_runs_at_once_record_replays_as_replays_not_as_money_moved() {
         "moved {ma} + {mb}, paid {}",
         pfsync::money::Usd::from_cents(total).unwrap()
     );
+}
+
+/// A refused row is recorded once per version of it: an hourly job over a source that still holds it does
+/// not append it again, and exits 5 only when something new was refused. Editing the row makes a new
+/// version (recorded, exit 5 again); fixing it gets it paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_row_is_recorded_once_per_version_and_exits_5_only_when_new() {
+    let sb = sandbox(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(&dir);
+    crate::common::init(dir.path());
+    let source = |bad_amount: &str| {
+        format!(
+            "SELECT * FROM (VALUES ('good-1', 'agent-000001', '1.00', 'task'), \
+             ('bad-1', 'agent-000002', '{bad_amount}', 'task'), (NULL, 'agent-000003', '2.00', 'task')) \
+             AS t(payout_id, agent_id, amount_usd, reason)"
+        )
+    };
+    let run = |sql: String| {
+        let mut c = pfsync();
+        c.sandbox(&sb).warehouse(dir.path()).args(["payouts", "--payouts-sql", &sql]);
+        crate::common::output_in_place(&mut c)
+    };
+    let rejects = || async {
+        let ctx = sql_context(&wh).await.unwrap();
+        crate::common::count(&ctx, "SELECT count(*) FROM purpleflea.payouts.rejects").await
+    };
+
+    let first = run(source("-5.00"));
+    assert_eq!(first.status.code(), Some(5), "{}", crate::common::text(&first));
+    assert_eq!(rejects().await, 2, "the negative amount and the missing id");
+
+    // The same source an hour later: nothing new refused, nothing recorded again, exit 0.
+    for _ in 0..2 {
+        let again = run(source("-5.00"));
+        let t = crate::common::text(&again);
+        assert_eq!(again.status.code(), Some(0), "{t}");
+        assert!(t.contains("refused by validation 2 (2 of them before)"), "{t}");
+        assert!(!t.contains("WARN"), "no warning for what was refused before: {t}");
+        assert_eq!(rejects().await, 2, "{t}");
+    }
+
+    // Edited but still wrong: a new version, recorded and said (exit 5).
+    let edited = run(source("-6.00"));
+    let t = crate::common::text(&edited);
+    assert_eq!(edited.status.code(), Some(5), "{t}");
+    assert!(t.contains("refused by validation 2 (1 of them before)"), "{t}");
+    assert_eq!(rejects().await, 3);
+
+    // Fixed: paid once, and the row with no id is still only counted.
+    let fixed = run(source("6.00"));
+    let t = crate::common::text(&fixed);
+    assert_eq!(fixed.status.code(), Some(0), "{t}");
+    assert_eq!(rejects().await, 3);
+    assert_paid_once(&sb, PaidBy::Key, &["good-1", "bad-1"], "the good row, and the bad one once fixed");
 }

@@ -207,6 +207,7 @@ impl Drop for ReadOnly {
 async fn a_read_only_table_folder_is_a_storage_error_without_a_panic() {
     let sb = sandbox(20).await;
     let dir = tempfile::tempdir().unwrap();
+    crate::common::init(dir.path());
     let sync = |extra: &[&str]| {
         pfsync()
             .sandbox(&sb)

@@ -231,6 +231,7 @@ fn event(id: &str, event: pfsync::payouts::event::Event, attempt: i32) -> pfsync
         payer_agent_id: None,
         decided_by: None,
         note: None,
+        escrow_tag: None,
     }
 }
 

@@ -26,6 +26,7 @@ async fn the_key_is_absent_from_debug_and_error_text() {
 async fn the_binary_never_prints_the_key_even_at_trace_level() {
     let sb = sandbox(2).await;
     let dir = tempfile::tempdir().unwrap();
+    crate::common::init(dir.path());
     let out = tokio::task::spawn_blocking({
         let url = sb.base_url().to_string();
         let wh = dir.path().to_path_buf();

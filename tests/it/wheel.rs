@@ -103,7 +103,7 @@ fn the_wheel_installs_and_its_command_and_entry_point_run_pfsync() {
 
     // The whole job end to end through the entry point, as a Workflow task would run it.
     let demo = ok(wheel_task(venv, scratch.path(), &["demo", "--agents", "200"]).output().unwrap());
-    assert!(scratch.path().join("pfsync-warehouse/purpleflea/agents/wallets/_delta_log").is_dir(), "{}", text(&demo));
+    assert!(scratch.path().join("pfsync-demo/purpleflea/agents/wallets/_delta_log").is_dir(), "{}", text(&demo));
     assert!(!text(&demo).contains('\u{1b}'), "no colour codes when stderr is not a terminal");
     // A failing command fails the task with pfsync's exit code (2: usage), not a Python traceback.
     let bad = wheel_task(venv, scratch.path(), &["no-such-command"]).output().unwrap();
@@ -235,6 +235,6 @@ fn a_bad_secret_setting_stops_before_pfsync_runs() {
         assert_eq!(out.status.code(), Some(2), "{setting}: {all}");
         assert!(all.contains(expect) && all.contains("PFSYNC_API_KEY_SECRET"), "{setting}: {all}");
         assert!(!all.contains("Traceback") && !all.contains("FROM_THE_SCOPE"), "{all}");
-        assert!(!dir.path().join("pfsync-warehouse").exists(), "{setting}: pfsync did not run");
+        assert!(!dir.path().join("pfsync-demo").exists(), "{setting}: pfsync did not run");
     }
 }
