@@ -104,6 +104,15 @@ mod active {
                 unsafe {
                     libc::kill(libc::getpid(), sig);
                 }
+                // The handler runs on another task: wait until it has seen the signal (as an operator's stop
+                // has by the time the next batch would start), so a loaded machine cannot make the test's
+                // outcome depend on which task ran first.
+                for _ in 0..500 {
+                    if crate::stop::requested() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
             }
         }
         if std::env::var("PFSYNC_PAUSE_AT").is_ok_and(|v| v == p.as_str()) {

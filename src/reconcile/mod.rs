@@ -439,5 +439,16 @@ pub async fn reconcile_at(
             .await
             .map_err(|e| ReconcileError::Write { table: RECONCILIATION.name, source: Box::new(e) })?;
     }
+    if ledger_rows && !seed_checks && !report.daily.is_empty() {
+        // The live provider's totals come from the ledger copy whole, each run (the seed's are kept by the
+        // state step from what changed).
+        open_or_create(wh, &DAILY_TOTALS, commit)
+            .await?
+            .write(vec![DailyTotal::to_batch(&report.daily)?])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_commit_properties(commit.properties())
+            .await
+            .map_err(|e| ReconcileError::Write { table: DAILY_TOTALS.name, source: Box::new(e) })?;
+    }
     Ok(report)
 }
