@@ -619,6 +619,73 @@ async fn kills_and_faults_against_the_real_casino_never_pay_twice_or_lose_a_payo
     );
 }
 
+/// Kills alone, as a Databricks retry after a crash meets them: `PFSYNC_SOAK_ROUNDS` rounds (default 10) of
+/// 200 payouts from a fresh payer, each run SIGKILLed at a random moment three times, then rerun until it
+/// exits 0. Every payout ends paid exactly once with its own reference and none waits for a person: the
+/// batch in flight at a kill is settled from the ledger (or pfsync's copy of it) by the next run. Run by
+/// hand (`--ignored`): it takes minutes.
+#[tokio::test]
+#[ignore = "a soak of several minutes; run by hand for the figures"]
+async fn kills_alone_leave_nothing_for_a_person() {
+    let Some(bed) = bed() else { return };
+    let rounds: u64 = std::env::var("PFSYNC_SOAK_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let mut rng = pfsync::rng::SplitMix64::new(rounds);
+    let (budget, in_flight) = (1, 4);
+    let mut summary = Vec::new();
+    for round in 0..rounds {
+        let w = World::new(bed, 3000.0, 0);
+        let payees = agents(bed, 4);
+        let n = 200;
+        let rows: Vec<(String, String, String, String)> = (0..n)
+            .map(|i| {
+                (
+                    format!("s-{i:03}"),
+                    payees[i % 4].id.clone(),
+                    format!("{}.{:02}", 1 + i / 100, i % 100),
+                    format!("job {i}"),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str, &str, &str)> =
+            rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
+        write_pending(&w.warehouse(), &refs).await;
+        let (mut runs, mut kills) = (0, 0);
+        for _ in 0..3 {
+            let mut c = w.payouts_with(&bed.casino_url, budget, in_flight);
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+            let mut child = c.spawn().unwrap();
+            std::thread::sleep(Duration::from_millis(300 + rng.next_u64() % 4000));
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            runs += 1;
+            kills += u32::from(status.code().is_none());
+            check_paid_at_most_once(&w, &rows, "after a kill").await;
+            std::thread::sleep(Duration::from_millis(in_flight * 1000 + 300));
+        }
+        let mut last = None;
+        for _ in 0..10 {
+            let out = run(w.payouts_with(&bed.casino_url, budget, in_flight));
+            runs += 1;
+            last = out.status.code();
+            if last == Some(0) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(in_flight * 1000 + 300));
+        }
+        let paid = check_paid_at_most_once(&w, &rows, "at the end").await;
+        let st = statuses(&w).await;
+        let for_person =
+            st.values().filter(|s| s.2.as_deref() == Some("lookup_inconclusive") && s.0 != "completed").count();
+        println!(
+            "FIGURES kills alone, round {round}: {n} payouts, {runs} runs ({kills} SIGKILLs), {} paid once, {for_person} for a person, last exit {last:?}",
+            paid.len()
+        );
+        summary.push((paid.len(), for_person, last));
+        assert_eq!((paid.len(), for_person, last), (n, 0, Some(0)), "round {round}");
+    }
+    println!("FIGURES kills alone: {} rounds, all paid once, 0 for a person: {summary:?}", summary.len());
+}
+
 /// An escrow past its timeout: the service refunds the creator, less the 1% commission (its referrer still
 /// earns 15% of it); a release that comes after that is warned about, counted, and refused by the service
 /// (`invalid_status`), moving nothing. Reconcile finds the refund as the service makes it. A bed of its own:
