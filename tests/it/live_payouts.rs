@@ -631,6 +631,189 @@ async fn kills_and_faults_against_the_real_casino_never_pay_twice_or_lose_a_payo
     );
 }
 
+/// Kills alone, as a Databricks retry after a crash meets them: `PFSYNC_SOAK_ROUNDS` rounds (default 10) of
+/// 200 payouts from a fresh payer, each run SIGKILLed at a random moment three times, then rerun until it
+/// exits 0. Every payout ends paid exactly once with its own reference and none waits for a person: the
+/// batch in flight at a kill is settled from the ledger (or pfsync's copy of it) by the next run. Run by
+/// hand (`--ignored`): it takes minutes.
+#[tokio::test]
+#[ignore = "a soak of several minutes; run by hand for the figures"]
+async fn kills_alone_leave_nothing_for_a_person() {
+    let Some(bed) = bed() else { return };
+    let rounds: u64 = std::env::var("PFSYNC_SOAK_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let mut rng = pfsync::rng::SplitMix64::new(rounds);
+    let (budget, in_flight) = (1, 4);
+    let mut summary = Vec::new();
+    for round in 0..rounds {
+        let w = World::new(bed, 3000.0, 0);
+        let payees = agents(bed, 4);
+        let n = 200;
+        let rows: Vec<(String, usize, String)> =
+            (0..n).map(|i| (format!("s-{i:03}"), i % 4, format!("{}.{:02}", 1 + i / 100, i % 100))).collect();
+        let refs: Vec<(&str, &str, &str, &str)> =
+            rows.iter().map(|(a, p, c)| (a.as_str(), payees[*p].id.as_str(), c.as_str(), "soak")).collect();
+        write_pending(&w.warehouse(), &refs).await;
+        // The payer's ledger window is 50 entries: the payees' balances are the oracle for 200 payouts.
+        let mut before = Vec::new();
+        let mut owed = vec![Micros::ZERO; payees.len()];
+        for (i, p) in payees.iter().enumerate() {
+            before.push(balance(bed, p).await);
+            for r in rows.iter().filter(|r| r.1 == i) {
+                owed[i] = owed[i].checked_add(m(&r.2)).unwrap();
+            }
+        }
+        let received = |i: usize, now: Micros| now.checked_sub(before[i]).unwrap();
+        let (mut runs, mut kills) = (0, 0);
+        for _ in 0..3 {
+            let mut c = w.payouts_with(&bed.casino_url, budget, in_flight);
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+            let mut child = c.spawn().unwrap();
+            std::thread::sleep(Duration::from_millis(300 + rng.next_u64() % 4000));
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            runs += 1;
+            kills += u32::from(status.code().is_none());
+            for (i, p) in payees.iter().enumerate() {
+                let got = received(i, balance(bed, p).await);
+                assert!(got <= owed[i], "round {round}: payee {i} received {got}, owed {}", owed[i]);
+            }
+            std::thread::sleep(Duration::from_millis(in_flight * 1000 + 300));
+        }
+        let mut last = None;
+        for _ in 0..10 {
+            let out = run(w.payouts_with(&bed.casino_url, budget, in_flight));
+            runs += 1;
+            last = out.status.code();
+            if last == Some(0) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(in_flight * 1000 + 300));
+        }
+        for (i, p) in payees.iter().enumerate() {
+            assert_eq!(
+                received(i, balance(bed, p).await),
+                owed[i],
+                "round {round}: payee {i} paid exactly its payouts"
+            );
+        }
+        let st = statuses(&w).await;
+        let completed = st.values().filter(|s| s.0 == "completed").count();
+        let for_person = st.values().filter(|s| s.0 != "completed").count();
+        println!(
+            "FIGURES kills alone, round {round}: {n} payouts, {runs} runs ({kills} SIGKILLs), {completed} completed, \
+             {for_person} not completed, last exit {last:?}"
+        );
+        summary.push((completed, for_person, runs, kills));
+        assert_eq!((completed, last), (n, Some(0)), "round {round}");
+    }
+    println!("FIGURES kills alone: {} rounds, (completed, not completed, runs, kills) {summary:?}", summary.len());
+}
+
+/// Faults and kills together, for the figures (`--ignored`, minutes): per seed of `PFSYNC_SOAK_SEEDS`
+/// (default 1..=5), 300 payouts (each amount twice) to six payees through the fault proxy in front of the
+/// real casino (POSTs only: 10% answered 500 after the payment ran, 10% dropped after it ran, 5% 500
+/// before, 5% 429), four SIGKILLs at random moments, then reruns until one exits 0. Every payee ends with
+/// exactly its payouts (paid once each), nothing waits for a person, and a last rerun moves nothing.
+#[tokio::test]
+#[ignore = "a soak of several minutes; run by hand for the figures"]
+async fn faults_and_kills_end_with_every_payout_paid_once_and_nothing_for_a_person() {
+    let Some(bed) = bed() else { return };
+    let seeds: Vec<u64> = std::env::var("PFSYNC_SOAK_SEEDS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| (1..=5).collect());
+    let (budget, in_flight) = (1, 4);
+    let mut summary = Vec::new();
+    for seed in seeds {
+        let mut rng = pfsync::rng::SplitMix64::new(seed);
+        let mut w = World::new(bed, 3000.0, 0);
+        let payees = agents(bed, 6);
+        let n = 300;
+        let rows: Vec<(String, usize, String)> =
+            (0..n).map(|i| (format!("f-{i:03}"), i % 6, format!("1.{:02}", (i / 2) % 100))).collect();
+        let refs: Vec<(&str, &str, &str, &str)> =
+            rows.iter().map(|(a, p, c)| (a.as_str(), payees[*p].id.as_str(), c.as_str(), "fault soak")).collect();
+        write_pending(&w.warehouse(), &refs).await;
+        let mut before = Vec::new();
+        let mut owed = vec![Micros::ZERO; payees.len()];
+        for (i, p) in payees.iter().enumerate() {
+            before.push(balance(bed, p).await);
+            for r in rows.iter().filter(|r| r.1 == i) {
+                owed[i] = owed[i].checked_add(m(&r.2)).unwrap();
+            }
+        }
+        let seed_arg = seed.to_string();
+        let proxy = Server::proxy(
+            &bed.casino_url,
+            &[
+                "--seed",
+                &seed_arg,
+                "--fault-posts-only",
+                "--fault-error-after",
+                "0.1",
+                "--fault-drop-after",
+                "0.1",
+                "--fault-error-before",
+                "0.05",
+                "--fault-rate-limit",
+                "0.05",
+            ],
+        );
+        w.escrow_url = bed.escrow_url.clone();
+        let (mut runs, mut kills) = (0, 0);
+        let mut exits: HashMap<i32, u32> = HashMap::new();
+        for _ in 0..4 {
+            let mut c = w.payouts_with(&proxy.url, budget, in_flight);
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+            let mut child = c.spawn().unwrap();
+            std::thread::sleep(Duration::from_millis(300 + rng.next_u64() % 5000));
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            runs += 1;
+            match status.code() {
+                None => kills += 1,
+                Some(code) => *exits.entry(code).or_default() += 1,
+            }
+            for (i, p) in payees.iter().enumerate() {
+                let got = balance(bed, p).await.checked_sub(before[i]).unwrap();
+                assert!(got <= owed[i], "seed {seed}: payee {i} received {got}, owed {}", owed[i]);
+            }
+            std::thread::sleep(Duration::from_millis(in_flight * 1000 + 300));
+        }
+        let mut last = None;
+        for _ in 0..15 {
+            let out = run(w.payouts_with(&proxy.url, budget, in_flight));
+            runs += 1;
+            last = out.status.code();
+            *exits.entry(last.unwrap_or(-1)).or_default() += 1;
+            if last == Some(0) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(in_flight * 1000 + 300));
+        }
+        let payer_before_rerun = balance(bed, &w.payer).await;
+        let rerun = run(w.payouts_with(&proxy.url, budget, in_flight));
+        let faults = proxy.stop();
+        assert_eq!(rerun.status.code(), Some(0), "seed {seed}: a rerun after the end");
+        assert_eq!(balance(bed, &w.payer).await, payer_before_rerun, "seed {seed}: the rerun moved nothing");
+        for (i, p) in payees.iter().enumerate() {
+            let got = balance(bed, p).await.checked_sub(before[i]).unwrap();
+            assert_eq!(got, owed[i], "seed {seed}: payee {i} paid exactly its payouts");
+        }
+        let st = statuses(&w).await;
+        let completed = st.values().filter(|s| s.0 == "completed").count();
+        println!(
+            "FIGURES faults and kills, seed {seed}: {n} payouts, {runs} runs ({kills} SIGKILLs, exits {exits:?}), \
+             {completed} completed, {} not completed; proxy: {}",
+            n - completed,
+            faults.trim()
+        );
+        summary.push((seed, runs, kills, completed));
+        assert_eq!((completed, last), (n, Some(0)), "seed {seed}");
+    }
+    println!("FIGURES faults and kills: (seed, runs, kills, completed) {summary:?}");
+}
+
 /// An escrow past its timeout: the service refunds the creator, less the 1% commission (its referrer still
 /// earns 15% of it); a release that comes after that is warned about, counted, and refused by the service
 /// (`invalid_status`), moving nothing. Reconcile finds the refund as the service makes it. A bed of its own:
