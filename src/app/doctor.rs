@@ -59,7 +59,8 @@ async fn run_checks(global: &GlobalArgs, args: &DoctorArgs) -> Vec<Check> {
     if let Some(section) = settings.unity.clone() {
         let names: Vec<_> =
             crate::tables::ALL.iter().map(|s| s.table_name()).filter(|n| !settings.warehouse.is_mapped(n)).collect();
-        if let Err(e) = crate::tables::unity::resolve(&mut settings.warehouse, &section, names).await {
+        let proxy = settings.proxy.as_ref().map(|p| p.url().clone());
+        if let Err(e) = crate::tables::unity::resolve(&mut settings.warehouse, &section, proxy.as_ref(), names).await {
             let e = AppError::from(e);
             checks.push(Check::fail("tables", e.exit(), format!("table locations from Unity Catalog: {e}")));
             return checks;
