@@ -44,13 +44,15 @@ pub enum TableError {
     NotATableFolder { table: String, location: String, example: String },
     #[error("query failed: {0}")]
     Query(String),
+    #[error("{what}: no Delta table at {location}: check the path (a folder holding a _delta_log)")]
+    NoTableAt { what: String, location: String },
 }
 
 impl TableError {
     pub fn class(&self) -> crate::errors::ErrorClass {
         match self {
             // The location is wrong, not the storage: a retry finds the same files.
-            TableError::NotATableFolder { .. } => crate::errors::ErrorClass::Usage,
+            TableError::NotATableFolder { .. } | TableError::NoTableAt { .. } => crate::errors::ErrorClass::Usage,
             _ => crate::errors::ErrorClass::Storage,
         }
     }
@@ -500,6 +502,10 @@ pub async fn register_location(
         .map_err(|e| err(e.to_string()))?;
     let mut table = table;
     let label = format!("--register {name}");
+    // A path that holds no table is the user's to fix (exit 2), not a storage failure to retry.
+    if !table.verify_deltatable_existence().await.map_err(|e| err(e.to_string()))? {
+        return Err(TableError::NoTableAt { what: label, location: location.to_string() });
+    }
     table.load().await.map_err(|e| match unreadable(&label, location, e) {
         TableError::Delta { source, .. } => err(source.to_string()),
         other => other,

@@ -21,6 +21,25 @@ fn a_sql_typo_or_a_missing_table_exits_2_with_the_cause() {
     }
 }
 
+/// A `--register` path that holds no table is the user's mistake: exit 2, naming the flag and the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_path_with_no_table_exits_2_naming_it() {
+    let sb = sandbox(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::init(dir.path());
+    let missing = dir.path().join("no-such-table");
+    let mut c = pfsync();
+    c.sandbox(&sb)
+        .warehouse(dir.path())
+        .args(["payouts", "--register"])
+        .arg(format!("ext_rows={}", missing.display()))
+        .args(["--payouts-sql", "SELECT * FROM ext_rows"]);
+    let out = output_in_place(&mut c);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("--register ext_rows") && t.contains("no Delta table"), "{t}");
+}
+
 /// Exit 5 for a source whose every row is refused: the message does not claim other rows were written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_5_says_only_what_happened_to_the_rows() {
