@@ -631,6 +631,50 @@ async fn kills_and_faults_against_the_real_casino_never_pay_twice_or_lose_a_payo
     );
 }
 
+/// The payees' balances as the oracle of a soak: the payer's ledger window holds only 50 entries, fewer than
+/// a soak's payouts. What each payee had before, and what its payouts add up to.
+struct Owed {
+    before: Vec<Micros>,
+    owed: Vec<Micros>,
+}
+
+impl Owed {
+    /// `rows`: (index of the payee, amount) per payout.
+    async fn new(bed: &LiveBed, payees: &[Agent], rows: impl Iterator<Item = (usize, Micros)>) -> Owed {
+        let mut owed = vec![Micros::ZERO; payees.len()];
+        for (i, amount) in rows {
+            owed[i] = owed[i].checked_add(amount).unwrap();
+        }
+        let mut before = Vec::new();
+        for p in payees {
+            before.push(balance(bed, p).await);
+        }
+        Owed { before, owed }
+    }
+
+    async fn received(&self, bed: &LiveBed, payees: &[Agent]) -> Vec<Micros> {
+        let mut got = Vec::new();
+        for (i, p) in payees.iter().enumerate() {
+            got.push(balance(bed, p).await.checked_sub(self.before[i]).unwrap());
+        }
+        got
+    }
+
+    /// No payee received more than its payouts (nothing paid twice), at any moment.
+    async fn never_more(&self, bed: &LiveBed, payees: &[Agent], when: &str) {
+        for (i, got) in self.received(bed, payees).await.into_iter().enumerate() {
+            assert!(got <= self.owed[i], "{when}: payee {i} received {got}, owed {}", self.owed[i]);
+        }
+    }
+
+    /// Every payee received exactly its payouts (each paid once, none lost).
+    async fn exactly(&self, bed: &LiveBed, payees: &[Agent], when: &str) {
+        for (i, got) in self.received(bed, payees).await.into_iter().enumerate() {
+            assert_eq!(got, self.owed[i], "{when}: payee {i} paid exactly its payouts");
+        }
+    }
+}
+
 /// Kills alone, as a Databricks retry after a crash meets them: `PFSYNC_SOAK_ROUNDS` rounds (default 10) of
 /// 200 payouts from a fresh payer, each run SIGKILLed at a random moment three times, then rerun until it
 /// exits 0. Every payout ends paid exactly once with its own reference and none waits for a person: the
@@ -654,15 +698,7 @@ async fn kills_alone_leave_nothing_for_a_person() {
             rows.iter().map(|(a, p, c)| (a.as_str(), payees[*p].id.as_str(), c.as_str(), "soak")).collect();
         write_pending(&w.warehouse(), &refs).await;
         // The payer's ledger window is 50 entries: the payees' balances are the oracle for 200 payouts.
-        let mut before = Vec::new();
-        let mut owed = vec![Micros::ZERO; payees.len()];
-        for (i, p) in payees.iter().enumerate() {
-            before.push(balance(bed, p).await);
-            for r in rows.iter().filter(|r| r.1 == i) {
-                owed[i] = owed[i].checked_add(m(&r.2)).unwrap();
-            }
-        }
-        let received = |i: usize, now: Micros| now.checked_sub(before[i]).unwrap();
+        let oracle = Owed::new(bed, &payees, rows.iter().map(|r| (r.1, m(&r.2)))).await;
         let (mut runs, mut kills) = (0, 0);
         for _ in 0..3 {
             let mut c = w.payouts_with(&bed.casino_url, budget, in_flight);
@@ -673,10 +709,7 @@ async fn kills_alone_leave_nothing_for_a_person() {
             let status = child.wait().unwrap();
             runs += 1;
             kills += u32::from(status.code().is_none());
-            for (i, p) in payees.iter().enumerate() {
-                let got = received(i, balance(bed, p).await);
-                assert!(got <= owed[i], "round {round}: payee {i} received {got}, owed {}", owed[i]);
-            }
+            oracle.never_more(bed, &payees, &format!("round {round}")).await;
             std::thread::sleep(Duration::from_millis(in_flight * 1000 + 300));
         }
         let mut last = None;
@@ -689,13 +722,7 @@ async fn kills_alone_leave_nothing_for_a_person() {
             }
             std::thread::sleep(Duration::from_millis(in_flight * 1000 + 300));
         }
-        for (i, p) in payees.iter().enumerate() {
-            assert_eq!(
-                received(i, balance(bed, p).await),
-                owed[i],
-                "round {round}: payee {i} paid exactly its payouts"
-            );
-        }
+        oracle.exactly(bed, &payees, &format!("round {round}")).await;
         let st = statuses(&w).await;
         let completed = st.values().filter(|s| s.0 == "completed").count();
         let for_person = st.values().filter(|s| s.0 != "completed").count();
@@ -734,14 +761,7 @@ async fn faults_and_kills_end_with_every_payout_paid_once_and_nothing_for_a_pers
         let refs: Vec<(&str, &str, &str, &str)> =
             rows.iter().map(|(a, p, c)| (a.as_str(), payees[*p].id.as_str(), c.as_str(), "fault soak")).collect();
         write_pending(&w.warehouse(), &refs).await;
-        let mut before = Vec::new();
-        let mut owed = vec![Micros::ZERO; payees.len()];
-        for (i, p) in payees.iter().enumerate() {
-            before.push(balance(bed, p).await);
-            for r in rows.iter().filter(|r| r.1 == i) {
-                owed[i] = owed[i].checked_add(m(&r.2)).unwrap();
-            }
-        }
+        let oracle = Owed::new(bed, &payees, rows.iter().map(|r| (r.1, m(&r.2)))).await;
         let seed_arg = seed.to_string();
         let proxy = Server::proxy(
             &bed.casino_url,
@@ -774,10 +794,7 @@ async fn faults_and_kills_end_with_every_payout_paid_once_and_nothing_for_a_pers
                 None => kills += 1,
                 Some(code) => *exits.entry(code).or_default() += 1,
             }
-            for (i, p) in payees.iter().enumerate() {
-                let got = balance(bed, p).await.checked_sub(before[i]).unwrap();
-                assert!(got <= owed[i], "seed {seed}: payee {i} received {got}, owed {}", owed[i]);
-            }
+            oracle.never_more(bed, &payees, &format!("seed {seed}")).await;
             std::thread::sleep(Duration::from_millis(in_flight * 1000 + 300));
         }
         let mut last = None;
@@ -796,10 +813,7 @@ async fn faults_and_kills_end_with_every_payout_paid_once_and_nothing_for_a_pers
         let faults = proxy.stop();
         assert_eq!(rerun.status.code(), Some(0), "seed {seed}: a rerun after the end");
         assert_eq!(balance(bed, &w.payer).await, payer_before_rerun, "seed {seed}: the rerun moved nothing");
-        for (i, p) in payees.iter().enumerate() {
-            let got = balance(bed, p).await.checked_sub(before[i]).unwrap();
-            assert_eq!(got, owed[i], "seed {seed}: payee {i} paid exactly its payouts");
-        }
+        oracle.exactly(bed, &payees, &format!("seed {seed}")).await;
         let st = statuses(&w).await;
         let completed = st.values().filter(|s| s.0 == "completed").count();
         println!(
