@@ -192,6 +192,8 @@ async fn the_entry_point_takes_the_key_from_a_databricks_secret_and_never_prints
                 args.push("PFSYNC_API_KEY_SECRET=purple-flea/api_key");
             }
             let wh_arg = format!("--warehouse={}", cwd.join(wh).display());
+            // A warehouse is initialised once, before its first run (the README's walkthrough does the same).
+            ok(wheel_task(venv, &cwd, &[&wh_arg, "init"]).output().unwrap());
             args.extend(["--api-url", &url, "--faucet-url", &url, &wh_arg, "-vv", "sync", "wallets"]);
             let mut c = wheel_task(venv, &cwd, &args);
             c.env("PYTHONPATH", &sdk).env("RUST_LOG", "trace");
@@ -211,12 +213,14 @@ async fn the_entry_point_takes_the_key_from_a_databricks_secret_and_never_prints
         assert!(dir.path().join(wh).join("purpleflea/agents/wallets/_delta_log").is_dir(), "{how}: {all}");
     }
     // Without the setting there is no key, and the sandbox is never asked.
-    let out = wheel_task(venv, dir.path(), &["--api-url", &url, "sync", "wallets"])
-        .arg(format!("--warehouse={}", dir.path().join("wh3").display()))
+    let wh3 = format!("--warehouse={}", dir.path().join("wh3").display());
+    ok(wheel_task(venv, dir.path(), &[&wh3, "init"]).output().unwrap());
+    let out = wheel_task(venv, dir.path(), &["--api-url", &url, &wh3, "sync", "wallets"])
         .env("PYTHONPATH", &sdk)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("PURPLEFLEA_API_KEY"), "{}", text(&out));
     sb.shutdown().await;
 }
 
