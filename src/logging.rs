@@ -55,6 +55,34 @@ pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// An error and every cause under it as one message (`a: b: c`), since a message without its cause ("writing
+/// purpleflea.payouts.rejects failed") tells a person nothing to fix. A cause whose text the message already
+/// carries (an error that prints its source itself) is not repeated.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !text.is_empty() && !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        next = cause.source();
+    }
+    msg
+}
+
+/// For a person's terminal: each line escaped as [`escape_control`] does, the lines after the first indented,
+/// so a multi-line message (a TOML error pointing at a column) reads as written, and no line of it, whatever
+/// text from outside it carries, can pass for a line pfsync printed.
+pub fn escape_lines(text: &str) -> String {
+    text.trim_end_matches(['\n', '\r'])
+        .split('\n')
+        .map(|line| escape_control(line.trim_end_matches('\r')).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -129,6 +157,32 @@ mod tests {
         assert_eq!(escape_control("a\nb\r\tc"), r"a\nb\r\tc");
         assert_eq!(escape_control("\u{1b}[31mred\u{7f}\u{9b}"), r"\u{1b}[31mred\u{7f}\u{9b}");
         assert_eq!(escape_control("x\u{2028}y\u{202e}z"), r"x\u{2028}y\u{202e}z");
+    }
+
+    #[test]
+    fn a_message_of_several_lines_keeps_them_indented_and_escaped() {
+        assert_eq!(escape_lines("one"), "one");
+        assert_eq!(
+            escape_lines("a: parse error\n  |\n1 | [x\n  |   ^\n"),
+            "a: parse error\n    |\n  1 | [x\n    |   ^"
+        );
+        assert_eq!(escape_lines("a\r\nb\u{1b}[2J"), "a\n  b\\u{1b}[2J");
+    }
+
+    #[test]
+    fn an_error_is_shown_with_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("the disk said no")]
+        struct Disk;
+        #[derive(Debug, thiserror::Error)]
+        enum Outer {
+            #[error("writing purpleflea.payouts.rejects failed")]
+            Quiet(#[source] Disk),
+            #[error("writing failed: {0}")]
+            Says(#[source] Disk),
+        }
+        assert_eq!(with_causes(&Outer::Quiet(Disk)), "writing purpleflea.payouts.rejects failed: the disk said no");
+        assert_eq!(with_causes(&Outer::Says(Disk)), "writing failed: the disk said no");
     }
 
     #[test]

@@ -41,11 +41,19 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit();
+            let message = pfsync::logging::with_causes(&e);
             if json_logs {
-                tracing::error!(exit_code = code as u8, "{e}");
+                tracing::error!(exit_code = code as u8, "{message}");
             } else {
-                // Error text can carry values from outside (ids, paths, API messages): one line, no ESC.
-                eprintln!("error: {}", pfsync::logging::escape_control(&e.to_string()));
+                // Error text can carry values from outside (ids, paths, API messages): one line, no ESC. A
+                // usage error is about the user's own input (a config file, a query): its lines (a TOML error
+                // pointing at a column) are kept, each escaped and indented under the first.
+                let shown = if code == Exit::Usage {
+                    pfsync::logging::escape_lines(&message)
+                } else {
+                    pfsync::logging::escape_control(&message).into_owned()
+                };
+                eprintln!("error: {shown}");
             }
             ExitCode::from(code as u8)
         }

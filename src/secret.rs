@@ -16,7 +16,7 @@ pub enum SecretError {
     #[error("cannot read the API key file {path}: {source}")]
     Unreadable { path: String, source: std::io::Error },
     #[error("the API key {origin} is empty or has whitespace or control characters inside it")]
-    Malformed { origin: &'static str },
+    Malformed { origin: String },
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -24,10 +24,10 @@ pub struct ApiKey(String);
 
 impl ApiKey {
     /// A key from text; surrounding whitespace (a trailing newline in a file) is dropped.
-    pub fn new(text: &str, origin: &'static str) -> Result<ApiKey, SecretError> {
+    pub fn new(text: &str, origin: &str) -> Result<ApiKey, SecretError> {
         let key = text.trim();
         if key.is_empty() || key.len() > 1024 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(SecretError::Malformed { origin });
+            return Err(SecretError::Malformed { origin: origin.to_string() });
         }
         Ok(ApiKey(key.to_string()))
     }

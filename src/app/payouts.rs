@@ -138,7 +138,13 @@ pub(super) async fn engine_step(
             ),
         });
     }
-    Ok(StepOutcome { rows: Some(report.source_rows as i64), amount: Some(report.usd_moved), counts, result })
+    Ok(StepOutcome {
+        rows: Some(report.source_rows as i64),
+        amount: Some(report.usd_moved),
+        counts,
+        result,
+        dry_run: report.dry_run,
+    })
 }
 
 /// Which operations wait and from when a rerun acts on them, read from the log as the run left it. A log

@@ -48,6 +48,7 @@ pub(super) async fn reconcile_step(
         amount: Some(report.matched_usd),
         counts,
         result: if open > 0 { Err(AppError::FindingsOpen { open }) } else { Ok(()) },
+        dry_run: false,
     })
 }
 

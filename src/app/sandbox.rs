@@ -55,7 +55,16 @@ pub(super) async fn sandbox(args: &SandboxArgs) -> Result<(), AppError> {
         }),
         limits: limits(args),
     };
-    let sb = Sandbox::start(cfg).await.map_err(|e| AppError::Usage(format!("cannot start the sandbox: {e}")))?;
+    let (host, port) = (args.host, args.port);
+    let sb = Sandbox::start(cfg).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "; another process listens there (a sandbox already running?): stop it, or pick another --port \
+             (--port 0 picks a free one)"
+        } else {
+            ""
+        };
+        AppError::Usage(format!("cannot start the sandbox on {}: {e}{hint}", std::net::SocketAddr::new(host, port)))
+    })?;
     println!(
         "pfsync sandbox ready at {} ({} agents, seed {}); Ctrl-C stops it",
         sb.base_url(),

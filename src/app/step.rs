@@ -59,6 +59,9 @@ pub struct StepOutcome {
     pub counts: BTreeMap<String, u64>,
     /// A step can finish its work and still end non-zero (rows refused, outcomes unknown, findings open).
     pub result: Result<(), AppError>,
+    /// A dry run (`--dry-run`) writes no table, `purpleflea.ops.runs` included: its row would read as a run
+    /// that paid.
+    pub dry_run: bool,
 }
 
 /// Run a step and record it in `purpleflea.ops.runs` (not for usage errors: those touch nothing).
@@ -69,6 +72,7 @@ pub(crate) async fn recorded(
 ) -> Result<(), AppError> {
     let started_at = chrono::Utc::now();
     let (record, result) = match work.await {
+        Ok(o) if o.dry_run => return o.result,
         Ok(o) => {
             let exit = o.result.as_ref().err().map(|e| e.exit() as i32).unwrap_or(0);
             (

@@ -154,5 +154,5 @@ pub(super) async fn sync_step(
     } else {
         rows_failed(&reports)
     };
-    Ok(StepOutcome { rows: Some(rows), amount: None, counts, result })
+    Ok(StepOutcome { rows: Some(rows), amount: None, counts, result, dry_run: false })
 }

@@ -61,7 +61,7 @@ impl KeySource {
             (Some(var), None) => {
                 let v = std::env::var(var)
                     .map_err(|_| format!("{field}: environment variable {var} is not set (or not UTF-8)"))?;
-                let key = ApiKey::new(&v, "in an agent key variable").map_err(|e| format!("{field}: {e}"))?;
+                let key = ApiKey::new(&v, &format!("in {var}")).map_err(|e| format!("{field}: {e}"))?;
                 Ok((key, format!("the agent key in {var} ({field})")))
             }
             (None, Some(path)) => {
