@@ -12,9 +12,11 @@ use arrow::datatypes::{DataType, Decimal128Type, Int64Type};
 use chrono::{DateTime, TimeZone, Utc};
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 
 use super::chain::{Gap, Stored, plan};
+use super::history::origin_app_id;
 use super::rows::{EntryType, LedgerEntryRow, LedgerGapRow};
 use super::{LedgerCopy, LedgerError};
 use crate::check;
@@ -87,12 +89,14 @@ pub async fn copy_ledgers(
 ) -> Result<LedgerCopy, LedgerError> {
     let started = Instant::now();
     let mut report = LedgerCopy::default();
-    let mut windows: Vec<(String, Vec<LedgerEntry>)> = Vec::new();
+    let limit = held.ledger_window();
+    let mut windows: Vec<Window> = Vec::new();
     for agent in held.agent_ids() {
         let entries = held.ledger(&agent).await?;
         report.windows += 1;
         report.entries_read += entries.len() as u64;
-        let mut ok = Vec::with_capacity(entries.len());
+        let read = entries.len();
+        let mut ok = Vec::with_capacity(read);
         for e in entries {
             let checked = check::id("entry_id", &e.id)
                 .and_then(|()| (e.agent_id == agent).then_some(()).ok_or("another agent's entry".into()))
@@ -107,9 +111,10 @@ pub async fn copy_ledgers(
                 }
             }
         }
-        windows.push((agent, ok));
+        // Less than a full window, every entry of it taken: the agent's whole ledger.
+        let whole = read < limit && ok.len() == read;
+        windows.push(Window { agent, entries: ok, whole });
     }
-    let limit = held.ledger_window();
     let mut attempt = 1;
     loop {
         match append(&windows, limit, wh, commit, &mut report).await {
@@ -129,8 +134,16 @@ pub async fn copy_ledgers(
     }
 }
 
+/// One agent's window as read, its entries checked.
+struct Window {
+    agent: String,
+    entries: Vec<LedgerEntry>,
+    /// The read answered less than a full window and every entry passed its checks: the whole ledger.
+    whole: bool,
+}
+
 async fn append(
-    windows: &[(String, Vec<LedgerEntry>)],
+    windows: &[Window],
     limit: usize,
     wh: &Warehouse,
     commit: &CommitInfo,
@@ -140,15 +153,22 @@ async fn append(
     let table = open_or_create(wh, &LEDGER_ENTRIES, commit).await?;
     let has_rows = table.version().is_some_and(|v| v > 0);
     let newest = if has_rows { stored_newest(&table).await? } else { HashMap::new() };
-    let oldest = windows.iter().flat_map(|(_, w)| w.iter().map(|e| e.created_at)).min();
+    let oldest = windows.iter().flat_map(|w| w.entries.iter().map(|e| e.created_at)).min();
     let known = match oldest {
         Some(secs) if has_rows => stored_ids(&table, when(secs)?).await?,
         _ => HashSet::new(),
     };
     let mut fresh: Vec<(LedgerEntry, i64)> = Vec::new();
     let mut gaps: Vec<(String, Gap)> = Vec::new();
-    for (agent, window) in windows {
+    // Agents copied from their first entry on, for the evidence (`history::CopiedTail::from_origin`).
+    let mut origins: Vec<&str> = Vec::new();
+    for Window { agent, entries: window, whole } in windows {
         let p = plan(window, limit, newest.get(agent), &known);
+        let starts_at_zero =
+            p.new.first().is_some_and(|(e, seq)| *seq == 1 && e.balance_before() == Some(Micros::ZERO));
+        if *whole && !newest.contains_key(agent) && p.gaps.is_empty() && starts_at_zero {
+            origins.push(agent);
+        }
         report.known += p.known;
         for g in &p.gaps {
             tracing::warn!(agent = %agent, kind = g.kind.as_str(), detail = %g.detail, "ledger gap");
@@ -180,7 +200,11 @@ async fn append(
         .write(vec![entries_batch(&fresh, synced_at)?])
         .with_save_mode(SaveMode::Append)
         // The app transaction makes two syncs that append at once conflict: one wins, the other plans again.
-        .with_commit_properties(position::commit_properties(commit, &LEDGER_ENTRIES, synced_at))
+        .with_commit_properties(
+            origins.iter().fold(position::commit_properties(commit, &LEDGER_ENTRIES, synced_at), |props, agent| {
+                props.with_application_transaction(Transaction::new(origin_app_id(agent), 1))
+            }),
+        )
         .await
         .map_err(|e| LedgerError::write(LEDGER_ENTRIES.name, e))?;
     report.inserted = n;

@@ -29,16 +29,29 @@ fn ts(t: DateTime<Utc>) -> datafusion::scalar::ScalarValue {
     datafusion::scalar::ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
 }
 
+/// The app id of the transaction a copy commits when it copies an agent's ledger from its very first entry
+/// (the first read of that agent answered less than a full window, so the window was the whole ledger).
+pub(super) fn origin_app_id(agent: &str) -> String {
+    format!("pfsync.ledger.origin.{agent}")
+}
+
+/// A part of one agent's copied ledger with no break in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CopiedTail {
+    /// Oldest first.
+    pub entries: Vec<LedgerEntry>,
+    /// `entries` begins at the agent's very first ledger entry: nothing was written before it. A young
+    /// ledger (a payer funded seconds before its first payout) has no entry before an intent's clock-skew
+    /// allowance, and only this says that none is missing.
+    pub from_origin: bool,
+}
+
 /// `agent`'s copied entries, oldest first, from its newest copied entry created before `before` to its
 /// newest copied entry, cut to the part after the last break: a recorded gap, a hole in `ledger_seq`, or a
 /// balance that does not continue the entry before. Empty when nothing was copied.
-pub async fn unbroken_tail(
-    wh: &Warehouse,
-    agent: &str,
-    before: DateTime<Utc>,
-) -> Result<Vec<LedgerEntry>, LedgerError> {
+pub async fn unbroken_tail(wh: &Warehouse, agent: &str, before: DateTime<Utc>) -> Result<CopiedTail, LedgerError> {
     let open = |spec| async move { open_existing(wh, spec).await.map_err(LedgerError::Table) };
-    let Some(entries) = open(&LEDGER_ENTRIES).await? else { return Ok(Vec::new()) };
+    let Some(entries) = open(&LEDGER_ENTRIES).await? else { return Ok(CopiedTail::default()) };
     let name = LEDGER_ENTRIES.name;
     let of_agent = col("agent_id").eq(lit(agent));
     let start = frame(&entries, name)
@@ -80,7 +93,16 @@ pub async fn unbroken_tail(
         let gaps = LedgerGapRow::from_batches(&batches)?;
         breaks.extend(gaps.into_iter().map(|g| g.before_entry_id));
     }
-    Ok(tail(rows, &breaks))
+    let tail = tail(rows, &breaks);
+    let origin_marked = entries
+        .snapshot()
+        .map_err(|e| LedgerError::write(name, e))?
+        .transaction_version(entries.log_store().as_ref(), origin_app_id(agent))
+        .await
+        .map_err(|e| LedgerError::write(name, e))?
+        .is_some();
+    let from_origin = origin_marked && tail.first().is_some_and(|r| r.ledger_seq == 1);
+    Ok(CopiedTail { entries: tail.into_iter().map(entry).collect(), from_origin })
 }
 
 /// `agent`'s copied debits that pay someone (`payment_sent`) or lock an escrow (`escrow_lock: …`) written
@@ -120,8 +142,8 @@ pub async fn paying_debits(
         .collect())
 }
 
-/// The rows (sorted by `ledger_seq`) after their last break, as the provider's entries.
-fn tail(rows: Vec<LedgerEntryRow>, breaks: &std::collections::HashSet<String>) -> Vec<LedgerEntry> {
+/// The rows (sorted by `ledger_seq`) after their last break.
+fn tail(rows: Vec<LedgerEntryRow>, breaks: &std::collections::HashSet<String>) -> Vec<LedgerEntryRow> {
     let mut from = 0;
     for i in 1..rows.len() {
         let (prev, next) = (&rows[i - 1], &rows[i]);
@@ -132,7 +154,7 @@ fn tail(rows: Vec<LedgerEntryRow>, breaks: &std::collections::HashSet<String>) -
             from = i;
         }
     }
-    rows.into_iter().skip(from).map(entry).collect()
+    rows.into_iter().skip(from).collect()
 }
 
 /// A copied row as the provider's entry.
@@ -176,7 +198,7 @@ mod tests {
 
     #[test]
     fn the_tail_starts_after_the_last_gap_hole_or_broken_balance() {
-        let ids = |v: Vec<LedgerEntry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        let ids = |v: Vec<LedgerEntryRow>| v.into_iter().map(|e| e.entry_id).collect::<Vec<_>>();
         let none = std::collections::HashSet::new();
         let chain = vec![row("a", 1, 1, 99), row("b", 2, 1, 98), row("c", 3, 1, 97)];
         assert_eq!(ids(tail(chain.clone(), &none)), ["a", "b", "c"]);

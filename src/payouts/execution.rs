@@ -331,7 +331,8 @@ pub fn event(s: &Step, ev: Event, run_id: &str, at: DateTime<Utc>) -> LogEvent {
 pub enum Judged {
     /// It never ran: this attempt may be sent.
     Send,
-    /// The event to log for the earlier attempt; `halt`: nothing more may be sent this run.
+    /// The event to log for the earlier attempt; `halt`: what could be confused with it in the provider's
+    /// evidence ([`Hold::of`]) is not sent this run.
     Record { event: Box<LogEvent>, halt: bool },
 }
 
@@ -368,7 +369,9 @@ pub fn judge(
             e.error_message = Some(clip_message(why));
             report.unknown += 1;
             report.needs_person += 1;
-            false
+            // Where outcomes are read from a ledger, a later debit of the same amount would be taken for
+            // this operation's once the evidence is readable again: what it could be confused with waits.
+            caps.ledger_evidence
         }
         Ok(Lookup::Pending { why }) => {
             tracing::info!(id = %s.op.id, "no evidence yet; the operation stays unknown for a later run: {why}");
@@ -1003,7 +1006,7 @@ mod tests {
         assert_eq!(judge(&ledger_caps(), &step, Ok(Lookup::NotExecuted), e(), &mut r), Judged::Send);
         let cases = [
             (Ok(Lookup::Pending { why: "w".into() }), Some("lookup_pending"), true),
-            (Ok(Lookup::Inconclusive { why: "w".into() }), Some("lookup_inconclusive"), false),
+            (Ok(Lookup::Inconclusive { why: "w".into() }), Some("lookup_inconclusive"), true),
             (Err(failure(Event::Unknown)), Some("lookup_failed"), true),
         ];
         for (found, code, halts) in cases {

@@ -18,6 +18,7 @@ use super::state::classify;
 use super::{PayoutError, PayoutOptions, PayoutReport};
 use crate::clock::Clock;
 use crate::hooks::{self, CrashPoint};
+use crate::ledger::history::CopiedTail;
 use crate::progress::Progress;
 use crate::provider::{LedgerEntry, Lookup, LookupContext, Provider, ProviderError, Receipt};
 use crate::tables::{CommitInfo, Warehouse};
@@ -191,6 +192,7 @@ impl<'a> Executor<'a> {
                         now: clock.now(),
                         settle,
                         copied: &[],
+                        copied_from_origin: false,
                         legacy_escrow_tag: s.legacy_escrow_tag,
                     };
                     let r = provider.lookup(&s.op, &s.key, &ctx).await.map_err(|e| failure(&e));
@@ -201,16 +203,17 @@ impl<'a> Executor<'a> {
                 .await;
         }
         let mut out = Vec::with_capacity(steps.len());
-        let mut tails: HashMap<String, Vec<LedgerEntry>> = HashMap::new();
+        let mut tails: HashMap<String, CopiedTail> = HashMap::new();
+        let none = CopiedTail::default();
         for s in steps {
             let tail = match (&s.payer, s.since) {
                 (Some(p), Some(since)) => {
                     if !tails.contains_key(p) {
                         tails.insert(p.clone(), self.copied_tail(p, since).await);
                     }
-                    tails.get(p).map(Vec::as_slice).unwrap_or_default()
+                    tails.get(p).unwrap_or(&none)
                 }
-                _ => &[],
+                _ => &none,
             };
             let ctx = LookupContext {
                 since: s.since,
@@ -218,7 +221,8 @@ impl<'a> Executor<'a> {
                 last_error: s.last_error.as_deref(),
                 now: self.clock.now(),
                 settle,
-                copied: tail,
+                copied: &tail.entries,
+                copied_from_origin: tail.from_origin,
                 legacy_escrow_tag: s.legacy_escrow_tag,
             };
             let r = provider.lookup(&s.op, &s.key, &ctx).await.map_err(|e| failure(&e));
@@ -279,13 +283,13 @@ impl<'a> Executor<'a> {
     /// The payer's copied ledger as one unbroken chain from an hour before `since` (the evidence reaches
     /// back that far for clock skew and slow sends) to the newest copied entry. A copy that cannot be read
     /// is no evidence: the live window alone then decides, or leaves the outcome to a person.
-    async fn copied_tail(&self, payer: &str, since: chrono::DateTime<chrono::Utc>) -> Vec<LedgerEntry> {
-        let Some(wh) = self.wh else { return Vec::new() };
+    async fn copied_tail(&self, payer: &str, since: chrono::DateTime<chrono::Utc>) -> CopiedTail {
+        let Some(wh) = self.wh else { return CopiedTail::default() };
         match crate::ledger::history::unbroken_tail(wh, payer, since - chrono::Duration::hours(1)).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(payer, error = %e, "pfsync's ledger copy could not be read as evidence");
-                Vec::new()
+                CopiedTail::default()
             }
         }
     }

@@ -100,6 +100,9 @@ pub struct LookupContext<'a> {
     /// from the newest copied entry before the intent (less an hour) to the newest copied. Empty where
     /// the provider is not resolved from ledgers or nothing was copied.
     pub copied: &'a [LedgerEntry],
+    /// `copied` begins at the payer's very first ledger entry (`ledger::history::CopiedTail`): no entry was
+    /// written before it, so it reaches back to any time however little the payer's ledger holds.
+    pub copied_from_origin: bool,
     /// An intent of this create was logged without an escrow tag: before tags named the namespace, so its
     /// escrow may carry the old form (`legacy_escrow_tag`). Only then does evidence accept that form.
     pub legacy_escrow_tag: bool,

@@ -754,6 +754,11 @@ async fn faults_and_kills_end_with_every_payout_paid_once_and_nothing_for_a_pers
     for seed in seeds {
         let mut rng = pfsync::rng::SplitMix64::new(seed);
         let mut w = World::new(bed, 3000.0, 0);
+        if std::env::var_os("PFSYNC_SOAK_KEEP").is_some() {
+            // For a failure's post-mortem: the warehouse (payout log, ledger copy) stays on disk.
+            w.dir.disable_cleanup(true);
+            println!("seed {seed}: warehouse {}", w.wh_path().display());
+        }
         let payees = agents(bed, 6);
         let n = 300;
         let rows: Vec<(String, usize, String)> =
@@ -1060,6 +1065,50 @@ async fn a_run_of_more_payouts_than_the_ledger_window_leaves_no_gap_in_the_ledge
         w.payer.id
     );
     assert_eq!(crate::common::count(&ctx, &sql).await, n as i64, "every payment_sent debit copied once");
+}
+
+/// A payer funded seconds before its first payouts: every entry of its ledger is younger than an intent
+/// less the clock-skew allowance, and more than a window of payouts leaves the live window short of the first
+/// intents. POSTs answered 500 before reaching the casino must still be concluded "never ran" and sent again
+/// (pfsync's copy holds the payer's ledger from its very first entry), not left to a person.
+#[tokio::test]
+async fn a_young_payers_lost_posts_are_proven_never_run_from_the_copy_of_its_whole_ledger() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 500.0, 0);
+    let payees = agents(bed, 5);
+    let n = 70;
+    let rows: Vec<(String, String, String, String)> = (0..n)
+        .map(|i| (format!("y-{i:02}"), payees[i % 5].id.clone(), format!("0.{:02}", 10 + i), format!("job {i}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str, &str)> =
+        rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
+    write_pending(&w.warehouse(), &refs).await;
+    // One run through a proxy that answers a tenth of the POSTs 500 without forwarding them; the outcomes
+    // it cannot settle wait (exit 6). The next run, past the in-flight timeout, goes straight to the casino.
+    let proxy = Server::proxy(&bed.casino_url, &["--seed", "7", "--fault-posts-only", "--fault-error-before", "0.1"]);
+    let first = run(w.payouts(&proxy.url));
+    eprintln!("proxy: {}", proxy.stop());
+    assert_eq!(first.status.code(), Some(6), "some POSTs were lost: {}", tail(&first.stderr));
+    std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
+    let second = settle(&w, &bed.casino_url);
+    assert_eq!(second.status.code(), Some(0), "{}", tail(&second.stderr));
+    let st = statuses(&w).await;
+    for (id, ..) in &rows {
+        assert_eq!(st[id].0, "completed", "{id}: {:?}", st[id]);
+    }
+    // Paid once each (the ledger's window holds only the last 50, so balances are the oracle).
+    for (k, payee) in payees.iter().enumerate() {
+        let owed = rows.iter().filter(|r| r.1 == payee.id).fold(Micros::ZERO, |a, r| a.checked_add(m(&r.2)).unwrap());
+        assert_eq!(balance(bed, payee).await, owed, "payee {k}");
+    }
+    let total = rows.iter().fold(Micros::ZERO, |a, r| a.checked_add(m(&r.2)).unwrap());
+    assert_eq!(balance(bed, &w.payer).await, m("500").checked_sub(total).unwrap());
+    let resent = crate::common::count(
+        &pfsync::tables::sql_context(&w.warehouse()).await.unwrap(),
+        "SELECT count(*) FROM purpleflea.payouts.log WHERE event = 'intent' AND attempt = 2",
+    )
+    .await;
+    assert!(resent > 0, "the lost POSTs were sent again once proven never run");
 }
 
 /// The payer's and the agents' keys never appear in pfsync's output, at trace level, on a live run that

@@ -27,24 +27,34 @@ pub fn covers(entries: &[LedgerEntry], from: i64) -> bool {
     entries.len() < LEDGER_WINDOW || entries.iter().any(|e| e.created_at < from)
 }
 
+/// The entries an operation is judged by, and whether they hold every entry written since the search began.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reach {
+    pub entries: Vec<LedgerEntry>,
+    /// Absence from `entries` proves absence from the ledger.
+    pub covers: bool,
+}
+
 /// The entries to judge an operation by: the live window where it reaches back to `from`; otherwise the
 /// window joined to pfsync's own gap-free copy of the ledger (`copied`, oldest first), when the copy
-/// reaches back before `from` and its newest entry is still in the window (so that nothing between the
-/// two went unseen). `None`: neither reaches back, and absence proves nothing.
-pub fn reaching_back(live: &[LedgerEntry], copied: &[LedgerEntry], from: i64) -> Option<Vec<LedgerEntry>> {
+/// reaches back before `from` (or begins at the payer's very first entry, `copied_from_origin`: nothing
+/// was written before it) and its newest entry is still in the window (so that nothing between the two went
+/// unseen). Otherwise the live window, not covering: absence proves nothing.
+pub fn reaching_back(live: &[LedgerEntry], copied: &[LedgerEntry], copied_from_origin: bool, from: i64) -> Reach {
     if covers(live, from) {
-        return Some(live.to_vec());
+        return Reach { entries: live.to_vec(), covers: true };
     }
-    let newest = copied.last()?;
+    let unjoined = || Reach { entries: live.to_vec(), covers: false };
+    let Some(newest) = copied.last() else { return unjoined() };
     let joined = live.iter().any(|e| e.id == newest.id);
-    let before = copied.iter().any(|e| e.created_at < from);
+    let before = copied_from_origin || copied.iter().any(|e| e.created_at < from);
     if !(joined && before) {
-        return None;
+        return unjoined();
     }
     let mut all: Vec<LedgerEntry> = copied.to_vec();
     let seen: HashSet<&str> = copied.iter().map(|e| e.id.as_str()).collect();
     all.extend(live.iter().filter(|e| !seen.contains(e.id.as_str())).cloned());
-    Some(all)
+    Reach { entries: all, covers: true }
 }
 
 /// The debits that may be this operation's: the reason and amount fit, at or after `from`, unclaimed.
@@ -82,8 +92,8 @@ pub fn describe(c: &[&LedgerEntry]) -> String {
 
 /// No candidate: "never ran" only when the window covers the time since the intent and a send of that
 /// attempt can no longer be running; otherwise wait, or (window too short) leave it to a person.
-pub fn absent(entries: &[LedgerEntry], from: i64, ctx: &LookupContext<'_>, what: &str) -> Lookup {
-    if !covers(entries, from) {
+pub fn absent(covered: bool, ctx: &LookupContext<'_>, what: &str) -> Lookup {
+    if !covered {
         return Lookup::Inconclusive {
             why: format!(
                 "no {what} in the payer's ledger, but its last {LEDGER_WINDOW} entries do not reach back to the intent \
@@ -118,8 +128,8 @@ pub fn judge_payment(
             why: "the log has no time for the intent, so no ledger window can be chosen".into(),
         };
     };
-    let joined = reaching_back(live, ctx.copied, from);
-    let entries = joined.as_deref().unwrap_or(live);
+    let reach = reaching_back(live, ctx.copied, ctx.copied_from_origin, from);
+    let entries = reach.entries.as_slice();
     let mut found =
         candidates(entries, from, amount, ctx.claimed, |e| e.reason == "payment_sent", |e| e.reference.clone());
     if let Some(payee) = payee {
@@ -140,7 +150,7 @@ pub fn judge_payment(
         found = confirmed;
     }
     match found.as_slice() {
-        [] => absent(entries, from, ctx, &format!("payment_sent debit of {amount}")),
+        [] => absent(reach.covers, ctx, &format!("payment_sent debit of {amount}")),
         [one] => Lookup::Executed {
             tx_id: one.reference.clone(),
             escrow_id: None,
@@ -191,6 +201,7 @@ mod tests {
             now: at(now),
             settle: chrono::Duration::seconds(60),
             copied: &[],
+            copied_from_origin: false,
             legacy_escrow_tag: false,
         };
         let amount = Micros::from_raw(12_340_000).unwrap();
@@ -225,6 +236,7 @@ mod tests {
             now: at(2_000),
             settle: chrono::Duration::seconds(60),
             copied: &[],
+            copied_from_origin: false,
             legacy_escrow_tag: false,
         };
         let amount = Micros::from_raw(12_340_000).unwrap();
@@ -264,6 +276,7 @@ mod tests {
             now: at(2_000),
             settle: chrono::Duration::seconds(60),
             copied,
+            copied_from_origin: false,
             legacy_escrow_tag: false,
         };
         let leak = |v: Vec<LedgerEntry>| -> &'static [LedgerEntry] { Box::leak(v.into_boxed_slice()) };
@@ -280,5 +293,30 @@ mod tests {
         assert!(matches!(judge_payment(&live, None, amount, &ctx(leak(unjoined)), 0), Lookup::Inconclusive { .. }));
         let late = copied[1..].to_vec();
         assert!(matches!(judge_payment(&live, None, amount, &ctx(leak(late)), 0), Lookup::Inconclusive { .. }));
+    }
+
+    #[test]
+    fn a_copy_from_the_payers_first_entry_reaches_back_however_young_the_ledger() {
+        let claimed = HashSet::new();
+        let amount = Micros::from_raw(12_340_000).unwrap();
+        // The payer was funded at 995 and paid 60 times from 1_001: every entry is younger than the search's
+        // start (the intent at 1_000 less 30 s of clock-skew allowance), and the window holds the last 50.
+        let mut all = vec![entry("fund", "deposit", 10_000, 995)];
+        all.extend((0..60).map(|i| entry(&format!("p{i}"), "payment_sent", 100, 1_001 + i)));
+        let live: Vec<LedgerEntry> = all[all.len() - 50..].to_vec();
+        let ctx = |from_origin: bool| LookupContext {
+            since: Some(at(1_000)),
+            claimed: &claimed,
+            last_error: None,
+            now: at(2_000),
+            settle: chrono::Duration::seconds(60),
+            copied: Box::leak(all.clone().into_boxed_slice()),
+            copied_from_origin: from_origin,
+            legacy_escrow_tag: false,
+        };
+        // Copied from the first entry on: nothing can be missing, so absence proves it never ran.
+        assert_eq!(judge_payment(&live, None, amount, &ctx(true), 30), Lookup::NotExecuted);
+        // The same entries without that proof: an older entry might be missing, so nothing is concluded.
+        assert!(matches!(judge_payment(&live, None, amount, &ctx(false), 30), Lookup::Inconclusive { .. }));
     }
 }

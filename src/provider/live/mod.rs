@@ -245,8 +245,8 @@ impl LiveProvider {
             return Ok(Lookup::Inconclusive { why: "the log has no time for the intent".into() });
         };
         let live = self.ledger_of(creator).await?;
-        let joined = reaching_back(&live, ctx.copied, from);
-        let entries = joined.unwrap_or(live);
+        let reach = reaching_back(&live, ctx.copied, ctx.copied_from_origin, from);
+        let entries = reach.entries;
         let found = candidates(
             &entries,
             from,
@@ -278,7 +278,7 @@ impl LiveProvider {
         } else {
             format!("escrow naming this operation among the escrow_lock debits of {amount} ({})", describe(&found))
         };
-        Ok(absent(&entries, from, ctx, &what))
+        Ok(absent(reach.covers, ctx, &what))
     }
 }
 
