@@ -2,13 +2,15 @@
 -- purpleflea.payouts.classification a full rebuild writes for them (operation_id NULL, never settled): a
 -- transaction with a key no logged operation carries (unlogged_at_provider when the key is of this
 -- namespace), and a payout with no key, once per completed logged payout of the same agent, amount and
--- reason (unattributed_payout: likely paid twice), or once when it repeats none. A later run matches the
+-- reason (unattributed_payout: likely paid twice), or once when it repeats none; the transaction a payout's log
+-- recorded as its own outcome (its tx_id: a provider that keeps no keys, or a person's `pfsync resolve`) is
+-- that payout, not a repeat of it. A later run matches the
 -- transactions it reads against these rows instead of the whole ledger.
 -- DataFusion SQL, run by `pfsync reconcile` when it rebuilds (src/reconcile/rebuild.rs); not deployed.
 -- Parameter: $key_prefix, the namespace's key prefix (`pfsync:<namespace>:`), bound as a value so a
 -- namespace is never spliced into the SQL text. The prefix test is written with left() because DataFusion
 -- spells it starts_with and Spark startswith; LIKE would read a `_` in the namespace as a wildcard.
-WITH ops AS (SELECT operation_id, kind, status, agent_id, amount_usd, reason, idempotency_key FROM purpleflea.payouts.status),
+WITH ops AS (SELECT operation_id, kind, status, agent_id, amount_usd, reason, idempotency_key, tx_id FROM purpleflea.payouts.status),
 unclaimed AS (
   SELECT t.*, CAST(NULL AS STRING) AS repeats
   FROM purpleflea.ledger.transactions t
@@ -20,6 +22,7 @@ unclaimed AS (
   LEFT JOIN ops p
     ON p.kind = 'payout' AND p.status = 'completed'
    AND p.agent_id = t.agent_id AND p.amount_usd = t.amount_usd AND p.reason = t.reference
+   AND (p.tx_id IS NULL OR p.tx_id <> t.tx_id)
   WHERE t.kind = 'payout' AND t.idempotency_key IS NULL
 )
 SELECT CAST(NULL AS STRING) AS operation_id, kind, CAST(NULL AS STRING) AS status, CAST(NULL AS INT) AS attempts,

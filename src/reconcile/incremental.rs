@@ -158,7 +158,7 @@ async fn settled_payouts_like(state: &DeltaTable, keyless: &[&Tx]) -> Result<Vec
     )?;
     let ctx = stored::session_over(state, &CLASSIFICATION, false, None).await?;
     ctx.register_batch("keyless", batch).map_err(query_err(&PAYOUTS_LIKE))?;
-    let sql = "SELECT DISTINCT t.operation_id, t.agent_id, t.amount_usd, t.reason FROM t \
+    let sql = "SELECT DISTINCT t.operation_id, t.agent_id, t.amount_usd, t.reason, t.log_tx_id FROM t \
                JOIN keyless k ON t.agent_id = k.agent_id AND t.amount_usd = k.amount_usd AND t.reason = k.reason \
                WHERE t.settled = true AND t.kind = 'payout' AND t.status = 'completed'";
     let batches = run_sql(&ctx, &PAYOUTS_LIKE, sql, vec![]).await?;
@@ -168,6 +168,7 @@ async fn settled_payouts_like(state: &DeltaTable, keyless: &[&Tx]) -> Result<Vec
             agent_id: r.text("agent_id")?,
             amount: r.usd("amount_usd")?,
             reason: r.text("reason")?,
+            tx_id: r.opt_text("log_tx_id")?,
         })
     })
 }

@@ -55,6 +55,9 @@ pub struct CompletedPayout {
     pub agent_id: String,
     pub amount: Usd,
     pub reason: String,
+    /// The transaction the log recorded as its outcome: that transaction is this payout, not a repeat of it
+    /// (a provider that keeps no keys, or a person's `pfsync resolve completed --tx-id`).
+    pub tx_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,11 +215,15 @@ fn completed_payout(op: &Operation) -> Option<CompletedPayout> {
         agent_id: op.agent_id.clone()?,
         amount: op.amount?,
         reason: op.reason.clone()?,
+        tx_id: op.log_tx_id.clone(),
     })
 }
 
 fn repeats(tx: &Tx, p: &CompletedPayout) -> bool {
-    p.agent_id == tx.agent_id && p.amount == tx.amount && tx.reference.as_deref() == Some(p.reason.as_str())
+    p.agent_id == tx.agent_id
+        && p.amount == tx.amount
+        && tx.reference.as_deref() == Some(p.reason.as_str())
+        && p.tx_id.as_deref() != Some(tx.tx_id.as_str())
 }
 
 /// `tx` counted into a key's match.
@@ -520,6 +527,35 @@ impl Merge {
                 for p in fresh {
                     added.push(Unclaimed { tx: tx.clone(), repeats: Some(p.operation_id.clone()), class: None });
                 }
+            }
+        }
+        // A held pair whose payout has since recorded that very transaction as its outcome is no repeat: it
+        // goes, and a transaction left repeating nothing keeps the one row that says so.
+        let own: Vec<(String, String)> = self
+            .ops
+            .values()
+            .filter(|e| e.log_tx_changed)
+            .filter_map(Entry::op)
+            .filter_map(completed_payout)
+            .filter_map(|p| p.tx_id.map(|t| (t, p.operation_id)))
+            .collect();
+        for (tx_id, op) in own {
+            let mut tx = None;
+            let before = self.unclaimed.len();
+            self.unclaimed.retain(|e| match &e.subject {
+                Subject::Unclaimed(u) if u.tx.tx_id == tx_id && u.repeats.as_deref() == Some(op.as_str()) => {
+                    tx = Some(u.tx.clone());
+                    false
+                }
+                _ => true,
+            });
+            let Some(tx) = tx else { continue };
+            self.removed_unsettled |= self.unclaimed.len() != before;
+            let left =
+                self.unclaimed.iter().any(|e| matches!(&e.subject, Subject::Unclaimed(u) if u.tx.tx_id == tx_id))
+                    || added.iter().any(|u| u.tx.tx_id == tx_id);
+            if !left {
+                added.push(Unclaimed { tx, repeats: None, class: None });
             }
         }
         for u in added {

@@ -293,3 +293,30 @@ async fn a_decision_checked_before_a_concurrent_outcome_of_its_operation_is_refu
     let decided = "SELECT count(*) FROM purpleflea.payouts.log WHERE decided_by IS NOT NULL";
     assert_eq!(count(&ctx, decided).await, 1, "only c-1's decision");
 }
+
+/// A provider that keeps no keys records every payout as a keyless transaction: the transaction a payout's
+/// log names as its outcome is that payout, never "a likely second payment" of it, in a run that reads what
+/// changed and in a rebuild alike; a keyless payment made besides it, by hand, still is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_providers_own_payouts_are_matched_and_only_a_payment_besides_them_is_a_repeat() {
+    use pfsync::provider::seed::wire::PayoutRequest;
+    let b = Bench::new().await;
+    let wh = warehouse(&b.dir);
+    write_pending(&wh, &[("k-1", "agent-000006", "2.50", "r-k-1"), ("k-2", "agent-000003", "1.00", "r-k-2")]).await;
+    assert_eq!(b.payouts(), Some(0));
+    for args in [&["reconcile"][..], &["reconcile", "--full"]] {
+        let out = b.run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        assert!(!text(&out).contains("unattributed_payout"), "{args:?}: {}", text(&out));
+    }
+    // Paid again by hand (same agent, amount and reason, no key): that one is a repeat, in both runs.
+    let amount = pfsync::money::Usd::parse("2.50").unwrap();
+    let req = PayoutRequest { agent_id: "agent-000006".into(), amount_usd: amount, reason: "r-k-1".into() };
+    crate::common::client(&b.sb).payout(&req, None).await.unwrap();
+    for args in [&["reconcile"][..], &["reconcile", "--full"]] {
+        let out = b.run(args);
+        assert_eq!(out.status.code(), Some(8), "{args:?}: {}", text(&out));
+        let unattributed = text(&out).lines().filter(|l| l.contains("- unattributed_payout k-1")).count();
+        assert_eq!(unattributed, 1, "{args:?}: {}", text(&out));
+    }
+}
