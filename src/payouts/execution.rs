@@ -490,7 +490,13 @@ impl Execution {
         let stage = std::mem::replace(&mut self.stage, Stage::Done);
         match (stage, input) {
             (Stage::Start | Stage::BatchDone, Input::Go) => Ok(self.start_batch(stop_requested, now)),
-            (Stage::Claimed { then, resolve }, Input::Claimed(c)) => {
+            (Stage::Claimed { then, resolve }, Input::Claimed(mut c)) => {
+                // The log holds what is committed; this run's outcomes not yet committed (answered before the
+                // claims were first read) claim their transactions too, or a lookup of an equal amount would
+                // take one of them for its own.
+                c.extend(
+                    self.carried.iter().filter(|e| e.event == Event::Completed).filter_map(|e| e.tx_id.clone()),
+                );
                 self.claimed = Some(c);
                 let of = if matches!(*then, Stage::ResolveNow) { Attempts::JustSent } else { Attempts::Earlier };
                 self.stage = *then;
@@ -1037,6 +1043,10 @@ mod tests {
         /// Times each operation ran at the provider.
         ran: HashMap<String, u32>,
         tx: u64,
+        /// The payer's debits, oldest first (every one a `payment_sent` of the amount that ran).
+        ledger: Vec<crate::provider::LedgerEntry>,
+        /// Which operation each provider transaction paid.
+        paid: HashMap<String, String>,
     }
 
     impl World {
@@ -1080,23 +1090,37 @@ mod tests {
                 return None;
             }
             input = match effect {
-                Effect::LoadClaimed => Input::Claimed(w.log.iter().filter_map(|e| e.tx_id.clone()).collect()),
+                Effect::LoadClaimed => Input::Claimed(
+                    w.log.iter().filter(|e| e.event == Event::Completed).filter_map(|e| e.tx_id.clone()).collect(),
+                ),
                 Effect::LookUp { steps, .. } => Input::LookedUp(
                     steps
                         .into_iter()
                         .map(|s| {
-                            let ran = w.ran.get(&s.op.id).copied().unwrap_or(0) > 0;
-                            let settled = s.since.is_none_or(|t| *now - t >= chrono::Duration::seconds(60));
-                            let found = match (ran, rng.next_u64() % 5) {
-                                (_, 0) => Err(failure(Event::Unknown)),
-                                (true, _) => Ok(Lookup::Executed {
-                                    tx_id: Some(format!("tx-{}", s.op.id)),
-                                    escrow_id: None,
-                                    duplicates: 0,
-                                    evidence: Evidence::Ledger,
-                                }),
-                                (false, _) if settled => Ok(Lookup::NotExecuted),
-                                (false, _) => Ok(Lookup::Pending { why: "may still run".into() }),
+                            // The provider's evidence as the live provider reads it: the payer's ledger of
+                            // debits, judged by amount and time, less what logged operations claim.
+                            let found = if rng.next_u64().is_multiple_of(5) {
+                                Err(failure(Event::Unknown))
+                            } else {
+                                let ctx = crate::provider::LookupContext {
+                                    since: s.since,
+                                    claimed: ex.claimed(),
+                                    last_error: None,
+                                    now: *now,
+                                    settle: ex.settle(),
+                                    copied: &[],
+                                    copied_from_origin: false,
+                                    legacy_escrow_tag: false,
+                                };
+                                let amount = crate::micros::Micros::from_usd(s.op.amount().unwrap());
+                                let newest_first: Vec<_> = w.ledger.iter().rev().cloned().collect();
+                                Ok(crate::provider::live::evidence::judge_payment(
+                                    &newest_first,
+                                    None,
+                                    amount,
+                                    &ctx,
+                                    30,
+                                ))
                             };
                             ex.note_lookup(&found);
                             (s, found)
@@ -1152,8 +1176,21 @@ mod tests {
                             0 | 1 => {
                                 *w.ran.entry(s.op.id.clone()).or_default() += 1;
                                 w.tx += 1;
+                                let tx_id = format!("tx-{}", w.tx);
+                                w.paid.insert(tx_id.clone(), s.op.id.clone());
+                                w.ledger.push(crate::provider::LedgerEntry {
+                                    id: format!("e-{}", w.tx),
+                                    agent_id: "payer".into(),
+                                    kind: "debit".into(),
+                                    amount: crate::micros::Micros::from_usd(s.op.amount().unwrap()),
+                                    balance_after: crate::micros::Micros::ZERO,
+                                    reason: "payment_sent".into(),
+                                    reference: Some(tx_id.clone()),
+                                    service: None,
+                                    created_at: now.timestamp(),
+                                });
                                 if rng.next_u64().is_multiple_of(2) {
-                                    Ok(Receipt { tx_id: Some(format!("tx-{}", s.op.id)), ..Receipt::default() })
+                                    Ok(Receipt { tx_id: Some(tx_id), ..Receipt::default() })
                                 } else {
                                     Err(failure(Event::Unknown))
                                 }
@@ -1173,8 +1210,9 @@ mod tests {
 
     proptest! {
         /// At a provider without idempotency keys, whatever the answers and wherever runs are killed, no
-        /// operation runs twice; and once runs stop being killed and time passes, every operation ends
-        /// final or waits for a person, never lost.
+        /// operation runs twice and none is recorded with another's transaction (every amount is shared by
+        /// two operations: the ledger cannot tell them apart by amount); and once runs stop being killed and
+        /// time passes, every operation ends final, never lost.
         #[test]
         fn killed_and_rerun_nothing_runs_twice_and_nothing_is_lost(
             seed in any::<u64>(),
@@ -1182,7 +1220,7 @@ mod tests {
             kills in proptest::collection::vec(1u32..40, 0..6),
         ) {
             let mut rng = crate::rng::SplitMix64::new(seed);
-            let ops: Vec<Operation> = (0..n).map(|i| payout(&format!("p{i}"), 100 + i as i64)).collect();
+            let ops: Vec<Operation> = (0..n).map(|i| payout(&format!("p{i}"), 100 + (i / 2) as i64)).collect();
             let mut w = World::default();
             let mut now = t0();
             for (i, k) in kills.iter().enumerate() {
@@ -1202,6 +1240,9 @@ mod tests {
                 prop_assert!(st.is_final(), "{} ended {st:?} (seed {seed})", op.id);
                 if matches!(st, Status::Completed { .. }) {
                     prop_assert_eq!(ran, 1, "{} completed without running (seed {})", op.id, seed);
+                    let tx = h[&op.id].iter().rev().find_map(|e| (e.event == Event::Completed).then(|| e.tx_id.clone()));
+                    let paid = tx.flatten().and_then(|t| w.paid.get(&t).cloned());
+                    prop_assert_eq!(paid.as_deref(), Some(op.id.as_str()), "{} recorded another's payment (seed {})", op.id, seed);
                 } else {
                     prop_assert_eq!(ran, 0, "{} rejected after running (seed {})", op.id, seed);
                 }
