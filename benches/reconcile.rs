@@ -109,6 +109,8 @@ async fn append_ops(
             text(ids.iter().map(|_| Some("bench".to_string()))),
             Arc::new(TimestampMicrosecondArray::from(at.clone()).with_timezone("UTC")),
             Arc::new(Date32Array::from(at.iter().map(|&us| day_of(us)).collect::<Vec<_>>())),
+            // payer_agent_id, decided_by, note, escrow_tag
+            text(ids.iter().map(|_| None)),
             text(ids.iter().map(|_| None)),
             text(ids.iter().map(|_| None)),
             text(ids.iter().map(|_| None)),
