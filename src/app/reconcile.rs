@@ -60,7 +60,18 @@ pub(super) async fn reconcile_and_report(ctx: &Context, args: &ReconcileArgs) ->
         memory_limit: args.flags.memory_limit_mib as usize * 1024 * 1024,
     };
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "reconcile" };
-    let report = crate::reconcile::reconcile(&ctx.settings.warehouse, &commit, &opts).await?;
+    let report = crate::reconcile::reconcile(&ctx.settings.warehouse, &commit, &opts).await.map_err(|e| {
+        if e.out_of_memory() {
+            // Not a storage failure a retry gets past: the same limit fails the same way.
+            AppError::Usage(format!(
+                "{e}\nthe rebuild needs more than --memory-limit-mib {} allows: raise it (the machine's memory less \
+                 what else runs there; BENCHMARKS.md has the peak memory measured per history size)",
+                args.flags.memory_limit_mib
+            ))
+        } else {
+            e.into()
+        }
+    })?;
     print!("{}", crate::reconcile::report::text(&report));
     if let Some(path) = &args.flags.report {
         std::fs::write(path, crate::reconcile::report::html(&report))

@@ -494,9 +494,7 @@ impl Execution {
                 // The log holds what is committed; this run's outcomes not yet committed (answered before the
                 // claims were first read) claim their transactions too, or a lookup of an equal amount would
                 // take one of them for its own.
-                c.extend(
-                    self.carried.iter().filter(|e| e.event == Event::Completed).filter_map(|e| e.tx_id.clone()),
-                );
+                c.extend(self.carried.iter().filter(|e| e.event == Event::Completed).filter_map(|e| e.tx_id.clone()));
                 self.claimed = Some(c);
                 let of = if matches!(*then, Stage::ResolveNow) { Attempts::JustSent } else { Attempts::Earlier };
                 self.stage = *then;

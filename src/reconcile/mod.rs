@@ -89,6 +89,12 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// A query that ran out of the memory it was given (`--memory-limit-mib`): a rerun fails the same way.
+    pub fn out_of_memory(&self) -> bool {
+        matches!(self, ReconcileError::Query { source, .. }
+            if matches!(source.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)))
+    }
+
     pub fn class(&self) -> crate::errors::ErrorClass {
         use crate::errors::ErrorClass;
         match self {
@@ -451,4 +457,26 @@ pub async fn reconcile_at(
             .map_err(|e| ReconcileError::Write { table: DAILY_TOTALS.name, source: Box::new(e) })?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::error::DataFusionError;
+
+    #[test]
+    fn a_query_out_of_its_memory_is_told_apart_from_a_storage_failure() {
+        let oom = ReconcileError::Query {
+            query: "classified.sql",
+            source: Box::new(DataFusionError::Shared(std::sync::Arc::new(DataFusionError::ResourcesExhausted(
+                "Failed to allocate".into(),
+            )))),
+        };
+        assert!(oom.out_of_memory());
+        let io = ReconcileError::Query {
+            query: "classified.sql",
+            source: Box::new(DataFusionError::Execution("object store".into())),
+        };
+        assert!(!io.out_of_memory());
+    }
 }

@@ -11,7 +11,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Decimal128Type};
 use chrono::{Days, NaiveDate};
 use datafusion::execution::disk_manager::DiskManagerBuilder;
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -36,7 +36,11 @@ use crate::tables::{
 /// A session whose operators share `memory_limit` bytes and spill to the OS temporary directory beyond it.
 pub fn spilling_session(memory_limit: usize) -> Result<SessionContext, ReconcileError> {
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
+        // Tracked: a query that runs out names the operators holding the memory.
+        .with_memory_pool(Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(memory_limit),
+            std::num::NonZeroUsize::new(5).expect("5 is not zero"),
+        )))
         .with_disk_manager_builder(DiskManagerBuilder::default())
         .build_arc()
         .map_err(|e| ReconcileError::Query { query: "the rebuild's session", source: Box::new(e) })?;
