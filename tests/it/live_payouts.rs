@@ -1156,6 +1156,49 @@ async fn no_live_key_appears_in_the_output_at_trace_level() {
     }
 }
 
+/// A payee floods the payer (more payments to it than a ledger read answers) between two of pfsync's copies,
+/// after a payout went out and before its outcome was logged: the copy records the gap, neither the live
+/// window nor the copy reaches back to the intent, and the payout stays unknown for a person over reruns,
+/// never sent again; its payee holds it once.
+#[tokio::test]
+async fn a_payee_flooding_the_payer_past_the_window_leaves_a_lost_outcome_to_a_person() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 50.0, 0);
+    let payee = agents(bed, 1).remove(0);
+    bed.fund(&payee.id, 5.0);
+    write_pending(&w.warehouse(), &[("fl-1", payee.id.as_str(), "2.22", "the payout in question")]).await;
+    let mut c = w.payouts(&bed.casino_url);
+    c.env("PFSYNC_CRASH_AT", "after_send");
+    assert_eq!(run(c).status.code(), None, "killed after the send");
+    // 60 payments of 0.01 from the payee to the payer, in a later second than the payout's debit (the window
+    // is newest first by whole second): the debit scrolls out of the payer's window.
+    std::thread::sleep(Duration::from_millis(1100));
+    let client = reqwest::Client::new();
+    for _ in 0..60 {
+        let resp = client
+            .post(format!("{}/stats/pay", bed.casino_url))
+            .bearer_auth(&payee.key)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "to_agent_id": w.payer.id, "amount": 0.01 }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap_or_default());
+    }
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
+        let code = run(w.payouts(&bed.casino_url)).status.code();
+        assert_eq!(code, Some(6), "unknown, for a person: {:?}", statuses(&w).await);
+    }
+    let st = statuses(&w).await;
+    assert_eq!((st["fl-1"].0.as_str(), st["fl-1"].2.as_deref()), ("unknown", Some("lookup_inconclusive")));
+    // Paid once (the send before the kill), never again: 5.00 less the 60 cents, plus 2.22.
+    assert_eq!(balance(bed, &payee).await, m("6.62"));
+    let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
+    let gaps = format!("SELECT count(*) FROM purpleflea.ledger.gaps WHERE agent_id = '{}'", w.payer.id);
+    assert!(crate::common::count(&ctx, &gaps).await >= 1, "the copy recorded the gap");
+}
+
 /// Where `live` needs a person: a run is killed after its payment went out and before its outcome was
 /// logged, and the payer then pays the same amount outside pfsync. The ledger shows two unclaimed debits of
 /// that amount since the intent: the payout stays `unknown` (`lookup_inconclusive`, both candidates named),
