@@ -453,9 +453,14 @@ pub struct FaultArgs {
     /// dropped connection after commit 3%, slow body 2%, malformed JSON 2%); explicit flags override.
     #[arg(long)]
     pub chaos: bool,
-    /// Share of requests delayed by 5..50 ms.
+    /// Share of requests delayed by 5..50 ms (or by --fault-latency-ms).
     #[arg(long, value_name = "P")]
     pub fault_latency: Option<f64>,
+    /// How long --fault-latency holds a request, in milliseconds, instead of 5..50 ms at random. Through
+    /// --proxy-to, a request held on its way: it still reaches the provider that much later, whether or not
+    /// the client waited.
+    #[arg(long, value_name = "MS", requires = "fault_latency", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub fault_latency_ms: Option<u64>,
     /// Share answered 429 rate_limited (half with Retry-After, half without).
     #[arg(long, value_name = "P")]
     pub fault_rate_limit: Option<f64>,

@@ -23,6 +23,8 @@ pub(super) fn fault_config(seed: u64, f: &FaultArgs) -> Result<FaultConfig, AppE
         drop_after_prob: f.fault_drop_after.unwrap_or(base.drop_after_prob),
         slow_body_prob: f.fault_slow_body.unwrap_or(base.slow_body_prob),
         malformed_prob: f.fault_malformed.unwrap_or(base.malformed_prob),
+        latency_min: f.fault_latency_ms.map_or(base.latency_min, Duration::from_millis),
+        latency_max: f.fault_latency_ms.map_or(base.latency_max, Duration::from_millis),
         ..base
     };
     cfg.validate().map_err(|e| AppError::Usage(format!("--fault-*: {e}")))?;

@@ -1156,6 +1156,56 @@ async fn no_live_key_appears_in_the_output_at_trace_level() {
     }
 }
 
+/// A POST held on its way to the casino (a proxy that forwards it late) past the client's timeout: the run
+/// that sent it cannot tell whether it ran. `held_ms` within twice the send budget: the next run, past the
+/// in-flight timeout, finds its debit, and it is paid once. Beyond that bound (the README's stated
+/// residual) the next run concludes it never ran and sends it again, the held request then pays a second
+/// time, and that is caught: reconcile reports the debit no operation claims.
+async fn a_held_post(held_ms: u64) -> (World, Agent, Output) {
+    let bed = bed().expect("the live test bed");
+    let w = World::new(bed, 20.0, 0);
+    let payee = agents(bed, 1).remove(0);
+    write_pending(&w.warehouse(), &[("held-1", payee.id.as_str(), "4.44", "held on its way")]).await;
+    // A budget of 1 s (client timeout and retry budget): the send budget is 2 s, "never ran" needs 4 s.
+    let held = held_ms.to_string();
+    let proxy =
+        Server::proxy(&bed.casino_url, &["--fault-posts-only", "--fault-latency", "1.0", "--fault-latency-ms", &held]);
+    let first = run(w.payouts_with(&proxy.url, 1, 4));
+    assert_eq!(first.status.code(), Some(6), "no answer within the client's timeout: {}", tail(&first.stderr));
+    std::thread::sleep(Duration::from_millis(4_300));
+    let second = run(w.payouts_with(&bed.casino_url, 1, 4));
+    // The held request has reached the casino by now, whatever the second run did.
+    std::thread::sleep(Duration::from_millis(held_ms.saturating_sub(5_000) + 500));
+    proxy.stop();
+    (w, payee, second)
+}
+
+#[tokio::test]
+async fn a_post_held_on_its_way_within_twice_the_send_budget_is_waited_for_and_paid_once() {
+    if bed().is_none() {
+        return;
+    }
+    let (w, payee, second) = a_held_post(3_000).await;
+    assert_eq!(second.status.code(), Some(0), "{}", tail(&second.stderr));
+    assert_eq!(balance(w.bed, &payee).await, m("4.44"), "paid once");
+    assert_eq!(statuses(&w).await["held-1"].0, "completed");
+}
+
+#[tokio::test]
+async fn a_post_held_past_twice_the_send_budget_pays_twice_and_reconcile_reports_the_second_debit() {
+    if bed().is_none() {
+        return;
+    }
+    let (w, payee, second) = a_held_post(7_000).await;
+    assert_eq!(second.status.code(), Some(0), "concluded never ran and sent again: {}", tail(&second.stderr));
+    assert_eq!(balance(w.bed, &payee).await, m("8.88"), "the stated residual: paid twice");
+    let out = run(w.command(&w.bed.casino_url, &["reconcile"]));
+    assert_eq!(out.status.code(), Some(8), "caught: {}", tail(&out.stdout));
+    let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
+    let unlogged = "SELECT count(*) FROM purpleflea.payouts.reconciliation WHERE class = 'unlogged_at_provider'";
+    assert_eq!(crate::common::count(&ctx, unlogged).await, 1, "{}", tail(&out.stdout));
+}
+
 /// A payee floods the payer (more payments to it than a ledger read answers) between two of pfsync's copies,
 /// after a payout went out and before its outcome was logged: the copy records the gap, neither the live
 /// window nor the copy reaches back to the intent, and the payout stays unknown for a person over reruns,
