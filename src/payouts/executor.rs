@@ -84,9 +84,13 @@ impl<'a> Executor<'a> {
         // The payers' ledgers as they are before this run judges or sends anything: entries written since
         // the last copy (a killed run's last batch, another process's activity) are in the copy before the
         // window can scroll past them.
-        if ex.has_work() {
+        // A run with nothing to send still looks where the provider has a payer of its own: a late request's
+        // second debit (or the payer used outside pfsync) is said by the next run at once, not only by the
+        // next reconcile.
+        let payer = self.provider.held_agents().map(|h| h.payer_id().to_string());
+        if ex.has_work() || payer.is_some() {
             self.copy_ledgers().await;
-            self.unclaimed_debits(&mut ex).await?;
+            self.unclaimed_debits(&mut ex, payer).await?;
         }
         let mut input = Input::Go;
         loop {
@@ -298,11 +302,13 @@ impl<'a> Executor<'a> {
     /// open unknown explains: the payer is used outside pfsync (or a request ran late). The ledger evidence
     /// is unaffected (a candidate is one debit of the exact amount, unclaimed, after the intent), but an
     /// operator should know.
-    async fn unclaimed_debits(&self, ex: &mut Execution) -> Result<(), PayoutError> {
+    async fn unclaimed_debits(&self, ex: &mut Execution, payer: Option<String>) -> Result<(), PayoutError> {
         let Some(wh) = self.wh else { return Ok(()) };
         let since = self.clock.now() - chrono::Duration::days(1);
         let slack = chrono::Duration::hours(1);
-        for payer in ex.payers() {
+        let mut payers = ex.payers();
+        payers.extend(payer.filter(|p| !payers.contains(p)));
+        for payer in payers {
             let debits = match crate::ledger::history::paying_debits(wh, &payer, since).await {
                 Ok(d) => d,
                 Err(e) => {

@@ -1199,6 +1199,10 @@ async fn a_post_held_past_twice_the_send_budget_pays_twice_and_reconcile_reports
     let (w, payee, second) = a_held_post(7_000).await;
     assert_eq!(second.status.code(), Some(0), "concluded never ran and sent again: {}", tail(&second.stderr));
     assert_eq!(balance(w.bed, &payee).await, m("8.88"), "the stated residual: paid twice");
+    // Raised at once by the next run, before reconcile: a debit no operation claims.
+    let next = run(w.payouts_with(&w.bed.casino_url, 1, 4));
+    let said = String::from_utf8_lossy(&next.stdout);
+    assert!(said.contains("1 debit(s) on a payer's ledger claimed by no operation"), "{said}");
     let out = run(w.command(&w.bed.casino_url, &["reconcile"]));
     assert_eq!(out.status.code(), Some(8), "caught: {}", tail(&out.stdout));
     let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
