@@ -1210,6 +1210,50 @@ async fn a_post_held_past_twice_the_send_budget_pays_twice_and_reconcile_reports
     assert_eq!(crate::common::count(&ctx, unlogged).await, 1, "{}", tail(&out.stdout));
 }
 
+/// An escrow create that fails inside the escrow service (its record cannot be written: the service refunds
+/// the lock at once and answers 500 `internal_error`; the escrow is then 404) holds nothing forever: the
+/// refunded lock is nobody's outcome, the next run past the in-flight timeout concludes the create never ran
+/// and sends it again, and exactly one escrow comes of it.
+#[tokio::test]
+async fn an_escrow_create_failing_inside_the_service_is_sent_again_and_makes_one_escrow() {
+    let Some(bed) = bed() else { return };
+    let w = World::new(bed, 30.0, 1);
+    let seller = w.held[0].clone();
+    // Their own code, made to fail where it can: the escrow record's insert, for this test's payer only.
+    let sql = |stmt: &str| {
+        let db = bed.dir.join("escrow.db");
+        let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()";
+        let out = Command::new("python3").args(["-c", &script]).arg(&db).arg(stmt).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let trigger = format!("t_{}", w.payer.id);
+    sql(&format!(
+        "CREATE TRIGGER {trigger} BEFORE INSERT ON escrows WHEN NEW.creator_id = '{payer}' \
+         BEGIN SELECT RAISE(ABORT, 'injected'); END",
+        payer = w.payer.id
+    ));
+    write_actions_by(
+        &w.warehouse(),
+        &w.payer.id,
+        &[("ef-1", "create", None, None, seller.id.as_str(), "3.00", "fails inside once")],
+    )
+    .await;
+    let first = run(w.payouts(&bed.casino_url));
+    sql(&format!("DROP TRIGGER {trigger}"));
+    assert_eq!(first.status.code(), Some(6), "the service answered 500: {}", tail(&first.stderr));
+    assert_eq!(balance(bed, &w.payer).await, m("30"), "the service refunded the lock");
+    std::thread::sleep(Duration::from_millis(IN_FLIGHT_SECS * 1000 + 300));
+    let second = run(w.payouts(&bed.casino_url));
+    assert_eq!(second.status.code(), Some(0), "sent again, not held forever: {}", tail(&second.stderr));
+    let st = statuses(&w).await;
+    assert_eq!(st["ef-1"].0, "completed", "{:?}", st["ef-1"]);
+    // The outcome's transaction is the lock entry (`<escrow id>_debit`).
+    let lock = st["ef-1"].1.clone().expect("the lock entry");
+    let esc = lock.strip_suffix("_debit").expect("a lock entry id");
+    assert!(description(bed, esc).await.contains("[pfsync:default:ef-1]"));
+    assert_eq!(balance(bed, &w.payer).await, m("27"), "one escrow of 3.00 locked");
+}
+
 /// A payee floods the payer (more payments to it than a ledger read answers) between two of pfsync's copies,
 /// after a payout went out and before its outcome was logged: the copy records the gap, neither the live
 /// window nor the copy reaches back to the intent, and the payout stays unknown for a person over reruns,

@@ -247,12 +247,18 @@ impl LiveProvider {
         let live = self.ledger_of(creator).await?;
         let reach = reaching_back(&live, ctx.copied, ctx.copied_from_origin, from);
         let entries = reach.entries;
+        // A create that failed inside the service (`internal_error`) locked the amount and refunded it at once,
+        // and its escrow does not exist (404): no escrow, no money moved, nobody's outcome.
+        let refunded = |esc: &str| {
+            let reason = format!("escrow_create_failed_refund: {esc}");
+            entries.iter().any(|e| !e.is_debit() && e.reason == reason)
+        };
         let found = candidates(
             &entries,
             from,
             amount,
             ctx.claimed,
-            |e| e.reason.starts_with("escrow_lock: "),
+            |e| e.reason.starts_with("escrow_lock: ") && e.reference.as_deref().is_none_or(|esc| !refunded(esc)),
             |e| Some(e.id.clone()),
         );
         let tag = description_tag(op, key)?;
