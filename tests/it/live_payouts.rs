@@ -1223,7 +1223,7 @@ async fn an_escrow_create_failing_inside_the_service_is_sent_again_and_makes_one
     let sql = |stmt: &str| {
         let db = bed.dir.join("escrow.db");
         let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()";
-        let out = Command::new("python3").args(["-c", &script]).arg(&db).arg(stmt).output().unwrap();
+        let out = Command::new("python3").args(["-c", script]).arg(&db).arg(stmt).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     let trigger = format!("t_{}", w.payer.id);
