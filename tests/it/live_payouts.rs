@@ -923,11 +923,21 @@ async fn two_runs_at_once_never_send_for_one_payer_together() {
     assert_eq!(paid.len(), n, "every payout paid once");
 }
 
-/// Each attempt's time in flight as the log records it, in microseconds: from its intent to its outcome.
-/// Keyed by (operation, attempt), with the namespace its idempotency key names.
-async fn in_flight(w: &World) -> Vec<(String, String, i64, i64)> {
+/// Each attempt's time in flight as the log records it, in microseconds: from its intent to its outcome,
+/// with the namespace its idempotency key names and the run id its intent was written under.
+#[derive(Debug)]
+struct Flight {
+    id: String,
+    ns: String,
+    run_id: String,
+    sent: i64,
+    ended: i64,
+}
+
+async fn in_flight(w: &World) -> Vec<Flight> {
     let ctx = pfsync::tables::sql_context(&w.warehouse()).await.unwrap();
     let sql = "SELECT operation_id, attempt, split_part(idempotency_key, ':', 2) AS ns, \
+               min(CASE WHEN event = 'intent' THEN run_id END) AS run_id, \
                min(CASE WHEN event = 'intent' THEN CAST(recorded_at AS BIGINT) END) AS sent, \
                max(CASE WHEN event <> 'intent' THEN CAST(recorded_at AS BIGINT) END) AS ended \
                FROM purpleflea.payouts.log GROUP BY operation_id, attempt, split_part(idempotency_key, ':', 2)";
@@ -938,28 +948,32 @@ async fn in_flight(w: &World) -> Vec<(String, String, i64, i64)> {
             |n: &str| arrow::compute::cast(b.column_by_name(n).unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
         let num =
             |n: &str| arrow::compute::cast(b.column_by_name(n).unwrap(), &arrow::datatypes::DataType::Int64).unwrap();
-        let (id, ns, sent, ended) = (text("operation_id"), text("ns"), num("sent"), num("ended"));
-        let (id, ns) = (id.as_string::<i32>(), ns.as_string::<i32>());
+        let (id, ns, run, sent, ended) = (text("operation_id"), text("ns"), text("run_id"), num("sent"), num("ended"));
+        let (id, ns, run) = (id.as_string::<i32>(), ns.as_string::<i32>(), run.as_string::<i32>());
         let (sent, ended) =
             (sent.as_primitive::<arrow::datatypes::Int64Type>(), ended.as_primitive::<arrow::datatypes::Int64Type>());
         for i in 0..b.num_rows() {
             if sent.is_null(i) || ended.is_null(i) {
                 continue;
             }
-            out.push((id.value(i).to_string(), ns.value(i).to_string(), sent.value(i), ended.value(i)));
+            out.push(Flight {
+                id: id.value(i).to_string(),
+                ns: ns.value(i).to_string(),
+                run_id: run.value(i).to_string(),
+                sent: sent.value(i),
+                ended: ended.value(i),
+            });
         }
     }
     out
 }
 
-/// No attempt of one sender was in flight while one of another sender's was: `sender` names the process
-/// an operation belongs to (its namespace and shard).
-fn never_at_once(windows: &[(String, String, i64, i64)], sender: impl Fn(&str, &str) -> String) {
+fn never_at_once(windows: &[Flight], sender: impl Fn(&Flight) -> String) {
     for x in windows {
         for y in windows {
-            let (sx, sy) = (sender(&x.0, &x.1), sender(&y.0, &y.1));
-            if sx < sy && x.2 < y.3 && y.2 < x.3 {
-                panic!("{} ({sx}) and {} ({sy}) were in flight at once for one payer: {x:?} {y:?}", x.0, y.0);
+            let (sx, sy) = (sender(x), sender(y));
+            if sx < sy && x.sent < y.ended && y.sent < x.ended {
+                panic!("{} ({sx}) and {} ({sy}) were in flight at once for one payer: {x:?} {y:?}", x.id, y.id);
             }
         }
     }
@@ -1004,17 +1018,11 @@ async fn shards_sharing_a_run_id_and_two_namespaces_never_send_for_one_payer_at_
         assert!(matches!(o.status.code(), Some(0 | 6)), "each finished or stood aside");
     }
     let shard0 = pfsync::operation::Shard::new(0, 2).unwrap();
-    let sender = |id: &str, ns: &str| {
-        format!(
-            "{ns}/{}",
-            if ns == "other" {
-                "-"
-            } else if shard0.contains(id) {
-                "0"
-            } else {
-                "1"
-            }
-        )
+    // The shards share a run id: which of them sent an attempt is its shard. Reruns are runs of their own.
+    let sender = |f: &Flight| match (f.ns.as_str(), f.run_id.as_str()) {
+        ("other", _) => "other/-".to_string(),
+        (ns, "job-run-7") => format!("{ns}/{}", if shard0.contains(&f.id) { "0" } else { "1" }),
+        (ns, run) => format!("{ns}/{run}"),
     };
     never_at_once(&in_flight(&w).await, sender);
     check_paid_at_most_once(&w, &rows, "after three senders at once").await;
