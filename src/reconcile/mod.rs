@@ -28,6 +28,7 @@ pub mod rebuild;
 pub mod refused;
 pub mod report;
 pub mod rows;
+pub mod stall;
 pub mod state;
 pub mod stored;
 pub mod totals;
@@ -53,6 +54,12 @@ use matching::Params;
 pub enum ReconcileError {
     #[error(transparent)]
     Table(#[from] TableError),
+    /// A rebuild's query stopped making progress without failing (`stall.rs`).
+    #[error(
+        "reconcile query {query} stalled: no batch and no CPU spent for {secs} s (a rebuild under too little memory \
+         can stall); raise --memory-limit-mib"
+    )]
+    Stalled { query: &'static str, secs: u64 },
     #[error("reconcile query {query} failed: {source}")]
     Query {
         query: &'static str,
@@ -100,6 +107,8 @@ impl ReconcileError {
         match self {
             // A report path that cannot be written is the user's to fix; nothing else was left half done.
             ReconcileError::Report { .. } => ErrorClass::Usage,
+            // The same limit stalls the same way: a retry does not help, a larger limit does.
+            ReconcileError::Stalled { .. } => ErrorClass::Usage,
             ReconcileError::Table(e) => e.class(),
             ReconcileError::Arrow(_)
             | ReconcileError::Row(_)

@@ -17,13 +17,13 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::coverage::Coverage;
 use super::matching::{
-    self, CLASSIFIED, DAILY_TOTALS as DAILY_TOTALS_QUERY, IMPLIED_BALANCES as BALANCES_QUERY, Params,
+    self, CLASSIFIED, DAILY_TOTALS as DAILY_TOTALS_QUERY, IMPLIED_BALANCES as BALANCES_QUERY, Params, Query,
     UNCLAIMED_TRANSACTIONS,
 };
 use super::state::{ImpliedBalance, Versions, tx_kind_of};
 use super::stored::{self, Files};
 use super::totals::{self, Daily};
-use super::{Built, DailyTotal, ReconcileError, rows};
+use super::{Built, DailyTotal, ReconcileError, rows, stall};
 use crate::hooks::{self, CrashPoint};
 use crate::money::Usd;
 use crate::operation::OpKind;
@@ -88,6 +88,16 @@ fn add_matched(batch: &RecordBatch, into: &mut BTreeMap<(NaiveDate, &'static str
     Ok(())
 }
 
+/// `work` of `query`, failing with [`ReconcileError::Stalled`] if it stops making progress.
+async fn guarded<T>(
+    query: &Query,
+    work: impl std::future::Future<Output = Result<T, ReconcileError>>,
+) -> Result<T, ReconcileError> {
+    stall::unless_stalled(work, stall::LOOK_EVERY, stall::IDLE_LOOKS, stall::process_cpu)
+        .await
+        .map_err(|waited| ReconcileError::Stalled { query: query.file, secs: waited.as_secs() })?
+}
+
 /// Rebuild everything reconcile keeps from the whole history, under `memory_limit` bytes of query memory.
 pub async fn rebuild(
     wh: &Warehouse,
@@ -107,8 +117,8 @@ pub async fn rebuild(
     let mut matched = BTreeMap::new();
     let mut operations = 0u64;
     for query in [&CLASSIFIED, &UNCLAIMED_TRANSACTIONS] {
-        let mut stream = matching::stream(&ctx, query, params).await?;
-        while let Some(batch) = matching::next(query, &mut stream).await? {
+        let mut stream = guarded(query, matching::stream(&ctx, query, params)).await?;
+        while let Some(batch) = guarded(query, matching::next(query, &mut stream)).await? {
             let batch = stored::conform(&batch, &CLASSIFICATION, Some(versions))?;
             if query == &CLASSIFIED {
                 operations += batch.num_rows() as u64;
@@ -120,7 +130,7 @@ pub async fn rebuild(
     let adds = stored::flush(&mut writer).await?;
 
     let balances: Vec<ImpliedBalance> =
-        rows::implied_balances(&matching::collect(&ctx, &BALANCES_QUERY, params).await?)?
+        rows::implied_balances(&guarded(&BALANCES_QUERY, matching::collect(&ctx, &BALANCES_QUERY, params)).await?)?
             .into_iter()
             .map(|(agent_id, implied_usd, transactions)| ImpliedBalance {
                 agent_id,
@@ -130,7 +140,8 @@ pub async fn rebuild(
             })
             .collect();
     let mut daily: Daily = BTreeMap::new();
-    for t in rows::daily_totals(&matching::collect(&ctx, &DAILY_TOTALS_QUERY, params).await?)? {
+    let totals = guarded(&DAILY_TOTALS_QUERY, matching::collect(&ctx, &DAILY_TOTALS_QUERY, params)).await?;
+    for t in rows::daily_totals(&totals)? {
         let sums = totals::DaySums { transactions: t.transactions, amount: t.amount, matched: Usd::ZERO };
         daily.insert((t.day, t.kind.as_str()), (t.kind, sums));
     }
