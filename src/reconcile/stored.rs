@@ -152,15 +152,20 @@ pub enum Files<'a> {
     Paths(&'a BTreeSet<String>),
 }
 
-/// Remove actions for the classification's files that `which` selects.
-pub async fn removes(table: &DeltaTable, which: Files<'_>) -> Result<Vec<Remove>, ReconcileError> {
+/// The classification's files as its current snapshot lists them.
+async fn file_views(table: &DeltaTable) -> Result<Vec<deltalake::kernel::LogicalFileView>, ReconcileError> {
     let snapshot = table.snapshot().map_err(read_err(&CLASSIFICATION))?;
-    let views: Vec<_> = snapshot
+    snapshot
         .snapshot()
         .file_views(table.log_store().as_ref(), None)
         .try_collect()
         .await
-        .map_err(read_err(&CLASSIFICATION))?;
+        .map_err(read_err(&CLASSIFICATION))
+}
+
+/// Remove actions for the classification's files that `which` selects.
+pub async fn removes(table: &DeltaTable, which: Files<'_>) -> Result<Vec<Remove>, ReconcileError> {
+    let views = file_views(table).await?;
     let mut out = Vec::new();
     for v in views {
         let keep = match &which {
@@ -180,13 +185,7 @@ pub async fn rows_in(table: &DeltaTable, paths: &BTreeSet<String>) -> Result<u64
     if paths.is_empty() {
         return Ok(0);
     }
-    let snapshot = table.snapshot().map_err(read_err(&CLASSIFICATION))?;
-    let views: Vec<_> = snapshot
-        .snapshot()
-        .file_views(table.log_store().as_ref(), None)
-        .try_collect()
-        .await
-        .map_err(read_err(&CLASSIFICATION))?;
+    let views = file_views(table).await?;
     Ok(views
         .iter()
         .filter(|v| paths.contains(&file_key(table, v.path().as_ref())))
