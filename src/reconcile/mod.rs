@@ -24,6 +24,7 @@ pub mod live_totals;
 pub mod matching;
 pub mod merge;
 pub mod own;
+pub mod pool;
 pub mod rebuild;
 pub mod refused;
 pub mod report;

@@ -20,6 +20,7 @@ use super::matching::{
     self, CLASSIFIED, DAILY_TOTALS as DAILY_TOTALS_QUERY, IMPLIED_BALANCES as BALANCES_QUERY, Params, Query,
     UNCLAIMED_TRANSACTIONS,
 };
+use super::pool::RepartitionNeverSpills;
 use super::state::{ImpliedBalance, Versions, tx_kind_of};
 use super::stored::{self, Files};
 use super::totals::{self, Daily};
@@ -37,10 +38,10 @@ use crate::tables::{
 pub fn spilling_session(memory_limit: usize) -> Result<SessionContext, ReconcileError> {
     let runtime = RuntimeEnvBuilder::new()
         // Tracked: a query that runs out names the operators holding the memory.
-        .with_memory_pool(Arc::new(TrackConsumersPool::new(
+        .with_memory_pool(Arc::new(RepartitionNeverSpills::new(Arc::new(TrackConsumersPool::new(
             FairSpillPool::new(memory_limit),
             std::num::NonZeroUsize::new(5).expect("5 is not zero"),
-        )))
+        )))))
         .with_disk_manager_builder(DiskManagerBuilder::default())
         .build_arc()
         .map_err(|e| ReconcileError::Query { query: "the rebuild's session", source: Box::new(e) })?;
