@@ -15,10 +15,11 @@ use pfsync::http::{ClientConfig, Repeat};
 use pfsync::maintain::{MaintainOptions, maintain_all};
 use pfsync::money::Usd;
 use pfsync::progress::Progress;
+use pfsync::provider::records::Transaction;
 use pfsync::provider::seed::SeedClient;
 use pfsync::provider::seed::wire::PayoutRequest;
 use pfsync::sandbox::default_key;
-use pfsync::sync::{SyncOptions, sync_transactions};
+use pfsync::sync::{SyncOptions, sync_table};
 use pfsync::tables::{CommitInfo, TRANSACTIONS, Warehouse, open_existing, sql_context};
 
 const ROUNDS: usize = 10;
@@ -39,7 +40,7 @@ fn run_one(n: usize) {
         let wh = Warehouse::local(dir.path()).expect("warehouse");
         let commit = CommitInfo { run_id: "bench".into(), step: "sync.transactions" };
         // The opening transactions of the seeded agents, synced once before the measured rounds.
-        sync_transactions(&client, &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.expect("sync");
+        sync_table::<Transaction>(&client, &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.expect("sync");
 
         println!("transactions: {n} appended in {ROUNDS} rounds, an incremental sync after each, then maintain");
         let per_round = n / ROUNDS;
@@ -62,7 +63,7 @@ fn run_one(n: usize) {
             // would re-read all earlier rounds.
             let opts = SyncOptions { overlap: std::time::Duration::ZERO, ..SyncOptions::default() };
             let t = Instant::now();
-            let r = sync_transactions(&client, &wh, &commit, &opts, &Progress::hidden())
+            let r = sync_table::<Transaction>(&client, &wh, &commit, &opts, &Progress::hidden())
                 .await
                 .expect("sync");
             let secs = t.elapsed().as_secs_f64();

@@ -13,10 +13,11 @@ use std::time::Instant;
 use pfsync::http::{ClientConfig, Repeat};
 use pfsync::money::Usd;
 use pfsync::progress::Progress;
+use pfsync::provider::records::Wallet;
 use pfsync::provider::seed::SeedClient;
 use pfsync::provider::seed::wire::PayoutRequest;
 use pfsync::sandbox::default_key;
-use pfsync::sync::{SyncOptions, sync_wallets};
+use pfsync::sync::{SyncOptions, sync_table};
 use pfsync::tables::{CommitInfo, Warehouse};
 
 fn main() {
@@ -37,7 +38,7 @@ fn run_one(agents: usize) {
         let wh = Warehouse::local(dir.path()).expect("warehouse");
         let commit = CommitInfo { run_id: "bench".into(), step: "sync.wallets" };
         let t = Instant::now();
-        let full = sync_wallets(&client, &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.expect("sync");
+        let full = sync_table::<Wallet>(&client, &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.expect("sync");
         let full_secs = t.elapsed().as_secs_f64();
         let rss_full = common::peak_rss_mib().unwrap_or(0.0);
 
@@ -61,7 +62,7 @@ fn run_one(agents: usize) {
         // account's wallets do not all change within five minutes, so measure with the overlap at zero.
         let opts = SyncOptions { overlap: std::time::Duration::ZERO, ..SyncOptions::default() };
         let t = Instant::now();
-        let incr = sync_wallets(&client, &wh, &commit, &opts, &Progress::hidden()).await.expect("sync");
+        let incr = sync_table::<Wallet>(&client, &wh, &commit, &opts, &Progress::hidden()).await.expect("sync");
         let incr_secs = t.elapsed().as_secs_f64();
         println!("  {} wallets:", agents + 1);
         println!(

@@ -3,7 +3,7 @@
 use super::error::AppError;
 use super::query::{STATUS_SUMMARY, print_query, query_count};
 use super::reconcile::reconcile_and_report;
-use super::step::Context;
+use super::step::{Context, display_location};
 use super::sync::{rows_failed, run_sync};
 use crate::cli::{DemoArgs, ReconcileArgs, ReconcileFlags, SyncTarget};
 use crate::payouts::{PayoutError, PayoutOptions, run_payouts};
@@ -11,7 +11,7 @@ use crate::progress::Progress;
 use crate::reconcile::FINDING_CLASSES;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::sync::SyncOptions;
-use crate::tables::{CommitInfo, Warehouse, sql_context};
+use crate::tables::{CommitInfo, sql_context};
 
 /// The seed's analyst query, verbatim: DataFusion accepts the Databricks spelling.
 pub const SEED_QUERY: &str = include_str!("../../sql/analyst/high_balances_ready_for_payout.sql");
@@ -152,11 +152,4 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
         });
     }
     Ok(())
-}
-
-pub(super) fn display_location(wh: &Warehouse) -> String {
-    match wh.root().to_file_path() {
-        Ok(p) => p.display().to_string(),
-        Err(_) => wh.root().to_string(),
-    }
 }

@@ -231,7 +231,7 @@ async fn operation_status(ctx: &Context, id: &str, args: &StatusArgs) -> Result<
         return Err(AppError::Usage(format!(
             "no operation {id:?} in the payout log at {}: check the id (payout_id or action_id as in the source); \
              a row refused by validation is in purpleflea.payouts.rejects",
-            super::demo::display_location(&ctx.settings.warehouse)
+            super::step::display_location(&ctx.settings.warehouse)
         )));
     }
     events.sort_by_key(|e| (e.recorded_at, e.attempt));

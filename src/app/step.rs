@@ -9,7 +9,7 @@ use crate::exit::Exit;
 use crate::money::Usd;
 use crate::ops::RunRecord;
 use crate::progress::Progress;
-use crate::tables::CommitInfo;
+use crate::tables::{CommitInfo, Warehouse};
 
 pub struct Context {
     pub settings: Settings,
@@ -39,7 +39,7 @@ pub(crate) async fn require_initialised(ctx: &Context) -> Result<(), AppError> {
     if crate::tables::any_table_exists(wh).await? {
         return Ok(());
     }
-    let at = super::demo::display_location(wh);
+    let at = display_location(wh);
     Err(AppError::Usage(format!(
         "no pfsync table at {at}{}: this warehouse was never initialised. If it is the one you mean, run \
          `pfsync init --warehouse {at}` once to create the tables; if not, check --warehouse, PFSYNC_WAREHOUSE \
@@ -127,5 +127,13 @@ pub(crate) fn worst(results: Vec<Result<(), AppError>>) -> Result<(), AppError> 
     match errors.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Where the warehouse is, as a person reads it: a folder path for a local one, else its URL.
+pub(super) fn display_location(wh: &Warehouse) -> String {
+    match wh.root().to_file_path() {
+        Ok(p) => p.display().to_string(),
+        Err(_) => wh.root().to_string(),
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use super::error::AppError;
 use super::step::{Context, StepOutcome, step};
 use crate::cli::{SyncArgs, SyncTarget};
+use crate::provider::records::{Escrow, Transaction, Wallet};
 use crate::provider::{HeldAgents, Listings, Provider};
-use crate::sync::{SyncOptions, SyncReport, held, sync_escrows, sync_transactions, sync_wallets};
+use crate::sync::{SyncOptions, SyncReport, held, sync_table};
 
 pub(super) fn rows_failed(reports: &[SyncReport]) -> Result<(), AppError> {
     let failed: u64 = reports.iter().map(|r| r.failed).sum();
@@ -95,15 +96,15 @@ pub(super) async fn run_listed_sync(
     let wh = &ctx.settings.warehouse;
     if wanted(SyncTarget::Wallets) {
         let (commit, progress) = step(ctx, "sync.wallets", "wallets");
-        reports.push(sync_wallets(client, wh, &commit, opts, &progress).await?);
+        reports.push(sync_table::<Wallet>(client, wh, &commit, opts, &progress).await?);
     }
     if wanted(SyncTarget::Escrows) && !crate::stop::requested() {
         let (commit, progress) = step(ctx, "sync.escrows", "escrows");
-        reports.push(sync_escrows(client, wh, &commit, opts, &progress).await?);
+        reports.push(sync_table::<Escrow>(client, wh, &commit, opts, &progress).await?);
     }
     if wanted(SyncTarget::Transactions) && !crate::stop::requested() {
         let (commit, progress) = step(ctx, "sync.transactions", "transactions");
-        reports.push(sync_transactions(client, wh, &commit, opts, &progress).await?);
+        reports.push(sync_table::<Transaction>(client, wh, &commit, opts, &progress).await?);
     }
     log_reports(&reports);
     Ok(reports)

@@ -90,3 +90,40 @@ table_row! {
         pub escrow_tag: Option<String>,
     }
 }
+
+impl LogEvent {
+    /// An event with the columns every row has and no other: the caller sets the rest (`..LogEvent::new(..)`).
+    pub fn new(
+        operation_id: impl Into<String>,
+        kind: OpKind,
+        event: Event,
+        attempt: i32,
+        idempotency_key: impl Into<String>,
+        run_id: impl Into<String>,
+        recorded_at: DateTime<Utc>,
+    ) -> LogEvent {
+        LogEvent {
+            operation_id: operation_id.into(),
+            kind,
+            event,
+            attempt,
+            agent_id: None,
+            counterparty_agent_id: None,
+            amount_usd: None,
+            reason: None,
+            idempotency_key: idempotency_key.into(),
+            tx_id: None,
+            escrow_id: None,
+            http_status: None,
+            error_code: None,
+            error_message: None,
+            run_id: run_id.into(),
+            recorded_at,
+            recorded_date: recorded_at.date_naive(),
+            payer_agent_id: None,
+            decided_by: None,
+            note: None,
+            escrow_tag: None,
+        }
+    }
+}

@@ -9,7 +9,9 @@ use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
 use futures::StreamExt;
 
-use super::execution::{Attempts, Effect, Execution, Failure, Input, Stuck, may_start};
+use super::execution::{Attempts, Effect, Execution, Input, Stuck};
+use super::judgement::{Failure, may_start};
+use super::ledger_copy;
 use super::log::{
     IntentCommit, LogEvent, append_events, append_intents, history, intents_app_id, next_intents_version, payer_app_id,
 };
@@ -20,7 +22,7 @@ use crate::clock::Clock;
 use crate::hooks::{self, CrashPoint};
 use crate::ledger::history::CopiedTail;
 use crate::progress::Progress;
-use crate::provider::{LedgerEntry, Lookup, LookupContext, Provider, ProviderError, Receipt};
+use crate::provider::{Lookup, LookupContext, Provider, ProviderError, Receipt};
 use crate::tables::{CommitInfo, Warehouse};
 
 pub struct Executor<'a> {
@@ -89,8 +91,8 @@ impl<'a> Executor<'a> {
         // next reconcile.
         let payer = self.provider.held_agents().map(|h| h.payer_id().to_string());
         if ex.has_work() || payer.is_some() {
-            self.copy_ledgers().await;
-            self.unclaimed_debits(&mut ex, payer).await?;
+            ledger_copy::refresh(self.provider, self.wh, self.commit).await;
+            ledger_copy::unclaimed_debits(self.wh, &self.log, &mut ex, payer, self.clock.now()).await?;
         }
         let mut input = Input::Go;
         loop {
@@ -133,7 +135,7 @@ impl<'a> Executor<'a> {
                 }
                 Effect::BatchDone { copy_ledgers, done, total } => {
                     if copy_ledgers {
-                        self.copy_ledgers().await;
+                        ledger_copy::refresh(self.provider, self.wh, self.commit).await;
                     }
                     progress.batch_done(done, total, ex.report().unknown);
                     Input::Go
@@ -213,7 +215,7 @@ impl<'a> Executor<'a> {
             let tail = match (&s.payer, s.since) {
                 (Some(p), Some(since)) => {
                     if !tails.contains_key(p) {
-                        tails.insert(p.clone(), self.copied_tail(p, since).await);
+                        tails.insert(p.clone(), ledger_copy::tail(self.wh, p, since).await);
                     }
                     tails.get(p).unwrap_or(&none)
                 }
@@ -282,74 +284,5 @@ impl<'a> Executor<'a> {
         self.log.update_state().await.map_err(|e| PayoutError::write(crate::tables::PAYOUT_LOG.name, e))?;
         let ids: Vec<String> = steps.iter().map(|s| s.op.id.clone()).collect();
         history(&self.log, &ids).await
-    }
-
-    /// The payer's copied ledger as one unbroken chain from an hour before `since` (the evidence reaches
-    /// back that far for clock skew and slow sends) to the newest copied entry. A copy that cannot be read
-    /// is no evidence: the live window alone then decides, or leaves the outcome to a person.
-    async fn copied_tail(&self, payer: &str, since: chrono::DateTime<chrono::Utc>) -> CopiedTail {
-        let Some(wh) = self.wh else { return CopiedTail::default() };
-        match crate::ledger::history::unbroken_tail(wh, payer, since - chrono::Duration::hours(1)).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(payer, error = %e, "pfsync's ledger copy could not be read as evidence");
-                CopiedTail::default()
-            }
-        }
-    }
-
-    /// Say so when a payer's copied ledger of the last day holds debits that no operation claims and no
-    /// open unknown explains: the payer is used outside pfsync (or a request ran late). The ledger evidence
-    /// is unaffected (a candidate is one debit of the exact amount, unclaimed, after the intent), but an
-    /// operator should know.
-    async fn unclaimed_debits(&self, ex: &mut Execution, payer: Option<String>) -> Result<(), PayoutError> {
-        let Some(wh) = self.wh else { return Ok(()) };
-        let since = self.clock.now() - chrono::Duration::days(1);
-        let slack = chrono::Duration::hours(1);
-        let mut payers = ex.payers();
-        payers.extend(payer.filter(|p| !payers.contains(p)));
-        for payer in payers {
-            let debits = match crate::ledger::history::paying_debits(wh, &payer, since).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(payer, error = %e, "the ledger copy could not be read for unclaimed debits");
-                    continue;
-                }
-            };
-            let refs: Vec<String> = debits.iter().map(|(r, _)| r.clone()).collect();
-            let claims = super::log::claims_of(&self.log, &refs).await?;
-            let unclaimed: Vec<&(String, LedgerEntry)> = debits
-                .iter()
-                .filter(|(r, _)| !claims.contains_key(r))
-                .filter(|(_, e)| {
-                    let at = chrono::DateTime::from_timestamp(e.created_at, 0).unwrap_or_default();
-                    let amount = e.amount.to_usd_exact();
-                    !amount.is_some_and(|a| ex.explains(&payer, a, at, slack))
-                })
-                .collect();
-            if let Some((first, _)) = unclaimed.first() {
-                tracing::warn!(
-                    payer,
-                    unclaimed = unclaimed.len(),
-                    first = %first,
-                    "debits on the payer's ledger of the last day are claimed by no logged operation: the payer is \
-                     used outside pfsync, or a request ran late; reconcile reports each (unlogged_at_provider)"
-                );
-                ex.note_unclaimed_debits(unclaimed.len() as u64);
-            }
-        }
-        Ok(())
-    }
-
-    /// A failed copy loses nothing: the next copy reads the window again, and records a gap if the window
-    /// has moved past it.
-    async fn copy_ledgers(&self) {
-        let (Some(wh), Some(held)) = (self.wh, self.provider.held_agents()) else { return };
-        let commit = CommitInfo { run_id: self.commit.run_id.clone(), step: "sync.transactions" };
-        match crate::ledger::copy_ledgers(held, wh, &commit).await {
-            Ok(r) if r.gaps > 0 => tracing::warn!(gaps = r.gaps, "ledger copy during payouts found gaps"),
-            Ok(r) => tracing::debug!(inserted = r.inserted, "ledger copied after a batch"),
-            Err(e) => tracing::warn!(error = %e, "ledger copy during payouts failed; the next sync reads it again"),
-        }
     }
 }

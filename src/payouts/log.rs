@@ -237,6 +237,19 @@ pub(super) async fn collect(
     ctx.sql(sql).await.map_err(PayoutError::query(what))?.collect().await.map_err(PayoutError::query(what))
 }
 
+/// The distinct `columns` of the log's rows that match `filter`.
+async fn distinct_where(
+    ctx: &SessionContext,
+    filter: datafusion::prelude::Expr,
+    columns: &[&str],
+    what: &'static str,
+) -> Result<Vec<RecordBatch>, PayoutError> {
+    let df = ctx.table("log").await.map_err(PayoutError::query(what))?;
+    let df = df.filter(filter).map_err(PayoutError::query(what))?;
+    let df = df.select_columns(columns).map_err(PayoutError::query(what))?;
+    df.distinct().map_err(PayoutError::query(what))?.collect().await.map_err(PayoutError::query(what))
+}
+
 /// Every provider reference the log has recorded for a completed operation (`tx_id`). At a provider
 /// without key memory, a ledger entry is an unknown operation's outcome only if no other operation
 /// claimed it.
@@ -253,6 +266,15 @@ pub async fn claimed_tx_ids(table: &DeltaTable) -> Result<HashSet<String>, Payou
     Ok(out)
 }
 
+/// An intent with no outcome yet, as the lease reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenIntent {
+    pub operation_id: String,
+    pub attempt: i32,
+    /// The payer it debits; `None` for a row logged before the payer was recorded (it may be anyone's).
+    pub payer: Option<String>,
+}
+
 /// The intents recorded after `since` for these payers (or with no payer recorded: rows from before
 /// payers were) whose operation has no outcome yet, in any namespace and of any run: the lease. The
 /// caller tells its own intents from another process's.
@@ -260,7 +282,7 @@ pub async fn open_intents(
     table: &DeltaTable,
     payers: &[String],
     since: DateTime<Utc>,
-) -> Result<Vec<super::execution::OpenIntent>, PayoutError> {
+) -> Result<Vec<OpenIntent>, PayoutError> {
     use datafusion::prelude::{col, lit};
     let Some(ctx) = log_session(table).await? else { return Ok(Vec::new()) };
     let what = "reading the payout log's open intents";
@@ -269,17 +291,8 @@ pub async fn open_intents(
     let of_payers = col("payer_agent_id")
         .is_null()
         .or(col("payer_agent_id").in_list(payers.iter().map(|p| lit(p.clone())).collect(), false));
-    let df = ctx
-        .table("log")
-        .await
-        .map_err(PayoutError::query(what))?
-        .filter(col("event").eq(lit("intent")).and(col("recorded_at").gt(lit(since))).and(of_payers))
-        .map_err(PayoutError::query(what))?
-        .select_columns(&["operation_id"])
-        .map_err(PayoutError::query(what))?
-        .distinct()
-        .map_err(PayoutError::query(what))?;
-    let batches = df.collect().await.map_err(PayoutError::query(what))?;
+    let intents = col("event").eq(lit("intent")).and(col("recorded_at").gt(lit(since))).and(of_payers);
+    let batches = distinct_where(&ctx, intents, &["operation_id"], what).await?;
     let mut ids = Vec::new();
     for b in &batches {
         let a = strings(b, "operation_id")?;
@@ -292,7 +305,7 @@ pub async fn open_intents(
             .iter()
             .filter(|e| e.event == Event::Intent && e.attempt == attempt)
             .find_map(|e| e.payer_agent_id.clone());
-        open.push(super::execution::OpenIntent { operation_id: id, attempt, payer });
+        open.push(OpenIntent { operation_id: id, attempt, payer });
     }
     open.sort_by(|a, b| a.operation_id.cmp(&b.operation_id));
     Ok(open)
@@ -307,21 +320,10 @@ pub async fn claims_of(table: &DeltaTable, tx_ids: &[String]) -> Result<HashMap<
     }
     let Some(ctx) = log_session(table).await? else { return Ok(out) };
     let what = "reading who claims these provider transactions";
-    let df = ctx
-        .table("log")
-        .await
-        .map_err(PayoutError::query(what))?
-        .filter(
-            col("event")
-                .eq(lit("completed"))
-                .and(col("tx_id").in_list(tx_ids.iter().map(|t| lit(t.clone())).collect(), false)),
-        )
-        .map_err(PayoutError::query(what))?
-        .select_columns(&["tx_id", "operation_id"])
-        .map_err(PayoutError::query(what))?
-        .distinct()
-        .map_err(PayoutError::query(what))?;
-    for b in &df.collect().await.map_err(PayoutError::query(what))? {
+    let claiming = col("event")
+        .eq(lit("completed"))
+        .and(col("tx_id").in_list(tx_ids.iter().map(|t| lit(t.clone())).collect(), false));
+    for b in &distinct_where(&ctx, claiming, &["tx_id", "operation_id"], what).await? {
         let (t, o) = (strings(b, "tx_id")?, strings(b, "operation_id")?);
         for i in 0..b.num_rows() {
             out.entry(t.value(i).to_string()).or_default().push(o.value(i).to_string());

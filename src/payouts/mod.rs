@@ -6,8 +6,10 @@
 //! - `plan.rs`: a pure function from operations + history + options to what to look up, send or hold;
 //! - `execution.rs`: a pure state machine that carries the plan out batch by batch: intents committed
 //!   before money moves, outcomes after, unknown outcomes resolved only from the provider's evidence;
+//!   `judgement.rs` holds its rules for one step at a time (what evidence means, what waits, pacing);
 //! - `executor.rs`: the I/O that performs what the execution says, against a
-//!   [`Provider`](crate::provider::Provider), the log and the injected [`Clock`](crate::clock::Clock).
+//!   [`Provider`](crate::provider::Provider), the log and the injected [`Clock`](crate::clock::Clock);
+//!   `ledger_copy.rs` refreshes and reads the payers' ledger copy for it.
 //!
 //! The exactly-once argument, in full:
 //! - one idempotency key per operation, from namespace + kind + id only (`operation.rs`);
@@ -15,7 +17,7 @@
 //!   namespace's Delta application transaction, so two runs that read the log at once cannot both commit
 //!   intents for it: the second conflicts, re-reads and drops it (`execution.rs`, `plan::revise`);
 //! - an intent without an outcome is left alone while its run may still be sending (`plan::decide`); the
-//!   sender never starts a send that late (`execution::may_start`);
+//!   sender never starts a send that late (`judgement::may_start`);
 //! - after that, or after an unknown outcome, the provider is asked; "never executed" is concluded only
 //!   from evidence that proves it (a successful answer with zero rows for the key, or a ledger window that
 //!   covers the time since the intent: `provider::Provider::lookup`);
@@ -29,6 +31,8 @@ pub mod event;
 pub mod execution;
 pub mod executor;
 pub mod feed;
+pub mod judgement;
+mod ledger_copy;
 pub mod log;
 pub mod plan;
 pub mod read;
@@ -246,7 +250,7 @@ pub async fn run_payouts(
             kind: validate::RowKind::Op(op.kind()),
             code,
             message: r.message,
-            source_row: source::clip_marked(&format!("{op:?}"), validate::MAX_SOURCE_ROW_BYTES),
+            source_row: crate::text::clip_marked(&format!("{op:?}"), validate::MAX_SOURCE_ROW_BYTES),
         });
     }
     read.ops = ok;

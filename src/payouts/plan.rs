@@ -369,27 +369,10 @@ mod tests {
     fn ev(event: Event, attempt: i32, minutes_ago: i64) -> LogEvent {
         let at = now() - chrono::Duration::minutes(minutes_ago);
         LogEvent {
-            operation_id: "op".into(),
-            kind: OpKind::Payout,
-            event,
-            attempt,
             agent_id: Some("agent-1".into()),
-            counterparty_agent_id: None,
-            amount_usd: None,
             reason: Some("r".into()),
-            idempotency_key: "key".into(),
             tx_id: (event == Event::Completed).then(|| "tx".into()),
-            escrow_id: None,
-            http_status: None,
-            error_code: None,
-            error_message: None,
-            run_id: "run".into(),
-            recorded_at: at,
-            recorded_date: at.date_naive(),
-            payer_agent_id: None,
-            decided_by: None,
-            note: None,
-            escrow_tag: None,
+            ..LogEvent::new("op", OpKind::Payout, event, attempt, "key", "run", at)
         }
     }
 

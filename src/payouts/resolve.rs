@@ -607,27 +607,13 @@ mod tests {
 
     fn ev(id: &str, event: Event, attempt: i32, secs: i64) -> LogEvent {
         LogEvent {
-            operation_id: id.into(),
-            kind: OpKind::Payout,
-            event,
-            attempt,
             agent_id: Some("payee".into()),
-            counterparty_agent_id: None,
             amount_usd: Some(Usd::from_cents(333).unwrap()),
             reason: Some("r".into()),
-            idempotency_key: format!("pfsync:t:payout:{id}"),
             tx_id: (event == Event::Completed).then(|| format!("pay_{id}")),
-            escrow_id: None,
-            http_status: None,
             error_code: (event == Event::Unknown).then(|| "lookup_inconclusive".into()),
-            error_message: None,
-            run_id: "run".into(),
-            recorded_at: at(secs),
-            recorded_date: at(secs).date_naive(),
             payer_agent_id: Some("payer".into()),
-            decided_by: None,
-            note: None,
-            escrow_tag: None,
+            ..LogEvent::new(id, OpKind::Payout, event, attempt, format!("pfsync:t:payout:{id}"), "run", at(secs))
         }
     }
 

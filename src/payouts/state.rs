@@ -219,27 +219,9 @@ mod tests {
     fn ev(event: Event, attempt: i32) -> LogEvent {
         let at = chrono::DateTime::UNIX_EPOCH;
         LogEvent {
-            operation_id: "op".into(),
-            kind: OpKind::Payout,
-            event,
-            attempt,
-            agent_id: None,
-            counterparty_agent_id: None,
-            amount_usd: None,
-            reason: None,
-            idempotency_key: "key".into(),
             tx_id: (event == Event::Completed).then(|| "tx".into()),
-            escrow_id: None,
-            http_status: None,
             error_code: (event == Event::Rejected).then(|| "insufficient_funds".into()),
-            error_message: None,
-            run_id: "run".into(),
-            recorded_at: at,
-            recorded_date: at.date_naive(),
-            payer_agent_id: None,
-            decided_by: None,
-            note: None,
-            escrow_tag: None,
+            ..LogEvent::new("op", OpKind::Payout, event, attempt, "key", "run", at)
         }
     }
 

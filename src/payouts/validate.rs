@@ -194,7 +194,7 @@ impl RowCtx<'_> {
             kind: self.kind,
             code,
             message: message.into(),
-            source_row: super::source::clip_marked(self.source_row, MAX_SOURCE_ROW_BYTES),
+            source_row: crate::text::clip_marked(self.source_row, MAX_SOURCE_ROW_BYTES),
         }
     }
 
@@ -363,7 +363,7 @@ pub fn check_batch(
             kind: RowKind::Op(first.kind()),
             code,
             message,
-            source_row: super::source::clip_marked(&row, MAX_SOURCE_ROW_BYTES),
+            source_row: crate::text::clip_marked(&row, MAX_SOURCE_ROW_BYTES),
         };
         if copies.iter().any(|c| c.fingerprint() != first.fingerprint()) {
             rejects.push(reject(
@@ -421,7 +421,7 @@ pub fn check_batch(
             message: format!(
                 "create_action_id {c:?} is no valid escrow create in purpleflea.escrow.actions or the payout log"
             ),
-            source_row: super::source::clip_marked(
+            source_row: crate::text::clip_marked(
                 source_rows.get(&o.id).map(String::as_str).unwrap_or_default(),
                 MAX_SOURCE_ROW_BYTES,
             ),

@@ -194,27 +194,8 @@ mod tests {
 
     fn ev(event: Event, at: DateTime<Utc>) -> LogEvent {
         LogEvent {
-            operation_id: "p-1".into(),
-            kind: crate::operation::OpKind::Payout,
-            event,
-            attempt: 1,
-            agent_id: None,
-            counterparty_agent_id: None,
-            amount_usd: None,
-            reason: None,
-            idempotency_key: "pfsync:default:payout:p-1".into(),
-            tx_id: None,
-            escrow_id: None,
-            http_status: None,
             error_code: (event == Event::Unknown).then(|| "timeout".into()),
-            error_message: None,
-            run_id: "r".into(),
-            recorded_at: at,
-            recorded_date: at.date_naive(),
-            payer_agent_id: None,
-            decided_by: None,
-            note: None,
-            escrow_tag: None,
+            ..LogEvent::new("p-1", crate::operation::OpKind::Payout, event, 1, "pfsync:default:payout:p-1", "r", at)
         }
     }
 

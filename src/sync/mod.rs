@@ -15,10 +15,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::progress::Progress;
-use crate::provider::records::{Escrow, Transaction, Wallet};
-use crate::provider::{Listings, ProviderError};
-use crate::tables::{CommitInfo, TableError, Warehouse};
+use crate::provider::ProviderError;
+use crate::tables::TableError;
 
 pub use engine::sync_table;
 pub use entity::{Synced, WriteMode};
@@ -159,34 +157,4 @@ impl fmt::Display for SyncReport {
         }
         write!(f, "; table version {version} ({:.1}s)", self.elapsed.as_secs_f64())
     }
-}
-
-pub async fn sync_wallets(
-    listings: &dyn Listings,
-    wh: &Warehouse,
-    commit: &CommitInfo,
-    opts: &SyncOptions,
-    progress: &Progress,
-) -> Result<SyncReport, SyncError> {
-    sync_table::<Wallet>(listings, wh, commit, opts, progress).await
-}
-
-pub async fn sync_escrows(
-    listings: &dyn Listings,
-    wh: &Warehouse,
-    commit: &CommitInfo,
-    opts: &SyncOptions,
-    progress: &Progress,
-) -> Result<SyncReport, SyncError> {
-    sync_table::<Escrow>(listings, wh, commit, opts, progress).await
-}
-
-pub async fn sync_transactions(
-    listings: &dyn Listings,
-    wh: &Warehouse,
-    commit: &CommitInfo,
-    opts: &SyncOptions,
-    progress: &Progress,
-) -> Result<SyncReport, SyncError> {
-    sync_table::<Transaction>(listings, wh, commit, opts, progress).await
 }

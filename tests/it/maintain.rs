@@ -3,7 +3,8 @@
 
 use pfsync::maintain::{MaintainOptions, maintain_all};
 use pfsync::progress::Progress;
-use pfsync::sync::{SyncOptions, sync_transactions, sync_wallets};
+use pfsync::provider::records::{Transaction, Wallet};
+use pfsync::sync::{SyncOptions, sync_table};
 use pfsync::tables::{CommitInfo, TRANSACTIONS, WALLETS, open_existing};
 
 use crate::common::{PfsyncCommand, client, pfsync, sandbox, usd, warehouse};
@@ -17,8 +18,8 @@ async fn ten_incremental_appends_compact_into_few_files_and_stay_readable() {
     let commit = CommitInfo { run_id: "m".into(), step: "sync" };
     for round in 0..10 {
         sb.ledger().payout(&format!("agent-{:06}", round + 1), usd("1"), "round", None).unwrap();
-        sync_transactions(&c, &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.unwrap();
-        sync_wallets(&c, &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+        sync_table::<Transaction>(&c, &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+        sync_table::<Wallet>(&c, &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     }
     let files = |t: &deltalake::DeltaTable| t.get_file_uris().unwrap().count();
     let before = files(&open_existing(&wh, &TRANSACTIONS).await.unwrap().unwrap());

@@ -153,7 +153,15 @@ async fn every_bad_row_class_is_rejected_with_its_code_while_good_rows_are_paid(
     ) AS t(payout_id, agent_id, amount_usd, reason)"#;
     // The wallets table must exist for the unknown-agent check.
     let sc = CommitInfo { run_id: "s".into(), step: "sync" };
-    pfsync::sync::sync_wallets(&c, &wh, &sc, &Default::default(), &Progress::hidden()).await.unwrap();
+    pfsync::sync::sync_table::<pfsync::provider::records::Wallet>(
+        &c,
+        &wh,
+        &sc,
+        &Default::default(),
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap();
     let opts = PayoutOptions { payout_sql: Some(sql.into()), ..PayoutOptions::default() };
     let r = pay(&c, &wh, &opts).await;
     assert_eq!((r.completed, r.rejected_rows), (2, 12), "{r}");

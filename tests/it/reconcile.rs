@@ -7,11 +7,12 @@ use pfsync::payouts::log::{LogEvent, append_events};
 use pfsync::payouts::state::Event;
 use pfsync::payouts::{PayoutOptions, run_payouts};
 use pfsync::progress::Progress;
+use pfsync::provider::records::{Escrow, Transaction, Wallet};
 use pfsync::provider::seed::SeedClient as Client;
 use pfsync::provider::seed::wire::PayoutRequest;
 use pfsync::reconcile::{ReconcileOptions, ReconcileReport, reconcile, report};
 use pfsync::sandbox::{Sandbox, SandboxConfig, SeedConfig};
-use pfsync::sync::{SyncOptions, sync_escrows, sync_transactions, sync_wallets};
+use pfsync::sync::{SyncOptions, sync_table};
 use pfsync::tables::{CommitInfo, PAYOUT_LOG, Warehouse, open_existing};
 use serde_json::json;
 
@@ -25,9 +26,9 @@ fn commit(step: &'static str) -> CommitInfo {
 async fn sync_and_reconcile(c: &Client, wh: &Warehouse) -> ReconcileReport {
     let p = Progress::hidden();
     let o = SyncOptions::default();
-    sync_wallets(c, wh, &commit("sync"), &o, &p).await.unwrap();
-    sync_escrows(c, wh, &commit("sync"), &o, &p).await.unwrap();
-    sync_transactions(c, wh, &commit("sync"), &o, &p).await.unwrap();
+    sync_table::<Wallet>(c, wh, &commit("sync"), &o, &p).await.unwrap();
+    sync_table::<Escrow>(c, wh, &commit("sync"), &o, &p).await.unwrap();
+    sync_table::<Transaction>(c, wh, &commit("sync"), &o, &p).await.unwrap();
     reconcile(wh, &commit("reconcile"), &ReconcileOptions::default()).await.unwrap()
 }
 
@@ -106,27 +107,19 @@ async fn one_planted_example_of_every_class_gives_exactly_those_findings() {
     admin(&sb, Method::POST, "transactions", insert("agent-000008", 7.00, "pfsync:default:payout:p-rej")).await;
     let log = open_existing(&wh, &PAYOUT_LOG).await.unwrap().unwrap();
     let ev = |op: &str, event: Event, agent: &str, amount: &str, tx: Option<&str>, hours_ago: i64| LogEvent {
-        operation_id: op.into(),
-        kind: pfsync::operation::OpKind::Payout,
-        event,
-        attempt: 1,
         agent_id: Some(agent.into()),
-        counterparty_agent_id: None,
         amount_usd: Some(usd(amount)),
         reason: Some("planted".into()),
-        idempotency_key: format!("pfsync:default:payout:{op}"),
         tx_id: tx.map(str::to_string),
-        escrow_id: None,
-        http_status: None,
-        error_code: None,
-        error_message: None,
-        run_id: "planted-run".into(),
-        recorded_at: chrono::Utc::now() - chrono::Duration::hours(hours_ago),
-        recorded_date: (chrono::Utc::now() - chrono::Duration::hours(hours_ago)).date_naive(),
-        payer_agent_id: None,
-        decided_by: None,
-        note: None,
-        escrow_tag: None,
+        ..LogEvent::new(
+            op,
+            pfsync::operation::OpKind::Payout,
+            event,
+            1,
+            format!("pfsync:default:payout:{op}"),
+            "planted-run",
+            chrono::Utc::now() - chrono::Duration::hours(hours_ago),
+        )
     };
     let planted = [
         // The log says 2.50, the provider has 2.00.
@@ -298,7 +291,7 @@ async fn reconcile_binds_the_namespace_as_a_value_not_as_sql_text() {
         "idempotency_key": "pfsync:default:payout:ghost", "reference": "planted"});
     admin(&sb, reqwest::Method::POST, "transactions", ghost).await;
     let p = Progress::hidden();
-    sync_transactions(&c, &wh, &commit("sync"), &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Transaction>(&c, &wh, &commit("sync"), &SyncOptions::default(), &p).await.unwrap();
 
     // A quote in the namespace used to end the SQL string literal; as a bound value it is just text that
     // no key starts with.

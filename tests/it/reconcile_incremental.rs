@@ -150,27 +150,12 @@ fn rows_of(step: &Step, now: DateTime<Utc>, txs_so_far: &mut u32) -> (Vec<LogEve
             Action::Log { op, event, attempt, tx, minutes_ago } => {
                 let at = now - Duration::minutes(*minutes_ago);
                 events.push(LogEvent {
-                    operation_id: format!("op-{op}"),
-                    kind: kind_of(*op),
-                    event: *event,
-                    attempt: *attempt,
                     agent_id: Some(agent_of(*op)),
-                    counterparty_agent_id: None,
                     amount_usd: Some(amount_of(*op)),
                     reason: Some(reason_of(*op)),
-                    idempotency_key: key_of(*op),
                     tx_id: (*event == Event::Completed).then(|| tx.map(|t| format!("tx-{t}"))).flatten(),
-                    escrow_id: None,
-                    http_status: None,
-                    error_code: None,
-                    error_message: None,
-                    run_id: "history".into(),
-                    recorded_at: at,
-                    recorded_date: at.date_naive(),
-                    payer_agent_id: None,
                     decided_by: (matches!(event, Event::NeverRan | Event::Abandoned)).then(|| "ops@example.com".into()),
-                    note: None,
-                    escrow_tag: None,
+                    ..LogEvent::new(format!("op-{op}"), kind_of(*op), *event, *attempt, key_of(*op), "history", at)
                 });
             }
             Action::Tx { key, kind, agent, amount, reference, like_its_op, minutes_ago } => {

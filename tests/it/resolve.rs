@@ -211,27 +211,20 @@ fn event(id: &str, event: pfsync::payouts::event::Event, attempt: i32) -> pfsync
     use pfsync::payouts::event::Event;
     let at = chrono::Utc::now() - chrono::Duration::hours(1);
     pfsync::payouts::log::LogEvent {
-        operation_id: id.into(),
-        kind: pfsync::operation::OpKind::Payout,
-        event,
-        attempt,
         agent_id: Some("agent-000001".into()),
-        counterparty_agent_id: None,
         amount_usd: Some(crate::common::usd("1.00")),
         reason: Some(format!("r-{id}")),
-        idempotency_key: format!("pfsync:default:payout:{id}"),
         tx_id: (event == Event::Completed).then(|| format!("tx-{id}")),
-        escrow_id: None,
-        http_status: None,
         error_code: (event == Event::Unknown).then(|| "transport".into()),
-        error_message: None,
-        run_id: "run-a".into(),
-        recorded_at: at,
-        recorded_date: at.date_naive(),
-        payer_agent_id: None,
-        decided_by: None,
-        note: None,
-        escrow_tag: None,
+        ..pfsync::payouts::log::LogEvent::new(
+            id,
+            pfsync::operation::OpKind::Payout,
+            event,
+            attempt,
+            format!("pfsync:default:payout:{id}"),
+            "run-a",
+            at,
+        )
     }
 }
 

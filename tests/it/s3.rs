@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use pfsync::payouts::{PayoutOptions, run_payouts};
 use pfsync::progress::Progress;
+use pfsync::provider::records::{Escrow, Transaction, Wallet};
 use pfsync::reconcile::{ReconcileOptions, reconcile};
-use pfsync::sync::{SyncOptions, sync_escrows, sync_transactions, sync_wallets};
+use pfsync::sync::{SyncOptions, sync_table};
 use pfsync::tables::{ALL, CommitInfo, Warehouse, sql_context};
 
 use crate::common::{PaidBy, PfsyncCommand, assert_paid_once, client, pfsync, sandbox};
@@ -73,7 +74,7 @@ async fn every_table_is_written_and_read_back_on_s3() {
     let c = client(&sb);
     let p = Progress::hidden();
     let commit = CommitInfo { run_id: "s3-run".into(), step: "s3" };
-    sync_wallets(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Wallet>(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
     crate::payouts::write_pending(&wh, &[("s3-1", "agent-000001", "1.00", "r"), ("s3-2", "agent-000002", "2.50", "r")])
         .await;
     let r = run_payouts(
@@ -86,9 +87,9 @@ async fn every_table_is_written_and_read_back_on_s3() {
     .await
     .unwrap();
     assert_eq!(r.completed, 2, "{r}");
-    sync_wallets(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
-    sync_escrows(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
-    sync_transactions(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Wallet>(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Escrow>(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Transaction>(&c, &wh, &commit, &SyncOptions::default(), &p).await.unwrap();
     let rec = reconcile(&wh, &commit, &ReconcileOptions::default()).await.unwrap();
     assert_eq!(rec.open().count(), 0);
     crate::common::record_step(&wh, "s3-run", "s3", 1, 0).await;

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use pfsync::progress::Progress;
-use pfsync::sync::{SyncOptions, sync_wallets};
+use pfsync::provider::records::{Escrow, Transaction, Wallet};
+use pfsync::sync::{SyncOptions, sync_table};
 use pfsync::tables::{ALL, CommitInfo, ddl, sql_context};
 
 use crate::common::{client, sandbox, warehouse};
@@ -237,7 +238,7 @@ async fn every_analyst_query_runs_against_synced_tables() {
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
     let commit = CommitInfo { run_id: "sql-files".into(), step: "sync.wallets" };
-    sync_wallets(&client(&sb), &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+    sync_table::<Wallet>(&client(&sb), &wh, &commit, &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     // The sync step's record, as `pfsync sync` writes it: the freshness view and the queries on it read it.
     crate::common::record_step(&wh, "fresh-run", "sync", 201, 0).await;
     let ctx = sql_context(&wh).await.unwrap();
@@ -280,7 +281,6 @@ async fn every_auditor_query_runs_against_tables_the_job_wrote() {
     use datafusion::sql::sqlparser::{dialect::DatabricksDialect, parser::Parser};
     use pfsync::payouts::{PayoutOptions, run_payouts};
     use pfsync::reconcile::{ReconcileOptions, reconcile};
-    use pfsync::sync::{sync_escrows, sync_transactions};
 
     let sb = sandbox(30).await;
     let c = client(&sb);
@@ -290,7 +290,7 @@ async fn every_auditor_query_runs_against_tables_the_job_wrote() {
         .await;
     let p = Progress::hidden();
     let run = CommitInfo { run_id: "audit-run".into(), step: "payouts" };
-    sync_wallets(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Wallet>(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
     run_payouts(&pfsync::provider::seed::SeedProvider::new(c.clone(), true), &wh, &run, &PayoutOptions::default(), &p)
         .await
         .unwrap();
@@ -305,9 +305,9 @@ async fn every_auditor_query_runs_against_tables_the_job_wrote() {
     )
     .await
     .unwrap();
-    sync_wallets(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
-    sync_escrows(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
-    sync_transactions(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Wallet>(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Escrow>(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Transaction>(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
     let rec = CommitInfo { run_id: "audit-run".into(), step: "reconcile" };
     let report = reconcile(&wh, &rec, &ReconcileOptions::default()).await.unwrap();
     assert_eq!(report.open().count(), 1);
@@ -383,7 +383,6 @@ async fn every_reconcile_query_is_compiled_in_and_runs_against_tables_the_job_wr
     use pfsync::payouts::{PayoutOptions, run_payouts};
     use pfsync::reconcile::matching::{self, Params, QUERIES};
     use pfsync::reconcile::{ReconcileOptions, reconcile};
-    use pfsync::sync::{sync_escrows, sync_transactions};
 
     let mut files = Vec::new();
     for entry in std::fs::read_dir(repo("sql/reconcile")).unwrap() {
@@ -420,9 +419,9 @@ async fn every_reconcile_query_is_compiled_in_and_runs_against_tables_the_job_wr
     )
     .await
     .unwrap();
-    sync_wallets(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
-    sync_escrows(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
-    sync_transactions(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Wallet>(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Escrow>(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
+    sync_table::<Transaction>(&c, &wh, &run, &SyncOptions::default(), &p).await.unwrap();
     let rec = CommitInfo { run_id: "reconcile-sql".into(), step: "reconcile" };
     let report = reconcile(&wh, &rec, &ReconcileOptions::default()).await.unwrap();
     assert_eq!(report.open().count(), 1, "{}", pfsync::reconcile::report::text(&report));

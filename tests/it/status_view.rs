@@ -94,16 +94,11 @@ fn log_event(n: usize, kind: &'static str, step: &Step, seq: i64) -> LogEvent {
     let recorded_at = Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap() + Duration::seconds(seq);
     let escrow = format!("esc-{n}-{}", step.answer % 2);
     LogEvent {
-        operation_id: format!("op-{n}"),
-        kind: pfsync::operation::OpKind::parse(kind).expect("a kind the log knows"),
-        event: step.event,
-        attempt: step.attempt,
         agent_id: Some(format!("agent-{n:06}")),
         counterparty_agent_id: (kind == "escrow_create").then(|| "agent-999999".to_string()),
         amount_usd: matches!(kind, "payout" | "escrow_create")
             .then(|| pfsync::money::Usd::from_cents(100 + n as i64).unwrap()),
         reason: Some(format!("reason {n}")),
-        idempotency_key: format!("pfsync:test:{kind}:op-{n}"),
         tx_id: (step.event == Event::Completed && kind != "escrow_create")
             .then(|| format!("tx-{n}-{}", step.answer % 2)),
         // A release or dispute names its escrow from the intent on; a create learns it from the answer.
@@ -112,20 +107,20 @@ fn log_event(n: usize, kind: &'static str, step: &Step, seq: i64) -> LogEvent {
             "escrow_create" if step.event == Event::Completed => Some(escrow),
             _ => None,
         },
-        http_status: None,
         error_code: match step.event {
             Event::Rejected => Some(REJECT_CODES[step.answer % 4].to_string()),
             Event::Unknown => Some(UNKNOWN_CODES[step.answer % 4].to_string()),
             _ => None,
         },
-        error_message: None,
-        run_id: format!("run-{}", step.commit),
-        recorded_at,
-        recorded_date: recorded_at.date_naive(),
-        payer_agent_id: None,
-        decided_by: None,
-        note: None,
-        escrow_tag: None,
+        ..LogEvent::new(
+            format!("op-{n}"),
+            pfsync::operation::OpKind::parse(kind).expect("a kind the log knows"),
+            step.event,
+            step.attempt,
+            format!("pfsync:test:{kind}:op-{n}"),
+            format!("run-{}", step.commit),
+            recorded_at,
+        )
     }
 }
 

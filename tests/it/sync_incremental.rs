@@ -8,9 +8,10 @@ use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use futures::TryStreamExt;
 use pfsync::progress::Progress;
+use pfsync::provider::records::{Escrow, Transaction, Wallet};
 use pfsync::provider::seed::SeedClient as Client;
 use pfsync::sandbox::Sandbox;
-use pfsync::sync::{SyncError, SyncOptions, SyncReport, sync_escrows, sync_transactions, sync_wallets};
+use pfsync::sync::{SyncError, SyncOptions, SyncReport, sync_table};
 use pfsync::tables::{CommitInfo, ESCROWS, TRANSACTIONS, WALLETS, Warehouse, open_existing, sql_context};
 
 use crate::common::{client, sandbox, until, usd, warehouse};
@@ -22,9 +23,9 @@ fn commit(run: &str) -> CommitInfo {
 async fn sync_all(c: &Client, wh: &Warehouse, opts: &SyncOptions) -> Result<Vec<SyncReport>, SyncError> {
     let p = Progress::hidden();
     Ok(vec![
-        sync_wallets(c, wh, &commit("w"), opts, &p).await?,
-        sync_escrows(c, wh, &commit("e"), opts, &p).await?,
-        sync_transactions(c, wh, &commit("t"), opts, &p).await?,
+        sync_table::<Wallet>(c, wh, &commit("w"), opts, &p).await?,
+        sync_table::<Escrow>(c, wh, &commit("e"), opts, &p).await?,
+        sync_table::<Transaction>(c, wh, &commit("t"), opts, &p).await?,
     ])
 }
 
@@ -114,13 +115,13 @@ async fn a_change_to_three_wallets_updates_exactly_three_rows_as_cdf_shows() {
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
-    sync_wallets(&c, &wh, &commit("a"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+    sync_table::<Wallet>(&c, &wh, &commit("a"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     let v = open_existing(&wh, &WALLETS).await.unwrap().unwrap().version().unwrap();
     let changed = ["agent-000003", "agent-000042", "agent-000099"];
     for a in changed {
         sb.ledger().payout(a, usd("3.00"), "bonus", None).unwrap();
     }
-    let r = sync_wallets(&c, &wh, &commit("b"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+    let r = sync_table::<Wallet>(&c, &wh, &commit("b"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     assert_eq!((r.inserted, r.updated), (0, 3), "{r}");
     assert_eq!(r.version, Some(v + 1), "one commit");
 
@@ -161,7 +162,7 @@ async fn a_row_updated_during_paging_is_present_with_its_latest_value() {
     }
     let opts = SyncOptions { page_size: 10, ..SyncOptions::default() };
     let (cm, progress) = (commit("p"), Progress::hidden());
-    let sync = sync_wallets(&c, &wh, &cm, &opts, &progress);
+    let sync = sync_table::<Wallet>(&c, &wh, &cm, &opts, &progress);
     let before = sb.stats().requests;
     let change = async {
         // The 4th page asked for: three answered, past agent-000001 (seeded first); 18 to go.
@@ -201,7 +202,7 @@ async fn a_crash_between_pages_then_a_rerun_leaves_every_table_equal_to_the_api(
     }
     // Crash each table part-way in turn: wallets crash first, so force later tables through too.
     let p = Progress::hidden();
-    let _ = sync_escrows(
+    let _ = sync_table::<Escrow>(
         &c,
         &wh,
         &commit("e"),
@@ -209,7 +210,7 @@ async fn a_crash_between_pages_then_a_rerun_leaves_every_table_equal_to_the_api(
         &p,
     )
     .await;
-    let _ = sync_transactions(&c, &wh, &commit("t"), &crashing, &p).await;
+    let _ = sync_table::<Transaction>(&c, &wh, &commit("t"), &crashing, &p).await;
     sync_all(&c, &wh, &SyncOptions { page_size: 10, batch_rows: 25, ..SyncOptions::default() }).await.unwrap();
     assert_tables_equal_api(&sb, &wh).await;
 }
@@ -248,15 +249,16 @@ async fn incremental_reads_from_the_stored_position_and_appends_each_transaction
     // No overlap: only what changed is read, plus the row at the stored position itself (`since` is
     // inclusive), which is recognised as already held.
     let tight = SyncOptions { overlap: Duration::ZERO, ..SyncOptions::default() };
-    let r = sync_transactions(&c, &wh, &commit("t"), &tight, &Progress::hidden()).await.unwrap();
+    let r = sync_table::<Transaction>(&c, &wh, &commit("t"), &tight, &Progress::hidden()).await.unwrap();
     assert_eq!((r.rows_read, r.inserted, r.unchanged), (5, 4, 1), "{r}");
-    let r = sync_wallets(&c, &wh, &commit("w"), &tight, &Progress::hidden()).await.unwrap();
+    let r = sync_table::<Wallet>(&c, &wh, &commit("w"), &tight, &Progress::hidden()).await.unwrap();
     // (Several wallets can share the position's timestamp: one escrow touches buyer and seller at once.)
     assert_eq!((r.updated, r.rows_read - r.unchanged), (4, 4), "{r}");
     assert!(r.unchanged >= 1, "{r}");
     // With the default 5-minute overlap everything seeded seconds ago is read again, and nothing doubles.
     sb.ledger().payout("agent-000005", usd("2"), "incr", None).unwrap();
-    let r = sync_transactions(&c, &wh, &commit("t"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+    let r =
+        sync_table::<Transaction>(&c, &wh, &commit("t"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     assert_eq!(r.inserted, 1, "{r}");
     assert!(r.unchanged > 80, "{r}");
     sync_all(&c, &wh, &SyncOptions::default()).await.unwrap();
@@ -275,10 +277,10 @@ async fn full_refresh_touches_every_listed_row_and_keeps_vanished_ones() {
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
     server.set_wallets(vec![drift::wallet("a1", "1.00"), drift::wallet("a2", "2.00"), drift::wallet("a3", "3.00")]);
-    sync_wallets(&c, &wh, &commit("1"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+    sync_table::<Wallet>(&c, &wh, &commit("1"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     server.set_wallets(vec![drift::wallet("a1", "1.00"), drift::wallet("a3", "3.50")]);
     let full = SyncOptions { full: true, ..SyncOptions::default() };
-    let r = sync_wallets(&c, &wh, &commit("2"), &full, &Progress::hidden()).await.unwrap();
+    let r = sync_table::<Wallet>(&c, &wh, &commit("2"), &full, &Progress::hidden()).await.unwrap();
     assert_eq!((r.updated, r.missing), (2, 1), "{r}");
     let t = table_as_text(&wh, "SELECT agent_id, balance_usd FROM purpleflea.agents.wallets").await;
     assert_eq!(t.len(), 3, "a2 is kept");
@@ -304,7 +306,7 @@ async fn schema_drift_fails_only_the_bad_rows_and_names_field_and_id() {
     let mut mistyped = drift::wallet("bad-type", "1.00");
     mistyped["active_escrow_count"] = serde_json::json!("three");
     server.set_wallets(vec![extra, missing, mistyped, drift::wallet("ok-2", "2.00")]);
-    let r = sync_wallets(&c, &wh, &commit("d"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+    let r = sync_table::<Wallet>(&c, &wh, &commit("d"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     assert_eq!((r.rows_read, r.inserted, r.failed), (4, 2, 2), "{r}");
     let t = table_as_text(&wh, "SELECT agent_id, balance_usd FROM purpleflea.agents.wallets").await;
     let mut keys: Vec<_> = t.keys().cloned().collect();

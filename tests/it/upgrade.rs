@@ -22,27 +22,18 @@ async fn old_log(wh: &Warehouse, extra: Option<deltalake::kernel::StructField>) 
     // One event, as the earlier version wrote it (its columns only).
     let at = chrono::Utc::now();
     let e = pfsync::payouts::log::LogEvent {
-        operation_id: "p-old".into(),
-        kind: pfsync::operation::OpKind::Payout,
-        event: pfsync::payouts::state::Event::Intent,
-        attempt: 1,
         agent_id: Some("agent-1".into()),
-        counterparty_agent_id: None,
         amount_usd: Some(pfsync::money::Usd::from_cents(150).unwrap()),
         reason: Some("r".into()),
-        idempotency_key: "pfsync:default:payout:p-old".into(),
-        tx_id: None,
-        escrow_id: None,
-        http_status: None,
-        error_code: None,
-        error_message: None,
-        run_id: "earlier".into(),
-        recorded_at: at,
-        recorded_date: at.date_naive(),
-        payer_agent_id: None,
-        decided_by: None,
-        note: None,
-        escrow_tag: None,
+        ..pfsync::payouts::log::LogEvent::new(
+            "p-old",
+            pfsync::operation::OpKind::Payout,
+            pfsync::payouts::state::Event::Intent,
+            1,
+            "pfsync:default:payout:p-old",
+            "earlier",
+            at,
+        )
     };
     use pfsync::tables::row::Row;
     let full = pfsync::payouts::log::LogEvent::to_batch(&[e]).unwrap();

@@ -9,7 +9,8 @@ use arrow::datatypes::{DataType, TimeUnit};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::TryStreamExt;
 use pfsync::progress::Progress;
-use pfsync::sync::{SyncOptions, sync_wallets};
+use pfsync::provider::records::Wallet;
+use pfsync::sync::{SyncOptions, sync_table};
 use pfsync::tables::{CommitInfo, TableError, WALLETS, Warehouse, sql_context};
 use serde_json::Value;
 
@@ -75,7 +76,8 @@ async fn a_synced_wallets_table_is_readable_by_another_engine() {
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
-    let report = sync_wallets(&c, &wh, &commit("run-1"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+    let report =
+        sync_table::<Wallet>(&c, &wh, &commit("run-1"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     assert_eq!((report.rows_read, report.inserted, report.failed), (251, 251, 0));
 
     // 1. Through the deltalake crate.
@@ -151,14 +153,14 @@ async fn syncing_twice_leaves_one_row_per_agent_with_the_latest_values() {
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
-    sync_wallets(&c, &wh, &commit("a"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+    sync_table::<Wallet>(&c, &wh, &commit("a"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     {
         let mut l = sb.ledger();
         l.payout("agent-000005", usd("100.01"), "bonus", None).unwrap();
         l.faucet_claim("agent-000006", None).unwrap();
     }
     let opts = SyncOptions { page_size: 7, batch_rows: 50, ..SyncOptions::default() };
-    let r = sync_wallets(&c, &wh, &commit("b"), &opts, &Progress::hidden()).await.unwrap();
+    let r = sync_table::<Wallet>(&c, &wh, &commit("b"), &opts, &Progress::hidden()).await.unwrap();
     assert_eq!((r.inserted, r.updated, r.unchanged, r.failed), (0, 2, 119, 0));
     let batches =
         query(&wh, "SELECT count(*) AS n, count(DISTINCT agent_id) AS d FROM purpleflea.agents.wallets").await;
@@ -177,7 +179,7 @@ async fn the_seed_query_runs_verbatim_over_the_synced_table() {
     let c = client(&sb);
     let dir = tempfile::tempdir().unwrap();
     let wh = warehouse(&dir);
-    sync_wallets(&c, &wh, &commit("q"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
+    sync_table::<Wallet>(&c, &wh, &commit("q"), &SyncOptions::default(), &Progress::hidden()).await.unwrap();
     let batches = query(&wh, pfsync::app::SEED_QUERY).await;
     let mut earned = Vec::new();
     for b in &batches {
@@ -211,7 +213,8 @@ async fn an_existing_table_with_another_schema_is_refused_untouched() {
         .await
         .unwrap();
     let version = wrong.version();
-    let e = sync_wallets(&c, &wh, &commit("x"), &SyncOptions::default(), &Progress::hidden()).await.unwrap_err();
+    let e =
+        sync_table::<Wallet>(&c, &wh, &commit("x"), &SyncOptions::default(), &Progress::hidden()).await.unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, pfsync::sync::SyncError::Table(TableError::IncompatibleSchema { .. })), "{msg}");
     assert!(msg.contains("wallet_address") || msg.contains("balance_usd"), "{msg}");
