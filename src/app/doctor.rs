@@ -60,7 +60,12 @@ async fn run_checks(global: &GlobalArgs, args: &DoctorArgs) -> Vec<Check> {
         let names: Vec<_> =
             crate::tables::ALL.iter().map(|s| s.table_name()).filter(|n| !settings.warehouse.is_mapped(n)).collect();
         let proxy = settings.proxy.as_ref().map(|p| p.url().clone());
-        if let Err(e) = crate::tables::unity::resolve(&mut settings.warehouse, &section, proxy.as_ref(), names).await {
+        let catalog = crate::tables::unity::Catalog {
+            workspace_url: section.workspace_url.as_deref(),
+            vend_credentials: section.vend_credentials,
+            proxy: proxy.as_ref(),
+        };
+        if let Err(e) = crate::tables::unity::resolve(&mut settings.warehouse, &catalog, names).await {
             let e = AppError::from(e);
             checks.push(Check::fail("tables", e.exit(), format!("table locations from Unity Catalog: {e}")));
             return checks;

@@ -66,9 +66,12 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         let names: Vec<_> =
             crate::tables::ALL.iter().map(|s| s.table_name()).filter(|n| !settings.warehouse.is_mapped(n)).collect();
         let proxy = settings.proxy.as_ref().map(|p| p.url().clone());
-        for (name, url) in
-            crate::tables::unity::resolve(&mut settings.warehouse, &section, proxy.as_ref(), names).await?
-        {
+        let catalog = crate::tables::unity::Catalog {
+            workspace_url: section.workspace_url.as_deref(),
+            vend_credentials: section.vend_credentials,
+            proxy: proxy.as_ref(),
+        };
+        for (name, url) in crate::tables::unity::resolve(&mut settings.warehouse, &catalog, names).await? {
             tracing::info!(table = %name, location = %url, "location from Unity Catalog");
         }
     }

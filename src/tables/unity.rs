@@ -12,7 +12,6 @@ use deltalake_catalog_unity::{UnityCatalog, UnityCatalogBuilder};
 use url::Url;
 
 use super::name::{TableName, Warehouse, location_url};
-use crate::config::UnitySection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnityError {
@@ -47,11 +46,21 @@ pub enum UnityError {
     Request { table: String, message: String },
 }
 
-/// The catalog client, from `DATABRICKS_*` / `UNITY_*` environment variables plus the config section. The
+/// Where the catalog is and what to ask of it: the configuration's `[unity]` section and `[http] proxy`.
+pub struct Catalog<'a> {
+    /// Defaults to `DATABRICKS_HOST` (or `UNITY_WORKSPACE_URL`).
+    pub workspace_url: Option<&'a str>,
+    /// Ask for short-lived storage credentials per table (credential vending).
+    pub vend_credentials: bool,
+    pub proxy: Option<&'a Url>,
+}
+
+/// The catalog client, from `DATABRICKS_*` / `UNITY_*` environment variables plus the configuration. The
 /// token only ever comes from the environment.
-fn catalog(section: &UnitySection, proxy: Option<&Url>) -> Result<UnityCatalog, UnityError> {
-    let host = match &section.workspace_url {
-        Some(u) => Some(u.clone()),
+fn catalog(c: &Catalog<'_>) -> Result<UnityCatalog, UnityError> {
+    let proxy = c.proxy;
+    let host = match c.workspace_url {
+        Some(u) => Some(u.to_string()),
         None => std::env::var("DATABRICKS_HOST").ok().or_else(|| std::env::var("UNITY_WORKSPACE_URL").ok()),
     };
     let Some(host) = host else {
@@ -81,11 +90,10 @@ fn catalog(section: &UnitySection, proxy: Option<&Url>) -> Result<UnityCatalog, 
 /// Look up every name in `names` and point the warehouse at what the catalog says.
 pub async fn resolve(
     wh: &mut Warehouse,
-    section: &UnitySection,
-    proxy: Option<&Url>,
+    at: &Catalog<'_>,
     names: impl IntoIterator<Item = TableName>,
 ) -> Result<Vec<(TableName, Url)>, UnityError> {
-    let uc = catalog(section, proxy)?;
+    let uc = catalog(at)?;
     let mut resolved = Vec::new();
     for name in names {
         let table = name.to_string();
@@ -114,7 +122,7 @@ pub async fn resolve(
             message,
         })?;
         let mut options = HashMap::new();
-        if section.vend_credentials {
+        if at.vend_credentials {
             let creds = uc
                 .get_temp_table_credentials_with_permission(
                     name.catalog.as_str(),
