@@ -14,19 +14,6 @@ pub fn clip(s: &str, max_bytes: usize) -> &str {
     &s[..end]
 }
 
-/// `s` within `max` bytes: as it is when it fits, else its start, `...` and a digest of the whole
-/// (`(sha256:` and 16 hex digits`)`).
-pub fn clip_marked(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(s.as_bytes());
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let mark = format!("...(sha256:{hex})");
-    format!("{}{mark}", clip(s, max.saturating_sub(mark.len())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,17 +26,5 @@ mod tests {
         for (max, want) in cases {
             assert_eq!(clip(s, max), want, "{max}");
         }
-    }
-
-    #[test]
-    fn a_clipped_text_keeps_a_digest_of_what_was_cut() {
-        assert_eq!(clip_marked("short", 64), "short");
-        let (a, b) = ("x".repeat(100) + "a", "x".repeat(100) + "b");
-        let (ca, cb) = (clip_marked(&a, 64), clip_marked(&b, 64));
-        assert!(ca.len() <= 64 && cb.len() <= 64, "{ca}");
-        assert_ne!(ca, cb, "two rows that differ only past the clip are two versions");
-        assert!(ca.starts_with("xxx") && ca.contains("...(sha256:"), "{ca}");
-        // Never cut inside a character.
-        assert!(clip_marked(&"é".repeat(100), 64).len() <= 64);
     }
 }

@@ -250,7 +250,7 @@ pub async fn run_payouts(
             kind: validate::RowKind::Op(op.kind()),
             code,
             message: r.message,
-            source_row: crate::text::clip_marked(&format!("{op:?}"), validate::MAX_SOURCE_ROW_BYTES),
+            source_row: validate::clip_marked(&format!("{op:?}"), validate::MAX_SOURCE_ROW_BYTES),
         });
     }
     read.ops = ok;

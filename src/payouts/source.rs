@@ -18,11 +18,10 @@ use futures::future::BoxFuture;
 
 use super::PayoutError;
 use super::validate::{
-    MAX_SOURCE_ROW_BYTES, RawAction, RawAmount, RawPayout, Reject, validate_action, validate_payout,
+    MAX_SOURCE_ROW_BYTES, RawAction, RawAmount, RawPayout, Reject, clip_marked, validate_action, validate_payout,
 };
 use crate::money::{MoneyError, Usd};
 use crate::operation::Operation;
-use crate::text::clip_marked;
 
 /// One row of any source, before validation.
 #[derive(Debug, Clone, PartialEq)]

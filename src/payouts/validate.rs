@@ -194,7 +194,7 @@ impl RowCtx<'_> {
             kind: self.kind,
             code,
             message: message.into(),
-            source_row: crate::text::clip_marked(self.source_row, MAX_SOURCE_ROW_BYTES),
+            source_row: clip_marked(self.source_row, MAX_SOURCE_ROW_BYTES),
         }
     }
 
@@ -363,7 +363,7 @@ pub fn check_batch(
             kind: RowKind::Op(first.kind()),
             code,
             message,
-            source_row: crate::text::clip_marked(&row, MAX_SOURCE_ROW_BYTES),
+            source_row: clip_marked(&row, MAX_SOURCE_ROW_BYTES),
         };
         if copies.iter().any(|c| c.fingerprint() != first.fingerprint()) {
             rejects.push(reject(
@@ -421,13 +421,26 @@ pub fn check_batch(
             message: format!(
                 "create_action_id {c:?} is no valid escrow create in purpleflea.escrow.actions or the payout log"
             ),
-            source_row: crate::text::clip_marked(
+            source_row: clip_marked(
                 source_rows.get(&o.id).map(String::as_str).unwrap_or_default(),
                 MAX_SOURCE_ROW_BYTES,
             ),
         });
     }
     (keep, rejects)
+}
+
+/// `s` within `max` bytes: as it is when it fits, else its start, `...` and a digest of the whole
+/// (`(sha256:` and 16 hex digits`)`).
+pub fn clip_marked(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let mark = format!("...(sha256:{hex})");
+    format!("{}{mark}", crate::text::clip(s, max.saturating_sub(mark.len())))
 }
 
 #[cfg(test)]
@@ -609,5 +622,17 @@ mod tests {
         let codes: Vec<(&str, &str)> =
             rejects.iter().map(|r| (r.operation_id.as_deref().unwrap(), r.code.as_str())).collect();
         assert_eq!(codes, [("d3", "unknown_create_action")]);
+    }
+
+    #[test]
+    fn a_clipped_text_keeps_a_digest_of_what_was_cut() {
+        assert_eq!(clip_marked("short", 64), "short");
+        let (a, b) = ("x".repeat(100) + "a", "x".repeat(100) + "b");
+        let (ca, cb) = (clip_marked(&a, 64), clip_marked(&b, 64));
+        assert!(ca.len() <= 64 && cb.len() <= 64, "{ca}");
+        assert_ne!(ca, cb, "two rows that differ only past the clip are two versions");
+        assert!(ca.starts_with("xxx") && ca.contains("...(sha256:"), "{ca}");
+        // Never cut inside a character.
+        assert!(clip_marked(&"é".repeat(100), 64).len() <= 64);
     }
 }

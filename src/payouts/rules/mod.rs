@@ -139,7 +139,7 @@ impl RawRule {
             kind: RowKind::EscrowRule,
             code,
             message,
-            source_row: crate::text::clip_marked(&self.source_row, MAX_SOURCE_ROW_BYTES),
+            source_row: crate::payouts::validate::clip_marked(&self.source_row, MAX_SOURCE_ROW_BYTES),
         };
         let invalid = |m: &str| reject(RejectCode::InvalidRule, m.to_string());
         let rule_id = self.rule_id.clone().ok_or_else(|| reject(RejectCode::MissingId, "rule_id is missing".into()))?;

@@ -229,7 +229,7 @@ impl Rules {
                     kind: RowKind::EscrowRule,
                     code: RejectCode::InvalidRule,
                     message: e.to_string(),
-                    source_row: crate::text::clip_marked(&raw.source_row, MAX_SOURCE_ROW_BYTES),
+                    source_row: crate::payouts::validate::clip_marked(&raw.source_row, MAX_SOURCE_ROW_BYTES),
                 })));
             }
             Err(Halt::Mlflow(e)) => return Err(PayoutError::Mlflow(e)),
