@@ -6,7 +6,7 @@
 //! every phase (the machine may be shared).
 //!
 //! `cargo bench --bench reconcile` (PFSYNC_BENCH_SIZES=1000000,3000000,10000000 by default, each in its own
-//! child process; PFSYNC_BENCH_MEMORY_MIB sets the rebuild's memory limit, 512 by default).
+//! child process; PFSYNC_BENCH_MEMORY_MIB sets the rebuild's memory limit, pfsync's default if unset).
 
 mod common;
 
@@ -137,7 +137,8 @@ fn phase_main(phase: &str, n: usize, dir: &Path) {
     rt.block_on(async {
         let wh = Warehouse::local(dir).expect("warehouse");
         let setup = CommitInfo { run_id: "bench".into(), step: "bench" };
-        let memory_mib: usize = common::env_or("PFSYNC_BENCH_MEMORY_MIB", 512);
+        let memory_mib: usize =
+            common::env_or("PFSYNC_BENCH_MEMORY_MIB", pfsync::reconcile::limits::DEFAULT_MEMORY_LIMIT_MIB as usize);
         let load_before = load1();
         let t = Instant::now();
         let figures: Vec<(&str, f64)> = match phase {
@@ -165,6 +166,8 @@ fn phase_main(phase: &str, n: usize, dir: &Path) {
                 let opts = ReconcileOptions {
                     full: phase == "full",
                     memory_limit: memory_mib * 1024 * 1024,
+                    // How many passes a rebuild makes (`--rebuild-passes`); unset: as many as pfsync picks.
+                    passes: std::env::var("PFSYNC_BENCH_PASSES").ok().and_then(|p| p.parse().ok()),
                     ..ReconcileOptions::default()
                 };
                 let commit = CommitInfo { run_id: format!("bench-{phase}"), step: "reconcile" };
@@ -233,6 +236,13 @@ fn du_mib(dir: &Path) -> f64 {
 
 fn run_one(n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let memory_mib: usize =
+        common::env_or("PFSYNC_BENCH_MEMORY_MIB", pfsync::reconcile::limits::DEFAULT_MEMORY_LIMIT_MIB as usize);
+    // The passes the full phase makes: as it is told, else as pfsync picks them for the log's 2N events.
+    let rebuild_passes: u32 = std::env::var("PFSYNC_BENCH_PASSES")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| pfsync::reconcile::passes::count(2 * n as u64, memory_mib * 1024 * 1024));
     let get = |v: &[(String, f64)], k: &str| v.iter().find(|(n, _)| n == k).map(|(_, x)| *x).unwrap_or(f64::NAN);
     let (gen_secs, _, gen_load, _, _) = phase("generate", n, dir.path());
     println!(
@@ -274,7 +284,8 @@ fn run_one(n: usize) {
             ("rerun_load_before", rerun_load0),
             ("rerun_load_after", rerun_load1),
             ("disk_mib", du_mib(dir.path())),
-            ("memory_limit_mib", common::env_or("PFSYNC_BENCH_MEMORY_MIB", 512) as f64),
+            ("memory_limit_mib", memory_mib as f64),
+            ("rebuild_passes", rebuild_passes as f64),
         ],
     );
 }

@@ -387,23 +387,24 @@ fn reconcile(w: &mut String, rs: &[&Result]) {
         w,
         "A year of history: N completed payouts in the log (2N events, intent and completed, over 365 daily\n\
          partitions, one commit a day) against N matching provider transactions, written straight into the\n\
-         Delta tables. Then `reconcile --full` (the rebuild from the whole history, its queries under a\n\
-         memory limit that spills to disk), then 1% more operations in one commit (an hour's run), then a\n\
+         Delta tables. Then `reconcile --full` (the rebuild from the whole history, in passes over buckets of\n\
+         operations, its queries under a memory limit that spills to disk), then 1% more operations in one commit (an hour's run), then a\n\
          plain `reconcile`, which reads only what changed. Each phase runs in a process of its own, so each\n\
          peak RSS is that phase's alone. The load average is the machine's (1 minute) at the start of the\n\
          phase: it is shared, and a load above 2 slows every figure.\n"
     );
     let _ = writeln!(
         w,
-        "| operations | full rebuild | operations/s | peak RSS | load | rerun after 1% more | rerun share of the rebuild | rerun peak RSS | operations the rerun classified | on disk |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| operations | full rebuild | passes | operations/s | peak RSS | load | rerun after 1% more | rerun share of the rebuild | rerun peak RSS | operations the rerun classified | on disk |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rs {
         let _ = writeln!(
             w,
-            "| {} | {:.1} s | {} | {} MiB | {:.1} | {:.2} s | {:.1}% | {} MiB | {} | {} MiB |",
+            "| {} | {:.1} s | {} | {} | {} MiB | {:.1} | {:.2} s | {:.1}% | {} MiB | {} | {} MiB |",
             n(r.size as f64),
             r.get("secs"),
+            n(r.get("rebuild_passes")),
             n(r.get("ops_per_sec")),
             n(r.get("rss_mib")),
             r.get("full_load_before"),
@@ -425,7 +426,12 @@ fn reconcile(w: &mut String, rs: &[&Result]) {
         ],
     );
     let limit = rs[0].get("memory_limit_mib");
-    let _ = writeln!(w, "The rebuild's queries ran with a memory limit of {} MiB (`--memory-limit-mib`).\n", n(limit));
+    let _ = writeln!(
+        w,
+        "The rebuild's queries ran with a memory limit of {} MiB (`--memory-limit-mib`), in the passes shown \
+         (`--rebuild-passes`; pfsync picks them from the log's size and the limit unless told).\n",
+        n(limit)
+    );
     let _ = writeln!(w, "Targets (issue 24), at every size:\n");
     let _ = writeln!(w, "| target | figure | verdict |\n|---|---:|---|");
     let worst_share = rs.iter().map(|r| r.get("rerun_share")).fold(f64::NAN, f64::max);

@@ -741,6 +741,11 @@ pub struct ReconcileFlags {
     #[arg(long, default_value_t = crate::reconcile::limits::DEFAULT_MEMORY_LIMIT_MIB, value_name = "MIB",
           value_parser = clap::value_parser!(u32).range(64..))]
     pub memory_limit_mib: u32,
+
+    /// Passes a rebuild makes over buckets of operations, each with a fraction of the memory one pass needs
+    /// (default: as many as the payout log's size and --memory-limit-mib call for, one for a small history).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=crate::reconcile::passes::MAX_PASSES as i64))]
+    pub rebuild_passes: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,8 @@
 -- operations' rows of purpleflea.payouts.classification as a full rebuild writes them (settled: matched,
 -- final, not read again until new data concerns it).
 -- DataFusion SQL, run by `pfsync reconcile` when it rebuilds (`--full`, a first run, or history it cannot read
--- as appends) under a memory limit, spilling to disk (src/reconcile/rebuild.rs). Other runs apply the same
+-- as appends) under a memory limit, spilling to disk, once per bucket of operations when the history is
+-- large (src/reconcile/rebuild.rs, passes.rs). Other runs apply the same
 -- rules to what changed (src/reconcile/classify.rs, merge.rs); a property test holds the two equal, row for
 -- row. Not deployed to Databricks.
 -- Parameter: $stale_before, a UTC timestamp (now minus --stale-after-secs).

@@ -6,7 +6,8 @@
 -- recorded as its own outcome (its tx_id: a provider that keeps no keys, or a person's `pfsync resolve`) is
 -- that payout, not a repeat of it. A later run matches the
 -- transactions it reads against these rows instead of the whole ledger.
--- DataFusion SQL, run by `pfsync reconcile` when it rebuilds (src/reconcile/rebuild.rs); not deployed.
+-- DataFusion SQL, run by `pfsync reconcile` when it rebuilds (src/reconcile/rebuild.rs; once per bucket of a large
+-- history, passes.rs); not deployed.
 -- Parameter: $key_prefix, the namespace's key prefix (`pfsync:<namespace>:`), bound as a value so a
 -- namespace is never spliced into the SQL text. The prefix test is written with left() because DataFusion
 -- spells it starts_with and Spark startswith; LIKE would read a `_` in the namespace as a wildcard.

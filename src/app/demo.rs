@@ -110,6 +110,7 @@ pub(super) async fn demo(ctx: &Context, args: &DemoArgs) -> Result<(), AppError>
             fail_on: Vec::new(),
             full: false,
             memory_limit_mib: crate::reconcile::limits::DEFAULT_MEMORY_LIMIT_MIB,
+            rebuild_passes: None,
         },
         no_sync: true,
     };

@@ -58,6 +58,7 @@ pub(super) async fn reconcile_and_report(ctx: &Context, args: &ReconcileArgs) ->
         stale_after: Duration::from_secs(args.flags.stale_after_secs),
         full: args.flags.full,
         memory_limit: args.flags.memory_limit_mib as usize * 1024 * 1024,
+        passes: args.flags.rebuild_passes,
     };
     let commit = CommitInfo { run_id: ctx.run_id.clone(), step: "reconcile" };
     let report = crate::reconcile::reconcile(&ctx.settings.warehouse, &commit, &opts).await.map_err(|e| {

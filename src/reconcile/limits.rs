@@ -1,10 +1,11 @@
 //! The bounds of a reconcile run, a leaf the CLI reads for its defaults.
 
-/// Memory a rebuild's queries may hold, in MiB, before they spill to disk. Measured (BENCHMARKS.md): with
-/// 2 GiB a rebuild of 10 million operations peaked at 2.1 to 2.3 GiB of process memory; with 512 MiB one of 3
-/// million fails, since the sorts that finish in memory keep their output there while the sort-merge joins
-/// read it, and the aggregation after them is left too little to start even its spilling.
-pub const DEFAULT_MEMORY_LIMIT_MIB: u32 = 2048;
+/// Memory a rebuild's queries may hold, in MiB, before they spill to disk. A rebuild splits a large history
+/// into passes budgeted at half of it each (`passes.rs`): in one pass, 10 million operations needed about
+/// 2 GiB (the sorts that finish in memory keep their output there while the sort-merge joins read it) and
+/// 1,280 MiB ran out; in 10 passes under this default they peaked at 1,344 MiB of process memory
+/// (BENCHMARKS.md).
+pub const DEFAULT_MEMORY_LIMIT_MIB: u32 = 1024;
 
 /// How many rows (appended log events and transactions, and stored rows read back) a run that reads only
 /// what changed holds in memory at most, about half a kilobyte each; beyond it the run rebuilds instead,

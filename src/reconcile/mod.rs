@@ -24,6 +24,7 @@ pub mod live_totals;
 pub mod matching;
 pub mod merge;
 pub mod own;
+pub mod passes;
 pub mod pool;
 pub mod rebuild;
 pub mod refused;
@@ -94,6 +95,9 @@ pub enum ReconcileError {
     Sum { what: &'static str },
     #[error("cannot write the report {path}: {source}")]
     Report { path: String, source: std::io::Error },
+    /// A rebuild in passes could not write or close its bucket files (TMPDIR full or not writable).
+    #[error("the rebuild's bucket files in {path}: {source}; TMPDIR needs room for about 60 bytes per operation")]
+    BucketFiles { path: String, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
 impl ReconcileError {
@@ -130,6 +134,9 @@ pub struct ReconcileOptions {
     pub full: bool,
     /// Bytes of memory a rebuild's queries may hold before they spill to disk.
     pub memory_limit: usize,
+    /// Passes a rebuild makes over buckets of operations; `None`: from the history's size and the memory
+    /// limit (`passes.rs`).
+    pub passes: Option<u32>,
 }
 
 impl Default for ReconcileOptions {
@@ -139,6 +146,7 @@ impl Default for ReconcileOptions {
             stale_after: std::time::Duration::from_secs(3600),
             full: false,
             memory_limit: limits::DEFAULT_MEMORY_LIMIT_MIB as usize * 1024 * 1024,
+            passes: None,
         }
     }
 }
@@ -296,7 +304,7 @@ async fn build_state(
         }
     };
     tracing::info!(reason = %why, "reconcile rebuilds its state from the whole history");
-    rebuild::rebuild(wh, commit, params, opts.memory_limit, why).await
+    rebuild::rebuild(wh, commit, params, opts.memory_limit, opts.passes, why).await
 }
 
 /// The previous run's open findings.

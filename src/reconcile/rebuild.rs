@@ -2,13 +2,15 @@
 //! incremental runs are held to), in a DataFusion session with a memory limit that spills to disk, so memory
 //! stays bounded whatever the history. Joins are sort-merge joins (DataFusion's hash joins hold their build
 //! side in memory; sorts and aggregations spill), and the rows stream into the classification's files as
-//! they come. Then the totals, then one commit that replaces the classification and records what it covers.
+//! they come; a large history runs them once per bucket of operations (`passes.rs`), so a pass sorts a
+//! fraction of it. Then the totals, then one commit that replaces the classification and records what it
+//! covers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Date32Type, Decimal128Type};
+use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type};
 use chrono::{Days, NaiveDate};
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
@@ -20,6 +22,7 @@ use super::matching::{
     self, CLASSIFIED, DAILY_TOTALS as DAILY_TOTALS_QUERY, IMPLIED_BALANCES as BALANCES_QUERY, Params, Query,
     UNCLAIMED_TRANSACTIONS,
 };
+use super::passes::{self, Split};
 use super::pool::RepartitionNeverSpills;
 use super::state::{ImpliedBalance, Versions, tx_kind_of};
 use super::stored::{self, Files};
@@ -99,12 +102,53 @@ async fn guarded<T>(
         .map_err(|waited| ReconcileError::Stalled { query: query.file, secs: waited.as_secs() })?
 }
 
-/// Rebuild everything reconcile keeps from the whole history, under `memory_limit` bytes of query memory.
+/// Where a rebuild's classification rows go as its queries return them.
+struct Sink {
+    writer: deltalake::writer::RecordBatchWriter,
+    versions: Versions,
+    matched: BTreeMap<(NaiveDate, &'static str), i64>,
+    operations: u64,
+}
+
+impl Sink {
+    /// Write every batch of `query`'s `stream` (classified operations or unclaimed transactions).
+    async fn drain(
+        &mut self,
+        query: &Query,
+        mut stream: datafusion::physical_plan::SendableRecordBatchStream,
+    ) -> Result<(), ReconcileError> {
+        while let Some(batch) = guarded(query, matching::next(query, &mut stream)).await? {
+            let batch = stored::conform(&batch, &CLASSIFICATION, Some(self.versions))?;
+            if query == &CLASSIFIED {
+                self.operations += batch.num_rows() as u64;
+                add_matched(&batch, &mut self.matched)?;
+            }
+            stored::write(&mut self.writer, batch).await?;
+        }
+        Ok(())
+    }
+}
+
+/// How many events the payout log holds: what sizes the rebuild's passes.
+async fn logged_events(ctx: &SessionContext, params: &Params) -> Result<u64, ReconcileError> {
+    let batches = matching::collect(ctx, &LOGGED_EVENTS, params).await?;
+    let count = batches.first().filter(|b| b.num_rows() == 1).and_then(|b| b.column(0).as_primitive_opt::<Int64Type>());
+    Ok(count.map_or(0, |c| c.value(0).max(0).unsigned_abs()))
+}
+
+/// Counts the log's events.
+const LOGGED_EVENTS: Query =
+    Query { file: "the payout log's event count", sql: "SELECT count(*) FROM purpleflea.payouts.log" };
+
+/// Rebuild everything reconcile keeps from the whole history, under `memory_limit` bytes of query memory,
+/// in `passes` passes over buckets of operations (`None`: as many as the history's size and the limit
+/// call for, see `passes.rs`).
 pub async fn rebuild(
     wh: &Warehouse,
     commit: &CommitInfo,
     params: &Params,
     memory_limit: usize,
+    passes: Option<u32>,
     reason: String,
 ) -> Result<Built, ReconcileError> {
     let ctx = spilling_session(memory_limit)?;
@@ -114,20 +158,29 @@ pub async fn rebuild(
         transactions: registered.get(TRANSACTIONS.name).copied().unwrap_or(-1),
     };
     let state = open_or_create(wh, &CLASSIFICATION, commit).await?;
-    let mut writer = stored::writer(&state)?;
-    let mut matched = BTreeMap::new();
-    let mut operations = 0u64;
-    for query in [&CLASSIFIED, &UNCLAIMED_TRANSACTIONS] {
-        let mut stream = guarded(query, matching::stream(&ctx, query, params)).await?;
-        while let Some(batch) = guarded(query, matching::next(query, &mut stream)).await? {
-            let batch = stored::conform(&batch, &CLASSIFICATION, Some(versions))?;
-            if query == &CLASSIFIED {
-                operations += batch.num_rows() as u64;
-                add_matched(&batch, &mut matched)?;
-            }
-            stored::write(&mut writer, batch).await?;
+    let mut sink = Sink { writer: stored::writer(&state)?, versions, matched: BTreeMap::new(), operations: 0 };
+    let both = registered.contains_key(PAYOUT_LOG.name) && registered.contains_key(TRANSACTIONS.name);
+    let passes = match passes {
+        _ if !both => 1,
+        Some(n) => n.clamp(1, passes::MAX_PASSES),
+        None => passes::count(logged_events(&ctx, params).await?, memory_limit),
+    };
+    if passes == 1 {
+        for query in [&CLASSIFIED, &UNCLAIMED_TRANSACTIONS] {
+            sink.drain(query, guarded(query, matching::stream(&ctx, query, params)).await?).await?;
         }
+    } else {
+        let split = guarded(&passes::SPLIT, Split::new(&ctx, params, passes)).await?;
+        tracing::info!(passes, operations = split.operations(), "rebuilding in passes over buckets of operations");
+        for pass in 0..passes {
+            for query in [&CLASSIFIED, &UNCLAIMED_TRANSACTIONS] {
+                sink.drain(query, guarded(query, split.stream(pass, query, params)).await?).await?;
+            }
+            tracing::info!(pass = pass + 1, of = passes, classified = sink.operations, "rebuild pass done");
+        }
+        split.finish().await?;
     }
+    let Sink { mut writer, matched, operations, .. } = sink;
     let adds = stored::flush(&mut writer).await?;
 
     let balances: Vec<ImpliedBalance> =

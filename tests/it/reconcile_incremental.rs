@@ -3,8 +3,9 @@
 //! transactions that arrive late or before their operation, duplicates, keyless repeats, keys nobody logged,
 //! time passing, compaction in between)
 //! the classification, the totals and the findings of a run that reads what changed equal those of a
-//! `--full` rebuild over the same data, row for row, after every step. And a run killed part way leaves a
-//! state the next run completes to the same answer.
+//! `--full` rebuild over the same data, row for row, after every step, and so do those of a rebuild in passes
+//! over buckets of operations (how a large history is rebuilt in bounded memory). And a run killed part way
+//! leaves a state the next run completes to the same answer.
 
 use std::collections::BTreeMap;
 
@@ -271,13 +272,20 @@ pub async fn answer(wh: &Warehouse, r: &ReconcileReport) -> Answer {
 }
 
 async fn run(wh: &Warehouse, run_id: &str, full: bool, now: DateTime<Utc>) -> ReconcileReport {
-    let opts = ReconcileOptions { full, ..ReconcileOptions::default() };
+    run_in(wh, run_id, full, None, now).await
+}
+
+/// `run`, a rebuild making `passes` passes over buckets of operations (`None`: as many as the size calls for).
+async fn run_in(wh: &Warehouse, run_id: &str, full: bool, passes: Option<u32>, now: DateTime<Utc>) -> ReconcileReport {
+    let opts = ReconcileOptions { full, passes, ..ReconcileOptions::default() };
     reconcile_at(wh, &CommitInfo { run_id: run_id.into(), step: "reconcile" }, &opts, now).await.unwrap()
 }
 
-async fn incremental_equals_full(steps: Vec<Step>) -> Result<(), TestCaseError> {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+/// Also checks a rebuild in `passes` passes over buckets of operations against the one in one pass.
+async fn incremental_equals_full(steps: Vec<Step>, passes: u32) -> Result<(), TestCaseError> {
+    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (inc, full) = (crate::common::warehouse(&a), crate::common::warehouse(&b));
+    let in_passes = crate::common::warehouse(&c);
     let mut now = Utc.with_ymd_and_hms(2026, 3, 1, 23, 0, 0).unwrap();
     let mut txs = 0;
     for (i, step) in steps.iter().enumerate() {
@@ -285,6 +293,7 @@ async fn incremental_equals_full(steps: Vec<Step>) -> Result<(), TestCaseError> 
         let (events, new_txs) = rows_of(step, now, &mut txs);
         append(&inc, &events, &new_txs).await;
         append(&full, &events, &new_txs).await;
+        append(&in_passes, &events, &new_txs).await;
         if step.maintain {
             let opts = pfsync::maintain::MaintainOptions { retention_hours: 168, i_know: false, dry_run: false };
             let commit = CommitInfo { run_id: "maintain".into(), step: "maintain" };
@@ -292,12 +301,15 @@ async fn incremental_equals_full(steps: Vec<Step>) -> Result<(), TestCaseError> 
         }
         let run_id = format!("run-{i}");
         let r_inc = run(&inc, &run_id, false, now).await;
-        let r_full = run(&full, &run_id, true, now).await;
+        let r_full = run_in(&full, &run_id, true, Some(1), now).await;
+        let r_passes = run_in(&in_passes, &run_id, true, Some(passes), now).await;
         prop_assert!(r_full.rebuilt.is_some());
         if i > 0 {
             prop_assert_eq!(&r_inc.rebuilt, &None, "step {} read what changed", i);
         }
         let (x, y) = (answer(&inc, &r_inc).await, answer(&full, &r_full).await);
+        let z = answer(&in_passes, &r_passes).await;
+        prop_assert_eq!(&z, &y, "step {}: {} passes (left) against one (right)", i, passes);
         prop_assert_eq!(x, y, "step {}: incremental (left) against full (right)", i);
     }
     Ok(())
@@ -308,9 +320,9 @@ proptest! {
     #![proptest_config(ProptestConfig { max_shrink_iters: 64, ..ProptestConfig::with_cases(12) })]
 
     #[test]
-    fn a_run_that_reads_what_changed_classifies_as_a_rebuild_does(steps in history()) {
+    fn a_run_that_reads_what_changed_classifies_as_a_rebuild_does(steps in history(), passes in 2u32..6) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(incremental_equals_full(steps))?;
+        rt.block_on(incremental_equals_full(steps, passes))?;
     }
 }
 
@@ -420,4 +432,43 @@ async fn a_run_killed_part_way_is_completed_by_the_next_to_the_answer_of_a_rebui
             assert!(after_kill.0.len() >= 8, "{point}: {:?}", after_kill.0);
         }
     }
+}
+
+/// `pfsync reconcile --full --rebuild-passes N` gives the classification of a rebuild in one pass, and leaves
+/// none of its bucket files in TMPDIR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_in_passes_from_the_command_line_gives_the_one_pass_answer_and_cleans_up() {
+    use crate::common::PfsyncCommand;
+
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = crate::common::warehouse(&dir);
+    let now = Utc::now();
+    let mut txs = 0;
+    let (events, new_txs) = settled_history(0, 16, now, &mut txs);
+    append(&wh, &events, &new_txs).await;
+    run_in(&wh, "one-pass", true, Some(1), now).await;
+    let one_pass = state_of(&wh).await;
+    assert!(one_pass.0.len() >= 16, "{:?}", one_pass.0);
+
+    let mut c = crate::common::pfsync();
+    c.warehouse(dir.path()).env("TMPDIR", tmp.path()).args([
+        "reconcile",
+        "--no-sync",
+        "--full",
+        "--rebuild-passes",
+        "4",
+    ]);
+    let out = crate::common::output_in_place(&mut c);
+    // Findings are open (exit 8): the history plants them.
+    assert_eq!(out.status.code(), Some(8), "{}", crate::common::text(&out));
+    assert_eq!(state_of(&wh).await, one_pass, "four passes against one");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+
+    let mut c = crate::common::pfsync();
+    c.warehouse(dir.path()).args(["reconcile", "--no-sync", "--full", "--rebuild-passes", "0"]);
+    let out = crate::common::output_in_place(&mut c);
+    assert_eq!(out.status.code(), Some(2), "{}", crate::common::text(&out));
+    assert!(crate::common::text(&out).contains("--rebuild-passes"), "{}", crate::common::text(&out));
 }
