@@ -36,7 +36,6 @@ mod report_browser;
 mod resilience;
 mod resolve;
 pub mod rules;
-#[cfg(feature = "s3")]
 mod s3;
 mod secrets;
 mod simulation;
@@ -45,7 +44,6 @@ mod sql_files;
 mod status_view;
 mod stop;
 mod sync_incremental;
-#[cfg(feature = "unity")]
 mod unity;
 mod upgrade;
 mod wallet_sync;

@@ -1,6 +1,7 @@
 //! The S3 path for real: a local S3-compatible server (moto, from PyPI, which `.ci/run` installs) started
-//! by the test on 127.0.0.1, every table written and read back through delta-rs's S3 backend.
-//! Built only with `--features s3`: `cargo test --locked --features s3 --test it s3`.
+//! by the test on 127.0.0.1, every table written and read back through delta-rs's S3 backend. The tests
+//! build pfsync with the `unity` feature (and so `s3`); without moto they skip, and fail under `CI=true`
+//! or `PFSYNC_REQUIRE_MOTO=1`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +14,7 @@ use pfsync::reconcile::{ReconcileOptions, reconcile};
 use pfsync::sync::{SyncOptions, sync_table};
 use pfsync::tables::{ALL, CommitInfo, Warehouse, sql_context};
 
-use crate::common::{PaidBy, PfsyncCommand, assert_paid_once, client, pfsync, sandbox};
+use crate::common::{Missing, PaidBy, PfsyncCommand, assert_paid_once, client, pfsync, sandbox};
 
 pub struct Moto(Child);
 
@@ -22,6 +23,24 @@ impl Drop for Moto {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Whether `python3` can import moto's server; a missing python3 or moto is [`Missing`].
+fn moto_installed() -> Result<(), Missing> {
+    let found = Command::new("python3")
+        .args(["-c", "import moto.server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Ok(());
+    }
+    Err(Missing {
+        what: "no moto server for python3".into(),
+        fix: "python3 -m pip install 'moto[server]', as .ci/run does".into(),
+        require: "PFSYNC_REQUIRE_MOTO",
+    })
 }
 
 async fn start_moto() -> (Moto, String) {
@@ -44,18 +63,22 @@ async fn start_moto() -> (Moto, String) {
     panic!("moto's server did not come up on {endpoint}: is it installed? `pip install 'moto[server]'`");
 }
 
-/// A moto server with one empty bucket: the server (stopped on drop) and its endpoint.
-pub async fn moto_with_bucket(bucket: &str) -> (Moto, String) {
+/// A moto server with one empty bucket: the server (stopped on drop) and its endpoint; `None` (the test
+/// skips) when moto is not installed and nothing requires it.
+pub async fn moto_with_bucket(bucket: &str) -> Option<(Moto, String)> {
+    if let Err(missing) = moto_installed() {
+        return missing.skip_or_fail();
+    }
     let (moto, endpoint) = start_moto().await;
     let r = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.unwrap();
     assert!(r.status().is_success(), "create bucket {bucket}: {}", r.status());
-    (moto, endpoint)
+    Some((moto, endpoint))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_table_is_written_and_read_back_on_s3() {
     let bucket = "pfsync-test";
-    let (_moto, endpoint) = moto_with_bucket(bucket).await;
+    let Some((_moto, endpoint)) = moto_with_bucket(bucket).await else { return };
 
     let options: HashMap<String, String> = [
         ("aws_endpoint_url", endpoint.as_str()),
@@ -133,7 +156,7 @@ async fn every_table_is_written_and_read_back_on_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_on_s3_lose_no_commit() {
     let bucket = "pfsync-two";
-    let (_moto, endpoint) = moto_with_bucket(bucket).await;
+    let Some((_moto, endpoint)) = moto_with_bucket(bucket).await else { return };
     let storage = [
         ("aws_endpoint_url", endpoint.as_str()),
         ("aws_access_key_id", "test"),
