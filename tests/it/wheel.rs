@@ -55,6 +55,16 @@ fn venv() -> Option<&'static Venv> {
     }
 }
 
+/// A `pfsync` built with the cloud and Unity Catalog features, for the S3 and Unity tests: the one
+/// `PFSYNC_CLOUD_BIN` names (`cargo build --features unity` makes one), else the wheel's; `None` (the test
+/// skips) when there is neither and nothing requires it.
+pub fn cloud_pfsync() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("PFSYNC_CLOUD_BIN").filter(|b| !b.is_empty()) {
+        return Some(PathBuf::from(bin));
+    }
+    venv().map(|v| v.bin.join("pfsync"))
+}
+
 fn ok(out: Output) -> Output {
     assert!(
         out.status.success(),
