@@ -315,7 +315,7 @@ impl Settings {
 }
 
 /// A `[unity]` section needs a build with the `unity` feature; without it the run stops before anything is
-/// touched. (A function of the build's feature so the tests, which build with it, check both answers.)
+/// touched. (The feature is a parameter so the tests check both answers whatever features they build with.)
 fn check_unity_built(section: bool, built_with_unity: bool) -> Result<(), ConfigError> {
     if section && !built_with_unity {
         return Err(value_error(
