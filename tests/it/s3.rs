@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{Missing, PaidBy, PfsyncCommand, assert_paid_once, sandbox, text, warehouse};
+use pfsync::tables::Warehouse;
+
+use crate::common::{Missing, PaidBy, PfsyncCommand, assert_paid_once, sandbox, text};
 
 pub struct Moto(Child);
 
@@ -85,9 +87,9 @@ const SECRET: &str = "s3-SECRET-never-printed-5f1e";
 
 /// Pending payouts upstream wrote: a local table (the only one off S3), mapped in the config by location.
 async fn local_pending(dir: &Path, rows: &[(&str, &str, &str, &str)]) -> String {
-    let local = tempfile::TempDir::new_in(dir).unwrap();
-    crate::payouts::write_pending(&warehouse(&local), rows).await;
-    let pending = local.keep().join("purpleflea/payouts/pending");
+    let local = dir.join("upstream");
+    crate::payouts::write_pending(&Warehouse::local(&local).unwrap(), rows).await;
+    let pending = local.join("purpleflea/payouts/pending");
     let url = url::Url::from_directory_path(pending).unwrap();
     format!("[tables.\"purpleflea.payouts.pending\"]\nlocation = \"{url}\"\n")
 }
@@ -113,10 +115,10 @@ async fn every_table_is_written_and_read_back_on_s3() {
     let Some((_moto, endpoint)) = moto_with_bucket(bucket).await else { return };
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox(40).await;
-    let pending =
-        local_pending(dir.path(), &[("s3-1", "agent-000001", "1.00", "r"), ("s3-2", "agent-000002", "2.50", "r")]);
+    let rows = [("s3-1", "agent-000001", "1.00", "r"), ("s3-2", "agent-000002", "2.50", "r")];
+    let pending = local_pending(dir.path(), &rows).await;
     let config = dir.path().join("pfsync.toml");
-    std::fs::write(&config, format!("{}{}", storage_config(&endpoint), pending.await)).unwrap();
+    std::fs::write(&config, format!("{}{pending}", storage_config(&endpoint))).unwrap();
     let root = format!("s3://{bucket}/lake/");
 
     // The whole job on S3: sync, the two payouts, the ledger, reconciliation, the run's records.
