@@ -234,12 +234,17 @@ pub fn carry_forward(
             resolved_at: None,
         });
     }
+    // Resolutions in key order, like the current rows: `previous_open` comes in the order its table's files
+    // are read, which depends on how earlier runs wrote them; the report's order must not.
+    let mut resolved: Vec<FindingRow> = previous_open
+        .iter()
+        .filter(|p| !seen.contains_key(&p.key))
+        .map(|p| FindingRow { resolved_at: Some(now), ..p.clone() })
+        .collect();
+    resolved.sort_by(|a, b| a.key.cmp(&b.key));
+    resolved.dedup_by(|a, b| a.key == b.key);
     let mut rows: Vec<FindingRow> = seen.into_values().collect();
-    for p in previous_open {
-        if !rows.iter().any(|r| r.key == p.key) {
-            rows.push(FindingRow { resolved_at: Some(now), ..p.clone() });
-        }
-    }
+    rows.extend(resolved);
     rows
 }
 
@@ -264,6 +269,11 @@ mod tests {
         assert_eq!(by_key["agent_mismatch:p3"].first_seen_run, "r2");
         assert_eq!(by_key["stale_unknown:p2"].resolved_at, Some(t2));
         assert_eq!(run2.len(), 3);
+        // Resolutions come in key order whatever order the previous open rows were read in.
+        let mut reversed = carry_forward(&[], vec![f(Class::StaleUnknown, "a"), f(Class::StaleUnknown, "b")], "r1", t1);
+        reversed.reverse();
+        let keys: Vec<String> = carry_forward(&reversed, vec![], "r2", t2).into_iter().map(|r| r.key).collect();
+        assert_eq!(keys, ["stale_unknown:a", "stale_unknown:b"]);
         for c in FINDING_CLASSES {
             assert_eq!(Class::parse(c.as_str()), Some(*c));
             assert!(c.is_finding());
